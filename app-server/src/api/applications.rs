@@ -1,0 +1,96 @@
+//! `/api/applications`: the groups of devices whose events share an MQTT topic prefix.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use loraflow_network_server::storage::Application;
+
+use super::error::ApiError;
+use super::extract::{ApiJson, QueryMap};
+use super::{ApiState, ListResponse};
+
+#[derive(Debug, Deserialize)]
+// Read-only fields echoed back from a GET are accepted and ignored.
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplicationBody {
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    id: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    created_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    updated_at: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationJson {
+    id: Uuid,
+    name: String,
+    description: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Application> for ApplicationJson {
+    fn from(a: Application) -> Self {
+        ApplicationJson { id: a.id, name: a.name, description: a.description, created_at: a.created_at, updated_at: a.updated_at }
+    }
+}
+
+pub fn parse_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::field(field, format!("expected a UUID, got {s:?}")))
+}
+
+pub fn required_name(name: Option<String>) -> Result<String, ApiError> {
+    match name {
+        Some(n) if n.len() > 100 => Err(ApiError::field("name", "must be at most 100 characters")),
+        Some(n) if !n.trim().is_empty() => Ok(n),
+        _ => Err(ApiError::field("name", "must not be empty")),
+    }
+}
+
+pub async fn create(State(state): State<ApiState>, ApiJson(body): ApiJson<ApplicationBody>) -> Result<(StatusCode, Json<ApplicationJson>), ApiError> {
+    let now = Utc::now();
+    let app = Application { id: Uuid::new_v4(), name: required_name(body.name)?, description: body.description, created_at: now, updated_at: now };
+    state.storage.applications.create(&app).await?;
+    Ok((StatusCode::CREATED, Json(app.into())))
+}
+
+pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<ApplicationJson>, ApiError> {
+    let app = state.storage.applications.get(parse_uuid("id", &id)?).await?;
+    Ok(Json(app.into()))
+}
+
+pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<ApplicationJson>>, ApiError> {
+    let p = q.paging()?;
+    let page = state.storage.applications.list(p.limit, p.offset).await?;
+    Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(Into::into).collect() }))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ApplicationBody>,
+) -> Result<Json<ApplicationJson>, ApiError> {
+    let mut app = state.storage.applications.get(parse_uuid("id", &id)?).await?;
+    app.name = required_name(body.name)?;
+    app.description = body.description;
+    app.updated_at = Utc::now();
+    state.storage.applications.update(&app).await?;
+    state.network.profiles_or_applications_changed();
+    Ok(Json(app.into()))
+}
+
+pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.storage.applications.delete(parse_uuid("id", &id)?).await?;
+    state.network.profiles_or_applications_changed();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,118 @@
+//! `/api/devices/{devEui}/keys`: the OTAA root keys, and `/dev-nonces`: forgetting the
+//! DevNonces a device has used so that a reset device can join again.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use loraflow_network_server::storage::{DeviceKeys, StorageError};
+use loraflow_network_server::types::{AesKey, Eui64};
+
+use super::devices::{existing_device, parse_key};
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::gateways::parse_eui;
+use super::ApiState;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeysBody {
+    app_key: Option<String>,
+    /// LoRaWAN 1.1 only; `null` (as a GET of a 1.0.x device shows) means none.
+    nwk_key: Option<String>,
+    // Read-only field a client may echo back from a GET.
+    #[serde(default)]
+    dev_eui: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysJson {
+    dev_eui: Eui64,
+    app_key: AesKey,
+    nwk_key: Option<AesKey>,
+}
+
+impl From<DeviceKeys> for KeysJson {
+    fn from(k: DeviceKeys) -> Self {
+        KeysJson { dev_eui: k.dev_eui, app_key: k.app_key, nwk_key: k.nwk_key }
+    }
+}
+
+fn validated(dev_eui: Eui64, body: KeysBody) -> Result<DeviceKeys, ApiError> {
+    if let Some(b) = body.dev_eui.as_deref() {
+        if parse_eui("devEui", b)? != dev_eui {
+            return Err(ApiError::field("devEui", "does not match the path"));
+        }
+    }
+    let app_key = parse_key("appKey", body.app_key.as_deref().ok_or_else(|| ApiError::field("appKey", "is required"))?)?;
+    let nwk_key = body.nwk_key.as_deref().map(|k| parse_key("nwkKey", k)).transpose()?;
+    Ok(DeviceKeys { dev_eui, app_key, nwk_key })
+}
+
+pub async fn put(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<KeysBody>,
+) -> Result<Json<KeysJson>, ApiError> {
+    let dev_eui = parse_eui("devEui", &id)?;
+    let keys = validated(dev_eui, body)?;
+    existing_device(&state, dev_eui).await?;
+    state.storage.devices.set_keys(&keys).await?;
+    state.network.device_changed(dev_eui);
+    Ok(Json(keys.into()))
+}
+
+pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<KeysJson>, ApiError> {
+    let dev_eui = parse_eui("devEui", &id)?;
+    existing_device(&state, dev_eui).await?;
+    match state.storage.devices.get_keys(dev_eui).await {
+        Err(StorageError::NotFound) => Err(ApiError::NotFound(format!("device {dev_eui} has no keys"))),
+        other => Ok(Json(other?.into())),
+    }
+}
+
+pub async fn delete_dev_nonces(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let dev_eui = parse_eui("devEui", &id)?;
+    existing_device(&state, dev_eui).await?;
+    state.storage.devices.clear_dev_nonces(dev_eui).await?;
+    // The join path may remember the highest DevNonce (LoRaWAN 1.0.4 §6.2.5) with the device.
+    state.network.device_changed(dev_eui);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: Eui64 = Eui64([1, 2, 3, 4, 5, 6, 7, 8]);
+
+    fn keys(json: &str) -> Result<DeviceKeys, ApiError> {
+        validated(DEV, super::super::extract::parse_json(json.as_bytes())?)
+    }
+
+    #[test]
+    fn an_app_key_alone_is_a_1_0_device() {
+        let k = keys(r#"{"appKey":"000102030405060708090A0B0C0D0E0F"}"#).unwrap();
+        assert_eq!(k.app_key.to_hex(), "000102030405060708090a0b0c0d0e0f");
+        assert_eq!(k.nwk_key, None);
+    }
+
+    #[test]
+    fn a_get_body_can_be_sent_back() {
+        let k = keys(r#"{"devEui":"0102030405060708","appKey":"000102030405060708090a0b0c0d0e0f","nwkKey":null}"#).unwrap();
+        assert_eq!(k.dev_eui, DEV);
+    }
+
+    #[test]
+    fn bad_keys_name_their_field() {
+        assert!(keys(r#"{}"#).unwrap_err().to_string().starts_with("appKey: "));
+        assert!(keys(r#"{"appKey":"00"}"#).unwrap_err().to_string().starts_with("appKey: "));
+        let e = keys(r#"{"appKey":"000102030405060708090a0b0c0d0e0f","nwkKey":"xyz"}"#).unwrap_err().to_string();
+        assert!(e.starts_with("nwkKey: "), "{e}");
+        let e = keys(r#"{"devEui":"0102030405060709","appKey":"000102030405060708090a0b0c0d0e0f"}"#).unwrap_err().to_string();
+        assert!(e.starts_with("devEui: "), "{e}");
+        assert!(keys(r#"{"appKey":"000102030405060708090a0b0c0d0e0f","genAppKey":"x"}"#).is_err());
+    }
+}

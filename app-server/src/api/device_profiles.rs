@@ -1,0 +1,295 @@
+//! `/api/device-profiles`: what a kind of device speaks (region, LoRaWAN version, class,
+//! ADR) and how its payloads are decoded.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use loraflow_network_server::storage::DeviceProfile;
+
+use super::applications::{parse_uuid, required_name};
+use super::error::ApiError;
+use super::extract::{ApiJson, QueryMap};
+use super::{ApiState, ListResponse};
+
+/// MAC versions whose device behaviour the network server implements.
+const MAC_VERSIONS: [&str; 5] = ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"];
+/// LoRaWAN 1.1 needs separate network keys and rejoin handling that loraflow lacks.
+const MAC_VERSIONS_LATER: [&str; 2] = ["1.1.0", "1.1"];
+/// Regional Parameters revisions: 1.0.2rA/rB are written "A"/"B" as in ChirpStack.
+const REG_PARAMS_REVISIONS: [&str; 7] = ["A", "B", "RP002-1.0.0", "RP002-1.0.1", "RP002-1.0.2", "RP002-1.0.3", "RP002-1.0.4"];
+const REGIONS: [&str; 1] = ["EU868"];
+const PAYLOAD_CODECS: [&str; 3] = ["NONE", "CAYENNE_LPP", "JS"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceProfileBody {
+    name: Option<String>,
+    region: Option<String>,
+    mac_version: Option<String>,
+    reg_params_revision: Option<String>,
+    supports_otaa: Option<bool>,
+    supports_class_c: Option<bool>,
+    adr_enabled: Option<bool>,
+    payload_codec: Option<String>,
+    #[serde(default)]
+    payload_codec_script: String,
+    // Read-only fields a client may echo back from a GET.
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    created_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    updated_at: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceProfileJson {
+    id: Uuid,
+    name: String,
+    region: String,
+    mac_version: String,
+    reg_params_revision: String,
+    supports_otaa: bool,
+    supports_class_c: bool,
+    adr_enabled: bool,
+    payload_codec: String,
+    payload_codec_script: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<DeviceProfile> for DeviceProfileJson {
+    fn from(p: DeviceProfile) -> Self {
+        DeviceProfileJson {
+            id: p.id,
+            name: p.name,
+            region: p.region,
+            mac_version: p.mac_version,
+            reg_params_revision: p.reg_params_revision,
+            supports_otaa: p.supports_otaa,
+            supports_class_c: p.supports_class_c,
+            adr_enabled: p.adr_enabled,
+            payload_codec: p.payload_codec,
+            payload_codec_script: p.payload_codec_script,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// The validated, defaulted content of a body (everything but id and times).
+#[derive(Debug, Clone, PartialEq)]
+struct ProfileFields {
+    name: String,
+    region: String,
+    mac_version: String,
+    reg_params_revision: String,
+    supports_otaa: bool,
+    supports_class_c: bool,
+    adr_enabled: bool,
+    payload_codec: String,
+    payload_codec_script: String,
+}
+
+/// Case-insensitive match against a fixed set, returning the canonical spelling.
+fn one_of(field: &str, value: &str, allowed: &[&'static str]) -> Result<&'static str, ApiError> {
+    allowed
+        .iter()
+        .copied()
+        .find(|a| a.eq_ignore_ascii_case(value.trim()))
+        .ok_or_else(|| ApiError::field(field, format!("{value:?} is not one of {}", allowed.join(", "))))
+}
+
+/// Omitted optional fields take the defaults shown in DESIGN.md §3.
+fn validated(body: DeviceProfileBody) -> Result<ProfileFields, ApiError> {
+    let name = required_name(body.name)?;
+    let region = one_of("region", body.region.as_deref().unwrap_or("EU868"), &REGIONS)?;
+    let mac = body.mac_version.as_deref().unwrap_or("1.0.3");
+    if MAC_VERSIONS_LATER.contains(&mac.trim()) {
+        return Err(ApiError::field("macVersion", format!("LoRaWAN {mac} is not supported yet (supported: {})", MAC_VERSIONS.join(", "))));
+    }
+    let mac_version = one_of("macVersion", mac, &MAC_VERSIONS)?;
+    let reg_params_revision =
+        one_of("regParamsRevision", body.reg_params_revision.as_deref().unwrap_or("RP002-1.0.3"), &REG_PARAMS_REVISIONS)?;
+    let payload_codec = one_of("payloadCodec", body.payload_codec.as_deref().unwrap_or("NONE"), &PAYLOAD_CODECS)?;
+    if payload_codec == "JS" && body.payload_codec_script.trim().is_empty() {
+        return Err(ApiError::field("payloadCodecScript", "must not be empty when payloadCodec is JS"));
+    }
+    Ok(ProfileFields {
+        name,
+        region: region.to_string(),
+        mac_version: mac_version.to_string(),
+        reg_params_revision: reg_params_revision.to_string(),
+        supports_otaa: body.supports_otaa.unwrap_or(true),
+        supports_class_c: body.supports_class_c.unwrap_or(false),
+        adr_enabled: body.adr_enabled.unwrap_or(true),
+        payload_codec: payload_codec.to_string(),
+        payload_codec_script: body.payload_codec_script,
+    })
+}
+
+fn apply(p: &mut DeviceProfile, f: ProfileFields) {
+    p.name = f.name;
+    p.region = f.region;
+    p.mac_version = f.mac_version;
+    p.reg_params_revision = f.reg_params_revision;
+    p.supports_otaa = f.supports_otaa;
+    p.supports_class_c = f.supports_class_c;
+    p.adr_enabled = f.adr_enabled;
+    p.payload_codec = f.payload_codec;
+    p.payload_codec_script = f.payload_codec_script;
+}
+
+/// The profile, or 404 naming what was missing.
+pub(crate) async fn existing_profile(state: &ApiState, id: Uuid) -> Result<DeviceProfile, ApiError> {
+    match state.storage.device_profiles.get(id).await {
+        Err(loraflow_network_server::storage::StorageError::NotFound) => Err(ApiError::NotFound(format!("device profile {id} not found"))),
+        other => Ok(other?),
+    }
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<DeviceProfileBody>,
+) -> Result<(StatusCode, Json<DeviceProfileJson>), ApiError> {
+    let f = validated(body)?;
+    let now = Utc::now();
+    let dp = DeviceProfile {
+        id: Uuid::new_v4(),
+        name: f.name,
+        region: f.region,
+        mac_version: f.mac_version,
+        reg_params_revision: f.reg_params_revision,
+        supports_otaa: f.supports_otaa,
+        supports_class_c: f.supports_class_c,
+        adr_enabled: f.adr_enabled,
+        payload_codec: f.payload_codec,
+        payload_codec_script: f.payload_codec_script,
+        created_at: now,
+        updated_at: now,
+    };
+    state.storage.device_profiles.create(&dp).await?;
+    Ok((StatusCode::CREATED, Json(dp.into())))
+}
+
+pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<DeviceProfileJson>, ApiError> {
+    let dp = existing_profile(&state, parse_uuid("id", &id)?).await?;
+    Ok(Json(dp.into()))
+}
+
+pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<DeviceProfileJson>>, ApiError> {
+    let p = q.paging()?;
+    let page = state.storage.device_profiles.list(p.limit, p.offset).await?;
+    Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(Into::into).collect() }))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DeviceProfileBody>,
+) -> Result<Json<DeviceProfileJson>, ApiError> {
+    let id = parse_uuid("id", &id)?;
+    let mut dp = existing_profile(&state, id).await?;
+    apply(&mut dp, validated(body)?);
+    dp.updated_at = Utc::now();
+    state.storage.device_profiles.update(&dp).await?;
+    state.network.profiles_or_applications_changed();
+    Ok(Json(dp.into()))
+}
+
+pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_uuid("id", &id)?;
+    match state.storage.device_profiles.delete(id).await {
+        Err(loraflow_network_server::storage::StorageError::NotFound) => {
+            return Err(ApiError::NotFound(format!("device profile {id} not found")))
+        }
+        Err(loraflow_network_server::storage::StorageError::Conflict(_)) => {
+            return Err(ApiError::Conflict("device profile is used by devices; delete or move them first".into()))
+        }
+        other => other?,
+    }
+    state.network.profiles_or_applications_changed();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: &str) -> DeviceProfileBody {
+        super::super::extract::parse_json(json.as_bytes()).unwrap()
+    }
+
+    fn error_of(json: &str) -> String {
+        validated(body(json)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn omitted_fields_take_the_design_defaults() {
+        let f = validated(body(r#"{"name":"p"}"#)).unwrap();
+        assert_eq!(
+            f,
+            ProfileFields {
+                name: "p".into(),
+                region: "EU868".into(),
+                mac_version: "1.0.3".into(),
+                reg_params_revision: "RP002-1.0.3".into(),
+                supports_otaa: true,
+                supports_class_c: false,
+                adr_enabled: true,
+                payload_codec: "NONE".into(),
+                payload_codec_script: String::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn enum_values_are_accepted_in_any_case_and_stored_canonically() {
+        let f = validated(body(r#"{"name":"p","region":"eu868","regParamsRevision":"rp002-1.0.2","payloadCodec":"cayenne_lpp"}"#)).unwrap();
+        assert_eq!((f.region.as_str(), f.reg_params_revision.as_str(), f.payload_codec.as_str()), ("EU868", "RP002-1.0.2", "CAYENNE_LPP"));
+    }
+
+    #[test]
+    fn other_regions_are_rejected_naming_region() {
+        assert!(error_of(r#"{"name":"p","region":"US915"}"#).starts_with("region: "));
+    }
+
+    #[test]
+    fn lorawan_1_1_is_rejected_as_not_supported_yet() {
+        let e = error_of(r#"{"name":"p","macVersion":"1.1.0"}"#);
+        assert!(e.starts_with("macVersion: ") && e.contains("not supported yet"), "{e}");
+        assert!(error_of(r#"{"name":"p","macVersion":"2.0"}"#).starts_with("macVersion: "));
+    }
+
+    #[test]
+    fn unknown_codec_and_bad_revision_name_their_fields() {
+        assert!(error_of(r#"{"name":"p","payloadCodec":"PROTOBUF"}"#).starts_with("payloadCodec: "));
+        assert!(error_of(r#"{"name":"p","regParamsRevision":"X"}"#).starts_with("regParamsRevision: "));
+    }
+
+    #[test]
+    fn js_codec_needs_a_script() {
+        assert!(error_of(r#"{"name":"p","payloadCodec":"JS"}"#).starts_with("payloadCodecScript: "));
+        let f = validated(body(r#"{"name":"p","payloadCodec":"JS","payloadCodecScript":"function decodeUplink(i){return {data:{}}}"}"#))
+            .unwrap();
+        assert_eq!(f.payload_codec, "JS");
+    }
+
+    #[test]
+    fn a_missing_name_is_rejected() {
+        assert!(error_of(r#"{"region":"EU868"}"#).starts_with("name: "));
+    }
+
+    #[test]
+    fn read_only_fields_from_a_get_are_accepted() {
+        validated(body(r#"{"id":"x","name":"p","createdAt":"t","updatedAt":"t"}"#)).unwrap();
+    }
+}

@@ -1,0 +1,322 @@
+//! `/api/devices`: the devices of an application, each with a device profile.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use loraflow_network_server::storage::{Device, StorageError};
+use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
+
+use super::applications::{parse_uuid, required_name};
+use super::error::ApiError;
+use super::extract::{ApiJson, QueryMap};
+use super::gateways::parse_eui;
+use super::{ApiState, ListResponse};
+
+pub fn parse_dev_addr(field: &str, s: &str) -> Result<DevAddr, ApiError> {
+    s.to_ascii_lowercase().parse::<DevAddr>().map_err(|_| ApiError::field(field, format!("expected 8 hex characters, got {s:?}")))
+}
+
+/// Keys are never echoed back in error messages: only their length is reported.
+pub fn parse_key(field: &str, s: &str) -> Result<AesKey, ApiError> {
+    s.to_ascii_lowercase().parse::<AesKey>().map_err(|_| ApiError::field(field, format!("expected 32 hex characters ({} given)", s.len())))
+}
+
+/// The device, or 404 naming it.
+pub(crate) async fn existing_device(state: &ApiState, dev_eui: Eui64) -> Result<Device, ApiError> {
+    match state.storage.devices.get(dev_eui).await {
+        Err(StorageError::NotFound) => Err(ApiError::NotFound(format!("device {dev_eui} not found"))),
+        other => Ok(other?),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceBody {
+    /// Required on create; on update it must match the path when present.
+    dev_eui: Option<String>,
+    name: Option<String>,
+    application_id: Option<String>,
+    device_profile_id: Option<String>,
+    join_eui: Option<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    skip_fcnt_check: bool,
+    #[serde(default)]
+    is_disabled: bool,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    // Read-only fields a client may echo back from a GET.
+    #[serde(default)]
+    #[allow(dead_code)]
+    last_seen_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    dev_addr: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    created_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    updated_at: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceJson {
+    dev_eui: Eui64,
+    name: String,
+    description: String,
+    application_id: Uuid,
+    device_profile_id: Uuid,
+    join_eui: Eui64,
+    skip_fcnt_check: bool,
+    is_disabled: bool,
+    tags: serde_json::Value,
+    last_seen_at: Option<DateTime<Utc>>,
+    dev_addr: Option<DevAddr>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Device> for DeviceJson {
+    fn from(d: Device) -> Self {
+        DeviceJson {
+            dev_eui: d.dev_eui,
+            name: d.name,
+            description: d.description,
+            application_id: d.application_id,
+            device_profile_id: d.device_profile_id,
+            join_eui: d.join_eui,
+            skip_fcnt_check: d.skip_fcnt_check,
+            is_disabled: d.is_disabled,
+            // A NULL or non-object column still reads as `{}` so clients can index it.
+            tags: if d.tags.is_object() { d.tags } else { serde_json::json!({}) },
+            last_seen_at: d.last_seen_at,
+            dev_addr: d.dev_addr,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+/// The validated content of a body, apart from the DevEUI.
+#[derive(Debug, Clone, PartialEq)]
+struct DeviceFields {
+    name: String,
+    description: String,
+    application_id: Uuid,
+    device_profile_id: Uuid,
+    join_eui: Eui64,
+    skip_fcnt_check: bool,
+    is_disabled: bool,
+    tags: serde_json::Value,
+}
+
+const DESCRIPTION_MAX: usize = 10_000;
+
+/// Checks everything that needs no database; references are checked by `check_references`.
+fn validated(body: DeviceBody) -> Result<DeviceFields, ApiError> {
+    let name = required_name(body.name)?;
+    let application_id = match body.application_id.as_deref() {
+        Some(s) => parse_uuid("applicationId", s)?,
+        None => return Err(ApiError::field("applicationId", "is required")),
+    };
+    let device_profile_id = match body.device_profile_id.as_deref() {
+        Some(s) => parse_uuid("deviceProfileId", s)?,
+        None => return Err(ApiError::field("deviceProfileId", "is required")),
+    };
+    let join_eui = match body.join_eui.as_deref() {
+        Some(s) => parse_eui("joinEui", s)?,
+        None => Eui64([0; 8]),
+    };
+    if body.description.len() > DESCRIPTION_MAX {
+        return Err(ApiError::field("description", format!("must be at most {DESCRIPTION_MAX} characters")));
+    }
+    let tags = serde_json::to_value(&body.tags).map_err(|e| ApiError::field("tags", e))?;
+    Ok(DeviceFields {
+        name,
+        description: body.description,
+        application_id,
+        device_profile_id,
+        join_eui,
+        skip_fcnt_check: body.skip_fcnt_check,
+        is_disabled: body.is_disabled,
+        tags,
+    })
+}
+
+/// Unknown references are the client's input error (400 naming the field), checked before
+/// writing so the answer does not depend on how a backend reports a broken foreign key.
+async fn check_references(state: &ApiState, f: &DeviceFields) -> Result<(), ApiError> {
+    match state.storage.applications.get(f.application_id).await {
+        Err(StorageError::NotFound) => return Err(ApiError::field("applicationId", format!("no application {}", f.application_id))),
+        other => {
+            other?;
+        }
+    }
+    match state.storage.device_profiles.get(f.device_profile_id).await {
+        Err(StorageError::NotFound) => {
+            return Err(ApiError::field("deviceProfileId", format!("no device profile {}", f.device_profile_id)))
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(())
+}
+
+/// A reference that vanished between the check and the write still names its field.
+fn reference_error(e: StorageError) -> ApiError {
+    match e {
+        StorageError::Conflict(m) if m.starts_with("applicationId") || m.starts_with("deviceProfileId") => ApiError::BadRequest(m),
+        StorageError::AlreadyExists => ApiError::Conflict("a device with this devEui already exists".into()),
+        other => other.into(),
+    }
+}
+
+fn apply(d: &mut Device, f: DeviceFields) {
+    d.name = f.name;
+    d.description = f.description;
+    d.application_id = f.application_id;
+    d.device_profile_id = f.device_profile_id;
+    d.join_eui = f.join_eui;
+    d.skip_fcnt_check = f.skip_fcnt_check;
+    d.is_disabled = f.is_disabled;
+    d.tags = f.tags;
+}
+
+pub async fn create(State(state): State<ApiState>, ApiJson(body): ApiJson<DeviceBody>) -> Result<(StatusCode, Json<DeviceJson>), ApiError> {
+    let id = body.dev_eui.clone().ok_or_else(|| ApiError::field("devEui", "is required"))?;
+    let dev_eui = parse_eui("devEui", &id)?;
+    let fields = validated(body)?;
+    check_references(&state, &fields).await?;
+    let now = Utc::now();
+    let dev = Device {
+        dev_eui,
+        name: fields.name,
+        description: fields.description,
+        application_id: fields.application_id,
+        device_profile_id: fields.device_profile_id,
+        join_eui: fields.join_eui,
+        skip_fcnt_check: fields.skip_fcnt_check,
+        is_disabled: fields.is_disabled,
+        tags: fields.tags,
+        last_seen_at: None,
+        dev_addr: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.storage.devices.create(&dev).await.map_err(reference_error)?;
+    // A device deleted and created again must not be served from a stale cache entry.
+    state.network.device_changed(dev_eui);
+    Ok((StatusCode::CREATED, Json(dev.into())))
+}
+
+pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<DeviceJson>, ApiError> {
+    let dev = existing_device(&state, parse_eui("devEui", &id)?).await?;
+    Ok(Json(dev.into()))
+}
+
+pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<DeviceJson>>, ApiError> {
+    let p = q.paging()?;
+    let application_id = q.get("applicationId").map(|s| parse_uuid("applicationId", s)).transpose()?;
+    let page = state.storage.devices.list(application_id, p.limit, p.offset).await?;
+    Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(Into::into).collect() }))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DeviceBody>,
+) -> Result<Json<DeviceJson>, ApiError> {
+    let dev_eui = parse_eui("devEui", &id)?;
+    if let Some(b) = body.dev_eui.as_deref() {
+        if parse_eui("devEui", b)? != dev_eui {
+            return Err(ApiError::field("devEui", "does not match the path"));
+        }
+    }
+    let mut dev = existing_device(&state, dev_eui).await?;
+    let fields = validated(body)?;
+    check_references(&state, &fields).await?;
+    apply(&mut dev, fields);
+    dev.updated_at = Utc::now();
+    state.storage.devices.update(&dev).await.map_err(reference_error)?;
+    state.network.device_changed(dev_eui);
+    Ok(Json(dev.into()))
+}
+
+pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let dev_eui = parse_eui("devEui", &id)?;
+    match state.storage.devices.delete(dev_eui).await {
+        Err(StorageError::NotFound) => return Err(ApiError::NotFound(format!("device {dev_eui} not found"))),
+        other => other?,
+    }
+    state.network.device_changed(dev_eui);
+    state.network.queue_changed(dev_eui);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "6f1c1e4e-3f7a-4b7e-9d59-3d2c9b8a7f10";
+    const DP: &str = "0e0c5f8e-8c43-4a35-b1a6-47a9e3b8c2d1";
+
+    fn error_of(json: &str) -> String {
+        let body: DeviceBody = super::super::extract::parse_json(json.as_bytes()).unwrap();
+        validated(body).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_minimal_body_gets_a_zero_join_eui_and_empty_tags() {
+        let body: DeviceBody =
+            super::super::extract::parse_json(format!(r#"{{"name":"d","applicationId":"{APP}","deviceProfileId":"{DP}"}}"#).as_bytes())
+                .unwrap();
+        let f = validated(body).unwrap();
+        assert_eq!(f.join_eui, Eui64([0; 8]));
+        assert_eq!(f.tags, serde_json::json!({}));
+        assert!(!f.skip_fcnt_check && !f.is_disabled);
+    }
+
+    #[test]
+    fn join_eui_is_accepted_in_upper_case() {
+        let body: DeviceBody = super::super::extract::parse_json(
+            format!(r#"{{"name":"d","applicationId":"{APP}","deviceProfileId":"{DP}","joinEui":"70B3D57ED0000000"}}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(validated(body).unwrap().join_eui.to_string(), "70b3d57ed0000000");
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        assert!(error_of(&format!(r#"{{"applicationId":"{APP}","deviceProfileId":"{DP}"}}"#)).starts_with("name: "));
+        assert!(error_of(&format!(r#"{{"name":"d","deviceProfileId":"{DP}"}}"#)).starts_with("applicationId: "));
+        assert!(error_of(&format!(r#"{{"name":"d","applicationId":"x","deviceProfileId":"{DP}"}}"#)).starts_with("applicationId: "));
+        assert!(error_of(&format!(r#"{{"name":"d","applicationId":"{APP}"}}"#)).starts_with("deviceProfileId: "));
+        assert!(error_of(&format!(r#"{{"name":"d","applicationId":"{APP}","deviceProfileId":"{DP}","joinEui":"12"}}"#))
+            .starts_with("joinEui: "));
+    }
+
+    #[test]
+    fn tags_must_be_strings() {
+        let e = super::super::extract::parse_json::<DeviceBody>(br#"{"name":"d","tags":{"floor":3}}"#).unwrap_err().to_string();
+        assert!(e.starts_with("tags.floor: "), "{e}");
+    }
+
+    #[test]
+    fn dev_addr_and_keys_parse_any_case_and_name_the_field() {
+        assert_eq!(parse_dev_addr("devAddr", "2601ABCD").unwrap().to_string(), "2601abcd");
+        assert!(parse_dev_addr("devAddr", "2601ABC").unwrap_err().to_string().starts_with("devAddr: "));
+        assert_eq!(parse_key("appKey", "000102030405060708090A0B0C0D0E0F").unwrap().to_hex(), "000102030405060708090a0b0c0d0e0f");
+        let e = parse_key("appKey", "zz0102030405060708090A0B0C0D0E0F").unwrap_err().to_string();
+        assert!(e.starts_with("appKey: ") && !e.contains("zz01"), "{e}");
+    }
+}

@@ -1,0 +1,133 @@
+//! Request extractors whose rejections follow the error model: a JSON body error names the
+//! field (via `serde_path_to_error`), list paging is checked here once.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+use super::error::ApiError;
+
+/// `Json<T>` whose errors say which field is wrong, e.g. `name: invalid type: integer`.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            // serde's own text already names a missing or unknown field.
+            ApiError::BadRequest(format!("body: {inner}"))
+        } else {
+            ApiError::BadRequest(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// Raw query parameters, parsed by the handler with field-naming errors.
+pub struct QueryMap(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        Ok(QueryMap(url_pairs(q).collect()))
+    }
+}
+
+/// axum's Query rejection text does not name the field, so values are parsed by the handler.
+fn url_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
+/// `limit` (default 100, at most 1000) and `offset` of a list request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl QueryMap {
+    pub fn paging(&self) -> Result<Paging, ApiError> {
+        let limit = self.number("limit")?.unwrap_or(100);
+        if limit > 1000 {
+            return Err(ApiError::field("limit", "must be at most 1000"));
+        }
+        let offset = self.number("offset")?.unwrap_or(0);
+        Ok(Paging { limit, offset })
+    }
+
+    pub fn number(&self, key: &str) -> Result<Option<u32>, ApiError> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<u32>()
+                .map(Some)
+                .map_err(|_| ApiError::field(key, format!("expected a non-negative integer, got {v:?}"))),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        gateway_id: String,
+        location: Option<Loc>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Loc {
+        latitude: f64,
+    }
+
+    #[test]
+    fn json_errors_name_the_nested_field() {
+        let e = parse_json::<Body>(br#"{"gatewayId":"x","location":{"latitude":"north"}}"#).unwrap_err();
+        assert!(e.to_string().starts_with("location.latitude: "), "{e}");
+    }
+
+    #[test]
+    fn json_errors_name_a_missing_field() {
+        let e = parse_json::<Body>(br#"{}"#).unwrap_err();
+        assert!(e.to_string().contains("gatewayId"), "{e}");
+    }
+
+    #[test]
+    fn paging_rejects_limit_over_1000() {
+        let q = QueryMap([("limit".to_string(), "1001".to_string())].into());
+        assert!(q.paging().unwrap_err().to_string().starts_with("limit:"));
+        let q = QueryMap([("offset".to_string(), "x".to_string())].into());
+        assert!(q.paging().unwrap_err().to_string().starts_with("offset:"));
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let m: HashMap<_, _> = url_pairs("since=2026-01-01T00%3A00%3A00Z&a=b+c").collect();
+        assert_eq!(m["since"], "2026-01-01T00:00:00Z");
+        assert_eq!(m["a"], "b c");
+    }
+}

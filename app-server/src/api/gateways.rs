@@ -1,0 +1,160 @@
+//! `/api/gateways`: registration of the gateways allowed to forward traffic.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use loraflow_network_server::storage::{Gateway, Location};
+use loraflow_network_server::types::Eui64;
+
+use super::applications::required_name;
+use super::error::ApiError;
+use super::extract::{ApiJson, QueryMap};
+use super::{ApiState, ListResponse};
+
+#[derive(Debug, Deserialize)]
+// Read-only fields echoed back from a GET are accepted and ignored.
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayBody {
+    /// Required on create; on update it must match the path when present.
+    gateway_id: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    location: Option<LocationJson>,
+    // Read-only fields a client may echo back from a GET.
+    #[serde(default)]
+    created_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    updated_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    last_seen_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    state: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationJson {
+    latitude: f64,
+    longitude: f64,
+    #[serde(default)]
+    altitude: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayJson {
+    gateway_id: String,
+    name: String,
+    description: String,
+    location: Option<LocationJson>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_seen_at: Option<DateTime<Utc>>,
+    /// `ONLINE` (PULL_DATA within the offline timeout), `OFFLINE`, or `NEVER_SEEN`.
+    state: &'static str,
+}
+
+pub fn parse_eui(field: &str, s: &str) -> Result<Eui64, ApiError> {
+    s.to_ascii_lowercase()
+        .parse::<Eui64>()
+        .map_err(|_| ApiError::field(field, format!("expected 16 hex characters, got {s:?}")))
+}
+
+fn validated_location(loc: Option<LocationJson>) -> Result<Option<Location>, ApiError> {
+    let Some(l) = loc else { return Ok(None) };
+    if !(-90.0..=90.0).contains(&l.latitude) {
+        return Err(ApiError::field("location.latitude", "must be between -90 and 90"));
+    }
+    if !(-180.0..=180.0).contains(&l.longitude) {
+        return Err(ApiError::field("location.longitude", "must be between -180 and 180"));
+    }
+    Ok(Some(Location { latitude: l.latitude, longitude: l.longitude, altitude: l.altitude }))
+}
+
+fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
+    let live = state.gateway_status.as_ref().and_then(|h| h.gateway_state(gw.gateway_id));
+    let live_seen = live.as_ref().and_then(|l| l.last_seen_at);
+    let last_seen_at = match (gw.last_seen_at, live_seen) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let state_name = match (live.map(|l| l.online).unwrap_or(false), last_seen_at) {
+        (true, _) => "ONLINE",
+        (false, Some(_)) => "OFFLINE",
+        (false, None) => "NEVER_SEEN",
+    };
+    GatewayJson {
+        gateway_id: gw.gateway_id.to_string(),
+        name: gw.name,
+        description: gw.description,
+        location: gw.location.map(|l| LocationJson { latitude: l.latitude, longitude: l.longitude, altitude: l.altitude }),
+        created_at: gw.created_at,
+        updated_at: gw.updated_at,
+        last_seen_at,
+        state: state_name,
+    }
+}
+
+pub async fn create(State(state): State<ApiState>, ApiJson(body): ApiJson<GatewayBody>) -> Result<(StatusCode, Json<GatewayJson>), ApiError> {
+    let id = body.gateway_id.as_deref().ok_or_else(|| ApiError::field("gatewayId", "is required"))?;
+    let gateway_id = parse_eui("gatewayId", id)?;
+    let now = Utc::now();
+    let gw = Gateway {
+        gateway_id,
+        name: required_name(body.name)?,
+        description: body.description,
+        location: validated_location(body.location)?,
+        created_at: now,
+        updated_at: now,
+        last_seen_at: None,
+    };
+    state.storage.gateways.create(&gw).await?;
+    state.known_gateways.insert(gateway_id);
+    Ok((StatusCode::CREATED, Json(to_json(&state, gw))))
+}
+
+pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<GatewayJson>, ApiError> {
+    let gw = state.storage.gateways.get(parse_eui("gatewayId", &id)?).await?;
+    Ok(Json(to_json(&state, gw)))
+}
+
+pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<GatewayJson>>, ApiError> {
+    let p = q.paging()?;
+    let page = state.storage.gateways.list(p.limit, p.offset).await?;
+    Ok(Json(ListResponse {
+        total_count: page.total_count,
+        result: page.result.into_iter().map(|g| to_json(&state, g)).collect(),
+    }))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<GatewayBody>,
+) -> Result<Json<GatewayJson>, ApiError> {
+    let gateway_id = parse_eui("gatewayId", &id)?;
+    if let Some(b) = body.gateway_id.as_deref() {
+        if parse_eui("gatewayId", b)? != gateway_id {
+            return Err(ApiError::field("gatewayId", "does not match the path"));
+        }
+    }
+    let mut gw = state.storage.gateways.get(gateway_id).await?;
+    gw.name = required_name(body.name)?;
+    gw.description = body.description;
+    gw.location = validated_location(body.location)?;
+    gw.updated_at = Utc::now();
+    state.storage.gateways.update(&gw).await?;
+    Ok(Json(to_json(&state, gw)))
+}
+
+pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let gateway_id = parse_eui("gatewayId", &id)?;
+    state.storage.gateways.delete(gateway_id).await?;
+    state.known_gateways.remove(gateway_id);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,115 @@
+//! REST API (DESIGN.md §3) on axum: `/health`, `/metrics`, and the bearer-protected `/api/*`.
+
+pub mod applications;
+pub mod auth;
+pub mod device_activation;
+pub mod device_keys;
+pub mod device_profiles;
+pub mod device_queue;
+pub mod devices;
+pub mod error;
+pub mod extract;
+pub mod gateways;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{middleware, Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use loraflow_network_server::config::NetworkConfig;
+use loraflow_network_server::handle::NetworkHandle;
+use loraflow_network_server::storage::Storage;
+use loraflow_packet_forwarder::{Handle as GatewayHandle, KnownGateways};
+
+pub use auth::Auth;
+pub use error::ApiError;
+
+/// `[api]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub bind: SocketAddr,
+    /// Bearer token for `/api/*`. Empty: a token is generated on first start, printed once
+    /// and stored hashed.
+    pub admin_token: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), admin_token: String::new() }
+    }
+}
+
+/// Everything a handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub storage: Storage,
+    pub known_gateways: KnownGateways,
+    /// Live gateway state (pull address, online) from the packet-forwarder.
+    pub gateway_status: Option<GatewayHandle>,
+    pub registry: prometheus::Registry,
+    pub auth: Arc<Auth>,
+    /// Tells the network server about device, profile and queue changes (cache coherence).
+    pub network: NetworkHandle,
+    pub network_config: Arc<NetworkConfig>,
+    /// Encodes `object` downlinks with the device profile's codec.
+    pub codecs: crate::codec::Codecs,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListResponse<T> {
+    pub total_count: u64,
+    pub result: Vec<T>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/gateways", get(gateways::list).post(gateways::create))
+        .route("/gateways/{gateway_id}", get(gateways::get).put(gateways::update).delete(gateways::delete))
+        .route("/applications", get(applications::list).post(applications::create))
+        .route("/applications/{id}", get(applications::get).put(applications::update).delete(applications::delete))
+        .route("/device-profiles", get(device_profiles::list).post(device_profiles::create))
+        .route("/device-profiles/{id}", get(device_profiles::get).put(device_profiles::update).delete(device_profiles::delete))
+        .route("/devices", get(devices::list).post(devices::create))
+        .route("/devices/{dev_eui}", get(devices::get).put(devices::update).delete(devices::delete))
+        .route("/devices/{dev_eui}/keys", get(device_keys::get).put(device_keys::put))
+        .route("/devices/{dev_eui}/dev-nonces", axum::routing::delete(device_keys::delete_dev_nonces))
+        .route("/devices/{dev_eui}/activate", axum::routing::post(device_activation::activate))
+        .route("/devices/{dev_eui}/activation", get(device_activation::get))
+        .route("/devices/{dev_eui}/queue", get(device_queue::list).post(device_queue::enqueue).delete(device_queue::flush))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .nest("/api", api)
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut buf = Vec::new();
+    match encoder.encode(&state.registry.gather(), &mut buf) {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, encoder.format_type().to_string())], buf).into_response(),
+        Err(e) => ApiError::Internal(format!("metrics: {e}")).into_response(),
+    }
+}
+
+/// Serves the API until `shutdown` is cancelled, then lets in-flight requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,615 @@
+//! The application side of an event (DESIGN.md §1, §4): what the network server hands over
+//! ([`AppEvent`]) is decrypted, decoded, published on MQTT as ChirpStack v4 integration JSON
+//! and stored; downlink commands from MQTT are validated and queued.
+//!
+//! # Layout
+//! - [`Integration`]: the event loop (decrypt with the AppSKey, run the profile's codec,
+//!   publish, hand rows to the history writer) and the task wiring.
+//! - [`json`]: the event JSON (protobuf JSON mapping of `chirpstack-api` `integration.*Event`).
+//! - [`history_writer`]: batched, outage-tolerant writes of uplink and event rows.
+//! - [`commands`]: `application/{applicationId}/device/{devEui}/command/down` handling.
+//! - [`config`]: the `[integration]` section; [`metrics`]: its Prometheus metrics.
+//!
+//! Events leave in the order they arrive (so per device too), although up to
+//! `codec_concurrency` JavaScript codecs run at the same time. A codec failure never loses
+//! an uplink: it is published and stored without `object`, next to a `log` event
+//! (`UPLINK_CODEC`, `ERROR`) that says why. MQTT delivery never waits for the database.
+//!
+//! ```no_run
+//! # async fn demo(
+//! #     storage: loraflow_network_server::storage::Storage,
+//! #     network: loraflow_network_server::handle::NetworkHandle,
+//! #     events: tokio::sync::mpsc::Receiver<loraflow_network_server::events::AppEvent>,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use loraflow_app_server::codec::{CodecConfig, Codecs};
+//! use loraflow_app_server::integration::{Integration, IntegrationConfig, IntegrationDeps};
+//! use loraflow_app_server::mqtt::{MqttConfig, MqttIntegration};
+//! use tokio_util::{sync::CancellationToken, task::TaskTracker};
+//!
+//! let registry = prometheus::Registry::new();
+//! let shutdown = CancellationToken::new();
+//! let tracker = TaskTracker::new();
+//! let (mqtt, commands, _) = MqttIntegration::start(&MqttConfig::default(), &registry, shutdown.clone()).await?;
+//! let deps = IntegrationDeps {
+//!     storage,
+//!     publisher: Arc::new(mqtt.clone()),
+//!     codecs: Codecs::new(CodecConfig::default()),
+//!     network,
+//! };
+//! Integration::new(&IntegrationConfig::default(), deps, &registry)?
+//!     .start(events, commands, &tracker, shutdown.clone());
+//! // … later: stop, wait for the pipeline (history flushed), then for MQTT.
+//! shutdown.cancel();
+//! tracker.close();
+//! tracker.wait().await;
+//! mqtt.stopped().await;
+//! # Ok(()) }
+//! ```
+
+pub mod commands;
+pub mod config;
+pub mod history_writer;
+pub mod json;
+pub mod metrics;
+#[cfg(test)]
+mod testing;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use loraflow_network_server::events::{AppEvent, DataUp};
+use loraflow_network_server::handle::NetworkHandle;
+use loraflow_network_server::lorawan::encrypt_frm_payload;
+use loraflow_network_server::storage::{DeviceContext, EventRecord, Storage, UplinkRecord};
+
+use crate::codec::{CodecError, Codecs, Decoded, PayloadCodec};
+use crate::mqtt::{DownlinkCommand, MqttHandle, MqttQueueFull};
+
+pub use commands::CommandError;
+pub use config::IntegrationConfig;
+pub use history_writer::{HistoryHandle, HistoryRow, HistoryWriter};
+pub use metrics::IntegrationMetrics;
+
+/// After shutdown, how long the event loop keeps taking events that the network server
+/// still hands over (e.g. from dedup windows that were open) before it stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where events are published. [`MqttHandle`] in the program; tests record.
+pub trait EventPublisher: Send + Sync + 'static {
+    /// Never waits; `Err` when the message was dropped (the transport counts it).
+    fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), MqttQueueFull>;
+}
+
+impl EventPublisher for MqttHandle {
+    fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), MqttQueueFull> {
+        MqttHandle::publish(self, topic, payload)
+    }
+}
+
+/// What the integration needs from the rest of the program.
+pub struct IntegrationDeps {
+    pub storage: Storage,
+    pub publisher: Arc<dyn EventPublisher>,
+    pub codecs: Codecs,
+    /// Told about every downlink queued from MQTT.
+    pub network: NetworkHandle,
+}
+
+/// The event pipeline, the downlink command handler and the history writer.
+pub struct Integration {
+    emitter: Emitter,
+    codecs: Codecs,
+    writer: HistoryWriter,
+    commands: commands::CommandHandler,
+    codec_concurrency: usize,
+}
+
+impl Integration {
+    /// Registers the metrics in `registry` (once per registry).
+    pub fn new(
+        config: &IntegrationConfig,
+        deps: IntegrationDeps,
+        registry: &prometheus::Registry,
+    ) -> Result<Integration, prometheus::Error> {
+        let metrics = IntegrationMetrics::register(registry)?;
+        let (history, writer) =
+            HistoryWriter::new(deps.storage.history.clone(), config, metrics.clone());
+        let emitter = Emitter {
+            publisher: deps.publisher,
+            history,
+            metrics,
+        };
+        let commands = commands::CommandHandler {
+            storage: deps.storage,
+            codecs: deps.codecs.clone(),
+            network: deps.network,
+            emitter: emitter.clone(),
+        };
+        Ok(Integration {
+            emitter,
+            codecs: deps.codecs,
+            writer,
+            commands,
+            codec_concurrency: config.codec_concurrency(),
+        })
+    }
+
+    /// A handle for storing rows next to the integration's own (e.g. for other components'
+    /// events); it keeps the history writer alive while held.
+    pub fn history(&self) -> HistoryHandle {
+        self.emitter.history.clone()
+    }
+
+    /// Spawns [`Integration::run`] on `tracker`.
+    pub fn start(
+        self,
+        events: mpsc::Receiver<AppEvent>,
+        commands: mpsc::Receiver<DownlinkCommand>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) {
+        tracker.spawn(self.run(events, commands, shutdown));
+    }
+
+    /// Runs until `shutdown`: then takes the events still handed over within 1 s (or until
+    /// the sender is dropped), publishes them, stops taking commands and returns once the
+    /// history writer has flushed (at most `history_flush_timeout_ms` after `shutdown`).
+    pub async fn run(
+        self,
+        events: mpsc::Receiver<AppEvent>,
+        commands: mpsc::Receiver<DownlinkCommand>,
+        shutdown: CancellationToken,
+    ) {
+        let Integration {
+            emitter,
+            codecs,
+            writer,
+            commands: handler,
+            codec_concurrency,
+        } = self;
+        let pipeline = Pipeline {
+            emitter,
+            codecs,
+            max_in_flight: codec_concurrency.max(1),
+        };
+        // Each future owns its history handles and drops them when it ends, which is what
+        // lets the writer finish.
+        tokio::join!(
+            pipeline.run(events, shutdown.clone()),
+            handler.run(commands, shutdown.clone()),
+            writer.run(shutdown.clone()),
+        );
+    }
+}
+
+/// Publishes events and hands their rows to the history writer.
+#[derive(Clone)]
+pub(crate) struct Emitter {
+    publisher: Arc<dyn EventPublisher>,
+    history: HistoryHandle,
+    metrics: IntegrationMetrics,
+}
+
+impl Emitter {
+    /// `application/{applicationId}/device/{devEui}/event/{kind}`; false when dropped.
+    fn publish<T: Serialize>(&self, kind: &'static str, ctx: &DeviceContext, body: &T) -> bool {
+        let topic = format!(
+            "application/{}/device/{}/event/{kind}",
+            ctx.device.application_id, ctx.device.dev_eui
+        );
+        let payload = match serde_json::to_vec(body) {
+            Ok(p) => p,
+            Err(e) => {
+                // Only non-finite floats can fail here; the event cannot be represented.
+                warn!(kind, dev_eui = %ctx.device.dev_eui, error = %e, "event not serialisable; dropped");
+                return false;
+            }
+        };
+        match self.publisher.publish(topic, payload) {
+            Ok(()) => {
+                self.metrics
+                    .events_published
+                    .with_label_values(&[kind])
+                    .inc();
+                true
+            }
+            // The transport has counted and reported the drop.
+            Err(MqttQueueFull) => false,
+        }
+    }
+
+    /// Publishes a non-uplink event and stores it as an [`EventRecord`].
+    fn event<T: Serialize>(
+        &self,
+        kind: &'static str,
+        ctx: &DeviceContext,
+        time: DateTime<Utc>,
+        body: &T,
+    ) {
+        self.publish(kind, ctx, body);
+        match serde_json::to_value(body) {
+            Ok(body) => {
+                self.history.push(HistoryRow::Event(EventRecord {
+                    id: Uuid::new_v4(),
+                    time,
+                    dev_eui: ctx.device.dev_eui,
+                    application_id: ctx.device.application_id,
+                    kind: kind.to_string(),
+                    body,
+                }));
+            }
+            Err(e) => {
+                warn!(kind, dev_eui = %ctx.device.dev_eui, error = %e, "event not serialisable; not stored")
+            }
+        }
+    }
+
+    /// Publishes and stores a `log` event made by the application server itself.
+    fn log(
+        &self,
+        ctx: &DeviceContext,
+        level: &'static str,
+        code: &'static str,
+        description: String,
+        context: BTreeMap<String, String>,
+    ) {
+        let time = Utc::now();
+        let ev = json::LogEvent {
+            time: json::time_millis(time),
+            device_info: json::DeviceInfo::from_context(ctx),
+            level,
+            code,
+            description,
+            context,
+        };
+        self.event("log", ctx, time, &ev);
+    }
+}
+
+/// The codec's part of an uplink, computed on a blocking thread for JavaScript.
+struct CodecRun {
+    codec: &'static str,
+    result: Result<Decoded, CodecError>,
+    elapsed: Duration,
+}
+
+enum Decoding {
+    /// No codec ran (no FPort, FPort 0, or profile codec NONE).
+    NotRun,
+    Done(CodecRun),
+    Running {
+        codec: &'static str,
+        task: JoinHandle<CodecRun>,
+    },
+}
+
+/// An event waiting for its turn to be published.
+enum InFlight {
+    Up {
+        up: Box<DataUp>,
+        data: Vec<u8>,
+        decoding: Decoding,
+    },
+    Other(AppEvent),
+}
+
+struct Pipeline {
+    emitter: Emitter,
+    codecs: Codecs,
+    max_in_flight: usize,
+}
+
+impl Pipeline {
+    async fn run(self, mut events: mpsc::Receiver<AppEvent>, shutdown: CancellationToken) {
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut open = true;
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if !open && in_flight.is_empty() {
+                break;
+            }
+            let can_take = open && in_flight.len() < self.max_in_flight;
+            let has_work = !in_flight.is_empty();
+            let deadline = drain_deadline.unwrap_or_else(tokio::time::Instant::now);
+            tokio::select! {
+                biased;
+                ready = next_ready(&mut in_flight), if has_work => self.finish(ready),
+                ev = events.recv(), if can_take => match ev {
+                    Some(ev) => in_flight.push_back(self.begin(ev)),
+                    None => open = false,
+                },
+                _ = shutdown.cancelled(), if drain_deadline.is_none() => {
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                }
+                _ = tokio::time::sleep_until(deadline), if open && drain_deadline.is_some() => {
+                    let left = events.len();
+                    if left > 0 {
+                        warn!(events = left, "integration stopped with events not processed");
+                    }
+                    open = false;
+                }
+            }
+        }
+    }
+
+    fn begin(&self, ev: AppEvent) -> InFlight {
+        let AppEvent::Up(up) = ev else {
+            return InFlight::Other(ev);
+        };
+        let data = decrypt(&up);
+        let f_port = match up.f_port {
+            Some(p) if p > 0 => p,
+            // FPort 0 (MAC commands, network's business) or none: nothing to decode.
+            _ => {
+                return InFlight::Up {
+                    up,
+                    data,
+                    decoding: Decoding::NotRun,
+                }
+            }
+        };
+        let profile = &up.device.profile;
+        let codec =
+            match PayloadCodec::from_profile(&profile.payload_codec, &profile.payload_codec_script)
+            {
+                Ok(PayloadCodec::None) => {
+                    return InFlight::Up {
+                        up,
+                        data,
+                        decoding: Decoding::NotRun,
+                    }
+                }
+                Ok(c) => c,
+                Err(e) => {
+                    let run = CodecRun {
+                        codec: "unknown",
+                        result: Err(e),
+                        elapsed: Duration::ZERO,
+                    };
+                    return InFlight::Up {
+                        up,
+                        data,
+                        decoding: Decoding::Done(run),
+                    };
+                }
+            };
+        let name = codec.name();
+        let codecs = self.codecs.clone();
+        let bytes = data.clone();
+        let recv_time = up.time;
+        let decode = move || {
+            let started = Instant::now();
+            let result = codecs.decode_uplink(&codec, f_port, &bytes, recv_time, &Map::new());
+            CodecRun {
+                codec: name,
+                result,
+                elapsed: started.elapsed(),
+            }
+        };
+        let decoding = match &up.device.profile.payload_codec[..] {
+            // Scripts take up to their time limit: never on a runtime thread.
+            "JS" => Decoding::Running {
+                codec: name,
+                task: tokio::task::spawn_blocking(decode),
+            },
+            _ => Decoding::Done(decode()),
+        };
+        InFlight::Up { up, data, decoding }
+    }
+
+    fn finish(&self, ready: Ready) {
+        match ready {
+            Ready::Up { up, data, run } => self.finish_up(&up, data, run),
+            Ready::Other(ev) => self.finish_other(ev),
+        }
+    }
+
+    fn finish_up(&self, up: &DataUp, data: Vec<u8>, run: Option<CodecRun>) {
+        let ctx = &*up.device;
+        let mut object = None;
+        if let Some(run) = run {
+            self.emitter
+                .metrics
+                .codec_seconds
+                .observe(run.elapsed.as_secs_f64());
+            let mut log_context = BTreeMap::new();
+            log_context.insert(
+                "deduplication_id".to_string(),
+                up.deduplication_id.to_string(),
+            );
+            log_context.insert("f_cnt".to_string(), up.f_cnt.to_string());
+            log_context.insert("f_port".to_string(), up.f_port.unwrap_or(0).to_string());
+            match run.result {
+                Ok(Decoded {
+                    object: Value::Object(map),
+                    warnings,
+                }) => {
+                    object = Some(map);
+                    if !warnings.is_empty() {
+                        let description =
+                            format!("{} codec warnings: {}", run.codec, warnings.join("; "));
+                        self.emitter
+                            .log(ctx, "WARNING", "UPLINK_CODEC", description, log_context);
+                    }
+                }
+                Ok(Decoded { object: other, .. }) => {
+                    self.codec_failed(up, run.codec, "bad_return");
+                    let description = format!(
+                        "{} codec returned {} instead of an object; uplink published without object",
+                        run.codec,
+                        value_kind(&other)
+                    );
+                    self.emitter
+                        .log(ctx, "ERROR", "UPLINK_CODEC", description, log_context);
+                }
+                Err(e) => {
+                    self.codec_failed(up, run.codec, e.kind());
+                    let description = format!(
+                        "{} codec failed: {e}; uplink published without object",
+                        run.codec
+                    );
+                    self.emitter
+                        .log(ctx, "ERROR", "UPLINK_CODEC", description, log_context);
+                }
+            }
+        }
+
+        let event = json::UplinkEvent::new(up, &data, object);
+        if self.emitter.publish("up", ctx, &event) {
+            self.emitter.metrics.uplinks_published.inc();
+        }
+        let first = up.rx_info.first();
+        let gateways: BTreeSet<_> = up.rx_info.iter().map(|rx| rx.gateway_id).collect();
+        let record = UplinkRecord {
+            deduplication_id: up.deduplication_id,
+            time: up.time,
+            dev_eui: ctx.device.dev_eui,
+            application_id: ctx.device.application_id,
+            dev_addr: up.dev_addr,
+            f_cnt: up.f_cnt,
+            f_port: up.f_port,
+            confirmed: up.confirmed,
+            dr: up.dr,
+            frequency: up.tx_info.frequency,
+            rssi: first.map_or(0, |rx| rx.rssi),
+            snr: first.map_or(0.0, |rx| rx.snr),
+            gateway_count: gateways.len() as u32,
+            data,
+            object: event.object.map(Value::Object),
+            rx_info: serde_json::to_value(&event.rx_info).unwrap_or(Value::Null),
+            tx_info: serde_json::to_value(&event.tx_info).unwrap_or(Value::Null),
+        };
+        self.emitter.history.push(HistoryRow::Uplink(record));
+        debug!(
+            dedup_id = %up.deduplication_id,
+            dev_eui = %ctx.device.dev_eui,
+            f_cnt = up.f_cnt,
+            latency_ms = up.received_at.elapsed().as_secs_f64() * 1000.0,
+            "uplink published"
+        );
+    }
+
+    fn codec_failed(&self, up: &DataUp, codec: &'static str, kind: &'static str) {
+        self.emitter.metrics.codec_errors.inc();
+        // The error text can quote the payload: it goes to the device's log event only.
+        warn!(
+            dedup_id = %up.deduplication_id,
+            dev_eui = %up.device.device.dev_eui,
+            codec,
+            error_kind = kind,
+            "payload codec failed; uplink published without object"
+        );
+    }
+
+    fn finish_other(&self, ev: AppEvent) {
+        match ev {
+            AppEvent::Up(_) => unreachable!("uplinks are InFlight::Up"),
+            AppEvent::Join(j) => {
+                self.emitter
+                    .event("join", &j.device, j.time, &json::JoinEvent::new(&j))
+            }
+            AppEvent::Ack(a) => {
+                self.emitter
+                    .event("ack", &a.device, a.time, &json::AckEvent::new(&a))
+            }
+            AppEvent::TxAck(t) => {
+                self.emitter
+                    .event("txack", &t.device, t.time, &json::TxAckEvent::new(&t))
+            }
+            AppEvent::Status(s) => {
+                self.emitter
+                    .event("status", &s.device, s.time, &json::StatusEvent::new(&s))
+            }
+            AppEvent::Log(l) => {
+                self.emitter
+                    .event("log", &l.device, l.time, &json::LogEvent::new(&l))
+            }
+        }
+    }
+}
+
+enum Ready {
+    Up {
+        up: Box<DataUp>,
+        data: Vec<u8>,
+        run: Option<CodecRun>,
+    },
+    Other(AppEvent),
+}
+
+/// Waits for the oldest event to be ready and takes it. Cancel-safe: nothing is removed
+/// until the codec task has finished.
+async fn next_ready(in_flight: &mut VecDeque<InFlight>) -> Ready {
+    if let Some(InFlight::Up {
+        decoding: Decoding::Running { codec, task },
+        ..
+    }) = in_flight.front_mut()
+    {
+        let codec = *codec;
+        let run = match task.await {
+            Ok(run) => run,
+            Err(e) => CodecRun {
+                codec,
+                result: Err(CodecError::Engine(if e.is_panic() {
+                    "codec panicked".into()
+                } else {
+                    e.to_string()
+                })),
+                elapsed: Duration::ZERO,
+            },
+        };
+        if let Some(InFlight::Up { decoding, .. }) = in_flight.front_mut() {
+            *decoding = Decoding::Done(run);
+        }
+    }
+    match in_flight.pop_front() {
+        Some(InFlight::Up { up, data, decoding }) => {
+            let run = match decoding {
+                Decoding::NotRun => None,
+                Decoding::Done(run) => Some(run),
+                Decoding::Running { .. } => unreachable!("resolved above"),
+            };
+            Ready::Up { up, data, run }
+        }
+        Some(InFlight::Other(ev)) => Ready::Other(ev),
+        None => std::future::pending().await,
+    }
+}
+
+/// FRMPayload decryption with the AppSKey, uplink direction, full 32-bit FCnt
+/// (LoRaWAN 1.0.4 §4.3.3). FPort 0 payloads are MAC commands under the NwkSKey and never
+/// reach the application.
+fn decrypt(up: &DataUp) -> Vec<u8> {
+    match up.f_port {
+        Some(p) if p > 0 && !up.frm_payload.is_empty() => {
+            encrypt_frm_payload(&up.app_s_key, true, up.dev_addr, up.f_cnt, &up.frm_payload)
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn value_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,4 @@
+pub mod api;
+pub mod mqtt;
+pub mod codec;
+pub mod integration;

@@ -1,0 +1,84 @@
+//! Downlink commands in: `application/{applicationId}/device/{devEui}/command/down`
+//! (DESIGN.md §4, the topic of ChirpStack v4's MQTT integration).
+
+/// Subscription filter for downlink commands of every application and device.
+pub(crate) const COMMAND_FILTER: &str = "application/+/device/+/command/down";
+
+/// One message received on a command topic. The topic parts are passed on as received:
+/// the consumer validates them (and the JSON payload) and reports what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownlinkCommand {
+    pub application_id: String,
+    pub dev_eui: String,
+    pub payload: Vec<u8>,
+}
+
+impl DownlinkCommand {
+    /// `None` when the topic is not a command topic (a broker may deliver other topics
+    /// to a session, e.g. ones subscribed earlier under the same client id).
+    pub(crate) fn from_publish(topic: &str, payload: &[u8]) -> Option<Self> {
+        let mut parts = topic.split('/');
+        let (
+            Some("application"),
+            Some(app),
+            Some("device"),
+            Some(eui),
+            Some("command"),
+            Some("down"),
+            None,
+        ) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        )
+        else {
+            return None;
+        };
+        Some(DownlinkCommand {
+            application_id: app.to_string(),
+            dev_eui: eui.to_string(),
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_topic_yields_application_and_device_as_given() {
+        let c = DownlinkCommand::from_publish(
+            "application/7d6c5b1e-0000-4000-8000-000000000001/device/0102030405060708/command/down",
+            b"{}",
+        )
+        .unwrap();
+        assert_eq!(c.application_id, "7d6c5b1e-0000-4000-8000-000000000001");
+        assert_eq!(c.dev_eui, "0102030405060708");
+        assert_eq!(c.payload, b"{}");
+    }
+
+    #[test]
+    fn parts_are_not_validated_here() {
+        let c = DownlinkCommand::from_publish("application/x/device/NOT-HEX/command/down", b"")
+            .unwrap();
+        assert_eq!(c.dev_eui, "NOT-HEX");
+    }
+
+    #[test]
+    fn other_topics_are_not_commands() {
+        for topic in [
+            "application/a/device/b/event/up",
+            "application/a/device/b/command/down/extra",
+            "application/a/device/b/command",
+            "app/a/device/b/command/down",
+            "",
+        ] {
+            assert_eq!(DownlinkCommand::from_publish(topic, b""), None, "{topic}");
+        }
+    }
+}

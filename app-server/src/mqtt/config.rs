@@ -1,0 +1,47 @@
+//! `[mqtt]` section.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// External broker, e.g. `mqtt://user:pass@127.0.0.1:1883` or `mqtts://host:8883`.
+    /// Empty: start the embedded broker on `embedded_bind` and publish to it.
+    pub url: String,
+    /// Listen address of the embedded broker.
+    pub embedded_bind: SocketAddr,
+    /// Overrides the user name in `url`.
+    pub username: String,
+    /// Overrides the password in `url`.
+    pub password: String,
+    /// MQTT client id; empty = `loraflow-<random>`.
+    pub client_id: String,
+    /// Events waiting for the broker; beyond this new events are dropped and counted.
+    pub queue_size: usize,
+    /// PEM file of the CA that signed the broker's certificate (mqtts://); empty = system roots.
+    pub tls_ca_file: String,
+    /// Client certificate and key (PEM) for brokers that require mutual TLS.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Seconds between keep-alive pings.
+    pub keep_alive_secs: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: String::new(),
+            embedded_bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            username: String::new(),
+            password: String::new(),
+            client_id: String::new(),
+            queue_size: 100_000,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            keep_alive_secs: 30,
+        }
+    }
+}

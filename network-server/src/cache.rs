@@ -1,0 +1,147 @@
+//! In-memory view of device sessions (by DevAddr) and device contexts, write-through:
+//! every change goes to the database first, and other components mark devices stale through
+//! `NetworkHandle` so the next lookup re-reads them. The database stays the truth; a restart
+//! simply warms the cache again.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use crate::handle::NetworkHandle;
+use crate::storage::{DeviceContext, DeviceSession, Storage, StorageError};
+use crate::types::{DevAddr, Eui64};
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<Eui64, DeviceSession>,
+    by_addr: HashMap<DevAddr, Vec<Eui64>>,
+    contexts: HashMap<Eui64, (u64, Arc<DeviceContext>)>,
+}
+
+pub struct SessionCache {
+    storage: Storage,
+    handle: NetworkHandle,
+    inner: RwLock<Inner>,
+}
+
+impl SessionCache {
+    pub async fn load(storage: Storage, handle: NetworkHandle) -> Result<SessionCache, StorageError> {
+        let mut inner = Inner::default();
+        for s in storage.sessions.all().await? {
+            inner.by_addr.entry(s.dev_addr).or_default().push(s.dev_eui);
+            inner.sessions.insert(s.dev_eui, s);
+        }
+        Ok(SessionCache { storage, handle, inner: RwLock::new(inner) })
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("cache lock").sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Re-reads every device marked stale by the REST API or MQTT commands.
+    async fn refresh_stale(&self) -> Result<(), StorageError> {
+        let stale: Vec<Eui64> = {
+            let set = self.handle.shared.stale_devices.read().expect("lock");
+            if set.is_empty() {
+                return Ok(());
+            }
+            set.iter().copied().collect()
+        };
+        for dev_eui in stale {
+            // Remove from the stale set before reading, so a change that lands during the
+            // read marks it stale again instead of being lost.
+            self.handle.shared.stale_devices.write().expect("lock").remove(&dev_eui);
+            let session = match self.storage.sessions.get(dev_eui).await {
+                Ok(s) => Some(s),
+                Err(StorageError::NotFound) => None,
+                Err(e) => {
+                    self.handle.shared.stale_devices.write().expect("lock").insert(dev_eui);
+                    return Err(e);
+                }
+            };
+            let mut inner = self.inner.write().expect("cache lock");
+            inner.contexts.remove(&dev_eui);
+            remove_session(&mut inner, dev_eui);
+            if let Some(s) = session {
+                inner.by_addr.entry(s.dev_addr).or_default().push(dev_eui);
+                inner.sessions.insert(dev_eui, s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sessions of every device using `dev_addr`.
+    pub async fn by_dev_addr(&self, dev_addr: DevAddr) -> Result<Vec<DeviceSession>, StorageError> {
+        self.refresh_stale().await?;
+        let inner = self.inner.read().expect("cache lock");
+        Ok(inner
+            .by_addr
+            .get(&dev_addr)
+            .map(|euis| euis.iter().filter_map(|e| inner.sessions.get(e).cloned()).collect())
+            .unwrap_or_default())
+    }
+
+    pub async fn get(&self, dev_eui: Eui64) -> Result<Option<DeviceSession>, StorageError> {
+        self.refresh_stale().await?;
+        Ok(self.inner.read().expect("cache lock").sessions.get(&dev_eui).cloned())
+    }
+
+    /// Device, profile and application name, cached until something changes them.
+    pub async fn context(&self, dev_eui: Eui64) -> Result<Arc<DeviceContext>, StorageError> {
+        self.refresh_stale().await?;
+        let generation = self.handle.shared.context_generation.load(Ordering::Acquire);
+        if let Some((g, ctx)) = self.inner.read().expect("cache lock").contexts.get(&dev_eui) {
+            if *g == generation {
+                return Ok(ctx.clone());
+            }
+        }
+        let ctx = Arc::new(self.storage.devices.context(dev_eui).await?);
+        self.inner.write().expect("cache lock").contexts.insert(dev_eui, (generation, ctx.clone()));
+        Ok(ctx)
+    }
+
+    /// Stores a new session (join) in the database, then in the cache.
+    pub async fn save(&self, session: DeviceSession) -> Result<(), StorageError> {
+        self.storage.sessions.save(&session).await?;
+        let mut inner = self.inner.write().expect("cache lock");
+        remove_session(&mut inner, session.dev_eui);
+        inner.contexts.remove(&session.dev_eui);
+        inner.by_addr.entry(session.dev_addr).or_default().push(session.dev_eui);
+        inner.sessions.insert(session.dev_eui, session);
+        Ok(())
+    }
+
+    /// Records a frame counter the database already accepted.
+    pub fn set_f_cnt_up(&self, dev_eui: Eui64, next: u32) {
+        if let Some(s) = self.inner.write().expect("cache lock").sessions.get_mut(&dev_eui) {
+            s.f_cnt_up = next;
+        }
+    }
+
+    /// Records the downlink counter after the database handed out `used`.
+    pub fn set_n_f_cnt_down(&self, dev_eui: Eui64, next: u32) {
+        if let Some(s) = self.inner.write().expect("cache lock").sessions.get_mut(&dev_eui) {
+            s.n_f_cnt_down = s.n_f_cnt_down.max(next);
+        }
+    }
+
+    /// Forget a device so the next lookup reads the database (after a lost compare-and-set).
+    pub fn invalidate(&self, dev_eui: Eui64) {
+        self.handle.device_changed(dev_eui);
+    }
+}
+
+fn remove_session(inner: &mut Inner, dev_eui: Eui64) {
+    if let Some(old) = inner.sessions.remove(&dev_eui) {
+        if let Some(v) = inner.by_addr.get_mut(&old.dev_addr) {
+            v.retain(|e| *e != dev_eui);
+            if v.is_empty() {
+                inner.by_addr.remove(&old.dev_addr);
+            }
+        }
+    }
+}

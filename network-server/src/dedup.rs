@@ -1,0 +1,260 @@
+//! Deduplication across gateways: copies of the same PHYPayload heard by several gateways
+//! are collected for `network.dedup_window_ms`, then processed once with every gateway's
+//! rx metadata. One task owns the table, so no lock sits on the hot path.
+//!
+//! The table lives in memory; for several instances it would move to Redis behind the same
+//! input/output channels.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
+use uuid::Uuid;
+
+use loraflow_packet_forwarder::frame::UplinkFrame;
+
+/// One uplink, once, with the copies of every gateway that heard it (best SNR first).
+#[derive(Debug, Clone)]
+pub struct DedupedUplink {
+    pub deduplication_id: Uuid,
+    pub phy_payload: Vec<u8>,
+    pub frames: Vec<UplinkFrame>,
+    /// When the first copy arrived.
+    pub first_seen: DateTime<Utc>,
+    pub first_seen_instant: Instant,
+}
+
+struct Collecting {
+    id: Uuid,
+    frames: Vec<UplinkFrame>,
+    first_seen: DateTime<Utc>,
+    first_seen_instant: Instant,
+}
+
+pub struct Deduplicator {
+    window: Duration,
+    /// How long a processed payload is remembered so that a late copy is not processed again.
+    remember: Duration,
+    collecting: HashMap<Vec<u8>, Collecting>,
+    timers: DelayQueue<Vec<u8>>,
+    done: HashMap<Vec<u8>, Instant>,
+    done_order: VecDeque<(Instant, Vec<u8>)>,
+    late_copies: prometheus::IntCounter,
+}
+
+impl Deduplicator {
+    pub fn new(window: Duration, registry: &prometheus::Registry) -> Self {
+        let late_copies = prometheus::IntCounter::new(
+            "loraflow_dedup_late_copies_total",
+            "Copies of an uplink that arrived after its deduplication window closed (ignored)",
+        )
+        .expect("metric");
+        let _ = registry.register(Box::new(late_copies.clone()));
+        Deduplicator {
+            window,
+            remember: window.max(Duration::from_millis(100)) * 10,
+            collecting: HashMap::new(),
+            timers: DelayQueue::new(),
+            done: HashMap::new(),
+            done_order: VecDeque::new(),
+            late_copies,
+        }
+    }
+
+    /// Adds one copy. Returns nothing: the uplink comes out of `expired` when its window ends.
+    pub fn add(&mut self, frame: UplinkFrame, now: Instant) {
+        self.forget_old(now);
+        if self.done.contains_key(&frame.phy_payload) {
+            self.late_copies.inc();
+            return;
+        }
+        match self.collecting.entry(frame.phy_payload.clone()) {
+            Entry::Occupied(mut e) => {
+                let c = e.get_mut();
+                // A gateway may report the same frame twice (e.g. two antennas): keep its best copy.
+                match c.frames.iter_mut().find(|f| f.rx_info.gateway_id == frame.rx_info.gateway_id) {
+                    Some(existing) if better(&frame, existing) => *existing = frame,
+                    Some(_) => {}
+                    None => c.frames.push(frame),
+                }
+            }
+            Entry::Vacant(e) => {
+                self.timers.insert(e.key().clone(), self.window);
+                e.insert(Collecting { id: Uuid::new_v4(), frames: vec![frame], first_seen: Utc::now(), first_seen_instant: now });
+            }
+        }
+    }
+
+    fn finish(&mut self, key: Vec<u8>, now: Instant) -> Option<DedupedUplink> {
+        let c = self.collecting.remove(&key)?;
+        self.done.insert(key.clone(), now + self.remember);
+        self.done_order.push_back((now + self.remember, key.clone()));
+        let mut frames = c.frames;
+        frames.sort_by(|a, b| {
+            b.rx_info.snr.total_cmp(&a.rx_info.snr).then(b.rx_info.rssi.cmp(&a.rx_info.rssi))
+        });
+        Some(DedupedUplink {
+            deduplication_id: c.id,
+            phy_payload: key,
+            frames,
+            first_seen: c.first_seen,
+            first_seen_instant: c.first_seen_instant,
+        })
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((at, _)) = self.done_order.front() {
+            if *at > now {
+                break;
+            }
+            let (_, key) = self.done_order.pop_front().expect("front exists");
+            if self.done.get(&key).is_some_and(|t| *t <= now) {
+                self.done.remove(&key);
+            }
+        }
+    }
+
+    /// Runs until the input closes. After `shutdown` every open window is closed at once and
+    /// later copies are passed on without waiting, so nothing a gateway sent is lost on a
+    /// clean stop; the input closes when the packet-forwarder has stopped.
+    pub async fn run(mut self, mut input: mpsc::Receiver<UplinkFrame>, output: mpsc::Sender<DedupedUplink>, shutdown: CancellationToken) {
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !stopping => {
+                    stopping = true;
+                    if self.flush_all(&output).await.is_err() {
+                        return;
+                    }
+                }
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                    let key = expired.into_inner();
+                    if let Some(up) = self.finish(key, Instant::now()) {
+                        if output.send(up).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                frame = input.recv() => match frame {
+                    Some(f) => {
+                        self.add(f, Instant::now());
+                        if stopping && self.flush_all(&output).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        let _ = self.flush_all(&output).await;
+    }
+
+    async fn flush_all(&mut self, output: &mpsc::Sender<DedupedUplink>) -> Result<(), ()> {
+        self.timers.clear();
+        let keys: Vec<Vec<u8>> = self.collecting.keys().cloned().collect();
+        for key in keys {
+            if let Some(up) = self.finish(key, Instant::now()) {
+                output.send(up).await.map_err(|_| ())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Best copy first: higher SNR, then higher RSSI.
+fn better(a: &UplinkFrame, b: &UplinkFrame) -> bool {
+    (a.rx_info.snr, a.rx_info.rssi) > (b.rx_info.snr, b.rx_info.rssi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loraflow_packet_forwarder::frame::{Eui64, Modulation, RxInfo, UplinkTxInfo};
+
+    fn frame(gw: u64, phy: &[u8], snr: f32, rssi: i32) -> UplinkFrame {
+        UplinkFrame {
+            phy_payload: phy.to_vec(),
+            tx_info: UplinkTxInfo {
+                frequency: 868_100_000,
+                modulation: Modulation::Lora { bandwidth: 125_000, spreading_factor: 7, code_rate: "4/5".into() },
+            },
+            rx_info: RxInfo {
+                gateway_id: Eui64::from_u64(gw),
+                uplink_id: 1,
+                tmst: 1000,
+                time: None,
+                received_at: Utc::now(),
+                channel: 0,
+                rf_chain: 0,
+                antenna: 0,
+                rssi,
+                snr,
+                crc_status: 1,
+                context: vec![],
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn copies_from_three_gateways_come_out_once_best_first() {
+        let (tx, rx) = mpsc::channel(16);
+        let (out_tx, mut out) = mpsc::channel(16);
+        let d = Deduplicator::new(Duration::from_millis(200), &prometheus::Registry::new());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(d.run(rx, out_tx, shutdown.clone()));
+        tx.send(frame(1, b"abc", 1.0, -100)).await.unwrap();
+        tx.send(frame(2, b"abc", 9.5, -60)).await.unwrap();
+        tx.send(frame(3, b"abc", 9.5, -80)).await.unwrap();
+        tx.send(frame(2, b"other", 0.0, -90)).await.unwrap();
+        let first = out.recv().await.unwrap();
+        let second = out.recv().await.unwrap();
+        let abc = if first.phy_payload == b"abc" { first } else { second };
+        let gws: Vec<u64> = abc.frames.iter().map(|f| f.rx_info.gateway_id.as_u64()).collect();
+        assert_eq!(gws, vec![2, 3, 1]);
+        // A late copy after the window is ignored.
+        tx.send(frame(4, b"abc", 5.0, -50)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(out.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_holds_the_uplink_until_it_ends() {
+        let (tx, rx) = mpsc::channel(16);
+        let (out_tx, mut out) = mpsc::channel(16);
+        let d = Deduplicator::new(Duration::from_millis(200), &prometheus::Registry::new());
+        tokio::spawn(d.run(rx, out_tx, CancellationToken::new()));
+        let start = Instant::now();
+        tx.send(frame(1, b"x", 1.0, -100)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tx.send(frame(2, b"x", 2.0, -100)).await.unwrap();
+        let up = out.recv().await.unwrap();
+        assert_eq!(up.frames.len(), 2);
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(260), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_flushes_open_windows() {
+        let (tx, rx) = mpsc::channel(16);
+        let (out_tx, mut out) = mpsc::channel(16);
+        let d = Deduplicator::new(Duration::from_secs(5), &prometheus::Registry::new());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(d.run(rx, out_tx, shutdown.clone()));
+        tx.send(frame(1, b"keep", 1.0, -100)).await.unwrap();
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        assert_eq!(out.recv().await.unwrap().phy_payload, b"keep");
+        // Copies still arriving while the gateway side stops are passed on at once.
+        tx.send(frame(1, b"late", 1.0, -100)).await.unwrap();
+        assert_eq!(out.recv().await.unwrap().phy_payload, b"late");
+        drop(tx);
+        task.await.unwrap();
+    }
+}

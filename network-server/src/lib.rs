@@ -1,0 +1,17 @@
+pub mod types;
+pub mod storage;
+pub mod config;
+pub mod handle;
+pub mod dedup;
+pub mod events;
+pub mod cache;
+pub mod fcnt_writer;
+pub mod metrics;
+pub mod server;
+pub mod uplink;
+pub mod downlink;
+pub mod lorawan;
+pub mod region;
+pub mod fcnt;
+pub mod dev_addr;
+pub mod mac;

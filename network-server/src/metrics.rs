@@ -1,0 +1,70 @@
+//! Network-server metrics; labels come from bounded sets only (reasons, outcomes).
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub uplinks_accepted: IntCounter,
+    pub uplinks_rejected: IntCounterVec,
+    pub joins_accepted: IntCounter,
+    pub joins_rejected: IntCounterVec,
+    pub downlinks: IntCounterVec,
+    pub processing_seconds: Histogram,
+    pub fcnt_batch_size: Histogram,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
+    // A second server in the same process (tests) registers into its own registry; a
+    // duplicate here would be a programming error, so it is only logged.
+    if let Err(e) = registry.register(Box::new(c.clone())) {
+        tracing::debug!(error = %e, "metric registered twice");
+    }
+    c
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Metrics {
+        Metrics {
+            uplinks_accepted: reg(
+                registry,
+                IntCounter::new("loraflow_uplinks_accepted_total", "Deduplicated data uplinks accepted (MIC and frame counter valid)").unwrap(),
+            ),
+            uplinks_rejected: reg(
+                registry,
+                IntCounterVec::new(Opts::new("loraflow_uplinks_rejected_total", "Deduplicated uplinks rejected, by reason"), &["reason"]).unwrap(),
+            ),
+            joins_accepted: reg(registry, IntCounter::new("loraflow_joins_accepted_total", "OTAA join requests accepted").unwrap()),
+            joins_rejected: reg(
+                registry,
+                IntCounterVec::new(Opts::new("loraflow_joins_rejected_total", "OTAA join requests rejected, by reason"), &["reason"]).unwrap(),
+            ),
+            downlinks: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new("loraflow_downlinks_total", "Class A downlinks by window and gateway verdict"),
+                    &["window", "status"],
+                )
+                .unwrap(),
+            ),
+            processing_seconds: reg(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "loraflow_uplink_processing_seconds",
+                        "Time from the end of the deduplication window to the uplink being handed to the application side",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
+                )
+                .unwrap(),
+            ),
+            fcnt_batch_size: reg(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new("loraflow_fcnt_batch_size", "Frame-counter compare-and-sets per database transaction")
+                        .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]),
+                )
+                .unwrap(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! EU863-870 (RP002-1.0.3 §2.4).
+
+use std::time::Duration;
+
+use super::{Channel, DataRate, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError};
+
+/// EU863-870 band plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Eu868;
+
+fn lora(spreading_factor: u8, bandwidth: u32) -> DataRate {
+    DataRate {
+        modulation: Modulation::Lora {
+            spreading_factor,
+            bandwidth,
+        },
+        downlink: true,
+    }
+}
+
+fn lr_fhss(coding_rate: LrFhssCodingRate, occupied_channel_width: u32) -> DataRate {
+    DataRate {
+        modulation: Modulation::LrFhss {
+            coding_rate,
+            occupied_channel_width,
+        },
+        downlink: false,
+    }
+}
+
+/// Band edges (RP002-1.0.3 §2.4.2).
+const BAND: std::ops::RangeInclusive<u32> = 863_000_000..=870_000_000;
+
+/// The three channels every EU868 device starts with (RP002-1.0.3 §2.4.2).
+const DEFAULT_CHANNELS: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
+
+/// Extra channels sent in the join-accept CFList: the usual 8-channel gateway plan.
+const EXTRA_CHANNELS: [u32; 5] = [
+    867_100_000,
+    867_300_000,
+    867_500_000,
+    867_700_000,
+    867_900_000,
+];
+
+impl Region for Eu868 {
+    fn config_id(&self) -> &'static str {
+        "eu868"
+    }
+
+    fn common_name(&self) -> &'static str {
+        "EU868"
+    }
+
+    /// RP002-1.0.3 §2.4.3. DR12-14 are RFU; DR15 is reserved by LoRaWAN.
+    fn data_rate(&self, dr: u8) -> Option<DataRate> {
+        use LrFhssCodingRate::*;
+        Some(match dr {
+            0 => lora(12, 125_000),
+            1 => lora(11, 125_000),
+            2 => lora(10, 125_000),
+            3 => lora(9, 125_000),
+            4 => lora(8, 125_000),
+            5 => lora(7, 125_000),
+            6 => lora(7, 250_000),
+            7 => DataRate {
+                modulation: Modulation::Fsk { bitrate: 50_000 },
+                downlink: true,
+            },
+            8 => lr_fhss(OneThird, 137_000),
+            9 => lr_fhss(TwoThirds, 137_000),
+            10 => lr_fhss(OneThird, 336_000),
+            11 => lr_fhss(TwoThirds, 336_000),
+            _ => return None,
+        })
+    }
+
+    fn dr_for(&self, modulation: &Modulation) -> Option<u8> {
+        (0..=11).find(|dr| self.data_rate(*dr).map(|d| d.modulation) == Some(*modulation))
+    }
+
+    /// RP002-1.0.3 §2.4.7: RX1 uses the uplink's frequency.
+    fn rx1_frequency(&self, uplink_freq: u32) -> Result<u32, RegionError> {
+        if BAND.contains(&uplink_freq) {
+            Ok(uplink_freq)
+        } else {
+            Err(RegionError::Frequency(uplink_freq))
+        }
+    }
+
+    /// RP002-1.0.3 §2.4.7 (RX1 data-rate mapping). LoRa/FSK uplinks step down one DR per
+    /// offset unit, never below DR0; LR-FHSS uplinks (DR8-11) map to the LoRa rate of
+    /// comparable sensitivity.
+    fn rx1_dr(&self, uplink_dr: u8, offset: u8) -> Result<u8, RegionError> {
+        if offset > self.max_rx1_dr_offset() {
+            return Err(RegionError::Rx1DrOffset(offset));
+        }
+        match uplink_dr {
+            0..=7 => Ok(uplink_dr.saturating_sub(offset)),
+            8 | 10 => Ok(1u8.saturating_sub(offset)),
+            9 | 11 => Ok(2u8.saturating_sub(offset)),
+            _ => Err(RegionError::UnknownDr(uplink_dr)),
+        }
+    }
+
+    fn max_rx1_dr_offset(&self) -> u8 {
+        5
+    }
+
+    /// RP002-1.0.3 §2.4.7: RX2 at 869.525 MHz, DR0.
+    fn default_rx2_frequency(&self) -> u32 {
+        869_525_000
+    }
+
+    fn default_rx2_dr(&self) -> u8 {
+        0
+    }
+
+    /// RP002-1.0.3 §2.4.8 default settings: RECEIVE_DELAY1 1 s, JOIN_ACCEPT_DELAY1 5 s,
+    /// JOIN_ACCEPT_DELAY2 6 s.
+    fn default_rx1_delay(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn join_accept_delay1(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    fn join_accept_delay2(&self) -> Duration {
+        Duration::from_secs(6)
+    }
+
+    /// RP002-1.0.3 §2.4.6 (not repeater compatible).
+    fn max_payload_size(&self, dr: u8) -> Option<MaxPayloadSize> {
+        let (m, n) = match dr {
+            0..=2 => (59, 51),
+            3 => (123, 115),
+            4..=7 => (250, 242),
+            8 | 10 => (58, 50),
+            9 | 11 => (123, 115),
+            _ => return None,
+        };
+        Some(MaxPayloadSize { m, n })
+    }
+
+    /// 14 dBm everywhere: the limit of the main sub-bands (ETSI EN 300 220, 25 mW e.r.p.).
+    /// 869.4-869.65 MHz would allow 500 mW e.r.p. (27 dBm), but gateways' power tables and
+    /// antenna gains vary, so a higher RX2 power is left to a later, configured change.
+    fn downlink_tx_power(&self, _freq: u32) -> i32 {
+        14
+    }
+
+    /// RP002-1.0.3 §2.4.3 (TXPower encoding): index 0 = max EIRP, each step 2 dB less, 0..=7.
+    fn tx_power_offset(&self, index: u8) -> Option<i32> {
+        (index <= 7).then(|| -2 * i32::from(index))
+    }
+
+    /// RP002-1.0.3 §2.4.4: CFList type 0, five 24-bit frequencies in units of 100 Hz,
+    /// little-endian, then CFListType 0x00.
+    fn cf_list(&self) -> Option<[u8; 16]> {
+        let mut cf = [0u8; 16];
+        for (i, f) in EXTRA_CHANNELS.iter().enumerate() {
+            cf[i * 3..i * 3 + 3].copy_from_slice(&(f / 100).to_le_bytes()[..3]);
+        }
+        Some(cf)
+    }
+
+    fn default_uplink_channels(&self) -> Vec<Channel> {
+        DEFAULT_CHANNELS
+            .iter()
+            .map(|&frequency| Channel {
+                frequency,
+                min_dr: 0,
+                max_dr: 5,
+            })
+            .collect()
+    }
+
+    fn uplink_channels(&self) -> Vec<Channel> {
+        let mut all = self.default_uplink_channels();
+        all.extend(EXTRA_CHANNELS.iter().map(|&frequency| Channel {
+            frequency,
+            min_dr: 0,
+            max_dr: 5,
+        }));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_chirpstack_ones() {
+        assert_eq!(Eu868.config_id(), "eu868");
+        assert_eq!(Eu868.common_name(), "EU868");
+    }
+
+    #[test]
+    fn data_rates_follow_rp002_section_2_4_3() {
+        let lora = |dr| match Eu868.data_rate(dr).unwrap().modulation {
+            Modulation::Lora {
+                spreading_factor,
+                bandwidth,
+            } => (spreading_factor, bandwidth),
+            other => panic!("DR{dr} is {other:?}"),
+        };
+        assert_eq!(lora(0), (12, 125_000));
+        assert_eq!(lora(1), (11, 125_000));
+        assert_eq!(lora(2), (10, 125_000));
+        assert_eq!(lora(3), (9, 125_000));
+        assert_eq!(lora(4), (8, 125_000));
+        assert_eq!(lora(5), (7, 125_000));
+        assert_eq!(lora(6), (7, 250_000));
+        assert_eq!(
+            Eu868.data_rate(7).unwrap().modulation,
+            Modulation::Fsk { bitrate: 50_000 }
+        );
+        for dr in 8..=11 {
+            let d = Eu868.data_rate(dr).unwrap();
+            assert!(matches!(d.modulation, Modulation::LrFhss { .. }));
+            assert!(!d.downlink, "LR-FHSS DR{dr} is uplink only");
+        }
+        for dr in 12..=15 {
+            assert_eq!(Eu868.data_rate(dr), None);
+        }
+    }
+
+    #[test]
+    fn dr_for_round_trips_every_defined_data_rate() {
+        for dr in 0..=11 {
+            let m = Eu868.data_rate(dr).unwrap().modulation;
+            assert_eq!(Eu868.dr_for(&m), Some(dr));
+        }
+        assert_eq!(
+            Eu868.dr_for(&Modulation::Lora {
+                spreading_factor: 7,
+                bandwidth: 500_000
+            }),
+            None
+        );
+        assert_eq!(Eu868.dr_for(&Modulation::Fsk { bitrate: 9600 }), None);
+    }
+
+    #[test]
+    fn rx1_data_rate_follows_the_mapping_for_every_dr_and_offset() {
+        // Rows: uplink DR0..DR11; columns: RX1DROffset 0..5 (RP002-1.0.3 §2.4.7).
+        let table: [[u8; 6]; 12] = [
+            [0, 0, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0],
+            [2, 1, 0, 0, 0, 0],
+            [3, 2, 1, 0, 0, 0],
+            [4, 3, 2, 1, 0, 0],
+            [5, 4, 3, 2, 1, 0],
+            [6, 5, 4, 3, 2, 1],
+            [7, 6, 5, 4, 3, 2],
+            [1, 0, 0, 0, 0, 0],
+            [2, 1, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0],
+            [2, 1, 0, 0, 0, 0],
+        ];
+        for (dr, row) in table.iter().enumerate() {
+            for (offset, want) in row.iter().enumerate() {
+                assert_eq!(
+                    Eu868.rx1_dr(dr as u8, offset as u8),
+                    Ok(*want),
+                    "DR{dr} offset {offset}"
+                );
+                assert!(Eu868.data_rate(*want).unwrap().downlink);
+            }
+        }
+        assert_eq!(Eu868.rx1_dr(5, 6), Err(RegionError::Rx1DrOffset(6)));
+        assert_eq!(Eu868.rx1_dr(12, 0), Err(RegionError::UnknownDr(12)));
+    }
+
+    #[test]
+    fn rx1_uses_the_uplink_frequency_and_rx2_the_region_default() {
+        for ch in Eu868.uplink_channels() {
+            assert_eq!(Eu868.rx1_frequency(ch.frequency), Ok(ch.frequency));
+        }
+        assert_eq!(
+            Eu868.rx1_frequency(915_000_000),
+            Err(RegionError::Frequency(915_000_000))
+        );
+        assert_eq!(Eu868.default_rx2_frequency(), 869_525_000);
+        assert_eq!(Eu868.default_rx2_dr(), 0);
+        assert_eq!(Eu868.default_rx1_delay(), Duration::from_secs(1));
+        assert_eq!(Eu868.join_accept_delay1(), Duration::from_secs(5));
+        assert_eq!(Eu868.join_accept_delay2(), Duration::from_secs(6));
+        assert_eq!(Eu868.downlink_tx_power(869_525_000), 14);
+        assert_eq!(Eu868.downlink_tx_power(868_100_000), 14);
+    }
+
+    #[test]
+    fn max_payload_sizes_follow_section_2_4_6() {
+        let want = [
+            (59, 51),
+            (59, 51),
+            (59, 51),
+            (123, 115),
+            (250, 242),
+            (250, 242),
+            (250, 242),
+            (250, 242),
+            (58, 50),
+            (123, 115),
+            (58, 50),
+            (123, 115),
+        ];
+        for (dr, (m, n)) in want.iter().enumerate() {
+            assert_eq!(
+                Eu868.max_payload_size(dr as u8),
+                Some(MaxPayloadSize { m: *m, n: *n })
+            );
+            // M is N plus the FHDR (7 bytes) and FPort.
+            assert_eq!(m - n, 8);
+        }
+        assert_eq!(Eu868.max_payload_size(12), None);
+    }
+
+    #[test]
+    fn cf_list_carries_the_five_extra_channels_as_type_0() {
+        let cf = Eu868.cf_list().unwrap();
+        // 867.1 MHz = 8671000 x 100 Hz = 0x844f18, little-endian (same bytes as the lora-rs
+        // CFList join-accept vector).
+        assert_eq!(
+            cf,
+            [
+                0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e,
+                0x84, 0x00
+            ]
+        );
+    }
+
+    #[test]
+    fn default_channels_are_the_three_mandatory_ones() {
+        let freqs: Vec<u32> = Eu868
+            .default_uplink_channels()
+            .iter()
+            .map(|c| c.frequency)
+            .collect();
+        assert_eq!(freqs, vec![868_100_000, 868_300_000, 868_500_000]);
+        assert!(Eu868
+            .default_uplink_channels()
+            .iter()
+            .all(|c| c.min_dr == 0 && c.max_dr == 5));
+        assert_eq!(Eu868.uplink_channels().len(), 8);
+    }
+
+    #[test]
+    fn tx_power_steps_are_2_db() {
+        assert_eq!(Eu868.tx_power_offset(0), Some(0));
+        assert_eq!(Eu868.tx_power_offset(7), Some(-14));
+        assert_eq!(Eu868.tx_power_offset(8), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! Regional parameters behind one trait, so the MAC layer never names a region.
+//!
+//! Each region is a zero-sized type implementing [`Region`]; [`region_by_name`] maps the
+//! configured name to it. Only EU868 exists today (RP002-1.0.3 §2.4).
+
+mod eu868;
+
+use std::fmt;
+use std::time::Duration;
+
+use loraflow_packet_forwarder::frame;
+
+pub use eu868::Eu868;
+
+/// LR-FHSS coding rate (RP002-1.0.3 §2.4.3, DR8-DR11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LrFhssCodingRate {
+    OneThird,
+    TwoThirds,
+}
+
+/// The modulation a data rate stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modulation {
+    /// `bandwidth` in Hz (125000, 250000, 500000).
+    Lora {
+        spreading_factor: u8,
+        bandwidth: u32,
+    },
+    /// `bitrate` in bit/s.
+    Fsk { bitrate: u32 },
+    /// Occupied channel width in Hz (137000 or 336000, rounded as Semtech names them).
+    LrFhss {
+        coding_rate: LrFhssCodingRate,
+        occupied_channel_width: u32,
+    },
+}
+
+impl Modulation {
+    /// From a received frame's modulation; `None` for an LR-FHSS `datr`/`codr` we cannot read.
+    pub fn from_frame(m: &frame::Modulation) -> Option<Modulation> {
+        match m {
+            frame::Modulation::Lora {
+                bandwidth,
+                spreading_factor,
+                ..
+            } => Some(Modulation::Lora {
+                spreading_factor: *spreading_factor,
+                bandwidth: *bandwidth,
+            }),
+            frame::Modulation::Fsk { datarate } => Some(Modulation::Fsk { bitrate: *datarate }),
+            frame::Modulation::LrFhss { datr, code_rate } => {
+                // Semtech writes e.g. "M0CW137": the OCW in kHz after "CW".
+                let khz: u32 = datr.rsplit("CW").next()?.parse().ok()?;
+                let coding_rate = match code_rate.as_str() {
+                    "1/3" => LrFhssCodingRate::OneThird,
+                    "2/3" => LrFhssCodingRate::TwoThirds,
+                    _ => return None,
+                };
+                Some(Modulation::LrFhss {
+                    coding_rate,
+                    occupied_channel_width: khz * 1000,
+                })
+            }
+        }
+    }
+
+    /// The modulation a gateway is told to transmit with; LoRaWAN downlinks use CR 4/5
+    /// (RP002-1.0.3 §2.4.3 lists data rates with coding rate 4/5). `None` for LR-FHSS, which
+    /// is uplink only.
+    pub fn to_frame(&self) -> Option<frame::Modulation> {
+        match *self {
+            Modulation::Lora {
+                spreading_factor,
+                bandwidth,
+            } => Some(frame::Modulation::Lora {
+                bandwidth,
+                spreading_factor,
+                code_rate: "4/5".into(),
+            }),
+            Modulation::Fsk { bitrate } => Some(frame::Modulation::Fsk { datarate: bitrate }),
+            Modulation::LrFhss { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRate {
+    pub modulation: Modulation,
+    /// False for uplink-only data rates (LR-FHSS).
+    pub downlink: bool,
+}
+
+/// Maximum MACPayload (`m`) and FRMPayload (`n`) sizes in bytes for a data rate, for
+/// devices not behind a repeater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPayloadSize {
+    pub m: usize,
+    pub n: usize,
+}
+
+/// An uplink channel: centre frequency in Hz and the data rates allowed on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channel {
+    pub frequency: u32,
+    pub min_dr: u8,
+    pub max_dr: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegionError {
+    #[error("data rate {0} is not defined in this region")]
+    UnknownDr(u8),
+    #[error("data rate {0} cannot be used for downlinks")]
+    UplinkOnlyDr(u8),
+    #[error("RX1 data-rate offset {0} is out of range for this region")]
+    Rx1DrOffset(u8),
+    #[error("frequency {0} Hz is outside this region's band")]
+    Frequency(u32),
+}
+
+/// Pure regional parameters: everything the MAC layer needs to know about a band plan.
+pub trait Region: Send + Sync + fmt::Debug {
+    /// Identifier used in events and config, e.g. "eu868".
+    fn config_id(&self) -> &'static str;
+    /// Name as the specification writes it, e.g. "EU868".
+    fn common_name(&self) -> &'static str;
+    fn data_rate(&self, dr: u8) -> Option<DataRate>;
+    /// The uplink data rate for a received modulation.
+    fn dr_for(&self, modulation: &Modulation) -> Option<u8>;
+    /// RX1 downlink frequency for an uplink received on `uplink_freq` (Hz).
+    fn rx1_frequency(&self, uplink_freq: u32) -> Result<u32, RegionError>;
+    /// RX1 downlink data rate for an uplink data rate and RX1DROffset.
+    fn rx1_dr(&self, uplink_dr: u8, offset: u8) -> Result<u8, RegionError>;
+    /// Largest RX1DROffset this region defines.
+    fn max_rx1_dr_offset(&self) -> u8;
+    fn default_rx2_frequency(&self) -> u32;
+    fn default_rx2_dr(&self) -> u8;
+    /// RECEIVE_DELAY1; RX2 opens one second after RX1.
+    fn default_rx1_delay(&self) -> Duration;
+    fn join_accept_delay1(&self) -> Duration;
+    fn join_accept_delay2(&self) -> Duration;
+    fn max_payload_size(&self, dr: u8) -> Option<MaxPayloadSize>;
+    /// Downlink transmit power in dBm EIRP for a frequency.
+    fn downlink_tx_power(&self, freq: u32) -> i32;
+    /// dB below the maximum EIRP for a LinkADRReq TXPower index.
+    fn tx_power_offset(&self, index: u8) -> Option<i32>;
+    /// The CFList sent in join-accepts, if the region uses one.
+    fn cf_list(&self) -> Option<[u8; 16]>;
+    /// The channels every device knows from the start.
+    fn default_uplink_channels(&self) -> Vec<Channel>;
+    /// Default channels plus the ones the CFList adds.
+    fn uplink_channels(&self) -> Vec<Channel>;
+}
+
+/// The region for a configured name ("EU868", "eu868", "EU863-870"), case-insensitive.
+pub fn region_by_name(name: &str) -> Option<Box<dyn Region>> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "eu868" | "eu863-870" | "eu_863_870" => Some(Box::new(Eu868)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_are_found_by_any_spelling_of_their_name() {
+        for n in ["EU868", "eu868", " Eu868 ", "EU863-870"] {
+            assert_eq!(region_by_name(n).unwrap().config_id(), "eu868");
+        }
+        assert!(region_by_name("US915").is_none());
+        assert!(region_by_name("").is_none());
+    }
+
+    #[test]
+    fn frame_modulations_convert_both_ways() {
+        let lora = frame::Modulation::Lora {
+            bandwidth: 125_000,
+            spreading_factor: 9,
+            code_rate: "4/5".into(),
+        };
+        let m = Modulation::from_frame(&lora).unwrap();
+        assert_eq!(
+            m,
+            Modulation::Lora {
+                spreading_factor: 9,
+                bandwidth: 125_000
+            }
+        );
+        assert_eq!(m.to_frame(), Some(lora));
+        let fsk = frame::Modulation::Fsk { datarate: 50_000 };
+        assert_eq!(
+            Modulation::from_frame(&fsk),
+            Some(Modulation::Fsk { bitrate: 50_000 })
+        );
+        let lr = frame::Modulation::LrFhss {
+            datr: "M0CW137".into(),
+            code_rate: "2/3".into(),
+        };
+        let m = Modulation::from_frame(&lr).unwrap();
+        assert_eq!(
+            m,
+            Modulation::LrFhss {
+                coding_rate: LrFhssCodingRate::TwoThirds,
+                occupied_channel_width: 137_000
+            }
+        );
+        assert_eq!(m.to_frame(), None);
+        let bad = frame::Modulation::LrFhss {
+            datr: "garbage".into(),
+            code_rate: "2/3".into(),
+        };
+        assert_eq!(Modulation::from_frame(&bad), None);
+    }
+}

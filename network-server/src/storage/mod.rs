@@ -1,0 +1,308 @@
+//! Persistence behind one repository trait per aggregate, with a PostgreSQL and a SQLite
+//! implementation chosen from `database.url`. SQL lives in this module only: `sql.rs` for
+//! what both backends share, `postgres.rs`/`sqlite.rs` for the rest.
+//!
+//! ```no_run
+//! # async fn f() -> loraflow_network_server::storage::Result<()> {
+//! use loraflow_network_server::storage::{DatabaseConfig, Storage};
+//! let storage = Storage::connect(&DatabaseConfig::default()).await?;
+//! let gateways = storage.gateways.list(100, 0).await?;
+//! storage.close().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod model;
+mod postgres;
+mod sql;
+mod sqlite;
+pub mod testing;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use config::DatabaseConfig;
+pub use model::*;
+
+use crate::types::{DevAddr, Eui64};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    AlreadyExists,
+    /// A reference is broken or still in use, e.g. an unknown applicationId or deleting a
+    /// device profile that devices use. The text names the field.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("unsupported database url: {0}")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A page of a list: the total count and the rows of this page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub total_count: u64,
+    pub result: Vec<T>,
+}
+
+#[async_trait]
+pub trait GatewayRepo: Send + Sync {
+    async fn create(&self, gw: &Gateway) -> Result<()>;
+    async fn get(&self, id: Eui64) -> Result<Gateway>;
+    /// Oldest first.
+    async fn list(&self, limit: u32, offset: u32) -> Result<Page<Gateway>>;
+    /// Updates name, description, location and updated_at.
+    async fn update(&self, gw: &Gateway) -> Result<()>;
+    async fn delete(&self, id: Eui64) -> Result<()>;
+    async fn all_ids(&self) -> Result<Vec<Eui64>>;
+    /// Batch update of last_seen_at (only moves forward). Unknown ids are ignored.
+    async fn touch_last_seen(&self, seen: &[(Eui64, DateTime<Utc>)]) -> Result<()>;
+}
+
+#[async_trait]
+pub trait ApplicationRepo: Send + Sync {
+    async fn create(&self, app: &Application) -> Result<()>;
+    async fn get(&self, id: Uuid) -> Result<Application>;
+    async fn list(&self, limit: u32, offset: u32) -> Result<Page<Application>>;
+    async fn update(&self, app: &Application) -> Result<()>;
+    /// Deletes the application and its devices (with their sessions, keys and queues).
+    async fn delete(&self, id: Uuid) -> Result<()>;
+}
+
+#[async_trait]
+pub trait DeviceProfileRepo: Send + Sync {
+    async fn create(&self, dp: &DeviceProfile) -> Result<()>;
+    async fn get(&self, id: Uuid) -> Result<DeviceProfile>;
+    async fn list(&self, limit: u32, offset: u32) -> Result<Page<DeviceProfile>>;
+    async fn update(&self, dp: &DeviceProfile) -> Result<()>;
+    /// `Conflict` while devices use the profile.
+    async fn delete(&self, id: Uuid) -> Result<()>;
+}
+
+#[async_trait]
+pub trait DeviceRepo: Send + Sync {
+    /// `Conflict("applicationId ...")` / `Conflict("deviceProfileId ...")` for unknown references.
+    async fn create(&self, dev: &Device) -> Result<()>;
+    async fn get(&self, dev_eui: Eui64) -> Result<Device>;
+    async fn list(
+        &self,
+        application_id: Option<Uuid>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Page<Device>>;
+    /// Updates name, description, application, profile, join_eui, flags, tags, updated_at.
+    async fn update(&self, dev: &Device) -> Result<()>;
+    /// Deletes the device with its keys, session, nonces and queue.
+    async fn delete(&self, dev_eui: Eui64) -> Result<()>;
+    /// Device + profile + application name.
+    async fn context(&self, dev_eui: Eui64) -> Result<DeviceContext>;
+    async fn set_keys(&self, keys: &DeviceKeys) -> Result<()>;
+    async fn get_keys(&self, dev_eui: Eui64) -> Result<DeviceKeys>;
+    /// Increments and returns the device's JoinNonce (24 bits, wraps to 1). `NotFound`
+    /// without keys. Changing the keys keeps the counter: the device remembers the last one.
+    async fn next_join_nonce(&self, dev_eui: Eui64) -> Result<u32>;
+    /// Records a DevNonce as used. Returns false (and changes nothing) if it was used before.
+    async fn insert_dev_nonce(
+        &self,
+        dev_eui: Eui64,
+        join_eui: Eui64,
+        dev_nonce: u16,
+    ) -> Result<bool>;
+    /// Highest DevNonce used so far (for LoRaWAN 1.0.4's "must increase" rule).
+    async fn max_dev_nonce(&self, dev_eui: Eui64) -> Result<Option<u16>>;
+    async fn clear_dev_nonces(&self, dev_eui: Eui64) -> Result<()>;
+    /// Batch update of last_seen_at (only moves forward).
+    async fn touch_last_seen(&self, seen: &[(Eui64, DateTime<Utc>)]) -> Result<()>;
+}
+
+#[async_trait]
+pub trait SessionRepo: Send + Sync {
+    /// Creates or replaces the device's session and sets `device.dev_addr`.
+    async fn save(&self, s: &DeviceSession) -> Result<()>;
+    async fn get(&self, dev_eui: Eui64) -> Result<DeviceSession>;
+    /// Every session using this DevAddr (several devices may share one).
+    async fn get_by_dev_addr(&self, dev_addr: DevAddr) -> Result<Vec<DeviceSession>>;
+    async fn delete(&self, dev_eui: Eui64) -> Result<()>;
+    /// Compare-and-set of the uplink counter, one row per entry, in one transaction:
+    /// sets `f_cnt_up = next` where the stored value is still `expected`. Returns, per
+    /// entry in order, whether it was applied. Two racing copies can never both pass.
+    async fn cas_f_cnt_up(&self, updates: &[FCntUpdate]) -> Result<Vec<bool>>;
+    /// Atomically returns the current `n_f_cnt_down` and increments it.
+    async fn next_f_cnt_down(&self, dev_eui: Eui64) -> Result<u32>;
+    /// All sessions, for warming the in-memory cache at start.
+    async fn all(&self) -> Result<Vec<DeviceSession>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FCntUpdate {
+    pub dev_eui: Eui64,
+    pub expected: u32,
+    pub next: u32,
+}
+
+#[async_trait]
+pub trait QueueRepo: Send + Sync {
+    async fn enqueue(&self, item: &QueueItem) -> Result<()>;
+    async fn get(&self, id: Uuid) -> Result<QueueItem>;
+    /// Oldest first.
+    async fn list(&self, dev_eui: Eui64) -> Result<Vec<QueueItem>>;
+    async fn flush(&self, dev_eui: Eui64) -> Result<()>;
+    async fn update(&self, item: &QueueItem) -> Result<()>;
+    async fn delete(&self, id: Uuid) -> Result<()>;
+}
+
+#[async_trait]
+pub trait HistoryRepo: Send + Sync {
+    /// One transaction (multi-row insert) for the whole batch.
+    async fn insert_uplinks(&self, rows: &[UplinkRecord]) -> Result<()>;
+    async fn insert_events(&self, rows: &[EventRecord]) -> Result<()>;
+    /// Newest first, optionally only rows with `time >= since`.
+    async fn list_uplinks(
+        &self,
+        dev_eui: Eui64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<UplinkRecord>>;
+    async fn list_events(
+        &self,
+        dev_eui: Eui64,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>>;
+}
+
+#[async_trait]
+pub trait ApiKeyRepo: Send + Sync {
+    /// Stores the SHA-256 of a token.
+    async fn insert(&self, id: Uuid, name: &str, token_sha256: &[u8]) -> Result<()>;
+    async fn exists(&self, token_sha256: &[u8]) -> Result<bool>;
+    async fn count(&self) -> Result<u64>;
+}
+
+/// Handles to every repository of one database. Cloning is cheap (the pool is shared).
+#[derive(Clone)]
+pub struct Storage {
+    pub gateways: Arc<dyn GatewayRepo>,
+    pub applications: Arc<dyn ApplicationRepo>,
+    pub device_profiles: Arc<dyn DeviceProfileRepo>,
+    pub devices: Arc<dyn DeviceRepo>,
+    pub sessions: Arc<dyn SessionRepo>,
+    pub queue: Arc<dyn QueueRepo>,
+    pub history: Arc<dyn HistoryRepo>,
+    pub api_keys: Arc<dyn ApiKeyRepo>,
+    pool: Pool,
+    timescale: bool,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("backend", &self.backend_name())
+            .field("timescale", &self.timescale)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Opens the database named by `cfg.url` (`postgres://`/`postgresql://` or `sqlite:`),
+    /// applies pending migrations and, on PostgreSQL, sets up TimescaleDB when available.
+    pub async fn connect(cfg: &DatabaseConfig) -> Result<Storage> {
+        let url = cfg.url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let (store, timescale) = postgres::connect(cfg).await?;
+            let pool = Pool::Postgres(store.pool.clone());
+            Ok(Storage::from_store(Arc::new(store), pool, timescale))
+        } else if url.starts_with("sqlite:") {
+            let store = sqlite::connect(cfg).await?;
+            let pool = Pool::Sqlite(store.pool.clone());
+            Ok(Storage::from_store(Arc::new(store), pool, false))
+        } else {
+            // Only the scheme: the rest of a URL may hold a password.
+            let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+            Err(StorageError::UnsupportedUrl(format!(
+                "scheme {scheme:?} (expected postgres://, postgresql:// or sqlite:)"
+            )))
+        }
+    }
+
+    fn from_store<S>(store: Arc<S>, pool: Pool, timescale: bool) -> Storage
+    where
+        S: GatewayRepo
+            + ApplicationRepo
+            + DeviceProfileRepo
+            + DeviceRepo
+            + SessionRepo
+            + QueueRepo
+            + HistoryRepo
+            + ApiKeyRepo
+            + 'static,
+    {
+        Storage {
+            gateways: store.clone(),
+            applications: store.clone(),
+            device_profiles: store.clone(),
+            devices: store.clone(),
+            sessions: store.clone(),
+            queue: store.clone(),
+            history: store.clone(),
+            api_keys: store,
+            pool,
+            timescale,
+        }
+    }
+
+    /// Waits for checked-out connections to be returned and closes them all; for SQLite
+    /// this also checkpoints the WAL. Every clone of this `Storage` is closed with it.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Postgres(p) => p.close().await,
+            Pool::Sqlite(p) => p.close().await,
+        }
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Whether uplinks and events are TimescaleDB hypertables.
+    pub fn timescale_enabled(&self) -> bool {
+        self.timescale
+    }
+
+    /// A round trip to the database, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        match &self.pool {
+            Pool::Postgres(p) => {
+                sqlx::query("SELECT 1").execute(p).await?;
+            }
+            Pool::Sqlite(p) => {
+                sqlx::query("SELECT 1").execute(p).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

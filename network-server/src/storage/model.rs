@@ -1,0 +1,170 @@
+//! Rows as the rest of loraflow sees them. Times are UTC; counters are u32 as in LoRaWAN
+//! (stored as BIGINT/INTEGER because PostgreSQL has no unsigned types).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::types::{AesKey, DevAddr, Eui64};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub altitude: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub gateway_id: Eui64,
+    pub name: String,
+    pub description: String,
+    pub location: Option<Location>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Application {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceProfile {
+    pub id: Uuid,
+    pub name: String,
+    /// e.g. "EU868"
+    pub region: String,
+    /// "1.0.0" … "1.0.4", "1.1.0"
+    pub mac_version: String,
+    /// e.g. "RP002-1.0.3"
+    pub reg_params_revision: String,
+    pub supports_otaa: bool,
+    pub supports_class_c: bool,
+    pub adr_enabled: bool,
+    /// "NONE" | "CAYENNE_LPP" | "JS"
+    pub payload_codec: String,
+    pub payload_codec_script: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub dev_eui: Eui64,
+    pub name: String,
+    pub description: String,
+    pub application_id: Uuid,
+    pub device_profile_id: Uuid,
+    pub join_eui: Eui64,
+    pub skip_fcnt_check: bool,
+    pub is_disabled: bool,
+    pub tags: serde_json::Value,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Address of the current session, if any (kept in step with `device_session`).
+    pub dev_addr: Option<DevAddr>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceKeys {
+    pub dev_eui: Eui64,
+    /// LoRaWAN 1.0.x root key (AppKey).
+    pub app_key: AesKey,
+    /// LoRaWAN 1.1 NwkKey; `None` for 1.0.x devices.
+    pub nwk_key: Option<AesKey>,
+}
+
+/// A device's network session (OTAA or ABP). For LoRaWAN 1.0.x the three network
+/// keys are all the NwkSKey.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSession {
+    pub dev_eui: Eui64,
+    pub dev_addr: DevAddr,
+    pub mac_version: String,
+    pub f_nwk_s_int_key: AesKey,
+    pub s_nwk_s_int_key: AesKey,
+    pub nwk_s_enc_key: AesKey,
+    pub app_s_key: AesKey,
+    /// Next expected uplink frame counter (32-bit, reconstructed). A fresh session is 0.
+    pub f_cnt_up: u32,
+    /// Next downlink frame counter to use.
+    pub n_f_cnt_down: u32,
+    /// Seconds, 1..=15.
+    pub rx1_delay: u8,
+    pub rx1_dr_offset: u8,
+    pub rx2_dr: u8,
+    /// Hz
+    pub rx2_frequency: u32,
+    /// Uplink FCnt of a confirmed uplink not yet acknowledged by us, for retransmissions.
+    pub pending_ack_f_cnt: Option<u32>,
+    /// Set when the session was created by a join (OTAA), false for ABP.
+    pub is_otaa: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueItem {
+    pub id: Uuid,
+    pub dev_eui: Eui64,
+    pub f_port: u8,
+    pub confirmed: bool,
+    /// Plain application payload; encrypted only when sent.
+    pub data: Vec<u8>,
+    /// Set once the item was sent (then it is kept until acknowledged or timed out).
+    pub f_cnt_down: Option<u32>,
+    pub is_pending: bool,
+    /// When a pending confirmed item stops waiting for its ACK.
+    pub timeout_at: Option<DateTime<Utc>>,
+    /// How many times it has been sent.
+    pub retries: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One stored, deduplicated uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkRecord {
+    pub deduplication_id: Uuid,
+    pub time: DateTime<Utc>,
+    pub dev_eui: Eui64,
+    pub application_id: Uuid,
+    pub dev_addr: DevAddr,
+    pub f_cnt: u32,
+    pub f_port: Option<u8>,
+    pub confirmed: bool,
+    pub dr: u8,
+    pub frequency: u32,
+    pub rssi: i32,
+    pub snr: f32,
+    pub gateway_count: u32,
+    pub data: Vec<u8>,
+    pub object: Option<serde_json::Value>,
+    pub rx_info: serde_json::Value,
+    pub tx_info: serde_json::Value,
+}
+
+/// One stored integration event (join, ack, txack, status, log; `up` lives in uplinks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub id: Uuid,
+    pub time: DateTime<Utc>,
+    pub dev_eui: Eui64,
+    pub application_id: Uuid,
+    /// "join" | "ack" | "txack" | "status" | "log"
+    pub kind: String,
+    pub body: serde_json::Value,
+}
+
+/// Everything the uplink path needs about a device in one read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceContext {
+    pub device: Device,
+    pub profile: DeviceProfile,
+    pub application_name: String,
+}

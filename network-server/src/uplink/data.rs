@@ -1,0 +1,277 @@
+//! A data uplink, step by step (LoRaWAN 1.0.4 §4): find the session by DevAddr and MIC,
+//! check the frame counter, persist it with a compare-and-set, hand the still-encrypted
+//! frame to the application side, answer MAC commands, and use the Class A receive windows
+//! for an ACK, MAC answers or a queued downlink.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::dedup::DedupedUplink;
+use crate::downlink::{self, DataDownlinkPlan};
+use crate::events::{AppEvent, DataUp, LogCode, LogInfo, LogLevel, StatusInfo};
+use crate::fcnt;
+use crate::lorawan::{self, DataFrame};
+use crate::mac::{self, MacContext};
+use crate::region::Modulation as RegionModulation;
+use crate::server::Context;
+use crate::storage::{DeviceContext, DeviceSession, FCntUpdate};
+
+/// Why an uplink was not processed further; each is a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    UnknownDevAddr,
+    Mic,
+    Replay,
+    FCntRace,
+    DeviceDisabled,
+    Storage,
+    UnknownModulation,
+}
+
+impl Dropped {
+    fn reason(&self) -> &'static str {
+        match self {
+            Dropped::UnknownDevAddr => "unknown_dev_addr",
+            Dropped::Mic => "mic",
+            Dropped::Replay => "replay",
+            Dropped::FCntRace => "fcnt_race",
+            Dropped::DeviceDisabled => "device_disabled",
+            Dropped::Storage => "storage_error",
+            Dropped::UnknownModulation => "unknown_data_rate",
+        }
+    }
+}
+
+pub async fn handle(ctx: &Context, up: &DedupedUplink, frame: DataFrame) {
+    if let Err(d) = process(ctx, up, &frame).await {
+        ctx.metrics.uplinks_rejected.with_label_values(&[d.reason()]).inc();
+        tracing::debug!(reason = d.reason(), dev_addr = %frame.dev_addr, "uplink dropped");
+    }
+}
+
+/// The session whose key validates the MIC, and the frame counter it validated with.
+struct Matched {
+    session: DeviceSession,
+    f_cnt: u32,
+    /// The MIC only validated with the raw 16-bit counter below the expected one: the device
+    /// was reset (or replays an old frame).
+    reset: bool,
+}
+
+async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<(), Dropped> {
+    let matched = find_session(ctx, up, frame).await?;
+    let device = ctx.cache.context(matched.session.dev_eui).await.map_err(|e| storage_error(&e))?;
+    tracing::Span::current().record("dev_eui", tracing::field::display(matched.session.dev_eui));
+    if device.device.is_disabled {
+        return Err(Dropped::DeviceDisabled);
+    }
+    let first = &up.frames[0];
+    let dr = RegionModulation::from_frame(&first.tx_info.modulation)
+        .and_then(|m| ctx.region.dr_for(&m))
+        .ok_or(Dropped::UnknownModulation)?;
+
+    let session = check_and_store_f_cnt(ctx, up, &matched, &device).await?;
+    ctx.metrics.uplinks_accepted.inc();
+    ctx.device_seen.lock().expect("lock").insert(device.device.dev_eui, Utc::now());
+
+    // Application payload: still encrypted; the application side decrypts it.
+    if frame.f_port.is_some_and(|p| p > 0) {
+        ctx.emit(AppEvent::Up(Box::new(DataUp {
+            deduplication_id: up.deduplication_id,
+            time: up.first_seen,
+            device: device.clone(),
+            dev_addr: frame.dev_addr,
+            adr: frame.fctrl.adr,
+            dr,
+            f_cnt: matched.f_cnt,
+            f_port: frame.f_port,
+            confirmed: frame.is_confirmed(),
+            frm_payload: frame.frm_payload.clone(),
+            app_s_key: session.app_s_key,
+            rx_info: up.frames.iter().map(|f| f.rx_info.clone()).collect(),
+            tx_info: first.tx_info.clone(),
+            region_config_id: ctx.region.config_id(),
+            region_common_name: ctx.region.common_name(),
+            received_at: up.first_seen_instant.into_std(),
+        })))
+        .await;
+    }
+    ctx.metrics
+        .processing_seconds
+        .observe(up.first_seen_instant.elapsed().as_secs_f64() - ctx.config.dedup_window_ms as f64 / 1000.0);
+
+    let mac_answers = handle_mac_commands(ctx, up, frame, matched.f_cnt, &session, &device, dr).await;
+    downlink::after_data_uplink(
+        ctx,
+        up,
+        DataDownlinkPlan { session, device, uplink_dr: dr, ack: frame.is_confirmed(), device_acked: frame.fctrl.ack, mac_answers },
+    )
+    .await;
+    Ok(())
+}
+
+async fn find_session(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<Matched, Dropped> {
+    let sessions = ctx.cache.by_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(&e))?;
+    if sessions.is_empty() {
+        return Err(Dropped::UnknownDevAddr);
+    }
+    for s in &sessions {
+        let f_cnt = fcnt::full_f_cnt(s.f_cnt_up, frame.f_cnt16);
+        if lorawan::data_mic_valid(&up.phy_payload, &s.f_nwk_s_int_key, f_cnt) {
+            return Ok(Matched { session: s.clone(), f_cnt, reset: false });
+        }
+    }
+    // A device that was reset restarts at FCnt 0: the MIC then only validates with the raw
+    // 16-bit value (LoRaWAN 1.0.4 §4.3.1.5 for ABP; an OTAA device would rejoin instead).
+    for s in &sessions {
+        let raw = u32::from(frame.f_cnt16);
+        if raw < s.f_cnt_up && lorawan::data_mic_valid(&up.phy_payload, &s.f_nwk_s_int_key, raw) {
+            return Ok(Matched { session: s.clone(), f_cnt: raw, reset: true });
+        }
+    }
+    if let [only] = sessions.as_slice() {
+        if let Ok(device) = ctx.cache.context(only.dev_eui).await {
+            log(ctx, &device, LogLevel::Error, LogCode::UplinkMic, "MIC of uplink frame is invalid, make sure keys are correct", [
+                ("deduplication_id", up.deduplication_id.to_string()),
+            ])
+            .await;
+        }
+    }
+    Err(Dropped::Mic)
+}
+
+/// Frame-counter rules (LoRaWAN 1.0.4 §4.3.1.5): only a counter at or above the next expected
+/// value is accepted, unless the device skips the check. The new value is written with a
+/// compare-and-set before anything is published, so two racing copies cannot both pass.
+async fn check_and_store_f_cnt(
+    ctx: &Context,
+    up: &DedupedUplink,
+    m: &Matched,
+    device: &Arc<DeviceContext>,
+) -> Result<DeviceSession, Dropped> {
+    let s = &m.session;
+    let skip = device.device.skip_fcnt_check;
+    if m.reset {
+        let text = if skip {
+            "frame counter reset or rollover detected; accepted because the device skips the frame-counter check"
+        } else {
+            "frame counter reset or rollover detected; uplink rejected (reactivate the device, or enable skipFcntCheck)"
+        };
+        log(ctx, device, LogLevel::Warning, LogCode::UplinkFCntReset, text, [
+            ("deduplication_id", up.deduplication_id.to_string()),
+            ("f_cnt", m.f_cnt.to_string()),
+            ("expected_f_cnt", s.f_cnt_up.to_string()),
+        ])
+        .await;
+        if !skip {
+            return Err(Dropped::Replay);
+        }
+    } else if m.f_cnt < s.f_cnt_up && !skip {
+        if m.f_cnt + 1 == s.f_cnt_up {
+            log(ctx, device, LogLevel::Warning, LogCode::UplinkFCntRetransmission, "uplink was flagged as re-transmission / frame-counter did not increment", [
+                ("deduplication_id", up.deduplication_id.to_string()),
+                ("f_cnt", m.f_cnt.to_string()),
+            ])
+            .await;
+        }
+        return Err(Dropped::Replay);
+    }
+    let update = FCntUpdate { dev_eui: s.dev_eui, expected: s.f_cnt_up, next: m.f_cnt.wrapping_add(1) };
+    match ctx.fcnt.compare_and_set(update).await {
+        Ok(true) => {
+            ctx.cache.set_f_cnt_up(s.dev_eui, update.next);
+            let mut s = s.clone();
+            s.f_cnt_up = update.next;
+            Ok(s)
+        }
+        Ok(false) => {
+            // Someone else (another copy, another instance) moved the counter: re-read.
+            ctx.cache.invalidate(s.dev_eui);
+            Err(Dropped::FCntRace)
+        }
+        Err(e) => Err(storage_error(&e)),
+    }
+}
+
+async fn handle_mac_commands(
+    ctx: &Context,
+    up: &DedupedUplink,
+    frame: &DataFrame,
+    f_cnt: u32,
+    session: &DeviceSession,
+    device: &Arc<DeviceContext>,
+    dr: u8,
+) -> Vec<u8> {
+    // MAC commands ride in FOpts, or as the whole FRMPayload on FPort 0 (encrypted with the
+    // NwkSKey), never both (LoRaWAN 1.0.4 §4.3.1.6).
+    let raw = if frame.f_port == Some(0) {
+        lorawan::encrypt_frm_payload(&session.nwk_s_enc_key, true, frame.dev_addr, f_cnt, &frame.frm_payload)
+    } else {
+        frame.f_opts.clone()
+    };
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    let (commands, error) = mac::parse_uplink_commands(&raw);
+    if let Some(e) = error {
+        tracing::info!(error = %e, "MAC commands partly unparseable; the rest is ignored");
+    }
+    let first = &up.frames[0];
+    let mac_ctx = MacContext {
+        best_snr: first.rx_info.snr,
+        spreading_factor: match ctx.region.data_rate(dr).map(|d| d.modulation) {
+            Some(RegionModulation::Lora { spreading_factor, .. }) => Some(spreading_factor),
+            _ => None,
+        },
+        gateway_count: up.frames.len() as u32,
+        rx_time: first.rx_info.time.unwrap_or(first.rx_info.received_at),
+    };
+    let outcome = mac::handle(&commands, &mac_ctx);
+    for note in &outcome.notes {
+        tracing::debug!(note = %note, "MAC command");
+    }
+    if let Some(status) = outcome.dev_status {
+        ctx.emit(AppEvent::Status(StatusInfo {
+            deduplication_id: up.deduplication_id,
+            time: Utc::now(),
+            device: device.clone(),
+            margin: i32::from(status.margin),
+            external_power_source: status.battery == 0,
+            battery_level_unavailable: status.battery == 255,
+            // 1..=254 maps onto 0..100 % (LoRaWAN 1.0.4 §5.5).
+            battery_level: if status.battery == 0 || status.battery == 255 {
+                0.0
+            } else {
+                (f32::from(status.battery - 1) / 253.0 * 10_000.0).round() / 100.0
+            },
+        }))
+        .await;
+    }
+    mac::encode_all(&outcome.answers)
+}
+
+pub(crate) async fn log<const N: usize>(
+    ctx: &Context,
+    device: &Arc<DeviceContext>,
+    level: LogLevel,
+    code: LogCode,
+    description: &str,
+    context: [(&str, String); N],
+) {
+    ctx.emit(AppEvent::Log(LogInfo {
+        time: Utc::now(),
+        device: device.clone(),
+        level,
+        code,
+        description: description.to_string(),
+        context: context.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<BTreeMap<_, _>>(),
+    }))
+    .await;
+}
+
+fn storage_error(e: &crate::storage::StorageError) -> Dropped {
+    tracing::error!(error = %e, "storage error while processing an uplink");
+    Dropped::Storage
+}

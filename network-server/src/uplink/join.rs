@@ -1,0 +1,149 @@
+//! OTAA join for LoRaWAN 1.0.x (LoRaWAN 1.0.4 §6.2): loraflow acts as the join server.
+//! Every rejection of a known device is explained in an `OTAA` log event.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use rand::Rng;
+
+use crate::dedup::DedupedUplink;
+use crate::dev_addr;
+use crate::downlink;
+use crate::events::{AppEvent, JoinInfo, LogCode, LogLevel};
+use crate::lorawan::{self, JoinAcceptFields, JoinRequest};
+use crate::server::Context;
+use crate::storage::{DeviceContext, DeviceSession, StorageError};
+
+use super::data::log;
+
+pub async fn handle(ctx: &Context, up: &DedupedUplink, jr: JoinRequest) {
+    match process(ctx, up, &jr).await {
+        Ok(()) => ctx.metrics.joins_accepted.inc(),
+        Err(reason) => {
+            ctx.metrics.joins_rejected.with_label_values(&[reason]).inc();
+            tracing::info!(dev_eui = %jr.dev_eui, reason, "join request rejected");
+        }
+    }
+}
+
+async fn reject(ctx: &Context, device: &Arc<DeviceContext>, reason: &'static str, description: String, up: &DedupedUplink) -> &'static str {
+    log(ctx, device, LogLevel::Error, LogCode::Otaa, &description, [("deduplication_id", up.deduplication_id.to_string())]).await;
+    reason
+}
+
+async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<(), &'static str> {
+    tracing::Span::current().record("dev_eui", tracing::field::display(jr.dev_eui));
+    let device = match ctx.cache.context(jr.dev_eui).await {
+        Ok(d) => d,
+        Err(StorageError::NotFound) => return Err("unknown_device"),
+        Err(e) => {
+            tracing::error!(error = %e, "storage error during join");
+            return Err("storage_error");
+        }
+    };
+    if device.device.is_disabled {
+        return Err("device_disabled");
+    }
+    if !device.profile.supports_otaa {
+        return Err(reject(ctx, &device, "otaa_not_supported", "device profile does not support OTAA".into(), up).await);
+    }
+    let keys = match ctx.storage.devices.get_keys(jr.dev_eui).await {
+        Ok(k) => k,
+        Err(StorageError::NotFound) => {
+            return Err(reject(ctx, &device, "no_keys", "device has no keys (PUT /api/devices/{devEui}/keys)".into(), up).await)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storage error during join");
+            return Err("storage_error");
+        }
+    };
+    if !lorawan::join_request_mic_valid(&up.phy_payload, &keys.app_key) {
+        return Err(reject(ctx, &device, "mic", "join-request MIC is invalid, make sure the AppKey is correct".into(), up).await);
+    }
+    check_dev_nonce(ctx, up, jr, &device).await?;
+
+    let join_nonce = ctx.storage.devices.next_join_nonce(jr.dev_eui).await.map_err(|e| {
+        tracing::error!(error = %e, "storage error during join");
+        "storage_error"
+    })?;
+    let dev_addr = dev_addr::allocate(ctx.net_id, rand::thread_rng().gen());
+    let keys_1_0 = lorawan::derive_session_keys_1_0(&keys.app_key, join_nonce, ctx.net_id, jr.dev_nonce);
+    let now = Utc::now();
+    let rx2_dr = ctx.config.rx2_dr.unwrap_or_else(|| ctx.region.default_rx2_dr());
+    let rx2_frequency = if ctx.config.rx2_frequency == 0 { ctx.region.default_rx2_frequency() } else { ctx.config.rx2_frequency };
+    let session = DeviceSession {
+        dev_eui: jr.dev_eui,
+        dev_addr,
+        mac_version: device.profile.mac_version.clone(),
+        f_nwk_s_int_key: keys_1_0.nwk_s_key,
+        s_nwk_s_int_key: keys_1_0.nwk_s_key,
+        nwk_s_enc_key: keys_1_0.nwk_s_key,
+        app_s_key: keys_1_0.app_s_key,
+        f_cnt_up: 0,
+        n_f_cnt_down: 0,
+        rx1_delay: ctx.config.rx1_delay,
+        rx1_dr_offset: ctx.config.rx1_dr_offset,
+        rx2_dr,
+        rx2_frequency,
+        pending_ack_f_cnt: None,
+        is_otaa: true,
+        created_at: now,
+        updated_at: now,
+    };
+    ctx.cache.save(session).await.map_err(|e| {
+        tracing::error!(error = %e, "storage error saving the session");
+        "storage_error"
+    })?;
+    // Queue items of an earlier session are re-sent with the new session's counters.
+    ctx.handle.queue_changed(jr.dev_eui);
+
+    let phy = match lorawan::build_join_accept(
+        &keys.app_key,
+        &JoinAcceptFields {
+            join_nonce,
+            net_id: ctx.net_id,
+            dev_addr,
+            rx1_dr_offset: ctx.config.rx1_dr_offset,
+            rx2_dr,
+            rx_delay: ctx.config.rx1_delay,
+            cf_list: ctx.region.cf_list(),
+        },
+    ) {
+        Ok(phy) => phy,
+        Err(e) => {
+            tracing::error!(error = %e, "could not build the join-accept");
+            return Err("build_error");
+        }
+    };
+    ctx.emit(AppEvent::Join(JoinInfo {
+        deduplication_id: up.deduplication_id,
+        time: up.first_seen,
+        device: device.clone(),
+        dev_addr,
+        region_config_id: ctx.region.config_id(),
+    }))
+    .await;
+    downlink::send_join_accept(ctx, up, &device, phy).await;
+    Ok(())
+}
+
+/// LoRaWAN 1.0.0–1.0.3: a DevNonce may not be reused; 1.0.4 §6.2.4: it must increase.
+async fn check_dev_nonce(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest, device: &Arc<DeviceContext>) -> Result<(), &'static str> {
+    let storage_err = |e: StorageError| {
+        tracing::error!(error = %e, "storage error during join");
+        "storage_error"
+    };
+    let max_used = ctx.storage.devices.max_dev_nonce(jr.dev_eui).await.map_err(storage_err)?;
+    if let Err(e) = lorawan::check_dev_nonce(&device.profile.mac_version, jr.dev_nonce, false, max_used) {
+        return Err(reject(ctx, device, "dev_nonce", format!("DevNonce {} rejected: {e}", jr.dev_nonce), up).await);
+    }
+    let fresh = ctx.storage.devices.insert_dev_nonce(jr.dev_eui, jr.join_eui, jr.dev_nonce).await.map_err(storage_err)?;
+    if !fresh {
+        let text = format!(
+            "DevNonce {} has already been used (a reset device can join again after DELETE /api/devices/{}/dev-nonces)",
+            jr.dev_nonce, jr.dev_eui
+        );
+        return Err(reject(ctx, device, "dev_nonce", text, up).await);
+    }
+    Ok(())
+}

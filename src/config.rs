@@ -1,0 +1,222 @@
+//! The one typed configuration: a TOML file (`--config`, default `loraflow.toml` when it
+//! exists) with every key overridable by `LORAFLOW_<SECTION>__<KEY>`. Defaults give the
+//! embedded set-up (SQLite file + embedded MQTT broker).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use loraflow_app_server::api::ApiConfig;
+use loraflow_app_server::codec::CodecConfig;
+use loraflow_app_server::integration::IntegrationConfig;
+use loraflow_app_server::mqtt::MqttConfig;
+use loraflow_network_server::config::NetworkConfig;
+use loraflow_network_server::storage::DatabaseConfig;
+use loraflow_packet_forwarder::GatewayConfig;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub api: ApiConfig,
+    pub mqtt: MqttConfig,
+    pub database: DatabaseConfig,
+    pub network: NetworkConfig,
+    pub codec: CodecConfig,
+    pub integration: IntegrationConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `loraflow_network_server=debug,info`.
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// A configuration that cannot be used. Its text is one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+pub const ENV_PREFIX: &str = "LORAFLOW_";
+
+impl Config {
+    /// Loads `file` (or `loraflow.toml` when present and no file is given), then the
+    /// environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::File { path: p.display().to_string(), reason: "does not exist".into() });
+                }
+                fig = fig.merge(Toml::file(p));
+            }
+            None if Path::new("loraflow.toml").exists() => fig = fig.merge(Toml::file("loraflow.toml")),
+            None => {}
+        }
+        fig = fig.merge(Serialized::globals(env_overrides(env)));
+        // Env values are strings; `extract_lossy` turns "1883" or "true" into the number or
+        // bool a key wants while "000000" stays a string for string keys.
+        let config: Config = fig.extract_lossy().map_err(|e| {
+            let key = e.path.join(".");
+            let reason = e.kind.to_string();
+            if key.is_empty() {
+                ConfigError::File { path: file.map(|p| p.display().to_string()).unwrap_or_else(|| "loraflow.toml".into()), reason: e.to_string() }
+            } else {
+                ConfigError::Invalid { key, reason }
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.network
+            .validate()
+            .map_err(|e| ConfigError::Invalid { key: e.key.to_string(), reason: e.reason })?;
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid {
+                key: "database.url".into(),
+                reason: format!("expected sqlite://… or postgres://…, got {url:?}"),
+            });
+        }
+        let mqtt = &self.mqtt.url;
+        if !mqtt.is_empty() && !["mqtt://", "mqtts://", "tcp://", "ssl://"].iter().any(|s| mqtt.starts_with(s)) {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.url".into(),
+                reason: format!("expected mqtt://host:port or mqtts://host:port, got {mqtt:?}"),
+            });
+        }
+        if self.mqtt.queue_size == 0 {
+            return Err(ConfigError::Invalid { key: "mqtt.queue_size".into(), reason: "must be at least 1".into() });
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid { key: "log.format".into(), reason: "expected text or json".into() });
+        }
+        Ok(())
+    }
+}
+
+/// `LORAFLOW_API__BIND=…` → `{"api": {"bind": "…"}}`. Unknown sections/keys are kept so
+/// that `deny_unknown_fields` reports them by name instead of silently ignoring a typo.
+fn env_overrides(env: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix(ENV_PREFIX) else { continue };
+        let Some((section, key)) = rest.split_once("__") else { continue };
+        out.entry(section.to_ascii_lowercase()).or_default().insert(key.to_ascii_lowercase(), v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn no_file() -> Option<&'static Path> {
+        None
+    }
+
+    #[test]
+    fn defaults_give_the_embedded_setup() {
+        let c = Config::default();
+        assert_eq!(c.database.url, "sqlite://loraflow.db");
+        assert!(c.mqtt.url.is_empty());
+        assert_eq!(c.gateway.bind.to_string(), "0.0.0.0:1700");
+        assert_eq!(c.api.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.network.dedup_window_ms, 200);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_every_section_with_typed_values() {
+        let c = Config::load_from(
+            no_file(),
+            env(&[
+                ("LORAFLOW_API__BIND", "127.0.0.1:9999"),
+                ("LORAFLOW_NETWORK__NET_ID", "000013"),
+                ("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "50"),
+                ("LORAFLOW_NETWORK__ALLOW_UNKNOWN_GATEWAYS", "true"),
+                ("LORAFLOW_API__ADMIN_TOKEN", "0123"),
+                ("OTHER_THING", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.api.bind.port(), 9999);
+        assert_eq!(c.network.net_id, "000013");
+        assert_eq!(c.network.dedup_window_ms, 50);
+        assert!(c.network.allow_unknown_gateways);
+        assert_eq!(c.api.admin_token, "0123");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_API__BIND", "not-an-address")])).unwrap_err();
+        assert!(e.to_string().contains("`api.bind`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("`network.dedup_window_ms`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_NETWORK__NET_ID", "zz")])).unwrap_err();
+        assert!(e.to_string().contains("`network.net_id`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_DATABASE__URL", "mysql://x")])).unwrap_err();
+        assert!(e.to_string().contains("`database.url`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_API__BINDD", "x")])).unwrap_err();
+        assert!(e.to_string().contains("bindd"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_is_read_and_env_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[network]\ndedup_window_ms = 300\nnet_id = \"000001\"\n[gateway]\nbind = \"127.0.0.1:1701\"\n").unwrap();
+        let c = Config::load_from(Some(&p), env(&[("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "10")])).unwrap();
+        assert_eq!(c.network.dedup_window_ms, 10);
+        assert_eq!(c.network.net_id, "000001");
+        assert_eq!(c.gateway.bind.port(), 1701);
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let e = Config::load_from(Some(Path::new("/nonexistent/loraflow.toml")), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn toml_type_error_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[mqtt]\nqueue_size = \"lots\"\n").unwrap();
+        let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("`mqtt.queue_size`"), "{e}");
+    }
+}

@@ -1,0 +1,12 @@
+//! loraflow: a LoRaWAN network server and application server in one binary.
+//!
+//! # Layout
+//! - `config`: the typed configuration (TOML + `LORAFLOW_<SECTION>__<KEY>` overrides).
+//! - `server`: start-up, wiring of the components, graceful shutdown.
+//!
+//! The components live in their own crates: `loraflow-packet-forwarder` (Semtech UDP),
+//! `loraflow-network-server` (LoRaWAN MAC, storage) and `loraflow-app-server` (payloads,
+//! MQTT, REST).
+
+pub mod config;
+pub mod server;

@@ -1,0 +1,88 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use loraflow::config::Config;
+
+/// LoRaWAN network server and application server: point Semtech UDP gateways at it,
+/// register devices over REST, subscribe to decoded uplinks over MQTT.
+#[derive(Debug, Parser)]
+#[command(name = "loraflow", version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (default: ./loraflow.toml when it exists). Every key can be
+    /// overridden with LORAFLOW_<SECTION>__<KEY>, e.g. LORAFLOW_API__BIND=0.0.0.0:8080.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default when no subcommand is given).
+    Serve,
+    /// Print the effective configuration (defaults, file and environment merged) as TOML.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loraflow: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Config => match toml_string(&config) {
+            Ok(s) => {
+                print!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("loraflow: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve => {
+            loraflow::server::init_tracing(&config.log);
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(serve_until_signal(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("loraflow: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn toml_string(config: &Config) -> anyhow::Result<String> {
+    Ok(toml::to_string_pretty(config)?)
+}
+
+async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal.cancel();
+    });
+    loraflow::server::serve(config, shutdown).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,227 @@
+//! Start-up and wiring: storage, packet-forwarder, network server, application server, REST.
+//! One `CancellationToken` stops everything; `serve` returns once in-flight work is flushed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use loraflow_app_server::api::{self, ApiState, Auth};
+use loraflow_app_server::codec::Codecs;
+use loraflow_app_server::integration::{Integration, IntegrationDeps};
+use loraflow_app_server::mqtt::MqttIntegration;
+use loraflow_network_server::server::NetworkServer;
+use loraflow_network_server::handle::NetworkHandle;
+use loraflow_network_server::storage::Storage;
+use loraflow_network_server::types::Eui64;
+use loraflow_packet_forwarder::frame::{GatewayEvent, UplinkFrame};
+use loraflow_packet_forwarder::{KnownGateways, PacketForwarder};
+
+use crate::config::{Config, LogConfig};
+
+/// How long shutdown may take before tasks are abandoned (SIGTERM contract: 5 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(4500);
+/// How often gateway `lastSeenAt` is written (one batch per interval, not one per packet).
+const LAST_SEEN_FLUSH: Duration = Duration::from_secs(2);
+/// Gateway frames waiting for the deduplicator.
+const UPLINK_QUEUE: usize = 65_536;
+/// Network-server events waiting for the application side.
+const APP_EVENT_QUEUE: usize = 65_536;
+
+pub fn init_tracing(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// The addresses the server actually listens on (ports may have been 0 in the config).
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub api: SocketAddr,
+    pub gateway: SocketAddr,
+    pub mqtt: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "api=http://{} gateway_udp={}", self.api, self.gateway)?;
+        if let Some(m) = self.mqtt {
+            write!(f, " mqtt_embedded={m}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the server until `shutdown` is cancelled.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let storage = Storage::connect(&config.database)
+        .await
+        .with_context(|| format!("opening the database (database.url = {})", redact_url(&config.database.url)))?;
+    tracing::info!(backend = storage.backend_name(), "storage ready");
+
+    let registry = prometheus::Registry::new();
+    let known = KnownGateways::new(config.network.allow_unknown_gateways);
+    known.replace_all(storage.gateways.all_ids().await?);
+
+    let (forwarder, gateway_events) = PacketForwarder::bind(&config.gateway, &registry, known.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway_addr = forwarder.local_addr();
+
+    let api_listener = tokio::net::TcpListener::bind(config.api.bind).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {} ({e}); set api.bind (LORAFLOW_API__BIND) to another address", config.api.bind)
+    })?;
+    let api_addr = api_listener.local_addr()?;
+
+    let admin_token = Some(config.api.admin_token.as_str()).filter(|t| !t.is_empty());
+    let (auth, generated) = Auth::bootstrap(admin_token, storage.clone()).await?;
+    if let Some(token) = generated {
+        // Printed once, on purpose not through tracing: logs are often shipped elsewhere.
+        println!("loraflow: generated admin API token (shown only once, stored hashed): {token}");
+    }
+
+    let network = NetworkHandle::default();
+    // Front components stop on `shutdown`; the back (MQTT, history writer) only after the
+    // network server and integration have drained, so that nothing in flight is lost.
+    let integration_shutdown = CancellationToken::new();
+    let mqtt_shutdown = CancellationToken::new();
+    let (mqtt, commands, mqtt_addr) = MqttIntegration::start(&config.mqtt, &registry, mqtt_shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (app_events_tx, app_events_rx) = mpsc::channel(APP_EVENT_QUEUE);
+    let network_server = NetworkServer::new(
+        config.network.clone(),
+        storage.clone(),
+        forwarder.handle(),
+        network.clone(),
+        app_events_tx,
+        &registry,
+    )
+    .await?;
+    let codecs = Codecs::new(config.codec.clone());
+    let integration = Integration::new(
+        &config.integration,
+        IntegrationDeps {
+            storage: storage.clone(),
+            publisher: Arc::new(mqtt.clone()),
+            codecs: codecs.clone(),
+            network: network.clone(),
+        },
+        &registry,
+    )?;
+
+    let tracker = TaskTracker::new();
+    let api_state = ApiState {
+        storage: storage.clone(),
+        known_gateways: known.clone(),
+        gateway_status: Some(forwarder.handle()),
+        registry: registry.clone(),
+        auth: Arc::new(auth),
+        network: network.clone(),
+        network_config: Arc::new(config.network.clone()),
+        codecs: codecs.clone(),
+    };
+    let (uplinks_tx, uplinks_rx) = mpsc::channel(UPLINK_QUEUE);
+    tracker.spawn(forwarder.run(shutdown.clone()));
+    tracker.spawn(consume_gateway_events(gateway_events, uplinks_tx, storage.clone()));
+    let ns_done = tokio::spawn(network_server.run(uplinks_rx, shutdown.clone()));
+    let integration_done = tokio::spawn(integration.run(app_events_rx, commands, integration_shutdown.clone()));
+    {
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = api::serve(api_listener, api_state, shutdown).await {
+                tracing::error!(error = %e, "REST API stopped");
+            }
+        });
+    }
+    tracker.close();
+
+    let listening = Listening { api: api_addr, gateway: gateway_addr, mqtt: mqtt_addr };
+    tracing::info!(%listening, "loraflow started");
+    println!("loraflow ready: {listening}");
+
+    shutdown.cancelled().await;
+    let drained = async {
+        tracker.wait().await;
+        // The gateway side has stopped: finish every uplink already received, then let the
+        // integration publish and store what they produced, then flush MQTT and storage.
+        let _ = ns_done.await;
+        integration_shutdown.cancel();
+        let _ = integration_done.await;
+        if !mqtt.flush(Duration::from_secs(2)).await {
+            tracing::warn!(queued = mqtt.queue_depth(), "MQTT events not delivered before shutdown");
+        }
+        mqtt_shutdown.cancel();
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::warn!("some tasks did not stop within the shutdown grace period");
+    }
+    storage.close().await;
+    tracing::info!("loraflow stopped");
+    Ok(())
+}
+
+/// Hands uplinks to the network server and persists gateway `lastSeenAt` in batches.
+/// Ends when the packet-forwarder stops (its channel closes), which closes the uplink channel.
+async fn consume_gateway_events(mut events: mpsc::Receiver<GatewayEvent>, uplinks: mpsc::Sender<UplinkFrame>, storage: Storage) {
+    let mut seen: HashMap<Eui64, DateTime<Utc>> = HashMap::new();
+    let mut tick = tokio::time::interval(LAST_SEEN_FLUSH);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(GatewayEvent::Seen { gateway_id, at }) | Some(GatewayEvent::Stats { gateway_id, at, .. }) => {
+                    seen.insert(gateway_id, at);
+                }
+                Some(GatewayEvent::Uplink(frame)) => {
+                    if uplinks.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => flush_last_seen(&storage, &mut seen).await,
+        }
+    }
+    flush_last_seen(&storage, &mut seen).await;
+}
+
+async fn flush_last_seen(storage: &Storage, seen: &mut HashMap<Eui64, DateTime<Utc>>) {
+    if seen.is_empty() {
+        return;
+    }
+    let batch: Vec<_> = seen.drain().collect();
+    if let Err(e) = storage.gateways.touch_last_seen(&batch).await {
+        tracing::warn!(error = %e, "could not store gateway lastSeenAt");
+    }
+}
+
+/// The database URL without its password, for error messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_database_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite://loraflow.db"), "sqlite://loraflow.db");
+    }
+}

@@ -1,0 +1,89 @@
+//! The binary's command line, config errors and shutdown contract.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Backend, TestServer};
+
+fn loraflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_loraflow"));
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+#[test]
+fn help_documents_the_subcommands() {
+    let out = loraflow().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["serve", "--config", "LORAFLOW_"] {
+        assert!(text.contains(word), "help lacks {word}: {text}");
+    }
+}
+
+#[test]
+fn a_bad_value_exits_2_with_one_line_naming_the_key() {
+    for (key, value, name) in [
+        ("LORAFLOW_API__BIND", "nowhere", "api.bind"),
+        ("LORAFLOW_NETWORK__NET_ID", "12", "network.net_id"),
+        ("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "-5", "network.dedup_window_ms"),
+        ("LORAFLOW_DATABASE__URL", "mysql://x", "database.url"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = loraflow().current_dir(dir.path()).env(key, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(name), "{err}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let out = loraflow().args(["--config", "/nonexistent.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn sigterm_stops_within_5_seconds_and_a_restart_binds_at_once() {
+    let mut server = TestServer::start(Backend::Sqlite, &[]).await;
+    let api = server.api.to_string();
+    let (code, took) = server.stop();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Same fixed port again right away.
+    let server = TestServer::start(Backend::Sqlite, &[("LORAFLOW_API__BIND", &api)]).await;
+    assert_eq!(server.api.to_string(), api);
+}
+
+#[tokio::test]
+async fn a_port_in_use_names_the_key_that_moves_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = loraflow()
+        .current_dir(dir.path())
+        .env("LORAFLOW_API__BIND", &addr)
+        .env("LORAFLOW_GATEWAY__BIND", "127.0.0.1:0")
+        .env("LORAFLOW_MQTT__EMBEDDED_BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api.bind") && err.contains(&addr), "{err}");
+}
+
+#[tokio::test]
+async fn a_token_is_generated_on_first_start_and_printed_once() {
+    let server = TestServer::start(Backend::Sqlite, &[("LORAFLOW_API__ADMIN_TOKEN", "")]).await;
+    let line = server.stdout_lines.iter().find(|l| l.contains("generated admin API token")).expect("token printed");
+    let token = line.rsplit(' ').next().unwrap().to_string();
+    let api = server.client().with_token(Some(&token));
+    assert_eq!(api.get("/api/gateways").await.0, 200);
+    assert_eq!(server.client().with_token(Some("lf_wrong")).get("/api/gateways").await.0, 401);
+    let server = server.restart();
+    assert!(!server.stdout_lines.iter().any(|l| l.contains("generated admin API token")));
+    assert_eq!(server.client().with_token(Some(&token)).get("/api/gateways").await.0, 200);
+}
