@@ -3,6 +3,7 @@
 //! # Layout
 //! - `config`: the typed configuration (TOML + `LORAFLOW_<SECTION>__<KEY>` overrides).
 //! - `server`: start-up, wiring of the components, graceful shutdown.
+//! - `sim`: virtual gateways and devices; `simulate` and `bench` are the CLI tools built on them.
 //!
 //! The components live in their own crates: `loraflow-packet-forwarder` (Semtech UDP),
 //! `loraflow-network-server` (LoRaWAN MAC, storage) and `loraflow-app-server` (payloads,
@@ -10,3 +11,5 @@
 
 pub mod config;
 pub mod server;
+pub mod sim;
+pub mod simulate;

@@ -36,7 +36,13 @@ const APP_EVENT_QUEUE: usize = 65_536;
 
 pub fn init_tracing(log: &LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    // The embedded broker logs every connection (and every disconnect as an error).
+    for directive in loraflow_app_server::mqtt::QUIET_LOG_DIRECTIVES {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
 }

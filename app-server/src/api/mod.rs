@@ -6,6 +6,7 @@ pub mod device_activation;
 pub mod device_keys;
 pub mod device_profiles;
 pub mod device_queue;
+pub mod device_uplinks;
 pub mod devices;
 pub mod error;
 pub mod extract;
@@ -84,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{dev_eui}/activate", axum::routing::post(device_activation::activate))
         .route("/devices/{dev_eui}/activation", get(device_activation::get))
         .route("/devices/{dev_eui}/queue", get(device_queue::list).post(device_queue::enqueue).delete(device_queue::flush))
+        .route("/devices/{dev_eui}/uplinks", get(device_uplinks::list))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
     Router::new()

@@ -1,0 +1,77 @@
+//! `/api/devices/{devEui}/uplinks`: stored uplink history, newest first.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use loraflow_network_server::storage::UplinkRecord;
+
+use super::devices::existing_device;
+use super::error::ApiError;
+use super::extract::QueryMap;
+use super::gateways::parse_eui;
+use super::{ApiState, ListResponse};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UplinkJson {
+    deduplication_id: Uuid,
+    time: DateTime<Utc>,
+    dev_addr: String,
+    f_cnt: u32,
+    f_port: Option<u8>,
+    confirmed: bool,
+    dr: u8,
+    frequency: u32,
+    rssi: i32,
+    snr: f32,
+    gateway_count: u32,
+    /// Base64 of the decrypted FRMPayload.
+    data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<serde_json::Value>,
+    rx_info: serde_json::Value,
+    tx_info: serde_json::Value,
+}
+
+impl From<UplinkRecord> for UplinkJson {
+    fn from(r: UplinkRecord) -> Self {
+        UplinkJson {
+            deduplication_id: r.deduplication_id,
+            time: r.time,
+            dev_addr: r.dev_addr.to_string(),
+            f_cnt: r.f_cnt,
+            f_port: r.f_port,
+            confirmed: r.confirmed,
+            dr: r.dr,
+            frequency: r.frequency,
+            rssi: r.rssi,
+            snr: r.snr,
+            gateway_count: r.gateway_count,
+            data: base64::engine::general_purpose::STANDARD.encode(&r.data),
+            object: r.object,
+            rx_info: r.rx_info,
+            tx_info: r.tx_info,
+        }
+    }
+}
+
+/// `?limit=` (default 100, at most 1000) and `?since=` (RFC 3339, inclusive).
+pub async fn list(State(state): State<ApiState>, Path(dev_eui): Path<String>, q: QueryMap) -> Result<Json<ListResponse<UplinkJson>>, ApiError> {
+    let dev_eui = parse_eui("devEui", &dev_eui)?;
+    let paging = q.paging()?;
+    let since = match q.get("since") {
+        None => None,
+        Some(s) => Some(
+            DateTime::parse_from_rfc3339(s)
+                .map_err(|_| ApiError::field("since", format!("expected an RFC 3339 time, got {s:?}")))?
+                .with_timezone(&Utc),
+        ),
+    };
+    existing_device(&state, dev_eui).await?;
+    let rows = state.storage.history.list_uplinks(dev_eui, since, paging.limit).await?;
+    Ok(Json(ListResponse { total_count: rows.len() as u64, result: rows.into_iter().map(Into::into).collect() }))
+}

@@ -1,0 +1,280 @@
+//! A virtual LoRaWAN 1.0.x end device: OTAA join (LoRaWAN 1.0.4 §6.2.4, §6.2.5), data
+//! uplinks (§4) and the downlinks addressed to it. No I/O: callers move the bytes.
+
+use loraflow_network_server::lorawan::{self, DataUplink, Phy};
+use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
+use rand::Rng;
+
+/// An activated session, from a join-accept or from ABP keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub dev_addr: DevAddr,
+    pub nwk_s_key: AesKey,
+    pub app_s_key: AesKey,
+    /// The FCnt the next uplink carries.
+    pub f_cnt_up: u32,
+}
+
+impl Session {
+    /// A random ABP session for `dev_addr`, frame counters at 0.
+    pub fn random_abp(dev_addr: DevAddr) -> Session {
+        Session { dev_addr, nwk_s_key: random_key(), app_s_key: random_key(), f_cnt_up: 0 }
+    }
+}
+
+/// A data downlink as the device reads it, after MIC check and decryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedDownlink {
+    pub confirmed: bool,
+    pub f_cnt: u32,
+    pub f_port: Option<u8>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeviceError {
+    #[error("join-accept cannot be decrypted: {0}")]
+    BadJoinAccept(String),
+    #[error("join-accept MIC does not match the AppKey")]
+    JoinAcceptMic,
+    #[error("downlink cannot be parsed: {0}")]
+    BadDownlink(String),
+    #[error("downlink for DevAddr {0} reached another device")]
+    WrongDevAddr(DevAddr),
+    #[error("downlink MIC does not match the NwkSKey")]
+    DownlinkMic,
+    #[error("the device has no session yet")]
+    NotActivated,
+    #[error("uplink cannot be built: {0}")]
+    Build(String),
+}
+
+pub fn random_key() -> AesKey {
+    AesKey(rand::thread_rng().gen())
+}
+
+/// One simulated end device.
+#[derive(Debug, Clone)]
+pub struct VirtualDevice {
+    pub dev_eui: Eui64,
+    pub join_eui: Eui64,
+    pub app_key: AesKey,
+    pub session: Option<Session>,
+    /// The DevNonce of the last join-request sent.
+    dev_nonce: u16,
+    /// Downlink FCnt seen last, to extend the 16 bits on air (§4.3.1.5).
+    f_cnt_down: Option<u32>,
+    /// A confirmed downlink arrived: the next uplink sets ACK (§4.3.1.2).
+    ack_pending: bool,
+}
+
+impl VirtualDevice {
+    pub fn otaa(dev_eui: Eui64, app_key: AesKey) -> VirtualDevice {
+        VirtualDevice {
+            dev_eui,
+            join_eui: Eui64::default(),
+            app_key,
+            session: None,
+            dev_nonce: 0,
+            f_cnt_down: None,
+            ack_pending: false,
+        }
+    }
+
+    pub fn abp(dev_eui: Eui64, session: Session) -> VirtualDevice {
+        VirtualDevice { session: Some(session), ..VirtualDevice::otaa(dev_eui, AesKey::default()) }
+    }
+
+    pub fn dev_nonce(&self) -> u16 {
+        self.dev_nonce
+    }
+
+    /// A join-request with the next DevNonce. Nonces count up from 1, which both the 1.0.3
+    /// rule (never reuse one) and the 1.0.4 rule (always greater) accept once the server has
+    /// forgotten the device's old nonces.
+    pub fn join_request(&mut self) -> Vec<u8> {
+        self.dev_nonce = self.dev_nonce.wrapping_add(1).max(1);
+        lorawan::build_join_request(&self.app_key, self.join_eui, self.dev_eui, self.dev_nonce)
+    }
+
+    /// Whether `phy` is a join-accept encrypted for this device: its MIC matches our AppKey.
+    pub fn is_my_join_accept(app_key: &AesKey, phy: &[u8]) -> bool {
+        matches!(lorawan::parse(phy), Ok(Phy::JoinAccept(_)))
+            && lorawan::decrypt_join_accept(phy, app_key).is_ok_and(|ja| ja.mic_valid)
+    }
+
+    /// Takes the session a join-accept grants (§6.2.5): keys from AppKey, JoinNonce, NetID and
+    /// the DevNonce of our last join-request.
+    pub fn accept(&mut self, phy: &[u8]) -> Result<Session, DeviceError> {
+        let ja = lorawan::decrypt_join_accept(phy, &self.app_key).map_err(|e| DeviceError::BadJoinAccept(e.to_string()))?;
+        if !ja.mic_valid {
+            return Err(DeviceError::JoinAcceptMic);
+        }
+        let keys = lorawan::derive_session_keys_1_0(&self.app_key, ja.fields.join_nonce, ja.fields.net_id, self.dev_nonce);
+        let session = Session { dev_addr: ja.fields.dev_addr, nwk_s_key: keys.nwk_s_key, app_s_key: keys.app_s_key, f_cnt_up: 0 };
+        self.session = Some(session);
+        self.f_cnt_down = None;
+        self.ack_pending = false;
+        Ok(session)
+    }
+
+    /// An unconfirmed data uplink on `f_port`; returns the PHYPayload and the FCnt it carries.
+    pub fn uplink(&mut self, f_port: u8, payload: &[u8]) -> Result<(Vec<u8>, u32), DeviceError> {
+        let ack = std::mem::take(&mut self.ack_pending);
+        let s = self.session.as_mut().ok_or(DeviceError::NotActivated)?;
+        let f_cnt = s.f_cnt_up;
+        let phy = lorawan::build_data_uplink(
+            &DataUplink {
+                confirmed: false,
+                dev_addr: s.dev_addr,
+                f_cnt_up: f_cnt,
+                adr: false,
+                adr_ack_req: false,
+                ack,
+                class_b: false,
+                f_opts: Vec::new(),
+                f_port: Some(f_port),
+                frm_payload: payload.to_vec(),
+            },
+            &s.nwk_s_key,
+            &s.app_s_key,
+        )
+        .map_err(|e| DeviceError::Build(e.to_string()))?;
+        s.f_cnt_up = s.f_cnt_up.wrapping_add(1);
+        Ok((phy, f_cnt))
+    }
+
+    /// Checks and decrypts a data downlink for our session.
+    pub fn read_downlink(&mut self, phy: &[u8]) -> Result<ReceivedDownlink, DeviceError> {
+        let s = self.session.as_ref().ok_or(DeviceError::NotActivated)?;
+        let d = match lorawan::parse(phy) {
+            Ok(Phy::Data(d)) if !d.is_uplink() => d,
+            Ok(other) => return Err(DeviceError::BadDownlink(format!("not a data downlink: {other:?}"))),
+            Err(e) => return Err(DeviceError::BadDownlink(e.to_string())),
+        };
+        if d.dev_addr != s.dev_addr {
+            return Err(DeviceError::WrongDevAddr(d.dev_addr));
+        }
+        let f_cnt = extend_f_cnt(self.f_cnt_down, d.f_cnt16);
+        let mic = lorawan::data_mic(&phy[..phy.len() - 4], &s.nwk_s_key, s.dev_addr, f_cnt, false);
+        if mic != d.mic {
+            return Err(DeviceError::DownlinkMic);
+        }
+        // §4.3.3: FPort 0 carries MAC commands encrypted with the NwkSKey.
+        let key = if d.f_port == Some(0) { &s.nwk_s_key } else { &s.app_s_key };
+        let payload = lorawan::encrypt_frm_payload(key, false, s.dev_addr, f_cnt, &d.frm_payload);
+        self.f_cnt_down = Some(f_cnt);
+        if d.is_confirmed() {
+            self.ack_pending = true;
+        }
+        Ok(ReceivedDownlink { confirmed: d.is_confirmed(), f_cnt, f_port: d.f_port, payload })
+    }
+}
+
+/// The full 32-bit counter closest above the last one whose low 16 bits are `low`
+/// (LoRaWAN 1.0.4 §4.3.1.5).
+fn extend_f_cnt(last: Option<u32>, low: u16) -> u32 {
+    let Some(last) = last else { return u32::from(low) };
+    let candidate = (last & 0xffff_0000) | u32::from(low);
+    if candidate < last {
+        candidate.wrapping_add(0x1_0000)
+    } else {
+        candidate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loraflow_network_server::lorawan::{build_data_downlink, build_join_accept, DataDownlink, JoinAcceptFields};
+
+    fn device() -> VirtualDevice {
+        VirtualDevice::otaa("0102030405060708".parse().unwrap(), AesKey([7; 16]))
+    }
+
+    fn accept_fields() -> JoinAcceptFields {
+        JoinAcceptFields { join_nonce: 0x0a0b0c, net_id: [0, 0, 0x13], dev_addr: DevAddr::from_u32(0x2601_1234), rx_delay: 1, ..Default::default() }
+    }
+
+    #[test]
+    fn join_requests_use_increasing_dev_nonces_and_a_valid_mic() {
+        let mut d = device();
+        let a = d.join_request();
+        let b = d.join_request();
+        assert_eq!((u16::from_le_bytes([a[17], a[18]]), u16::from_le_bytes([b[17], b[18]])), (1, 2));
+        assert!(lorawan::join_request_mic_valid(&a, &d.app_key));
+        assert!(!lorawan::join_request_mic_valid(&a, &AesKey([8; 16])));
+    }
+
+    #[test]
+    fn a_join_accept_for_our_key_gives_the_session_the_server_derives() {
+        let mut d = device();
+        d.join_request();
+        let phy = build_join_accept(&d.app_key, &accept_fields()).unwrap();
+        assert!(VirtualDevice::is_my_join_accept(&d.app_key, &phy));
+        let s = d.accept(&phy).unwrap();
+        let keys = lorawan::derive_session_keys_1_0(&d.app_key, 0x0a0b0c, [0, 0, 0x13], 1);
+        assert_eq!((s.dev_addr, s.nwk_s_key, s.app_s_key, s.f_cnt_up), (DevAddr::from_u32(0x2601_1234), keys.nwk_s_key, keys.app_s_key, 0));
+    }
+
+    #[test]
+    fn a_join_accept_for_another_key_is_refused() {
+        let mut d = device();
+        d.join_request();
+        let phy = build_join_accept(&AesKey([9; 16]), &accept_fields()).unwrap();
+        assert!(!VirtualDevice::is_my_join_accept(&d.app_key, &phy));
+        assert_eq!(d.accept(&phy), Err(DeviceError::JoinAcceptMic));
+        assert!(d.session.is_none());
+    }
+
+    #[test]
+    fn uplinks_count_up_and_decrypt_with_the_app_s_key() {
+        let s = Session::random_abp(DevAddr::from_u32(0x0000_0042));
+        let mut d = VirtualDevice::abp("0102030405060708".parse().unwrap(), s);
+        let (_, f0) = d.uplink(1, b"a").unwrap();
+        let (phy, f1) = d.uplink(1, b"hello").unwrap();
+        assert_eq!((f0, f1), (0, 1));
+        assert!(lorawan::data_mic_valid(&phy, &s.nwk_s_key, 1));
+        let Ok(Phy::Data(frame)) = lorawan::parse(&phy) else { panic!("data frame") };
+        assert_eq!(lorawan::encrypt_frm_payload(&s.app_s_key, true, s.dev_addr, 1, &frame.frm_payload), b"hello");
+    }
+
+    #[test]
+    fn an_uplink_before_activation_is_an_error() {
+        assert_eq!(device().uplink(1, b"x").unwrap_err(), DeviceError::NotActivated);
+    }
+
+    #[test]
+    fn a_confirmed_downlink_is_read_and_acked_by_the_next_uplink() {
+        let s = Session::random_abp(DevAddr::from_u32(0x0000_0042));
+        let mut d = VirtualDevice::abp("0102030405060708".parse().unwrap(), s);
+        let down = DataDownlink { confirmed: true, dev_addr: s.dev_addr, f_cnt_down: 3, f_port: Some(5), frm_payload: b"cmd".to_vec(), ..Default::default() };
+        let phy = build_data_downlink(&down, &s.nwk_s_key, &s.app_s_key).unwrap();
+        let r = d.read_downlink(&phy).unwrap();
+        assert_eq!((r.confirmed, r.f_cnt, r.f_port, r.payload.as_slice()), (true, 3, Some(5), &b"cmd"[..]));
+        let (up, _) = d.uplink(1, b"x").unwrap();
+        assert_eq!(up[5] & 0x20, 0x20, "ACK bit set");
+        let (up, _) = d.uplink(1, b"x").unwrap();
+        assert_eq!(up[5] & 0x20, 0, "ACK only once");
+    }
+
+    #[test]
+    fn a_downlink_with_a_wrong_mic_or_address_is_refused() {
+        let s = Session::random_abp(DevAddr::from_u32(0x0000_0042));
+        let mut d = VirtualDevice::abp("0102030405060708".parse().unwrap(), s);
+        let down = DataDownlink { dev_addr: s.dev_addr, f_port: Some(5), frm_payload: b"cmd".to_vec(), ..Default::default() };
+        let phy = build_data_downlink(&down, &AesKey([1; 16]), &s.app_s_key).unwrap();
+        assert_eq!(d.read_downlink(&phy), Err(DeviceError::DownlinkMic));
+        let other = DataDownlink { dev_addr: DevAddr::from_u32(7), ..down };
+        let phy = build_data_downlink(&other, &s.nwk_s_key, &s.app_s_key).unwrap();
+        assert_eq!(d.read_downlink(&phy), Err(DeviceError::WrongDevAddr(DevAddr::from_u32(7))));
+    }
+
+    #[test]
+    fn downlink_counters_extend_past_16_bits() {
+        assert_eq!(extend_f_cnt(None, 5), 5);
+        assert_eq!(extend_f_cnt(Some(5), 6), 6);
+        assert_eq!(extend_f_cnt(Some(0xffff), 1), 0x1_0001);
+        assert_eq!(extend_f_cnt(Some(0x1_0002), 3), 0x1_0003);
+    }
+}

@@ -1,0 +1,316 @@
+//! A virtual gateway speaking Semtech UDP protocol v2 (packet_forwarder PROTOCOL.TXT) from the
+//! gateway side: PUSH_DATA for what its radio "hears", PULL_DATA every 5 s on the same socket
+//! to keep the downlink path open (§5.2), a TX_ACK for every PULL_RESP (§5.5), and the
+//! downlink handed to the [`Router`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use loraflow_packet_forwarder::semtech::{
+    Datr, Header, Identifier, PullData, PullResp, PushData, PushDataPayload, Rxpk, TxAck, TxAckPayload, TxpkAck,
+};
+use loraflow_network_server::types::Eui64;
+use rand::Rng;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::router::{Delivery, Router};
+use super::Stats;
+
+/// PULL_DATA period of the reference packet forwarder (`keepalive_interval`).
+pub const PULL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// EU868 default uplink channels (RP002-1.0.3 §2.4.2), in Hz.
+pub const EU868_CHANNELS: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
+
+/// What one gateway measured for one packet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signal {
+    pub rssi: i32,
+    pub snr: f32,
+}
+
+impl Signal {
+    /// Gateway 0 hears best, each further one about 12 dB weaker, with a little jitter so
+    /// that the best gateway is still mostly, not always, the same one.
+    pub fn for_gateway(index: usize, rng: &mut impl Rng) -> Signal {
+        let step = index.min(8) as i32;
+        let rssi = -50 - 12 * step + rng.gen_range(-3..=3);
+        let snr = 9.5 - 3.0 * step as f32 + rng.gen_range(-1.0f32..1.0);
+        Signal { rssi, snr: (snr * 10.0).round() / 10.0 }
+    }
+}
+
+pub struct VirtualGateway {
+    pub eui: Eui64,
+    pub index: usize,
+    socket: UdpSocket,
+    server: SocketAddr,
+    next_token: AtomicU16,
+    epoch: Instant,
+    /// Concentrator counters start anywhere.
+    tmst_base: u32,
+    pull_acked: AtomicBool,
+}
+
+impl VirtualGateway {
+    /// A gateway with its own UDP socket, bound on the address family of `server`.
+    pub async fn bind(eui: Eui64, index: usize, server: SocketAddr) -> std::io::Result<Arc<VirtualGateway>> {
+        let local: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+        let socket = UdpSocket::bind(local).await?;
+        let mut rng = rand::thread_rng();
+        Ok(Arc::new(VirtualGateway {
+            eui,
+            index,
+            socket,
+            server,
+            next_token: AtomicU16::new(rng.gen()),
+            epoch: Instant::now(),
+            tmst_base: rng.gen(),
+            pull_acked: AtomicBool::new(false),
+        }))
+    }
+
+    fn token(&self) -> u16 {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The concentrator's microsecond counter, wrapping like the real one.
+    pub fn tmst(&self) -> u32 {
+        self.tmst_base.wrapping_add(self.epoch.elapsed().as_micros() as u32)
+    }
+
+    /// Whether the server has answered a PULL_DATA (downlinks can reach us).
+    pub fn has_pull_ack(&self) -> bool {
+        self.pull_acked.load(Ordering::Relaxed)
+    }
+
+    /// A PUSH_DATA datagram with one LoRa rxpk (SF7BW125, the highest EU868 LoRa data rate).
+    pub fn push_data(&self, phy: &[u8], signal: Signal, freq: u32) -> Vec<u8> {
+        let rxpk = Rxpk {
+            time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            tmms: None,
+            tmst: self.tmst(),
+            freq,
+            chan: EU868_CHANNELS.iter().position(|f| *f == freq).unwrap_or(0) as u32,
+            rfch: 0,
+            stat: Some(1),
+            modu: "LORA".into(),
+            datr: Datr::Name("SF7BW125".into()),
+            codr: Some("4/5".into()),
+            rssi: Some(signal.rssi),
+            lsnr: Some(signal.snr),
+            size: Some(phy.len() as u32),
+            data: base64::engine::general_purpose::STANDARD.encode(phy),
+            rsig: None,
+        };
+        PushData { token: self.token(), gateway_id: self.eui, payload: PushDataPayload { rxpk: vec![rxpk], stat: None } }.encode()
+    }
+
+    pub async fn send_uplink(&self, phy: &[u8], signal: Signal, freq: u32) -> std::io::Result<()> {
+        self.socket.send_to(&self.push_data(phy, signal, freq), self.server).await.map(drop)
+    }
+
+    pub async fn pull_data(&self) -> std::io::Result<()> {
+        let bytes = PullData { token: self.token(), gateway_id: self.eui }.encode();
+        self.socket.send_to(&bytes, self.server).await.map(drop)
+    }
+
+    /// Keeps the downlink path open and answers the server until `shutdown`.
+    pub async fn run(self: Arc<Self>, router: Arc<Router>, stats: Arc<Stats>, shutdown: CancellationToken) {
+        let mut pull = tokio::time::interval(PULL_INTERVAL);
+        pull.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = pull.tick() => {
+                    if let Err(e) = self.pull_data().await {
+                        stats.error();
+                        tracing::warn!(gateway = %self.eui, error = %e, "PULL_DATA not sent");
+                    }
+                }
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, _)) => self.handle(&buf[..n], &router, &stats).await,
+                    Err(e) => {
+                        // ICMP port unreachable surfaces here on Linux while the server restarts.
+                        stats.error();
+                        tracing::debug!(gateway = %self.eui, error = %e, "UDP receive failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn handle(&self, datagram: &[u8], router: &Router, stats: &Stats) {
+        let Ok((header, _)) = Header::decode(datagram) else {
+            stats.error();
+            return;
+        };
+        match header.identifier {
+            Identifier::PushAck => {
+                stats.push_acks.fetch_add(1, Ordering::Relaxed);
+            }
+            Identifier::PullAck => self.pull_acked.store(true, Ordering::Relaxed),
+            Identifier::PullResp => self.handle_pull_resp(datagram, router, stats).await,
+            _ => {}
+        }
+    }
+
+    async fn handle_pull_resp(&self, datagram: &[u8], router: &Router, stats: &Stats) {
+        stats.downlinks.fetch_add(1, Ordering::Relaxed);
+        let resp = match PullResp::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => {
+                stats.error();
+                tracing::warn!(gateway = %self.eui, error = %e, "undecodable PULL_RESP");
+                return;
+            }
+        };
+        // The simulated radio always transmits: every PULL_RESP is acknowledged as sent.
+        let ack = TxAck {
+            token: resp.token,
+            gateway_id: self.eui,
+            payload: Some(TxAckPayload { txpk_ack: Some(TxpkAck { error: Some("NONE".into()), warn: None, value: None }) }),
+        };
+        if let Err(e) = self.socket.send_to(&ack.encode(), self.server).await {
+            stats.error();
+            tracing::warn!(gateway = %self.eui, error = %e, "TX_ACK not sent");
+        }
+        let Ok(phy) = base64::engine::general_purpose::STANDARD.decode(&resp.txpk.data) else {
+            stats.error();
+            return;
+        };
+        match router.deliver(&phy) {
+            Delivery::Delivered => {}
+            Delivery::Unclaimed => {
+                stats.unclaimed_downlinks.fetch_add(1, Ordering::Relaxed);
+            }
+            Delivery::Malformed => stats.error(),
+        }
+    }
+}
+
+/// All virtual gateways: every device is in range of every one of them.
+#[derive(Clone)]
+pub struct Gateways(pub Vec<Arc<VirtualGateway>>);
+
+impl Gateways {
+    /// Binds `count` gateways with EUIs `prefix + i`.
+    pub async fn bind(prefix: u64, count: usize, server: SocketAddr) -> std::io::Result<Gateways> {
+        let mut out = Vec::with_capacity(count);
+        for i in 0..count {
+            out.push(VirtualGateway::bind(Eui64::from_u64(prefix + i as u64), i, server).await?);
+        }
+        Ok(Gateways(out))
+    }
+
+    pub fn euis(&self) -> Vec<Eui64> {
+        self.0.iter().map(|g| g.eui).collect()
+    }
+
+    /// Starts every gateway's receive and keep-alive loop.
+    pub fn spawn(&self, router: &Arc<Router>, stats: &Arc<Stats>, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        self.0.iter().map(|g| tokio::spawn(g.clone().run(router.clone(), stats.clone(), shutdown.clone()))).collect()
+    }
+
+    /// Waits until every gateway got a PULL_ACK, or `timeout`; returns whether all did.
+    pub async fn wait_pull_acks(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.0.iter().all(|g| g.has_pull_ack()) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Sends `phy` as heard by every gateway, each with its own signal. Returns how many copies
+    /// left and the first error.
+    pub async fn transmit(&self, phy: &[u8], freq: u32) -> (usize, Option<std::io::Error>) {
+        let signals: Vec<Signal> = {
+            let mut rng = rand::thread_rng();
+            self.0.iter().map(|g| Signal::for_gateway(g.index, &mut rng)).collect()
+        };
+        let mut sent = 0;
+        let mut first_error = None;
+        for (g, s) in self.0.iter().zip(signals) {
+            match g.send_uplink(phy, s, freq).await {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        (sent, first_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn push_data_carries_the_frame_and_the_gateway_eui() {
+        let gw = VirtualGateway::bind(Eui64::from_u64(0x0102), 0, "127.0.0.1:9".parse().unwrap()).await.unwrap();
+        let bytes = gw.push_data(&[1, 2, 3], Signal { rssi: -60, snr: 7.5 }, 868_300_000);
+        let p = PushData::decode(&bytes).unwrap();
+        assert_eq!(p.gateway_id, Eui64::from_u64(0x0102));
+        let rx = &p.payload.rxpk[0];
+        assert_eq!((rx.freq, rx.chan, rx.rssi, rx.lsnr, rx.size), (868_300_000, 1, Some(-60), Some(7.5), Some(3)));
+        assert_eq!(rx.data, "AQID");
+    }
+
+    #[test]
+    fn nearer_gateways_hear_louder() {
+        let mut rng = rand::thread_rng();
+        for _ in 0..100 {
+            let a = Signal::for_gateway(0, &mut rng);
+            let b = Signal::for_gateway(1, &mut rng);
+            assert!(a.rssi > b.rssi && a.snr > b.snr, "{a:?} {b:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_pull_resp_gets_a_tx_ack_and_its_frame_reaches_the_router() {
+        use loraflow_network_server::lorawan::{build_join_accept, JoinAcceptFields};
+        use loraflow_network_server::types::AesKey;
+
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let gw = VirtualGateway::bind(Eui64::from_u64(7), 0, server.local_addr().unwrap()).await.unwrap();
+        let router = Arc::new(Router::default());
+        let stats = Arc::new(Stats::default());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        router.expect_join(Eui64::from_u64(1), AesKey([3; 16]), tx);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(gw.clone().run(router.clone(), stats.clone(), shutdown.clone()));
+
+        let mut buf = [0u8; 2048];
+        let (n, gw_addr) = server.recv_from(&mut buf).await.unwrap();
+        let pull = PullData::decode(&buf[..n]).unwrap();
+        assert_eq!(pull.gateway_id, Eui64::from_u64(7));
+        server.send_to(&[2, buf[1], buf[2], 4], gw_addr).await.unwrap();
+
+        let ja = build_join_accept(&AesKey([3; 16]), &JoinAcceptFields::default()).unwrap();
+        let txpk = serde_json::json!({"imme": true, "freq": 869.525, "rfch": 0, "powe": 14, "modu": "LORA", "datr": "SF12BW125",
+                                      "codr": "4/5", "ipol": true, "size": ja.len(), "data": base64::engine::general_purpose::STANDARD.encode(&ja)});
+        let mut resp = vec![2, 0x12, 0x34, 3];
+        resp.extend_from_slice(serde_json::json!({ "txpk": txpk }).to_string().as_bytes());
+        server.send_to(&resp, gw_addr).await.unwrap();
+
+        let (n, _) = server.recv_from(&mut buf).await.unwrap();
+        let ack = TxAck::decode(&buf[..n]).unwrap();
+        assert_eq!((ack.token, ack.gateway_id), (0x1234, Eui64::from_u64(7)));
+        assert_eq!(ack.payload.unwrap().txpk_ack.unwrap().error.as_deref(), Some("NONE"));
+        assert_eq!(tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap(), ja);
+        assert!(gw.has_pull_ack());
+        assert_eq!(stats.downlinks.load(Ordering::Relaxed), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,171 @@
+//! Virtual LoRaWAN devices and Semtech UDP gateways, shared by `loraflow simulate` and
+//! `loraflow bench`. They talk to a server only over its real interfaces: UDP and REST.
+//!
+//! # Layout
+//! - `device`: an end device (join, uplinks, downlinks), pure.
+//! - `gateway`: a gateway with its own UDP socket (PUSH_DATA, PULL_DATA, TX_ACK).
+//! - `router`: gives each received downlink to the device it is for.
+//! - `provision`: REST calls that register gateways and devices.
+//! - `payload`: counter and Cayenne LPP payloads.
+
+pub mod device;
+pub mod gateway;
+pub mod payload;
+pub mod provision;
+pub mod router;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use device::{Session, VirtualDevice};
+use gateway::{Gateways, EU868_CHANNELS};
+use router::{DownlinkSender, Router};
+
+/// How long a device waits for its join-accept before it tries again with a new DevNonce.
+/// The server answers within its dedup window plus processing; RX1 for a join-accept is 5 s
+/// after the uplink (RP002-1.0.3 §2.1 JOIN_ACCEPT_DELAY1) and RX2 one second later.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Counters shared by every virtual gateway and device.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Data uplinks sent (one per frame, however many gateways relayed it).
+    pub uplinks_sent: AtomicU64,
+    pub join_requests: AtomicU64,
+    pub joined: AtomicU64,
+    /// Join-requests that got no join-accept in time and were sent again.
+    pub join_retries: AtomicU64,
+    /// PULL_RESPs received by all gateways.
+    pub downlinks: AtomicU64,
+    /// Data downlinks a device accepted (MIC right).
+    pub device_downlinks: AtomicU64,
+    /// Downlinks no device waited for.
+    pub unclaimed_downlinks: AtomicU64,
+    pub push_acks: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub uplinks_sent: u64,
+    pub join_requests: u64,
+    pub joined: u64,
+    pub join_retries: u64,
+    pub downlinks: u64,
+    pub device_downlinks: u64,
+    pub unclaimed_downlinks: u64,
+    pub push_acks: u64,
+    pub errors: u64,
+}
+
+impl Stats {
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            uplinks_sent: l(&self.uplinks_sent),
+            join_requests: l(&self.join_requests),
+            joined: l(&self.joined),
+            join_retries: l(&self.join_retries),
+            downlinks: l(&self.downlinks),
+            device_downlinks: l(&self.device_downlinks),
+            unclaimed_downlinks: l(&self.unclaimed_downlinks),
+            push_acks: l(&self.push_acks),
+            errors: l(&self.errors),
+        }
+    }
+}
+
+/// The simulated radio network: gateways in range of every device, and the router that gives
+/// each downlink to its device.
+#[derive(Clone)]
+pub struct Radio {
+    pub gateways: Gateways,
+    pub router: Arc<Router>,
+    pub stats: Arc<Stats>,
+}
+
+impl Radio {
+    /// Sends a frame through every gateway on a random EU868 default channel; an I/O error
+    /// counts as an error. Returns whether at least one copy left.
+    pub async fn transmit(&self, phy: &[u8]) -> bool {
+        let freq = *EU868_CHANNELS.choose(&mut rand::thread_rng()).unwrap_or(&EU868_CHANNELS[0]);
+        let (sent, error) = self.gateways.transmit(phy, freq).await;
+        if let Some(e) = error {
+            self.stats.error();
+            tracing::warn!(error = %e, "uplink copy not sent");
+        }
+        sent > 0
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    #[error("no join-accept after {0} join-requests")]
+    GaveUp(u32),
+    #[error("stopped")]
+    Stopped,
+}
+
+/// OTAA join over `radio`: a join-request heard by every gateway, then up to [`JOIN_TIMEOUT`]
+/// for a join-accept with a valid MIC, again with a new DevNonce if none came. `max_attempts`
+/// 0 tries until `shutdown`. Downlinks for the new session go to `tx` afterwards.
+pub async fn join(
+    dev: &mut VirtualDevice,
+    radio: &Radio,
+    tx: &DownlinkSender,
+    rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    max_attempts: u32,
+    shutdown: &CancellationToken,
+) -> Result<Session, JoinError> {
+    let mut attempts = 0u32;
+    loop {
+        if max_attempts > 0 && attempts >= max_attempts {
+            return Err(JoinError::GaveUp(attempts));
+        }
+        attempts += 1;
+        let request = dev.join_request();
+        radio.router.expect_join(dev.dev_eui, dev.app_key, tx.clone());
+        radio.stats.join_requests.fetch_add(1, Ordering::Relaxed);
+        radio.transmit(&request).await;
+        let deadline = tokio::time::sleep(JOIN_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    radio.router.cancel_join(dev.dev_eui);
+                    return Err(JoinError::Stopped);
+                }
+                _ = &mut deadline => {
+                    radio.router.cancel_join(dev.dev_eui);
+                    radio.stats.join_retries.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                msg = rx.recv() => {
+                    let Some(phy) = msg else { return Err(JoinError::Stopped) };
+                    match dev.accept(&phy) {
+                        Ok(session) => {
+                            radio.router.activate(session.dev_addr, tx.clone());
+                            radio.stats.joined.fetch_add(1, Ordering::Relaxed);
+                            return Ok(session);
+                        }
+                        // A late data downlink of an earlier session, or a bad join-accept.
+                        Err(e) => {
+                            radio.stats.error();
+                            tracing::debug!(dev_eui = %dev.dev_eui, error = %e, "downlink ignored while joining");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
