@@ -13,3 +13,4 @@ pub mod config;
 pub mod server;
 pub mod sim;
 pub mod simulate;
+pub mod bench;

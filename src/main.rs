@@ -26,6 +26,10 @@ enum Command {
     Serve,
     /// Print the effective configuration (defaults, file and environment merged) as TOML.
     Config,
+    /// Virtual gateways and OTAA devices sending uplinks to a running server.
+    Simulate(loraflow::simulate::SimulateArgs),
+    /// Measure throughput and latency (UDP uplink in, MQTT event out) of a child or running server.
+    Bench(loraflow::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Simulate(args) => run_tool(loraflow::simulate::run(args)),
+        Command::Bench(mut args) => {
+            // The child server reads the same file (plus the bench's overrides).
+            args.config_file = cli.config.clone();
+            run_tool(loraflow::bench::run(args))
+        }
         Command::Serve => {
             loraflow::server::init_tracing(&config.log);
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -59,6 +69,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs `simulate` or `bench` on a fresh runtime; their own output is on stdout.
+fn run_tool<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> ExitCode {
+    loraflow::server::init_tracing(&loraflow::config::LogConfig { level: "warn".into(), format: "text".into() });
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(fut) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loraflow: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

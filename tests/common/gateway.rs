@@ -105,6 +105,11 @@ impl FakeGateway {
         }
     }
 
+    /// Discards whatever the server sent so far (e.g. thousands of ACKs), until it is quiet.
+    pub async fn drain(&self) {
+        while self.recv(Duration::from_millis(200)).await.is_some() {}
+    }
+
     /// Waits for an ACK of `kind` with `token`, skipping other datagrams.
     pub async fn expect_ack(&self, kind: u8, token: u16) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -90,7 +90,22 @@ pub async fn update(
 }
 
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.storage.applications.delete(parse_uuid("id", &id)?).await?;
+    let id = parse_uuid("id", &id)?;
+    // The delete cascades to the devices and their sessions: the network server must forget
+    // their cached sessions too, or it would keep accepting their uplinks.
+    let mut devices = Vec::new();
+    loop {
+        let page = state.storage.devices.list(Some(id), 1000, devices.len() as u32).await?;
+        let n = page.result.len();
+        devices.extend(page.result.into_iter().map(|d| d.dev_eui));
+        if n < 1000 {
+            break;
+        }
+    }
+    state.storage.applications.delete(id).await?;
+    for dev_eui in devices {
+        state.network.device_changed(dev_eui);
+    }
     state.network.profiles_or_applications_changed();
     Ok(StatusCode::NO_CONTENT)
 }

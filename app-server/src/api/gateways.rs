@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use loraflow_network_server::storage::{Gateway, Location};
@@ -79,10 +79,12 @@ fn validated_location(loc: Option<LocationJson>) -> Result<Option<Location>, Api
 fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
     let live = state.gateway_status.as_ref().and_then(|h| h.gateway_state(gw.gateway_id));
     let live_seen = live.as_ref().and_then(|l| l.last_seen_at);
+    // Microseconds, as stored, so the value does not change when read back after a restart.
     let last_seen_at = match (gw.last_seen_at, live_seen) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
-    };
+    }
+    .map(|t| t.trunc_subsecs(6));
     let state_name = match (live.map(|l| l.online).unwrap_or(false), last_seen_at) {
         (true, _) => "ONLINE",
         (false, Some(_)) => "OFFLINE",

@@ -62,7 +62,15 @@ struct Matched {
 
 async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<(), Dropped> {
     let matched = find_session(ctx, up, frame).await?;
-    let device = ctx.cache.context(matched.session.dev_eui).await.map_err(|e| storage_error(&e))?;
+    let device = match ctx.cache.context(matched.session.dev_eui).await {
+        Ok(d) => d,
+        // Deleted while its session was cached: forget it.
+        Err(crate::storage::StorageError::NotFound) => {
+            ctx.cache.invalidate(matched.session.dev_eui);
+            return Err(Dropped::UnknownDevAddr);
+        }
+        Err(e) => return Err(storage_error(&e)),
+    };
     tracing::Span::current().record("dev_eui", tracing::field::display(matched.session.dev_eui));
     if device.device.is_disabled {
         return Err(Dropped::DeviceDisabled);

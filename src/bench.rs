@@ -1,0 +1,1018 @@
+//! `loraflow bench`: end-to-end throughput and latency of a server, measured the way users see
+//! it: Semtech UDP uplinks in, MQTT `up` events out.
+//!
+//! By default the server under test is this same binary started as a child process (`serve`
+//! on ephemeral ports with a temporary SQLite file or a fresh PostgreSQL database), so that its
+//! CPU time and peak RSS can be read from `/proc/<pid>` apart from the load generator's own.
+//! `--target-api`/`--target-udp` point it at a server that is already running instead.
+//!
+//! Latency is from the moment the first gateway copy of an uplink is sent to the moment its
+//! `up` event (matched by devEui + fCnt) arrives over MQTT, minus the deduplication window
+//! the server waits by design.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use futures_util::stream::{self, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use loraflow_network_server::types::Eui64;
+
+use crate::sim::device::{random_key, Session, VirtualDevice};
+use crate::sim::gateway::Gateways;
+use crate::sim::provision::{abp_dev_addr, Api};
+use crate::sim::router::Router;
+use crate::sim::{join, Radio, Stats};
+
+/// "LFBNCG" + index: the bench's gateways.
+pub const GATEWAY_EUI_PREFIX: u64 = 0x4c46_424e_4347_0000;
+/// "LFBNCD" + index: the bench's devices.
+pub const DEVICE_EUI_PREFIX: u64 = 0x4c46_424e_4344_0000;
+pub const NAME: &str = "loraflow-bench";
+const UP_TOPIC: &str = "application/+/device/+/event/up";
+const PROVISION_CONCURRENCY: usize = 16;
+const JOIN_CONCURRENCY: usize = 32;
+const JOIN_ATTEMPTS: u32 = 3;
+/// After the last uplink: give up waiting for events once none arrived for this long
+/// (plus the dedup window), or after `DRAIN_MAX` in all.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+const DRAIN_MAX: Duration = Duration::from_secs(30);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Load-test a server: uplinks over Semtech UDP, `up` events over MQTT.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Number of devices the uplinks are spread across.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub devices: u32,
+    /// Number of gateways hearing every uplink.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub gateways: u32,
+    /// Uplinks per second (each sent once per gateway).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds of sending (per step with --find-max).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Database of the child server: a sqlite:// URL, or a postgres:// server URL in which a
+    /// fresh database is created (and dropped afterwards). Default: a temporary SQLite file.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// MQTT broker (mqtt://[user:pass@]host:port). Child server: it publishes there instead of
+    /// its embedded broker. --target-api: where the target publishes (default mqtt://127.0.0.1:1883).
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// REST base URL of an already running server to test instead of a child process.
+    #[arg(long, value_name = "URL", requires_all = ["target_udp", "token"])]
+    pub target_api: Option<String>,
+    /// Semtech UDP address of that server.
+    #[arg(long, value_name = "HOST:PORT", requires = "target_api")]
+    pub target_udp: Option<String>,
+    /// Admin API token of that server.
+    #[arg(long, env = "LORAFLOW_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Activate devices by OTAA joins over the virtual gateways instead of ABP.
+    #[arg(long)]
+    pub otaa: bool,
+    /// Raise the rate step by step (×--step-factor) until events are lost or p99 exceeds
+    /// --max-p99-ms; report the last good rate.
+    #[arg(long)]
+    pub find_max: bool,
+    #[arg(long, default_value_t = 1.5)]
+    pub step_factor: f64,
+    #[arg(long, default_value_t = 50.0)]
+    pub max_p99_ms: f64,
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_steps: u32,
+    /// The server's deduplication window (set on the child server; must match a target's
+    /// `network.dedup_window_ms`). Subtracted from the latencies.
+    #[arg(long, default_value_t = 200)]
+    pub dedup_ms: u64,
+    /// Tasks sending uplinks (devices are split between them).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub senders: u32,
+    /// `RUST_LOG` of the child server.
+    #[arg(long, default_value = "warn", value_name = "FILTER")]
+    pub server_log: String,
+    /// Print the result as JSON (for machines) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// `--config` given to `loraflow`, handed on to the child server.
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+/// One rate step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepResult {
+    /// Target uplinks per second.
+    pub rate: f64,
+    /// How long sending took.
+    pub send_seconds: f64,
+    pub sent: u64,
+    /// `up` events matched to an uplink of this step.
+    pub received: u64,
+    /// Uplinks whose event did not arrive before the drain wait ended.
+    pub lost: u64,
+    /// Events that matched no pending uplink (duplicates, or late from an earlier step).
+    pub unmatched: u64,
+    /// Events per second while they flowed (first to last event).
+    pub achieved_events_per_sec: f64,
+    pub latency_ms: Latency,
+    /// Server CPU time (user + system) per 1,000 uplinks; null for a target not started here.
+    pub server_cpu_seconds_per_1000_uplinks: Option<f64>,
+    /// Server peak resident set (VmHWM) in MiB; null for a target not started here.
+    pub server_peak_rss_mib: Option<f64>,
+    /// Uplink copies not sent, and other generator-side failures.
+    pub errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Default)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// The whole run: set-up, every step, and the last step's figures at the top level.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BenchReport {
+    pub devices: u32,
+    pub gateways: u32,
+    pub activation: &'static str,
+    pub dedup_ms: u64,
+    /// `child` (started here) or `target`.
+    pub server: &'static str,
+    pub server_pid: Option<u32>,
+    pub database: String,
+    /// Devices that could not be activated (OTAA join failures) and sent nothing.
+    pub inactive_devices: u32,
+    /// With --find-max: the highest rate with no loss and p99 within the limit.
+    pub knee: Option<f64>,
+    pub steps: Vec<StepResult>,
+    #[serde(flatten)]
+    pub last: StepResult,
+}
+
+/// Runs the benchmark and prints the table or the JSON.
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        bail!("--rate: expected uplinks per second > 0, got {}", args.rate);
+    }
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        bail!("--seconds: expected > 0, got {}", args.seconds);
+    }
+    if args.find_max && !(args.step_factor.is_finite() && args.step_factor > 1.0) {
+        bail!("--step-factor: expected > 1, got {}", args.step_factor);
+    }
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        });
+    }
+    let mut target = Target::start(&args).await?;
+    let result = bench(&args, &target, &stop).await;
+    target.stop().await;
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report, &args));
+    }
+    Ok(report)
+}
+
+async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> anyhow::Result<BenchReport> {
+    let collector = Arc::new(Collector::default());
+    let mqtt_stop = CancellationToken::new();
+    let _mqtt_guard = mqtt_stop.clone().drop_guard();
+    subscribe(&target.mqtt, collector.clone(), mqtt_stop.clone()).await.context("subscribing to the MQTT up events")?;
+
+    let api = Api::new(&target.api, &target.token);
+    let application_id = api.ensure_application(NAME).await.context("creating the application")?;
+    let profile_id = api.ensure_device_profile(NAME, "NONE").await.context("creating the device profile")?;
+    let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, target.udp).await.context("binding gateway sockets")?;
+    for (i, eui) in gateways.euis().into_iter().enumerate() {
+        api.ensure_gateway(eui, &format!("bench-gw-{i}")).await.context("registering gateways")?;
+    }
+    let stats = Arc::new(Stats::default());
+    let radio = Radio { gateways: gateways.clone(), router: Arc::new(Router::default()), stats: stats.clone() };
+    let gw_stop = CancellationToken::new();
+    let _gw_guard = gw_stop.clone().drop_guard();
+    gateways.spawn(&radio.router, &stats, &gw_stop);
+    if !gateways.wait_pull_acks(Duration::from_secs(5)).await {
+        bail!("the server did not answer PULL_DATA at {} within 5 s", target.udp);
+    }
+
+    let devices = activate(args, &api, &application_id, &profile_id, &radio, stop).await?;
+    let inactive = args.devices - devices.len() as u32;
+    if devices.is_empty() {
+        bail!("no device could be activated");
+    }
+
+    let mut groups: Vec<Vec<VirtualDevice>> = (0..args.senders.min(devices.len() as u32)).map(|_| Vec::new()).collect();
+    let n_groups = groups.len();
+    for (i, d) in devices.into_iter().enumerate() {
+        groups[i % n_groups].push(d);
+    }
+
+    let mut steps = Vec::new();
+    let mut knee = None;
+    let mut rate = args.rate;
+    let max_steps = if args.find_max { args.max_steps } else { 1 };
+    for _ in 0..max_steps {
+        let (step, back) = run_step(args, rate, groups, &radio, &collector, target, stop).await;
+        groups = back;
+        let good = step.sent > 0 && step.lost == 0 && step.latency_ms.p99.is_some_and(|p| p <= args.max_p99_ms);
+        if !args.json && args.find_max {
+            eprintln!(
+                "step {:>8.1}/s: sent={} lost={} p99={} ms -> {}",
+                step.rate,
+                step.sent,
+                step.lost,
+                fmt_opt(step.latency_ms.p99, 1),
+                if good { "ok" } else { "over the limit" }
+            );
+        }
+        steps.push(step);
+        if stop.is_cancelled() {
+            break;
+        }
+        if !good {
+            break;
+        }
+        knee = Some(rate);
+        rate *= args.step_factor;
+    }
+    let last = steps.last().cloned().ok_or_else(|| anyhow!("no step ran"))?;
+    Ok(BenchReport {
+        devices: args.devices,
+        gateways: args.gateways,
+        activation: if args.otaa { "otaa" } else { "abp" },
+        dedup_ms: args.dedup_ms,
+        server: if target.child.is_some() { "child" } else { "target" },
+        server_pid: target.pid(),
+        database: target.database_kind.clone(),
+        inactive_devices: inactive,
+        knee: if args.find_max { knee } else { None },
+        steps,
+        last,
+    })
+}
+
+/// Registers the devices and activates them: ABP with random keys, or OTAA joins.
+async fn activate(
+    args: &BenchArgs,
+    api: &Api,
+    application_id: &str,
+    profile_id: &str,
+    radio: &Radio,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<VirtualDevice>> {
+    let bar = progress(u64::from(args.devices), if args.otaa { "registering" } else { "activating (ABP)" });
+    let addr_offset: u32 = rand::random::<u32>() & 0x01ff_ffff;
+    let registered: Vec<anyhow::Result<VirtualDevice>> = stream::iter(0..args.devices)
+        .map(|i| {
+            let bar = bar.clone();
+            async move {
+                let dev_eui = Eui64::from_u64(DEVICE_EUI_PREFIX + u64::from(i));
+                let existed = api.ensure_device(dev_eui, &format!("bench-dev-{i}"), application_id, profile_id).await?;
+                let dev = if args.otaa {
+                    let app_key = random_key();
+                    api.set_app_key(dev_eui, &app_key).await?;
+                    if existed {
+                        api.clear_dev_nonces(dev_eui).await?;
+                    }
+                    VirtualDevice::otaa(dev_eui, app_key)
+                } else {
+                    let session = Session::random_abp(abp_dev_addr(addr_offset, i));
+                    api.activate_abp(dev_eui, &session).await?;
+                    VirtualDevice::abp(dev_eui, session)
+                };
+                bar.inc(1);
+                anyhow::Ok(dev)
+            }
+        })
+        .buffer_unordered(PROVISION_CONCURRENCY)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    let devices = registered.into_iter().collect::<anyhow::Result<Vec<_>>>().context("registering devices")?;
+    if !args.otaa {
+        return Ok(devices);
+    }
+    let bar = progress(devices.len() as u64, "joining (OTAA)");
+    let joined: Vec<Option<VirtualDevice>> = stream::iter(devices)
+        .map(|mut dev| {
+            let bar = bar.clone();
+            async move {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let r = join(&mut dev, radio, &tx, &mut rx, JOIN_ATTEMPTS, stop).await;
+                bar.inc(1);
+                r.ok().map(|_| dev)
+            }
+        })
+        .buffer_unordered(JOIN_CONCURRENCY)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    Ok(joined.into_iter().flatten().collect())
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:>18} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Sends `rate` uplinks per second for `--seconds`, waits for the events, and measures.
+/// Gives the devices back (their frame counters moved on).
+async fn run_step(
+    args: &BenchArgs,
+    rate: f64,
+    groups: Vec<Vec<VirtualDevice>>,
+    radio: &Radio,
+    collector: &Arc<Collector>,
+    target: &Target,
+    stop: &CancellationToken,
+) -> (StepResult, Vec<Vec<VirtualDevice>>) {
+    collector.reset();
+    let dedup = Duration::from_millis(args.dedup_ms);
+    let total = (rate * args.seconds).round().max(1.0) as u64;
+    let n = groups.len() as u64;
+    let cpu_before = target.cpu_seconds();
+    let errors_before = radio.stats.errors.load(Ordering::Relaxed);
+    let sent = Arc::new(AtomicU64::new(0));
+    let bar = progress(total, &format!("{rate:.0} uplinks/s"));
+
+    let started = Instant::now();
+    let tasks: Vec<_> = groups
+        .into_iter()
+        .enumerate()
+        .map(|(t, devices)| {
+            let share = total / n + u64::from((t as u64) < total % n);
+            let task_rate = rate * share as f64 / total as f64;
+            tokio::spawn(send_paced(devices, share, task_rate, radio.clone(), collector.clone(), sent.clone(), stop.clone()))
+        })
+        .collect();
+    let ticker = {
+        let (bar, sent, collector) = (bar.clone(), sent.clone(), collector.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                bar.set_position(sent.load(Ordering::Relaxed));
+                bar.set_message(format!("events={}", collector.matched.load(Ordering::Relaxed)));
+            }
+        })
+    };
+    let mut groups = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        // A sender only fails by panicking; its devices are lost for later steps.
+        if let Ok(devices) = t.await {
+            groups.push(devices);
+        }
+    }
+    let send_seconds = started.elapsed().as_secs_f64();
+    let sent_total = sent.load(Ordering::Relaxed);
+
+    bar.set_prefix("waiting for events");
+    let send_end = Instant::now();
+    loop {
+        if collector.pending_len() == 0 || stop.is_cancelled() {
+            break;
+        }
+        let last = collector.last_event().map_or(send_end, |t| t.max(send_end));
+        if last.elapsed() > DRAIN_IDLE + dedup || send_end.elapsed() > DRAIN_MAX {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+
+    let cpu = match (cpu_before, target.cpu_seconds()) {
+        (Some(a), Some(b)) if sent_total > 0 => Some((b - a) / sent_total as f64 * 1000.0),
+        _ => None,
+    };
+    let (received, unmatched, lost, latencies, rate_achieved) = collector.finish(dedup);
+    let step = StepResult {
+        rate,
+        send_seconds,
+        sent: sent_total,
+        received,
+        lost,
+        unmatched,
+        achieved_events_per_sec: rate_achieved,
+        latency_ms: percentiles(latencies),
+        server_cpu_seconds_per_1000_uplinks: cpu,
+        server_peak_rss_mib: target.peak_rss_mib(),
+        errors: radio.stats.errors.load(Ordering::Relaxed) - errors_before,
+    };
+    (step, groups)
+}
+
+/// Sends `count` uplinks at `rate` per second, round-robin over `devices`, paced against the
+/// clock (1 ms ticks, catching up on late ticks) so that a slow tick does not lower the rate.
+async fn send_paced(
+    mut devices: Vec<VirtualDevice>,
+    count: u64,
+    rate: f64,
+    radio: Radio,
+    collector: Arc<Collector>,
+    sent: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> Vec<VirtualDevice> {
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut next = 0usize;
+    while done < count && !stop.is_cancelled() {
+        tick.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(count);
+        while done < due {
+            let len = devices.len();
+            let dev = &mut devices[next];
+            next = (next + 1) % len;
+            done += 1;
+            let payload = (done as u32).to_be_bytes();
+            let (phy, f_cnt) = match dev.uplink(1, &payload) {
+                Ok(x) => x,
+                Err(e) => {
+                    radio.stats.error();
+                    tracing::warn!(error = %e, "uplink not built");
+                    continue;
+                }
+            };
+            collector.expect(dev.dev_eui, f_cnt, Instant::now());
+            if radio.transmit(&phy).await {
+                sent.fetch_add(1, Ordering::Relaxed);
+            } else {
+                collector.forget(dev.dev_eui, f_cnt);
+            }
+        }
+    }
+    devices
+}
+
+/// Matches `up` events to the uplinks waiting for them.
+#[derive(Default)]
+struct Collector {
+    pending: Mutex<HashMap<(Eui64, u32), Instant>>,
+    /// Latency of each matched event, before subtracting the dedup window.
+    latencies: Mutex<Vec<Duration>>,
+    first_last: Mutex<Option<(Instant, Instant)>>,
+    matched: AtomicU64,
+    unmatched: AtomicU64,
+}
+
+impl Collector {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reset(&self) {
+        Self::lock(&self.pending).clear();
+        Self::lock(&self.latencies).clear();
+        *Self::lock(&self.first_last) = None;
+        self.matched.store(0, Ordering::Relaxed);
+        self.unmatched.store(0, Ordering::Relaxed);
+    }
+
+    fn expect(&self, dev_eui: Eui64, f_cnt: u32, at: Instant) {
+        Self::lock(&self.pending).insert((dev_eui, f_cnt), at);
+    }
+
+    fn forget(&self, dev_eui: Eui64, f_cnt: u32) {
+        Self::lock(&self.pending).remove(&(dev_eui, f_cnt));
+    }
+
+    fn pending_len(&self) -> usize {
+        Self::lock(&self.pending).len()
+    }
+
+    fn last_event(&self) -> Option<Instant> {
+        Self::lock(&self.first_last).map(|(_, l)| l)
+    }
+
+    fn event(&self, dev_eui: Eui64, f_cnt: u32, at: Instant) {
+        let sent_at = Self::lock(&self.pending).remove(&(dev_eui, f_cnt));
+        match sent_at {
+            Some(t) => {
+                Self::lock(&self.latencies).push(at.saturating_duration_since(t));
+                let mut fl = Self::lock(&self.first_last);
+                *fl = Some(fl.map_or((at, at), |(f, _)| (f, at)));
+                self.matched.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.unmatched.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// (received, unmatched, lost, latencies in ms minus `dedup`, events per second); clears
+    /// what is still pending, which counts as lost.
+    fn finish(&self, dedup: Duration) -> (u64, u64, u64, Vec<f64>, f64) {
+        let lost = {
+            let mut p = Self::lock(&self.pending);
+            let n = p.len() as u64;
+            p.clear();
+            n
+        };
+        let received = self.matched.load(Ordering::Relaxed);
+        let latencies = Self::lock(&self.latencies).iter().map(|d| (d.as_secs_f64() - dedup.as_secs_f64()) * 1000.0).collect();
+        let rate = match *Self::lock(&self.first_last) {
+            Some((f, l)) if received > 1 && l > f => (received - 1) as f64 / (l - f).as_secs_f64(),
+            _ => received as f64,
+        };
+        (received, self.unmatched.load(Ordering::Relaxed), lost, latencies, rate)
+    }
+}
+
+/// p50, p99 and max (nearest-rank), rounded to 0.01 ms.
+fn percentiles(mut ms: Vec<f64>) -> Latency {
+    if ms.is_empty() {
+        return Latency::default();
+    }
+    ms.sort_by(f64::total_cmp);
+    let rank = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    let r = |x: f64| (x * 100.0).round() / 100.0;
+    Latency { p50: Some(r(rank(0.50))), p99: Some(r(rank(0.99))), max: Some(r(ms[ms.len() - 1])) }
+}
+
+/// Where the MQTT events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MqttTarget {
+    host: String,
+    port: u16,
+    credentials: Option<(String, String)>,
+}
+
+impl MqttTarget {
+    /// `mqtt://[user[:pass]@]host[:port]` (or `tcp://`).
+    fn parse(url: &str) -> anyhow::Result<MqttTarget> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| anyhow!("--mqtt: expected mqtt://host:port, got {url:?} (TLS brokers are not supported by bench)"))?;
+        let rest = rest.trim_end_matches('/');
+        let (credentials, hostport) = match rest.rsplit_once('@') {
+            Some((creds, hp)) => {
+                let (u, p) = creds.split_once(':').unwrap_or((creds, ""));
+                (Some((u.to_string(), p.to_string())), hp)
+            }
+            None => (None, rest),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h.trim_start_matches('[').trim_end_matches(']'), p.parse().with_context(|| format!("--mqtt: bad port in {url:?}"))?)
+            }
+            _ => (hostport, 1883),
+        };
+        if host.is_empty() {
+            bail!("--mqtt: no host in {url:?}");
+        }
+        Ok(MqttTarget { host: host.to_string(), port, credentials })
+    }
+}
+
+/// Subscribes to every `up` event (QoS 1) and feeds the collector until `stop`; returns once
+/// the subscription is acknowledged.
+async fn subscribe(target: &MqttTarget, collector: Arc<Collector>, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut opts = MqttOptions::new(format!("loraflow-bench-{}", uuid::Uuid::new_v4().simple()), &target.host, target.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(true);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some((u, p)) = &target.credentials {
+        opts.set_credentials(u, p);
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    client.subscribe(UP_TOPIC, QoS::AtLeastOnce).await?;
+    let (subscribed_tx, mut subscribed) = watch::channel(false);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            let ev = tokio::select! {
+                _ = stop.cancelled() => break,
+                ev = eventloop.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let at = Instant::now();
+                    if let Some((dev_eui, f_cnt)) = parse_up_event(&p.topic, &p.payload) {
+                        collector.event(dev_eui, f_cnt, at);
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = subscribed_tx.send(true);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT connection error; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed.wait_for(|s| *s))
+        .await
+        .map_err(|_| anyhow!("no SUBACK from the MQTT broker at {}:{} within 10 s", target.host, target.port))?
+        .map_err(|_| anyhow!("the MQTT client stopped before subscribing"))?;
+    Ok(())
+}
+
+/// devEui from `application/{id}/device/{devEui}/event/up`, fCnt from the JSON.
+fn parse_up_event(topic: &str, payload: &[u8]) -> Option<(Eui64, u32)> {
+    #[derive(serde::Deserialize)]
+    struct Up {
+        #[serde(rename = "fCnt")]
+        f_cnt: u32,
+    }
+    let dev_eui = topic.split('/').nth(3)?.to_ascii_lowercase().parse().ok()?;
+    let up: Up = serde_json::from_slice(payload).ok()?;
+    Some((dev_eui, up.f_cnt))
+}
+
+/// The server under test.
+struct Target {
+    api: String,
+    udp: SocketAddr,
+    token: String,
+    mqtt: MqttTarget,
+    child: Option<ChildServer>,
+    database_kind: String,
+}
+
+struct ChildServer {
+    process: tokio::process::Child,
+    pid: u32,
+    _dir: tempfile::TempDir,
+    /// A PostgreSQL database created for this run: (server URL, database name).
+    created_database: Option<(String, String)>,
+}
+
+impl Target {
+    async fn start(args: &BenchArgs) -> anyhow::Result<Target> {
+        if let Some(api) = &args.target_api {
+            let udp_arg = args.target_udp.as_deref().unwrap_or_default();
+            let udp = tokio::net::lookup_host(udp_arg)
+                .await
+                .with_context(|| format!("--target-udp {udp_arg}: cannot resolve"))?
+                .next()
+                .with_context(|| format!("--target-udp {udp_arg}: no address"))?;
+            if args.database.is_some() {
+                tracing::warn!("--database is ignored with --target-api");
+            }
+            return Ok(Target {
+                api: api.clone(),
+                udp,
+                token: args.token.clone().unwrap_or_default(),
+                mqtt: MqttTarget::parse(args.mqtt.as_deref().unwrap_or("mqtt://127.0.0.1:1883"))?,
+                child: None,
+                database_kind: "unknown".into(),
+            });
+        }
+        Self::spawn_child(args).await
+    }
+
+    async fn spawn_child(args: &BenchArgs) -> anyhow::Result<Target> {
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let mut created_database = None;
+        let (database_url, database_kind) = match args.database.as_deref() {
+            None => (format!("sqlite://{}", dir.path().join("bench.db").display()), "sqlite".to_string()),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                let name = format!("loraflow_bench_{}", uuid::Uuid::new_v4().simple());
+                create_postgres_database(u, &name).await?;
+                created_database = Some((u.to_string(), name.clone()));
+                (with_database(u, &name), "postgres".to_string())
+            }
+            Some(u) if u.starts_with("sqlite:") => (u.to_string(), "sqlite".to_string()),
+            Some(u) => bail!("--database: expected sqlite://… or postgres://…, got {u:?}"),
+        };
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let exe = std::env::current_exe().context("locating the loraflow executable")?;
+        let mut cmd = tokio::process::Command::new(exe);
+        if let Some(c) = &args.config_file {
+            cmd.arg("--config").arg(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
+        }
+        cmd.arg("serve")
+            .current_dir(dir.path())
+            .env("RUST_LOG", &args.server_log)
+            .env("LORAFLOW_GATEWAY__BIND", "127.0.0.1:0")
+            .env("LORAFLOW_API__BIND", "127.0.0.1:0")
+            .env("LORAFLOW_API__ADMIN_TOKEN", &token)
+            .env("LORAFLOW_DATABASE__URL", &database_url)
+            .env("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", args.dedup_ms.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        match &args.mqtt {
+            Some(url) => cmd.env("LORAFLOW_MQTT__URL", url),
+            None => cmd.env("LORAFLOW_MQTT__URL", "").env("LORAFLOW_MQTT__EMBEDDED_BIND", "127.0.0.1:0"),
+        };
+        let mut process = cmd.spawn().context("starting the server process")?;
+        let pid = process.id().ok_or_else(|| anyhow!("the server process exited at once"))?;
+        let stdout = process.stdout.take().ok_or_else(|| anyhow!("no stdout of the server process"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(READY_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.strip_prefix("loraflow ready: ") {
+                    return anyhow::Ok(Some(rest.to_string()));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        let ready = match ready {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                let status = process.wait().await.ok();
+                bail!("the server exited before it was ready ({status:?}); its errors are above");
+            }
+            Err(_) => bail!("the server was not ready within {} s", READY_TIMEOUT.as_secs()),
+        };
+        // Keep reading so that the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let ready = ReadyLine::parse(&ready)?;
+        let mqtt = match &args.mqtt {
+            Some(url) => MqttTarget::parse(url)?,
+            None => {
+                let m = ready.mqtt.ok_or_else(|| anyhow!("the server started no embedded MQTT broker"))?;
+                MqttTarget { host: m.ip().to_string(), port: m.port(), credentials: None }
+            }
+        };
+        Ok(Target {
+            api: format!("http://{}", ready.api),
+            udp: ready.gateway,
+            token,
+            mqtt,
+            child: Some(ChildServer { process, pid, _dir: dir, created_database }),
+            database_kind,
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.pid)
+    }
+
+    /// User + system CPU seconds of the child server so far (`/proc/<pid>/stat` fields 14, 15).
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let ticks = proc_stat_cpu_ticks(&stat)?;
+        // SAFETY: sysconf only reads a system constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (hz > 0).then(|| ticks as f64 / hz as f64)
+    }
+
+    /// Peak resident set of the child server (`VmHWM` in `/proc/<pid>/status`).
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        proc_status_kib(&status, "VmHWM:").map(|kib| (kib as f64 / 1024.0 * 10.0).round() / 10.0)
+    }
+
+    /// Stops the child server (SIGTERM, then SIGKILL after 10 s) and drops a database
+    /// created for it.
+    async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe {
+            libc::kill(child.pid as libc::pid_t, libc::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.process.wait()).await.is_err() {
+            let _ = child.process.kill().await;
+        }
+        if let Some((server, name)) = child.created_database {
+            if let Err(e) = drop_postgres_database(&server, &name).await {
+                eprintln!("loraflow bench: could not drop database {name}: {e:#}");
+            }
+        }
+    }
+}
+
+/// The addresses in `loraflow ready: api=http://… gateway_udp=… mqtt_embedded=…`.
+#[derive(Debug, PartialEq, Eq)]
+struct ReadyLine {
+    api: SocketAddr,
+    gateway: SocketAddr,
+    mqtt: Option<SocketAddr>,
+}
+
+impl ReadyLine {
+    fn parse(rest: &str) -> anyhow::Result<ReadyLine> {
+        let field = |name: &str| -> Option<SocketAddr> {
+            rest.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.trim_start_matches("http://").parse().ok())
+        };
+        Ok(ReadyLine {
+            api: field("api").ok_or_else(|| anyhow!("no api address in the ready line {rest:?}"))?,
+            gateway: field("gateway_udp").ok_or_else(|| anyhow!("no gateway_udp address in the ready line {rest:?}"))?,
+            mqtt: field("mqtt_embedded"),
+        })
+    }
+}
+
+/// utime + stime from `/proc/<pid>/stat`; the command name may contain spaces and
+/// parentheses, so fields are counted after the last `)`.
+fn proc_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Field 3 (state) is the first after the name: utime is field 14, stime 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn proc_status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+/// `url` with its database name (path) replaced, query kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{name}", &base[..authority_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+async fn create_postgres_database(server: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(server).await.with_context(|| "--database: cannot connect to PostgreSQL")?;
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.with_context(|| format!("--database: cannot create database {name}"))?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+async fn drop_postgres_database(server: &str, name: &str) -> anyhow::Result<()> {
+    use sqlx::{Connection, Executor};
+    let mut conn = sqlx::PgConnection::connect(server).await?;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.decimals$}"))
+}
+
+/// The human-readable result.
+fn table(r: &BenchReport, args: &BenchArgs) -> String {
+    let mut out = String::new();
+    let server = match r.server_pid {
+        Some(pid) => format!("child pid {pid} ({})", r.database),
+        None => format!("target {}", args.target_api.as_deref().unwrap_or("")),
+    };
+    out.push_str(&format!(
+        "loraflow bench: {} devices ({}), {} gateways, dedup {} ms, server: {server}\n",
+        r.devices, r.activation, r.gateways, r.dedup_ms
+    ));
+    if r.inactive_devices > 0 {
+        out.push_str(&format!("  {} devices could not join and sent nothing\n", r.inactive_devices));
+    }
+    out.push_str(&format!(
+        "{:>10} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+        "rate/s", "sent", "received", "lost", "events/s", "p50 ms", "p99 ms", "max ms", "cpu s/1k", "rss MiB"
+    ));
+    for s in &r.steps {
+        out.push_str(&format!(
+            "{:>10.1} {:>9} {:>9} {:>7} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+            s.rate,
+            s.sent,
+            s.received,
+            s.lost,
+            s.achieved_events_per_sec,
+            fmt_opt(s.latency_ms.p50, 1),
+            fmt_opt(s.latency_ms.p99, 1),
+            fmt_opt(s.latency_ms.max, 1),
+            fmt_opt(s.server_cpu_seconds_per_1000_uplinks, 3),
+            fmt_opt(s.server_peak_rss_mib, 1),
+        ));
+    }
+    if args.find_max {
+        match r.knee {
+            Some(k) => out.push_str(&format!(
+                "knee: {k:.1} uplinks/s (highest step with no loss and p99 <= {} ms)\n",
+                args.max_p99_ms
+            )),
+            None => out.push_str(&format!("knee: none (the first step, {:.1}/s, already lost events or exceeded p99 {} ms)\n", args.rate, args.max_p99_ms)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let l = percentiles((1..=100).map(f64::from).collect());
+        assert_eq!((l.p50, l.p99, l.max), (Some(50.0), Some(99.0), Some(100.0)));
+        let l = percentiles(vec![3.0]);
+        assert_eq!((l.p50, l.p99, l.max), (Some(3.0), Some(3.0), Some(3.0)));
+        assert_eq!(percentiles(Vec::new()), Latency::default());
+    }
+
+    #[test]
+    fn events_match_pending_uplinks_once_and_the_rest_is_lost() {
+        let c = Collector::default();
+        let t0 = Instant::now();
+        let dev = Eui64::from_u64(1);
+        c.expect(dev, 0, t0);
+        c.expect(dev, 1, t0);
+        c.event(dev, 0, t0 + Duration::from_millis(230));
+        c.event(dev, 0, t0 + Duration::from_millis(240));
+        let (received, unmatched, lost, lat, _) = c.finish(Duration::from_millis(200));
+        assert_eq!((received, unmatched, lost), (1, 1, 1));
+        assert!((lat[0] - 30.0).abs() < 1e-6, "{lat:?}");
+        assert_eq!(c.pending_len(), 0);
+    }
+
+    #[test]
+    fn up_events_give_dev_eui_and_fcnt() {
+        let topic = "application/5d3c/device/4C46424E43440001/event/up";
+        assert_eq!(parse_up_event(topic, br#"{"fCnt": 7, "data": "AA=="}"#), Some((Eui64::from_u64(0x4c46_424e_4344_0001), 7)));
+        assert_eq!(parse_up_event(topic, b"{}"), None);
+        assert_eq!(parse_up_event("application/x/event/up", br#"{"fCnt": 7}"#), None);
+    }
+
+    #[test]
+    fn ready_line_gives_the_bound_addresses() {
+        let r = ReadyLine::parse("api=http://127.0.0.1:4000 gateway_udp=127.0.0.1:4001 mqtt_embedded=127.0.0.1:4002").unwrap();
+        assert_eq!(r.api.port(), 4000);
+        assert_eq!(r.gateway.port(), 4001);
+        assert_eq!(r.mqtt.map(|m| m.port()), Some(4002));
+        assert_eq!(ReadyLine::parse("api=http://127.0.0.1:4000 gateway_udp=127.0.0.1:4001").unwrap().mqtt, None);
+        assert!(ReadyLine::parse("api=http://127.0.0.1:4000").is_err());
+    }
+
+    #[test]
+    fn mqtt_urls_parse_with_and_without_credentials() {
+        assert_eq!(MqttTarget::parse("mqtt://127.0.0.1:1883").unwrap(), MqttTarget { host: "127.0.0.1".into(), port: 1883, credentials: None });
+        assert_eq!(
+            MqttTarget::parse("mqtt://u:p@broker").unwrap(),
+            MqttTarget { host: "broker".into(), port: 1883, credentials: Some(("u".into(), "p".into())) }
+        );
+        assert!(MqttTarget::parse("mqtts://broker:8883").is_err());
+        assert!(MqttTarget::parse("mqtt://broker:x").is_err());
+    }
+
+    #[test]
+    fn proc_files_give_cpu_ticks_and_peak_rss() {
+        let stat = "1234 (loraflow (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 40 0 0 20 0 8 0 100 0 0";
+        assert_eq!(proc_stat_cpu_ticks(stat), Some(290));
+        let status = "Name:\tloraflow\nVmPeak:\t  900 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
+        assert_eq!(proc_status_kib(status, "VmHWM:"), Some(51200));
+    }
+
+    #[test]
+    fn postgres_database_names_replace_the_path() {
+        assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(with_database("postgres://h/db?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
+
+    #[test]
+    fn a_target_needs_its_udp_address_and_token() {
+        assert!(Cli::try_parse_from(["x", "--target-api", "http://h:8080"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--target-api", "http://h:8080", "--target-udp", "h:1700", "--token", "t"]).is_ok());
+        let a = Cli::try_parse_from(["x"]).unwrap().args;
+        assert_eq!((a.devices, a.gateways, a.rate, a.dedup_ms, a.find_max), (100, 1, 100.0, 200, false));
+    }
+}
