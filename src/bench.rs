@@ -919,11 +919,11 @@ fn table(r: &BenchReport, args: &BenchArgs) -> String {
     }
     if args.find_max {
         match r.knee {
-            Some(k) => out.push_str(&format!(
-                "knee: {k:.1} uplinks/s (highest step with no loss and p99 <= {} ms)\n",
-                args.max_p99_ms
+            Some(k) => out.push_str(&format!("knee: {k:.1} uplinks/s (highest step with no loss and p99 <= {} ms)\n", args.max_p99_ms)),
+            None => out.push_str(&format!(
+                "knee: none (the first step, {:.1}/s, already lost events or exceeded p99 {} ms)\n",
+                args.rate, args.max_p99_ms
             )),
-            None => out.push_str(&format!("knee: none (the first step, {:.1}/s, already lost events or exceeded p99 {} ms)\n", args.rate, args.max_p99_ms)),
         }
     }
     out
@@ -984,7 +984,10 @@ mod tests {
 
     #[test]
     fn mqtt_urls_parse_with_and_without_credentials() {
-        assert_eq!(MqttTarget::parse("mqtt://127.0.0.1:1883").unwrap(), MqttTarget { host: "127.0.0.1".into(), port: 1883, credentials: None });
+        assert_eq!(
+            MqttTarget::parse("mqtt://127.0.0.1:1883").unwrap(),
+            MqttTarget { host: "127.0.0.1".into(), port: 1883, credentials: None }
+        );
         assert_eq!(
             MqttTarget::parse("mqtt://u:p@broker").unwrap(),
             MqttTarget { host: "broker".into(), port: 1883, credentials: Some(("u".into(), "p".into())) }

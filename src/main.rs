@@ -75,7 +75,7 @@ fn main() -> ExitCode {
 
 /// Runs `simulate` or `bench` on a fresh runtime; their own output is on stdout.
 fn run_tool<T>(fut: impl std::future::Future<Output = anyhow::Result<T>>) -> ExitCode {
-    loraflow::server::init_tracing(&loraflow::config::LogConfig { level: "warn".into(), format: "text".into() });
+    loraflow::server::init_tracing(&loraflow::config::LogConfig { level: "warn,sqlx=error".into(), format: "text".into() });
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(fut) {
         Ok(_) => ExitCode::SUCCESS,

@@ -146,7 +146,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
         let stagger = interval.mul_f64(i as f64 / count as f64);
         // Joins are spread over the first second, not one burst.
         let join_delay = Duration::from_secs(1).mul_f64(i as f64 / count as f64);
-        let ctx = DeviceCtx { index: i, radio: radio.clone(), payload: payload.clone(), f_port: args.f_port, interval, stagger, join_delay };
+        let ctx =
+            DeviceCtx { index: i, radio: radio.clone(), payload: payload.clone(), f_port: args.f_port, interval, stagger, join_delay };
         tasks.push(tokio::spawn(run_device(dev, ctx, shutdown.clone())));
     }
 
@@ -157,7 +158,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
         let _ = t.await;
     }
     let s = stats.snapshot();
-    println!("simulate done: sent={} joined={} downlinks={} errors={} join_retries={}", s.uplinks_sent, s.joined, s.downlinks, s.errors, s.join_retries);
+    println!(
+        "simulate done: sent={} joined={} downlinks={} errors={} join_retries={}",
+        s.uplinks_sent, s.joined, s.downlinks, s.errors, s.join_retries
+    );
     Ok(s)
 }
 
@@ -234,7 +238,9 @@ async fn report_until_done(stats: &Stats, devices: u32, seconds: u64, shutdown: 
         b
     } else {
         let b = ProgressBar::new_spinner();
-        b.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        b.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         b
     };
     bar.enable_steady_tick(Duration::from_millis(120));

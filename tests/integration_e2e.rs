@@ -249,3 +249,40 @@ async fn mosquitto_and_postgres_deliver_every_uplink_across_a_broker_restart() {
     seen.sort();
     assert_eq!(seen, sent, "every uplink sent during the outage was delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_downlinks_and_frame_counter_resets_are_reported_as_log_events() {
+    let mut w = world(Backend::Sqlite, &[], None).await;
+    let (nwk, app) = ("44024241ed4ce9a68c6a8bc055233fd3", "ec925802ae430ca77fd3dd73cb2cc588");
+    // Replace the OTAA device by an ABP one with the same DevEUI.
+    assert_eq!(w.api.delete(&format!("/api/devices/{DEV_EUI}")).await.0, 204);
+    provision::abp_device(&w.api, &w.p, DEV_EUI, "26011234", nwk, app).await;
+    w.dev = Device::abp(DEV_EUI, "26011234", nwk, app);
+
+    // 100 bytes fit DR5 (enqueue accepts up to 242) but not DR0, where N is 51 bytes.
+    let (s, b) = w.api.post(&format!("/api/devices/{DEV_EUI}/queue"), json!({"fPort": 9, "data": b64(&[7u8; 100])})).await;
+    assert_eq!(s, 201, "{b}");
+    let up = w.dev.uplink(false, 2, &LPP);
+    for gw in w.gws.iter_mut() {
+        let mut pk = rxpk(&up, 5_000_000, -100, -15.0);
+        pk["datr"] = json!("SF12BW125");
+        let t = gw.push_rxpk(vec![pk]).await;
+        gw.expect_ack(PUSH_ACK, t).await;
+    }
+    let log = event(&mut w, "log").await;
+    assert_eq!(log["code"], "DOWNLINK_PAYLOAD_SIZE", "{log}");
+    let (_, q) = w.api.get(&format!("/api/devices/{DEV_EUI}/queue")).await;
+    assert_eq!(q["totalCount"], 0);
+
+    // The device restarts from FCnt 0: rejected and reported.
+    let up = w.dev.uplink(false, 2, &LPP);
+    broadcast(&mut w, &up, 6_000_000).await;
+    assert_eq!(event(&mut w, "up").await["fCnt"], 1);
+    w.dev.f_cnt_up = 0;
+    // Another payload than the first FCnt 0 frame, which would be a replay.
+    let up = w.dev.uplink(false, 2, &[0x01, 0x67, 0xff, 0xd7]);
+    broadcast(&mut w, &up, 7_000_000).await;
+    let log = event(&mut w, "log").await;
+    assert_eq!(log["code"], "UPLINK_F_CNT_RESET", "{log}");
+    assert_eq!(log["level"], "WARNING");
+}

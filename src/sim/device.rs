@@ -70,15 +70,7 @@ pub struct VirtualDevice {
 
 impl VirtualDevice {
     pub fn otaa(dev_eui: Eui64, app_key: AesKey) -> VirtualDevice {
-        VirtualDevice {
-            dev_eui,
-            join_eui: Eui64::default(),
-            app_key,
-            session: None,
-            dev_nonce: 0,
-            f_cnt_down: None,
-            ack_pending: false,
-        }
+        VirtualDevice { dev_eui, join_eui: Eui64::default(), app_key, session: None, dev_nonce: 0, f_cnt_down: None, ack_pending: false }
     }
 
     pub fn abp(dev_eui: Eui64, session: Session) -> VirtualDevice {
@@ -99,8 +91,7 @@ impl VirtualDevice {
 
     /// Whether `phy` is a join-accept encrypted for this device: its MIC matches our AppKey.
     pub fn is_my_join_accept(app_key: &AesKey, phy: &[u8]) -> bool {
-        matches!(lorawan::parse(phy), Ok(Phy::JoinAccept(_)))
-            && lorawan::decrypt_join_accept(phy, app_key).is_ok_and(|ja| ja.mic_valid)
+        matches!(lorawan::parse(phy), Ok(Phy::JoinAccept(_))) && lorawan::decrypt_join_accept(phy, app_key).is_ok_and(|ja| ja.mic_valid)
     }
 
     /// Takes the session a join-accept grants (§6.2.5): keys from AppKey, JoinNonce, NetID and
@@ -193,7 +184,13 @@ mod tests {
     }
 
     fn accept_fields() -> JoinAcceptFields {
-        JoinAcceptFields { join_nonce: 0x0a0b0c, net_id: [0, 0, 0x13], dev_addr: DevAddr::from_u32(0x2601_1234), rx_delay: 1, ..Default::default() }
+        JoinAcceptFields {
+            join_nonce: 0x0a0b0c,
+            net_id: [0, 0, 0x13],
+            dev_addr: DevAddr::from_u32(0x2601_1234),
+            rx_delay: 1,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -248,7 +245,14 @@ mod tests {
     fn a_confirmed_downlink_is_read_and_acked_by_the_next_uplink() {
         let s = Session::random_abp(DevAddr::from_u32(0x0000_0042));
         let mut d = VirtualDevice::abp("0102030405060708".parse().unwrap(), s);
-        let down = DataDownlink { confirmed: true, dev_addr: s.dev_addr, f_cnt_down: 3, f_port: Some(5), frm_payload: b"cmd".to_vec(), ..Default::default() };
+        let down = DataDownlink {
+            confirmed: true,
+            dev_addr: s.dev_addr,
+            f_cnt_down: 3,
+            f_port: Some(5),
+            frm_payload: b"cmd".to_vec(),
+            ..Default::default()
+        };
         let phy = build_data_downlink(&down, &s.nwk_s_key, &s.app_s_key).unwrap();
         let r = d.read_downlink(&phy).unwrap();
         assert_eq!((r.confirmed, r.f_cnt, r.f_port, r.payload.as_slice()), (true, 3, Some(5), &b"cmd"[..]));

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use loraflow_network_server::types::Eui64;
 use loraflow_packet_forwarder::semtech::{
     Datr, Header, Identifier, PullData, PullResp, PushData, PushDataPayload, Rxpk, TxAck, TxAckPayload, TxpkAck,
 };
-use loraflow_network_server::types::Eui64;
 use rand::Rng;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;

@@ -134,7 +134,9 @@ impl Api {
 
     pub async fn set_app_key(&self, dev_eui: Eui64, app_key: &AesKey) -> Result<(), ApiError> {
         let path = format!("/api/devices/{dev_eui}/keys");
-        self.expect(Method::PUT, &path, Some(json!({"appKey": app_key.to_hex()})), &[StatusCode::OK, StatusCode::NO_CONTENT]).await.map(drop)
+        self.expect(Method::PUT, &path, Some(json!({"appKey": app_key.to_hex()})), &[StatusCode::OK, StatusCode::NO_CONTENT])
+            .await
+            .map(drop)
     }
 
     /// Forgets the DevNonces the device used, so that it can join again from nonce 1.

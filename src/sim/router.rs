@@ -53,11 +53,7 @@ impl Router {
         let mut inner = self.lock();
         match lorawan::parse(phy) {
             Ok(Phy::JoinAccept(_)) => {
-                let found = inner
-                    .joining
-                    .iter()
-                    .find(|(_, (key, _))| VirtualDevice::is_my_join_accept(key, phy))
-                    .map(|(eui, _)| *eui);
+                let found = inner.joining.iter().find(|(_, (key, _))| VirtualDevice::is_my_join_accept(key, phy)).map(|(eui, _)| *eui);
                 match found.and_then(|eui| inner.joining.remove(&eui)) {
                     Some((_, tx)) if tx.send(phy.to_vec()).is_ok() => Delivery::Delivered,
                     _ => Delivery::Unclaimed,
@@ -103,7 +99,12 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         router.activate(DevAddr::from_u32(5), tx);
         let phy = |addr| {
-            build_data_downlink(&DataDownlink { dev_addr: DevAddr::from_u32(addr), ..Default::default() }, &AesKey([0; 16]), &AesKey([0; 16])).unwrap()
+            build_data_downlink(
+                &DataDownlink { dev_addr: DevAddr::from_u32(addr), ..Default::default() },
+                &AesKey([0; 16]),
+                &AesKey([0; 16]),
+            )
+            .unwrap()
         };
         assert_eq!(router.deliver(&phy(5)), Delivery::Delivered);
         assert_eq!(rx.try_recv().unwrap(), phy(5));

@@ -203,7 +203,8 @@ impl Api {
         let resp = req.send().await.expect("http request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        let json = if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)) };
+        let json =
+            if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)) };
         (status, json)
     }
 
