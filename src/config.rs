@@ -93,6 +93,9 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.gateway
+            .validate()
+            .map_err(|e| ConfigError::Invalid { key: format!("gateway.{}", e.key), reason: e.message })?;
         self.network
             .validate()
             .map_err(|e| ConfigError::Invalid { key: e.key.to_string(), reason: e.reason })?;

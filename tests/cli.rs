@@ -30,6 +30,7 @@ fn a_bad_value_exits_2_with_one_line_naming_the_key() {
         ("LORAFLOW_NETWORK__NET_ID", "12", "network.net_id"),
         ("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "-5", "network.dedup_window_ms"),
         ("LORAFLOW_DATABASE__URL", "mysql://x", "database.url"),
+        ("LORAFLOW_GATEWAY__UPLINK_QUEUE", "0", "gateway.uplink_queue"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = loraflow().current_dir(dir.path()).env(key, value).output().unwrap();

@@ -3,7 +3,6 @@
 //! and a broker outage loses nothing. Embedded broker + SQLite, real Mosquitto + PostgreSQL.
 
 mod common;
-#[allow(dead_code)]
 #[path = "../app-server/tests/mqtt_support/mod.rs"]
 mod mqtt_support;
 

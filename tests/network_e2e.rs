@@ -125,11 +125,12 @@ async fn otaa_uplinks_downlinks_and_restart(backend: Backend) {
     let (_, d) = net.api.get("/api/devices/0102030405060708").await;
     assert_eq!(d["devAddr"], dev.dev_addr.to_string());
 
-    // The same frame again, once the deduplicator has forgotten it, is a replay; a
-    // corrupted MIC is rejected.
+    // The same frame again, once the deduplicator has forgotten it, is a retransmission
+    // (not processed again); a corrupted MIC is rejected.
+    let first = up.clone();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     broadcast(&mut net, &up, 21_000_000).await;
-    expect_metric(&net.api, "loraflow_uplinks_rejected_total", &[("reason", "replay")], 1.0).await;
+    expect_metric(&net.api, "loraflow_uplinks_rejected_total", &[("reason", "retransmission")], 1.0).await;
     let mut bad = dev.uplink(false, 1, b"x");
     *bad.last_mut().unwrap() ^= 0xff;
     broadcast(&mut net, &bad, 22_000_000).await;
@@ -178,12 +179,16 @@ async fn otaa_uplinks_downlinks_and_restart(backend: Backend) {
     net.gws[1].tx_ack(rx2.token, "NONE").await;
     expect_metric(&net.api, "loraflow_downlinks_total", &[("window", "rx2"), ("status", "OK")], 1.0).await;
 
+    // An old frame (once the deduplicator has forgotten it) is a replay.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    broadcast(&mut net, &first, 55_000_000).await;
+    expect_metric(&net.api, "loraflow_uplinks_rejected_total", &[("reason", "replay")], 1.0).await;
+
     // Restart: session and counters survive; a replay is still rejected.
-    let old = up.clone();
     net.server = net.server.restart();
     net.api = net.server.client();
     connect_gateways(&mut net).await;
-    broadcast(&mut net, &old, 60_000_000).await;
+    broadcast(&mut net, &first, 60_000_000).await;
     expect_metric(&net.api, "loraflow_uplinks_rejected_total", &[("reason", "replay")], 1.0).await;
     let up = dev.uplink(true, 1, b"after restart");
     broadcast(&mut net, &up, 70_000_000).await;
@@ -225,6 +230,18 @@ async fn abp_and_mac_commands(backend: Backend) {
     let up = dev.uplink_with(false, false, Some(1), b"abp", &[0x80, 0x01]);
     broadcast(&mut net, &up, 6_000_000).await;
     expect_metric(&net.api, "loraflow_uplinks_accepted_total", &[], 2.0).await;
+
+    // A confirmed uplink repeated because our ACK was lost is ACKed again, not processed.
+    let up = dev.uplink(true, 1, b"conf");
+    broadcast(&mut net, &up, 6_500_000).await;
+    let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("ACK");
+    assert!(dev.read_downlink(&resp.phy_payload(), 1).ack);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    broadcast(&mut net, &up, 9_500_000).await;
+    let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("ACK of the retransmission");
+    assert!(dev.read_downlink(&resp.phy_payload(), 2).ack);
+    expect_metric(&net.api, "loraflow_uplinks_rejected_total", &[("reason", "retransmission")], 1.0).await;
+    expect_metric(&net.api, "loraflow_uplinks_accepted_total", &[], 3.0).await;
 
     // A device reset (FCnt back to 0) is rejected and reported.
     dev.f_cnt_up = 0;

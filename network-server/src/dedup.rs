@@ -58,7 +58,10 @@ impl Deduplicator {
         let _ = registry.register(Box::new(late_copies.clone()));
         Deduplicator {
             window,
-            remember: window.max(Duration::from_millis(100)) * 10,
+            // Long enough for late copies from slow backhauls, shorter than the ~3 s after which
+            // a device retransmits a confirmed uplink (RX2 closes at +2 s, then ACK_TIMEOUT),
+            // which must be answered again.
+            remember: (window.max(Duration::from_millis(100)) * 10).min(Duration::from_millis(2500)).max(window),
             collecting: HashMap::new(),
             timers: DelayQueue::new(),
             done: HashMap::new(),

@@ -36,6 +36,8 @@ pub struct DataDownlinkPlan {
     pub device_acked: bool,
     /// Encoded MAC command answers for FOpts.
     pub mac_answers: Vec<u8>,
+    /// Only acknowledge (a retransmitted confirmed uplink): the queue is left alone.
+    pub ack_only: bool,
 }
 
 /// One receive window's radio parameters.
@@ -179,7 +181,7 @@ async fn queue_items(ctx: &Context, dev_eui: crate::types::Eui64) -> Vec<QueueIt
 
 pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDownlinkPlan) {
     let dev_eui = plan.session.dev_eui;
-    let mut items = queue_items(ctx, dev_eui).await;
+    let mut items = if plan.ack_only { Vec::new() } else { queue_items(ctx, dev_eui).await };
     resolve_pending(ctx, up, &plan, &mut items).await;
     let mut next = items.first().cloned();
 
@@ -327,10 +329,10 @@ mod tests {
 
     #[test]
     fn class_a_windows_follow_rp002_for_eu868() {
-        let w = class_a_windows(&Eu868::default(), 1, 868_300_000, 5, 0, 869_525_000, 0).unwrap();
+        let w = class_a_windows(&Eu868, 1, 868_300_000, 5, 0, 869_525_000, 0).unwrap();
         assert_eq!(w[0], Window { name: "rx1", delay_us: 1_000_000, frequency: 868_300_000, dr: 5 });
         assert_eq!(w[1], Window { name: "rx2", delay_us: 2_000_000, frequency: 869_525_000, dr: 0 });
-        let w = class_a_windows(&Eu868::default(), 5, 868_100_000, 5, 2, 869_525_000, 3).unwrap();
+        let w = class_a_windows(&Eu868, 5, 868_100_000, 5, 2, 869_525_000, 3).unwrap();
         assert_eq!((w[0].delay_us, w[0].dr), (5_000_000, 3));
         assert_eq!((w[1].delay_us, w[1].dr), (6_000_000, 3));
     }

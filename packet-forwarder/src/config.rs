@@ -19,6 +19,8 @@ pub struct GatewayConfig {
     /// Capacity of the event channel towards the network server; when it is full, events are
     /// dropped (and counted as `channel_full`) instead of stalling the socket loop.
     pub uplink_queue: usize,
+    /// Requested kernel receive buffer of the UDP socket (capped by `net.core.rmem_max`).
+    pub receive_buffer_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -29,6 +31,7 @@ impl Default for GatewayConfig {
             tx_ack_timeout_ms: 1000,
             offline_after_secs: 60,
             uplink_queue: 65536,
+            receive_buffer_bytes: 8 * 1024 * 1024,
         }
     }
 }

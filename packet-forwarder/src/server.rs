@@ -230,6 +230,27 @@ pub struct PacketForwarder {
     local_addr: SocketAddr,
 }
 
+/// Binds with a large receive buffer: many gateways forwarding at once arrive in bursts,
+/// and the kernel's default (about 200 KiB, some hundred datagrams) overflows silently.
+/// Linux caps the size at `net.core.rmem_max`; the effective size is logged.
+fn bind_udp(config: &GatewayConfig) -> std::io::Result<UdpSocket> {
+    let std_socket = std::net::UdpSocket::bind(config.bind)?;
+    let sock = socket2::SockRef::from(&std_socket);
+    if let Err(e) = sock.set_recv_buffer_size(config.receive_buffer_bytes) {
+        tracing::warn!(error = %e, "could not set the UDP receive buffer size");
+    }
+    let effective = sock.recv_buffer_size().unwrap_or(0);
+    if effective < config.receive_buffer_bytes {
+        tracing::info!(
+            requested = config.receive_buffer_bytes,
+            effective,
+            "UDP receive buffer capped by the kernel (raise net.core.rmem_max to allow more)"
+        );
+    }
+    std_socket.set_nonblocking(true)?;
+    UdpSocket::from_std(std_socket)
+}
+
 impl PacketForwarder {
     /// Binds the UDP socket of `config.bind` and registers the metrics into `registry`.
     /// Returns the server and the receiving end of its event channel; the channel closes
@@ -245,7 +266,7 @@ impl PacketForwarder {
             addr: config.bind,
             source,
         };
-        let socket = UdpSocket::bind(config.bind).await.map_err(bind_error)?;
+        let socket = bind_udp(config).map_err(bind_error)?;
         let local_addr = socket.local_addr().map_err(bind_error)?;
         let (events, rx) = mpsc::channel(config.uplink_queue);
         let shared = Arc::new(Shared {

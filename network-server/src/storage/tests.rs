@@ -1064,7 +1064,7 @@ async fn uplink_history_is_newest_first_with_since_and_limit(db: &mut TestDb) {
     s.history.insert_uplinks(&[]).await.unwrap();
 
     let mut newest_first: Vec<UplinkRecord> = rows[..n as usize].to_vec();
-    newest_first.sort_by(|a, b| b.time.cmp(&a.time));
+    newest_first.sort_by_key(|r| std::cmp::Reverse(r.time));
 
     let got = s.history.list_uplinks(d.dev_eui, None, 3).await.unwrap();
     assert_eq!(got, newest_first[..3].to_vec());

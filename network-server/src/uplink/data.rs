@@ -24,6 +24,8 @@ pub enum Dropped {
     UnknownDevAddr,
     Mic,
     Replay,
+    /// The last accepted frame again (the device did not get our ACK): answered, not processed.
+    Retransmission,
     FCntRace,
     DeviceDisabled,
     Storage,
@@ -36,6 +38,7 @@ impl Dropped {
             Dropped::UnknownDevAddr => "unknown_dev_addr",
             Dropped::Mic => "mic",
             Dropped::Replay => "replay",
+            Dropped::Retransmission => "retransmission",
             Dropped::FCntRace => "fcnt_race",
             Dropped::DeviceDisabled => "device_disabled",
             Dropped::Storage => "storage_error",
@@ -80,7 +83,25 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
         .and_then(|m| ctx.region.dr_for(&m))
         .ok_or(Dropped::UnknownModulation)?;
 
-    let session = check_and_store_f_cnt(ctx, up, &matched, &device).await?;
+    let session = match check_and_store_f_cnt(ctx, up, &matched, &device).await {
+        Ok(s) => s,
+        Err(Dropped::Retransmission) if frame.is_confirmed() => {
+            // DESIGN §5: a confirmed uplink is always ACKed. The device repeats the frame
+            // because our ACK did not reach it; it is not processed again.
+            let plan = DataDownlinkPlan {
+                session: matched.session.clone(),
+                device,
+                uplink_dr: dr,
+                ack: true,
+                device_acked: false,
+                mac_answers: Vec::new(),
+                ack_only: true,
+            };
+            downlink::after_data_uplink(ctx, up, plan).await;
+            return Err(Dropped::Retransmission);
+        }
+        Err(d) => return Err(d),
+    };
     ctx.metrics.uplinks_accepted.inc();
     ctx.device_seen.lock().expect("lock").insert(device.device.dev_eui, Utc::now());
 
@@ -114,7 +135,15 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
     downlink::after_data_uplink(
         ctx,
         up,
-        DataDownlinkPlan { session, device, uplink_dr: dr, ack: frame.is_confirmed(), device_acked: frame.fctrl.ack, mac_answers },
+        DataDownlinkPlan {
+            session,
+            device,
+            uplink_dr: dr,
+            ack: frame.is_confirmed(),
+            device_acked: frame.fctrl.ack,
+            mac_answers,
+            ack_only: false,
+        },
     )
     .await;
     Ok(())
@@ -183,6 +212,7 @@ async fn check_and_store_f_cnt(
                 ("f_cnt", m.f_cnt.to_string()),
             ])
             .await;
+            return Err(Dropped::Retransmission);
         }
         return Err(Dropped::Replay);
     }
