@@ -285,3 +285,70 @@ async fn oversized_downlinks_and_frame_counter_resets_are_reported_as_log_events
     assert_eq!(log["code"], "UPLINK_F_CNT_RESET", "{log}");
     assert_eq!(log["level"], "WARNING");
 }
+
+/// Makes the server's PostgreSQL database refuse connections (or accept them again).
+async fn set_database_reachable(database_url: &str, reachable: bool) {
+    use sqlx::Executor;
+    let name = database_url.rsplit('/').next().unwrap().to_string();
+    let admin = loraflow_network_server::storage::testing::test_postgres_server_url();
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&admin).await.unwrap();
+    conn.execute(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {reachable}").as_str()).await.unwrap();
+    if !reachable {
+        conn.execute(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'").as_str())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_delays_storage_but_not_mqtt_delivery() {
+    let mut w = world(Backend::Postgres, &[], None).await;
+    let (nwk, app) = ("44024241ed4ce9a68c6a8bc055233fd3", "ec925802ae430ca77fd3dd73cb2cc588");
+    assert_eq!(w.api.delete(&format!("/api/devices/{DEV_EUI}")).await.0, 204);
+    provision::abp_device(&w.api, &w.p, DEV_EUI, "26011234", nwk, app).await;
+    w.dev = Device::abp(DEV_EUI, "26011234", nwk, app);
+    let up = w.dev.uplink(false, 2, &LPP);
+    broadcast(&mut w, &up, 1_000_000).await;
+    assert_eq!(event(&mut w, "up").await["fCnt"], 0);
+
+    set_database_reachable(&w.server.database_url, false).await;
+    let mut during = Vec::new();
+    for i in 0..3u32 {
+        let up = w.dev.uplink(false, 2, &[0x01, 0x67, 0x00, i as u8]);
+        during.push(up.clone());
+        broadcast(&mut w, &up, 2_000_000 + i * 1_000_000).await;
+        let ev = event(&mut w, "up").await;
+        assert_eq!(ev["fCnt"], i + 1, "delivered while the database is down");
+    }
+    let text = reqwest::get(w.server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(common::metric(&text, "loraflow_fcnt_unpersisted_devices", &[]), 1.0, "the outage was real");
+    // A copy replayed during the outage is still refused (the counter is kept in memory).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    broadcast(&mut w, &during[0], 9_000_000).await;
+
+    set_database_reachable(&w.server.database_url, true).await;
+    let rows = common::eventually(Duration::from_secs(20), || async {
+        let (s, h) = w.api.get(&format!("/api/devices/{DEV_EUI}/uplinks")).await;
+        (s == 200 && h["result"].as_array().unwrap().len() == 4).then_some(h)
+    })
+    .await
+    .expect("all four uplinks stored once the database is back");
+    assert_eq!(rows["result"][0]["fCnt"], 3);
+
+    // The counters reached the database: after a restart an outage-time frame is a replay.
+    w.server = w.server.restart();
+    w.api = w.server.client();
+    for gw in w.gws.iter_mut() {
+        gw.server = w.server.gateway;
+    }
+    broadcast(&mut w, &during[1], 20_000_000).await;
+    let replays = common::eventually(Duration::from_secs(5), || async {
+        let text = reqwest::get(w.server.url("/metrics")).await.unwrap().text().await.unwrap();
+        let n = common::metric(&text, "loraflow_uplinks_rejected_total", &[("reason", "replay")]);
+        (n >= 1.0).then_some(n)
+    })
+    .await;
+    assert_eq!(replays, Some(1.0));
+    let text = reqwest::get(w.server.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(common::metric(&text, "loraflow_uplinks_accepted_total", &[]), 0.0);
+}

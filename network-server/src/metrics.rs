@@ -11,6 +11,7 @@ pub struct Metrics {
     pub downlinks: IntCounterVec,
     pub processing_seconds: Histogram,
     pub fcnt_batch_size: Histogram,
+    pub fcnt_unpersisted: prometheus::IntGauge,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
@@ -54,6 +55,14 @@ impl Metrics {
                         "Time from the end of the deduplication window to the uplink being handed to the application side",
                     )
                     .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
+                )
+                .unwrap(),
+            ),
+            fcnt_unpersisted: reg(
+                registry,
+                prometheus::IntGauge::new(
+                    "loraflow_fcnt_unpersisted_devices",
+                    "Devices whose accepted frame counter waits in memory for the database to return",
                 )
                 .unwrap(),
             ),

@@ -82,7 +82,7 @@ impl NetworkServer {
         let metrics = Metrics::new(registry);
         let cache = SessionCache::load(storage.clone(), handle.clone()).await?;
         tracing::info!(sessions = cache.len(), "device sessions loaded");
-        let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone());
+        let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone(), metrics.fcnt_unpersisted.clone());
         let dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
         let ctx = Context {
             config,

@@ -16,11 +16,7 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::gateways::parse_eui;
 use super::{ApiState, ListResponse};
-use crate::codec::PayloadCodec;
-
-/// RP002-1.0.3 §2.4.6: the largest EU868 FRMPayload without FOpts (N at DR5..DR7). Smaller
-/// data rates allow less; the network server checks that when it schedules.
-pub const MAX_PAYLOAD: usize = 242;
+use crate::downlink_queue::{self, EncodeError, MAX_PAYLOAD};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -127,19 +123,15 @@ fn checked_size(field: &str, data: Vec<u8>) -> Result<Vec<u8>, ApiError> {
 /// Runs the device profile's codec on `object`; codec errors are the client's input errors.
 async fn encoded(state: &ApiState, device: &Device, f_port: u8, object: serde_json::Value) -> Result<Vec<u8>, ApiError> {
     let profile = existing_profile(state, device.device_profile_id).await?;
-    let codec =
-        PayloadCodec::from_profile(&profile.payload_codec, &profile.payload_codec_script).map_err(|e| ApiError::field("object", e))?;
-    if codec == PayloadCodec::None {
-        return Err(ApiError::field("object", "the device profile has no payload codec (payloadCodec NONE); send base64 data"));
-    }
     // Device tags are what loraflow has of ChirpStack's device variables.
     let variables = device.tags.as_object().cloned().unwrap_or_default();
-    let codecs = state.codecs.clone();
-    // A script may run up to the codec time limit: keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || codecs.encode_downlink(&codec, f_port, &object, &variables))
-        .await
-        .map_err(|e| ApiError::Internal(format!("codec task: {e}")))?;
-    result.map_err(|e| ApiError::field("object", e))
+    downlink_queue::encode_object(&state.codecs, &profile, variables, f_port, object).await.map_err(|e| match e {
+        EncodeError::UnknownCodec(e) | EncodeError::Codec { source: e, .. } => ApiError::field("object", e),
+        EncodeError::NoCodec => {
+            ApiError::field("object", "the device profile has no payload codec (payloadCodec NONE); send base64 data")
+        }
+        EncodeError::Task { source, .. } => ApiError::Internal(format!("codec task: {source}")),
+    })
 }
 
 pub async fn enqueue(
@@ -159,20 +151,8 @@ pub async fn enqueue(
         Payload::Data(data) => data,
         Payload::Object(object) => checked_size("object", encoded(&state, &device, d.f_port, object).await?)?,
     };
-    let item = QueueItem {
-        id: Uuid::new_v4(),
-        dev_eui,
-        f_port: d.f_port,
-        confirmed: d.confirmed,
-        data,
-        f_cnt_down: None,
-        is_pending: false,
-        timeout_at: None,
-        retries: 0,
-        created_at: Utc::now(),
-    };
-    state.storage.queue.enqueue(&item).await?;
-    state.network.queue_changed(dev_eui);
+    let item = downlink_queue::unsent(Uuid::new_v4(), dev_eui, d.f_port, d.confirmed, data);
+    downlink_queue::enqueue(&state.storage, &state.network, &item).await?;
     Ok((StatusCode::CREATED, Json(EnqueueJson { id: item.id })))
 }
 

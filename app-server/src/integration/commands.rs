@@ -16,25 +16,21 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use chrono::Utc;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 use uuid::Uuid;
 
 use loraflow_network_server::handle::NetworkHandle;
-use loraflow_network_server::storage::{DeviceContext, QueueItem, Storage, StorageError};
+use loraflow_network_server::storage::{DeviceContext, Storage, StorageError};
 use loraflow_network_server::types::Eui64;
 
 use super::Emitter;
 use crate::codec::{CodecError, Codecs, PayloadCodec};
+use crate::downlink_queue::{self, EncodeError, MAX_PAYLOAD};
 use crate::mqtt::DownlinkCommand;
-
-/// Largest FRMPayload of any EU868 data rate (RP002-1.0.3 §2.4.6, DR7: N = 242 with no
-/// FOpts). Whether it fits the data rate actually used is checked when it is sent.
-pub const MAX_DOWNLINK_PAYLOAD: usize = 242;
 
 /// Why a command was not queued. The text is what the application sees in the log event.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +63,7 @@ pub enum CommandError {
         codec: &'static str,
         source: CodecError,
     },
-    #[error("payload is {0} bytes, more than the {MAX_DOWNLINK_PAYLOAD} a downlink can carry")]
+    #[error("payload is {0} bytes, more than the {MAX_PAYLOAD} a downlink can carry")]
     TooLarge(usize),
     #[error("downlink could not be queued: database error")]
     Storage(#[source] StorageError),
@@ -249,28 +245,14 @@ impl CommandHandler {
                 .map_err(with_device)?,
             _ => return Err(with_device(CommandError::DataOrObject)),
         };
-        if data.len() > MAX_DOWNLINK_PAYLOAD {
+        if data.len() > MAX_PAYLOAD {
             return Err(with_device(CommandError::TooLarge(data.len())));
         }
 
-        let item = QueueItem {
-            id,
-            dev_eui,
-            f_port,
-            confirmed: body.confirmed,
-            data,
-            f_cnt_down: None,
-            is_pending: false,
-            timeout_at: None,
-            retries: 0,
-            created_at: Utc::now(),
-        };
-        self.storage
-            .queue
-            .enqueue(&item)
+        let item = downlink_queue::unsent(id, dev_eui, f_port, body.confirmed, data);
+        downlink_queue::enqueue(&self.storage, &self.network, &item)
             .await
             .map_err(|e| with_device(CommandError::Storage(e)))?;
-        self.network.queue_changed(dev_eui);
         Ok((id, dev_eui))
     }
 
@@ -280,31 +262,27 @@ impl CommandHandler {
         f_port: u8,
         object: Value,
     ) -> Result<Vec<u8>, CommandError> {
-        let profile = &ctx.profile;
-        let codec =
-            PayloadCodec::from_profile(&profile.payload_codec, &profile.payload_codec_script)
-                .map_err(|source| CommandError::Codec {
+        downlink_queue::encode_object(&self.codecs, &ctx.profile, ctx.device.tags.as_object().cloned().unwrap_or_default(), f_port, object)
+            .await
+            .map_err(|e| match e {
+                EncodeError::UnknownCodec(source) => CommandError::Codec {
                     codec: "unknown",
                     source,
-                })?;
-        let name = codec.name();
-        let codecs = self.codecs.clone();
-        // Scripts run up to their time limit: keep them off the runtime threads.
-        tokio::task::spawn_blocking(move || {
-            codecs.encode_downlink(&codec, f_port, &object, &Map::new())
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(CodecError::Engine(if e.is_panic() {
-                "codec panicked".into()
-            } else {
-                e.to_string()
-            }))
-        })
-        .map_err(|source| CommandError::Codec {
-            codec: name,
-            source,
-        })
+                },
+                EncodeError::NoCodec => CommandError::Codec {
+                    codec: PayloadCodec::None.name(),
+                    source: CodecError::Unsupported,
+                },
+                EncodeError::Codec { codec, source } => CommandError::Codec { codec, source },
+                EncodeError::Task { codec, source } => CommandError::Codec {
+                    codec,
+                    source: CodecError::Engine(if source.is_panic() {
+                        "codec panicked".into()
+                    } else {
+                        source.to_string()
+                    }),
+                },
+            })
     }
 }
 

@@ -138,6 +138,9 @@ pub trait SessionRepo: Send + Sync {
     /// sets `f_cnt_up = next` where the stored value is still `expected`. Returns, per
     /// entry in order, whether it was applied. Two racing copies can never both pass.
     async fn cas_f_cnt_up(&self, updates: &[FCntUpdate]) -> Result<Vec<bool>>;
+    /// Moves `f_cnt_up` forward to `next` where it is lower (never back), in one
+    /// transaction: persists counters accepted while the database was unreachable.
+    async fn advance_f_cnt_up(&self, updates: &[(Eui64, u32)]) -> Result<()>;
     /// Atomically returns the current `n_f_cnt_down` and increments it.
     async fn next_f_cnt_down(&self, dev_eui: Eui64) -> Result<u32>;
     /// All sessions, for warming the in-memory cache at start.

@@ -61,7 +61,7 @@ pub(crate) async fn connect(cfg: &DatabaseConfig) -> Result<(Store<Postgres>, bo
     let opts = PgConnectOptions::from_str(&cfg.url)?;
     let pool = PgPoolOptions::new()
         .max_connections(cfg.max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(5))
         .connect_with(opts)
         .await?;
     sqlx::migrate!("../migrations/postgres").run(&pool).await?;

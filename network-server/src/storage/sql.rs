@@ -920,6 +920,27 @@ macro_rules! impl_repos {
                     Ok(applied)
                 }
 
+                async fn advance_f_cnt_up(&self, updates: &[(Eui64, u32)]) -> Result<()> {
+                    let mut sorted = updates.to_vec();
+                    sorted.sort_by_key(|(e, _)| *e);
+                    let now = s::now();
+                    let mut tx = self.begin_write().await.map_err(s::db_err)?;
+                    for (dev_eui, next) in sorted {
+                        sqlx::query(
+                            "UPDATE device_sessions SET f_cnt_up = $2, updated_at = $3 \
+                             WHERE dev_eui = $1 AND f_cnt_up < $2",
+                        )
+                        .bind(&dev_eui.0[..])
+                        .bind(i64::from(next))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(s::db_err)?;
+                    }
+                    tx.commit().await.map_err(s::db_err)?;
+                    Ok(())
+                }
+
                 async fn next_f_cnt_down(&self, dev_eui: Eui64) -> Result<u32> {
                     let v: Option<i64> = sqlx::query_scalar(
                         "UPDATE device_sessions SET n_f_cnt_down = n_f_cnt_down + 1 \

@@ -119,6 +119,7 @@ on_both_backends!(
     cas_applies_only_the_first_of_two_updates_with_the_same_expected,
     concurrent_cas_batches_let_exactly_one_win,
     next_f_cnt_down_returns_and_increments,
+    advance_f_cnt_up_only_moves_forward,
     queue_is_oldest_first_and_items_update,
     uplink_history_is_newest_first_with_since_and_limit,
     event_history_is_newest_first_with_since_and_limit,
@@ -933,6 +934,18 @@ async fn concurrent_cas_batches_let_exactly_one_win(db: &mut TestDb) {
         assert_eq!(s.sessions.get(a).await.unwrap().f_cnt_up, expected + 1);
         assert_eq!(s.sessions.get(b).await.unwrap().f_cnt_up, expected + 1);
     }
+}
+
+async fn advance_f_cnt_up_only_moves_forward(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 2).await;
+    let (a, b) = (devs[0].dev_eui, devs[1].dev_eui);
+    s.sessions.save(&session(a, 1)).await.unwrap();
+    s.sessions.save(&session(b, 2)).await.unwrap();
+    let before_b = s.sessions.get(b).await.unwrap().f_cnt_up;
+    s.sessions.advance_f_cnt_up(&[(a, before_b + 100), (b, 0), (eui(0xdead), 9)]).await.unwrap();
+    assert_eq!(s.sessions.get(a).await.unwrap().f_cnt_up, before_b + 100);
+    assert_eq!(s.sessions.get(b).await.unwrap().f_cnt_up, before_b, "never moves back");
 }
 
 async fn next_f_cnt_down_returns_and_increments(db: &mut TestDb) {
