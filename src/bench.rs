@@ -102,6 +102,10 @@ pub struct BenchArgs {
     /// Tasks sending uplinks (devices are split between them).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub senders: u32,
+    /// Skip the warm-up pass (one uplink per device before the measured steps, reported
+    /// apart: the first uplink of a device costs the server a database lookup).
+    #[arg(long)]
+    pub no_warmup: bool,
     /// `RUST_LOG` of the child server.
     #[arg(long, default_value = "warn", value_name = "FILTER")]
     pub server_log: String,
@@ -162,6 +166,8 @@ pub struct BenchReport {
     pub inactive_devices: u32,
     /// With --find-max: the highest rate with no loss and p99 within the limit.
     pub knee: Option<f64>,
+    /// One uplink per device at `--rate` before the steps (cold caches); null with --no-warmup.
+    pub warmup: Option<StepResult>,
     pub steps: Vec<StepResult>,
     #[serde(flatten)]
     pub last: StepResult,
@@ -233,12 +239,21 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
         groups[i % n_groups].push(d);
     }
 
+    let warmup = if args.no_warmup {
+        None
+    } else {
+        let active = groups.iter().map(Vec::len).sum::<usize>() as u64;
+        let (step, back) = run_step(args, args.rate, active, "warm-up", groups, &radio, &collector, target, stop).await;
+        groups = back;
+        Some(step)
+    };
     let mut steps = Vec::new();
     let mut knee = None;
     let mut rate = args.rate;
     let max_steps = if args.find_max { args.max_steps } else { 1 };
     for _ in 0..max_steps {
-        let (step, back) = run_step(args, rate, groups, &radio, &collector, target, stop).await;
+        let total = (rate * args.seconds).round().max(1.0) as u64;
+        let (step, back) = run_step(args, rate, total, &format!("{rate:.0} uplinks/s"), groups, &radio, &collector, target, stop).await;
         groups = back;
         let good = step.sent > 0 && step.lost == 0 && step.latency_ms.p99.is_some_and(|p| p <= args.max_p99_ms);
         if !args.json && args.find_max {
@@ -272,6 +287,7 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
         database: target.database_kind.clone(),
         inactive_devices: inactive,
         knee: if args.find_max { knee } else { None },
+        warmup,
         steps,
         last,
     })
@@ -347,11 +363,14 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Sends `rate` uplinks per second for `--seconds`, waits for the events, and measures.
+/// Sends `total` uplinks at `rate` per second, waits for the events, and measures.
 /// Gives the devices back (their frame counters moved on).
+#[allow(clippy::too_many_arguments)]
 async fn run_step(
     args: &BenchArgs,
     rate: f64,
+    total: u64,
+    label: &str,
     groups: Vec<Vec<VirtualDevice>>,
     radio: &Radio,
     collector: &Arc<Collector>,
@@ -360,12 +379,11 @@ async fn run_step(
 ) -> (StepResult, Vec<Vec<VirtualDevice>>) {
     collector.reset();
     let dedup = Duration::from_millis(args.dedup_ms);
-    let total = (rate * args.seconds).round().max(1.0) as u64;
     let n = groups.len() as u64;
     let cpu_before = target.cpu_seconds();
     let errors_before = radio.stats.errors.load(Ordering::Relaxed);
     let sent = Arc::new(AtomicU64::new(0));
-    let bar = progress(total, &format!("{rate:.0} uplinks/s"));
+    let bar = progress(total, label);
 
     let started = Instant::now();
     let tasks: Vec<_> = groups
@@ -902,10 +920,11 @@ fn table(r: &BenchReport, args: &BenchArgs) -> String {
         "{:>10} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
         "rate/s", "sent", "received", "lost", "events/s", "p50 ms", "p99 ms", "max ms", "cpu s/1k", "rss MiB"
     ));
-    for s in &r.steps {
+    let rows = r.warmup.iter().map(|w| ("warm-up ", w)).chain(r.steps.iter().map(|s| ("", s)));
+    for (label, s) in rows {
         out.push_str(&format!(
-            "{:>10.1} {:>9} {:>9} {:>7} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
-            s.rate,
+            "{:>10} {:>9} {:>9} {:>7} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+            format!("{label}{:.1}", s.rate),
             s.sent,
             s.received,
             s.lost,

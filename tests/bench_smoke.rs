@@ -27,4 +27,6 @@ fn a_short_bench_run_reports_every_event_with_latencies() {
     assert!(r["serverCpuSecondsPer1000Uplinks"].as_f64().is_some(), "{r}");
     assert!(r["serverPeakRssMib"].as_f64().unwrap() > 1.0, "{r}");
     assert_eq!(r["steps"].as_array().map(Vec::len), Some(1), "{r}");
+    // One warm-up uplink per device, measured apart from the step.
+    assert_eq!((r["warmup"]["sent"].as_u64(), r["warmup"]["lost"].as_u64()), (Some(20), Some(0)), "{r}");
 }

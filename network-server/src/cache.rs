@@ -22,6 +22,7 @@ pub struct SessionCache {
     storage: Storage,
     handle: NetworkHandle,
     inner: RwLock<Inner>,
+    refresh: tokio::sync::Mutex<()>,
 }
 
 impl SessionCache {
@@ -31,7 +32,8 @@ impl SessionCache {
             inner.by_addr.entry(s.dev_addr).or_default().push(s.dev_eui);
             inner.sessions.insert(s.dev_eui, s);
         }
-        Ok(SessionCache { storage, handle, inner: RwLock::new(inner) })
+        handle.shared.queued.write().expect("lock").extend(storage.queue.devices_with_items().await?.into_iter().map(|e| (e, 0)));
+        Ok(SessionCache { storage, handle, inner: RwLock::new(inner), refresh: tokio::sync::Mutex::new(()) })
     }
 
     pub fn len(&self) -> usize {
@@ -42,33 +44,33 @@ impl SessionCache {
         self.len() == 0
     }
 
-    /// Re-reads every device marked stale by the REST API or MQTT commands.
+    /// Re-reads every device marked stale by the REST API or MQTT commands. One task
+    /// re-reads while concurrent lookups wait for it; a mark is cleared only after the cache
+    /// holds the new state, so no lookup can slip past a half-done refresh.
     async fn refresh_stale(&self) -> Result<(), StorageError> {
-        let stale: Vec<Eui64> = {
-            let set = self.handle.shared.stale_devices.read().expect("lock");
-            if set.is_empty() {
-                return Ok(());
-            }
-            set.iter().copied().collect()
-        };
-        for dev_eui in stale {
-            // Remove from the stale set before reading, so a change that lands during the
-            // read marks it stale again instead of being lost.
-            self.handle.shared.stale_devices.write().expect("lock").remove(&dev_eui);
+        if self.handle.shared.stale_devices.read().expect("lock").is_empty() {
+            return Ok(());
+        }
+        let _refreshing = self.refresh.lock().await;
+        let stale: Vec<(Eui64, u64)> = self.handle.shared.stale_devices.read().expect("lock").iter().map(|(e, v)| (*e, *v)).collect();
+        for (dev_eui, version) in stale {
             let session = match self.storage.sessions.get(dev_eui).await {
                 Ok(s) => Some(s),
                 Err(StorageError::NotFound) => None,
-                Err(e) => {
-                    self.handle.shared.stale_devices.write().expect("lock").insert(dev_eui);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             };
-            let mut inner = self.inner.write().expect("cache lock");
-            inner.contexts.remove(&dev_eui);
-            remove_session(&mut inner, dev_eui);
-            if let Some(s) = session {
-                inner.by_addr.entry(s.dev_addr).or_default().push(dev_eui);
-                inner.sessions.insert(dev_eui, s);
+            {
+                let mut inner = self.inner.write().expect("cache lock");
+                inner.contexts.remove(&dev_eui);
+                remove_session(&mut inner, dev_eui);
+                if let Some(s) = session {
+                    inner.by_addr.entry(s.dev_addr).or_default().push(dev_eui);
+                    inner.sessions.insert(dev_eui, s);
+                }
+            }
+            let mut marks = self.handle.shared.stale_devices.write().expect("lock");
+            if marks.get(&dev_eui) == Some(&version) {
+                marks.remove(&dev_eui);
             }
         }
         Ok(())

@@ -155,24 +155,21 @@ pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<De
 
 /// Queue items of a device, reading the database only when the device may have some.
 async fn queue_items(ctx: &Context, dev_eui: crate::types::Eui64) -> Vec<QueueItem> {
-    let shared = &ctx.handle.shared;
-    let checked = shared.queue_checked.read().expect("lock").contains(&dev_eui);
-    if checked && !shared.queued.read().expect("lock").contains(&dev_eui) {
+    let queued = &ctx.handle.shared.queued;
+    let Some(version) = queued.read().expect("lock").get(&dev_eui).copied() else {
         return Vec::new();
-    }
-    shared.queue_checked.write().expect("lock").insert(dev_eui);
+    };
     match ctx.storage.queue.list(dev_eui).await {
         Ok(items) => {
-            let mut queued = shared.queued.write().expect("lock");
             if items.is_empty() {
-                queued.remove(&dev_eui);
-            } else {
-                queued.insert(dev_eui);
+                let mut q = queued.write().expect("lock");
+                if q.get(&dev_eui) == Some(&version) {
+                    q.remove(&dev_eui);
+                }
             }
             items
         }
         Err(e) => {
-            shared.queue_checked.write().expect("lock").remove(&dev_eui);
             tracing::error!(error = %e, "could not read the downlink queue");
             Vec::new()
         }

@@ -2,7 +2,7 @@
 //! rows in storage, then tell the network server here so that its in-memory caches stay
 //! coherent with the database (write-through; the database stays the truth).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::types::Eui64;
@@ -11,12 +11,15 @@ use crate::types::Eui64;
 #[derive(Default)]
 pub(crate) struct Shared {
     /// Devices whose cached context/session must be re-read before the next use.
-    pub(crate) stale_devices: RwLock<HashSet<Eui64>>,
+    /// The value counts changes, so that a refresh only clears a mark it has acted on.
+    pub(crate) stale_devices: RwLock<HashMap<Eui64, u64>>,
     /// Bumped when a device profile or application changes: every cached context is re-read.
     pub(crate) context_generation: std::sync::atomic::AtomicU64,
-    /// Devices known to have queue items; `None` until the first check for that device.
-    pub(crate) queued: RwLock<HashSet<Eui64>>,
-    pub(crate) queue_checked: RwLock<HashSet<Eui64>>,
+    /// Devices that have (or may have) queue items. Loaded whole at start, then kept by
+    /// `queue_changed` and the network server, so a device without items costs no query.
+    /// The value counts changes, so that a device is only forgotten when no enqueue
+    /// happened while its (empty) queue was read.
+    pub(crate) queued: RwLock<HashMap<Eui64, u64>>,
 }
 
 #[derive(Clone, Default)]
@@ -27,7 +30,7 @@ pub struct NetworkHandle {
 impl NetworkHandle {
     /// A device row, its keys or its session changed (or it was deleted).
     pub fn device_changed(&self, dev_eui: Eui64) {
-        self.shared.stale_devices.write().expect("lock").insert(dev_eui);
+        *self.shared.stale_devices.write().expect("lock").entry(dev_eui).or_default() += 1;
     }
 
     /// A device profile or application changed: cached device contexts are re-read.
@@ -37,7 +40,6 @@ impl NetworkHandle {
 
     /// The device's downlink queue changed (enqueue or flush).
     pub fn queue_changed(&self, dev_eui: Eui64) {
-        self.shared.queued.write().expect("lock").insert(dev_eui);
-        self.shared.queue_checked.write().expect("lock").remove(&dev_eui);
+        *self.shared.queued.write().expect("lock").entry(dev_eui).or_default() += 1;
     }
 }

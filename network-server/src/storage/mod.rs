@@ -161,6 +161,8 @@ pub trait QueueRepo: Send + Sync {
     /// Oldest first.
     async fn list(&self, dev_eui: Eui64) -> Result<Vec<QueueItem>>;
     async fn flush(&self, dev_eui: Eui64) -> Result<()>;
+    /// Every device with at least one queue item (read once at start).
+    async fn devices_with_items(&self) -> Result<Vec<Eui64>>;
     async fn update(&self, item: &QueueItem) -> Result<()>;
     async fn delete(&self, id: Uuid) -> Result<()>;
 }

@@ -1006,6 +1006,14 @@ macro_rules! impl_repos {
                     rows(r, queue_row)
                 }
 
+                async fn devices_with_items(&self) -> Result<Vec<Eui64>> {
+                    let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT DISTINCT dev_eui FROM device_queue")
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(s::db_err)?;
+                    rows.into_iter().map(|b| s::eui(b).map_err(StorageError::Db)).collect()
+                }
+
                 async fn flush(&self, dev_eui: Eui64) -> Result<()> {
                     sqlx::query("DELETE FROM device_queue WHERE dev_eui = $1")
                         .bind(&dev_eui.0[..])
