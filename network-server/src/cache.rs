@@ -53,22 +53,23 @@ impl SessionCache {
         }
         let _refreshing = self.refresh.lock().await;
         let stale: Vec<(Eui64, u64)> = self.handle.shared.stale_devices.read().expect("lock").iter().map(|(e, v)| (*e, *v)).collect();
-        for (dev_eui, version) in stale {
-            let session = match self.storage.sessions.get(dev_eui).await {
-                Ok(s) => Some(s),
-                Err(StorageError::NotFound) => None,
-                Err(e) => return Err(e),
-            };
-            {
-                let mut inner = self.inner.write().expect("cache lock");
-                inner.contexts.remove(&dev_eui);
-                remove_session(&mut inner, dev_eui);
-                if let Some(s) = session {
-                    inner.by_addr.entry(s.dev_addr).or_default().push(dev_eui);
-                    inner.sessions.insert(dev_eui, s);
+        // One query per few hundred devices: after a bulk activation thousands are stale.
+        let euis: Vec<Eui64> = stale.iter().map(|(e, _)| *e).collect();
+        let mut fresh: HashMap<Eui64, DeviceSession> =
+            self.storage.sessions.get_many(&euis).await?.into_iter().map(|s| (s.dev_eui, s)).collect();
+        {
+            let mut inner = self.inner.write().expect("cache lock");
+            for dev_eui in &euis {
+                inner.contexts.remove(dev_eui);
+                remove_session(&mut inner, *dev_eui);
+                if let Some(s) = fresh.remove(dev_eui) {
+                    inner.by_addr.entry(s.dev_addr).or_default().push(*dev_eui);
+                    inner.sessions.insert(*dev_eui, s);
                 }
             }
-            let mut marks = self.handle.shared.stale_devices.write().expect("lock");
+        }
+        let mut marks = self.handle.shared.stale_devices.write().expect("lock");
+        for (dev_eui, version) in stale {
             if marks.get(&dev_eui) == Some(&version) {
                 marks.remove(&dev_eui);
             }

@@ -131,6 +131,8 @@ pub trait SessionRepo: Send + Sync {
     /// Creates or replaces the device's session and sets `device.dev_addr`.
     async fn save(&self, s: &DeviceSession) -> Result<()>;
     async fn get(&self, dev_eui: Eui64) -> Result<DeviceSession>;
+    /// The sessions of these devices (those without one are simply absent).
+    async fn get_many(&self, dev_euis: &[Eui64]) -> Result<Vec<DeviceSession>>;
     /// Every session using this DevAddr (several devices may share one).
     async fn get_by_dev_addr(&self, dev_addr: DevAddr) -> Result<Vec<DeviceSession>>;
     async fn delete(&self, dev_eui: Eui64) -> Result<()>;

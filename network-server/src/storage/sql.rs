@@ -863,6 +863,21 @@ macro_rules! impl_repos {
                     one(row, session_row)
                 }
 
+                async fn get_many(&self, dev_euis: &[Eui64]) -> Result<Vec<DeviceSession>> {
+                    let mut out = Vec::with_capacity(dev_euis.len());
+                    for chunk in dev_euis.chunks(s::INSERT_CHUNK) {
+                        let mut qb = QueryBuilder::<Db>::new("SELECT * FROM device_sessions WHERE dev_eui IN (");
+                        let mut list = qb.separated(", ");
+                        for e in chunk {
+                            list.push_bind(e.0.to_vec());
+                        }
+                        qb.push(")");
+                        let r = qb.build().fetch_all(&self.pool).await.map_err(s::db_err)?;
+                        out.extend(rows(r, session_row)?);
+                    }
+                    Ok(out)
+                }
+
                 async fn get_by_dev_addr(&self, dev_addr: DevAddr) -> Result<Vec<DeviceSession>> {
                     let r = sqlx::query("SELECT * FROM device_sessions WHERE dev_addr = $1 ORDER BY dev_eui")
                         .bind(&dev_addr.0[..])
@@ -894,27 +909,44 @@ macro_rules! impl_repos {
                     if updates.is_empty() {
                         return Ok(applied);
                     }
-                    // Rows are locked in DevEUI order so that two concurrent batches cannot
-                    // deadlock; the sort is stable, so entries for one device keep their order
-                    // and the first of two with the same `expected` is the one applied.
-                    let mut order: Vec<usize> = (0..updates.len()).collect();
-                    order.sort_by_key(|&i| updates[i].dev_eui);
+                    // One statement per round (DESIGN §6), each row still compared with its
+                    // own `expected`. A round holds each device at most once, so a device
+                    // updated twice in one batch is applied in order, exactly as one
+                    // statement per entry would.
+                    let mut rounds: Vec<Vec<usize>> = Vec::new();
+                    let mut seen: std::collections::HashMap<Eui64, usize> = std::collections::HashMap::new();
+                    for (i, u) in updates.iter().enumerate() {
+                        let round = seen.entry(u.dev_eui).and_modify(|r| *r += 1).or_insert(0);
+                        if rounds.len() <= *round {
+                            rounds.push(Vec::new());
+                        }
+                        rounds[*round].push(i);
+                    }
                     let now = s::now();
                     let mut tx = self.begin_write().await.map_err(s::db_err)?;
-                    for i in order {
-                        let u = &updates[i];
-                        let r = sqlx::query(
-                            "UPDATE device_sessions SET f_cnt_up = $3, updated_at = $4 \
-                             WHERE dev_eui = $1 AND f_cnt_up = $2",
-                        )
-                        .bind(&u.dev_eui.0[..])
-                        .bind(i64::from(u.expected))
-                        .bind(i64::from(u.next))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(s::db_err)?;
-                        applied[i] = r.rows_affected() == 1;
+                    for round in rounds {
+                        for chunk in round.chunks(s::INSERT_CHUNK) {
+                            let mut qb = QueryBuilder::<Db>::new("WITH v(dev_eui, expected, next) AS (");
+                            qb.push_values(chunk, |mut b, &i| {
+                                let u = &updates[i];
+                                b.push_bind(u.dev_eui.0.to_vec()).push_bind(i64::from(u.expected)).push_bind(i64::from(u.next));
+                            });
+                            qb.push(") UPDATE device_sessions SET f_cnt_up = v.next, updated_at = ");
+                            qb.push_bind(now);
+                            qb.push(
+                                " FROM v WHERE device_sessions.dev_eui = v.dev_eui \
+                                 AND device_sessions.f_cnt_up = v.expected RETURNING device_sessions.dev_eui",
+                            );
+                            let done: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(s::db_err)?;
+                            let index: std::collections::HashMap<Eui64, usize> =
+                                chunk.iter().map(|&i| (updates[i].dev_eui, i)).collect();
+                            for d in done {
+                                let dev_eui = s::eui(d).map_err(StorageError::Db)?;
+                                if let Some(&i) = index.get(&dev_eui) {
+                                    applied[i] = true;
+                                }
+                            }
+                        }
                     }
                     tx.commit().await.map_err(s::db_err)?;
                     Ok(applied)

@@ -32,21 +32,24 @@ impl Store<Sqlite> {
         if latest.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "UPDATE {t} SET last_seen_at = $2 WHERE {k} = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
-            t = table.table(),
-            k = table.key(),
-        );
-        let mut tx = self.begin_write().await.map_err(s::db_err)?;
-        for (id, t) in latest {
-            sqlx::query(&sql)
-                .bind(&id.0[..])
-                .bind(t)
-                .execute(&mut *tx)
-                .await
-                .map_err(s::db_err)?;
+        // One statement and one short transaction per chunk: the single SQLite writer is
+        // shared with the frame-counter compare-and-sets, which must not wait behind
+        // thousands of row updates.
+        for chunk in latest.chunks(s::INSERT_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new("WITH v(id, t) AS (");
+            qb.push_values(chunk, |mut b, (id, t)| {
+                b.push_bind(id.0.to_vec()).push_bind(*t);
+            });
+            qb.push(format!(
+                ") UPDATE {t} SET last_seen_at = v.t FROM v WHERE {t}.{k} = v.id \
+                 AND ({t}.last_seen_at IS NULL OR {t}.last_seen_at < v.t)",
+                t = table.table(),
+                k = table.key(),
+            ));
+            let mut tx = self.begin_write().await.map_err(s::db_err)?;
+            qb.build().execute(&mut *tx).await.map_err(s::db_err)?;
+            tx.commit().await.map_err(s::db_err)?;
         }
-        tx.commit().await.map_err(s::db_err)?;
         Ok(())
     }
 }

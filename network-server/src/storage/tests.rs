@@ -120,6 +120,7 @@ on_both_backends!(
     concurrent_cas_batches_let_exactly_one_win,
     next_f_cnt_down_returns_and_increments,
     advance_f_cnt_up_only_moves_forward,
+    sessions_are_read_in_bulk,
     queue_is_oldest_first_and_items_update,
     uplink_history_is_newest_first_with_since_and_limit,
     event_history_is_newest_first_with_since_and_limit,
@@ -934,6 +935,20 @@ async fn concurrent_cas_batches_let_exactly_one_win(db: &mut TestDb) {
         assert_eq!(s.sessions.get(a).await.unwrap().f_cnt_up, expected + 1);
         assert_eq!(s.sessions.get(b).await.unwrap().f_cnt_up, expected + 1);
     }
+}
+
+async fn sessions_are_read_in_bulk(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 3).await;
+    s.sessions.save(&session(devs[0].dev_eui, 1)).await.unwrap();
+    s.sessions.save(&session(devs[2].dev_eui, 3)).await.unwrap();
+    let ask: Vec<Eui64> = devs.iter().map(|d| d.dev_eui).chain([eui(0xdead)]).collect();
+    let mut got: Vec<Eui64> = s.sessions.get_many(&ask).await.unwrap().into_iter().map(|x| x.dev_eui).collect();
+    got.sort();
+    let mut want = vec![devs[0].dev_eui, devs[2].dev_eui];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(s.sessions.get_many(&[]).await.unwrap().is_empty());
 }
 
 async fn advance_f_cnt_up_only_moves_forward(db: &mut TestDb) {
