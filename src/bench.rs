@@ -54,7 +54,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Number of devices the uplinks are spread across.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub devices: u32,
     /// Number of gateways hearing every uplink.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]

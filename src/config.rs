@@ -83,7 +83,10 @@ impl Config {
             let key = e.path.join(".");
             let reason = e.kind.to_string();
             if key.is_empty() {
-                ConfigError::File { path: file.map(|p| p.display().to_string()).unwrap_or_else(|| "loraflow.toml".into()), reason: e.to_string() }
+                ConfigError::File {
+                    path: file.map(|p| p.display().to_string()).unwrap_or_else(|| "loraflow.toml".into()),
+                    reason: e.to_string(),
+                }
             } else {
                 ConfigError::Invalid { key, reason }
             }
@@ -93,12 +96,8 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.gateway
-            .validate()
-            .map_err(|e| ConfigError::Invalid { key: format!("gateway.{}", e.key), reason: e.message })?;
-        self.network
-            .validate()
-            .map_err(|e| ConfigError::Invalid { key: e.key.to_string(), reason: e.reason })?;
+        self.gateway.validate().map_err(|e| ConfigError::Invalid { key: format!("gateway.{}", e.key), reason: e.message })?;
+        self.network.validate().map_err(|e| ConfigError::Invalid { key: e.key.to_string(), reason: e.reason })?;
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(ConfigError::Invalid {

@@ -9,8 +9,8 @@
 //! `loraflow-network-server` (LoRaWAN MAC, storage) and `loraflow-app-server` (payloads,
 //! MQTT, REST).
 
+pub mod bench;
 pub mod config;
 pub mod server;
 pub mod sim;
 pub mod simulate;
-pub mod bench;

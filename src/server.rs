@@ -16,8 +16,8 @@ use loraflow_app_server::api::{self, ApiState, Auth};
 use loraflow_app_server::codec::Codecs;
 use loraflow_app_server::integration::{Integration, IntegrationDeps};
 use loraflow_app_server::mqtt::MqttIntegration;
-use loraflow_network_server::server::NetworkServer;
 use loraflow_network_server::handle::NetworkHandle;
+use loraflow_network_server::server::NetworkServer;
 use loraflow_network_server::storage::Storage;
 use loraflow_network_server::types::Eui64;
 use loraflow_packet_forwarder::frame::{GatewayEvent, UplinkFrame};
@@ -77,14 +77,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let known = KnownGateways::new(config.network.allow_unknown_gateways);
     known.replace_all(storage.gateways.all_ids().await?);
 
-    let (forwarder, gateway_events) = PacketForwarder::bind(&config.gateway, &registry, known.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (forwarder, gateway_events) =
+        PacketForwarder::bind(&config.gateway, &registry, known.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway_addr = forwarder.local_addr();
 
-    let api_listener = tokio::net::TcpListener::bind(config.api.bind).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {} ({e}); set api.bind (LORAFLOW_API__BIND) to another address", config.api.bind)
-    })?;
+    let api_listener = tokio::net::TcpListener::bind(config.api.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} ({e}); set api.bind (LORAFLOW_API__BIND) to another address", config.api.bind))?;
     let api_addr = api_listener.local_addr()?;
 
     let admin_token = Some(config.api.admin_token.as_str()).filter(|t| !t.is_empty());
@@ -99,28 +98,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // network server and integration have drained, so that nothing in flight is lost.
     let integration_shutdown = CancellationToken::new();
     let mqtt_shutdown = CancellationToken::new();
-    let (mqtt, commands, mqtt_addr) = MqttIntegration::start(&config.mqtt, &registry, mqtt_shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mqtt, commands, mqtt_addr) =
+        MqttIntegration::start(&config.mqtt, &registry, mqtt_shutdown.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let (app_events_tx, app_events_rx) = mpsc::channel(APP_EVENT_QUEUE);
-    let network_server = NetworkServer::new(
-        config.network.clone(),
-        storage.clone(),
-        forwarder.handle(),
-        network.clone(),
-        app_events_tx,
-        &registry,
-    )
-    .await?;
+    let network_server =
+        NetworkServer::new(config.network.clone(), storage.clone(), forwarder.handle(), network.clone(), app_events_tx, &registry).await?;
     let codecs = Codecs::new(config.codec.clone());
     let integration = Integration::new(
         &config.integration,
-        IntegrationDeps {
-            storage: storage.clone(),
-            publisher: Arc::new(mqtt.clone()),
-            codecs: codecs.clone(),
-            network: network.clone(),
-        },
+        IntegrationDeps { storage: storage.clone(), publisher: Arc::new(mqtt.clone()), codecs: codecs.clone(), network: network.clone() },
         &registry,
     )?;
 

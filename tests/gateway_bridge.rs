@@ -105,7 +105,9 @@ async fn a_gateway_without_pull_data_goes_offline_and_stats_update_last_seen() {
     assert_eq!((g["state"].as_str(), g["lastSeenAt"].is_null()), (Some("NEVER_SEEN"), true));
     let mut gw = FakeGateway::new("0a0b0c0d0e0f0102", server.gateway).await;
     let t = gw
-        .push_json(&json!({"stat": {"time": "2026-11-25 10:00:00 GMT", "rxnb": 3, "rxok": 2, "rxfw": 2, "ackr": 100.0, "dwnb": 1, "txnb": 1}}))
+        .push_json(
+            &json!({"stat": {"time": "2026-11-25 10:00:00 GMT", "rxnb": 3, "rxok": 2, "rxfw": 2, "ackr": 100.0, "dwnb": 1, "txnb": 1}}),
+        )
         .await;
     gw.expect_ack(PUSH_ACK, t).await;
     let t = gw.pull_data().await;

@@ -148,10 +148,12 @@ async fn uplinks_events_and_history(w: &mut World) {
     assert_eq!(s, 400);
     assert!(e["error"].as_str().unwrap().starts_with("since"));
     let (_, d) = w.api.get(&format!("/api/devices/{DEV_EUI}")).await;
-    assert!(d["lastSeenAt"].is_string() || {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        w.api.get(&format!("/api/devices/{DEV_EUI}")).await.1["lastSeenAt"].is_string()
-    });
+    assert!(
+        d["lastSeenAt"].is_string() || {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            w.api.get(&format!("/api/devices/{DEV_EUI}")).await.1["lastSeenAt"].is_string()
+        }
+    );
 }
 
 async fn downlinks_from_mqtt_and_rest(w: &mut World, broker: SocketAddr) {
@@ -204,9 +206,7 @@ async fn downlinks_from_mqtt_and_rest(w: &mut World, broker: SocketAddr) {
 async fn rumqttc_publisher(broker: SocketAddr) -> (rumqttc::AsyncClient, tokio::task::JoinHandle<()>) {
     let opts = rumqttc::MqttOptions::new(format!("pub-{}", uuid::Uuid::new_v4().simple()), broker.ip().to_string(), broker.port());
     let (client, mut el) = rumqttc::AsyncClient::new(opts, 10);
-    let task = tokio::spawn(async move {
-        while el.poll().await.is_ok() {}
-    });
+    let task = tokio::spawn(async move { while el.poll().await.is_ok() {} });
     (client, task)
 }
 
@@ -294,9 +294,7 @@ async fn set_database_reachable(database_url: &str, reachable: bool) {
     let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&admin).await.unwrap();
     conn.execute(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {reachable}").as_str()).await.unwrap();
     if !reachable {
-        conn.execute(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'").as_str())
-            .await
-            .unwrap();
+        conn.execute(format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'").as_str()).await.unwrap();
     }
 }
 

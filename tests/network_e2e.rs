@@ -211,7 +211,15 @@ async fn otaa_join_uplinks_downlinks_and_restart_on_postgres() {
 async fn abp_and_mac_commands(backend: Backend) {
     let mut net = setup(backend).await;
     let mut dev = Device::abp("1112131415161718", "26011234", "44024241ed4ce9a68c6a8bc055233fd3", "ec925802ae430ca77fd3dd73cb2cc588");
-    provision::abp_device(&net.api, &net.p, "1112131415161718", "26011234", "44024241ed4ce9a68c6a8bc055233fd3", "ec925802ae430ca77fd3dd73cb2cc588").await;
+    provision::abp_device(
+        &net.api,
+        &net.p,
+        "1112131415161718",
+        "26011234",
+        "44024241ed4ce9a68c6a8bc055233fd3",
+        "ec925802ae430ca77fd3dd73cb2cc588",
+    )
+    .await;
 
     // LinkCheckReq (0x02) and DeviceTimeReq (0x0D) in FOpts are answered in RX1.
     let up = dev.uplink_with(false, false, Some(1), b"abp", &[0x02, 0x0d]);

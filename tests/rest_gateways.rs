@@ -17,7 +17,10 @@ async fn gateways_crud_and_errors(backend: Backend) {
 
     // Create.
     let (s, gw) = api
-        .post("/api/gateways", json!({"gatewayId": "0102030405060708", "name": "roof", "location": {"latitude": 52.1, "longitude": 5.2, "altitude": 10.0}}))
+        .post(
+            "/api/gateways",
+            json!({"gatewayId": "0102030405060708", "name": "roof", "location": {"latitude": 52.1, "longitude": 5.2, "altitude": 10.0}}),
+        )
         .await;
     assert_eq!(s, 201, "{gw}");
     assert_eq!(gw["gatewayId"], "0102030405060708");
@@ -38,7 +41,9 @@ async fn gateways_crud_and_errors(backend: Backend) {
     let (s, e) = api.post("/api/gateways", json!({"gatewayId": "0102030405060709"})).await;
     assert_eq!(s, 400);
     assert!(e["error"].as_str().unwrap().starts_with("name"), "{e}");
-    let (s, e) = api.post("/api/gateways", json!({"gatewayId": "0102030405060709", "name": "x", "location": {"latitude": 91, "longitude": 0}})).await;
+    let (s, e) = api
+        .post("/api/gateways", json!({"gatewayId": "0102030405060709", "name": "x", "location": {"latitude": 91, "longitude": 0}}))
+        .await;
     assert_eq!(s, 400);
     assert!(e["error"].as_str().unwrap().starts_with("location.latitude"), "{e}");
     let (s, e) = api.post("/api/gateways", json!({"gatewayId": "0102030405060709", "name": 5})).await;

@@ -26,16 +26,10 @@ pub enum EncodeError {
     #[error("the device profile has no payload codec (payloadCodec NONE)")]
     NoCodec,
     #[error("payload codec {codec} could not encode object: {source}")]
-    Codec {
-        codec: &'static str,
-        source: CodecError,
-    },
+    Codec { codec: &'static str, source: CodecError },
     /// The blocking codec task panicked or was cancelled.
     #[error("payload codec {codec} task failed: {source}")]
-    Task {
-        codec: &'static str,
-        source: tokio::task::JoinError,
-    },
+    Task { codec: &'static str, source: tokio::task::JoinError },
 }
 
 /// A new queue item that has not been sent yet.
@@ -56,11 +50,7 @@ pub fn unsent(id: Uuid, dev_eui: Eui64, f_port: u8, confirmed: bool, data: Vec<u
 
 /// Stores `item` and tells the network server, so that a Class C device or a pending
 /// Class A window picks it up without waiting for its cached queue state to expire.
-pub async fn enqueue(
-    storage: &Storage,
-    network: &NetworkHandle,
-    item: &QueueItem,
-) -> Result<(), StorageError> {
+pub async fn enqueue(storage: &Storage, network: &NetworkHandle, item: &QueueItem) -> Result<(), StorageError> {
     storage.queue.enqueue(item).await?;
     network.queue_changed(item.dev_eui);
     Ok(())
@@ -75,8 +65,7 @@ pub async fn encode_object(
     f_port: u8,
     object: Value,
 ) -> Result<Vec<u8>, EncodeError> {
-    let codec = PayloadCodec::from_profile(&profile.payload_codec, &profile.payload_codec_script)
-        .map_err(EncodeError::UnknownCodec)?;
+    let codec = PayloadCodec::from_profile(&profile.payload_codec, &profile.payload_codec_script).map_err(EncodeError::UnknownCodec)?;
     if codec == PayloadCodec::None {
         return Err(EncodeError::NoCodec);
     }
@@ -85,14 +74,8 @@ pub async fn encode_object(
     // A script may run up to the codec time limit: keep it off the async workers.
     tokio::task::spawn_blocking(move || codecs.encode_downlink(&codec, f_port, &object, &variables))
         .await
-        .map_err(|source| EncodeError::Task {
-            codec: name,
-            source,
-        })?
-        .map_err(|source| EncodeError::Codec {
-            codec: name,
-            source,
-        })
+        .map_err(|source| EncodeError::Task { codec: name, source })?
+        .map_err(|source| EncodeError::Codec { codec: name, source })
 }
 
 #[cfg(test)]
@@ -117,10 +100,7 @@ mod tests {
         }
     }
 
-    async fn encoded(
-        p: &DeviceProfile,
-        variables: Map<String, Value>,
-    ) -> Result<Vec<u8>, EncodeError> {
+    async fn encoded(p: &DeviceProfile, variables: Map<String, Value>) -> Result<Vec<u8>, EncodeError> {
         let codecs = Codecs::new(CodecConfig::default());
         encode_object(&codecs, p, variables, 3, serde_json::json!({"level": 5})).await
     }
@@ -137,27 +117,15 @@ mod tests {
 
     #[tokio::test]
     async fn codec_none_and_unknown_codecs_are_refused_before_running_anything() {
-        assert!(matches!(
-            encoded(&profile("NONE", ""), Map::new()).await,
-            Err(EncodeError::NoCodec)
-        ));
-        assert!(matches!(
-            encoded(&profile("XML", ""), Map::new()).await,
-            Err(EncodeError::UnknownCodec(CodecError::UnknownCodec(_)))
-        ));
+        assert!(matches!(encoded(&profile("NONE", ""), Map::new()).await, Err(EncodeError::NoCodec)));
+        assert!(matches!(encoded(&profile("XML", ""), Map::new()).await, Err(EncodeError::UnknownCodec(CodecError::UnknownCodec(_)))));
     }
 
     #[tokio::test]
     async fn a_failing_script_names_its_codec() {
-        let p = profile(
-            "JS",
-            "function encodeDownlink(input) { throw new Error('no'); }",
-        );
+        let p = profile("JS", "function encodeDownlink(input) { throw new Error('no'); }");
         match encoded(&p, Map::new()).await {
-            Err(EncodeError::Codec {
-                codec: "JS",
-                source: CodecError::Exception(_),
-            }) => {}
+            Err(EncodeError::Codec { codec: "JS", source: CodecError::Exception(_) }) => {}
             other => panic!("{other:?}"),
         }
     }
@@ -165,15 +133,7 @@ mod tests {
     #[test]
     fn a_new_item_is_unsent() {
         let item = unsent(Uuid::nil(), Eui64([1; 8]), 7, true, vec![1]);
-        assert_eq!(
-            (
-                item.f_cnt_down,
-                item.is_pending,
-                item.timeout_at,
-                item.retries
-            ),
-            (None, false, None, 0)
-        );
+        assert_eq!((item.f_cnt_down, item.is_pending, item.timeout_at, item.retries), (None, false, None, 0));
         assert_eq!((item.f_port, item.confirmed, item.data), (7, true, vec![1]));
     }
 }

@@ -1,5 +1,5 @@
 pub mod api;
-pub mod mqtt;
 pub mod codec;
 pub mod downlink_queue;
 pub mod integration;
+pub mod mqtt;

@@ -12,12 +12,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use loraflow_app_server::integration::json::{
-    AckEvent, JoinEvent, LogEvent, StatusEvent, TxAckEvent, UplinkEvent,
-};
-use loraflow_network_server::events::{
-    AckInfo, DataUp, JoinInfo, LogCode, LogInfo, LogLevel, StatusInfo, TxAckInfo,
-};
+use loraflow_app_server::integration::json::{AckEvent, JoinEvent, LogEvent, StatusEvent, TxAckEvent, UplinkEvent};
+use loraflow_network_server::events::{AckInfo, DataUp, JoinInfo, LogCode, LogInfo, LogLevel, StatusInfo, TxAckInfo};
 use loraflow_network_server::storage::{Device, DeviceContext, DeviceProfile};
 use loraflow_network_server::types::{AesKey, Eui64};
 use loraflow_packet_forwarder::frame::{DownlinkFrame, Modulation, RxInfo, Timing, UplinkTxInfo};
@@ -79,8 +75,7 @@ fn context(class_c: bool) -> Arc<DeviceContext> {
 }
 
 fn rx(crc_status: i8, with_time: bool) -> RxInfo {
-    let t = Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap()
-        + chrono::Duration::microseconds(123_456);
+    let t = Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap() + chrono::Duration::microseconds(123_456);
     RxInfo {
         gateway_id: "aa555a0000000101".parse().unwrap(),
         uplink_id: 4_000_000_000,
@@ -113,19 +108,12 @@ fn cases() -> Vec<(&'static str, String)> {
         frm_payload: vec![],
         app_s_key: AesKey::default(),
         rx_info: vec![rx(1, true), rx(-1, false), rx(0, false)],
-        tx_info: UplinkTxInfo {
-            frequency: 868_100_000,
-            modulation,
-        },
+        tx_info: UplinkTxInfo { frequency: 868_100_000, modulation },
         region_config_id: "eu868",
         region_common_name: "EU868",
         received_at: std::time::Instant::now(),
     };
-    let lora = Modulation::Lora {
-        bandwidth: 125_000,
-        spreading_factor: 12,
-        code_rate: "4/5".into(),
-    };
+    let lora = Modulation::Lora { bandwidth: 125_000, spreading_factor: 12, code_rate: "4/5".into() };
     let object = json!({"temperatureSensor": {"3": 27.2}, "list": [1, "a", null, true], "nested": {"x": {}}});
     let frame = |timing| DownlinkFrame {
         gateway_id: "aa555a0000000101".parse().unwrap(),
@@ -149,32 +137,12 @@ fn cases() -> Vec<(&'static str, String)> {
         frame: frame(timing),
     };
     vec![
+        ("UplinkEvent", json_of(&UplinkEvent::new(&up(lora.clone(), Some(1)), b"\x01\x02\xff", object.as_object().cloned()))),
+        ("UplinkEvent", json_of(&UplinkEvent::new(&up(Modulation::Fsk { datarate: 50_000 }, None), b"", None))),
         (
             "UplinkEvent",
             json_of(&UplinkEvent::new(
-                &up(lora.clone(), Some(1)),
-                b"\x01\x02\xff",
-                object.as_object().cloned(),
-            )),
-        ),
-        (
-            "UplinkEvent",
-            json_of(&UplinkEvent::new(
-                &up(Modulation::Fsk { datarate: 50_000 }, None),
-                b"",
-                None,
-            )),
-        ),
-        (
-            "UplinkEvent",
-            json_of(&UplinkEvent::new(
-                &up(
-                    Modulation::LrFhss {
-                        datr: "M0CW137".into(),
-                        code_rate: "2/3".into(),
-                    },
-                    Some(223),
-                ),
+                &up(Modulation::LrFhss { datr: "M0CW137".into(), code_rate: "2/3".into() }, Some(223)),
                 &[0u8; 242],
                 None,
             )),
@@ -200,17 +168,8 @@ fn cases() -> Vec<(&'static str, String)> {
                 f_cnt_down: 0,
             })),
         ),
-        (
-            "TxAckEvent",
-            json_of(&TxAckEvent::new(&txack(
-                Timing::Tmst(1_000_000),
-                Some(Uuid::new_v4()),
-            ))),
-        ),
-        (
-            "TxAckEvent",
-            json_of(&TxAckEvent::new(&txack(Timing::Immediately, None))),
-        ),
+        ("TxAckEvent", json_of(&TxAckEvent::new(&txack(Timing::Tmst(1_000_000), Some(Uuid::new_v4()))))),
+        ("TxAckEvent", json_of(&TxAckEvent::new(&txack(Timing::Immediately, None)))),
         (
             "StatusEvent",
             json_of(&StatusEvent::new(&StatusInfo {
@@ -255,11 +214,7 @@ fn every_log_code(ctx: &Arc<DeviceContext>) -> Vec<(&'static str, String)> {
         Expired,
     ]
     .into_iter()
-    .zip(
-        [LogLevel::Info, LogLevel::Warning, LogLevel::Error]
-            .into_iter()
-            .cycle(),
-    )
+    .zip([LogLevel::Info, LogLevel::Warning, LogLevel::Error].into_iter().cycle())
     .map(|(code, level)| {
         let ev = LogEvent::new(&LogInfo {
             time: Utc::now(),
@@ -290,10 +245,7 @@ fn python_has_chirpstack_api() -> bool {
 
 #[test]
 fn every_event_type_parses_with_chirpstack_api() {
-    assert!(
-        python_has_chirpstack_api(),
-        "python3 with chirpstack_api is required: pip install chirpstack-api"
-    );
+    assert!(python_has_chirpstack_api(), "python3 with chirpstack_api is required: pip install chirpstack-api");
     let cases = cases();
     let input = serde_json::to_vec(&cases).unwrap();
     let mut child = Command::new("python3")
@@ -305,11 +257,7 @@ fn every_event_type_parses_with_chirpstack_api() {
         .expect("python3 runs");
     child.stdin.take().unwrap().write_all(&input).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "chirpstack_api refused our JSON:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "chirpstack_api refused our JSON:\n{}", String::from_utf8_lossy(&out.stderr));
 
     // What protobuf read back is what we meant (not silently defaulted).
     let parsed: serde_json::Map<String, Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -328,23 +276,15 @@ fn every_event_type_parses_with_chirpstack_api() {
     assert_eq!(up["txInfo"]["modulation"]["lora"]["codeRate"], "CR_4_5");
     assert_eq!(up["txInfo"]["modulation"]["lora"]["spreadingFactor"], 12);
     assert_eq!(up["regionConfigId"], "eu868");
-    assert_eq!(
-        parsed["UplinkEvent:1"]["txInfo"]["modulation"]["fsk"]["datarate"],
-        50_000
-    );
-    assert_eq!(
-        parsed["UplinkEvent:2"]["txInfo"]["modulation"]["lrFhss"]["operatingChannelWidth"],
-        137_000
-    );
+    assert_eq!(parsed["UplinkEvent:1"]["txInfo"]["modulation"]["fsk"]["datarate"], 50_000);
+    assert_eq!(parsed["UplinkEvent:2"]["txInfo"]["modulation"]["lrFhss"]["operatingChannelWidth"], 137_000);
     let txack = &parsed["TxAckEvent:5"];
     assert_eq!(txack["txInfo"]["timing"]["delay"]["delay"], "0s");
     assert_eq!(txack["txInfo"]["context"], "AA9CQA==");
     assert_eq!(txack["txInfo"]["power"], 27);
     assert_eq!(txack["fCntDown"], u32::MAX);
     assert_eq!(txack["deviceInfo"]["deviceClassEnabled"], "CLASS_C");
-    assert!(parsed["TxAckEvent:6"]["txInfo"]["timing"]
-        .get("immediately")
-        .is_some());
+    assert!(parsed["TxAckEvent:6"]["txInfo"]["timing"].get("immediately").is_some());
     assert_eq!(parsed["StatusEvent:7"]["margin"], -20);
     assert_eq!(parsed["StatusEvent:7"]["batteryLevelUnavailable"], true);
     assert_eq!(parsed["LogEvent:8"]["code"], "UPLINK_F_CNT_RETRANSMISSION");

@@ -57,10 +57,7 @@ impl NetworkConfig {
     pub fn net_id_bytes(&self) -> Result<[u8; 3], InvalidConfig> {
         let mut out = [0u8; 3];
         if self.net_id.len() != 6 || hex::decode_to_slice(&self.net_id, &mut out).is_err() {
-            return Err(InvalidConfig {
-                key: "network.net_id",
-                reason: format!("expected 6 hex characters, got {:?}", self.net_id),
-            });
+            return Err(InvalidConfig { key: "network.net_id", reason: format!("expected 6 hex characters, got {:?}", self.net_id) });
         }
         Ok(out)
     }

@@ -99,9 +99,7 @@ impl Deduplicator {
         self.done.insert(key.clone(), now + self.remember);
         self.done_order.push_back((now + self.remember, key.clone()));
         let mut frames = c.frames;
-        frames.sort_by(|a, b| {
-            b.rx_info.snr.total_cmp(&a.rx_info.snr).then(b.rx_info.rssi.cmp(&a.rx_info.rssi))
-        });
+        frames.sort_by(|a, b| b.rx_info.snr.total_cmp(&a.rx_info.snr).then(b.rx_info.rssi.cmp(&a.rx_info.rssi)));
         Some(DedupedUplink {
             deduplication_id: c.id,
             phy_payload: key,

@@ -11,16 +11,7 @@
 use crate::types::DevAddr;
 
 /// (NwkID bits, NwkAddr bits) per NetID type; prefix length is type + 1.
-const LAYOUT: [(u32, u32); 8] = [
-    (6, 25),
-    (6, 24),
-    (9, 20),
-    (11, 17),
-    (12, 15),
-    (13, 13),
-    (15, 10),
-    (17, 7),
-];
+const LAYOUT: [(u32, u32); 8] = [(6, 25), (6, 24), (9, 20), (11, 17), (12, 15), (13, 13), (15, 10), (17, 7)];
 
 /// The NetID type: its three most significant bits. `net_id` is MSB first ("000013").
 pub fn net_id_type(net_id: [u8; 3]) -> u8 {
@@ -61,14 +52,8 @@ mod tests {
         // Source: ChirpStack lrwn/src/devaddr.rs `test_dev_addr_set_addr_prefix`:
         // ffffffff with NetID 000000's prefix becomes 01ffffff.
         assert_eq!(dev_addr_prefix([0, 0, 0]), (0, 7));
-        assert_eq!(
-            allocate([0, 0, 0], u32::MAX),
-            DevAddr::from_u32(0x01ff_ffff)
-        );
-        assert_eq!(
-            allocate([0, 0, 0], 0x1234_5678),
-            DevAddr::from_u32(0x0034_5678)
-        );
+        assert_eq!(allocate([0, 0, 0], u32::MAX), DevAddr::from_u32(0x01ff_ffff));
+        assert_eq!(allocate([0, 0, 0], 0x1234_5678), DevAddr::from_u32(0x0034_5678));
         assert!(in_net_id(DevAddr::from_u32(0x01ab_cdef), [0, 0, 0]));
         assert!(!in_net_id(DevAddr::from_u32(0x0201_1234), [0, 0, 0]));
         assert!(!in_net_id(DevAddr::from_u32(0x8000_0000), [0, 0, 0]));
@@ -77,10 +62,7 @@ mod tests {
     #[test]
     fn net_id_00003f_puts_its_nwk_id_after_the_type_0_prefix() {
         // Source: ChirpStack lrwn/src/devaddr.rs: ffffffff with NetID 00003f -> 7fffffff.
-        assert_eq!(
-            allocate([0, 0, 0x3f], u32::MAX),
-            DevAddr::from_u32(0x7fff_ffff)
-        );
+        assert_eq!(allocate([0, 0, 0x3f], u32::MAX), DevAddr::from_u32(0x7fff_ffff));
         // TTN's NetID 000013: DevAddrs 26xxxxxx/27xxxxxx.
         assert_eq!(dev_addr_prefix([0, 0, 0x13]), (0x2600_0000, 7));
         assert!(in_net_id("26011234".parse().unwrap(), [0, 0, 0x13]));
@@ -114,10 +96,7 @@ mod tests {
         for t in 0u8..8 {
             let net_id = [t << 5, 0x12, 0x34];
             for r in [0, 1, 0xdead_beef, u32::MAX] {
-                assert!(
-                    in_net_id(allocate(net_id, r), net_id),
-                    "type {t}, rand {r:#x}"
-                );
+                assert!(in_net_id(allocate(net_id, r), net_id), "type {t}, rand {r:#x}");
             }
         }
     }

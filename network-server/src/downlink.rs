@@ -70,9 +70,7 @@ pub fn class_a_windows(
 
 /// The copy heard best by a gateway that can be reached (it sent PULL_DATA).
 fn pick_gateway<'a>(ctx: &Context, up: &'a DedupedUplink) -> Option<&'a UplinkFrame> {
-    up.frames
-        .iter()
-        .find(|f| ctx.gateways.gateway_state(f.rx_info.gateway_id).is_some_and(|s| s.pull_addr.is_some()))
+    up.frames.iter().find(|f| ctx.gateways.gateway_state(f.rx_info.gateway_id).is_some_and(|s| s.pull_addr.is_some()))
 }
 
 fn frame_for(ctx: &Context, via: &UplinkFrame, w: &Window, phy: Vec<u8>, downlink_id: u32) -> Option<DownlinkFrame> {
@@ -125,7 +123,15 @@ async fn send_rx1_then_rx2(
 
 pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<DeviceContext>, phy: Vec<u8>) {
     let Some(via) = pick_gateway(ctx, up) else {
-        log(ctx, device, LogLevel::Error, LogCode::DownlinkGateway, "no gateway that heard the join request can send the join-accept (no PULL_DATA seen)", []).await;
+        log(
+            ctx,
+            device,
+            LogLevel::Error,
+            LogCode::DownlinkGateway,
+            "no gateway that heard the join request can send the join-accept (no PULL_DATA seen)",
+            [],
+        )
+        .await;
         return;
     };
     let Some(dr) = RegionModulation::from_frame(&via.tx_info.modulation).and_then(|m| ctx.region.dr_for(&m)) else {
@@ -146,9 +152,14 @@ pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<De
     let len = phy.len().saturating_sub(13);
     let (status, sent) = send_rx1_then_rx2(ctx, via, &windows, phy, len).await;
     if sent.is_none() {
-        log(ctx, device, LogLevel::Error, LogCode::DownlinkGateway, &format!("join-accept not sent: {}", status.as_str()), [
-            ("gateway_id", via.rx_info.gateway_id.to_string()),
-        ])
+        log(
+            ctx,
+            device,
+            LogLevel::Error,
+            LogCode::DownlinkGateway,
+            &format!("join-accept not sent: {}", status.as_str()),
+            [("gateway_id", via.rx_info.gateway_id.to_string())],
+        )
         .await;
     }
 }
@@ -184,14 +195,28 @@ pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDown
 
     let Some(via) = pick_gateway(ctx, up) else {
         if plan.ack || !plan.mac_answers.is_empty() || next.is_some() {
-            log(ctx, &plan.device, LogLevel::Warning, LogCode::DownlinkGateway, "no gateway that heard the uplink can send a downlink (no PULL_DATA seen)", []).await;
+            log(
+                ctx,
+                &plan.device,
+                LogLevel::Warning,
+                LogCode::DownlinkGateway,
+                "no gateway that heard the uplink can send a downlink (no PULL_DATA seen)",
+                [],
+            )
+            .await;
         }
         return;
     };
     let s = &plan.session;
-    let Some(windows) =
-        class_a_windows(ctx.region.as_ref(), s.rx1_delay, via.tx_info.frequency, plan.uplink_dr, s.rx1_dr_offset, s.rx2_frequency, s.rx2_dr)
-    else {
+    let Some(windows) = class_a_windows(
+        ctx.region.as_ref(),
+        s.rx1_delay,
+        via.tx_info.frequency,
+        plan.uplink_dr,
+        s.rx1_dr_offset,
+        s.rx2_frequency,
+        s.rx2_dr,
+    ) else {
         return;
     };
 
@@ -199,10 +224,20 @@ pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDown
     if let Some(item) = &next {
         let n = ctx.region.max_payload_size(windows[0].dr).map_or(0, |m| m.n);
         if item.data.len() + plan.mac_answers.len() > n {
-            log(ctx, &plan.device, LogLevel::Error, LogCode::DownlinkPayloadSize, &format!(
-                "queue item of {} bytes does not fit data rate {} (max {} bytes with {} bytes of MAC commands); removed from the queue",
-                item.data.len(), windows[0].dr, n, plan.mac_answers.len()
-            ), [("queue_item_id", item.id.to_string())])
+            log(
+                ctx,
+                &plan.device,
+                LogLevel::Error,
+                LogCode::DownlinkPayloadSize,
+                &format!(
+                    "queue item of {} bytes does not fit data rate {} (max {} bytes with {} bytes of MAC commands); removed from the queue",
+                    item.data.len(),
+                    windows[0].dr,
+                    n,
+                    plan.mac_answers.len()
+                ),
+                [("queue_item_id", item.id.to_string())],
+            )
             .await;
             let _ = ctx.storage.queue.delete(item.id).await;
             items.remove(0);
@@ -252,10 +287,14 @@ pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDown
 
     let (status, sent) = send_rx1_then_rx2(ctx, via, &windows, phy, payload.len() + f_opts.len()).await;
     let Some(frame) = sent else {
-        log(ctx, &plan.device, LogLevel::Error, LogCode::DownlinkGateway, &format!("downlink not sent: {}", status.as_str()), [
-            ("gateway_id", via.rx_info.gateway_id.to_string()),
-            ("f_cnt_down", f_cnt_down.to_string()),
-        ])
+        log(
+            ctx,
+            &plan.device,
+            LogLevel::Error,
+            LogCode::DownlinkGateway,
+            &format!("downlink not sent: {}", status.as_str()),
+            [("gateway_id", via.rx_info.gateway_id.to_string()), ("f_cnt_down", f_cnt_down.to_string())],
+        )
         .await;
         return;
     };
@@ -297,10 +336,14 @@ async fn resolve_pending(ctx: &Context, up: &DedupedUplink, plan: &DataDownlinkP
             tracing::error!(error = %e, "could not remove the settled queue item");
         }
         if !plan.device_acked {
-            log(ctx, &plan.device, LogLevel::Warning, LogCode::Expired, &format!(
-                "confirmed downlink was not acknowledged after {} transmissions; dropped",
-                item.retries
-            ), [("queue_item_id", item.id.to_string())])
+            log(
+                ctx,
+                &plan.device,
+                LogLevel::Warning,
+                LogCode::Expired,
+                &format!("confirmed downlink was not acknowledged after {} transmissions; dropped", item.retries),
+                [("queue_item_id", item.id.to_string())],
+            )
             .await;
         }
         ctx.emit(AppEvent::Ack(AckInfo {

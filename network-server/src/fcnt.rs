@@ -15,8 +15,7 @@ pub fn full_f_cnt(next_expected: u32, f_cnt16: u16) -> u32 {
     if next_expected > 0 && f_cnt16 == last as u16 {
         return last;
     }
-    forward(next_expected, f_cnt16)
-        .unwrap_or_else(|| (next_expected & 0xffff_0000) | u32::from(f_cnt16))
+    forward(next_expected, f_cnt16).unwrap_or_else(|| (next_expected & 0xffff_0000) | u32::from(f_cnt16))
 }
 
 /// Smallest counter ≥ `next_expected` whose low 16 bits are `f_cnt16`, if it fits in 32 bits.
@@ -53,30 +52,19 @@ pub enum FCntCheck {
 /// Classifies an uplink. `mic_valid(f)` must say whether the frame's MIC verifies with the
 /// 32-bit counter `f` (e.g. `|f| lorawan::data_mic_valid(phy, &nwk_s_key, f)`); it is
 /// called at most four times.
-pub fn check_f_cnt_up(
-    next_expected: u32,
-    f_cnt16: u16,
-    mut mic_valid: impl FnMut(u32) -> bool,
-) -> FCntCheck {
+pub fn check_f_cnt_up(next_expected: u32, f_cnt16: u16, mut mic_valid: impl FnMut(u32) -> bool) -> FCntCheck {
     let last = next_expected.wrapping_sub(1);
     if next_expected > 0 && f_cnt16 == last as u16 && mic_valid(last) {
         return FCntCheck::Retransmission { f_cnt: last };
     }
     if let Some(f) = forward(next_expected, f_cnt16) {
         if mic_valid(f) {
-            return FCntCheck::Fresh {
-                f_cnt: f,
-                lost: f - next_expected,
-            };
+            return FCntCheck::Fresh { f_cnt: f, lost: f - next_expected };
         }
     }
     // Behind us: the same value in the most recent epoch where it is below next_expected.
     let same_epoch = (next_expected & 0xffff_0000) | u32::from(f_cnt16);
-    let behind = if same_epoch < next_expected {
-        Some(same_epoch)
-    } else {
-        same_epoch.checked_sub(0x1_0000)
-    };
+    let behind = if same_epoch < next_expected { Some(same_epoch) } else { same_epoch.checked_sub(0x1_0000) };
     let reset = u32::from(f_cnt16);
     if let Some(b) = behind.filter(|b| *b != reset && *b != last) {
         if mic_valid(b) {
@@ -135,57 +123,27 @@ mod tests {
 
     #[test]
     fn fresh_frames_report_how_many_were_lost() {
-        assert_eq!(
-            check_f_cnt_up(0, 0, made_with(0)),
-            FCntCheck::Fresh { f_cnt: 0, lost: 0 }
-        );
-        assert_eq!(
-            check_f_cnt_up(10, 14, made_with(14)),
-            FCntCheck::Fresh { f_cnt: 14, lost: 4 }
-        );
-        assert_eq!(
-            check_f_cnt_up(0xffff, 0, made_with(0x1_0000)),
-            FCntCheck::Fresh {
-                f_cnt: 0x1_0000,
-                lost: 1
-            }
-        );
+        assert_eq!(check_f_cnt_up(0, 0, made_with(0)), FCntCheck::Fresh { f_cnt: 0, lost: 0 });
+        assert_eq!(check_f_cnt_up(10, 14, made_with(14)), FCntCheck::Fresh { f_cnt: 14, lost: 4 });
+        assert_eq!(check_f_cnt_up(0xffff, 0, made_with(0x1_0000)), FCntCheck::Fresh { f_cnt: 0x1_0000, lost: 1 });
     }
 
     #[test]
     fn the_same_frame_again_is_a_retransmission() {
-        assert_eq!(
-            check_f_cnt_up(11, 10, made_with(10)),
-            FCntCheck::Retransmission { f_cnt: 10 }
-        );
-        assert_eq!(
-            check_f_cnt_up(0x1_0000, 0xffff, made_with(0xffff)),
-            FCntCheck::Retransmission { f_cnt: 0xffff }
-        );
+        assert_eq!(check_f_cnt_up(11, 10, made_with(10)), FCntCheck::Retransmission { f_cnt: 10 });
+        assert_eq!(check_f_cnt_up(0x1_0000, 0xffff, made_with(0xffff)), FCntCheck::Retransmission { f_cnt: 0xffff });
     }
 
     #[test]
     fn an_old_frame_from_a_previous_epoch_is_a_replay() {
-        assert_eq!(
-            check_f_cnt_up(0x2_0010, 0x0005, made_with(0x2_0005)),
-            FCntCheck::Replay { f_cnt: 0x2_0005 }
-        );
-        assert_eq!(
-            check_f_cnt_up(0x2_0010, 0x8000, made_with(0x1_8000)),
-            FCntCheck::Replay { f_cnt: 0x1_8000 }
-        );
+        assert_eq!(check_f_cnt_up(0x2_0010, 0x0005, made_with(0x2_0005)), FCntCheck::Replay { f_cnt: 0x2_0005 });
+        assert_eq!(check_f_cnt_up(0x2_0010, 0x8000, made_with(0x1_8000)), FCntCheck::Replay { f_cnt: 0x1_8000 });
     }
 
     #[test]
     fn a_device_restarting_from_zero_is_a_reset() {
-        assert_eq!(
-            check_f_cnt_up(500, 0, made_with(0)),
-            FCntCheck::Reset { f_cnt: 0 }
-        );
-        assert_eq!(
-            check_f_cnt_up(0x3_0000, 2, made_with(2)),
-            FCntCheck::Reset { f_cnt: 2 }
-        );
+        assert_eq!(check_f_cnt_up(500, 0, made_with(0)), FCntCheck::Reset { f_cnt: 0 });
+        assert_eq!(check_f_cnt_up(0x3_0000, 2, made_with(2)), FCntCheck::Reset { f_cnt: 2 });
     }
 
     #[test]

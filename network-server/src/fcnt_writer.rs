@@ -38,10 +38,7 @@ impl FCntWriter {
     /// True when the stored counter was still `expected` and is now `next`.
     pub async fn compare_and_set(&self, update: FCntUpdate) -> Result<bool, StorageError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send((update, reply))
-            .await
-            .map_err(|_| StorageError::Conflict("frame-counter writer stopped".into()))?;
+        self.tx.send((update, reply)).await.map_err(|_| StorageError::Conflict("frame-counter writer stopped".into()))?;
         match rx.await {
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(e)) => Err(StorageError::Conflict(format!("frame-counter write failed: {e}"))),

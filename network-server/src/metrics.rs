@@ -28,16 +28,19 @@ impl Metrics {
         Metrics {
             uplinks_accepted: reg(
                 registry,
-                IntCounter::new("loraflow_uplinks_accepted_total", "Deduplicated data uplinks accepted (MIC and frame counter valid)").unwrap(),
+                IntCounter::new("loraflow_uplinks_accepted_total", "Deduplicated data uplinks accepted (MIC and frame counter valid)")
+                    .unwrap(),
             ),
             uplinks_rejected: reg(
                 registry,
-                IntCounterVec::new(Opts::new("loraflow_uplinks_rejected_total", "Deduplicated uplinks rejected, by reason"), &["reason"]).unwrap(),
+                IntCounterVec::new(Opts::new("loraflow_uplinks_rejected_total", "Deduplicated uplinks rejected, by reason"), &["reason"])
+                    .unwrap(),
             ),
             joins_accepted: reg(registry, IntCounter::new("loraflow_joins_accepted_total", "OTAA join requests accepted").unwrap()),
             joins_rejected: reg(
                 registry,
-                IntCounterVec::new(Opts::new("loraflow_joins_rejected_total", "OTAA join requests rejected, by reason"), &["reason"]).unwrap(),
+                IntCounterVec::new(Opts::new("loraflow_joins_rejected_total", "OTAA join requests rejected, by reason"), &["reason"])
+                    .unwrap(),
             ),
             downlinks: reg(
                 registry,

@@ -84,19 +84,8 @@ impl NetworkServer {
         tracing::info!(sessions = cache.len(), "device sessions loaded");
         let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone(), metrics.fcnt_unpersisted.clone());
         let dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
-        let ctx = Context {
-            config,
-            net_id,
-            region,
-            storage,
-            gateways,
-            handle,
-            cache,
-            fcnt,
-            events,
-            metrics,
-            device_seen: Default::default(),
-        };
+        let ctx =
+            Context { config, net_id, region, storage, gateways, handle, cache, fcnt, events, metrics, device_seen: Default::default() };
         Ok(NetworkServer { ctx: Arc::new(ctx), dedup })
     }
 

@@ -57,29 +57,17 @@ impl GatewayConfig {
         if !(MIN_DATAGRAM..=MAX_UDP_PAYLOAD).contains(&self.max_datagram_bytes) {
             return Err(ConfigError {
                 key: "max_datagram_bytes",
-                message: format!(
-                    "must be between {MIN_DATAGRAM} and {MAX_UDP_PAYLOAD}, got {}",
-                    self.max_datagram_bytes
-                ),
+                message: format!("must be between {MIN_DATAGRAM} and {MAX_UDP_PAYLOAD}, got {}", self.max_datagram_bytes),
             });
         }
         if self.tx_ack_timeout_ms == 0 {
-            return Err(ConfigError {
-                key: "tx_ack_timeout_ms",
-                message: "must be greater than 0".into(),
-            });
+            return Err(ConfigError { key: "tx_ack_timeout_ms", message: "must be greater than 0".into() });
         }
         if self.offline_after_secs == 0 {
-            return Err(ConfigError {
-                key: "offline_after_secs",
-                message: "must be greater than 0".into(),
-            });
+            return Err(ConfigError { key: "offline_after_secs", message: "must be greater than 0".into() });
         }
         if self.uplink_queue == 0 {
-            return Err(ConfigError {
-                key: "uplink_queue",
-                message: "must be greater than 0".into(),
-            });
+            return Err(ConfigError { key: "uplink_queue", message: "must be greater than 0".into() });
         }
         Ok(())
     }
@@ -105,26 +93,15 @@ mod tests {
         let c: GatewayConfig = serde_json::from_str(r#"{"bind":"127.0.0.1:1701"}"#).unwrap();
         assert_eq!(c.bind, "127.0.0.1:1701".parse().unwrap());
         assert_eq!(c.tx_ack_timeout_ms, 1000);
-        let err =
-            serde_json::from_str::<GatewayConfig>(r#"{"bindd":"127.0.0.1:1701"}"#).unwrap_err();
+        let err = serde_json::from_str::<GatewayConfig>(r#"{"bindd":"127.0.0.1:1701"}"#).unwrap_err();
         assert!(err.to_string().contains("bindd"), "{err}");
     }
 
     #[test]
     fn a_zero_queue_is_rejected_naming_the_key() {
-        let c = GatewayConfig {
-            uplink_queue: 0,
-            ..Default::default()
-        };
+        let c = GatewayConfig { uplink_queue: 0, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "uplink_queue");
-        let c = GatewayConfig {
-            max_datagram_bytes: 4,
-            ..Default::default()
-        };
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .starts_with("gateway.max_datagram_bytes"));
+        let c = GatewayConfig { max_datagram_bytes: 4, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().starts_with("gateway.max_datagram_bytes"));
     }
 }

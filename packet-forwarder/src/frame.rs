@@ -237,15 +237,8 @@ pub enum GatewayEvent {
     /// A LoRa uplink from a gateway that is allowed to forward.
     Uplink(UplinkFrame),
     /// A `stat` object from a gateway.
-    Stats {
-        gateway_id: GatewayId,
-        stats: GatewayStats,
-        at: DateTime<Utc>,
-    },
+    Stats { gateway_id: GatewayId, stats: GatewayStats, at: DateTime<Utc> },
     /// The gateway was heard (PUSH_DATA or PULL_DATA); throttled to at most one per gateway
     /// every few seconds so that storage can persist `lastSeenAt` cheaply.
-    Seen {
-        gateway_id: GatewayId,
-        at: DateTime<Utc>,
-    },
+    Seen { gateway_id: GatewayId, at: DateTime<Utc> },
 }

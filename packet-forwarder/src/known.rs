@@ -21,12 +21,7 @@ struct Inner {
 impl KnownGateways {
     /// An empty set; with `allow_unknown` every gateway is allowed whatever the set holds.
     pub fn new(allow_unknown: bool) -> Self {
-        KnownGateways {
-            inner: Arc::new(Inner {
-                allow_unknown,
-                ids: RwLock::new(HashSet::new()),
-            }),
-        }
+        KnownGateways { inner: Arc::new(Inner { allow_unknown, ids: RwLock::new(HashSet::new()) }) }
     }
 
     /// Replaces the whole set, e.g. with the gateways in the database at start-up.
@@ -75,10 +70,7 @@ impl KnownGateways {
 
 impl std::fmt::Debug for KnownGateways {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KnownGateways")
-            .field("allow_unknown", &self.inner.allow_unknown)
-            .field("registered", &self.len())
-            .finish()
+        f.debug_struct("KnownGateways").field("allow_unknown", &self.inner.allow_unknown).field("registered", &self.len()).finish()
     }
 }
 

@@ -58,15 +58,7 @@ impl DropReason {
 
 /// The `packet_type` label values of `loraflow_gateway_udp_received_total`.
 /// `invalid` counts datagrams whose header could not be read.
-pub const PACKET_TYPES: [&str; 7] = [
-    "push_data",
-    "push_ack",
-    "pull_data",
-    "pull_resp",
-    "pull_ack",
-    "tx_ack",
-    "invalid",
-];
+pub const PACKET_TYPES: [&str; 7] = ["push_data", "push_ack", "pull_data", "pull_resp", "pull_ack", "tx_ack", "invalid"];
 
 /// The `modulation` label values of `loraflow_gateway_uplinks_total`.
 pub const MODULATIONS: [&str; 3] = ["lora", "fsk", "lr_fhss"];
@@ -88,37 +80,20 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let received = IntCounterVec::new(
-            Opts::new(
-                "loraflow_gateway_udp_received_total",
-                "Semtech UDP datagrams received, by packet type",
-            ),
+            Opts::new("loraflow_gateway_udp_received_total", "Semtech UDP datagrams received, by packet type"),
             &["packet_type"],
         )?;
         let dropped_vec = IntCounterVec::new(
-            Opts::new(
-                "loraflow_gateway_udp_dropped_total",
-                "Semtech UDP datagrams or rxpk entries dropped, by reason",
-            ),
+            Opts::new("loraflow_gateway_udp_dropped_total", "Semtech UDP datagrams or rxpk entries dropped, by reason"),
             &["reason"],
         )?;
         let uplinks = IntCounterVec::new(
-            Opts::new(
-                "loraflow_gateway_uplinks_total",
-                "Uplink frames forwarded to the network server, by modulation",
-            ),
+            Opts::new("loraflow_gateway_uplinks_total", "Uplink frames forwarded to the network server, by modulation"),
             &["modulation"],
         )?;
-        let tx_ack = IntCounterVec::new(
-            Opts::new(
-                "loraflow_gateway_tx_ack_total",
-                "Downlink outcomes (TX_ACK status), by status",
-            ),
-            &["status"],
-        )?;
-        let online = IntGauge::new(
-            "loraflow_gateway_online",
-            "Gateways that sent PULL_DATA recently",
-        )?;
+        let tx_ack =
+            IntCounterVec::new(Opts::new("loraflow_gateway_tx_ack_total", "Downlink outcomes (TX_ACK status), by status"), &["status"])?;
+        let online = IntGauge::new("loraflow_gateway_online", "Gateways that sent PULL_DATA recently")?;
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
         let stat_rx_received = counter(
             "loraflow_gateway_stat_rx_received_total",
@@ -136,23 +111,15 @@ impl Metrics {
             "loraflow_gateway_stat_tx_received_total",
             "Downlink datagrams received, as reported by gateway stat (dwnb), summed over gateways",
         )?;
-        let stat_tx_emitted = counter(
-            "loraflow_gateway_stat_tx_emitted_total",
-            "Packets emitted, as reported by gateway stat (txnb), summed over gateways",
-        )?;
+        let stat_tx_emitted =
+            counter("loraflow_gateway_stat_tx_emitted_total", "Packets emitted, as reported by gateway stat (txnb), summed over gateways")?;
 
         registry.register(Box::new(received.clone()))?;
         registry.register(Box::new(dropped_vec.clone()))?;
         registry.register(Box::new(uplinks.clone()))?;
         registry.register(Box::new(tx_ack.clone()))?;
         registry.register(Box::new(online.clone()))?;
-        for c in [
-            &stat_rx_received,
-            &stat_rx_ok,
-            &stat_rx_forwarded,
-            &stat_tx_received,
-            &stat_tx_emitted,
-        ] {
+        for c in [&stat_rx_received, &stat_rx_ok, &stat_rx_forwarded, &stat_tx_received, &stat_tx_emitted] {
             registry.register(Box::new(c.clone()))?;
         }
 
@@ -163,10 +130,7 @@ impl Metrics {
         for m in MODULATIONS {
             uplinks.with_label_values(&[m]);
         }
-        let dropped = DropReason::ALL
-            .iter()
-            .map(|r| dropped_vec.with_label_values(&[r.as_str()]))
-            .collect();
+        let dropped = DropReason::ALL.iter().map(|r| dropped_vec.with_label_values(&[r.as_str()])).collect();
 
         Ok(Metrics {
             received,
@@ -221,10 +185,7 @@ mod tests {
         let registry = Registry::new();
         let _m = Metrics::register(&registry).unwrap();
         let families = registry.gather();
-        let dropped = families
-            .iter()
-            .find(|f| f.name() == "loraflow_gateway_udp_dropped_total")
-            .unwrap();
+        let dropped = families.iter().find(|f| f.name() == "loraflow_gateway_udp_dropped_total").unwrap();
         assert_eq!(dropped.get_metric().len(), DropReason::ALL.len());
     }
 

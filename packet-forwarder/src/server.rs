@@ -24,8 +24,7 @@ use crate::frame::{DownlinkFrame, GatewayEvent, GatewayId, TxAckStatus};
 use crate::known::KnownGateways;
 use crate::metrics::{DropReason, Metrics};
 use crate::semtech::{
-    Header, HeaderError, Identifier, PullAck, PullResp, PushAck, RawPushDataPayload, Rxpk, Stat,
-    TxAck, TxAckPayload, Txpk,
+    Header, HeaderError, Identifier, PullAck, PullResp, PushAck, RawPushDataPayload, Rxpk, Stat, TxAck, TxAckPayload, Txpk,
 };
 
 /// At most one `Seen` event per gateway in this interval.
@@ -37,9 +36,7 @@ const ONLINE_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "cannot listen for Semtech UDP on {addr}: {source}; set gateway.bind (LORAFLOW_GATEWAY__BIND) to another address"
-    )]
+    #[error("cannot listen for Semtech UDP on {addr}: {source}; set gateway.bind (LORAFLOW_GATEWAY__BIND) to another address")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("invalid gateway configuration: {0}")]
     Config(#[from] ConfigError),
@@ -98,9 +95,7 @@ impl Shared {
         self.gateways.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PendingKey, oneshot::Sender<TxAckStatus>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<PendingKey, oneshot::Sender<TxAckStatus>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -110,10 +105,7 @@ impl Shared {
 
     fn online_count(&self) -> usize {
         let offline_after = self.offline_after();
-        self.gateways_read()
-            .values()
-            .filter(|g| g.online(offline_after))
-            .count()
+        self.gateways_read().values().filter(|g| g.online(offline_after)).count()
     }
 
     /// Recomputes the online gauge and forgets gateways that were removed from the allow-list.
@@ -121,20 +113,14 @@ impl Shared {
         let offline_after = self.offline_after();
         let mut gateways = self.gateways_write();
         gateways.retain(|id, _| self.known.is_allowed(*id));
-        let online = gateways
-            .values()
-            .filter(|g| g.online(offline_after))
-            .count();
+        let online = gateways.values().filter(|g| g.online(offline_after)).count();
         drop(gateways);
         self.metrics.online.set(online as i64);
     }
 
     async fn send(&self, frame: DownlinkFrame) -> TxAckStatus {
         let gateway_id = frame.gateway_id;
-        let addr = self
-            .gateways_read()
-            .get(&gateway_id)
-            .and_then(|g| g.pull_addr);
+        let addr = self.gateways_read().get(&gateway_id).and_then(|g| g.pull_addr);
         let Some(addr) = addr else {
             tracing::debug!(gateway_id = %gateway_id, downlink_id = frame.downlink_id, "no PULL_DATA address for gateway");
             return TxAckStatus::GatewayNotConnected;
@@ -152,10 +138,7 @@ impl Shared {
             return TxAckStatus::Unknown;
         };
         // Removes the entry however this function ends, including when the caller drops it.
-        let _pending = PendingGuard {
-            shared: self,
-            key: (gateway_id, token),
-        };
+        let _pending = PendingGuard { shared: self, key: (gateway_id, token) };
         let datagram = PullResp { token, txpk }.encode();
         tracing::debug!(gateway_id = %gateway_id, downlink_id = frame.downlink_id, token, %addr, "sending PULL_RESP");
         if let Err(e) = self.socket.send_to(&datagram, addr).await {
@@ -169,16 +152,10 @@ impl Shared {
     }
 
     /// Picks a random token not already waiting for a TX_ACK from this gateway.
-    fn register_pending(
-        &self,
-        gateway_id: GatewayId,
-        tx: oneshot::Sender<TxAckStatus>,
-    ) -> Option<u16> {
+    fn register_pending(&self, gateway_id: GatewayId, tx: oneshot::Sender<TxAckStatus>) -> Option<u16> {
         let mut pending = self.pending();
         let start: u16 = rand::random();
-        let token = (0..=u16::MAX)
-            .map(|i| start.wrapping_add(i))
-            .find(|t| !pending.contains_key(&(gateway_id, *t)))?;
+        let token = (0..=u16::MAX).map(|i| start.wrapping_add(i)).find(|t| !pending.contains_key(&(gateway_id, *t)))?;
         pending.insert((gateway_id, token), tx);
         Some(token)
     }
@@ -262,10 +239,7 @@ impl PacketForwarder {
     ) -> Result<(PacketForwarder, mpsc::Receiver<GatewayEvent>), Error> {
         config.validate()?;
         let metrics = Metrics::register(registry)?;
-        let bind_error = |source| Error::Bind {
-            addr: config.bind,
-            source,
-        };
+        let bind_error = |source| Error::Bind { addr: config.bind, source };
         let socket = bind_udp(config).map_err(bind_error)?;
         let local_addr = socket.local_addr().map_err(bind_error)?;
         let (events, rx) = mpsc::channel(config.uplink_queue);
@@ -278,14 +252,7 @@ impl PacketForwarder {
             pending: Mutex::new(HashMap::new()),
         });
         tracing::info!(%local_addr, "Semtech UDP packet-forwarder listening");
-        Ok((
-            PacketForwarder {
-                shared,
-                events,
-                local_addr,
-            },
-            rx,
-        ))
+        Ok((PacketForwarder { shared, events, local_addr }, rx))
     }
 
     /// The bound address (useful with port 0).
@@ -294,9 +261,7 @@ impl PacketForwarder {
     }
 
     pub fn handle(&self) -> Handle {
-        Handle {
-            shared: self.shared.clone(),
-        }
+        Handle { shared: self.shared.clone() }
     }
 
     /// Serves until `shutdown` is cancelled. Downlinks sent through a [`Handle`] afterwards
@@ -343,12 +308,7 @@ impl PacketForwarder {
         if datagram.len() > self.shared.config.max_datagram_bytes {
             let header = Header::decode(datagram).ok();
             metrics.received(header.map_or("invalid", |(h, _)| h.identifier.as_str()));
-            self.drop_input(
-                DropReason::Oversized,
-                src,
-                &"datagram larger than gateway.max_datagram_bytes",
-                drops,
-            );
+            self.drop_input(DropReason::Oversized, src, &"datagram larger than gateway.max_datagram_bytes", drops);
             // The header is valid, so the gateway still gets its ACK (DESIGN.md §5).
             if let Some((h, _)) = header.filter(|(h, _)| h.identifier == Identifier::PushData) {
                 self.reply(&PushAck { token: h.token }.encode(), src).await;
@@ -371,40 +331,20 @@ impl PacketForwarder {
         metrics.received(header.identifier.as_str());
         let gateway_id = header.gateway_id.unwrap_or_default();
         match header.identifier {
-            Identifier::PushData => {
-                self.on_push_data(header.token, gateway_id, body, src, drops)
-                    .await
-            }
+            Identifier::PushData => self.on_push_data(header.token, gateway_id, body, src, drops).await,
             Identifier::PullData => self.on_pull_data(header.token, gateway_id, src).await,
             Identifier::TxAck => self.on_tx_ack(header.token, gateway_id, body, src, drops),
             other => {
-                self.drop_input(
-                    DropReason::UnknownType,
-                    src,
-                    &format_args!("{other:?} is not sent by gateways"),
-                    drops,
-                );
+                self.drop_input(DropReason::UnknownType, src, &format_args!("{other:?} is not sent by gateways"), drops);
             }
         }
     }
 
     /// PROTOCOL.TXT §3.2/§3.3: ACK first, then look at the content.
-    async fn on_push_data(
-        &self,
-        token: u16,
-        gateway_id: GatewayId,
-        body: &[u8],
-        src: SocketAddr,
-        drops: &mut DropLog,
-    ) {
+    async fn on_push_data(&self, token: u16, gateway_id: GatewayId, body: &[u8], src: SocketAddr, drops: &mut DropLog) {
         self.reply(&PushAck { token }.encode(), src).await;
         if !self.shared.known.is_allowed(gateway_id) {
-            self.drop_input(
-                DropReason::UnknownGateway,
-                src,
-                &format_args!("gateway {gateway_id} is not registered"),
-                drops,
-            );
+            self.drop_input(DropReason::UnknownGateway, src, &format_args!("gateway {gateway_id} is not registered"), drops);
             return;
         }
         let now = Utc::now();
@@ -412,12 +352,7 @@ impl PacketForwarder {
         let payload = match RawPushDataPayload::parse(body) {
             Ok(p) => p,
             Err(e) => {
-                self.drop_input(
-                    DropReason::BadJson,
-                    src,
-                    &format_args!("PUSH_DATA from {gateway_id}: {e}"),
-                    drops,
-                );
+                self.drop_input(DropReason::BadJson, src, &format_args!("PUSH_DATA from {gateway_id}: {e}"), drops);
                 return;
             }
         };
@@ -431,12 +366,7 @@ impl PacketForwarder {
                         }
                     }
                 }
-                Err(e) => self.drop_input(
-                    e.drop_reason(),
-                    src,
-                    &format_args!("rxpk from {gateway_id}: {e}"),
-                    drops,
-                ),
+                Err(e) => self.drop_input(e.drop_reason(), src, &format_args!("rxpk from {gateway_id}: {e}"), drops),
             }
         }
         if let Some(value) = payload.stat {
@@ -444,22 +374,9 @@ impl PacketForwarder {
                 Ok(stat) => {
                     let stats = stat.to_gateway_stats();
                     self.shared.metrics.stats(&stats);
-                    self.emit(
-                        GatewayEvent::Stats {
-                            gateway_id,
-                            stats,
-                            at: now,
-                        },
-                        src,
-                        drops,
-                    );
+                    self.emit(GatewayEvent::Stats { gateway_id, stats, at: now }, src, drops);
                 }
-                Err(e) => self.drop_input(
-                    DropReason::BadJson,
-                    src,
-                    &format_args!("stat from {gateway_id}: {e}"),
-                    drops,
-                ),
+                Err(e) => self.drop_input(DropReason::BadJson, src, &format_args!("stat from {gateway_id}: {e}"), drops),
             }
         }
     }
@@ -476,39 +393,19 @@ impl PacketForwarder {
     }
 
     /// PROTOCOL.TXT §5.5: hands the verdict to the `Handle::send` waiting on this token.
-    fn on_tx_ack(
-        &self,
-        token: u16,
-        gateway_id: GatewayId,
-        body: &[u8],
-        src: SocketAddr,
-        drops: &mut DropLog,
-    ) {
+    fn on_tx_ack(&self, token: u16, gateway_id: GatewayId, body: &[u8], src: SocketAddr, drops: &mut DropLog) {
         let status = match TxAckPayload::parse(body) {
             Ok(payload) => {
-                let ack = TxAck {
-                    token,
-                    gateway_id,
-                    payload,
-                };
+                let ack = TxAck { token, gateway_id, payload };
                 let status = ack.status();
                 if status == TxAckStatus::Unknown {
-                    let name = ack
-                        .payload
-                        .and_then(|p| p.txpk_ack)
-                        .and_then(|a| a.error)
-                        .unwrap_or_default();
+                    let name = ack.payload.and_then(|p| p.txpk_ack).and_then(|a| a.error).unwrap_or_default();
                     tracing::warn!(gateway_id = %gateway_id, token, error = %name, "TX_ACK with an unknown error name");
                 }
                 status
             }
             Err(e) => {
-                self.drop_input(
-                    DropReason::BadJson,
-                    src,
-                    &format_args!("TX_ACK from {gateway_id}: {e}"),
-                    drops,
-                );
+                self.drop_input(DropReason::BadJson, src, &format_args!("TX_ACK from {gateway_id}: {e}"), drops);
                 TxAckStatus::Unknown
             }
         };
@@ -524,13 +421,7 @@ impl PacketForwarder {
     }
 
     /// Updates the gateway table and emits a throttled `Seen` event.
-    fn seen(
-        &self,
-        gateway_id: GatewayId,
-        now: DateTime<Utc>,
-        pull_from: Option<SocketAddr>,
-        drops: &mut DropLog,
-    ) {
+    fn seen(&self, gateway_id: GatewayId, now: DateTime<Utc>, pull_from: Option<SocketAddr>, drops: &mut DropLog) {
         let emit_seen = {
             let mut gateways = self.shared.gateways_write();
             let entry = gateways.entry(gateway_id).or_default();
@@ -543,9 +434,7 @@ impl PacketForwarder {
                 entry.last_pull_at = Some(now);
                 entry.last_pull = Some(Instant::now());
             }
-            let due = entry
-                .last_seen_event
-                .is_none_or(|t| t.elapsed() >= SEEN_EVENT_INTERVAL);
+            let due = entry.last_seen_event.is_none_or(|t| t.elapsed() >= SEEN_EVENT_INTERVAL);
             if due {
                 entry.last_seen_event = Some(Instant::now());
             }
@@ -553,14 +442,7 @@ impl PacketForwarder {
         };
         if emit_seen {
             let src = pull_from.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            self.emit(
-                GatewayEvent::Seen {
-                    gateway_id,
-                    at: now,
-                },
-                src,
-                drops,
-            );
+            self.emit(GatewayEvent::Seen { gateway_id, at: now }, src, drops);
         }
     }
 
@@ -569,12 +451,7 @@ impl PacketForwarder {
         match self.events.try_send(event) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.drop_input(
-                    DropReason::ChannelFull,
-                    src,
-                    &"event channel full (gateway.uplink_queue)",
-                    drops,
-                );
+                self.drop_input(DropReason::ChannelFull, src, &"event channel full (gateway.uplink_queue)", drops);
                 false
             }
             // The consumer is gone, i.e. the program is shutting down.
@@ -582,13 +459,7 @@ impl PacketForwarder {
         }
     }
 
-    fn drop_input(
-        &self,
-        reason: DropReason,
-        src: SocketAddr,
-        detail: &dyn Display,
-        drops: &mut DropLog,
-    ) {
+    fn drop_input(&self, reason: DropReason, src: SocketAddr, detail: &dyn Display, drops: &mut DropLog) {
         self.shared.metrics.dropped(reason);
         let _logged = drops.note(reason, src, detail);
     }
@@ -643,9 +514,7 @@ impl Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle")
-            .field("local_addr", &self.shared.socket.local_addr().ok())
-            .finish()
+        f.debug_struct("Handle").field("local_addr", &self.shared.socket.local_addr().ok()).finish()
     }
 }
 

@@ -4,12 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use loraflow_packet_forwarder::frame::{
-    DownlinkFrame, Eui64, GatewayEvent, GatewayId, Modulation, Timing, TxAckStatus, UplinkFrame,
-};
-use loraflow_packet_forwarder::semtech::{
-    Datr, Packet, PullData, PushData, PushDataPayload, Rxpk, Stat, TxAck, PROTOCOL_VERSION,
-};
+use loraflow_packet_forwarder::frame::{DownlinkFrame, Eui64, GatewayEvent, GatewayId, Modulation, Timing, TxAckStatus, UplinkFrame};
+use loraflow_packet_forwarder::semtech::{Datr, Packet, PullData, PushData, PushDataPayload, Rxpk, Stat, TxAck, PROTOCOL_VERSION};
 use loraflow_packet_forwarder::{GatewayConfig, Handle, KnownGateways, PacketForwarder};
 use serde_json::json;
 use tokio::net::UdpSocket;
@@ -30,27 +26,15 @@ struct Server {
 }
 
 async fn start(known: KnownGateways, tune: impl FnOnce(&mut GatewayConfig)) -> Server {
-    let mut config = GatewayConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    };
+    let mut config = GatewayConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     tune(&mut config);
     let registry = prometheus::Registry::new();
-    let (server, events) = PacketForwarder::bind(&config, &registry, known)
-        .await
-        .expect("bind");
+    let (server, events) = PacketForwarder::bind(&config, &registry, known).await.expect("bind");
     let addr = server.local_addr();
     let handle = server.handle();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
-    Server {
-        addr,
-        handle,
-        events,
-        registry,
-        shutdown,
-        task,
-    }
+    Server { addr, handle, events, registry, shutdown, task }
 }
 
 impl Server {
@@ -84,17 +68,11 @@ impl Server {
 
 fn metric_value(registry: &prometheus::Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
     let families = registry.gather();
-    let family = families
-        .iter()
-        .find(|f| f.name() == name)
-        .unwrap_or_else(|| panic!("metric {name} registered"));
+    let family = families.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("metric {name} registered"));
     for m in family.get_metric() {
         let matches = match label {
             None => true,
-            Some((l, v)) => m
-                .get_label()
-                .iter()
-                .any(|p| p.name() == l && p.value() == v),
+            Some((l, v)) => m.get_label().iter().any(|p| p.name() == l && p.value() == v),
         };
         if matches {
             return if family.get_field_type() == prometheus::proto::MetricType::GAUGE {
@@ -126,19 +104,13 @@ impl VirtualGateway {
     }
 
     async fn push(&self, token: u16, payload: PushDataPayload) {
-        let bytes = PushData {
-            token,
-            gateway_id: self.id,
-            payload,
-        }
-        .encode();
+        let bytes = PushData { token, gateway_id: self.id, payload }.encode();
         self.up.send_to(&bytes, self.server).await.unwrap();
     }
 
     /// PUSH_DATA with a raw JSON body.
     async fn push_json(&self, token: u16, json: &serde_json::Value) {
-        self.push_raw(&push_bytes(token, self.id, json.to_string().as_bytes()))
-            .await;
+        self.push_raw(&push_bytes(token, self.id, json.to_string().as_bytes())).await;
     }
 
     async fn push_raw(&self, bytes: &[u8]) {
@@ -146,11 +118,7 @@ impl VirtualGateway {
     }
 
     async fn pull(&self, token: u16) {
-        let bytes = PullData {
-            token,
-            gateway_id: self.id,
-        }
-        .encode();
+        let bytes = PullData { token, gateway_id: self.id }.encode();
         self.down.send_to(&bytes, self.server).await.unwrap();
     }
 
@@ -175,19 +143,13 @@ impl VirtualGateway {
     }
 
     async fn tx_ack(&self, token: u16, status: TxAckStatus) {
-        self.down
-            .send_to(&TxAck::new(token, self.id, status).encode(), self.server)
-            .await
-            .unwrap();
+        self.down.send_to(&TxAck::new(token, self.id, status).encode(), self.server).await.unwrap();
     }
 }
 
 async fn recv(socket: &UdpSocket) -> Packet {
     let mut buf = vec![0u8; 65536];
-    let (n, _) = timeout(WAIT, socket.recv_from(&mut buf))
-        .await
-        .expect("a datagram within the wait")
-        .unwrap();
+    let (n, _) = timeout(WAIT, socket.recv_from(&mut buf)).await.expect("a datagram within the wait").unwrap();
     Packet::decode(&buf[..n]).expect("a valid packet from the server")
 }
 
@@ -211,11 +173,7 @@ fn lora_downlink(gateway_id: GatewayId) -> DownlinkFrame {
         timing: Timing::Tmst(5_000_000),
         frequency: 869_525_000,
         power: 27,
-        modulation: Modulation::Lora {
-            bandwidth: 125_000,
-            spreading_factor: 12,
-            code_rate: "4/5".into(),
-        },
+        modulation: Modulation::Lora { bandwidth: 125_000, spreading_factor: 12, code_rate: "4/5".into() },
         rf_chain: 0,
         polarization_inversion: true,
         antenna: 0,
@@ -227,51 +185,26 @@ async fn push_ack_and_pull_ack_echo_the_token() {
     let server = start(KnownGateways::new(true), |_| {}).await;
     let gw = VirtualGateway::new(1, server.addr).await;
     gw.push(0xa1b2, PushDataPayload::default()).await;
-    assert_eq!(
-        gw.recv_up().await,
-        Packet::PushAck(loraflow_packet_forwarder::semtech::PushAck { token: 0xa1b2 })
-    );
+    assert_eq!(gw.recv_up().await, Packet::PushAck(loraflow_packet_forwarder::semtech::PushAck { token: 0xa1b2 }));
     gw.pull(0x0304).await;
-    assert_eq!(
-        gw.recv_down().await,
-        Packet::PullAck(loraflow_packet_forwarder::semtech::PullAck { token: 0x0304 })
-    );
-    assert_eq!(
-        server.counter(
-            "loraflow_gateway_udp_received_total",
-            "packet_type",
-            "push_data"
-        ),
-        1
-    );
-    assert_eq!(
-        server.counter(
-            "loraflow_gateway_udp_received_total",
-            "packet_type",
-            "pull_data"
-        ),
-        1
-    );
+    assert_eq!(gw.recv_down().await, Packet::PullAck(loraflow_packet_forwarder::semtech::PullAck { token: 0x0304 }));
+    assert_eq!(server.counter("loraflow_gateway_udp_received_total", "packet_type", "push_data"), 1);
+    assert_eq!(server.counter("loraflow_gateway_udp_received_total", "packet_type", "pull_data"), 1);
 }
 
 #[tokio::test]
 async fn an_uplink_is_delivered_with_its_metadata_and_a_seen_event() {
     let mut server = start(KnownGateways::new(true), |_| {}).await;
     let gw = VirtualGateway::new(2, server.addr).await;
-    gw.push_json(1, &json!({"rxpk":[lora_rxpk(1000, "QAECAwQ=")]}))
-        .await;
-    gw.push_json(2, &json!({"rxpk":[lora_rxpk(2000, "QAECAwQ=")]}))
-        .await;
+    gw.push_json(1, &json!({"rxpk":[lora_rxpk(1000, "QAECAwQ=")]})).await;
+    gw.push_json(2, &json!({"rxpk":[lora_rxpk(2000, "QAECAwQ=")]})).await;
     gw.sync(3).await;
     let state = server.handle.gateway_state(gw.id).unwrap();
     assert!(state.last_seen_at.is_some());
     // One Seen for the first datagram; the second datagram and the PULL_DATA come within the
     // throttle interval and add none.
     let events = server.drain();
-    let seen = events
-        .iter()
-        .filter(|e| matches!(e, GatewayEvent::Seen { gateway_id, .. } if *gateway_id == gw.id))
-        .count();
+    let seen = events.iter().filter(|e| matches!(e, GatewayEvent::Seen { gateway_id, .. } if *gateway_id == gw.id)).count();
     let uplinks: Vec<&UplinkFrame> = events
         .iter()
         .filter_map(|e| match e {
@@ -286,10 +219,7 @@ async fn an_uplink_is_delivered_with_its_metadata_and_a_seen_event() {
     assert_eq!(f.rx_info.context, 1000u32.to_be_bytes());
     assert_eq!(f.tx_info.frequency, 868_300_000);
     assert_eq!(uplinks[1].rx_info.tmst, 2000);
-    assert_eq!(
-        server.counter("loraflow_gateway_uplinks_total", "modulation", "lora"),
-        2
-    );
+    assert_eq!(server.counter("loraflow_gateway_uplinks_total", "modulation", "lora"), 2);
 }
 
 #[tokio::test]
@@ -308,37 +238,15 @@ async fn mixed_modulations_and_a_bad_rxpk_in_one_datagram_keep_the_good_frames()
     for _ in 0..3 {
         got.push(server.next_uplink().await);
     }
-    let kinds: Vec<_> = got
-        .iter()
-        .map(|f| (f.rx_info.tmst, f.tx_info.modulation.clone()))
-        .collect();
+    let kinds: Vec<_> = got.iter().map(|f| (f.rx_info.tmst, f.tx_info.modulation.clone())).collect();
     assert_eq!(kinds[0], (1, Modulation::Fsk { datarate: 50000 }));
-    assert_eq!(
-        kinds[1],
-        (
-            2,
-            Modulation::LrFhss {
-                datr: "M0CW137".into(),
-                code_rate: "2/3".into()
-            }
-        )
-    );
+    assert_eq!(kinds[1], (2, Modulation::LrFhss { datr: "M0CW137".into(), code_rate: "2/3".into() }));
     assert_eq!(kinds[2].0, 5);
     assert_eq!(got[2].phy_payload, [5, 6]);
-    assert_eq!(
-        server.counter("loraflow_gateway_udp_dropped_total", "reason", "bad_base64"),
-        1
-    );
-    assert_eq!(
-        server.counter("loraflow_gateway_udp_dropped_total", "reason", "crc_error"),
-        1
-    );
+    assert_eq!(server.counter("loraflow_gateway_udp_dropped_total", "reason", "bad_base64"), 1);
+    assert_eq!(server.counter("loraflow_gateway_udp_dropped_total", "reason", "crc_error"), 1);
     for m in ["lora", "fsk", "lr_fhss"] {
-        assert_eq!(
-            server.counter("loraflow_gateway_uplinks_total", "modulation", m),
-            1,
-            "{m}"
-        );
+        assert_eq!(server.counter("loraflow_gateway_uplinks_total", "modulation", m), 1, "{m}");
     }
 }
 
@@ -363,15 +271,8 @@ async fn stats_are_forwarded_and_summed_in_metrics() {
     let mut server = start(KnownGateways::new(true), |_| {}).await;
     let a = VirtualGateway::new(5, server.addr).await;
     let b = VirtualGateway::new(6, server.addr).await;
-    let stat = |n| PushDataPayload {
-        rxpk: vec![],
-        stat: Some(Stat {
-            rxnb: Some(n),
-            rxok: Some(n - 1),
-            txnb: Some(1),
-            ..Stat::default()
-        }),
-    };
+    let stat =
+        |n| PushDataPayload { rxpk: vec![], stat: Some(Stat { rxnb: Some(n), rxok: Some(n - 1), txnb: Some(1), ..Stat::default() }) };
     a.push(1, stat(10)).await;
     b.push(1, stat(5)).await;
     a.recv_up().await;
@@ -381,33 +282,14 @@ async fn stats_are_forwarded_and_summed_in_metrics() {
         .drain()
         .into_iter()
         .filter_map(|e| match e {
-            GatewayEvent::Stats {
-                gateway_id, stats, ..
-            } => Some((gateway_id, stats.rx_received)),
+            GatewayEvent::Stats { gateway_id, stats, .. } => Some((gateway_id, stats.rx_received)),
             _ => None,
         })
         .collect();
     assert_eq!(stats, vec![(a.id, 10), (b.id, 5)]);
-    assert_eq!(
-        metric_value(
-            &server.registry,
-            "loraflow_gateway_stat_rx_received_total",
-            None
-        ),
-        15.0
-    );
-    assert_eq!(
-        metric_value(&server.registry, "loraflow_gateway_stat_rx_ok_total", None),
-        13.0
-    );
-    assert_eq!(
-        metric_value(
-            &server.registry,
-            "loraflow_gateway_stat_tx_emitted_total",
-            None
-        ),
-        2.0
-    );
+    assert_eq!(metric_value(&server.registry, "loraflow_gateway_stat_rx_received_total", None), 15.0);
+    assert_eq!(metric_value(&server.registry, "loraflow_gateway_stat_rx_ok_total", None), 13.0);
+    assert_eq!(metric_value(&server.registry, "loraflow_gateway_stat_tx_emitted_total", None), 2.0);
 }
 
 #[tokio::test]
@@ -422,9 +304,7 @@ async fn pull_resp_goes_to_the_pull_address_and_tx_ack_ok_completes_send() {
     let handle = server.handle.clone();
     let id = gw.id;
     let send = tokio::spawn(async move { handle.send(lora_downlink(id)).await });
-    let Packet::PullResp(resp) = gw.recv_down().await else {
-        panic!("expected PULL_RESP")
-    };
+    let Packet::PullResp(resp) = gw.recv_down().await else { panic!("expected PULL_RESP") };
     assert_eq!(resp.txpk.tmst, Some(5_000_000));
     assert_eq!(resp.txpk.freq, 869_525_000);
     assert_eq!(resp.txpk.datr, Datr::Name("SF12BW125".into()));
@@ -433,10 +313,7 @@ async fn pull_resp_goes_to_the_pull_address_and_tx_ack_ok_completes_send() {
     gw.tx_ack(resp.token, TxAckStatus::Ok).await;
     assert_eq!(send.await.unwrap(), TxAckStatus::Ok);
     assert_eq!(server.handle.pending_tx_acks(), 0);
-    assert_eq!(
-        server.counter("loraflow_gateway_tx_ack_total", "status", "OK"),
-        1
-    );
+    assert_eq!(server.counter("loraflow_gateway_tx_ack_total", "status", "OK"), 1);
 }
 
 #[tokio::test]
@@ -456,9 +333,7 @@ async fn tx_ack_error_names_surface_from_send() {
         let handle = server.handle.clone();
         let id = gw.id;
         let send = tokio::spawn(async move { handle.send(lora_downlink(id)).await });
-        let Packet::PullResp(resp) = gw.recv_down().await else {
-            panic!("expected PULL_RESP")
-        };
+        let Packet::PullResp(resp) = gw.recv_down().await else { panic!("expected PULL_RESP") };
         // A TX_ACK with the wrong token or from another gateway must not complete it.
         gw.tx_ack(resp.token.wrapping_add(1), TxAckStatus::Ok).await;
         let other = TxAck::new(resp.token, Eui64::from_u64(999), TxAckStatus::Ok).encode();
@@ -467,46 +342,25 @@ async fn tx_ack_error_names_surface_from_send() {
         assert_eq!(send.await.unwrap(), status);
     }
     assert_eq!(server.handle.pending_tx_acks(), 0);
-    assert_eq!(
-        server.counter("loraflow_gateway_tx_ack_total", "status", "TOO_LATE"),
-        1
-    );
+    assert_eq!(server.counter("loraflow_gateway_tx_ack_total", "status", "TOO_LATE"), 1);
 }
 
 #[tokio::test]
 async fn send_times_out_without_tx_ack_and_leaves_nothing_pending() {
     let server = start(KnownGateways::new(true), |c| c.tx_ack_timeout_ms = 200).await;
     let gw = VirtualGateway::new(9, server.addr).await;
-    assert_eq!(
-        server.handle.send(lora_downlink(gw.id)).await,
-        TxAckStatus::GatewayNotConnected
-    );
+    assert_eq!(server.handle.send(lora_downlink(gw.id)).await, TxAckStatus::GatewayNotConnected);
     gw.sync(1).await;
     let started = std::time::Instant::now();
-    assert_eq!(
-        server.handle.send(lora_downlink(gw.id)).await,
-        TxAckStatus::Timeout
-    );
+    assert_eq!(server.handle.send(lora_downlink(gw.id)).await, TxAckStatus::Timeout);
     assert!(started.elapsed() >= Duration::from_millis(190));
     assert_eq!(server.handle.pending_tx_acks(), 0);
     // The PULL_RESP did go out; a late TX_ACK is ignored.
-    let Packet::PullResp(resp) = gw.recv_down().await else {
-        panic!("expected PULL_RESP")
-    };
+    let Packet::PullResp(resp) = gw.recv_down().await else { panic!("expected PULL_RESP") };
     gw.tx_ack(resp.token, TxAckStatus::Ok).await;
     gw.sync(2).await;
-    assert_eq!(
-        server.counter("loraflow_gateway_tx_ack_total", "status", "TIMEOUT"),
-        1
-    );
-    assert_eq!(
-        server.counter(
-            "loraflow_gateway_tx_ack_total",
-            "status",
-            "GATEWAY_NOT_CONNECTED"
-        ),
-        1
-    );
+    assert_eq!(server.counter("loraflow_gateway_tx_ack_total", "status", "TIMEOUT"), 1);
+    assert_eq!(server.counter("loraflow_gateway_tx_ack_total", "status", "GATEWAY_NOT_CONNECTED"), 1);
 }
 
 #[tokio::test]
@@ -517,9 +371,7 @@ async fn a_cancelled_send_does_not_leak_its_pending_entry() {
     let handle = server.handle.clone();
     let id = gw.id;
     let send = tokio::spawn(async move { handle.send(lora_downlink(id)).await });
-    let Packet::PullResp(_) = gw.recv_down().await else {
-        panic!("expected PULL_RESP")
-    };
+    let Packet::PullResp(_) = gw.recv_down().await else { panic!("expected PULL_RESP") };
     assert_eq!(server.handle.pending_tx_acks(), 1);
     send.abort();
     let _ = send.await;
@@ -534,42 +386,25 @@ async fn unknown_gateways_are_acked_but_not_forwarded() {
     let registered = VirtualGateway::new(11, server.addr).await;
     let stranger = VirtualGateway::new(12, server.addr).await;
 
-    stranger
-        .push_json(5, &json!({"rxpk":[lora_rxpk(1, "AQI=")],"stat":{"rxnb":1}}))
-        .await;
+    stranger.push_json(5, &json!({"rxpk":[lora_rxpk(1, "AQI=")],"stat":{"rxnb":1}})).await;
     assert!(matches!(stranger.recv_up().await, Packet::PushAck(a) if a.token == 5));
     stranger.sync(6).await;
     assert!(server.handle.gateway_state(stranger.id).is_none());
-    assert_eq!(
-        server.handle.send(lora_downlink(stranger.id)).await,
-        TxAckStatus::GatewayNotConnected
-    );
+    assert_eq!(server.handle.send(lora_downlink(stranger.id)).await, TxAckStatus::GatewayNotConnected);
 
-    registered
-        .push_json(7, &json!({"rxpk":[lora_rxpk(2, "AwQ=")]}))
-        .await;
+    registered.push_json(7, &json!({"rxpk":[lora_rxpk(2, "AwQ=")]})).await;
     let f = server.next_uplink().await;
     assert_eq!(f.rx_info.gateway_id, registered.id);
     registered.sync(8).await;
     assert!(server.drain().iter().all(|e| match e {
         GatewayEvent::Uplink(f) => f.rx_info.gateway_id != stranger.id,
-        GatewayEvent::Stats { gateway_id, .. } | GatewayEvent::Seen { gateway_id, .. } =>
-            *gateway_id != stranger.id,
+        GatewayEvent::Stats { gateway_id, .. } | GatewayEvent::Seen { gateway_id, .. } => *gateway_id != stranger.id,
     }));
-    assert_eq!(
-        server.counter(
-            "loraflow_gateway_udp_dropped_total",
-            "reason",
-            "unknown_gateway"
-        ),
-        1
-    );
+    assert_eq!(server.counter("loraflow_gateway_udp_dropped_total", "reason", "unknown_gateway"), 1);
 
     // Registering it at run time takes effect at once.
     known.insert(stranger.id);
-    stranger
-        .push_json(9, &json!({"rxpk":[lora_rxpk(3, "BQY=")]}))
-        .await;
+    stranger.push_json(9, &json!({"rxpk":[lora_rxpk(3, "BQY=")]})).await;
     assert_eq!(server.next_uplink().await.rx_info.gateway_id, stranger.id);
 }
 
@@ -592,22 +427,14 @@ async fn a_thousand_malformed_datagrams_are_counted_by_reason_and_a_valid_one_st
         ("bad_json", push_bytes(1, id, b"{\"rxpk\":[")),
         ("bad_json", push_bytes(1, id, b"")),
         ("bad_json", push_bytes(1, id, &[0xff, 0xfe, 0x00])),
-        (
-            "bad_base64",
-            push_bytes(1, id, &rxpk_body(lora_rxpk(1, "@@@@"))),
-        ),
-        (
-            "bad_rxpk",
-            push_bytes(1, id, &rxpk_body(json!({"tmst":"x"}))),
-        ),
+        ("bad_base64", push_bytes(1, id, &rxpk_body(lora_rxpk(1, "@@@@")))),
+        ("bad_rxpk", push_bytes(1, id, &rxpk_body(json!({"tmst":"x"})))),
         (
             "crc_error",
             push_bytes(
                 1,
                 id,
-                &rxpk_body(
-                    json!({"tmst":1,"freq":868.1,"stat":-1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","data":"AA=="}),
-                ),
+                &rxpk_body(json!({"tmst":1,"freq":868.1,"stat":-1,"modu":"LORA","datr":"SF7BW125","codr":"4/5","data":"AA=="})),
             ),
         ),
         ("oversized", push_bytes(1, id, &vec![b' '; 1100])),
@@ -624,25 +451,14 @@ async fn a_thousand_malformed_datagrams_are_counted_by_reason_and_a_valid_one_st
     }
     assert_eq!(expected.values().sum::<u64>(), 1000);
 
-    gw.push_json(0xffff, &json!({"rxpk":[lora_rxpk(4242, "QAECAwQ=")]}))
-        .await;
+    gw.push_json(0xffff, &json!({"rxpk":[lora_rxpk(4242, "QAECAwQ=")]})).await;
     let f = server.next_uplink().await;
-    assert_eq!(
-        (f.rx_info.tmst, f.phy_payload.as_slice()),
-        (4242, &[0x40, 1, 2, 3, 4][..])
-    );
+    assert_eq!((f.rx_info.tmst, f.phy_payload.as_slice()), (4242, &[0x40, 1, 2, 3, 4][..]));
 
     for (reason, n) in &expected {
-        assert_eq!(
-            server.counter("loraflow_gateway_udp_dropped_total", "reason", reason),
-            *n,
-            "{reason}"
-        );
+        assert_eq!(server.counter("loraflow_gateway_udp_dropped_total", "reason", reason), *n, "{reason}");
     }
-    assert!(
-        !server.task.is_finished(),
-        "the receive loop is still running"
-    );
+    assert!(!server.task.is_finished(), "the receive loop is still running");
 }
 
 #[tokio::test]
@@ -651,8 +467,7 @@ async fn headers_that_parse_are_acked_even_when_their_json_is_bad() {
     let gw = VirtualGateway::new(14, server.addr).await;
     gw.push_raw(&push_bytes(0x1111, gw.id, b"{broken")).await;
     assert!(matches!(gw.recv_up().await, Packet::PushAck(a) if a.token == 0x1111));
-    gw.push_raw(&push_bytes(0x2222, gw.id, &vec![b'x'; 2000]))
-        .await;
+    gw.push_raw(&push_bytes(0x2222, gw.id, &vec![b'x'; 2000])).await;
     assert!(matches!(gw.recv_up().await, Packet::PushAck(a) if a.token == 0x2222));
 }
 
@@ -680,10 +495,7 @@ async fn a_gateway_goes_offline_after_the_configured_time() {
 async fn wait_for(mut ok: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !ok() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -692,17 +504,8 @@ async fn wait_for(mut ok: impl FnMut() -> bool) {
 async fn binding_a_busy_address_names_it_and_the_config_key() {
     let busy = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = busy.local_addr().unwrap();
-    let config = GatewayConfig {
-        bind: addr,
-        ..Default::default()
-    };
-    let err = match PacketForwarder::bind(
-        &config,
-        &prometheus::Registry::new(),
-        KnownGateways::new(true),
-    )
-    .await
-    {
+    let config = GatewayConfig { bind: addr, ..Default::default() };
+    let err = match PacketForwarder::bind(&config, &prometheus::Registry::new(), KnownGateways::new(true)).await {
         Ok(_) => panic!("binding a busy port must fail"),
         Err(e) => e.to_string(),
     };
@@ -712,19 +515,8 @@ async fn binding_a_busy_address_names_it_and_the_config_key() {
 
 #[tokio::test]
 async fn an_invalid_config_is_refused_at_bind() {
-    let config = GatewayConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        uplink_queue: 0,
-        ..Default::default()
-    };
-    let err = PacketForwarder::bind(
-        &config,
-        &prometheus::Registry::new(),
-        KnownGateways::new(true),
-    )
-    .await
-    .err()
-    .unwrap();
+    let config = GatewayConfig { bind: "127.0.0.1:0".parse().unwrap(), uplink_queue: 0, ..Default::default() };
+    let err = PacketForwarder::bind(&config, &prometheus::Registry::new(), KnownGateways::new(true)).await.err().unwrap();
     assert!(err.to_string().contains("gateway.uplink_queue"), "{err}");
 }
 
@@ -732,14 +524,8 @@ async fn an_invalid_config_is_refused_at_bind() {
 async fn run_returns_promptly_after_cancel_and_closes_the_event_channel() {
     let mut server = start(KnownGateways::new(true), |_| {}).await;
     server.shutdown.cancel();
-    timeout(Duration::from_millis(500), &mut server.task)
-        .await
-        .expect("run returned")
-        .unwrap();
-    assert!(timeout(Duration::from_millis(500), server.events.recv())
-        .await
-        .unwrap()
-        .is_none());
+    timeout(Duration::from_millis(500), &mut server.task).await.expect("run returned").unwrap();
+    assert!(timeout(Duration::from_millis(500), server.events.recv()).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -747,23 +533,13 @@ async fn a_full_event_channel_drops_and_counts_instead_of_blocking() {
     let mut server = start(KnownGateways::new(true), |c| c.uplink_queue = 2).await;
     let gw = VirtualGateway::new(16, server.addr).await;
     // Capacity 2: the Seen event and the first uplink fit, the other four uplinks are dropped.
-    let rxpk: Vec<Rxpk> = (0..5)
-        .map(|i| serde_json::from_value(lora_rxpk(i, "AQI=")).unwrap())
-        .collect();
+    let rxpk: Vec<Rxpk> = (0..5).map(|i| serde_json::from_value(lora_rxpk(i, "AQI=")).unwrap()).collect();
     gw.push(1, PushDataPayload { rxpk, stat: None }).await;
     assert!(matches!(gw.recv_up().await, Packet::PushAck(_)));
     gw.sync(2).await;
-    assert_eq!(
-        server.counter(
-            "loraflow_gateway_udp_dropped_total",
-            "reason",
-            "channel_full"
-        ),
-        4
-    );
+    assert_eq!(server.counter("loraflow_gateway_udp_dropped_total", "reason", "channel_full"), 4);
     assert_eq!(server.drain().len(), 2);
     // Once drained, frames flow again.
-    gw.push_json(3, &json!({"rxpk":[lora_rxpk(99, "AQI=")]}))
-        .await;
+    gw.push_json(3, &json!({"rxpk":[lora_rxpk(99, "AQI=")]})).await;
     assert_eq!(server.next_uplink().await.rx_info.tmst, 99);
 }

@@ -57,9 +57,18 @@ pub fn required_name(name: Option<String>) -> Result<String, ApiError> {
     }
 }
 
-pub async fn create(State(state): State<ApiState>, ApiJson(body): ApiJson<ApplicationBody>) -> Result<(StatusCode, Json<ApplicationJson>), ApiError> {
+pub async fn create(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<ApplicationBody>,
+) -> Result<(StatusCode, Json<ApplicationJson>), ApiError> {
     let now = Utc::now();
-    let app = Application { id: Uuid::new_v4(), name: required_name(body.name)?, description: body.description, created_at: now, updated_at: now };
+    let app = Application {
+        id: Uuid::new_v4(),
+        name: required_name(body.name)?,
+        description: body.description,
+        created_at: now,
+        updated_at: now,
+    };
     state.storage.applications.create(&app).await?;
     Ok((StatusCode::CREATED, Json(app.into())))
 }

@@ -60,7 +60,11 @@ impl From<UplinkRecord> for UplinkJson {
 }
 
 /// `?limit=` (default 100, at most 1000) and `?since=` (RFC 3339, inclusive).
-pub async fn list(State(state): State<ApiState>, Path(dev_eui): Path<String>, q: QueryMap) -> Result<Json<ListResponse<UplinkJson>>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    Path(dev_eui): Path<String>,
+    q: QueryMap,
+) -> Result<Json<ListResponse<UplinkJson>>, ApiError> {
     let dev_eui = parse_eui("devEui", &dev_eui)?;
     let paging = q.paging()?;
     let since = match q.get("since") {

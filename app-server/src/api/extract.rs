@@ -16,9 +16,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -74,10 +72,7 @@ impl QueryMap {
     pub fn number(&self, key: &str) -> Result<Option<u32>, ApiError> {
         match self.0.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .parse::<u32>()
-                .map(Some)
-                .map_err(|_| ApiError::field(key, format!("expected a non-negative integer, got {v:?}"))),
+            Some(v) => v.parse::<u32>().map(Some).map_err(|_| ApiError::field(key, format!("expected a non-negative integer, got {v:?}"))),
         }
     }
 

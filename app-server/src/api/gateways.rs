@@ -60,9 +60,7 @@ pub struct GatewayJson {
 }
 
 pub fn parse_eui(field: &str, s: &str) -> Result<Eui64, ApiError> {
-    s.to_ascii_lowercase()
-        .parse::<Eui64>()
-        .map_err(|_| ApiError::field(field, format!("expected 16 hex characters, got {s:?}")))
+    s.to_ascii_lowercase().parse::<Eui64>().map_err(|_| ApiError::field(field, format!("expected 16 hex characters, got {s:?}")))
 }
 
 fn validated_location(loc: Option<LocationJson>) -> Result<Option<Location>, ApiError> {
@@ -102,7 +100,10 @@ fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
     }
 }
 
-pub async fn create(State(state): State<ApiState>, ApiJson(body): ApiJson<GatewayBody>) -> Result<(StatusCode, Json<GatewayJson>), ApiError> {
+pub async fn create(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<GatewayBody>,
+) -> Result<(StatusCode, Json<GatewayJson>), ApiError> {
     let id = body.gateway_id.as_deref().ok_or_else(|| ApiError::field("gatewayId", "is required"))?;
     let gateway_id = parse_eui("gatewayId", id)?;
     let now = Utc::now();
@@ -128,10 +129,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<GatewayJson>>, ApiError> {
     let p = q.paging()?;
     let page = state.storage.gateways.list(p.limit, p.offset).await?;
-    Ok(Json(ListResponse {
-        total_count: page.total_count,
-        result: page.result.into_iter().map(|g| to_json(&state, g)).collect(),
-    }))
+    Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(|g| to_json(&state, g)).collect() }))
 }
 
 pub async fn update(

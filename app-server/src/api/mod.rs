@@ -88,11 +88,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{dev_eui}/uplinks", get(device_uplinks::list))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .nest("/api", api)
-        .with_state(state)
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).nest("/api", api).with_state(state)
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -111,7 +107,5 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
 
 /// Serves the API until `shutdown` is cancelled, then lets in-flight requests finish.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

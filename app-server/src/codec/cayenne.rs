@@ -29,11 +29,7 @@ pub enum CayenneError {
     #[error("`{name}`: channel `{channel}` is not an integer 0..=255")]
     BadChannel { name: String, channel: String },
     #[error("`{name}`.`{channel}`: {reason}")]
-    BadValue {
-        name: String,
-        channel: String,
-        reason: String,
-    },
+    BadValue { name: String, channel: String, reason: String },
 }
 
 /// One fixed-width field of a record.
@@ -46,19 +42,11 @@ struct Field {
 }
 
 const fn unsigned(bytes: usize, divisor: u32) -> Field {
-    Field {
-        bytes,
-        signed: false,
-        divisor,
-    }
+    Field { bytes, signed: false, divisor }
 }
 
 const fn signed(bytes: usize, divisor: u32) -> Field {
-    Field {
-        bytes,
-        signed: true,
-        divisor,
-    }
+    Field { bytes, signed: true, divisor }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,160 +63,40 @@ struct LppType {
     shape: Shape,
 }
 
-const XYZ_ACCELEROMETER: &[(&str, Field)] = &[
-    ("x", signed(2, 1000)),
-    ("y", signed(2, 1000)),
-    ("z", signed(2, 1000)),
-];
-const XYZ_GYROMETER: &[(&str, Field)] = &[
-    ("x", signed(2, 100)),
-    ("y", signed(2, 100)),
-    ("z", signed(2, 100)),
-];
-const RGB: &[(&str, Field)] = &[
-    ("r", unsigned(1, 1)),
-    ("g", unsigned(1, 1)),
-    ("b", unsigned(1, 1)),
-];
-const GPS: &[(&str, Field)] = &[
-    ("latitude", signed(3, 10_000)),
-    ("longitude", signed(3, 10_000)),
-    ("altitude", signed(3, 100)),
-];
+const XYZ_ACCELEROMETER: &[(&str, Field)] = &[("x", signed(2, 1000)), ("y", signed(2, 1000)), ("z", signed(2, 1000))];
+const XYZ_GYROMETER: &[(&str, Field)] = &[("x", signed(2, 100)), ("y", signed(2, 100)), ("z", signed(2, 100))];
+const RGB: &[(&str, Field)] = &[("r", unsigned(1, 1)), ("g", unsigned(1, 1)), ("b", unsigned(1, 1))];
+const GPS: &[(&str, Field)] = &[("latitude", signed(3, 10_000)), ("longitude", signed(3, 10_000)), ("altitude", signed(3, 100))];
 
 /// Every supported type, in the order the encoder writes them (as ChirpStack does:
 /// by type, then by channel).
 const TYPES: &[LppType] = &[
-    LppType {
-        id: 0,
-        name: "digitalInput",
-        shape: Shape::Scalar(unsigned(1, 1)),
-    },
-    LppType {
-        id: 1,
-        name: "digitalOutput",
-        shape: Shape::Scalar(unsigned(1, 1)),
-    },
-    LppType {
-        id: 2,
-        name: "analogInput",
-        shape: Shape::Scalar(signed(2, 100)),
-    },
-    LppType {
-        id: 3,
-        name: "analogOutput",
-        shape: Shape::Scalar(signed(2, 100)),
-    },
-    LppType {
-        id: 100,
-        name: "genericSensor",
-        shape: Shape::Scalar(unsigned(4, 1)),
-    },
-    LppType {
-        id: 101,
-        name: "illuminanceSensor",
-        shape: Shape::Scalar(unsigned(2, 1)),
-    },
-    LppType {
-        id: 102,
-        name: "presenceSensor",
-        shape: Shape::Scalar(unsigned(1, 1)),
-    },
-    LppType {
-        id: 103,
-        name: "temperatureSensor",
-        shape: Shape::Scalar(signed(2, 10)),
-    },
-    LppType {
-        id: 104,
-        name: "humiditySensor",
-        shape: Shape::Scalar(unsigned(1, 2)),
-    },
-    LppType {
-        id: 113,
-        name: "accelerometer",
-        shape: Shape::Composite(XYZ_ACCELEROMETER),
-    },
-    LppType {
-        id: 115,
-        name: "barometer",
-        shape: Shape::Scalar(unsigned(2, 10)),
-    },
-    LppType {
-        id: 116,
-        name: "voltage",
-        shape: Shape::Scalar(unsigned(2, 100)),
-    },
-    LppType {
-        id: 117,
-        name: "current",
-        shape: Shape::Scalar(unsigned(2, 1000)),
-    },
-    LppType {
-        id: 118,
-        name: "frequency",
-        shape: Shape::Scalar(unsigned(4, 1)),
-    },
-    LppType {
-        id: 120,
-        name: "percentage",
-        shape: Shape::Scalar(unsigned(1, 1)),
-    },
-    LppType {
-        id: 121,
-        name: "altitude",
-        shape: Shape::Scalar(signed(2, 1)),
-    },
-    LppType {
-        id: 125,
-        name: "concentration",
-        shape: Shape::Scalar(unsigned(2, 1)),
-    },
-    LppType {
-        id: 128,
-        name: "power",
-        shape: Shape::Scalar(unsigned(2, 1)),
-    },
-    LppType {
-        id: 130,
-        name: "distance",
-        shape: Shape::Scalar(unsigned(4, 1000)),
-    },
-    LppType {
-        id: 131,
-        name: "energy",
-        shape: Shape::Scalar(unsigned(4, 1000)),
-    },
-    LppType {
-        id: 132,
-        name: "direction",
-        shape: Shape::Scalar(unsigned(2, 1)),
-    },
-    LppType {
-        id: 133,
-        name: "unixTime",
-        shape: Shape::Scalar(unsigned(4, 1)),
-    },
-    LppType {
-        id: 134,
-        name: "gyrometer",
-        shape: Shape::Composite(XYZ_GYROMETER),
-    },
-    LppType {
-        id: 135,
-        name: "colour",
-        shape: Shape::Composite(RGB),
-    },
-    LppType {
-        id: 136,
-        name: "gpsLocation",
-        shape: Shape::Composite(GPS),
-    },
-    LppType {
-        id: 142,
-        name: "switch",
-        shape: Shape::Scalar(unsigned(1, 1)),
-    },
+    LppType { id: 0, name: "digitalInput", shape: Shape::Scalar(unsigned(1, 1)) },
+    LppType { id: 1, name: "digitalOutput", shape: Shape::Scalar(unsigned(1, 1)) },
+    LppType { id: 2, name: "analogInput", shape: Shape::Scalar(signed(2, 100)) },
+    LppType { id: 3, name: "analogOutput", shape: Shape::Scalar(signed(2, 100)) },
+    LppType { id: 100, name: "genericSensor", shape: Shape::Scalar(unsigned(4, 1)) },
+    LppType { id: 101, name: "illuminanceSensor", shape: Shape::Scalar(unsigned(2, 1)) },
+    LppType { id: 102, name: "presenceSensor", shape: Shape::Scalar(unsigned(1, 1)) },
+    LppType { id: 103, name: "temperatureSensor", shape: Shape::Scalar(signed(2, 10)) },
+    LppType { id: 104, name: "humiditySensor", shape: Shape::Scalar(unsigned(1, 2)) },
+    LppType { id: 113, name: "accelerometer", shape: Shape::Composite(XYZ_ACCELEROMETER) },
+    LppType { id: 115, name: "barometer", shape: Shape::Scalar(unsigned(2, 10)) },
+    LppType { id: 116, name: "voltage", shape: Shape::Scalar(unsigned(2, 100)) },
+    LppType { id: 117, name: "current", shape: Shape::Scalar(unsigned(2, 1000)) },
+    LppType { id: 118, name: "frequency", shape: Shape::Scalar(unsigned(4, 1)) },
+    LppType { id: 120, name: "percentage", shape: Shape::Scalar(unsigned(1, 1)) },
+    LppType { id: 121, name: "altitude", shape: Shape::Scalar(signed(2, 1)) },
+    LppType { id: 125, name: "concentration", shape: Shape::Scalar(unsigned(2, 1)) },
+    LppType { id: 128, name: "power", shape: Shape::Scalar(unsigned(2, 1)) },
+    LppType { id: 130, name: "distance", shape: Shape::Scalar(unsigned(4, 1000)) },
+    LppType { id: 131, name: "energy", shape: Shape::Scalar(unsigned(4, 1000)) },
+    LppType { id: 132, name: "direction", shape: Shape::Scalar(unsigned(2, 1)) },
+    LppType { id: 133, name: "unixTime", shape: Shape::Scalar(unsigned(4, 1)) },
+    LppType { id: 134, name: "gyrometer", shape: Shape::Composite(XYZ_GYROMETER) },
+    LppType { id: 135, name: "colour", shape: Shape::Composite(RGB) },
+    LppType { id: 136, name: "gpsLocation", shape: Shape::Composite(GPS) },
+    LppType { id: 142, name: "switch", shape: Shape::Scalar(unsigned(1, 1)) },
 ];
 
 fn type_by_id(id: u8) -> Option<&'static LppType> {
@@ -263,23 +131,15 @@ impl Field {
         } else {
             // Dividing (not multiplying by 0.1) gives the double nearest the
             // decimal value, so 272 renders as 27.2.
-            Number::from_f64(raw as f64 / f64::from(self.divisor))
-                .map(Value::Number)
-                .unwrap_or(Value::Null)
+            Number::from_f64(raw as f64 / f64::from(self.divisor)).map(Value::Number).unwrap_or(Value::Null)
         }
     }
 
     fn write(&self, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
-        let x = v
-            .as_f64()
-            .ok_or_else(|| format!("expected a number, got {v}"))?;
+        let x = v.as_f64().ok_or_else(|| format!("expected a number, got {v}"))?;
         let raw = (x * f64::from(self.divisor)).round();
         let bits = 8 * self.bytes as u32;
-        let (min, max) = if self.signed {
-            (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
-        } else {
-            (0, (1i64 << bits) - 1)
-        };
+        let (min, max) = if self.signed { (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1) } else { (0, (1i64 << bits) - 1) };
         if !raw.is_finite() || raw < min as f64 || raw > max as f64 {
             return Err(format!(
                 "{x} is out of range {} ..= {}",
@@ -303,23 +163,12 @@ pub fn decode(bytes: &[u8]) -> Result<Value, CayenneError> {
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         if rest.len() < 2 {
-            return Err(CayenneError::Truncated {
-                offset,
-                needed: 2 - rest.len(),
-            });
+            return Err(CayenneError::Truncated { offset, needed: 2 - rest.len() });
         }
         let (channel, id) = (rest[0], rest[1]);
-        let lpp = type_by_id(id).ok_or(CayenneError::UnknownType {
-            data_type: id,
-            offset: offset + 1,
-        })?;
+        let lpp = type_by_id(id).ok_or(CayenneError::UnknownType { data_type: id, offset: offset + 1 })?;
         let size = lpp.shape.size();
-        let body = rest
-            .get(2..2 + size)
-            .ok_or_else(|| CayenneError::Truncated {
-                offset,
-                needed: 2 + size - rest.len(),
-            })?;
+        let body = rest.get(2..2 + size).ok_or_else(|| CayenneError::Truncated { offset, needed: 2 + size - rest.len() })?;
         let value = match lpp.shape {
             Shape::Scalar(f) => f.read(body),
             Shape::Composite(fields) => {
@@ -332,9 +181,7 @@ pub fn decode(bytes: &[u8]) -> Result<Value, CayenneError> {
                 Value::Object(obj)
             }
         };
-        let by_channel = out
-            .entry(lpp.name)
-            .or_insert_with(|| Value::Object(Map::new()));
+        let by_channel = out.entry(lpp.name).or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(m) = by_channel {
             m.insert(channel.to_string(), value);
         }
@@ -357,41 +204,27 @@ pub fn encode(object: &Value) -> Result<Vec<u8>, CayenneError> {
         let Some(by_channel) = obj.get(lpp.name) else {
             continue;
         };
-        let by_channel = by_channel
-            .as_object()
-            .ok_or_else(|| CayenneError::BadValue {
-                name: lpp.name.to_string(),
-                channel: String::new(),
-                reason: "expected an object keyed by channel".to_string(),
-            })?;
+        let by_channel = by_channel.as_object().ok_or_else(|| CayenneError::BadValue {
+            name: lpp.name.to_string(),
+            channel: String::new(),
+            reason: "expected an object keyed by channel".to_string(),
+        })?;
         let mut channels = Vec::with_capacity(by_channel.len());
         for (key, value) in by_channel {
-            let channel: u8 = key.parse().map_err(|_| CayenneError::BadChannel {
-                name: lpp.name.to_string(),
-                channel: key.clone(),
-            })?;
+            let channel: u8 = key.parse().map_err(|_| CayenneError::BadChannel { name: lpp.name.to_string(), channel: key.clone() })?;
             channels.push((channel, key, value));
         }
         channels.sort_by_key(|(channel, _, _)| *channel);
         for (channel, key, value) in channels {
-            let bad = |reason: String| CayenneError::BadValue {
-                name: lpp.name.to_string(),
-                channel: key.clone(),
-                reason,
-            };
+            let bad = |reason: String| CayenneError::BadValue { name: lpp.name.to_string(), channel: key.clone(), reason };
             out.extend_from_slice(&[channel, lpp.id]);
             match lpp.shape {
                 Shape::Scalar(f) => f.write(value, &mut out).map_err(bad)?,
                 Shape::Composite(fields) => {
-                    let members = value
-                        .as_object()
-                        .ok_or_else(|| bad(format!("expected an object, got {value}")))?;
+                    let members = value.as_object().ok_or_else(|| bad(format!("expected an object, got {value}")))?;
                     for (name, f) in fields {
-                        let member = members
-                            .get(*name)
-                            .ok_or_else(|| bad(format!("missing `{name}`")))?;
-                        f.write(member, &mut out)
-                            .map_err(|e| bad(format!("`{name}`: {e}")))?;
+                        let member = members.get(*name).ok_or_else(|| bad(format!("missing `{name}`")))?;
+                        f.write(member, &mut out).map_err(|e| bad(format!("`{name}`: {e}")))?;
                     }
                 }
             }
@@ -426,19 +259,13 @@ mod tests {
     #[test]
     fn spec_example_accelerometer_decodes() {
         let v = decode(&hex("06 71 04 D2 FB 2E 00 00")).unwrap();
-        assert_eq!(
-            v,
-            json!({"accelerometer": {"6": {"x": 1.234, "y": -1.234, "z": 0.0}}})
-        );
+        assert_eq!(v, json!({"accelerometer": {"6": {"x": 1.234, "y": -1.234, "z": 0.0}}}));
     }
 
     #[test]
     fn spec_example_gps_decodes() {
         let v = decode(&hex("01 88 06 76 5f f2 96 0a 00 03 e8")).unwrap();
-        assert_eq!(
-            v,
-            json!({"gpsLocation": {"1": {"latitude": 42.3519, "longitude": -87.9094, "altitude": 10.0}}})
-        );
+        assert_eq!(v, json!({"gpsLocation": {"1": {"latitude": 42.3519, "longitude": -87.9094, "altitude": 10.0}}}));
     }
 
     /// One vector per type: (payload hex, expected JSON). Values are computed by hand
@@ -449,18 +276,12 @@ mod tests {
             ("02 01 FF", json!({"digitalOutput": {"2": 255}})),
             ("03 02 FF 9C", json!({"analogInput": {"3": -1.0}})),
             ("04 03 04 D2", json!({"analogOutput": {"4": 12.34}})),
-            (
-                "05 64 FF FF FF FF",
-                json!({"genericSensor": {"5": 4294967295u32}}),
-            ),
+            ("05 64 FF FF FF FF", json!({"genericSensor": {"5": 4294967295u32}})),
             ("06 65 01 2C", json!({"illuminanceSensor": {"6": 300}})),
             ("07 66 01", json!({"presenceSensor": {"7": 1}})),
             ("08 67 FF 38", json!({"temperatureSensor": {"8": -20.0}})),
             ("09 68 61", json!({"humiditySensor": {"9": 48.5}})),
-            (
-                "0A 71 FC 18 03 E8 00 01",
-                json!({"accelerometer": {"10": {"x": -1.0, "y": 1.0, "z": 0.001}}}),
-            ),
+            ("0A 71 FC 18 03 E8 00 01", json!({"accelerometer": {"10": {"x": -1.0, "y": 1.0, "z": 0.001}}})),
             ("0B 73 27 8D", json!({"barometer": {"11": 1012.5}})),
             ("0C 74 01 4A", json!({"voltage": {"12": 3.3}})),
             ("0D 75 05 DC", json!({"current": {"13": 1.5}})),
@@ -473,14 +294,8 @@ mod tests {
             ("14 83 00 01 E2 40", json!({"energy": {"20": 123.456}})),
             ("15 84 01 0E", json!({"direction": {"21": 270}})),
             ("16 85 65 4C 7A 80", json!({"unixTime": {"22": 1699510912}})),
-            (
-                "17 86 00 64 FF 9C 27 10",
-                json!({"gyrometer": {"23": {"x": 1.0, "y": -1.0, "z": 100.0}}}),
-            ),
-            (
-                "18 87 FF 80 00",
-                json!({"colour": {"24": {"r": 255, "g": 128, "b": 0}}}),
-            ),
+            ("17 86 00 64 FF 9C 27 10", json!({"gyrometer": {"23": {"x": 1.0, "y": -1.0, "z": 100.0}}})),
+            ("18 87 FF 80 00", json!({"colour": {"24": {"r": 255, "g": 128, "b": 0}}})),
             (
                 "19 88 F9 89 A1 00 C3 50 FF FF 9C",
                 json!({"gpsLocation": {"25": {"latitude": -42.3519, "longitude": 5.0, "altitude": -1.0}}}),
@@ -494,11 +309,7 @@ mod tests {
         let vectors = vectors();
         assert_eq!(vectors.len(), TYPES.len(), "one vector per supported type");
         for (payload, expected) in vectors {
-            assert_eq!(
-                decode(&hex(payload)).unwrap(),
-                expected,
-                "payload {payload}"
-            );
+            assert_eq!(decode(&hex(payload)).unwrap(), expected, "payload {payload}");
         }
     }
 
@@ -536,35 +347,14 @@ mod tests {
 
     #[test]
     fn truncated_record_is_an_error() {
-        assert_eq!(
-            decode(&hex("03 67 01")),
-            Err(CayenneError::Truncated {
-                offset: 0,
-                needed: 1
-            })
-        );
-        assert_eq!(
-            decode(&hex("03 67 01 10 05")),
-            Err(CayenneError::Truncated {
-                offset: 4,
-                needed: 1
-            })
-        );
-        assert!(matches!(
-            decode(&hex("01 88 06 76 5f f2 96 0a 00 03")),
-            Err(CayenneError::Truncated { .. })
-        ));
+        assert_eq!(decode(&hex("03 67 01")), Err(CayenneError::Truncated { offset: 0, needed: 1 }));
+        assert_eq!(decode(&hex("03 67 01 10 05")), Err(CayenneError::Truncated { offset: 4, needed: 1 }));
+        assert!(matches!(decode(&hex("01 88 06 76 5f f2 96 0a 00 03")), Err(CayenneError::Truncated { .. })));
     }
 
     #[test]
     fn unknown_type_is_an_error() {
-        assert_eq!(
-            decode(&hex("01 FE 00")),
-            Err(CayenneError::UnknownType {
-                data_type: 0xFE,
-                offset: 1
-            })
-        );
+        assert_eq!(decode(&hex("01 FE 00")), Err(CayenneError::UnknownType { data_type: 0xFE, offset: 1 }));
     }
 
     #[test]
@@ -575,29 +365,11 @@ mod tests {
     #[test]
     fn encoder_rejects_bad_objects() {
         assert_eq!(encode(&json!([1])), Err(CayenneError::NotAnObject));
-        assert_eq!(
-            encode(&json!({"temperature": {"1": 2}})),
-            Err(CayenneError::UnknownName("temperature".into()))
-        );
-        assert!(matches!(
-            encode(&json!({"temperatureSensor": {"256": 2}})),
-            Err(CayenneError::BadChannel { .. })
-        ));
-        assert!(matches!(
-            encode(&json!({"humiditySensor": {"1": 200}})),
-            Err(CayenneError::BadValue { .. })
-        ));
-        assert!(matches!(
-            encode(&json!({"digitalOutput": {"1": -1}})),
-            Err(CayenneError::BadValue { .. })
-        ));
-        assert!(matches!(
-            encode(&json!({"gpsLocation": {"1": {"latitude": 1.0, "longitude": 2.0}}})),
-            Err(CayenneError::BadValue { .. })
-        ));
-        assert!(matches!(
-            encode(&json!({"digitalOutput": {"1": "on"}})),
-            Err(CayenneError::BadValue { .. })
-        ));
+        assert_eq!(encode(&json!({"temperature": {"1": 2}})), Err(CayenneError::UnknownName("temperature".into())));
+        assert!(matches!(encode(&json!({"temperatureSensor": {"256": 2}})), Err(CayenneError::BadChannel { .. })));
+        assert!(matches!(encode(&json!({"humiditySensor": {"1": 200}})), Err(CayenneError::BadValue { .. })));
+        assert!(matches!(encode(&json!({"digitalOutput": {"1": -1}})), Err(CayenneError::BadValue { .. })));
+        assert!(matches!(encode(&json!({"gpsLocation": {"1": {"latitude": 1.0, "longitude": 2.0}}})), Err(CayenneError::BadValue { .. })));
+        assert!(matches!(encode(&json!({"digitalOutput": {"1": "on"}})), Err(CayenneError::BadValue { .. })));
     }
 }

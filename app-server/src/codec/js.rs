@@ -100,10 +100,7 @@ pub(crate) struct JsEngine {
 
 impl JsEngine {
     pub(crate) fn new(config: CodecConfig) -> Self {
-        JsEngine {
-            config,
-            pool: Mutex::new(Pool::default()),
-        }
+        JsEngine { config, pool: Mutex::new(Pool::default()) }
     }
 
     pub(crate) fn config(&self) -> &CodecConfig {
@@ -133,23 +130,12 @@ impl JsEngine {
                 check_errors(&mut r)?;
                 let warnings = strings(r.remove("warnings"));
                 match r.remove("data") {
-                    Some(data @ Value::Object(_)) => Ok(Decoded {
-                        object: data,
-                        warnings,
-                    }),
-                    Some(other) => Err(CodecError::BadReturn(format!(
-                        "decodeUplink `data` must be an object, got {}",
-                        type_name(&other)
-                    ))),
-                    None => Err(CodecError::BadReturn(
-                        "decodeUplink returned neither `data` nor `errors`".into(),
-                    )),
+                    Some(data @ Value::Object(_)) => Ok(Decoded { object: data, warnings }),
+                    Some(other) => Err(CodecError::BadReturn(format!("decodeUplink `data` must be an object, got {}", type_name(&other)))),
+                    None => Err(CodecError::BadReturn("decodeUplink returned neither `data` nor `errors`".into())),
                 }
             }
-            _ => Ok(Decoded {
-                object: Value::Object(into_object(result, "Decoder")?),
-                warnings: Vec::new(),
-            }),
+            _ => Ok(Decoded { object: Value::Object(into_object(result, "Decoder")?), warnings: Vec::new() }),
         }
     }
 
@@ -175,9 +161,7 @@ impl JsEngine {
                 check_errors(&mut r)?;
                 match r.remove("bytes") {
                     Some(bytes) => byte_array(bytes),
-                    None => Err(CodecError::BadReturn(
-                        "encodeDownlink returned neither `bytes` nor `errors`".into(),
-                    )),
+                    None => Err(CodecError::BadReturn("encodeDownlink returned neither `bytes` nor `errors`".into())),
                 }
             }
             _ => byte_array(result),
@@ -186,16 +170,9 @@ impl JsEngine {
 
     /// Runs `f` on a compiled instance of `script`, reusing a pooled one when there is
     /// one, and returns the instance to the pool unless the call left it suspect.
-    fn with_instance<T>(
-        &self,
-        script: &Arc<str>,
-        f: impl FnOnce(&Instance) -> Result<T, CodecError>,
-    ) -> Result<T, CodecError> {
+    fn with_instance<T>(&self, script: &Arc<str>, f: impl FnOnce(&Instance) -> Result<T, CodecError>) -> Result<T, CodecError> {
         if script.len() > self.config.js_max_script_bytes {
-            return Err(CodecError::ScriptTooLarge {
-                size: script.len(),
-                limit: self.config.js_max_script_bytes,
-            });
+            return Err(CodecError::ScriptTooLarge { size: script.len(), limit: self.config.js_max_script_bytes });
         }
         let key = ScriptKey(script.clone());
         let instance = match self.checkout(&key) {
@@ -205,10 +182,7 @@ impl JsEngine {
         let result = f(&instance);
         // After a deadline or heap exhaustion the script may have stopped half-way
         // through changing its globals: start it afresh next time.
-        let suspect = matches!(
-            result,
-            Err(CodecError::Timeout(_) | CodecError::OutOfMemory(_) | CodecError::Engine(_))
-        );
+        let suspect = matches!(result, Err(CodecError::Timeout(_) | CodecError::OutOfMemory(_) | CodecError::Engine(_)));
         if !suspect {
             self.checkin(key, instance);
         }
@@ -248,18 +222,10 @@ impl JsEngine {
             entry.last_used = now;
             pool.idle += 1;
             while pool.idle > cap {
-                let Some(victim) = pool
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used)
-                    .map(|(k, _)| k.clone())
-                else {
+                let Some(victim) = pool.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| k.clone()) else {
                     break;
                 };
-                let entry = pool
-                    .entries
-                    .get_mut(&victim)
-                    .expect("victim key is present");
+                let entry = pool.entries.get_mut(&victim).expect("victim key is present");
                 evicted.extend(entry.instances.pop());
                 if entry.instances.is_empty() {
                     pool.entries.remove(&victim);
@@ -344,13 +310,7 @@ impl Instance {
             rquickjs::Error::Allocation => CodecError::OutOfMemory(config.js_memory_limit_bytes),
             e => CodecError::Engine(e.to_string()),
         })?;
-        let instance = Instance {
-            context,
-            _runtime: runtime,
-            epoch,
-            deadline_ns,
-            interrupted,
-        };
+        let instance = Instance { context, _runtime: runtime, epoch, deadline_ns, interrupted };
         instance.call(config, |ctx| ctx.eval::<(), _>(GLUE))?;
         let source = script.as_bytes().to_vec();
         instance
@@ -369,16 +329,11 @@ impl Instance {
 
     /// Runs `f` in the context under the configured deadline and maps a JS failure
     /// to the [`CodecError`] that says why.
-    fn call<T>(
-        &self,
-        config: &CodecConfig,
-        f: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<T>,
-    ) -> Result<T, CodecError> {
+    fn call<T>(&self, config: &CodecConfig, f: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<T>) -> Result<T, CodecError> {
         let limit = config.js_time_limit();
         let deadline = self.epoch.elapsed() + limit;
         self.interrupted.store(false, Ordering::Relaxed);
-        self.deadline_ns
-            .store(deadline.as_nanos() as u64, Ordering::Relaxed);
+        self.deadline_ns.store(deadline.as_nanos() as u64, Ordering::Relaxed);
         let result = self.context.with(|ctx| match f(&ctx) {
             Ok(v) => Ok(v),
             Err(e) => Err(self.js_error(&ctx, e, config)),
@@ -393,17 +348,12 @@ impl Instance {
                 let thrown = ctx.catch();
                 // Coercing runs user code (a thrown object's toString), still under
                 // the deadline; if it fails too, say so rather than guess.
-                thrown
-                    .get::<Coerced<String>>()
-                    .map(|c| c.0)
-                    .unwrap_or_else(|_| {
-                        let _ = ctx.catch();
-                        "exception that cannot be converted to a string".to_string()
-                    })
+                thrown.get::<Coerced<String>>().map(|c| c.0).unwrap_or_else(|_| {
+                    let _ = ctx.catch();
+                    "exception that cannot be converted to a string".to_string()
+                })
             }
-            rquickjs::Error::Allocation => {
-                return CodecError::OutOfMemory(config.js_memory_limit_bytes)
-            }
+            rquickjs::Error::Allocation => return CodecError::OutOfMemory(config.js_memory_limit_bytes),
             other => return CodecError::Engine(other.to_string()),
         };
         if self.interrupted.load(Ordering::Relaxed) {
@@ -422,8 +372,7 @@ fn json_text<T: serde::Serialize>(v: &T) -> Result<String, CodecError> {
 
 /// Splits the glue's `[format, result]` answer.
 fn split_tagged(out: &str, functions: &'static str) -> Result<(String, Value), CodecError> {
-    let parsed: Value = serde_json::from_str(out)
-        .map_err(|e| CodecError::BadReturn(format!("result is not JSON: {e}")))?;
+    let parsed: Value = serde_json::from_str(out).map_err(|e| CodecError::BadReturn(format!("result is not JSON: {e}")))?;
     let Value::Array(mut pair) = parsed else {
         return Err(CodecError::Engine("glue returned a non-array".into()));
     };
@@ -437,10 +386,7 @@ fn split_tagged(out: &str, functions: &'static str) -> Result<(String, Value), C
 fn into_object(v: Value, function: &str) -> Result<Map<String, Value>, CodecError> {
     match v {
         Value::Object(m) => Ok(m),
-        other => Err(CodecError::BadReturn(format!(
-            "{function} must return an object, got {}",
-            type_name(&other)
-        ))),
+        other => Err(CodecError::BadReturn(format!("{function} must return an object, got {}", type_name(&other)))),
     }
 }
 
@@ -469,10 +415,7 @@ fn strings(v: Option<Value>) -> Vec<String> {
 
 fn byte_array(v: Value) -> Result<Vec<u8>, CodecError> {
     let Value::Array(items) = v else {
-        return Err(CodecError::BadReturn(format!(
-            "bytes must be an array, got {}",
-            type_name(&v)
-        )));
+        return Err(CodecError::BadReturn(format!("bytes must be an array, got {}", type_name(&v))));
     };
     items
         .iter()
@@ -480,9 +423,7 @@ fn byte_array(v: Value) -> Result<Vec<u8>, CodecError> {
         .map(|(i, item)| {
             item.as_u64()
                 .and_then(|n| u8::try_from(n).ok())
-                .ok_or_else(|| {
-                    CodecError::BadReturn(format!("bytes[{i}] is {item}, not an integer 0..=255"))
-                })
+                .ok_or_else(|| CodecError::BadReturn(format!("bytes[{i}] is {item}, not an integer 0..=255")))
         })
         .collect()
 }
@@ -514,12 +455,7 @@ mod tests {
         PayloadCodec::Js(Arc::from(script))
     }
 
-    fn decode(
-        c: &Codecs,
-        codec: &PayloadCodec,
-        f_port: u8,
-        bytes: &[u8],
-    ) -> Result<Decoded, CodecError> {
+    fn decode(c: &Codecs, codec: &PayloadCodec, f_port: u8, bytes: &[u8]) -> Result<Decoded, CodecError> {
         let recv = Utc.with_ymd_and_hms(2026, 11, 25, 6, 0, 0).unwrap();
         c.decode_uplink(codec, f_port, bytes, recv, &Map::new())
     }
@@ -663,26 +599,13 @@ function decodeDownlink(input) {
         let d = decode(&c, &codec, 1, &[0xEE, 0x6C, 10, 0x0A, 0x28, 0x02, 8]).unwrap();
         // JSON.stringify writes -45.00 as -45.
         assert_eq!(d.object["temperature"], json!(-45));
-        assert_eq!(
-            d.warnings,
-            vec![
-                "temperature out of sensor range",
-                "low battery",
-                "sensor fault reported"
-            ]
-        );
+        assert_eq!(d.warnings, vec!["temperature out of sensor range", "low battery", "sensor fault reported"]);
 
         let d = decode(&c, &codec, 2, &[0x02, 0x58, 1, 1, 4, 2]).unwrap();
-        assert_eq!(
-            d.object,
-            json!({"interval": 600, "mode": "on_change", "firmware": "1.4.2"})
-        );
+        assert_eq!(d.object, json!({"interval": 600, "mode": "on_change", "firmware": "1.4.2"}));
 
         let d = decode(&c, &codec, 3, &[4, 9]).unwrap();
-        assert_eq!(
-            d.object,
-            json!({"alarms": [{"code": 4, "active": true}, {"code": 9, "active": true}]})
-        );
+        assert_eq!(d.object, json!({"alarms": [{"code": 4, "active": true}, {"code": 9, "active": true}]}));
     }
 
     #[test]
@@ -690,50 +613,28 @@ function decodeDownlink(input) {
         let c = codecs();
         let mut vars = Map::new();
         vars.insert("location".into(), json!("greenhouse 3"));
-        let d = c
-            .decode_uplink(
-                &js(TH_SENSOR),
-                1,
-                &[0, 0, 0, 0x0C, 0xE4, 0, 0],
-                Utc::now(),
-                &vars,
-            )
-            .unwrap();
+        let d = c.decode_uplink(&js(TH_SENSOR), 1, &[0, 0, 0, 0x0C, 0xE4, 0, 0], Utc::now(), &vars).unwrap();
         assert_eq!(d.object["location"], json!("greenhouse 3"));
     }
 
     #[test]
     fn errors_returned_by_the_script_are_an_error() {
         let c = codecs();
-        assert_eq!(
-            decode(&c, &js(TH_SENSOR), 99, &[1]),
-            Err(CodecError::ScriptErrors(vec!["unknown FPort 99".into()]))
-        );
+        assert_eq!(decode(&c, &js(TH_SENSOR), 99, &[1]), Err(CodecError::ScriptErrors(vec!["unknown FPort 99".into()])));
         assert_eq!(
             decode(&c, &js(TH_SENSOR), 1, &[1, 2]),
-            Err(CodecError::ScriptErrors(vec![
-                "measurement frame too short: 2 bytes".into()
-            ]))
+            Err(CodecError::ScriptErrors(vec!["measurement frame too short: 2 bytes".into()]))
         );
     }
 
     #[test]
     fn encode_downlink_returns_the_scripts_bytes() {
         let c = codecs();
-        let b = c
-            .encode_downlink(
-                &js(TH_SENSOR),
-                10,
-                &json!({"interval": 600, "mode": "threshold"}),
-                &Map::new(),
-            )
-            .unwrap();
+        let b = c.encode_downlink(&js(TH_SENSOR), 10, &json!({"interval": 600, "mode": "threshold"}), &Map::new()).unwrap();
         assert_eq!(b, vec![0x02, 0x58, 2]);
         assert_eq!(
             c.encode_downlink(&js(TH_SENSOR), 10, &json!({"interval": 1}), &Map::new()),
-            Err(CodecError::ScriptErrors(vec![
-                "interval must be between 10 and 65535 seconds".into()
-            ]))
+            Err(CodecError::ScriptErrors(vec!["interval must be between 10 and 65535 seconds".into()]))
         );
     }
 
@@ -755,9 +656,7 @@ function decodeDownlink(input) {
         let c = codecs();
         let d = decode(&c, &js(script), 1, &[1]).unwrap();
         assert_eq!(d.object, json!({"led": "on", "port": 1}));
-        let b = c
-            .encode_downlink(&js(script), 1, &json!({"led": "on"}), &Map::new())
-            .unwrap();
+        let b = c.encode_downlink(&js(script), 1, &json!({"led": "on"}), &Map::new()).unwrap();
         assert_eq!(b, vec![1]);
     }
 
@@ -768,26 +667,14 @@ function decodeDownlink(input) {
             function Encode(fPort, obj, variables) { return new Uint8Array([obj.a, obj.b]); }
         "#;
         let c = codecs();
-        assert_eq!(
-            decode(&c, &js(script), 5, &[2, 3]).unwrap().object,
-            json!({"sum": 5, "port": 5})
-        );
-        assert_eq!(
-            c.encode_downlink(&js(script), 5, &json!({"a": 1, "b": 255}), &Map::new())
-                .unwrap(),
-            vec![1, 255]
-        );
+        assert_eq!(decode(&c, &js(script), 5, &[2, 3]).unwrap().object, json!({"sum": 5, "port": 5}));
+        assert_eq!(c.encode_downlink(&js(script), 5, &json!({"a": 1, "b": 255}), &Map::new()).unwrap(), vec![1, 255]);
     }
 
     #[test]
     fn functions_declared_with_const_are_found() {
         let script = "const decodeUplink = (input) => ({ data: { n: input.bytes.length } });";
-        assert_eq!(
-            decode(&codecs(), &js(script), 1, &[1, 2, 3])
-                .unwrap()
-                .object,
-            json!({"n": 3})
-        );
+        assert_eq!(decode(&codecs(), &js(script), 1, &[1, 2, 3]).unwrap().object, json!({"n": 3}));
     }
 
     #[test]
@@ -802,22 +689,14 @@ function decodeDownlink(input) {
         assert!(elapsed >= Duration::from_millis(100), "took {elapsed:?}");
         // The engine stays usable for the next call.
         let started = Instant::now();
-        assert!(matches!(
-            decode(&c, &codec, 1, &[1]),
-            Err(CodecError::Timeout(_))
-        ));
+        assert!(matches!(decode(&c, &codec, 1, &[1]), Err(CodecError::Timeout(_))));
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
     fn infinite_loop_at_top_level_is_cut_off_too() {
         let started = Instant::now();
-        let r = decode(
-            &codecs(),
-            &js("for (;;) {} function Decoder() { return {}; }"),
-            1,
-            &[],
-        );
+        let r = decode(&codecs(), &js("for (;;) {} function Decoder() { return {}; }"), 1, &[]);
         assert!(matches!(r, Err(CodecError::Timeout(_))), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(1));
     }
@@ -838,55 +717,26 @@ function decodeDownlink(input) {
     #[test]
     fn thrown_exception_gives_its_message() {
         let c = codecs();
-        let r = decode(
-            &c,
-            &js("function decodeUplink(i) { throw new Error('bad frame'); }"),
-            1,
-            &[],
-        );
+        let r = decode(&c, &js("function decodeUplink(i) { throw new Error('bad frame'); }"), 1, &[]);
         assert_eq!(r, Err(CodecError::Exception("Error: bad frame".into())));
-        let r = decode(
-            &c,
-            &js("function decodeUplink(i) { throw 'plain string'; }"),
-            1,
-            &[],
-        );
+        let r = decode(&c, &js("function decodeUplink(i) { throw 'plain string'; }"), 1, &[]);
         assert_eq!(r, Err(CodecError::Exception("plain string".into())));
-        let r = decode(
-            &c,
-            &js("function decodeUplink(i) { return i.bytes.foo.bar; }"),
-            1,
-            &[],
-        );
-        assert!(
-            matches!(&r, Err(CodecError::Exception(m)) if m.starts_with("TypeError")),
-            "{r:?}"
-        );
+        let r = decode(&c, &js("function decodeUplink(i) { return i.bytes.foo.bar; }"), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::Exception(m)) if m.starts_with("TypeError")), "{r:?}");
     }
 
     #[test]
     fn syntax_error_is_a_compile_error() {
         let r = decode(&codecs(), &js("function decodeUplink(input { }"), 1, &[]);
-        assert!(
-            matches!(&r, Err(CodecError::Compile(m)) if m.starts_with("SyntaxError")),
-            "{r:?}"
-        );
+        assert!(matches!(&r, Err(CodecError::Compile(m)) if m.starts_with("SyntaxError")), "{r:?}");
     }
 
     #[test]
     fn script_without_codec_functions_is_reported() {
         let c = codecs();
+        assert_eq!(decode(&c, &js("var x = 1;"), 1, &[]), Err(CodecError::MissingFunction(DECODE_FUNCTIONS)));
         assert_eq!(
-            decode(&c, &js("var x = 1;"), 1, &[]),
-            Err(CodecError::MissingFunction(DECODE_FUNCTIONS))
-        );
-        assert_eq!(
-            c.encode_downlink(
-                &js("function decodeUplink() {}"),
-                1,
-                &json!({}),
-                &Map::new()
-            ),
+            c.encode_downlink(&js("function decodeUplink() {}"), 1, &json!({}), &Map::new()),
             Err(CodecError::MissingFunction(ENCODE_FUNCTIONS))
         );
     }
@@ -902,10 +752,7 @@ function decodeDownlink(input) {
         ];
         for script in cases {
             let r = decode(&c, &js(script), 1, &[]);
-            assert!(
-                matches!(r, Err(CodecError::BadReturn(_))),
-                "{script}: {r:?}"
-            );
+            assert!(matches!(r, Err(CodecError::BadReturn(_))), "{script}: {r:?}");
         }
         let encoders = [
             "function encodeDownlink() { return { bytes: [1, 256] }; }",
@@ -916,20 +763,13 @@ function decodeDownlink(input) {
         ];
         for script in encoders {
             let r = c.encode_downlink(&js(script), 1, &json!({}), &Map::new());
-            assert!(
-                matches!(r, Err(CodecError::BadReturn(_))),
-                "{script}: {r:?}"
-            );
+            assert!(matches!(r, Err(CodecError::BadReturn(_))), "{script}: {r:?}");
         }
     }
 
     #[test]
     fn unbounded_allocation_is_out_of_memory() {
-        let c = Codecs::new(CodecConfig {
-            js_memory_limit_bytes: 8 * 1024 * 1024,
-            js_time_limit_ms: 5_000,
-            ..CodecConfig::default()
-        });
+        let c = Codecs::new(CodecConfig { js_memory_limit_bytes: 8 * 1024 * 1024, js_time_limit_ms: 5_000, ..CodecConfig::default() });
         let script = r#"
             function decodeUplink(input) {
               var hoard = [];
@@ -947,16 +787,8 @@ function decodeDownlink(input) {
 
     #[test]
     fn deep_recursion_is_an_exception_not_a_crash() {
-        let r = decode(
-            &codecs(),
-            &js("function decodeUplink(i) { return decodeUplink(i); }"),
-            1,
-            &[],
-        );
-        assert!(
-            matches!(&r, Err(CodecError::Exception(m)) if m.contains("call stack size exceeded")),
-            "{r:?}"
-        );
+        let r = decode(&codecs(), &js("function decodeUplink(i) { return decodeUplink(i); }"), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::Exception(m)) if m.contains("call stack size exceeded")), "{r:?}");
     }
 
     #[test]
@@ -964,9 +796,7 @@ function decodeDownlink(input) {
         // A vendor-sized decoder: a large lookup table plus the real decoder.
         let mut script = String::from("var ERROR_CODES = {\n");
         for i in 0..2000 {
-            script.push_str(&format!(
-                "  {i}: \"error code {i}: sensor subsystem diagnostic message\",\n"
-            ));
+            script.push_str(&format!("  {i}: \"error code {i}: sensor subsystem diagnostic message\",\n"));
         }
         script.push_str("};\n");
         script.push_str(TH_SENSOR);
@@ -982,41 +812,22 @@ function decodeDownlink(input) {
         let d = decode(&c, &codec, 2, &[0x02, 0x58, 0, 3, 0, 0]).unwrap();
         let cached = started.elapsed();
         assert_eq!(d.object["firmware"], json!("3.0.0"));
-        println!(
-            "{} byte script: first call (compile) {first:?}, cached call {cached:?}",
-            script.len()
-        );
+        println!("{} byte script: first call (compile) {first:?}, cached call {cached:?}", script.len());
     }
 
     #[test]
     fn script_over_the_size_limit_is_refused() {
-        let c = Codecs::new(CodecConfig {
-            js_max_script_bytes: 10,
-            ..CodecConfig::default()
-        });
-        assert_eq!(
-            decode(&c, &js("function Decoder() { return {}; }"), 1, &[]),
-            Err(CodecError::ScriptTooLarge {
-                size: 33,
-                limit: 10
-            })
-        );
+        let c = Codecs::new(CodecConfig { js_max_script_bytes: 10, ..CodecConfig::default() });
+        assert_eq!(decode(&c, &js("function Decoder() { return {}; }"), 1, &[]), Err(CodecError::ScriptTooLarge { size: 33, limit: 10 }));
     }
 
     #[test]
     fn scripts_do_not_see_each_others_globals() {
         let c = codecs();
         let writer = js("var shared = 'secret'; function Decoder() { globalThis.leak = 1; return { seen: typeof shared }; }");
-        let reader =
-            js("function Decoder() { return { shared: typeof shared, leak: typeof leak }; }");
-        assert_eq!(
-            decode(&c, &writer, 1, &[]).unwrap().object,
-            json!({"seen": "string"})
-        );
-        assert_eq!(
-            decode(&c, &reader, 1, &[]).unwrap().object,
-            json!({"shared": "undefined", "leak": "undefined"})
-        );
+        let reader = js("function Decoder() { return { shared: typeof shared, leak: typeof leak }; }");
+        assert_eq!(decode(&c, &writer, 1, &[]).unwrap().object, json!({"seen": "string"}));
+        assert_eq!(decode(&c, &reader, 1, &[]).unwrap().object, json!({"shared": "undefined", "leak": "undefined"}));
     }
 
     #[test]
@@ -1026,10 +837,7 @@ function decodeDownlink(input) {
             JSON.stringify = function () { return "broken"; };
             function Decoder(bytes) { return { ok: true }; }
         "#;
-        assert_eq!(
-            decode(&codecs(), &js(script), 1, &[]).unwrap().object,
-            json!({"ok": true})
-        );
+        assert_eq!(decode(&codecs(), &js(script), 1, &[]).unwrap().object, json!({"ok": true}));
     }
 
     #[test]
@@ -1046,16 +854,10 @@ function decodeDownlink(input) {
 
     #[test]
     fn pool_keeps_at_most_the_configured_number_of_runtimes() {
-        let c = Codecs::new(CodecConfig {
-            js_cached_runtimes: 2,
-            ..CodecConfig::default()
-        });
+        let c = Codecs::new(CodecConfig { js_cached_runtimes: 2, ..CodecConfig::default() });
         for i in 0..5 {
             let script = format!("function Decoder() {{ return {{ i: {i} }}; }}");
-            assert_eq!(
-                decode(&c, &js(&script), 1, &[]).unwrap().object,
-                json!({"i": i})
-            );
+            assert_eq!(decode(&c, &js(&script), 1, &[]).unwrap().object, json!({"i": i}));
         }
         let pool = c.js.lock();
         assert_eq!(pool.idle, 2);

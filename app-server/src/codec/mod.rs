@@ -168,17 +168,13 @@ pub struct Codecs {
 
 impl std::fmt::Debug for Codecs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Codecs")
-            .field("config", self.js.config())
-            .finish_non_exhaustive()
+        f.debug_struct("Codecs").field("config", self.js.config()).finish_non_exhaustive()
     }
 }
 
 impl Codecs {
     pub fn new(config: CodecConfig) -> Self {
-        Codecs {
-            js: Arc::new(js::JsEngine::new(config)),
-        }
+        Codecs { js: Arc::new(js::JsEngine::new(config)) }
     }
 
     pub fn config(&self) -> &CodecConfig {
@@ -196,13 +192,8 @@ impl Codecs {
     ) -> Result<Decoded, CodecError> {
         match codec {
             PayloadCodec::None => Err(CodecError::Unsupported),
-            PayloadCodec::CayenneLpp => Ok(Decoded {
-                object: cayenne::decode(bytes)?,
-                warnings: Vec::new(),
-            }),
-            PayloadCodec::Js(script) => self
-                .js
-                .decode_uplink(script, f_port, bytes, recv_time, variables),
+            PayloadCodec::CayenneLpp => Ok(Decoded { object: cayenne::decode(bytes)?, warnings: Vec::new() }),
+            PayloadCodec::Js(script) => self.js.decode_uplink(script, f_port, bytes, recv_time, variables),
         }
     }
 
@@ -236,22 +227,10 @@ mod tests {
 
     #[test]
     fn profile_names_map_to_codecs() {
-        assert_eq!(
-            PayloadCodec::from_profile("NONE", "x").unwrap(),
-            PayloadCodec::None
-        );
-        assert_eq!(
-            PayloadCodec::from_profile("CAYENNE_LPP", "").unwrap(),
-            PayloadCodec::CayenneLpp
-        );
-        assert_eq!(
-            PayloadCodec::from_profile("JS", "var a;").unwrap(),
-            PayloadCodec::Js(Arc::from("var a;"))
-        );
-        assert_eq!(
-            PayloadCodec::from_profile("js", ""),
-            Err(CodecError::UnknownCodec("js".into()))
-        );
+        assert_eq!(PayloadCodec::from_profile("NONE", "x").unwrap(), PayloadCodec::None);
+        assert_eq!(PayloadCodec::from_profile("CAYENNE_LPP", "").unwrap(), PayloadCodec::CayenneLpp);
+        assert_eq!(PayloadCodec::from_profile("JS", "var a;").unwrap(), PayloadCodec::Js(Arc::from("var a;")));
+        assert_eq!(PayloadCodec::from_profile("js", ""), Err(CodecError::UnknownCodec("js".into())));
     }
 
     #[test]
@@ -267,43 +246,21 @@ mod tests {
     fn codec_none_is_unsupported_both_ways() {
         let c = Codecs::new(CodecConfig::default());
         let vars = Map::new();
-        assert_eq!(
-            c.decode_uplink(&PayloadCodec::None, 1, &[1], Utc::now(), &vars),
-            Err(CodecError::Unsupported)
-        );
-        assert_eq!(
-            c.encode_downlink(&PayloadCodec::None, 1, &json!({}), &vars),
-            Err(CodecError::Unsupported)
-        );
+        assert_eq!(c.decode_uplink(&PayloadCodec::None, 1, &[1], Utc::now(), &vars), Err(CodecError::Unsupported));
+        assert_eq!(c.encode_downlink(&PayloadCodec::None, 1, &json!({}), &vars), Err(CodecError::Unsupported));
     }
 
     #[test]
     fn cayenne_codec_decodes_and_encodes_through_the_service() {
         let c = Codecs::new(CodecConfig::default());
         let vars = Map::new();
-        let d = c
-            .decode_uplink(
-                &PayloadCodec::CayenneLpp,
-                2,
-                &[3, 0x67, 1, 0x10],
-                Utc::now(),
-                &vars,
-            )
-            .unwrap();
+        let d = c.decode_uplink(&PayloadCodec::CayenneLpp, 2, &[3, 0x67, 1, 0x10], Utc::now(), &vars).unwrap();
         assert_eq!(d.object, json!({"temperatureSensor": {"3": 27.2}}));
         assert!(d.warnings.is_empty());
-        let b = c
-            .encode_downlink(&PayloadCodec::CayenneLpp, 2, &d.object, &vars)
-            .unwrap();
+        let b = c.encode_downlink(&PayloadCodec::CayenneLpp, 2, &d.object, &vars).unwrap();
         assert_eq!(b, vec![3, 0x67, 1, 0x10]);
         assert!(matches!(
-            c.decode_uplink(
-                &PayloadCodec::CayenneLpp,
-                2,
-                &[3, 0x67, 1],
-                Utc::now(),
-                &vars
-            ),
+            c.decode_uplink(&PayloadCodec::CayenneLpp, 2, &[3, 0x67, 1], Utc::now(), &vars),
             Err(CodecError::Cayenne(CayenneError::Truncated { .. }))
         ));
     }

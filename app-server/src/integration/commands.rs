@@ -42,10 +42,7 @@ pub enum CommandError {
     #[error("device {0} does not exist")]
     UnknownDevice(Eui64),
     #[error("device {dev_eui} does not belong to application {application_id}")]
-    WrongApplication {
-        dev_eui: Eui64,
-        application_id: Uuid,
-    },
+    WrongApplication { dev_eui: Eui64, application_id: Uuid },
     #[error("invalid downlink command JSON: {0}")]
     Json(String),
     #[error("devEui {body:?} in the command does not match the topic's {topic}")]
@@ -59,10 +56,7 @@ pub enum CommandError {
     #[error("id {0:?} is not a UUID")]
     BadId(String),
     #[error("payload codec {codec} could not encode object: {source}")]
-    Codec {
-        codec: &'static str,
-        source: CodecError,
-    },
+    Codec { codec: &'static str, source: CodecError },
     #[error("payload is {0} bytes, more than the {MAX_PAYLOAD} a downlink can carry")]
     TooLarge(usize),
     #[error("downlink could not be queued: database error")]
@@ -110,10 +104,7 @@ struct Rejected {
 
 impl From<CommandError> for Rejected {
     fn from(error: CommandError) -> Self {
-        Rejected {
-            error,
-            device: None,
-        }
+        Rejected { error, device: None }
     }
 }
 
@@ -126,11 +117,7 @@ pub(crate) struct CommandHandler {
 
 impl CommandHandler {
     /// Handles commands one at a time until `shutdown` or until the transport is gone.
-    pub(crate) async fn run(
-        self,
-        mut commands: mpsc::Receiver<DownlinkCommand>,
-        shutdown: CancellationToken,
-    ) {
+    pub(crate) async fn run(self, mut commands: mpsc::Receiver<DownlinkCommand>, shutdown: CancellationToken) {
         loop {
             let cmd = tokio::select! {
                 biased;
@@ -148,25 +135,13 @@ impl CommandHandler {
     pub(crate) async fn handle(&self, cmd: &DownlinkCommand) -> Option<Uuid> {
         match self.enqueue(cmd).await {
             Ok((id, dev_eui)) => {
-                self.emitter
-                    .metrics
-                    .downlink_commands
-                    .with_label_values(&["queued"])
-                    .inc();
+                self.emitter.metrics.downlink_commands.with_label_values(&["queued"]).inc();
                 debug!(%dev_eui, queue_item_id = %id, "downlink command queued");
                 Some(id)
             }
             Err(Rejected { error, device }) => {
-                let outcome = if error.is_internal() {
-                    "error"
-                } else {
-                    "invalid"
-                };
-                self.emitter
-                    .metrics
-                    .downlink_commands
-                    .with_label_values(&[outcome])
-                    .inc();
+                let outcome = if error.is_internal() { "error" } else { "invalid" };
+                self.emitter.metrics.downlink_commands.with_label_values(&[outcome]).inc();
                 // Topic parts are as received: shorten them for the log line.
                 let dev_eui: String = cmd.dev_eui.chars().take(32).collect();
                 let application_id: String = cmd.application_id.chars().take(40).collect();
@@ -178,8 +153,7 @@ impl CommandHandler {
                 if let Some(ctx) = device {
                     let mut context = BTreeMap::new();
                     context.insert("topic_dev_eui".to_string(), ctx.device.dev_eui.to_string());
-                    self.emitter
-                        .log(&ctx, "ERROR", error.log_code(), error.to_string(), context);
+                    self.emitter.log(&ctx, "ERROR", error.log_code(), error.to_string(), context);
                 }
                 None
             }
@@ -187,40 +161,22 @@ impl CommandHandler {
     }
 
     async fn enqueue(&self, cmd: &DownlinkCommand) -> Result<(Uuid, Eui64), Rejected> {
-        let dev_eui: Eui64 = cmd
-            .dev_eui
-            .to_ascii_lowercase()
-            .parse()
-            .map_err(|_| CommandError::BadTopicDevEui(cmd.dev_eui.clone()))?;
-        let application_id: Uuid = cmd
-            .application_id
-            .parse()
-            .map_err(|_| CommandError::BadApplicationId(cmd.application_id.clone()))?;
+        let dev_eui: Eui64 = cmd.dev_eui.to_ascii_lowercase().parse().map_err(|_| CommandError::BadTopicDevEui(cmd.dev_eui.clone()))?;
+        let application_id: Uuid = cmd.application_id.parse().map_err(|_| CommandError::BadApplicationId(cmd.application_id.clone()))?;
         let ctx = match self.storage.devices.context(dev_eui).await {
             Ok(ctx) => Arc::new(ctx),
             Err(StorageError::NotFound) => return Err(CommandError::UnknownDevice(dev_eui).into()),
             Err(e) => return Err(CommandError::Storage(e).into()),
         };
         if ctx.device.application_id != application_id {
-            return Err(CommandError::WrongApplication {
-                dev_eui,
-                application_id,
-            }
-            .into());
+            return Err(CommandError::WrongApplication { dev_eui, application_id }.into());
         }
-        let with_device = |error: CommandError| Rejected {
-            error,
-            device: Some(ctx.clone()),
-        };
+        let with_device = |error: CommandError| Rejected { error, device: Some(ctx.clone()) };
 
-        let body: CommandBody = serde_json::from_slice(&cmd.payload)
-            .map_err(|e| with_device(CommandError::Json(e.to_string())))?;
+        let body: CommandBody = serde_json::from_slice(&cmd.payload).map_err(|e| with_device(CommandError::Json(e.to_string())))?;
         if let Some(body_eui) = &body.dev_eui {
             if body_eui.to_ascii_lowercase().parse::<Eui64>() != Ok(dev_eui) {
-                return Err(with_device(CommandError::DevEuiMismatch {
-                    body: body_eui.clone(),
-                    topic: dev_eui,
-                }));
+                return Err(with_device(CommandError::DevEuiMismatch { body: body_eui.clone(), topic: dev_eui }));
             }
         }
         // LoRaWAN 1.0.4 §4.3.2: FPort 1..223 are application ports; 0 is MAC, 224 test.
@@ -231,18 +187,11 @@ impl CommandHandler {
         let id = match &body.id {
             None => Uuid::new_v4(),
             Some(s) if s.is_empty() => Uuid::new_v4(),
-            Some(s) => s
-                .parse()
-                .map_err(|_| with_device(CommandError::BadId(s.clone())))?,
+            Some(s) => s.parse().map_err(|_| with_device(CommandError::BadId(s.clone())))?,
         };
         let data = match (&body.data, &body.object) {
-            (Some(data), None) => BASE64
-                .decode(data)
-                .map_err(|_| with_device(CommandError::Base64))?,
-            (None, Some(object)) => self
-                .encode(&ctx, f_port, object.clone())
-                .await
-                .map_err(with_device)?,
+            (Some(data), None) => BASE64.decode(data).map_err(|_| with_device(CommandError::Base64))?,
+            (None, Some(object)) => self.encode(&ctx, f_port, object.clone()).await.map_err(with_device)?,
             _ => return Err(with_device(CommandError::DataOrObject)),
         };
         if data.len() > MAX_PAYLOAD {
@@ -250,37 +199,20 @@ impl CommandHandler {
         }
 
         let item = downlink_queue::unsent(id, dev_eui, f_port, body.confirmed, data);
-        downlink_queue::enqueue(&self.storage, &self.network, &item)
-            .await
-            .map_err(|e| with_device(CommandError::Storage(e)))?;
+        downlink_queue::enqueue(&self.storage, &self.network, &item).await.map_err(|e| with_device(CommandError::Storage(e)))?;
         Ok((id, dev_eui))
     }
 
-    async fn encode(
-        &self,
-        ctx: &DeviceContext,
-        f_port: u8,
-        object: Value,
-    ) -> Result<Vec<u8>, CommandError> {
+    async fn encode(&self, ctx: &DeviceContext, f_port: u8, object: Value) -> Result<Vec<u8>, CommandError> {
         downlink_queue::encode_object(&self.codecs, &ctx.profile, ctx.device.tags.as_object().cloned().unwrap_or_default(), f_port, object)
             .await
             .map_err(|e| match e {
-                EncodeError::UnknownCodec(source) => CommandError::Codec {
-                    codec: "unknown",
-                    source,
-                },
-                EncodeError::NoCodec => CommandError::Codec {
-                    codec: PayloadCodec::None.name(),
-                    source: CodecError::Unsupported,
-                },
+                EncodeError::UnknownCodec(source) => CommandError::Codec { codec: "unknown", source },
+                EncodeError::NoCodec => CommandError::Codec { codec: PayloadCodec::None.name(), source: CodecError::Unsupported },
                 EncodeError::Codec { codec, source } => CommandError::Codec { codec, source },
                 EncodeError::Task { codec, source } => CommandError::Codec {
                     codec,
-                    source: CodecError::Engine(if source.is_panic() {
-                        "codec panicked".into()
-                    } else {
-                        source.to_string()
-                    }),
+                    source: CodecError::Engine(if source.is_panic() { "codec panicked".into() } else { source.to_string() }),
                 },
             })
     }
@@ -294,11 +226,7 @@ mod tests {
     use super::*;
 
     fn command(app: &str, dev_eui: &str, body: Value) -> DownlinkCommand {
-        DownlinkCommand {
-            application_id: app.to_string(),
-            dev_eui: dev_eui.to_string(),
-            payload: serde_json::to_vec(&body).unwrap(),
-        }
+        DownlinkCommand { application_id: app.to_string(), dev_eui: dev_eui.to_string(), payload: serde_json::to_vec(&body).unwrap() }
     }
 
     #[tokio::test]
@@ -309,11 +237,7 @@ mod tests {
         let eui = ctx.device.dev_eui.to_string().to_uppercase();
         let id = h
             .commands()
-            .handle(&command(
-                &app,
-                &eui,
-                json!({"devEui": eui, "confirmed": true, "fPort": 10, "data": "AQID"}),
-            ))
+            .handle(&command(&app, &eui, json!({"devEui": eui, "confirmed": true, "fPort": 10, "data": "AQID"})))
             .await
             .expect("queued");
         let items = h.storage.queue.list(ctx.device.dev_eui).await.unwrap();
@@ -337,14 +261,7 @@ mod tests {
         .await;
         let app = ctx.device.application_id.to_string();
         let eui = ctx.device.dev_eui.to_string();
-        h.commands()
-            .handle(&command(
-                &app,
-                &eui,
-                json!({"fPort": 2, "object": {"level": 5}}),
-            ))
-            .await
-            .expect("queued");
+        h.commands().handle(&command(&app, &eui, json!({"fPort": 2, "object": {"level": 5}}))).await.expect("queued");
         let items = h.storage.queue.list(ctx.device.dev_eui).await.unwrap();
         assert_eq!(items[0].data, vec![5, 7]);
         assert!(!items[0].confirmed);
@@ -363,36 +280,14 @@ mod tests {
             (json!({"fPort": 224, "data": "AQ=="}), "UNKNOWN", "fPort"),
             (json!({"fPort": 1, "data": "***"}), "UNKNOWN", "base64"),
             (json!({"fPort": 1}), "UNKNOWN", "data and object"),
-            (
-                json!({"fPort": 1, "data": "AQ==", "object": {}}),
-                "UNKNOWN",
-                "data and object",
-            ),
-            (
-                json!({"devEui": "0000000000000001", "fPort": 1, "data": "AQ=="}),
-                "UNKNOWN",
-                "devEui",
-            ),
-            (
-                json!({"fPort": 1, "data": BASE64.encode([0u8; 243])}),
-                "DOWNLINK_PAYLOAD_SIZE",
-                "243 bytes",
-            ),
-            (
-                json!({"fPort": 1, "object": {"a": 1}}),
-                "DOWNLINK_CODEC",
-                "NONE",
-            ),
+            (json!({"fPort": 1, "data": "AQ==", "object": {}}), "UNKNOWN", "data and object"),
+            (json!({"devEui": "0000000000000001", "fPort": 1, "data": "AQ=="}), "UNKNOWN", "devEui"),
+            (json!({"fPort": 1, "data": BASE64.encode([0u8; 243])}), "DOWNLINK_PAYLOAD_SIZE", "243 bytes"),
+            (json!({"fPort": 1, "object": {"a": 1}}), "DOWNLINK_CODEC", "NONE"),
             (json!({"fPort": "x"}), "UNKNOWN", "JSON"),
         ];
         for (body, code, text) in &cases {
-            assert_eq!(
-                h.commands()
-                    .handle(&command(&app, &eui, body.clone()))
-                    .await,
-                None,
-                "{body}"
-            );
+            assert_eq!(h.commands().handle(&command(&app, &eui, body.clone())).await, None, "{body}");
             let published = h.published();
             let (topic, payload) = published.last().expect("log event published");
             assert_eq!(topic, &format!("application/{app}/device/{eui}/event/log"));
@@ -403,13 +298,7 @@ mod tests {
             assert!(description.contains(text), "{body}: {description}");
         }
         assert_eq!(h.published().len(), cases.len());
-        assert!(h
-            .storage
-            .queue
-            .list(ctx.device.dev_eui)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(h.storage.queue.list(ctx.device.dev_eui).await.unwrap().is_empty());
         h.close().await;
     }
 
@@ -420,44 +309,14 @@ mod tests {
         let eui = ctx.device.dev_eui.to_string();
         let body = json!({"fPort": 1, "data": "AQ=="});
         let other_app = Uuid::new_v4().to_string();
-        assert_eq!(
-            h.commands()
-                .handle(&command(&other_app, &eui, body.clone()))
-                .await,
-            None
-        );
+        assert_eq!(h.commands().handle(&command(&other_app, &eui, body.clone())).await, None);
         let app = ctx.device.application_id.to_string();
-        assert_eq!(
-            h.commands()
-                .handle(&command(&app, "0badc0de0badc0de", body.clone()))
-                .await,
-            None
-        );
-        assert_eq!(
-            h.commands()
-                .handle(&command(&app, "not-an-eui", body.clone()))
-                .await,
-            None
-        );
-        assert_eq!(
-            h.commands().handle(&command("nope", &eui, body)).await,
-            None
-        );
+        assert_eq!(h.commands().handle(&command(&app, "0badc0de0badc0de", body.clone())).await, None);
+        assert_eq!(h.commands().handle(&command(&app, "not-an-eui", body.clone())).await, None);
+        assert_eq!(h.commands().handle(&command("nope", &eui, body)).await, None);
         assert!(h.published().is_empty());
-        assert!(h
-            .storage
-            .queue
-            .list(ctx.device.dev_eui)
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(
-            h.metrics
-                .downlink_commands
-                .with_label_values(&["invalid"])
-                .get(),
-            4
-        );
+        assert!(h.storage.queue.list(ctx.device.dev_eui).await.unwrap().is_empty());
+        assert_eq!(h.metrics.downlink_commands.with_label_values(&["invalid"]).get(), 4);
         h.close().await;
     }
 }

@@ -34,10 +34,7 @@ impl Default for IntegrationConfig {
 impl IntegrationConfig {
     pub(crate) fn codec_concurrency(&self) -> usize {
         match self.codec_concurrency {
-            0 => std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .saturating_mul(2)
-                .clamp(2, 64),
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()).saturating_mul(2).clamp(2, 64),
             n => n,
         }
     }
@@ -59,10 +56,7 @@ mod tests {
     #[test]
     fn automatic_codec_concurrency_is_at_least_two() {
         assert!(IntegrationConfig::default().codec_concurrency() >= 2);
-        let c = IntegrationConfig {
-            codec_concurrency: 1,
-            ..IntegrationConfig::default()
-        };
+        let c = IntegrationConfig { codec_concurrency: 1, ..IntegrationConfig::default() };
         assert_eq!(c.codec_concurrency(), 1);
     }
 }

@@ -61,18 +61,12 @@ impl HistoryHandle {
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 // The writer gave up at shutdown; it has reported that already.
                 self.metrics.history_buffer_depth.dec();
-                self.metrics
-                    .history_dropped
-                    .with_label_values(&["shutdown"])
-                    .inc();
+                self.metrics.history_dropped.with_label_values(&["shutdown"]).inc();
                 false
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.history_buffer_depth.dec();
-                self.metrics
-                    .history_dropped
-                    .with_label_values(&["buffer_full"])
-                    .inc();
+                self.metrics.history_dropped.with_label_values(&["buffer_full"]).inc();
                 if let Some(suppressed) = self.drop_warning.allow() {
                     warn!(
                         buffer = self.tx.max_capacity(),
@@ -96,11 +90,7 @@ struct DropWarning {
 
 impl DropWarning {
     fn new() -> Self {
-        DropWarning {
-            start: std::time::Instant::now(),
-            last_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
+        DropWarning { start: std::time::Instant::now(), last_ms: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
     }
 
     fn allow(&self) -> Option<u64> {
@@ -108,10 +98,7 @@ impl DropWarning {
         let now = self.start.elapsed().as_millis() as u64 + 1;
         let last = self.last_ms.load(Ordering::Relaxed);
         if (last == 0 || now >= last + DROP_WARN_INTERVAL.as_millis() as u64)
-            && self
-                .last_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+            && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
             return Some(self.suppressed.swap(0, Ordering::Relaxed));
         }
@@ -131,17 +118,9 @@ pub struct HistoryWriter {
 }
 
 impl HistoryWriter {
-    pub fn new(
-        repo: Arc<dyn HistoryRepo>,
-        config: &IntegrationConfig,
-        metrics: IntegrationMetrics,
-    ) -> (HistoryHandle, HistoryWriter) {
+    pub fn new(repo: Arc<dyn HistoryRepo>, config: &IntegrationConfig, metrics: IntegrationMetrics) -> (HistoryHandle, HistoryWriter) {
         let (tx, rx) = mpsc::channel(config.history_buffer.max(1));
-        let handle = HistoryHandle {
-            tx,
-            metrics: metrics.clone(),
-            drop_warning: Arc::new(DropWarning::new()),
-        };
+        let handle = HistoryHandle { tx, metrics: metrics.clone(), drop_warning: Arc::new(DropWarning::new()) };
         let writer = HistoryWriter {
             rx,
             repo,
@@ -157,11 +136,7 @@ impl HistoryWriter {
     /// `shutdown` is cancelled, gives up after the flush timeout, counting what is left
     /// as dropped.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut stop = Stop {
-            token: shutdown,
-            flush_timeout: self.flush_timeout,
-            deadline: None,
-        };
+        let mut stop = Stop { token: shutdown, flush_timeout: self.flush_timeout, deadline: None };
         while let Some(batch) = self.next_batch(&mut stop).await {
             self.write_batch(batch, &mut stop).await;
         }
@@ -192,10 +167,7 @@ impl HistoryWriter {
             if stop.deadline.is_some() {
                 break;
             }
-            match stop
-                .guard(tokio::time::timeout_at(fill_until, self.rx.recv()))
-                .await
-            {
+            match stop.guard(tokio::time::timeout_at(fill_until, self.rx.recv())).await {
                 Some(Ok(Some(row))) => batch.push(row),
                 _ => break,
             }
@@ -243,9 +215,7 @@ impl HistoryWriter {
             match result {
                 Ok(()) => {
                     let n = part.len();
-                    self.metrics
-                        .history_write_seconds
-                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.history_write_seconds.observe(started.elapsed().as_secs_f64());
                     self.metrics.history_batch_size.observe(n as f64);
                     self.metrics.history_buffer_depth.sub(n as i64);
                     parts.pop_front();
@@ -267,10 +237,7 @@ impl HistoryWriter {
                     } else {
                         error!(kind = part.kind(), error = %e, "database refused a history row; row dropped");
                         self.metrics.history_buffer_depth.dec();
-                        self.metrics
-                            .history_dropped
-                            .with_label_values(&["rejected"])
-                            .inc();
+                        self.metrics.history_dropped.with_label_values(&["rejected"]).inc();
                     }
                 }
                 Err(e) => {
@@ -298,15 +265,9 @@ impl HistoryWriter {
         if rows == 0 {
             return;
         }
-        error!(
-            rows,
-            "history flush timed out at shutdown; rows not written"
-        );
+        error!(rows, "history flush timed out at shutdown; rows not written");
         self.metrics.history_buffer_depth.sub(rows as i64);
-        self.metrics
-            .history_dropped
-            .with_label_values(&[reason])
-            .inc_by(rows as u64);
+        self.metrics.history_dropped.with_label_values(&[reason]).inc_by(rows as u64);
     }
 }
 
@@ -327,10 +288,9 @@ fn is_permanent(e: &StorageError) -> bool {
         StorageError::Db(sqlx::Error::Database(db)) => {
             use sqlx::error::ErrorKind;
             match db.kind() {
-                ErrorKind::UniqueViolation
-                | ErrorKind::ForeignKeyViolation
-                | ErrorKind::NotNullViolation
-                | ErrorKind::CheckViolation => true,
+                ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
+                    true
+                }
                 // PostgreSQL class 22: data exception (value out of range, bad encoding…).
                 _ => db.code().is_some_and(|c| c.starts_with("22")),
             }
@@ -423,10 +383,7 @@ mod tests {
     }
 
     fn config() -> IntegrationConfig {
-        IntegrationConfig {
-            history_batch_interval_ms: 20,
-            ..IntegrationConfig::default()
-        }
+        IntegrationConfig { history_batch_interval_ms: 20, ..IntegrationConfig::default() }
     }
 
     fn event(dev_eui: Eui64, app: Uuid, n: u32) -> HistoryRow {
@@ -462,20 +419,10 @@ mod tests {
             }
             self.record(rows.len())
         }
-        async fn list_uplinks(
-            &self,
-            _: Eui64,
-            _: Option<DateTime<Utc>>,
-            _: u32,
-        ) -> storage::Result<Vec<UplinkRecord>> {
+        async fn list_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<UplinkRecord>> {
             Ok(vec![])
         }
-        async fn list_events(
-            &self,
-            _: Eui64,
-            _: Option<DateTime<Utc>>,
-            _: u32,
-        ) -> storage::Result<Vec<EventRecord>> {
+        async fn list_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<EventRecord>> {
             Ok(vec![])
         }
     }
@@ -510,10 +457,7 @@ mod tests {
     #[tokio::test]
     async fn batches_are_capped_at_the_batch_size() {
         let repo = Arc::new(FakeRepo::default());
-        let cfg = IntegrationConfig {
-            history_batch_size: 50,
-            ..config()
-        };
+        let cfg = IntegrationConfig { history_batch_size: 50, ..config() };
         let (handle, writer) = HistoryWriter::new(repo.clone(), &cfg, metrics());
         for n in 0..120 {
             handle.push(event(Eui64::default(), Uuid::nil(), n));
@@ -527,19 +471,11 @@ mod tests {
     async fn a_full_buffer_drops_new_rows_and_counts_them() {
         let repo = Arc::new(FakeRepo::default());
         let m = metrics();
-        let cfg = IntegrationConfig {
-            history_buffer: 3,
-            ..config()
-        };
+        let cfg = IntegrationConfig { history_buffer: 3, ..config() };
         let (handle, writer) = HistoryWriter::new(repo.clone(), &cfg, m.clone());
-        let accepted: Vec<bool> = (0..5)
-            .map(|n| handle.push(event(Eui64::default(), Uuid::nil(), n)))
-            .collect();
+        let accepted: Vec<bool> = (0..5).map(|n| handle.push(event(Eui64::default(), Uuid::nil(), n))).collect();
         assert_eq!(accepted, vec![true, true, true, false, false]);
-        assert_eq!(
-            m.history_dropped.with_label_values(&["buffer_full"]).get(),
-            2
-        );
+        assert_eq!(m.history_dropped.with_label_values(&["buffer_full"]).get(), 2);
         assert_eq!(m.history_buffer_depth.get(), 3);
         drop(handle);
         writer.run(CancellationToken::new()).await;
@@ -548,10 +484,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_writes_are_retried_until_the_database_answers() {
-        let repo = Arc::new(FakeRepo {
-            fail_first: Mutex::new(3),
-            ..FakeRepo::default()
-        });
+        let repo = Arc::new(FakeRepo { fail_first: Mutex::new(3), ..FakeRepo::default() });
         let m = metrics();
         let (handle, writer) = HistoryWriter::new(repo.clone(), &config(), m.clone());
         for n in 0..10 {
@@ -566,15 +499,9 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_gives_up_after_the_flush_timeout_when_the_database_stays_down() {
-        let repo = Arc::new(FakeRepo {
-            fail_first: Mutex::new(usize::MAX),
-            ..FakeRepo::default()
-        });
+        let repo = Arc::new(FakeRepo { fail_first: Mutex::new(usize::MAX), ..FakeRepo::default() });
         let m = metrics();
-        let cfg = IntegrationConfig {
-            history_flush_timeout_ms: 300,
-            ..config()
-        };
+        let cfg = IntegrationConfig { history_flush_timeout_ms: 300, ..config() };
         let (handle, writer) = HistoryWriter::new(repo.clone(), &cfg, m.clone());
         for n in 0..4 {
             handle.push(event(Eui64::default(), Uuid::nil(), n));
@@ -585,10 +512,7 @@ mod tests {
         let started = Instant::now();
         shutdown.cancel();
         // The handle is still alive: the deadline alone must end the writer.
-        tokio::time::timeout(Duration::from_secs(2), task)
-            .await
-            .expect("writer stopped")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task).await.expect("writer stopped").unwrap();
         assert!(started.elapsed() < Duration::from_millis(1500));
         assert_eq!(m.history_dropped.with_label_values(&["shutdown"]).get(), 4);
         assert_eq!(m.history_buffer_depth.get(), 0);
@@ -609,42 +533,25 @@ mod tests {
         let task = tokio::spawn(writer.run(CancellationToken::new()));
         for n in 0..30 {
             handle.push(event(dev_eui, app, n));
-            handle.push(HistoryRow::Uplink(super::super::testing::uplink_record(
-                dev_eui, app, n,
-            )));
+            handle.push(HistoryRow::Uplink(super::super::testing::uplink_record(dev_eui, app, n)));
         }
         drop(handle);
         task.await.unwrap();
-        let events = storage
-            .history
-            .list_events(dev_eui, None, 100)
-            .await
-            .unwrap();
-        let uplinks = storage
-            .history
-            .list_uplinks(dev_eui, None, 100)
-            .await
-            .unwrap();
+        let events = storage.history.list_events(dev_eui, None, 100).await.unwrap();
+        let uplinks = storage.history.list_uplinks(dev_eui, None, 100).await.unwrap();
         assert_eq!(events.len(), 30);
         assert_eq!(uplinks.len(), 30);
         // 60 rows, written in far fewer calls than rows.
-        assert!(
-            m.history_batch_size.get_sample_count() <= 4,
-            "{}",
-            m.history_batch_size.get_sample_count()
-        );
+        assert!(m.history_batch_size.get_sample_count() <= 4, "{}", m.history_batch_size.get_sample_count());
         assert_eq!(m.history_buffer_depth.get(), 0);
     }
 
     #[tokio::test]
     async fn rows_arrive_in_sqlite_in_batches() {
         let dir = super::super::testing::TempDir::new();
-        let storage = Storage::connect(&DatabaseConfig {
-            url: storage::testing::temp_sqlite_url(dir.path()),
-            ..DatabaseConfig::default()
-        })
-        .await
-        .unwrap();
+        let storage = Storage::connect(&DatabaseConfig { url: storage::testing::temp_sqlite_url(dir.path()), ..DatabaseConfig::default() })
+            .await
+            .unwrap();
         rows_arrive_in(storage.clone()).await;
         storage.close().await;
     }
@@ -652,12 +559,7 @@ mod tests {
     #[tokio::test]
     async fn rows_arrive_in_postgres_in_batches() {
         let url = storage::testing::fresh_postgres_url().await;
-        let storage = Storage::connect(&DatabaseConfig {
-            url: url.clone(),
-            ..DatabaseConfig::default()
-        })
-        .await
-        .unwrap();
+        let storage = Storage::connect(&DatabaseConfig { url: url.clone(), ..DatabaseConfig::default() }).await.unwrap();
         rows_arrive_in(storage.clone()).await;
         storage.close().await;
         storage::testing::drop_postgres_database(&url).await;
@@ -665,9 +567,7 @@ mod tests {
 
     async fn admin(sql: &str) {
         use sqlx::{Connection, Executor};
-        let mut c = sqlx::PgConnection::connect(&storage::testing::test_postgres_server_url())
-            .await
-            .unwrap();
+        let mut c = sqlx::PgConnection::connect(&storage::testing::test_postgres_server_url()).await.unwrap();
         c.execute(sql).await.unwrap();
         let _ = c.close().await;
     }
@@ -675,53 +575,28 @@ mod tests {
     #[tokio::test]
     async fn rows_written_during_a_postgres_outage_arrive_after_it() {
         let url = storage::testing::fresh_postgres_url().await;
-        let name = url
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .split('?')
-            .next()
-            .unwrap()
-            .to_string();
-        let storage = Storage::connect(&DatabaseConfig {
-            url: url.clone(),
-            ..DatabaseConfig::default()
-        })
-        .await
-        .unwrap();
+        let name = url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+        let storage = Storage::connect(&DatabaseConfig { url: url.clone(), ..DatabaseConfig::default() }).await.unwrap();
         let (dev_eui, app) = device_in(&storage).await;
         let m = metrics();
         let (handle, writer) = HistoryWriter::new(storage.history.clone(), &config(), m.clone());
         let task = tokio::spawn(writer.run(CancellationToken::new()));
 
         admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
-        admin(&format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        ))
-        .await;
+        admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"))
+            .await;
         for n in 0..20 {
             assert!(handle.push(event(dev_eui, app, n)));
         }
         // Long enough for several failed attempts.
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(
-            m.history_buffer_depth.get(),
-            20,
-            "rows must be kept during the outage"
-        );
+        assert_eq!(m.history_buffer_depth.get(), 20, "rows must be kept during the outage");
         assert_eq!(m.history_batch_size.get_sample_count(), 0);
 
         admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
         drop(handle);
-        tokio::time::timeout(Duration::from_secs(20), task)
-            .await
-            .expect("writer finished")
-            .unwrap();
-        let events = storage
-            .history
-            .list_events(dev_eui, None, 100)
-            .await
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), task).await.expect("writer finished").unwrap();
+        let events = storage.history.list_events(dev_eui, None, 100).await.unwrap();
         assert_eq!(events.len(), 20);
         assert_eq!(m.history_buffer_depth.get(), 0);
         assert_eq!(m.history_dropped.with_label_values(&["rejected"]).get(), 0);
@@ -731,19 +606,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_row_the_database_refuses_is_dropped_alone() {
-        let repo = Arc::new(FakeRepo {
-            refuse: Some(2),
-            ..FakeRepo::default()
-        });
+        let repo = Arc::new(FakeRepo { refuse: Some(2), ..FakeRepo::default() });
         let m = metrics();
         let (handle, writer) = HistoryWriter::new(repo.clone(), &config(), m.clone());
         for n in 0..5 {
             handle.push(event(Eui64::default(), Uuid::nil(), n));
         }
         drop(handle);
-        tokio::time::timeout(Duration::from_secs(5), writer.run(CancellationToken::new()))
-            .await
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), writer.run(CancellationToken::new())).await.unwrap();
         // The batch of 5 is refused, then written row by row: 4 single rows get through.
         assert_eq!(*repo.calls.lock().unwrap(), vec![1, 1, 1, 1]);
         assert_eq!(m.history_dropped.with_label_values(&["rejected"]).get(), 1);

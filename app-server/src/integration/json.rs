@@ -76,11 +76,7 @@ impl DeviceInfo {
             dev_eui: ctx.device.dev_eui.to_string(),
             // Class C devices listen continuously once their profile enables it; loraflow
             // has no Class B.
-            device_class_enabled: if ctx.profile.supports_class_c {
-                "CLASS_C"
-            } else {
-                "CLASS_A"
-            },
+            device_class_enabled: if ctx.profile.supports_class_c { "CLASS_C" } else { "CLASS_A" },
             tags,
         }
     }
@@ -142,33 +138,23 @@ fn code_rate_name(semtech: &str) -> &'static str {
 
 /// Operating channel width from a Semtech LR-FHSS `datr` such as `M0CW137` (kHz after `CW`).
 fn lr_fhss_ocw_hz(datr: &str) -> u32 {
-    datr.split_once("CW")
-        .and_then(|(_, khz)| khz.trim().parse::<u32>().ok())
-        .map_or(0, |khz| khz.saturating_mul(1000))
+    datr.split_once("CW").and_then(|(_, khz)| khz.trim().parse::<u32>().ok()).map_or(0, |khz| khz.saturating_mul(1000))
 }
 
 impl ModulationJson {
     fn new(m: &Modulation, polarization_inversion: bool) -> Self {
         match m {
-            Modulation::Lora {
-                bandwidth,
-                spreading_factor,
-                code_rate,
-            } => ModulationJson::Lora(LoraModulationInfo {
+            Modulation::Lora { bandwidth, spreading_factor, code_rate } => ModulationJson::Lora(LoraModulationInfo {
                 bandwidth: *bandwidth,
                 spreading_factor: u32::from(*spreading_factor),
                 code_rate: code_rate_name(code_rate),
                 polarization_inversion,
             }),
-            Modulation::Fsk { datarate } => ModulationJson::Fsk(FskModulationInfo {
-                datarate: *datarate,
+            Modulation::Fsk { datarate } => ModulationJson::Fsk(FskModulationInfo { datarate: *datarate }),
+            Modulation::LrFhss { datr, code_rate } => ModulationJson::LrFhss(LrFhssModulationInfo {
+                operating_channel_width: lr_fhss_ocw_hz(datr),
+                code_rate: code_rate_name(code_rate),
             }),
-            Modulation::LrFhss { datr, code_rate } => {
-                ModulationJson::LrFhss(LrFhssModulationInfo {
-                    operating_channel_width: lr_fhss_ocw_hz(datr),
-                    code_rate: code_rate_name(code_rate),
-                })
-            }
         }
     }
 }
@@ -230,10 +216,7 @@ pub struct UplinkTxInfoJson {
 
 impl UplinkTxInfoJson {
     pub fn new(tx: &UplinkTxInfo) -> Self {
-        UplinkTxInfoJson {
-            frequency: tx.frequency,
-            modulation: ModulationJson::new(&tx.modulation, false),
-        }
+        UplinkTxInfoJson { frequency: tx.frequency, modulation: ModulationJson::new(&tx.modulation, false) }
     }
 }
 
@@ -269,10 +252,7 @@ pub struct DownlinkTxInfoJson {
 impl DownlinkTxInfoJson {
     pub fn new(f: &DownlinkFrame) -> Self {
         let (timing, context) = match f.timing {
-            Timing::Tmst(tmst) => (
-                TimingJson::Delay { delay: "0s".into() },
-                b64(&tmst.to_be_bytes()),
-            ),
+            Timing::Tmst(tmst) => (TimingJson::Delay { delay: "0s".into() }, b64(&tmst.to_be_bytes())),
             Timing::Immediately => (TimingJson::Immediately {}, String::new()),
         };
         DownlinkTxInfoJson {
@@ -326,11 +306,7 @@ impl UplinkEvent {
             confirmed: up.confirmed,
             data: b64(data),
             object,
-            rx_info: up
-                .rx_info
-                .iter()
-                .map(|rx| UplinkRxInfoJson::new(rx, up.region_config_id, up.region_common_name))
-                .collect(),
+            rx_info: up.rx_info.iter().map(|rx| UplinkRxInfoJson::new(rx, up.region_config_id, up.region_common_name)).collect(),
             tx_info: UplinkTxInfoJson::new(&up.tx_info),
             region_config_id: up.region_config_id.to_string(),
         }
@@ -542,11 +518,7 @@ pub(crate) mod tests {
     }
 
     /// A data uplink with zeroed flags and counters; `frm_payload` is stored as given.
-    pub(crate) fn data_up(
-        ctx: Arc<DeviceContext>,
-        f_port: Option<u8>,
-        frm_payload: Vec<u8>,
-    ) -> DataUp {
+    pub(crate) fn data_up(ctx: Arc<DeviceContext>, f_port: Option<u8>, frm_payload: Vec<u8>) -> DataUp {
         DataUp {
             deduplication_id: DEDUP_ID.parse().unwrap(),
             time: t0(),
@@ -562,11 +534,7 @@ pub(crate) mod tests {
             rx_info: vec![rx_info()],
             tx_info: UplinkTxInfo {
                 frequency: 868_100_000,
-                modulation: Modulation::Lora {
-                    bandwidth: 125_000,
-                    spreading_factor: 7,
-                    code_rate: "4/5".into(),
-                },
+                modulation: Modulation::Lora { bandwidth: 125_000, spreading_factor: 7, code_rate: "4/5".into() },
             },
             region_config_id: "eu868",
             region_common_name: "EU868",
@@ -586,8 +554,7 @@ pub(crate) mod tests {
     #[test]
     fn uplink_without_codec_has_every_top_level_field_and_no_object() {
         let up = data_up(context("NONE", ""), Some(1), vec![]);
-        let ev =
-            serde_json::to_value(UplinkEvent::new(&up, &[0xde, 0xad, 0xbe, 0xef], None)).unwrap();
+        let ev = serde_json::to_value(UplinkEvent::new(&up, &[0xde, 0xad, 0xbe, 0xef], None)).unwrap();
         assert_eq!(
             ev,
             json!({
@@ -618,10 +585,7 @@ pub(crate) mod tests {
         up.confirmed = true;
         up.f_cnt = 70_000;
         up.rx_info[0].time = Some(t0() + chrono::Duration::microseconds(5));
-        let obj = json!({"temperatureSensor": {"3": 27.2}})
-            .as_object()
-            .unwrap()
-            .clone();
+        let obj = json!({"temperatureSensor": {"3": 27.2}}).as_object().unwrap().clone();
         let ev = serde_json::to_value(UplinkEvent::new(&up, &[], Some(obj))).unwrap();
         assert_eq!(ev["object"], json!({"temperatureSensor": {"3": 27.2}}));
         assert_eq!(ev["data"], "");
@@ -642,31 +606,15 @@ pub(crate) mod tests {
     fn class_c_profiles_report_class_c() {
         let mut ctx = (*context("NONE", "")).clone();
         ctx.profile.supports_class_c = true;
-        assert_eq!(
-            DeviceInfo::from_context(&ctx).device_class_enabled,
-            "CLASS_C"
-        );
+        assert_eq!(DeviceInfo::from_context(&ctx).device_class_enabled, "CLASS_C");
     }
 
     #[test]
     fn fsk_and_lr_fhss_modulations_use_their_oneof_member() {
-        let fsk = serde_json::to_value(ModulationJson::new(
-            &Modulation::Fsk { datarate: 50_000 },
-            false,
-        ))
-        .unwrap();
+        let fsk = serde_json::to_value(ModulationJson::new(&Modulation::Fsk { datarate: 50_000 }, false)).unwrap();
         assert_eq!(fsk, json!({"fsk": {"datarate": 50000}}));
-        let lr = ModulationJson::new(
-            &Modulation::LrFhss {
-                datr: "M0CW137".into(),
-                code_rate: "4/6".into(),
-            },
-            false,
-        );
-        assert_eq!(
-            serde_json::to_value(lr).unwrap(),
-            json!({"lrFhss": {"operatingChannelWidth": 137000, "codeRate": "CR_4_6"}})
-        );
+        let lr = ModulationJson::new(&Modulation::LrFhss { datr: "M0CW137".into(), code_rate: "4/6".into() }, false);
+        assert_eq!(serde_json::to_value(lr).unwrap(), json!({"lrFhss": {"operatingChannelWidth": 137000, "codeRate": "CR_4_6"}}));
     }
 
     #[test]
@@ -681,15 +629,9 @@ pub(crate) mod tests {
     fn bad_crc_and_no_crc_are_named() {
         let mut rx = rx_info();
         rx.crc_status = -1;
-        assert_eq!(
-            UplinkRxInfoJson::new(&rx, "eu868", "EU868").crc_status,
-            "BAD_CRC"
-        );
+        assert_eq!(UplinkRxInfoJson::new(&rx, "eu868", "EU868").crc_status, "BAD_CRC");
         rx.crc_status = 0;
-        assert_eq!(
-            UplinkRxInfoJson::new(&rx, "eu868", "EU868").crc_status,
-            "NO_CRC"
-        );
+        assert_eq!(UplinkRxInfoJson::new(&rx, "eu868", "EU868").crc_status, "NO_CRC");
     }
 
     #[test]
@@ -735,11 +677,7 @@ pub(crate) mod tests {
             timing,
             frequency: 868_100_000,
             power: 14,
-            modulation: Modulation::Lora {
-                bandwidth: 125_000,
-                spreading_factor: 7,
-                code_rate: "4/5".into(),
-            },
+            modulation: Modulation::Lora { bandwidth: 125_000, spreading_factor: 7, code_rate: "4/5".into() },
             rf_chain: 0,
             polarization_inversion: true,
             antenna: 0,

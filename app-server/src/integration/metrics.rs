@@ -23,62 +23,34 @@ pub struct IntegrationMetrics {
 impl IntegrationMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = IntegrationMetrics {
-            uplinks_published: IntCounter::new(
-                "loraflow_uplinks_published_total",
-                "Uplink events accepted by the MQTT transport",
-            )?,
+            uplinks_published: IntCounter::new("loraflow_uplinks_published_total", "Uplink events accepted by the MQTT transport")?,
             events_published: IntCounterVec::new(
-                Opts::new(
-                    "loraflow_events_published_total",
-                    "Integration events accepted by the MQTT transport",
-                ),
+                Opts::new("loraflow_events_published_total", "Integration events accepted by the MQTT transport"),
                 &["kind"],
             )?,
-            codec_errors: IntCounter::new(
-                "loraflow_codec_errors_total",
-                "Uplinks whose payload codec failed",
-            )?,
+            codec_errors: IntCounter::new("loraflow_codec_errors_total", "Uplinks whose payload codec failed")?,
             codec_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "loraflow_codec_seconds",
-                    "Time spent decoding one uplink payload",
-                )
-                .buckets(vec![
-                    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
-                    0.25, 1.0,
-                ]),
+                HistogramOpts::new("loraflow_codec_seconds", "Time spent decoding one uplink payload")
+                    .buckets(vec![0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
             )?,
             history_batch_size: Histogram::with_opts(
                 HistogramOpts::new("loraflow_history_batch_size", "Rows per history write")
-                    .buckets(vec![
-                        1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
-                    ]),
+                    .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
             )?,
             history_write_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "loraflow_history_write_seconds",
-                    "Time of one history write (one batch)",
-                )
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-                ]),
+                HistogramOpts::new("loraflow_history_write_seconds", "Time of one history write (one batch)")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
             )?,
             history_buffer_depth: IntGauge::new(
                 "loraflow_history_buffer_depth",
                 "Uplink and event rows waiting to be written to the database",
             )?,
             history_dropped: IntCounterVec::new(
-                Opts::new(
-                    "loraflow_history_dropped_total",
-                    "Uplink and event rows never written to the database",
-                ),
+                Opts::new("loraflow_history_dropped_total", "Uplink and event rows never written to the database"),
                 &["reason"],
             )?,
             downlink_commands: IntCounterVec::new(
-                Opts::new(
-                    "loraflow_downlink_commands_total",
-                    "Downlink commands received over MQTT",
-                ),
+                Opts::new("loraflow_downlink_commands_total", "Downlink commands received over MQTT"),
                 &["outcome"],
             )?,
         };

@@ -124,26 +124,15 @@ impl Integration {
         registry: &prometheus::Registry,
     ) -> Result<Integration, prometheus::Error> {
         let metrics = IntegrationMetrics::register(registry)?;
-        let (history, writer) =
-            HistoryWriter::new(deps.storage.history.clone(), config, metrics.clone());
-        let emitter = Emitter {
-            publisher: deps.publisher,
-            history,
-            metrics,
-        };
+        let (history, writer) = HistoryWriter::new(deps.storage.history.clone(), config, metrics.clone());
+        let emitter = Emitter { publisher: deps.publisher, history, metrics };
         let commands = commands::CommandHandler {
             storage: deps.storage,
             codecs: deps.codecs.clone(),
             network: deps.network,
             emitter: emitter.clone(),
         };
-        Ok(Integration {
-            emitter,
-            codecs: deps.codecs,
-            writer,
-            commands,
-            codec_concurrency: config.codec_concurrency(),
-        })
+        Ok(Integration { emitter, codecs: deps.codecs, writer, commands, codec_concurrency: config.codec_concurrency() })
     }
 
     /// A handle for storing rows next to the integration's own (e.g. for other components'
@@ -166,31 +155,12 @@ impl Integration {
     /// Runs until `shutdown`: then takes the events still handed over within 1 s (or until
     /// the sender is dropped), publishes them, stops taking commands and returns once the
     /// history writer has flushed (at most `history_flush_timeout_ms` after `shutdown`).
-    pub async fn run(
-        self,
-        events: mpsc::Receiver<AppEvent>,
-        commands: mpsc::Receiver<DownlinkCommand>,
-        shutdown: CancellationToken,
-    ) {
-        let Integration {
-            emitter,
-            codecs,
-            writer,
-            commands: handler,
-            codec_concurrency,
-        } = self;
-        let pipeline = Pipeline {
-            emitter,
-            codecs,
-            max_in_flight: codec_concurrency.max(1),
-        };
+    pub async fn run(self, events: mpsc::Receiver<AppEvent>, commands: mpsc::Receiver<DownlinkCommand>, shutdown: CancellationToken) {
+        let Integration { emitter, codecs, writer, commands: handler, codec_concurrency } = self;
+        let pipeline = Pipeline { emitter, codecs, max_in_flight: codec_concurrency.max(1) };
         // Each future owns its history handles and drops them when it ends, which is what
         // lets the writer finish.
-        tokio::join!(
-            pipeline.run(events, shutdown.clone()),
-            handler.run(commands, shutdown.clone()),
-            writer.run(shutdown.clone()),
-        );
+        tokio::join!(pipeline.run(events, shutdown.clone()), handler.run(commands, shutdown.clone()), writer.run(shutdown.clone()),);
     }
 }
 
@@ -205,10 +175,7 @@ pub(crate) struct Emitter {
 impl Emitter {
     /// `application/{applicationId}/device/{devEui}/event/{kind}`; false when dropped.
     fn publish<T: Serialize>(&self, kind: &'static str, ctx: &DeviceContext, body: &T) -> bool {
-        let topic = format!(
-            "application/{}/device/{}/event/{kind}",
-            ctx.device.application_id, ctx.device.dev_eui
-        );
+        let topic = format!("application/{}/device/{}/event/{kind}", ctx.device.application_id, ctx.device.dev_eui);
         let payload = match serde_json::to_vec(body) {
             Ok(p) => p,
             Err(e) => {
@@ -219,10 +186,7 @@ impl Emitter {
         };
         match self.publisher.publish(topic, payload) {
             Ok(()) => {
-                self.metrics
-                    .events_published
-                    .with_label_values(&[kind])
-                    .inc();
+                self.metrics.events_published.with_label_values(&[kind]).inc();
                 true
             }
             // The transport has counted and reported the drop.
@@ -231,13 +195,7 @@ impl Emitter {
     }
 
     /// Publishes a non-uplink event and stores it as an [`EventRecord`].
-    fn event<T: Serialize>(
-        &self,
-        kind: &'static str,
-        ctx: &DeviceContext,
-        time: DateTime<Utc>,
-        body: &T,
-    ) {
+    fn event<T: Serialize>(&self, kind: &'static str, ctx: &DeviceContext, time: DateTime<Utc>, body: &T) {
         self.publish(kind, ctx, body);
         match serde_json::to_value(body) {
             Ok(body) => {
@@ -257,14 +215,7 @@ impl Emitter {
     }
 
     /// Publishes and stores a `log` event made by the application server itself.
-    fn log(
-        &self,
-        ctx: &DeviceContext,
-        level: &'static str,
-        code: &'static str,
-        description: String,
-        context: BTreeMap<String, String>,
-    ) {
+    fn log(&self, ctx: &DeviceContext, level: &'static str, code: &'static str, description: String, context: BTreeMap<String, String>) {
         let time = Utc::now();
         let ev = json::LogEvent {
             time: json::time_millis(time),
@@ -297,11 +248,7 @@ enum Decoding {
 
 /// An event waiting for its turn to be published.
 enum InFlight {
-    Up {
-        up: Box<DataUp>,
-        data: Vec<u8>,
-        decoding: Decoding,
-    },
+    Up { up: Box<DataUp>, data: Vec<u8>, decoding: Decoding },
     Other(AppEvent),
 }
 
@@ -352,39 +299,17 @@ impl Pipeline {
         let f_port = match up.f_port {
             Some(p) if p > 0 => p,
             // FPort 0 (MAC commands, network's business) or none: nothing to decode.
-            _ => {
-                return InFlight::Up {
-                    up,
-                    data,
-                    decoding: Decoding::NotRun,
-                }
-            }
+            _ => return InFlight::Up { up, data, decoding: Decoding::NotRun },
         };
         let profile = &up.device.profile;
-        let codec =
-            match PayloadCodec::from_profile(&profile.payload_codec, &profile.payload_codec_script)
-            {
-                Ok(PayloadCodec::None) => {
-                    return InFlight::Up {
-                        up,
-                        data,
-                        decoding: Decoding::NotRun,
-                    }
-                }
-                Ok(c) => c,
-                Err(e) => {
-                    let run = CodecRun {
-                        codec: "unknown",
-                        result: Err(e),
-                        elapsed: Duration::ZERO,
-                    };
-                    return InFlight::Up {
-                        up,
-                        data,
-                        decoding: Decoding::Done(run),
-                    };
-                }
-            };
+        let codec = match PayloadCodec::from_profile(&profile.payload_codec, &profile.payload_codec_script) {
+            Ok(PayloadCodec::None) => return InFlight::Up { up, data, decoding: Decoding::NotRun },
+            Ok(c) => c,
+            Err(e) => {
+                let run = CodecRun { codec: "unknown", result: Err(e), elapsed: Duration::ZERO };
+                return InFlight::Up { up, data, decoding: Decoding::Done(run) };
+            }
+        };
         let name = codec.name();
         let codecs = self.codecs.clone();
         let bytes = data.clone();
@@ -392,18 +317,11 @@ impl Pipeline {
         let decode = move || {
             let started = Instant::now();
             let result = codecs.decode_uplink(&codec, f_port, &bytes, recv_time, &Map::new());
-            CodecRun {
-                codec: name,
-                result,
-                elapsed: started.elapsed(),
-            }
+            CodecRun { codec: name, result, elapsed: started.elapsed() }
         };
         let decoding = match &up.device.profile.payload_codec[..] {
             // Scripts take up to their time limit: never on a runtime thread.
-            "JS" => Decoding::Running {
-                codec: name,
-                task: tokio::task::spawn_blocking(decode),
-            },
+            "JS" => Decoding::Running { codec: name, task: tokio::task::spawn_blocking(decode) },
             _ => Decoding::Done(decode()),
         };
         InFlight::Up { up, data, decoding }
@@ -420,28 +338,17 @@ impl Pipeline {
         let ctx = &*up.device;
         let mut object = None;
         if let Some(run) = run {
-            self.emitter
-                .metrics
-                .codec_seconds
-                .observe(run.elapsed.as_secs_f64());
+            self.emitter.metrics.codec_seconds.observe(run.elapsed.as_secs_f64());
             let mut log_context = BTreeMap::new();
-            log_context.insert(
-                "deduplication_id".to_string(),
-                up.deduplication_id.to_string(),
-            );
+            log_context.insert("deduplication_id".to_string(), up.deduplication_id.to_string());
             log_context.insert("f_cnt".to_string(), up.f_cnt.to_string());
             log_context.insert("f_port".to_string(), up.f_port.unwrap_or(0).to_string());
             match run.result {
-                Ok(Decoded {
-                    object: Value::Object(map),
-                    warnings,
-                }) => {
+                Ok(Decoded { object: Value::Object(map), warnings }) => {
                     object = Some(map);
                     if !warnings.is_empty() {
-                        let description =
-                            format!("{} codec warnings: {}", run.codec, warnings.join("; "));
-                        self.emitter
-                            .log(ctx, "WARNING", "UPLINK_CODEC", description, log_context);
+                        let description = format!("{} codec warnings: {}", run.codec, warnings.join("; "));
+                        self.emitter.log(ctx, "WARNING", "UPLINK_CODEC", description, log_context);
                     }
                 }
                 Ok(Decoded { object: other, .. }) => {
@@ -451,17 +358,12 @@ impl Pipeline {
                         run.codec,
                         value_kind(&other)
                     );
-                    self.emitter
-                        .log(ctx, "ERROR", "UPLINK_CODEC", description, log_context);
+                    self.emitter.log(ctx, "ERROR", "UPLINK_CODEC", description, log_context);
                 }
                 Err(e) => {
                     self.codec_failed(up, run.codec, e.kind());
-                    let description = format!(
-                        "{} codec failed: {e}; uplink published without object",
-                        run.codec
-                    );
-                    self.emitter
-                        .log(ctx, "ERROR", "UPLINK_CODEC", description, log_context);
+                    let description = format!("{} codec failed: {e}; uplink published without object", run.codec);
+                    self.emitter.log(ctx, "ERROR", "UPLINK_CODEC", description, log_context);
                 }
             }
         }
@@ -516,57 +418,30 @@ impl Pipeline {
     fn finish_other(&self, ev: AppEvent) {
         match ev {
             AppEvent::Up(_) => unreachable!("uplinks are InFlight::Up"),
-            AppEvent::Join(j) => {
-                self.emitter
-                    .event("join", &j.device, j.time, &json::JoinEvent::new(&j))
-            }
-            AppEvent::Ack(a) => {
-                self.emitter
-                    .event("ack", &a.device, a.time, &json::AckEvent::new(&a))
-            }
-            AppEvent::TxAck(t) => {
-                self.emitter
-                    .event("txack", &t.device, t.time, &json::TxAckEvent::new(&t))
-            }
-            AppEvent::Status(s) => {
-                self.emitter
-                    .event("status", &s.device, s.time, &json::StatusEvent::new(&s))
-            }
-            AppEvent::Log(l) => {
-                self.emitter
-                    .event("log", &l.device, l.time, &json::LogEvent::new(&l))
-            }
+            AppEvent::Join(j) => self.emitter.event("join", &j.device, j.time, &json::JoinEvent::new(&j)),
+            AppEvent::Ack(a) => self.emitter.event("ack", &a.device, a.time, &json::AckEvent::new(&a)),
+            AppEvent::TxAck(t) => self.emitter.event("txack", &t.device, t.time, &json::TxAckEvent::new(&t)),
+            AppEvent::Status(s) => self.emitter.event("status", &s.device, s.time, &json::StatusEvent::new(&s)),
+            AppEvent::Log(l) => self.emitter.event("log", &l.device, l.time, &json::LogEvent::new(&l)),
         }
     }
 }
 
 enum Ready {
-    Up {
-        up: Box<DataUp>,
-        data: Vec<u8>,
-        run: Option<CodecRun>,
-    },
+    Up { up: Box<DataUp>, data: Vec<u8>, run: Option<CodecRun> },
     Other(AppEvent),
 }
 
 /// Waits for the oldest event to be ready and takes it. Cancel-safe: nothing is removed
 /// until the codec task has finished.
 async fn next_ready(in_flight: &mut VecDeque<InFlight>) -> Ready {
-    if let Some(InFlight::Up {
-        decoding: Decoding::Running { codec, task },
-        ..
-    }) = in_flight.front_mut()
-    {
+    if let Some(InFlight::Up { decoding: Decoding::Running { codec, task }, .. }) = in_flight.front_mut() {
         let codec = *codec;
         let run = match task.await {
             Ok(run) => run,
             Err(e) => CodecRun {
                 codec,
-                result: Err(CodecError::Engine(if e.is_panic() {
-                    "codec panicked".into()
-                } else {
-                    e.to_string()
-                })),
+                result: Err(CodecError::Engine(if e.is_panic() { "codec panicked".into() } else { e.to_string() })),
                 elapsed: Duration::ZERO,
             },
         };
@@ -593,9 +468,7 @@ async fn next_ready(in_flight: &mut VecDeque<InFlight>) -> Ready {
 /// reach the application.
 fn decrypt(up: &DataUp) -> Vec<u8> {
     match up.f_port {
-        Some(p) if p > 0 && !up.frm_payload.is_empty() => {
-            encrypt_frm_payload(&up.app_s_key, true, up.dev_addr, up.f_cnt, &up.frm_payload)
-        }
+        Some(p) if p > 0 && !up.frm_payload.is_empty() => encrypt_frm_payload(&up.app_s_key, true, up.dev_addr, up.f_cnt, &up.frm_payload),
         _ => Vec::new(),
     }
 }

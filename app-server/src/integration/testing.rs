@@ -8,9 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use loraflow_network_server::handle::NetworkHandle;
-use loraflow_network_server::storage::{
-    self, Application, DatabaseConfig, Device, DeviceContext, DeviceProfile, Storage, UplinkRecord,
-};
+use loraflow_network_server::storage::{self, Application, DatabaseConfig, Device, DeviceContext, DeviceProfile, Storage, UplinkRecord};
 use loraflow_network_server::types::{DevAddr, Eui64};
 
 use super::commands::CommandHandler;
@@ -23,8 +21,7 @@ pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     pub(crate) fn new() -> Self {
-        let p =
-            std::env::temp_dir().join(format!("loraflow-integration-{}", Uuid::new_v4().simple()));
+        let p = std::env::temp_dir().join(format!("loraflow-integration-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -58,12 +55,7 @@ impl EventPublisher for Recorder {
 }
 
 pub(crate) async fn sqlite_storage(dir: &TempDir) -> Storage {
-    Storage::connect(&DatabaseConfig {
-        url: storage::testing::temp_sqlite_url(dir.path()),
-        ..DatabaseConfig::default()
-    })
-    .await
-    .unwrap()
+    Storage::connect(&DatabaseConfig { url: storage::testing::temp_sqlite_url(dir.path()), ..DatabaseConfig::default() }).await.unwrap()
 }
 
 pub(crate) async fn insert_device(storage: &Storage) -> DeviceContext {
@@ -71,19 +63,9 @@ pub(crate) async fn insert_device(storage: &Storage) -> DeviceContext {
 }
 
 /// A new application, profile (with this codec) and device; returns the device context.
-pub(crate) async fn insert_device_with_codec(
-    storage: &Storage,
-    codec: &str,
-    script: &str,
-) -> DeviceContext {
+pub(crate) async fn insert_device_with_codec(storage: &Storage, codec: &str, script: &str) -> DeviceContext {
     let now = Utc::now();
-    let app = Application {
-        id: Uuid::new_v4(),
-        name: "farm".into(),
-        description: String::new(),
-        created_at: now,
-        updated_at: now,
-    };
+    let app = Application { id: Uuid::new_v4(), name: "farm".into(), description: String::new(), created_at: now, updated_at: now };
     storage.applications.create(&app).await.unwrap();
     let profile = DeviceProfile {
         id: Uuid::new_v4(),
@@ -158,24 +140,9 @@ impl Harness {
         let storage = sqlite_storage(&dir).await;
         let recorder = Arc::new(Recorder::default());
         let metrics = IntegrationMetrics::register(&prometheus::Registry::new()).unwrap();
-        let (history, writer) = HistoryWriter::new(
-            storage.history.clone(),
-            &IntegrationConfig::default(),
-            metrics.clone(),
-        );
-        let emitter = Emitter {
-            publisher: recorder.clone(),
-            history,
-            metrics: metrics.clone(),
-        };
-        Harness {
-            storage,
-            recorder,
-            metrics,
-            emitter,
-            _writer: writer,
-            _dir: dir,
-        }
+        let (history, writer) = HistoryWriter::new(storage.history.clone(), &IntegrationConfig::default(), metrics.clone());
+        let emitter = Emitter { publisher: recorder.clone(), history, metrics: metrics.clone() };
+        Harness { storage, recorder, metrics, emitter, _writer: writer, _dir: dir }
     }
 
     pub(crate) fn commands(&self) -> CommandHandler {

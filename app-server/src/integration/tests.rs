@@ -9,9 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use loraflow_network_server::events::{
-    AckInfo, AppEvent, DataUp, JoinInfo, LogCode, LogInfo, LogLevel, StatusInfo,
-};
+use loraflow_network_server::events::{AckInfo, AppEvent, DataUp, JoinInfo, LogCode, LogInfo, LogLevel, StatusInfo};
 use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::lorawan::encrypt_frm_payload;
 use loraflow_network_server::storage::{DeviceContext, Storage};
@@ -35,14 +33,7 @@ struct Run {
 async fn start() -> Run {
     let dir = TempDir::new();
     let storage = sqlite_storage(&dir).await;
-    start_with(
-        storage,
-        dir,
-        IntegrationConfig {
-            history_batch_interval_ms: 5,
-            ..IntegrationConfig::default()
-        },
-    )
+    start_with(storage, dir, IntegrationConfig { history_batch_interval_ms: 5, ..IntegrationConfig::default() })
 }
 
 fn start_with(storage: Storage, dir: TempDir, config: IntegrationConfig) -> Run {
@@ -59,16 +50,7 @@ fn start_with(storage: Storage, dir: TempDir, config: IntegrationConfig) -> Run 
     let (commands, commands_rx) = mpsc::channel(16);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(integration.run(events_rx, commands_rx, shutdown.clone()));
-    Run {
-        events,
-        commands,
-        task,
-        recorder,
-        storage,
-        registry,
-        shutdown,
-        _dir: dir,
-    }
+    Run { events, commands, task, recorder, storage, registry, shutdown, _dir: dir }
 }
 
 impl Run {
@@ -76,16 +58,9 @@ impl Run {
     async fn finish(self) -> Finished {
         drop(self.events);
         drop(self.commands);
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("integration stopped")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("integration stopped").unwrap();
         let published = self.recorder.messages.lock().unwrap().clone();
-        Finished {
-            published,
-            storage: self.storage,
-            registry: self.registry,
-        }
+        Finished { published, storage: self.storage, registry: self.registry }
     }
 }
 
@@ -110,16 +85,10 @@ impl Finished {
                 continue;
             }
             for m in family.get_metric() {
-                let matches = label.is_none_or(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == k && l.value() == v)
-                });
+                let matches = label.is_none_or(|(k, v)| m.get_label().iter().any(|l| l.name() == k && l.value() == v));
                 if matches {
                     return match family.get_field_type() {
-                        prometheus::proto::MetricType::HISTOGRAM => {
-                            m.get_histogram().get_sample_count() as f64
-                        }
+                        prometheus::proto::MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
                         _ => m.get_counter().get_value(),
                     };
                 }
@@ -130,10 +99,7 @@ impl Finished {
 }
 
 fn topic(ctx: &DeviceContext, kind: &str) -> String {
-    format!(
-        "application/{}/device/{}/event/{kind}",
-        ctx.device.application_id, ctx.device.dev_eui
-    )
+    format!("application/{}/device/{}/event/{kind}", ctx.device.application_id, ctx.device.dev_eui)
 }
 
 /// A data uplink of `ctx` whose FRMPayload is `plain` encrypted with the session's AppSKey.
@@ -150,13 +116,10 @@ async fn frm_payload_is_decrypted_with_the_app_s_key() {
     // lora-packet README vector: PHYPayload 40f17dbe4900020001954378762b11ff0d.
     let run = start().await;
     let ctx = insert_device_with_codec(&run.storage, "NONE", "").await;
-    let mut up: DataUp =
-        super::json::tests::data_up(Arc::new(ctx.clone()), Some(1), vec![0x95, 0x43, 0x78, 0x76]);
+    let mut up: DataUp = super::json::tests::data_up(Arc::new(ctx.clone()), Some(1), vec![0x95, 0x43, 0x78, 0x76]);
     up.dev_addr = "49be7df1".parse().unwrap();
     up.f_cnt = 2;
-    up.app_s_key = "ec925802ae430ca77fd3dd73cb2cc588"
-        .parse::<AesKey>()
-        .unwrap();
+    up.app_s_key = "ec925802ae430ca77fd3dd73cb2cc588".parse::<AesKey>().unwrap();
     run.events.send(AppEvent::Up(Box::new(up))).await.unwrap();
     let done = run.finish().await;
 
@@ -165,12 +128,7 @@ async fn frm_payload_is_decrypted_with_the_app_s_key() {
     assert_eq!(ev["data"], "dGVzdA=="); // "test"
     assert!(ev.get("object").is_none());
     assert_eq!(ev["devAddr"], "49be7df1");
-    let stored = done
-        .storage
-        .history
-        .list_uplinks(ctx.device.dev_eui, None, 10)
-        .await
-        .unwrap();
+    let stored = done.storage.history.list_uplinks(ctx.device.dev_eui, None, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].data, b"test");
     assert_eq!(stored[0].object, None);
@@ -178,10 +136,7 @@ async fn frm_payload_is_decrypted_with_the_app_s_key() {
     assert_eq!(stored[0].rssi, -57);
     assert_eq!(stored[0].gateway_count, 1);
     assert_eq!(stored[0].rx_info[0]["gatewayId"], "aa555a0000000101");
-    assert_eq!(
-        stored[0].tx_info["modulation"]["lora"]["spreadingFactor"],
-        7
-    );
+    assert_eq!(stored[0].tx_info["modulation"]["lora"]["spreadingFactor"], 7);
     assert_eq!(done.metric("loraflow_uplinks_published_total", None), 1.0);
     assert_eq!(done.metric("loraflow_codec_seconds", None), 0.0);
 }
@@ -190,70 +145,38 @@ async fn frm_payload_is_decrypted_with_the_app_s_key() {
 async fn a_codec_object_is_published_and_stored() {
     let run = start().await;
     let ctx = insert_device_with_codec(&run.storage, "CAYENNE_LPP", "").await;
-    run.events
-        .send(uplink(&ctx, 9, Some(2), &[3, 0x67, 1, 0x10]))
-        .await
-        .unwrap();
+    run.events.send(uplink(&ctx, 9, Some(2), &[3, 0x67, 1, 0x10])).await.unwrap();
     let done = run.finish().await;
     let ev = done.json(0);
     assert_eq!(ev["object"], json!({"temperatureSensor": {"3": 27.2}}));
     assert_eq!(ev["data"], "A2cBEA==");
     assert_eq!(ev["fCnt"], 9);
-    let stored = done
-        .storage
-        .history
-        .list_uplinks(ctx.device.dev_eui, None, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        stored[0].object,
-        Some(json!({"temperatureSensor": {"3": 27.2}}))
-    );
+    let stored = done.storage.history.list_uplinks(ctx.device.dev_eui, None, 10).await.unwrap();
+    assert_eq!(stored[0].object, Some(json!({"temperatureSensor": {"3": 27.2}})));
     assert_eq!(done.metric("loraflow_codec_seconds", None), 1.0);
 }
 
 #[tokio::test]
 async fn a_codec_error_keeps_the_uplink_and_adds_a_log_event() {
     let run = start().await;
-    let ctx = insert_device_with_codec(
-        &run.storage,
-        "JS",
-        "function decodeUplink(input) { throw new Error('boom'); }",
-    )
-    .await;
-    run.events
-        .send(uplink(&ctx, 1, Some(5), &[1, 2]))
-        .await
-        .unwrap();
+    let ctx = insert_device_with_codec(&run.storage, "JS", "function decodeUplink(input) { throw new Error('boom'); }").await;
+    run.events.send(uplink(&ctx, 1, Some(5), &[1, 2])).await.unwrap();
     let done = run.finish().await;
 
     assert_eq!(done.topics(), vec![topic(&ctx, "log"), topic(&ctx, "up")]);
     let log = done.json(0);
     assert_eq!(log["code"], "UPLINK_CODEC");
     assert_eq!(log["level"], "ERROR");
-    assert!(
-        log["description"].as_str().unwrap().contains("boom"),
-        "{log}"
-    );
+    assert!(log["description"].as_str().unwrap().contains("boom"), "{log}");
     assert_eq!(log["context"]["f_cnt"], "1");
     let up = done.json(1);
     assert_eq!(up["data"], "AQI=");
     assert!(up.get("object").is_none());
 
-    let uplinks = done
-        .storage
-        .history
-        .list_uplinks(ctx.device.dev_eui, None, 10)
-        .await
-        .unwrap();
+    let uplinks = done.storage.history.list_uplinks(ctx.device.dev_eui, None, 10).await.unwrap();
     assert_eq!(uplinks.len(), 1);
     assert_eq!(uplinks[0].data, vec![1, 2]);
-    let events = done
-        .storage
-        .history
-        .list_events(ctx.device.dev_eui, None, 10)
-        .await
-        .unwrap();
+    let events = done.storage.history.list_events(ctx.device.dev_eui, None, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, "log");
     assert_eq!(events[0].body["code"], "UPLINK_CODEC");
@@ -263,21 +186,14 @@ async fn a_codec_error_keeps_the_uplink_and_adds_a_log_event() {
 #[tokio::test]
 async fn codec_warnings_are_published_as_a_warning_log_next_to_the_object() {
     let run = start().await;
-    let script =
-        "function decodeUplink(input) { return { data: { a: 1 }, warnings: ['low battery'] }; }";
+    let script = "function decodeUplink(input) { return { data: { a: 1 }, warnings: ['low battery'] }; }";
     let ctx = insert_device_with_codec(&run.storage, "JS", script).await;
-    run.events
-        .send(uplink(&ctx, 1, Some(5), &[1]))
-        .await
-        .unwrap();
+    run.events.send(uplink(&ctx, 1, Some(5), &[1])).await.unwrap();
     let done = run.finish().await;
     assert_eq!(done.topics(), vec![topic(&ctx, "log"), topic(&ctx, "up")]);
     assert_eq!(done.json(0)["level"], "WARNING");
     assert_eq!(done.json(0)["code"], "UPLINK_CODEC");
-    assert!(done.json(0)["description"]
-        .as_str()
-        .unwrap()
-        .contains("low battery"));
+    assert!(done.json(0)["description"].as_str().unwrap().contains("low battery"));
     assert_eq!(done.json(1)["object"], json!({"a": 1}));
     assert_eq!(done.metric("loraflow_codec_errors_total", None), 0.0);
 }
@@ -288,16 +204,10 @@ async fn an_unknown_profile_codec_is_reported_like_a_codec_error() {
     let ctx = insert_device_with_codec(&run.storage, "NONE", "").await;
     let mut ctx2 = ctx.clone();
     ctx2.profile.payload_codec = "PROTOBUF".into();
-    run.events
-        .send(uplink(&ctx2, 1, Some(5), &[1]))
-        .await
-        .unwrap();
+    run.events.send(uplink(&ctx2, 1, Some(5), &[1])).await.unwrap();
     let done = run.finish().await;
     assert_eq!(done.topics(), vec![topic(&ctx, "log"), topic(&ctx, "up")]);
-    assert!(done.json(0)["description"]
-        .as_str()
-        .unwrap()
-        .contains("PROTOBUF"));
+    assert!(done.json(0)["description"].as_str().unwrap().contains("PROTOBUF"));
 }
 
 #[tokio::test]
@@ -321,14 +231,7 @@ async fn fport_zero_uplinks_carry_no_data_and_run_no_codec() {
 async fn events_leave_in_arrival_order_while_codecs_run_in_parallel() {
     let dir = TempDir::new();
     let storage = sqlite_storage(&dir).await;
-    let run = start_with(
-        storage,
-        dir,
-        IntegrationConfig {
-            codec_concurrency: 4,
-            ..IntegrationConfig::default()
-        },
-    );
+    let run = start_with(storage, dir, IntegrationConfig { codec_concurrency: 4, ..IntegrationConfig::default() });
     // Even frame counters make the script busy for 30 ms, so later ones finish first.
     let script = "function decodeUplink(input) { \
         if (input.bytes[0] % 2 == 0) { var t = Date.now(); while (Date.now() - t < 30) {} } \
@@ -336,10 +239,7 @@ async fn events_leave_in_arrival_order_while_codecs_run_in_parallel() {
     let ctx = insert_device_with_codec(&run.storage, "JS", script).await;
     let mut expected = Vec::new();
     for n in 0..12u8 {
-        run.events
-            .send(uplink(&ctx, u32::from(n), Some(1), &[n]))
-            .await
-            .unwrap();
+        run.events.send(uplink(&ctx, u32::from(n), Some(1), &[n])).await.unwrap();
         expected.push(format!("up:{n}"));
         if n % 4 == 0 {
             run.events
@@ -413,32 +313,14 @@ async fn other_events_are_published_on_their_topics_and_stored() {
         run.events.send(ev).await.unwrap();
     }
     let done = run.finish().await;
-    assert_eq!(
-        done.topics(),
-        vec![
-            topic(&ctx, "join"),
-            topic(&ctx, "ack"),
-            topic(&ctx, "status"),
-            topic(&ctx, "log")
-        ]
-    );
+    assert_eq!(done.topics(), vec![topic(&ctx, "join"), topic(&ctx, "ack"), topic(&ctx, "status"), topic(&ctx, "log")]);
     assert_eq!(done.json(1)["fCntDown"], 4);
     assert_eq!(done.json(3)["code"], "UPLINK_F_CNT_RETRANSMISSION");
-    let mut kinds: Vec<String> = done
-        .storage
-        .history
-        .list_events(ctx.device.dev_eui, None, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let mut kinds: Vec<String> =
+        done.storage.history.list_events(ctx.device.dev_eui, None, 10).await.unwrap().into_iter().map(|e| e.kind).collect();
     kinds.sort();
     assert_eq!(kinds, vec!["ack", "join", "log", "status"]);
-    assert_eq!(
-        done.metric("loraflow_events_published_total", Some(("kind", "status"))),
-        1.0
-    );
+    assert_eq!(done.metric("loraflow_events_published_total", Some(("kind", "status"))), 1.0);
 }
 
 #[tokio::test]
@@ -446,21 +328,10 @@ async fn uplinks_are_stored_when_mqtt_refuses_them() {
     let run = start().await;
     run.recorder.full.store(true, Ordering::Relaxed);
     let ctx = insert_device_with_codec(&run.storage, "NONE", "").await;
-    run.events
-        .send(uplink(&ctx, 1, Some(1), &[1]))
-        .await
-        .unwrap();
+    run.events.send(uplink(&ctx, 1, Some(1), &[1])).await.unwrap();
     let done = run.finish().await;
     assert!(done.published.is_empty());
-    assert_eq!(
-        done.storage
-            .history
-            .list_uplinks(ctx.device.dev_eui, None, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(done.storage.history.list_uplinks(ctx.device.dev_eui, None, 10).await.unwrap().len(), 1);
     assert_eq!(done.metric("loraflow_uplinks_published_total", None), 0.0);
 }
 
@@ -468,28 +339,14 @@ async fn uplinks_are_stored_when_mqtt_refuses_them() {
 async fn shutdown_stops_the_integration_while_its_inputs_stay_open() {
     let run = start().await;
     let ctx = insert_device_with_codec(&run.storage, "NONE", "").await;
-    run.events
-        .send(uplink(&ctx, 1, Some(1), &[1]))
-        .await
-        .unwrap();
+    run.events.send(uplink(&ctx, 1, Some(1), &[1])).await.unwrap();
     let started = std::time::Instant::now();
     run.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(4), run.task)
-        .await
-        .expect("stopped")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(4), run.task).await.expect("stopped").unwrap();
     assert!(started.elapsed() < Duration::from_secs(3));
     // The event sent before shutdown was still published and stored.
     assert_eq!(run.recorder.messages.lock().unwrap().len(), 1);
-    assert_eq!(
-        run.storage
-            .history
-            .list_uplinks(ctx.device.dev_eui, None, 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(run.storage.history.list_uplinks(ctx.device.dev_eui, None, 10).await.unwrap().len(), 1);
     drop(run.events);
     drop(run.commands);
 }

@@ -18,31 +18,12 @@ impl DownlinkCommand {
     /// to a session, e.g. ones subscribed earlier under the same client id).
     pub(crate) fn from_publish(topic: &str, payload: &[u8]) -> Option<Self> {
         let mut parts = topic.split('/');
-        let (
-            Some("application"),
-            Some(app),
-            Some("device"),
-            Some(eui),
-            Some("command"),
-            Some("down"),
-            None,
-        ) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        )
+        let (Some("application"), Some(app), Some("device"), Some(eui), Some("command"), Some("down"), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return None;
         };
-        Some(DownlinkCommand {
-            application_id: app.to_string(),
-            dev_eui: eui.to_string(),
-            payload: payload.to_vec(),
-        })
+        Some(DownlinkCommand { application_id: app.to_string(), dev_eui: eui.to_string(), payload: payload.to_vec() })
     }
 }
 
@@ -52,11 +33,9 @@ mod tests {
 
     #[test]
     fn a_command_topic_yields_application_and_device_as_given() {
-        let c = DownlinkCommand::from_publish(
-            "application/7d6c5b1e-0000-4000-8000-000000000001/device/0102030405060708/command/down",
-            b"{}",
-        )
-        .unwrap();
+        let c =
+            DownlinkCommand::from_publish("application/7d6c5b1e-0000-4000-8000-000000000001/device/0102030405060708/command/down", b"{}")
+                .unwrap();
         assert_eq!(c.application_id, "7d6c5b1e-0000-4000-8000-000000000001");
         assert_eq!(c.dev_eui, "0102030405060708");
         assert_eq!(c.payload, b"{}");
@@ -64,8 +43,7 @@ mod tests {
 
     #[test]
     fn parts_are_not_validated_here() {
-        let c = DownlinkCommand::from_publish("application/x/device/NOT-HEX/command/down", b"")
-            .unwrap();
+        let c = DownlinkCommand::from_publish("application/x/device/NOT-HEX/command/down", b"").unwrap();
         assert_eq!(c.dev_eui, "NOT-HEX");
     }
 

@@ -31,10 +31,7 @@ pub(crate) enum Broker<'a> {
     External(&'a str),
 }
 
-pub(crate) fn client_options(
-    cfg: &MqttConfig,
-    broker: Broker<'_>,
-) -> Result<MqttOptions, MqttError> {
+pub(crate) fn client_options(cfg: &MqttConfig, broker: Broker<'_>) -> Result<MqttOptions, MqttError> {
     let client_id = if cfg.client_id.is_empty() {
         // MQTT 3.1.1 §3.1.3.1: servers must accept ids of up to 23 characters.
         format!("loraflow-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
@@ -43,11 +40,7 @@ pub(crate) fn client_options(
     };
 
     let (mut options, url_user, url_pass) = match broker {
-        Broker::Embedded(addr) => (
-            MqttOptions::new(client_id, addr.ip().to_string(), addr.port()),
-            None,
-            None,
-        ),
+        Broker::Embedded(addr) => (MqttOptions::new(client_id, addr.ip().to_string(), addr.port()), None, None),
         Broker::External(url) => {
             let parsed = parse_url(url)?;
             let mut o = MqttOptions::new(client_id, parsed.host, parsed.port);
@@ -58,16 +51,8 @@ pub(crate) fn client_options(
         }
     };
 
-    let username = if cfg.username.is_empty() {
-        url_user.unwrap_or_default()
-    } else {
-        cfg.username.clone()
-    };
-    let password = if cfg.password.is_empty() {
-        url_pass.unwrap_or_default()
-    } else {
-        cfg.password.clone()
-    };
+    let username = if cfg.username.is_empty() { url_user.unwrap_or_default() } else { cfg.username.clone() };
+    let password = if cfg.password.is_empty() { url_pass.unwrap_or_default() } else { cfg.password.clone() };
     if !username.is_empty() || !password.is_empty() {
         options.set_credentials(username, password);
     }
@@ -94,10 +79,7 @@ struct BrokerUrl {
 }
 
 fn parse_url(raw: &str) -> Result<BrokerUrl, MqttError> {
-    let err = |reason: String| MqttError::InvalidUrl {
-        url: redact(raw),
-        reason,
-    };
+    let err = |reason: String| MqttError::InvalidUrl { url: redact(raw), reason };
     let url = url::Url::parse(raw).map_err(|e| err(e.to_string()))?;
     let tls = match url.scheme() {
         "mqtt" | "tcp" => false,
@@ -108,33 +90,13 @@ fn parse_url(raw: &str) -> Result<BrokerUrl, MqttError> {
         Some(h) if !h.is_empty() => h.to_string(),
         _ => return Err(err("no host".into())),
     };
-    if !(url.path().is_empty() || url.path() == "/")
-        || url.query().is_some()
-        || url.fragment().is_some()
-    {
-        return Err(err(
-            "only mqtt[s]://[user:password@]host[:port] is understood".into(),
-        ));
+    if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(err("only mqtt[s]://[user:password@]host[:port] is understood".into()));
     }
-    let decode = |s: &str| {
-        percent_decode_str(s)
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|_| err("credentials are not UTF-8".into()))
-    };
-    let username = if url.username().is_empty() {
-        None
-    } else {
-        Some(decode(url.username())?)
-    };
+    let decode = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| err("credentials are not UTF-8".into()));
+    let username = if url.username().is_empty() { None } else { Some(decode(url.username())?) };
     let password = url.password().map(decode).transpose()?;
-    Ok(BrokerUrl {
-        host,
-        port: url.port().unwrap_or(if tls { 8883 } else { 1883 }),
-        tls,
-        username,
-        password,
-    })
+    Ok(BrokerUrl { host, port: url.port().unwrap_or(if tls { 8883 } else { 1883 }), tls, username, password })
 }
 
 /// The URL without its password, for error messages.
@@ -167,19 +129,13 @@ fn tls_config(cfg: &MqttConfig) -> Result<TlsConfiguration, MqttError> {
         let certs = read_certs("mqtt.tls_ca_file", &cfg.tls_ca_file)?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(tls_err(
-                "mqtt.tls_ca_file",
-                &cfg.tls_ca_file,
-                "no usable CA certificate".into(),
-            ));
+            return Err(tls_err("mqtt.tls_ca_file", &cfg.tls_ca_file, "no usable CA certificate".into()));
         }
     }
 
     // Explicit provider: `ClientConfig::builder()` panics when more than one rustls crypto
     // backend is compiled in and none was installed.
-    let provider = CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let provider = CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err("mqtt.url", "", e.to_string()))?
@@ -191,24 +147,10 @@ fn tls_config(cfg: &MqttConfig) -> Result<TlsConfiguration, MqttError> {
             let certs = read_certs("mqtt.tls_cert_file", &cfg.tls_cert_file)?;
             let key = PrivateKeyDer::from_pem_file(Path::new(&cfg.tls_key_file))
                 .map_err(|e| tls_err("mqtt.tls_key_file", &cfg.tls_key_file, e.to_string()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| tls_err("mqtt.tls_key_file", &cfg.tls_key_file, e.to_string()))?
+            builder.with_client_auth_cert(certs, key).map_err(|e| tls_err("mqtt.tls_key_file", &cfg.tls_key_file, e.to_string()))?
         }
-        (true, false) => {
-            return Err(tls_err(
-                "mqtt.tls_cert_file",
-                "",
-                "required when mqtt.tls_key_file is set".into(),
-            ))
-        }
-        (false, true) => {
-            return Err(tls_err(
-                "mqtt.tls_key_file",
-                "",
-                "required when mqtt.tls_cert_file is set".into(),
-            ))
-        }
+        (true, false) => return Err(tls_err("mqtt.tls_cert_file", "", "required when mqtt.tls_key_file is set".into())),
+        (false, true) => return Err(tls_err("mqtt.tls_key_file", "", "required when mqtt.tls_cert_file is set".into())),
     };
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
@@ -224,11 +166,7 @@ fn read_certs(key: &'static str, path: &str) -> Result<Vec<CertificateDer<'stati
 }
 
 fn tls_err(key: &'static str, path: &str, reason: String) -> MqttError {
-    MqttError::Tls {
-        key,
-        path: path.to_string(),
-        reason,
-    }
+    MqttError::Tls { key, path: path.to_string(), reason }
 }
 
 #[cfg(test)]
@@ -236,13 +174,7 @@ mod tests {
     use super::*;
 
     fn external(url: &str) -> Result<MqttOptions, MqttError> {
-        client_options(
-            &MqttConfig {
-                url: url.into(),
-                ..MqttConfig::default()
-            },
-            Broker::External(url),
-        )
+        client_options(&MqttConfig { url: url.into(), ..MqttConfig::default() }, Broker::External(url))
     }
 
     #[test]
@@ -250,10 +182,7 @@ mod tests {
         let o = external("mqtt://user:p%40ss@broker.example:1884").unwrap();
         assert_eq!(o.broker_address(), ("broker.example".to_string(), 1884));
         let login = o.credentials().unwrap();
-        assert_eq!(
-            (login.username.as_str(), login.password.as_str()),
-            ("user", "p@ss")
-        );
+        assert_eq!((login.username.as_str(), login.password.as_str()), ("user", "p@ss"));
         assert!(matches!(o.transport(), Transport::Tcp));
     }
 
@@ -268,18 +197,10 @@ mod tests {
 
     #[test]
     fn configured_username_and_password_override_the_url() {
-        let cfg = MqttConfig {
-            url: "mqtt://a:b@h".into(),
-            username: "c".into(),
-            password: "d".into(),
-            ..MqttConfig::default()
-        };
+        let cfg = MqttConfig { url: "mqtt://a:b@h".into(), username: "c".into(), password: "d".into(), ..MqttConfig::default() };
         let o = client_options(&cfg, Broker::External(&cfg.url)).unwrap();
         let login = o.credentials().unwrap();
-        assert_eq!(
-            (login.username.as_str(), login.password.as_str()),
-            ("c", "d")
-        );
+        assert_eq!((login.username.as_str(), login.password.as_str()), ("c", "d"));
     }
 
     #[test]
@@ -289,10 +210,7 @@ mod tests {
 
     #[test]
     fn client_id_is_configured_or_random_and_short() {
-        let cfg = MqttConfig {
-            client_id: "gw-bridge".into(),
-            ..MqttConfig::default()
-        };
+        let cfg = MqttConfig { client_id: "gw-bridge".into(), ..MqttConfig::default() };
         let o = client_options(&cfg, Broker::Embedded("127.0.0.1:1".parse().unwrap())).unwrap();
         assert_eq!(o.client_id(), "gw-bridge");
         let a = external("mqtt://h").unwrap().client_id();
@@ -303,13 +221,7 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_naming_the_key_without_the_password() {
-        for url in [
-            "http://h",
-            "mqtt://",
-            "mqtt://h/topic",
-            "mqtt://h?x=1",
-            "not a url",
-        ] {
+        for url in ["http://h", "mqtt://", "mqtt://h/topic", "mqtt://h?x=1", "not a url"] {
             let e = external(url).unwrap_err().to_string();
             assert!(e.contains("`mqtt.url`"), "{url}: {e}");
         }
@@ -319,34 +231,16 @@ mod tests {
 
     #[test]
     fn a_missing_ca_file_is_refused_naming_the_key() {
-        let cfg = MqttConfig {
-            url: "mqtts://h".into(),
-            tls_ca_file: "/nonexistent/ca.pem".into(),
-            ..MqttConfig::default()
-        };
-        let e = client_options(&cfg, Broker::External(&cfg.url))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("`mqtt.tls_ca_file`") && e.contains("/nonexistent/ca.pem"),
-            "{e}"
-        );
+        let cfg = MqttConfig { url: "mqtts://h".into(), tls_ca_file: "/nonexistent/ca.pem".into(), ..MqttConfig::default() };
+        let e = client_options(&cfg, Broker::External(&cfg.url)).unwrap_err().to_string();
+        assert!(e.contains("`mqtt.tls_ca_file`") && e.contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[test]
     fn a_client_certificate_without_a_key_is_refused() {
-        let cfg = MqttConfig {
-            url: "mqtts://h".into(),
-            tls_cert_file: "/some/cert.pem".into(),
-            ..MqttConfig::default()
-        };
+        let cfg = MqttConfig { url: "mqtts://h".into(), tls_cert_file: "/some/cert.pem".into(), ..MqttConfig::default() };
         // The CA comes from the system; when the machine has none, that error comes first.
-        let e = client_options(&cfg, Broker::External(&cfg.url))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("`mqtt.tls_key_file`") || e.contains("`mqtt.tls_ca_file`"),
-            "{e}"
-        );
+        let e = client_options(&cfg, Broker::External(&cfg.url)).unwrap_err().to_string();
+        assert!(e.contains("`mqtt.tls_key_file`") || e.contains("`mqtt.tls_ca_file`"), "{e}");
     }
 }

@@ -28,11 +28,8 @@ impl EmbeddedBroker {
     pub fn start(bind: SocketAddr) -> Result<Self, MqttError> {
         // std (like tokio, which rumqttd uses) sets SO_REUSEADDR, so a restarted process can
         // bind again while old connections sit in TIME_WAIT; only a live listener is refused.
-        let probe = TcpListener::bind(bind)
-            .map_err(|source| MqttError::EmbeddedBind { addr: bind, source })?;
-        let listen = probe
-            .local_addr()
-            .map_err(|source| MqttError::EmbeddedBind { addr: bind, source })?;
+        let probe = TcpListener::bind(bind).map_err(|source| MqttError::EmbeddedBind { addr: bind, source })?;
+        let listen = probe.local_addr().map_err(|source| MqttError::EmbeddedBind { addr: bind, source })?;
         drop(probe);
 
         let config = broker_config(listen);
@@ -45,10 +42,7 @@ impl EmbeddedBroker {
                     tracing::error!(error = %e, "embedded MQTT broker stopped");
                 }
             })
-            .map_err(|e| MqttError::EmbeddedStart {
-                addr: listen,
-                reason: format!("cannot spawn its thread: {e}"),
-            })?;
+            .map_err(|e| MqttError::EmbeddedStart { addr: listen, reason: format!("cannot spawn its thread: {e}") })?;
         Ok(EmbeddedBroker { listen, thread })
     }
 
@@ -111,10 +105,7 @@ mod tests {
         let addr = taken.local_addr().unwrap();
         let e = EmbeddedBroker::start(addr).err().unwrap().to_string();
         assert!(e.contains(&addr.to_string()), "{e}");
-        assert!(
-            e.contains("mqtt.embedded_bind") && e.contains("LORAFLOW_MQTT__EMBEDDED_BIND"),
-            "{e}"
-        );
+        assert!(e.contains("mqtt.embedded_bind") && e.contains("LORAFLOW_MQTT__EMBEDDED_BIND"), "{e}");
     }
 
     #[test]

@@ -7,20 +7,13 @@ pub enum MqttError {
     #[error("invalid `mqtt.url` {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("invalid `{key}` {path:?}: {reason}")]
-    Tls {
-        key: &'static str,
-        path: String,
-        reason: String,
-    },
+    Tls { key: &'static str, path: String, reason: String },
     #[error(
         "embedded MQTT broker cannot listen on {addr}: {source}; \
          set `mqtt.embedded_bind` (env LORAFLOW_MQTT__EMBEDDED_BIND) to another address, \
          or `mqtt.url` to use an external broker"
     )]
-    EmbeddedBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    EmbeddedBind { addr: SocketAddr, source: std::io::Error },
     #[error(
         "embedded MQTT broker on {addr} did not start: {reason}; \
          `mqtt.embedded_bind` (env LORAFLOW_MQTT__EMBEDDED_BIND) moves it"

@@ -22,30 +22,18 @@ pub(crate) struct MqttMetrics {
 impl MqttMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = MqttMetrics {
-            published: IntCounter::new(
-                "loraflow_mqtt_published_total",
-                "MQTT messages published and acknowledged by the broker",
-            )?,
+            published: IntCounter::new("loraflow_mqtt_published_total", "MQTT messages published and acknowledged by the broker")?,
             publish_failures: IntCounter::new(
                 "loraflow_mqtt_publish_failures_total",
                 "MQTT publish attempts that failed (connection lost before PUBACK, abandoned at shutdown, invalid)",
             )?,
-            queue_depth: IntGauge::new(
-                "loraflow_mqtt_queue_depth",
-                "MQTT messages accepted but not yet acknowledged by the broker",
-            )?,
+            queue_depth: IntGauge::new("loraflow_mqtt_queue_depth", "MQTT messages accepted but not yet acknowledged by the broker")?,
             queue_dropped: IntCounter::new(
                 "loraflow_mqtt_queue_dropped_total",
                 "MQTT messages dropped because the publish queue was full (mqtt.queue_size)",
             )?,
-            connected: IntGauge::new(
-                "loraflow_mqtt_connected",
-                "1 while connected to the MQTT broker, else 0",
-            )?,
-            commands_received: IntCounter::new(
-                "loraflow_mqtt_commands_received_total",
-                "Downlink command messages received over MQTT",
-            )?,
+            connected: IntGauge::new("loraflow_mqtt_connected", "1 while connected to the MQTT broker, else 0")?,
+            commands_received: IntCounter::new("loraflow_mqtt_commands_received_total", "Downlink command messages received over MQTT")?,
             commands_dropped: IntCounter::new(
                 "loraflow_mqtt_commands_dropped_total",
                 "Downlink command messages dropped because the command queue was full",
@@ -71,11 +59,7 @@ mod tests {
         let registry = Registry::new();
         let m = MqttMetrics::register(&registry).unwrap();
         m.published.inc();
-        let names: Vec<String> = registry
-            .gather()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
+        let names: Vec<String> = registry.gather().iter().map(|f| f.name().to_string()).collect();
         for name in [
             "loraflow_mqtt_published_total",
             "loraflow_mqtt_publish_failures_total",
@@ -85,10 +69,7 @@ mod tests {
             "loraflow_mqtt_commands_received_total",
             "loraflow_mqtt_commands_dropped_total",
         ] {
-            assert!(
-                names.iter().any(|n| n == name),
-                "{name} missing from {names:?}"
-            );
+            assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
         }
     }
 

@@ -34,10 +34,7 @@ impl LogLimiter {
             return None;
         }
         // Only one of several racing callers wins the slot.
-        match self
-            .last
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-        {
+        match self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => Some(self.suppressed.swap(0, Ordering::Relaxed)),
             Err(_) => {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);

@@ -42,12 +42,7 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     pub fn new(max_unacked: usize) -> Self {
-        Tracker {
-            max_unacked,
-            submitted: VecDeque::new(),
-            sent: HashMap::with_capacity(max_unacked),
-            orphans: Vec::new(),
-        }
+        Tracker { max_unacked, submitted: VecDeque::new(), sent: HashMap::with_capacity(max_unacked), orphans: Vec::new() }
     }
 
     /// Whether another message may be handed to rumqttc without exceeding its in-flight
@@ -96,13 +91,7 @@ mod tests {
     use super::*;
 
     fn msg(seq: u64) -> Tracked {
-        Tracked {
-            seq,
-            msg: Outbound {
-                topic: format!("t/{seq}"),
-                payload: vec![seq as u8],
-            },
-        }
+        Tracked { seq, msg: Outbound { topic: format!("t/{seq}"), payload: vec![seq as u8] } }
     }
 
     #[test]

@@ -64,21 +64,11 @@ impl MqttIntegration {
         cfg: &MqttConfig,
         registry: &Registry,
         shutdown: CancellationToken,
-    ) -> Result<
-        (
-            MqttHandle,
-            mpsc::Receiver<DownlinkCommand>,
-            Option<SocketAddr>,
-        ),
-        MqttError,
-    > {
+    ) -> Result<(MqttHandle, mpsc::Receiver<DownlinkCommand>, Option<SocketAddr>), MqttError> {
         let metrics = MqttMetrics::register(registry)?;
         let (options, embedded) = if cfg.url.is_empty() {
             let broker = EmbeddedBroker::start(cfg.embedded_bind)?;
-            (
-                client_options(cfg, Broker::Embedded(broker.connect_addr()))?,
-                Some(broker),
-            )
+            (client_options(cfg, Broker::Embedded(broker.connect_addr()))?, Some(broker))
         } else {
             (client_options(cfg, Broker::External(&cfg.url))?, None)
         };
@@ -150,10 +140,7 @@ impl MqttIntegration {
             };
             if let Some(reason) = failure {
                 stop.cancel();
-                return Err(MqttError::EmbeddedStart {
-                    addr: broker.listen,
-                    reason: reason.into(),
-                });
+                return Err(MqttError::EmbeddedStart { addr: broker.listen, reason: reason.into() });
             }
             sleep(Duration::from_millis(20)).await;
         }
@@ -393,12 +380,9 @@ impl Link {
     fn forward(&self, event: Event) -> bool {
         let link_event = match event {
             Event::Incoming(Incoming::ConnAck(_)) => LinkEvent::Connected,
-            Event::Incoming(Incoming::SubAck(ack)) => LinkEvent::Subscribed {
-                granted: ack
-                    .return_codes
-                    .iter()
-                    .all(|c| matches!(c, SubscribeReasonCode::Success(_))),
-            },
+            Event::Incoming(Incoming::SubAck(ack)) => {
+                LinkEvent::Subscribed { granted: ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))) }
+            }
             Event::Incoming(Incoming::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
             Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Sent(pkid),
             Event::Incoming(Incoming::Publish(publish)) => {
@@ -436,12 +420,7 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(
-        mut self,
-        stop: CancellationToken,
-        mut link: JoinHandle<()>,
-        link_stop: CancellationToken,
-    ) {
+    async fn run(mut self, stop: CancellationToken, mut link: JoinHandle<()>, link_stop: CancellationToken) {
         let mut flush_deadline: Option<Instant> = None;
         loop {
             self.pump();
@@ -473,21 +452,13 @@ impl Driver {
         self.shared.ready.store(false, Ordering::Release);
         let abandoned = self.shared.outstanding.load(Ordering::Acquire);
         if abandoned > 0 {
-            self.shared
-                .metrics
-                .publish_failures
-                .inc_by(abandoned as u64);
-            warn!(
-                messages = abandoned,
-                "MQTT messages not delivered before shutdown"
-            );
+            self.shared.metrics.publish_failures.inc_by(abandoned as u64);
+            warn!(messages = abandoned, "MQTT messages not delivered before shutdown");
         }
         // DISCONNECT lets the link task end by itself once it is written (MQTT 3.1.1 §3.14).
         let mut link_done = false;
         if self.connected && self.client.try_disconnect().is_ok() {
-            link_done = tokio::time::timeout(Duration::from_millis(500), &mut link)
-                .await
-                .is_ok();
+            link_done = tokio::time::timeout(Duration::from_millis(500), &mut link).await.is_ok();
         }
         if !link_done {
             link_stop.cancel();
@@ -499,10 +470,7 @@ impl Driver {
 
     fn track(&mut self, msg: Outbound) -> Tracked {
         self.next_seq += 1;
-        Tracked {
-            seq: self.next_seq,
-            msg,
-        }
+        Tracked { seq: self.next_seq, msg }
     }
 
     /// Hands waiting messages to rumqttc while connected and the in-flight window has room.
@@ -522,12 +490,7 @@ impl Driver {
     }
 
     fn submit(&mut self, t: Tracked) -> bool {
-        match self.client.try_publish(
-            t.msg.topic.clone(),
-            QoS::AtLeastOnce,
-            false,
-            t.msg.payload.clone(),
-        ) {
+        match self.client.try_publish(t.msg.topic.clone(), QoS::AtLeastOnce, false, t.msg.payload.clone()) {
             Ok(()) => {
                 self.tracker.submitted(t);
                 true
@@ -552,10 +515,7 @@ impl Driver {
             }
             LinkEvent::Subscribed { granted } => {
                 if !granted {
-                    warn!(
-                        filter = COMMAND_FILTER,
-                        "MQTT broker refused the downlink command subscription"
-                    );
+                    warn!(filter = COMMAND_FILTER, "MQTT broker refused the downlink command subscription");
                 }
                 self.shared.ready.store(self.connected, Ordering::Release);
             }
@@ -575,14 +535,8 @@ impl Driver {
                 self.shared.ready.store(false, Ordering::Release);
                 let unacked = self.tracker.take_unacked();
                 if !unacked.is_empty() {
-                    self.shared
-                        .metrics
-                        .publish_failures
-                        .inc_by(unacked.len() as u64);
-                    debug!(
-                        messages = unacked.len(),
-                        "re-sending un-acknowledged MQTT messages after reconnect"
-                    );
+                    self.shared.metrics.publish_failures.inc_by(unacked.len() as u64);
+                    debug!(messages = unacked.len(), "re-sending un-acknowledged MQTT messages after reconnect");
                 }
                 // Older than anything still in `retry` (those were never handed over).
                 for t in unacked.into_iter().rev() {
@@ -623,15 +577,8 @@ mod tests {
     #[tokio::test]
     async fn with_no_broker_the_queue_fills_up_and_then_refuses() {
         let registry = Registry::new();
-        let cfg = MqttConfig {
-            url: "mqtt://127.0.0.1:1".into(),
-            queue_size: 3,
-            ..MqttConfig::default()
-        };
-        let (handle, _commands, addr) =
-            MqttIntegration::start(&cfg, &registry, CancellationToken::new())
-                .await
-                .unwrap();
+        let cfg = MqttConfig { url: "mqtt://127.0.0.1:1".into(), queue_size: 3, ..MqttConfig::default() };
+        let (handle, _commands, addr) = MqttIntegration::start(&cfg, &registry, CancellationToken::new()).await.unwrap();
         assert_eq!(addr, None);
         for i in 0..3 {
             handle.publish(format!("t/{i}"), vec![]).unwrap();
@@ -645,30 +592,14 @@ mod tests {
     #[tokio::test]
     async fn after_shutdown_publish_is_refused_and_stopped_resolves() {
         let registry = Registry::new();
-        let cfg = MqttConfig {
-            url: "mqtt://127.0.0.1:1".into(),
-            queue_size: 10,
-            ..MqttConfig::default()
-        };
+        let cfg = MqttConfig { url: "mqtt://127.0.0.1:1".into(), queue_size: 10, ..MqttConfig::default() };
         let shutdown = CancellationToken::new();
-        let (handle, _commands, _) = MqttIntegration::start(&cfg, &registry, shutdown.clone())
-            .await
-            .unwrap();
+        let (handle, _commands, _) = MqttIntegration::start(&cfg, &registry, shutdown.clone()).await.unwrap();
         handle.publish("t/queued".into(), vec![1]).unwrap();
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), handle.stopped())
-            .await
-            .expect("stops within the flush timeout");
+        tokio::time::timeout(Duration::from_secs(5), handle.stopped()).await.expect("stops within the flush timeout");
         assert_eq!(handle.publish("t/late".into(), vec![]), Err(MqttQueueFull));
-        let failures = registry
-            .gather()
-            .into_iter()
-            .find(|f| f.name() == "loraflow_mqtt_publish_failures_total")
-            .unwrap();
-        assert_eq!(
-            failures.get_metric()[0].get_counter().get_value(),
-            1.0,
-            "the abandoned message is counted"
-        );
+        let failures = registry.gather().into_iter().find(|f| f.name() == "loraflow_mqtt_publish_failures_total").unwrap();
+        assert_eq!(failures.get_metric()[0].get_counter().get_value(), 1.0, "the abandoned message is counted");
     }
 }

@@ -11,11 +11,7 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio::sync::mpsc;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A Mosquitto started by the test on its own port, with persistence in its own directory
@@ -32,11 +28,7 @@ impl Mosquitto {
         std::fs::create_dir_all(&dir).unwrap();
         // Mosquitto started as root drops to its own user, which must still write here.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let mut m = Mosquitto {
-            port: free_port(),
-            dir,
-            child: None,
-        };
+        let mut m = Mosquitto { port: free_port(), dir, child: None };
         m.restart();
         m
     }
@@ -74,11 +66,7 @@ impl Mosquitto {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(self.addr()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {}",
-                self.addr()
-            );
+            assert!(Instant::now() < deadline, "mosquitto did not listen on {}", self.addr());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -104,12 +92,7 @@ impl Mosquitto {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id();
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap()
-            .success();
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
         assert!(ok, "kill -{sig} {pid}");
     }
 
@@ -156,10 +139,7 @@ impl Subscriber {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                        sub_client
-                            .subscribe(filter.clone(), QoS::AtLeastOnce)
-                            .await
-                            .unwrap();
+                        sub_client.subscribe(filter.clone(), QoS::AtLeastOnce).await.unwrap();
                     }
                     Ok(Event::Incoming(Incoming::SubAck(_))) => {
                         let _ = subscribed_tx.send(());
@@ -172,32 +152,20 @@ impl Subscriber {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv())
-            .await
-            .expect("subscriber connected and subscribed");
-        Subscriber {
-            client,
-            messages,
-            task,
-        }
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv()).await.expect("subscriber connected and subscribed");
+        Subscriber { client, messages, task }
     }
 
     /// Receives until every payload in `expected` was seen (duplicates allowed, QoS 1 is
     /// at least once); returns the payloads in order of first arrival.
     pub async fn expect_all(&mut self, expected: &[String], within: Duration) -> Vec<String> {
-        let mut missing: std::collections::HashSet<&str> =
-            expected.iter().map(String::as_str).collect();
+        let mut missing: std::collections::HashSet<&str> = expected.iter().map(String::as_str).collect();
         let mut first_seen = Vec::new();
         let deadline = tokio::time::Instant::now() + within;
         while !missing.is_empty() {
             let (_, payload) = match tokio::time::timeout_at(deadline, self.messages.recv()).await {
                 Ok(Some(m)) => m,
-                _ => panic!(
-                    "{} of {} messages never arrived, e.g. {:?}",
-                    missing.len(),
-                    expected.len(),
-                    missing.iter().next()
-                ),
+                _ => panic!("{} of {} messages never arrived, e.g. {:?}", missing.len(), expected.len(), missing.iter().next()),
             };
             let payload = String::from_utf8(payload).unwrap();
             if missing.remove(payload.as_str()) {
@@ -215,11 +183,7 @@ impl Drop for Subscriber {
 }
 
 pub fn metric(registry: &prometheus::Registry, name: &str) -> f64 {
-    let family = registry
-        .gather()
-        .into_iter()
-        .find(|f| f.name() == name)
-        .unwrap_or_else(|| panic!("{name} not registered"));
+    let family = registry.gather().into_iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("{name} not registered"));
     let m = &family.get_metric()[0];
     if m.get_counter().get_value() != 0.0 {
         m.get_counter().get_value()

@@ -42,26 +42,14 @@ fn helper_block(first: u8, uplink: bool, dev_addr: DevAddr, f_cnt: u32, last: u8
 /// MIC of a data frame: `cmac(NwkSKey, B0 | msg)[0..4]` where msg is MHDR..FRMPayload
 /// (LoRaWAN 1.0.4 §4.4). `phy_without_mic` longer than 255 bytes cannot be a LoRaWAN frame;
 /// its length byte is truncated like every other implementation does.
-pub fn data_mic(
-    phy_without_mic: &[u8],
-    key: &AesKey,
-    dev_addr: DevAddr,
-    f_cnt: u32,
-    uplink: bool,
-) -> [u8; 4] {
+pub fn data_mic(phy_without_mic: &[u8], key: &AesKey, dev_addr: DevAddr, f_cnt: u32, uplink: bool) -> [u8; 4] {
     let b0 = helper_block(0x49, uplink, dev_addr, f_cnt, phy_without_mic.len() as u8);
     cmac4(key, &[&b0, phy_without_mic])
 }
 
 /// FRMPayload encryption, AES-128 in counter mode with the Ai blocks (LoRaWAN 1.0.4 §4.3.3).
 /// XOR with the key stream, so the same call decrypts.
-pub fn encrypt_frm_payload(
-    key: &AesKey,
-    uplink: bool,
-    dev_addr: DevAddr,
-    f_cnt: u32,
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn encrypt_frm_payload(key: &AesKey, uplink: bool, dev_addr: DevAddr, f_cnt: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = payload.to_vec();
     for (i, chunk) in out.chunks_mut(16).enumerate() {
         // The block counter is one byte: FRMPayload never exceeds 255 bytes, so i + 1 <= 16.
@@ -85,12 +73,7 @@ pub struct SessionKeys {
 /// `NwkSKey = aes128_encrypt(AppKey, 0x01 | JoinNonce | NetID | DevNonce | pad16)`,
 /// AppSKey the same with 0x02. Every field little-endian on the wire. `net_id` is written MSB
 /// first (as in config, "000013"); `join_nonce` uses its low 24 bits.
-pub fn derive_session_keys_1_0(
-    app_key: &AesKey,
-    join_nonce: u32,
-    net_id: [u8; 3],
-    dev_nonce: u16,
-) -> SessionKeys {
+pub fn derive_session_keys_1_0(app_key: &AesKey, join_nonce: u32, net_id: [u8; 3], dev_nonce: u16) -> SessionKeys {
     let derive = |first: u8| {
         let mut b = [0u8; 16];
         b[0] = first;
@@ -100,10 +83,7 @@ pub fn derive_session_keys_1_0(
         aes_encrypt_block(app_key, &mut b);
         AesKey(b)
     };
-    SessionKeys {
-        nwk_s_key: derive(0x01),
-        app_s_key: derive(0x02),
-    }
+    SessionKeys { nwk_s_key: derive(0x01), app_s_key: derive(0x02) }
 }
 
 #[cfg(test)]
@@ -117,12 +97,7 @@ mod tests {
     #[test]
     fn session_keys_match_the_chirpstack_lorawan_1_0_vector() {
         // Source: ChirpStack lrwn/src/keys.rs test `lorawan_1_0` (via /work/shared/TEST-VECTORS.md).
-        let keys = derive_session_keys_1_0(
-            &key("01020304050607080102030405060708"),
-            65536,
-            [0x01, 0x02, 0x03],
-            258,
-        );
+        let keys = derive_session_keys_1_0(&key("01020304050607080102030405060708"), 65536, [0x01, 0x02, 0x03], 258);
         assert_eq!(keys.nwk_s_key, key("df53c35f3034ccced0ff354c70de04df"));
         assert_eq!(keys.app_s_key, key("927b9c911183cffe4cb2ff4b75545f6d"));
     }
@@ -132,12 +107,7 @@ mod tests {
         // Source: lora-rs lorawan 0.9.0 tests/lorawan.rs `test_derive_newskey`/`test_derive_appskey`:
         // the brocaar join-accept (JoinNonce 0x570bc7, NetID 0x221101) with DevNonce 2d 10 on
         // the wire, AppKey 00112233... (the crate's comment names the still-encrypted bytes).
-        let keys = derive_session_keys_1_0(
-            &key("00112233445566778899aabbccddeeff"),
-            0x570bc7,
-            [0x22, 0x11, 0x01],
-            0x102d,
-        );
+        let keys = derive_session_keys_1_0(&key("00112233445566778899aabbccddeeff"), 0x570bc7, [0x22, 0x11, 0x01], 0x102d);
         assert_eq!(keys.nwk_s_key, key("7bb25f89e0d1371e1fbf4d997e1468a3"));
         assert_eq!(keys.app_s_key, key("148820dfb1e0c9d6289cde16c1af249f"));
     }

@@ -82,28 +82,16 @@ impl DataFrame {
 /// MHDR(1) | DevAddr(4) | FCtrl(1) | FCnt(2) | FOpts(0..15) | [FPort(1) | FRMPayload] | MIC(4).
 pub(super) fn parse_data(phy: &[u8]) -> Result<DataFrame, PhyError> {
     let mtype = MType::from_mhdr(phy[0]);
-    let dmtype = DataMType::from_mtype(mtype).ok_or(PhyError::BadLength {
-        mtype,
-        len: phy.len(),
-        expected: "a data frame",
-    })?;
+    let dmtype = DataMType::from_mtype(mtype).ok_or(PhyError::BadLength { mtype, len: phy.len(), expected: "a data frame" })?;
     if phy.len() < 12 {
-        return Err(PhyError::BadLength {
-            mtype,
-            len: phy.len(),
-            expected: "at least 12",
-        });
+        return Err(PhyError::BadLength { mtype, len: phy.len(), expected: "at least 12" });
     }
     let fctrl_byte = phy[5];
     let f_opts_len = usize::from(fctrl_byte & 0x0f);
     let fhdr_end = 8 + f_opts_len;
     let mic_start = phy.len() - 4;
     if fhdr_end > mic_start {
-        return Err(PhyError::BadLength {
-            mtype,
-            len: phy.len(),
-            expected: "room for the FOptsLen announced in FCtrl",
-        });
+        return Err(PhyError::BadLength { mtype, len: phy.len(), expected: "room for the FOptsLen announced in FCtrl" });
     }
     let uplink = dmtype.is_uplink();
     let fctrl = FCtrl {
@@ -114,11 +102,8 @@ pub(super) fn parse_data(phy: &[u8]) -> Result<DataFrame, PhyError> {
         class_b: uplink && fctrl_byte & 0x10 != 0,
     };
     // FPort is present whenever anything follows FHDR, even with an empty FRMPayload (§4.3.2).
-    let (f_port, frm_payload) = if fhdr_end < mic_start {
-        (Some(phy[fhdr_end]), phy[fhdr_end + 1..mic_start].to_vec())
-    } else {
-        (None, Vec::new())
-    };
+    let (f_port, frm_payload) =
+        if fhdr_end < mic_start { (Some(phy[fhdr_end]), phy[fhdr_end + 1..mic_start].to_vec()) } else { (None, Vec::new()) };
     if f_port == Some(0) && f_opts_len > 0 {
         return Err(PhyError::MacCommandsTwice);
     }
@@ -130,12 +115,7 @@ pub(super) fn parse_data(phy: &[u8]) -> Result<DataFrame, PhyError> {
         f_opts: phy[8..fhdr_end].to_vec(),
         f_port,
         frm_payload,
-        mic: [
-            phy[mic_start],
-            phy[mic_start + 1],
-            phy[mic_start + 2],
-            phy[mic_start + 3],
-        ],
+        mic: [phy[mic_start], phy[mic_start + 1], phy[mic_start + 2], phy[mic_start + 3]],
     })
 }
 
@@ -193,56 +173,17 @@ pub struct DataUplink {
 
 /// Builds a data downlink PHYPayload: FPort 0 payloads are encrypted with the NwkSKey,
 /// other ports with the AppSKey (§4.3.3); MIC with the NwkSKey (§4.4).
-pub fn build_data_downlink(
-    d: &DataDownlink,
-    nwk_s_key: &AesKey,
-    app_s_key: &AesKey,
-) -> Result<Vec<u8>, BuildError> {
-    let mtype = if d.confirmed {
-        DataMType::ConfirmedDown
-    } else {
-        DataMType::UnconfirmedDown
-    };
+pub fn build_data_downlink(d: &DataDownlink, nwk_s_key: &AesKey, app_s_key: &AesKey) -> Result<Vec<u8>, BuildError> {
+    let mtype = if d.confirmed { DataMType::ConfirmedDown } else { DataMType::UnconfirmedDown };
     let fctrl = (u8::from(d.adr) << 7) | (u8::from(d.ack) << 5) | (u8::from(d.f_pending) << 4);
-    build(
-        mtype,
-        d.dev_addr,
-        fctrl,
-        d.f_cnt_down,
-        &d.f_opts,
-        d.f_port,
-        &d.frm_payload,
-        nwk_s_key,
-        app_s_key,
-    )
+    build(mtype, d.dev_addr, fctrl, d.f_cnt_down, &d.f_opts, d.f_port, &d.frm_payload, nwk_s_key, app_s_key)
 }
 
 /// Builds a data uplink PHYPayload, as a device would.
-pub fn build_data_uplink(
-    u: &DataUplink,
-    nwk_s_key: &AesKey,
-    app_s_key: &AesKey,
-) -> Result<Vec<u8>, BuildError> {
-    let mtype = if u.confirmed {
-        DataMType::ConfirmedUp
-    } else {
-        DataMType::UnconfirmedUp
-    };
-    let fctrl = (u8::from(u.adr) << 7)
-        | (u8::from(u.adr_ack_req) << 6)
-        | (u8::from(u.ack) << 5)
-        | (u8::from(u.class_b) << 4);
-    build(
-        mtype,
-        u.dev_addr,
-        fctrl,
-        u.f_cnt_up,
-        &u.f_opts,
-        u.f_port,
-        &u.frm_payload,
-        nwk_s_key,
-        app_s_key,
-    )
+pub fn build_data_uplink(u: &DataUplink, nwk_s_key: &AesKey, app_s_key: &AesKey) -> Result<Vec<u8>, BuildError> {
+    let mtype = if u.confirmed { DataMType::ConfirmedUp } else { DataMType::UnconfirmedUp };
+    let fctrl = (u8::from(u.adr) << 7) | (u8::from(u.adr_ack_req) << 6) | (u8::from(u.ack) << 5) | (u8::from(u.class_b) << 4);
+    build(mtype, u.dev_addr, fctrl, u.f_cnt_up, &u.f_opts, u.f_port, &u.frm_payload, nwk_s_key, app_s_key)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -281,13 +222,7 @@ fn build(
     if let Some(port) = f_port {
         out.push(port);
         let key = if port == 0 { nwk_s_key } else { app_s_key };
-        out.extend(encrypt_frm_payload(
-            key,
-            uplink,
-            dev_addr,
-            f_cnt,
-            frm_payload,
-        ));
+        out.extend(encrypt_frm_payload(key, uplink, dev_addr, f_cnt, frm_payload));
     }
     let mic = data_mic(&out, nwk_s_key, dev_addr, f_cnt, uplink);
     out.extend_from_slice(&mic);
@@ -311,9 +246,7 @@ mod tests {
         let phy = hex::decode(LORA_PACKET_PHY).unwrap();
         let nwk = key("44024241ed4ce9a68c6a8bc055233fd3");
         let app = key("ec925802ae430ca77fd3dd73cb2cc588");
-        let Ok(Phy::Data(f)) = parse(&phy) else {
-            panic!("not a data frame")
-        };
+        let Ok(Phy::Data(f)) = parse(&phy) else { panic!("not a data frame") };
         assert_eq!(f.mtype, DataMType::UnconfirmedUp);
         assert_eq!(f.dev_addr, DevAddr::from_u32(0x49be_7df1));
         assert_eq!(f.fctrl, FCtrl::default());
@@ -321,17 +254,11 @@ mod tests {
         assert_eq!(f.f_port, Some(1));
         assert!(f.f_opts.is_empty());
         assert_eq!(f.mic, [0x2b, 0x11, 0xff, 0x0d]);
-        assert_eq!(
-            data_mic(&phy[..phy.len() - 4], &nwk, f.dev_addr, 2, true),
-            f.mic
-        );
+        assert_eq!(data_mic(&phy[..phy.len() - 4], &nwk, f.dev_addr, 2, true), f.mic);
         assert!(data_mic_valid(&phy, &nwk, 2));
         assert!(!data_mic_valid(&phy, &nwk, 0x0001_0002));
         assert!(!data_mic_valid(&phy, &app, 2));
-        assert_eq!(
-            encrypt_frm_payload(&app, true, f.dev_addr, 2, &f.frm_payload),
-            b"test"
-        );
+        assert_eq!(encrypt_frm_payload(&app, true, f.dev_addr, 2, &f.frm_payload), b"test");
     }
 
     #[test]
@@ -344,12 +271,7 @@ mod tests {
             frm_payload: b"test".to_vec(),
             ..Default::default()
         };
-        let phy = build_data_uplink(
-            &up,
-            &key("44024241ed4ce9a68c6a8bc055233fd3"),
-            &key("ec925802ae430ca77fd3dd73cb2cc588"),
-        )
-        .unwrap();
+        let phy = build_data_uplink(&up, &key("44024241ed4ce9a68c6a8bc055233fd3"), &key("ec925802ae430ca77fd3dd73cb2cc588")).unwrap();
         assert_eq!(hex::encode(phy), LORA_PACKET_PHY);
     }
 
@@ -369,21 +291,10 @@ mod tests {
             frm_payload: b"hello".to_vec(),
         };
         let phy = build_data_downlink(&d, &nwk, &app).unwrap();
-        let Ok(Phy::Data(f)) = parse(&phy) else {
-            panic!("not a data frame")
-        };
+        let Ok(Phy::Data(f)) = parse(&phy) else { panic!("not a data frame") };
         assert_eq!(f.mtype, DataMType::ConfirmedDown);
         assert_eq!(f.dev_addr, d.dev_addr);
-        assert_eq!(
-            f.fctrl,
-            FCtrl {
-                adr: true,
-                adr_ack_req: false,
-                ack: true,
-                f_pending: true,
-                class_b: false
-            }
-        );
+        assert_eq!(f.fctrl, FCtrl { adr: true, adr_ack_req: false, ack: true, f_pending: true, class_b: false });
         assert_eq!(f.f_cnt16, 5);
         assert_eq!(f.f_opts, d.f_opts);
         assert!(data_mic_valid(&phy, &nwk, 0x0001_0005));
@@ -396,46 +307,19 @@ mod tests {
     fn fport_zero_payload_is_encrypted_with_the_network_key() {
         let nwk = key("000102030405060708090a0b0c0d0e0f");
         let app = key("0f0e0d0c0b0a09080706050403020100");
-        let d = DataDownlink {
-            dev_addr: DevAddr::from_u32(1),
-            f_port: Some(0),
-            frm_payload: vec![0x06],
-            ..Default::default()
-        };
+        let d = DataDownlink { dev_addr: DevAddr::from_u32(1), f_port: Some(0), frm_payload: vec![0x06], ..Default::default() };
         let phy = build_data_downlink(&d, &nwk, &app).unwrap();
-        let Ok(Phy::Data(f)) = parse(&phy) else {
-            panic!("not a data frame")
-        };
-        assert_eq!(
-            encrypt_frm_payload(&nwk, false, d.dev_addr, 0, &f.frm_payload),
-            vec![0x06]
-        );
+        let Ok(Phy::Data(f)) = parse(&phy) else { panic!("not a data frame") };
+        assert_eq!(encrypt_frm_payload(&nwk, false, d.dev_addr, 0, &f.frm_payload), vec![0x06]);
     }
 
     #[test]
     fn uplink_flags_are_read_per_direction() {
-        let u = DataUplink {
-            dev_addr: DevAddr::from_u32(7),
-            adr: true,
-            adr_ack_req: true,
-            class_b: true,
-            ..Default::default()
-        };
+        let u = DataUplink { dev_addr: DevAddr::from_u32(7), adr: true, adr_ack_req: true, class_b: true, ..Default::default() };
         let k = AesKey([1; 16]);
         let phy = build_data_uplink(&u, &k, &k).unwrap();
-        let Ok(Phy::Data(f)) = parse(&phy) else {
-            panic!("not a data frame")
-        };
-        assert_eq!(
-            f.fctrl,
-            FCtrl {
-                adr: true,
-                adr_ack_req: true,
-                ack: false,
-                f_pending: false,
-                class_b: true
-            }
-        );
+        let Ok(Phy::Data(f)) = parse(&phy) else { panic!("not a data frame") };
+        assert_eq!(f.fctrl, FCtrl { adr: true, adr_ack_req: true, ack: false, f_pending: false, class_b: true });
         assert_eq!(f.f_port, None);
         assert_eq!(phy.len(), 12);
     }
@@ -443,14 +327,9 @@ mod tests {
     #[test]
     fn fport_with_empty_payload_is_still_an_fport() {
         let k = AesKey([1; 16]);
-        let u = DataUplink {
-            f_port: Some(3),
-            ..Default::default()
-        };
+        let u = DataUplink { f_port: Some(3), ..Default::default() };
         let phy = build_data_uplink(&u, &k, &k).unwrap();
-        let Ok(Phy::Data(f)) = parse(&phy) else {
-            panic!("not a data frame")
-        };
+        let Ok(Phy::Data(f)) = parse(&phy) else { panic!("not a data frame") };
         assert_eq!(f.f_port, Some(3));
         assert!(f.frm_payload.is_empty());
         assert!(data_mic_valid(&phy, &k, 0));
@@ -459,40 +338,14 @@ mod tests {
     #[test]
     fn invalid_frames_are_refused_by_the_builder_and_the_parser() {
         let k = AesKey([1; 16]);
-        let too_long = DataDownlink {
-            f_opts: vec![0; 16],
-            ..Default::default()
-        };
-        assert_eq!(
-            build_data_downlink(&too_long, &k, &k),
-            Err(BuildError::FOptsTooLong(16))
-        );
-        let no_port = DataDownlink {
-            frm_payload: vec![1],
-            ..Default::default()
-        };
-        assert_eq!(
-            build_data_downlink(&no_port, &k, &k),
-            Err(BuildError::PayloadWithoutPort)
-        );
-        let twice = DataDownlink {
-            f_opts: vec![6],
-            f_port: Some(0),
-            ..Default::default()
-        };
-        assert_eq!(
-            build_data_downlink(&twice, &k, &k),
-            Err(BuildError::MacCommandsTwice)
-        );
-        let huge = DataDownlink {
-            f_port: Some(1),
-            frm_payload: vec![0; 250],
-            ..Default::default()
-        };
-        assert!(matches!(
-            build_data_downlink(&huge, &k, &k),
-            Err(BuildError::TooLong(_))
-        ));
+        let too_long = DataDownlink { f_opts: vec![0; 16], ..Default::default() };
+        assert_eq!(build_data_downlink(&too_long, &k, &k), Err(BuildError::FOptsTooLong(16)));
+        let no_port = DataDownlink { frm_payload: vec![1], ..Default::default() };
+        assert_eq!(build_data_downlink(&no_port, &k, &k), Err(BuildError::PayloadWithoutPort));
+        let twice = DataDownlink { f_opts: vec![6], f_port: Some(0), ..Default::default() };
+        assert_eq!(build_data_downlink(&twice, &k, &k), Err(BuildError::MacCommandsTwice));
+        let huge = DataDownlink { f_port: Some(1), frm_payload: vec![0; 250], ..Default::default() };
+        assert!(matches!(build_data_downlink(&huge, &k, &k), Err(BuildError::TooLong(_))));
 
         // FOptsLen 3 announced but only 2 bytes before the MIC.
         let short = [0x40, 1, 2, 3, 4, 0x03, 0, 0, 0xaa, 0xbb, 1, 2, 3, 4];

@@ -19,16 +19,8 @@ pub enum DevNonceError {
 ///   the server rejects any value not strictly greater than the highest accepted (`max_used`).
 ///
 /// `mac_version` is the device profile's string ("1.0.3", "1.0.4", also "LORAWAN_1_0_3").
-pub fn check_dev_nonce(
-    mac_version: &str,
-    dev_nonce: u16,
-    already_used: bool,
-    max_used: Option<u16>,
-) -> Result<(), DevNonceError> {
-    let v = mac_version
-        .trim()
-        .trim_start_matches("LORAWAN_")
-        .replace('_', ".");
+pub fn check_dev_nonce(mac_version: &str, dev_nonce: u16, already_used: bool, max_used: Option<u16>) -> Result<(), DevNonceError> {
+    let v = mac_version.trim().trim_start_matches("LORAWAN_").replace('_', ".");
     match v.as_str() {
         "1.0" | "1.0.0" | "1.0.1" | "1.0.2" | "1.0.3" => {
             if already_used {
@@ -39,10 +31,7 @@ pub fn check_dev_nonce(
         }
         // LoRaWAN 1.1 §6.2.4.3 uses the same counter rule.
         "1.0.4" | "1.1" | "1.1.0" => match max_used {
-            Some(max) if dev_nonce <= max => Err(DevNonceError::NotIncreasing {
-                got: dev_nonce,
-                max,
-            }),
+            Some(max) if dev_nonce <= max => Err(DevNonceError::NotIncreasing { got: dev_nonce, max }),
             // A counter can only reach an already used value by going backwards, which the
             // check above catches; `already_used` is still honoured as a belt-and-braces check.
             _ if already_used => Err(DevNonceError::Reused(dev_nonce)),
@@ -59,15 +48,9 @@ mod tests {
     #[test]
     fn random_nonces_before_1_0_4_only_reject_reuse() {
         assert_eq!(check_dev_nonce("1.0.3", 5, false, Some(900)), Ok(()));
-        assert_eq!(
-            check_dev_nonce("1.0.2", 5, true, Some(900)),
-            Err(DevNonceError::Reused(5))
-        );
+        assert_eq!(check_dev_nonce("1.0.2", 5, true, Some(900)), Err(DevNonceError::Reused(5)));
         assert_eq!(check_dev_nonce("1.0.0", 0, false, None), Ok(()));
-        assert_eq!(
-            check_dev_nonce("LORAWAN_1_0_3", 7, true, None),
-            Err(DevNonceError::Reused(7))
-        );
+        assert_eq!(check_dev_nonce("LORAWAN_1_0_3", 7, true, None), Err(DevNonceError::Reused(7)));
     }
 
     #[test]
@@ -75,22 +58,13 @@ mod tests {
         assert_eq!(check_dev_nonce("1.0.4", 0, false, None), Ok(()));
         assert!(check_dev_nonce("1.1.0", 4, false, Some(4)).is_err());
         assert_eq!(check_dev_nonce("1.0.4", 11, false, Some(10)), Ok(()));
-        assert_eq!(
-            check_dev_nonce("1.0.4", 10, false, Some(10)),
-            Err(DevNonceError::NotIncreasing { got: 10, max: 10 })
-        );
-        assert_eq!(
-            check_dev_nonce("1.0.4", 3, false, Some(10)),
-            Err(DevNonceError::NotIncreasing { got: 3, max: 10 })
-        );
+        assert_eq!(check_dev_nonce("1.0.4", 10, false, Some(10)), Err(DevNonceError::NotIncreasing { got: 10, max: 10 }));
+        assert_eq!(check_dev_nonce("1.0.4", 3, false, Some(10)), Err(DevNonceError::NotIncreasing { got: 3, max: 10 }));
     }
 
     #[test]
     fn unknown_mac_versions_are_refused_rather_than_guessed() {
-        assert!(matches!(
-            check_dev_nonce("2.0.0", 1, false, None),
-            Err(DevNonceError::UnknownMacVersion(_))
-        ));
+        assert!(matches!(check_dev_nonce("2.0.0", 1, false, None), Err(DevNonceError::UnknownMacVersion(_))));
         assert!(check_dev_nonce("", 1, false, None).is_err());
     }
 }

@@ -20,11 +20,7 @@ pub struct JoinRequest {
 
 pub(super) fn parse_join_request(phy: &[u8]) -> Result<JoinRequest, PhyError> {
     if phy.len() != JOIN_REQUEST_LEN {
-        return Err(PhyError::BadLength {
-            mtype: MType::JoinRequest,
-            len: phy.len(),
-            expected: "23",
-        });
+        return Err(PhyError::BadLength { mtype: MType::JoinRequest, len: phy.len(), expected: "23" });
     }
     Ok(JoinRequest {
         join_eui: eui_from_wire(&phy[1..9]),
@@ -44,12 +40,7 @@ pub fn join_request_mic_valid(phy: &[u8], app_key: &AesKey) -> bool {
 }
 
 /// Builds a join-request as a device would (tests and the device simulator).
-pub fn build_join_request(
-    app_key: &AesKey,
-    join_eui: Eui64,
-    dev_eui: Eui64,
-    dev_nonce: u16,
-) -> Vec<u8> {
+pub fn build_join_request(app_key: &AesKey, join_eui: Eui64, dev_eui: Eui64, dev_nonce: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(JOIN_REQUEST_LEN);
     out.push(0x00);
     out.extend_from_slice(&eui_to_wire(join_eui));
@@ -127,11 +118,7 @@ pub fn build_join_accept(app_key: &AesKey, f: &JoinAcceptFields) -> Result<Vec<u
 /// Decrypts a join-accept as a device would and reports whether the MIC matches.
 /// Decryption and MIC check are the `lorawan` crate's (both right, CFList included).
 pub fn decrypt_join_accept(phy: &[u8], app_key: &AesKey) -> Result<DecryptedJoinAccept, PhyError> {
-    let bad = || PhyError::BadLength {
-        mtype: MType::JoinAccept,
-        len: phy.len(),
-        expected: "17 or 33",
-    };
+    let bad = || PhyError::BadLength { mtype: MType::JoinAccept, len: phy.len(), expected: "17 or 33" };
     let enc = lorawan::parser::EncryptedJoinAcceptPayload::new(phy.to_vec()).map_err(|_| bad())?;
     let key = lorawan::keys::AppKey::from(app_key.0);
     let dec = enc.decrypt(&key);
@@ -201,8 +188,7 @@ mod tests {
     // Source: lora-rs lorawan 0.9.0 tests/lorawan.rs `phy_join_accept_payload_with_c_f_list`
     // (AppKey 01 x16; channels 867.1, 867.3, 867.5, 867.7, 867.9 MHz; JoinNonce 03 02 01 on the
     // wire, DLSettings 0x12, RxDelay 3).
-    const LORA_RS_CFLIST_JOIN_ACCEPT: &str =
-        "20e45673b63cb4b9cecb2aa83f0333e615d2ac89eea1659837c3aa6df9689889cf";
+    const LORA_RS_CFLIST_JOIN_ACCEPT: &str = "20e45673b63cb4b9cecb2aa83f0333e615d2ac89eea1659837c3aa6df9689889cf";
 
     #[test]
     fn cflist_join_accept_decrypts_with_the_cflist_under_the_mic() {
@@ -215,21 +201,12 @@ mod tests {
         assert_eq!(d.fields.rx2_dr, 2);
         assert_eq!(d.fields.rx_delay, 3);
         let cf = d.fields.cf_list.expect("CFList present");
-        assert_eq!(
-            &cf[..15],
-            &[
-                0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e,
-                0x84
-            ]
-        );
+        assert_eq!(&cf[..15], &[0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e, 0x84]);
         assert_eq!(cf[15], 0, "CFList type 0 (frequencies)");
 
         // Same bytes back from our builder: the MIC covers the CFList and the whole tail is
         // encrypted (the two things the crate's builder gets wrong).
-        assert_eq!(
-            hex::encode(build_join_accept(&key, &d.fields).unwrap()),
-            LORA_RS_CFLIST_JOIN_ACCEPT
-        );
+        assert_eq!(hex::encode(build_join_accept(&key, &d.fields).unwrap()), LORA_RS_CFLIST_JOIN_ACCEPT);
 
         // Any change to the CFList must break the MIC.
         let mut tampered = d.fields;
@@ -264,21 +241,9 @@ mod tests {
     #[test]
     fn join_accept_fields_out_of_range_are_refused() {
         let key = AesKey([7; 16]);
-        let f = JoinAcceptFields {
-            join_nonce: 0x0100_0000,
-            ..Default::default()
-        };
-        assert!(matches!(
-            build_join_accept(&key, &f),
-            Err(BuildError::FieldRange {
-                field: "join_nonce",
-                ..
-            })
-        ));
-        let f = JoinAcceptFields {
-            rx1_dr_offset: 8,
-            ..Default::default()
-        };
+        let f = JoinAcceptFields { join_nonce: 0x0100_0000, ..Default::default() };
+        assert!(matches!(build_join_accept(&key, &f), Err(BuildError::FieldRange { field: "join_nonce", .. })));
+        let f = JoinAcceptFields { rx1_dr_offset: 8, ..Default::default() };
         assert!(build_join_accept(&key, &f).is_err());
         assert!(decrypt_join_accept(&[0x20; 18], &key).is_err());
     }
@@ -291,9 +256,7 @@ mod tests {
         let phy = build_join_request(&key, join_eui, dev_eui, 0x1234);
         assert_eq!(phy.len(), 23);
         assert_eq!(&phy[1..3], &[0x08, 0x07], "EUIs travel little-endian");
-        let Ok(Phy::JoinRequest(jr)) = parse(&phy) else {
-            panic!("not a join-request")
-        };
+        let Ok(Phy::JoinRequest(jr)) = parse(&phy) else { panic!("not a join-request") };
         assert_eq!(jr.join_eui, join_eui);
         assert_eq!(jr.dev_eui, dev_eui);
         assert_eq!(jr.dev_nonce, 0x1234);
@@ -306,12 +269,7 @@ mod tests {
     fn join_request_matches_the_lora_rs_vector() {
         // Source: lora-rs lorawan 0.9.0 tests/lorawan.rs `test_join_request_creator` (AppKey 01 x16).
         let expected = "00040302010403020105040302050403022d106a990e12";
-        let phy = build_join_request(
-            &AesKey([1; 16]),
-            "0102030401020304".parse().unwrap(),
-            "0203040502030405".parse().unwrap(),
-            0x102d,
-        );
+        let phy = build_join_request(&AesKey([1; 16]), "0102030401020304".parse().unwrap(), "0203040502030405".parse().unwrap(), 0x102d);
         assert_eq!(hex::encode(&phy), expected);
         assert!(join_request_mic_valid(&phy, &AesKey([1; 16])));
     }

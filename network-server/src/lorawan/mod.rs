@@ -19,14 +19,10 @@ pub mod dev_nonce;
 mod join;
 
 pub use crypto::{data_mic, derive_session_keys_1_0, encrypt_frm_payload, SessionKeys};
-pub use data::{
-    build_data_downlink, build_data_uplink, data_mic_valid, BuildError, DataDownlink, DataFrame,
-    DataMType, DataUplink, FCtrl,
-};
+pub use data::{build_data_downlink, build_data_uplink, data_mic_valid, BuildError, DataDownlink, DataFrame, DataMType, DataUplink, FCtrl};
 pub use dev_nonce::{check_dev_nonce, DevNonceError};
 pub use join::{
-    build_join_accept, build_join_request, decrypt_join_accept, join_request_mic_valid,
-    DecryptedJoinAccept, JoinAcceptFields, JoinRequest,
+    build_join_accept, build_join_request, decrypt_join_accept, join_request_mic_valid, DecryptedJoinAccept, JoinAcceptFields, JoinRequest,
 };
 
 use crate::types::Eui64;
@@ -84,11 +80,7 @@ pub enum PhyError {
     #[error("unsupported LoRaWAN major version {0} (only LoRaWAN R1 = 0 is defined)")]
     UnsupportedMajor(u8),
     #[error("{mtype:?} of {len} bytes: expected {expected}")]
-    BadLength {
-        mtype: MType,
-        len: usize,
-        expected: &'static str,
-    },
+    BadLength { mtype: MType, len: usize, expected: &'static str },
     #[error("PHYPayload of {0} bytes is longer than a LoRa packet")]
     TooLong(usize),
     #[error("MAC commands in both FOpts and an FPort 0 payload (LoRaWAN 1.0.4 §4.3.1.6)")]
@@ -113,27 +105,18 @@ pub fn parse(phy: &[u8]) -> Result<Phy, PhyError> {
             if phy.len() == 17 || phy.len() == 33 {
                 Ok(Phy::JoinAccept(phy.to_vec()))
             } else {
-                Err(PhyError::BadLength {
-                    mtype,
-                    len: phy.len(),
-                    expected: "17 or 33",
-                })
+                Err(PhyError::BadLength { mtype, len: phy.len(), expected: "17 or 33" })
             }
         }
-        MType::UnconfirmedDataUp
-        | MType::UnconfirmedDataDown
-        | MType::ConfirmedDataUp
-        | MType::ConfirmedDataDown => data::parse_data(phy).map(Phy::Data),
+        MType::UnconfirmedDataUp | MType::UnconfirmedDataDown | MType::ConfirmedDataUp | MType::ConfirmedDataDown => {
+            data::parse_data(phy).map(Phy::Data)
+        }
         MType::RejoinRequest => {
             // 1.1 §6.2.4.2: type 0/2 are 19 bytes, type 1 is 24 bytes.
             if phy.len() == 19 || phy.len() == 24 {
                 Ok(Phy::RejoinRequest(phy.to_vec()))
             } else {
-                Err(PhyError::BadLength {
-                    mtype,
-                    len: phy.len(),
-                    expected: "19 or 24",
-                })
+                Err(PhyError::BadLength { mtype, len: phy.len(), expected: "19 or 24" })
             }
         }
         MType::Proprietary => Ok(Phy::Proprietary(phy.to_vec())),
@@ -177,18 +160,9 @@ mod tests {
     #[test]
     fn empty_and_short_frames_are_rejected_with_a_reason() {
         assert_eq!(parse(&[]), Err(PhyError::Empty));
-        assert!(matches!(
-            parse(&[0x40; 11]),
-            Err(PhyError::BadLength { .. })
-        ));
-        assert!(matches!(
-            parse(&[0x00; 22]),
-            Err(PhyError::BadLength { .. })
-        ));
-        assert!(matches!(
-            parse(&[0x20; 18]),
-            Err(PhyError::BadLength { .. })
-        ));
+        assert!(matches!(parse(&[0x40; 11]), Err(PhyError::BadLength { .. })));
+        assert!(matches!(parse(&[0x00; 22]), Err(PhyError::BadLength { .. })));
+        assert!(matches!(parse(&[0x20; 18]), Err(PhyError::BadLength { .. })));
         assert_eq!(parse(&[0x41; 12]), Err(PhyError::UnsupportedMajor(1)));
         assert!(matches!(parse(&[0x40; 256]), Err(PhyError::TooLong(256))));
     }

@@ -15,10 +15,7 @@ impl DevStatusAns {
     pub fn decode(b: &[u8]) -> Self {
         // Sign-extend the 6-bit two's-complement value.
         let margin = (((b[1] & 0x3f) << 2) as i8) >> 2;
-        DevStatusAns {
-            battery: b[0],
-            margin,
-        }
+        DevStatusAns { battery: b[0], margin }
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -55,43 +52,19 @@ mod tests {
         // Bits 7..6 are RFU and ignored.
         assert_eq!(DevStatusAns::decode(&[200, 0xc5]).margin, 5);
         let mut out = Vec::new();
-        DevStatusAns {
-            battery: 10,
-            margin: -1,
-        }
-        .encode(&mut out);
+        DevStatusAns { battery: 10, margin: -1 }.encode(&mut out);
         assert_eq!(out, [10, 0x3f]);
     }
 
     #[test]
     fn battery_has_two_special_values() {
-        let ext = DevStatusAns {
-            battery: 0,
-            margin: 0,
-        };
+        let ext = DevStatusAns { battery: 0, margin: 0 };
         assert!(ext.external_power_source());
         assert_eq!(ext.battery_level_percent(), None);
-        let unk = DevStatusAns {
-            battery: 255,
-            margin: 0,
-        };
+        let unk = DevStatusAns { battery: 255, margin: 0 };
         assert!(unk.battery_level_unavailable());
         assert_eq!(unk.battery_level_percent(), None);
-        assert_eq!(
-            DevStatusAns {
-                battery: 254,
-                margin: 0
-            }
-            .battery_level_percent(),
-            Some(100.0)
-        );
-        assert_eq!(
-            DevStatusAns {
-                battery: 127,
-                margin: 0
-            }
-            .battery_level_percent(),
-            Some(50.0)
-        );
+        assert_eq!(DevStatusAns { battery: 254, margin: 0 }.battery_level_percent(), Some(100.0));
+        assert_eq!(DevStatusAns { battery: 127, margin: 0 }.battery_level_percent(), Some(50.0));
     }
 }

@@ -18,10 +18,7 @@ impl DlChannelReq {
     }
 
     pub fn decode(b: &[u8]) -> Self {
-        DlChannelReq {
-            ch_index: b[0],
-            frequency: decode_frequency(&b[1..4]),
-        }
+        DlChannelReq { ch_index: b[0], frequency: decode_frequency(&b[1..4]) }
     }
 }
 
@@ -36,10 +33,7 @@ impl DlChannelAns {
     pub const LEN: usize = 1;
 
     pub fn decode(b: &[u8]) -> Self {
-        DlChannelAns {
-            uplink_freq_exists: b[0] & 0x02 != 0,
-            channel_freq_ok: b[0] & 0x01 != 0,
-        }
+        DlChannelAns { uplink_freq_exists: b[0] & 0x02 != 0, channel_freq_ok: b[0] & 0x01 != 0 }
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -53,10 +47,7 @@ mod tests {
 
     #[test]
     fn request_carries_index_and_frequency() {
-        let req = DlChannelReq {
-            ch_index: 1,
-            frequency: 868_500_000,
-        };
+        let req = DlChannelReq { ch_index: 1, frequency: 868_500_000 };
         let mut out = Vec::new();
         req.encode(&mut out);
         // 8685000 = 0x8485c8
@@ -66,12 +57,6 @@ mod tests {
 
     #[test]
     fn answer_bits_are_read_individually() {
-        assert_eq!(
-            DlChannelAns::decode(&[0x02]),
-            DlChannelAns {
-                uplink_freq_exists: true,
-                channel_freq_ok: false
-            }
-        );
+        assert_eq!(DlChannelAns::decode(&[0x02]), DlChannelAns { uplink_freq_exists: true, channel_freq_ok: false });
     }
 }

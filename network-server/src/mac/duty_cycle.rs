@@ -15,9 +15,7 @@ impl DutyCycleReq {
     }
 
     pub fn decode(b: &[u8]) -> Self {
-        DutyCycleReq {
-            max_duty_cycle: b[0] & 0x0f,
-        }
+        DutyCycleReq { max_duty_cycle: b[0] & 0x0f }
     }
 }
 
@@ -30,9 +28,6 @@ mod tests {
         let mut out = Vec::new();
         DutyCycleReq { max_duty_cycle: 7 }.encode(&mut out);
         assert_eq!(out, [7]);
-        assert_eq!(
-            DutyCycleReq::decode(&[0xf7]),
-            DutyCycleReq { max_duty_cycle: 7 }
-        );
+        assert_eq!(DutyCycleReq::decode(&[0xf7]), DutyCycleReq { max_duty_cycle: 7 });
     }
 }

@@ -47,19 +47,11 @@ impl LinkAdrAns {
     pub const LEN: usize = 1;
 
     pub fn decode(b: &[u8]) -> Self {
-        LinkAdrAns {
-            power_ack: b[0] & 0x04 != 0,
-            dr_ack: b[0] & 0x02 != 0,
-            ch_mask_ack: b[0] & 0x01 != 0,
-        }
+        LinkAdrAns { power_ack: b[0] & 0x04 != 0, dr_ack: b[0] & 0x02 != 0, ch_mask_ack: b[0] & 0x01 != 0 }
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(
-            (u8::from(self.power_ack) << 2)
-                | (u8::from(self.dr_ack) << 1)
-                | u8::from(self.ch_mask_ack),
-        );
+        out.push((u8::from(self.power_ack) << 2) | (u8::from(self.dr_ack) << 1) | u8::from(self.ch_mask_ack));
     }
 
     /// The device applied the whole request only if all three bits are set.
@@ -75,13 +67,7 @@ mod tests {
     #[test]
     fn request_packs_dr_power_mask_and_redundancy() {
         // 0x12 = DR1 | TXPower 2; ChMask little-endian; 0x43 = ChMaskCntl 4 | NbTrans 3.
-        let req = LinkAdrReq {
-            dr: 1,
-            tx_power: 2,
-            ch_mask: 0x0007,
-            ch_mask_cntl: 4,
-            nb_trans: 3,
-        };
+        let req = LinkAdrReq { dr: 1, tx_power: 2, ch_mask: 0x0007, ch_mask_cntl: 4, nb_trans: 3 };
         let mut out = Vec::new();
         req.encode(&mut out);
         assert_eq!(out, [0x12, 0x07, 0x00, 0x43]);
@@ -93,14 +79,7 @@ mod tests {
         let a = LinkAdrAns::decode(&[0x07]);
         assert!(a.accepted());
         let a = LinkAdrAns::decode(&[0x05]);
-        assert_eq!(
-            a,
-            LinkAdrAns {
-                power_ack: true,
-                dr_ack: false,
-                ch_mask_ack: true
-            }
-        );
+        assert_eq!(a, LinkAdrAns { power_ack: true, dr_ack: false, ch_mask_ack: true });
         assert!(!a.accepted());
         let mut out = Vec::new();
         a.encode(&mut out);

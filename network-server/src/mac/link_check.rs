@@ -17,10 +17,7 @@ impl LinkCheckAns {
     }
 
     pub fn decode(b: &[u8]) -> Self {
-        LinkCheckAns {
-            margin: b[0],
-            gw_cnt: b[1],
-        }
+        LinkCheckAns { margin: b[0], gw_cnt: b[1] }
     }
 }
 
@@ -74,18 +71,8 @@ mod tests {
     #[test]
     fn answer_encodes_margin_then_gateway_count() {
         let mut out = Vec::new();
-        LinkCheckAns {
-            margin: 20,
-            gw_cnt: 3,
-        }
-        .encode(&mut out);
+        LinkCheckAns { margin: 20, gw_cnt: 3 }.encode(&mut out);
         assert_eq!(out, [20, 3]);
-        assert_eq!(
-            LinkCheckAns::decode(&out),
-            LinkCheckAns {
-                margin: 20,
-                gw_cnt: 3
-            }
-        );
+        assert_eq!(LinkCheckAns::decode(&out), LinkCheckAns { margin: 20, gw_cnt: 3 });
     }
 }

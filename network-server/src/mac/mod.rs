@@ -80,12 +80,7 @@ pub enum MacParseError {
     #[error("unknown MAC command CID {cid:#04x} at byte {offset}")]
     UnknownCid { cid: u8, offset: usize },
     #[error("MAC command CID {cid:#04x} at byte {offset} needs {needed} payload bytes, {available} left")]
-    Truncated {
-        cid: u8,
-        offset: usize,
-        needed: usize,
-        available: usize,
-    },
+    Truncated { cid: u8, offset: usize, needed: usize, available: usize },
 }
 
 /// Parses MAC commands from a device (FOpts, or a decrypted FPort 0 payload). Stops at the
@@ -97,20 +92,12 @@ pub fn parse_uplink_commands(bytes: &[u8]) -> (Vec<UplinkMacCommand>, Option<Mac
             cid::LINK_CHECK => (0, (|_| U::LinkCheckReq) as fn(&[u8]) -> U),
             cid::LINK_ADR => (LinkAdrAns::LEN, |b| U::LinkAdrAns(LinkAdrAns::decode(b))),
             cid::DUTY_CYCLE => (0, |_| U::DutyCycleAns),
-            cid::RX_PARAM_SETUP => (RxParamSetupAns::LEN, |b| {
-                U::RxParamSetupAns(RxParamSetupAns::decode(b))
-            }),
-            cid::DEV_STATUS => (DevStatusAns::LEN, |b| {
-                U::DevStatusAns(DevStatusAns::decode(b))
-            }),
-            cid::NEW_CHANNEL => (NewChannelAns::LEN, |b| {
-                U::NewChannelAns(NewChannelAns::decode(b))
-            }),
+            cid::RX_PARAM_SETUP => (RxParamSetupAns::LEN, |b| U::RxParamSetupAns(RxParamSetupAns::decode(b))),
+            cid::DEV_STATUS => (DevStatusAns::LEN, |b| U::DevStatusAns(DevStatusAns::decode(b))),
+            cid::NEW_CHANNEL => (NewChannelAns::LEN, |b| U::NewChannelAns(NewChannelAns::decode(b))),
             cid::RX_TIMING_SETUP => (0, |_| U::RxTimingSetupAns),
             cid::TX_PARAM_SETUP => (0, |_| U::TxParamSetupAns),
-            cid::DL_CHANNEL => (DlChannelAns::LEN, |b| {
-                U::DlChannelAns(DlChannelAns::decode(b))
-            }),
+            cid::DL_CHANNEL => (DlChannelAns::LEN, |b| U::DlChannelAns(DlChannelAns::decode(b))),
             cid::DEVICE_TIME => (0, |_| U::DeviceTimeReq),
             _ => return None,
         })
@@ -122,43 +109,23 @@ pub fn parse_downlink_commands(bytes: &[u8]) -> (Vec<DownlinkMacCommand>, Option
     use DownlinkMacCommand as D;
     parse_with(bytes, |cid| {
         Some(match cid {
-            cid::LINK_CHECK => (
-                LinkCheckAns::LEN,
-                (|b| D::LinkCheckAns(LinkCheckAns::decode(b))) as fn(&[u8]) -> D,
-            ),
+            cid::LINK_CHECK => (LinkCheckAns::LEN, (|b| D::LinkCheckAns(LinkCheckAns::decode(b))) as fn(&[u8]) -> D),
             cid::LINK_ADR => (LinkAdrReq::LEN, |b| D::LinkAdrReq(LinkAdrReq::decode(b))),
-            cid::DUTY_CYCLE => (DutyCycleReq::LEN, |b| {
-                D::DutyCycleReq(DutyCycleReq::decode(b))
-            }),
-            cid::RX_PARAM_SETUP => (RxParamSetupReq::LEN, |b| {
-                D::RxParamSetupReq(RxParamSetupReq::decode(b))
-            }),
+            cid::DUTY_CYCLE => (DutyCycleReq::LEN, |b| D::DutyCycleReq(DutyCycleReq::decode(b))),
+            cid::RX_PARAM_SETUP => (RxParamSetupReq::LEN, |b| D::RxParamSetupReq(RxParamSetupReq::decode(b))),
             cid::DEV_STATUS => (0, |_| D::DevStatusReq),
-            cid::NEW_CHANNEL => (NewChannelReq::LEN, |b| {
-                D::NewChannelReq(NewChannelReq::decode(b))
-            }),
-            cid::RX_TIMING_SETUP => (RxTimingSetupReq::LEN, |b| {
-                D::RxTimingSetupReq(RxTimingSetupReq::decode(b))
-            }),
-            cid::TX_PARAM_SETUP => (TxParamSetupReq::LEN, |b| {
-                D::TxParamSetupReq(TxParamSetupReq::decode(b))
-            }),
-            cid::DL_CHANNEL => (DlChannelReq::LEN, |b| {
-                D::DlChannelReq(DlChannelReq::decode(b))
-            }),
-            cid::DEVICE_TIME => (DeviceTimeAns::LEN, |b| {
-                D::DeviceTimeAns(DeviceTimeAns::decode(b))
-            }),
+            cid::NEW_CHANNEL => (NewChannelReq::LEN, |b| D::NewChannelReq(NewChannelReq::decode(b))),
+            cid::RX_TIMING_SETUP => (RxTimingSetupReq::LEN, |b| D::RxTimingSetupReq(RxTimingSetupReq::decode(b))),
+            cid::TX_PARAM_SETUP => (TxParamSetupReq::LEN, |b| D::TxParamSetupReq(TxParamSetupReq::decode(b))),
+            cid::DL_CHANNEL => (DlChannelReq::LEN, |b| D::DlChannelReq(DlChannelReq::decode(b))),
+            cid::DEVICE_TIME => (DeviceTimeAns::LEN, |b| D::DeviceTimeAns(DeviceTimeAns::decode(b))),
             _ => return None,
         })
     })
 }
 
 /// `layout(cid)` gives the payload length and a decoder that receives exactly that many bytes.
-fn parse_with<T>(
-    bytes: &[u8],
-    layout: impl Fn(u8) -> Option<(usize, fn(&[u8]) -> T)>,
-) -> (Vec<T>, Option<MacParseError>) {
+fn parse_with<T>(bytes: &[u8], layout: impl Fn(u8) -> Option<(usize, fn(&[u8]) -> T)>) -> (Vec<T>, Option<MacParseError>) {
     let mut out = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
@@ -168,15 +135,7 @@ fn parse_with<T>(
         };
         let available = bytes.len() - offset - 1;
         if available < len {
-            return (
-                out,
-                Some(MacParseError::Truncated {
-                    cid,
-                    offset,
-                    needed: len,
-                    available,
-                }),
-            );
+            return (out, Some(MacParseError::Truncated { cid, offset, needed: len, available }));
         }
         out.push(decode(&bytes[offset + 1..offset + 1 + len]));
         offset += 1 + len;
@@ -211,11 +170,7 @@ impl UplinkMacCommand {
             U::DevStatusAns(a) => a.encode(out),
             U::NewChannelAns(a) => a.encode(out),
             U::DlChannelAns(a) => a.encode(out),
-            U::LinkCheckReq
-            | U::DutyCycleAns
-            | U::RxTimingSetupAns
-            | U::TxParamSetupAns
-            | U::DeviceTimeReq => {}
+            U::LinkCheckReq | U::DutyCycleAns | U::RxTimingSetupAns | U::TxParamSetupAns | U::DeviceTimeReq => {}
         }
     }
 }
@@ -305,36 +260,23 @@ pub fn handle(cmds: &[UplinkMacCommand], ctx: &MacContext) -> MacOutcome {
         match cmd {
             U::LinkCheckReq if !answered_link_check => {
                 answered_link_check = true;
-                let margin =
-                    link_check::margin(ctx.best_snr, ctx.spreading_factor).unwrap_or_else(|| {
-                        o.notes
-                            .push("LinkCheckReq on a non-LoRa uplink: margin reported as 0".into());
-                        0
-                    });
+                let margin = link_check::margin(ctx.best_snr, ctx.spreading_factor).unwrap_or_else(|| {
+                    o.notes.push("LinkCheckReq on a non-LoRa uplink: margin reported as 0".into());
+                    0
+                });
                 let gw_cnt = ctx.gateway_count.min(255) as u8;
-                o.answers
-                    .push(DownlinkMacCommand::LinkCheckAns(LinkCheckAns {
-                        margin,
-                        gw_cnt,
-                    }));
+                o.answers.push(DownlinkMacCommand::LinkCheckAns(LinkCheckAns { margin, gw_cnt }));
             }
             U::DeviceTimeReq if !answered_time => {
                 answered_time = true;
-                o.answers
-                    .push(DownlinkMacCommand::DeviceTimeAns(DeviceTimeAns::at(
-                        ctx.rx_time,
-                    )));
+                o.answers.push(DownlinkMacCommand::DeviceTimeAns(DeviceTimeAns::at(ctx.rx_time)));
             }
             U::LinkCheckReq | U::DeviceTimeReq => {
-                o.notes
-                    .push(format!("repeated {} in one uplink ignored", name(cmd)));
+                o.notes.push(format!("repeated {} in one uplink ignored", name(cmd)));
             }
             U::DevStatusAns(s) => {
                 o.dev_status = Some(*s);
-                o.notes.push(format!(
-                    "DevStatusAns: battery {}, margin {} dB",
-                    s.battery, s.margin
-                ));
+                o.notes.push(format!("DevStatusAns: battery {}, margin {} dB", s.battery, s.margin));
             }
             U::LinkAdrAns(a) => o.notes.push(format!(
                 "LinkADRAns: power {}, data rate {}, channel mask {}",
@@ -348,11 +290,9 @@ pub fn handle(cmds: &[UplinkMacCommand], ctx: &MacContext) -> MacOutcome {
                 ack(a.rx2_dr_ack),
                 ack(a.channel_ack)
             )),
-            U::NewChannelAns(a) => o.notes.push(format!(
-                "NewChannelAns: data-rate range {}, frequency {}",
-                ack(a.dr_range_ok),
-                ack(a.channel_freq_ok)
-            )),
+            U::NewChannelAns(a) => {
+                o.notes.push(format!("NewChannelAns: data-rate range {}, frequency {}", ack(a.dr_range_ok), ack(a.channel_freq_ok)))
+            }
             U::DlChannelAns(a) => o.notes.push(format!(
                 "DlChannelAns: uplink frequency {}, channel frequency {}",
                 ack(a.uplink_freq_exists),
@@ -406,106 +346,51 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn ctx() -> MacContext {
-        MacContext {
-            best_snr: 5.5,
-            spreading_factor: Some(7),
-            gateway_count: 2,
-            rx_time: "2026-01-01T00:00:00Z".parse().unwrap(),
-        }
+        MacContext { best_snr: 5.5, spreading_factor: Some(7), gateway_count: 2, rx_time: "2026-01-01T00:00:00Z".parse().unwrap() }
     }
 
     #[test]
     fn every_uplink_command_parses_back_from_its_encoding() {
         let cmds = vec![
             UplinkMacCommand::LinkCheckReq,
-            UplinkMacCommand::LinkAdrAns(LinkAdrAns {
-                power_ack: true,
-                dr_ack: false,
-                ch_mask_ack: true,
-            }),
+            UplinkMacCommand::LinkAdrAns(LinkAdrAns { power_ack: true, dr_ack: false, ch_mask_ack: true }),
             UplinkMacCommand::DutyCycleAns,
-            UplinkMacCommand::RxParamSetupAns(RxParamSetupAns {
-                rx1_dr_offset_ack: true,
-                rx2_dr_ack: true,
-                channel_ack: false,
-            }),
-            UplinkMacCommand::DevStatusAns(DevStatusAns {
-                battery: 200,
-                margin: -3,
-            }),
-            UplinkMacCommand::NewChannelAns(NewChannelAns {
-                dr_range_ok: true,
-                channel_freq_ok: false,
-            }),
+            UplinkMacCommand::RxParamSetupAns(RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: true, channel_ack: false }),
+            UplinkMacCommand::DevStatusAns(DevStatusAns { battery: 200, margin: -3 }),
+            UplinkMacCommand::NewChannelAns(NewChannelAns { dr_range_ok: true, channel_freq_ok: false }),
             UplinkMacCommand::RxTimingSetupAns,
             UplinkMacCommand::TxParamSetupAns,
-            UplinkMacCommand::DlChannelAns(DlChannelAns {
-                uplink_freq_exists: false,
-                channel_freq_ok: true,
-            }),
+            UplinkMacCommand::DlChannelAns(DlChannelAns { uplink_freq_exists: false, channel_freq_ok: true }),
             UplinkMacCommand::DeviceTimeReq,
         ];
         let mut bytes = Vec::new();
         for c in &cmds {
             c.encode(&mut bytes);
         }
-        assert_eq!(
-            bytes,
-            [
-                0x02, 0x03, 0x05, 0x04, 0x05, 0x06, 0x06, 200, 0x3d, 0x07, 0x02, 0x08, 0x09, 0x0a,
-                0x01, 0x0d
-            ]
-        );
+        assert_eq!(bytes, [0x02, 0x03, 0x05, 0x04, 0x05, 0x06, 0x06, 200, 0x3d, 0x07, 0x02, 0x08, 0x09, 0x0a, 0x01, 0x0d]);
         assert_eq!(parse_uplink_commands(&bytes), (cmds, None));
     }
 
     #[test]
     fn every_downlink_command_parses_back_from_its_encoding() {
         let cmds = vec![
-            DownlinkMacCommand::LinkCheckAns(LinkCheckAns {
-                margin: 12,
-                gw_cnt: 2,
-            }),
-            DownlinkMacCommand::LinkAdrReq(LinkAdrReq {
-                dr: 5,
-                tx_power: 1,
-                ch_mask: 0x00ff,
-                ch_mask_cntl: 0,
-                nb_trans: 1,
-            }),
+            DownlinkMacCommand::LinkCheckAns(LinkCheckAns { margin: 12, gw_cnt: 2 }),
+            DownlinkMacCommand::LinkAdrReq(LinkAdrReq { dr: 5, tx_power: 1, ch_mask: 0x00ff, ch_mask_cntl: 0, nb_trans: 1 }),
             DownlinkMacCommand::DutyCycleReq(DutyCycleReq { max_duty_cycle: 3 }),
-            DownlinkMacCommand::RxParamSetupReq(RxParamSetupReq {
-                rx1_dr_offset: 1,
-                rx2_dr: 3,
-                frequency: 869_525_000,
-            }),
+            DownlinkMacCommand::RxParamSetupReq(RxParamSetupReq { rx1_dr_offset: 1, rx2_dr: 3, frequency: 869_525_000 }),
             DownlinkMacCommand::DevStatusReq,
-            DownlinkMacCommand::NewChannelReq(NewChannelReq {
-                ch_index: 3,
-                frequency: 867_100_000,
-                min_dr: 0,
-                max_dr: 5,
-            }),
+            DownlinkMacCommand::NewChannelReq(NewChannelReq { ch_index: 3, frequency: 867_100_000, min_dr: 0, max_dr: 5 }),
             DownlinkMacCommand::RxTimingSetupReq(RxTimingSetupReq { delay: 2 }),
             DownlinkMacCommand::TxParamSetupReq(TxParamSetupReq {
                 downlink_dwell_time: false,
                 uplink_dwell_time: true,
                 max_eirp_index: 15,
             }),
-            DownlinkMacCommand::DlChannelReq(DlChannelReq {
-                ch_index: 3,
-                frequency: 867_100_000,
-            }),
-            DownlinkMacCommand::DeviceTimeAns(DeviceTimeAns {
-                seconds: 1_451_260_818,
-                fraction: 128,
-            }),
+            DownlinkMacCommand::DlChannelReq(DlChannelReq { ch_index: 3, frequency: 867_100_000 }),
+            DownlinkMacCommand::DeviceTimeAns(DeviceTimeAns { seconds: 1_451_260_818, fraction: 128 }),
         ];
         let bytes = encode_all(&cmds);
-        assert_eq!(
-            bytes.len(),
-            cmds.iter().map(|c| c.encoded_len()).sum::<usize>()
-        );
+        assert_eq!(bytes.len(), cmds.iter().map(|c| c.encoded_len()).sum::<usize>());
         assert_eq!(&bytes[..3], &[0x02, 12, 2]);
         assert_eq!(parse_downlink_commands(&bytes), (cmds, None));
     }
@@ -513,35 +398,15 @@ mod tests {
     #[test]
     fn unknown_cid_stops_parsing_and_keeps_what_came_before() {
         let (cmds, err) = parse_uplink_commands(&[0x02, 0x0d, 0x42, 0x02]);
-        assert_eq!(
-            cmds,
-            vec![
-                UplinkMacCommand::LinkCheckReq,
-                UplinkMacCommand::DeviceTimeReq
-            ]
-        );
-        assert_eq!(
-            err,
-            Some(MacParseError::UnknownCid {
-                cid: 0x42,
-                offset: 2
-            })
-        );
+        assert_eq!(cmds, vec![UplinkMacCommand::LinkCheckReq, UplinkMacCommand::DeviceTimeReq]);
+        assert_eq!(err, Some(MacParseError::UnknownCid { cid: 0x42, offset: 2 }));
     }
 
     #[test]
     fn truncated_command_stops_parsing_with_its_sizes() {
         let (cmds, err) = parse_uplink_commands(&[0x03, 0x07, 0x06, 0xff]);
         assert_eq!(cmds.len(), 1);
-        assert_eq!(
-            err,
-            Some(MacParseError::Truncated {
-                cid: 0x06,
-                offset: 2,
-                needed: 2,
-                available: 1
-            })
-        );
+        assert_eq!(err, Some(MacParseError::Truncated { cid: 0x06, offset: 2, needed: 2, available: 1 }));
         assert_eq!(parse_uplink_commands(&[]), (vec![], None));
     }
 
@@ -564,66 +429,31 @@ mod tests {
     fn link_check_is_answered_with_margin_and_gateway_count() {
         let o = handle(&[UplinkMacCommand::LinkCheckReq], &ctx());
         // 5.5 dB - (-7.5 dB) = 13 dB.
-        assert_eq!(
-            o.answers,
-            vec![DownlinkMacCommand::LinkCheckAns(LinkCheckAns {
-                margin: 13,
-                gw_cnt: 2
-            })]
-        );
-        let many = MacContext {
-            gateway_count: 1000,
-            best_snr: -25.0,
-            ..ctx()
-        };
+        assert_eq!(o.answers, vec![DownlinkMacCommand::LinkCheckAns(LinkCheckAns { margin: 13, gw_cnt: 2 })]);
+        let many = MacContext { gateway_count: 1000, best_snr: -25.0, ..ctx() };
         let o = handle(&[UplinkMacCommand::LinkCheckReq], &many);
-        assert_eq!(
-            o.answers,
-            vec![DownlinkMacCommand::LinkCheckAns(LinkCheckAns {
-                margin: 0,
-                gw_cnt: 255
-            })]
-        );
+        assert_eq!(o.answers, vec![DownlinkMacCommand::LinkCheckAns(LinkCheckAns { margin: 0, gw_cnt: 255 })]);
     }
 
     #[test]
     fn device_time_is_answered_in_gps_time() {
         let o = handle(&[UplinkMacCommand::DeviceTimeReq], &ctx());
-        assert_eq!(
-            o.answers,
-            vec![DownlinkMacCommand::DeviceTimeAns(DeviceTimeAns {
-                seconds: 1_451_260_818,
-                fraction: 0
-            })]
-        );
+        assert_eq!(o.answers, vec![DownlinkMacCommand::DeviceTimeAns(DeviceTimeAns { seconds: 1_451_260_818, fraction: 0 })]);
     }
 
     #[test]
     fn repeated_requests_are_answered_once() {
-        let o = handle(
-            &[
-                UplinkMacCommand::LinkCheckReq,
-                UplinkMacCommand::LinkCheckReq,
-            ],
-            &ctx(),
-        );
+        let o = handle(&[UplinkMacCommand::LinkCheckReq, UplinkMacCommand::LinkCheckReq], &ctx());
         assert_eq!(o.answers.len(), 1);
         assert_eq!(o.notes.len(), 1);
     }
 
     #[test]
     fn answers_to_server_requests_are_noted_and_status_is_kept() {
-        let status = DevStatusAns {
-            battery: 0,
-            margin: 10,
-        };
+        let status = DevStatusAns { battery: 0, margin: 10 };
         let o = handle(
             &[
-                UplinkMacCommand::LinkAdrAns(LinkAdrAns {
-                    power_ack: true,
-                    dr_ack: true,
-                    ch_mask_ack: false,
-                }),
+                UplinkMacCommand::LinkAdrAns(LinkAdrAns { power_ack: true, dr_ack: true, ch_mask_ack: false }),
                 UplinkMacCommand::DevStatusAns(status),
                 UplinkMacCommand::DutyCycleAns,
             ],
@@ -637,18 +467,9 @@ mod tests {
 
     #[test]
     fn link_check_on_fsk_still_answers() {
-        let fsk = MacContext {
-            spreading_factor: None,
-            ..ctx()
-        };
+        let fsk = MacContext { spreading_factor: None, ..ctx() };
         let o = handle(&[UplinkMacCommand::LinkCheckReq], &fsk);
-        assert_eq!(
-            o.answers,
-            vec![DownlinkMacCommand::LinkCheckAns(LinkCheckAns {
-                margin: 0,
-                gw_cnt: 2
-            })]
-        );
+        assert_eq!(o.answers, vec![DownlinkMacCommand::LinkCheckAns(LinkCheckAns { margin: 0, gw_cnt: 2 })]);
         assert_eq!(o.notes.len(), 1);
     }
 }

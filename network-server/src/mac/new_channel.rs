@@ -23,12 +23,7 @@ impl NewChannelReq {
     }
 
     pub fn decode(b: &[u8]) -> Self {
-        NewChannelReq {
-            ch_index: b[0],
-            frequency: decode_frequency(&b[1..4]),
-            min_dr: b[4] & 0x0f,
-            max_dr: b[4] >> 4,
-        }
+        NewChannelReq { ch_index: b[0], frequency: decode_frequency(&b[1..4]), min_dr: b[4] & 0x0f, max_dr: b[4] >> 4 }
     }
 }
 
@@ -43,10 +38,7 @@ impl NewChannelAns {
     pub const LEN: usize = 1;
 
     pub fn decode(b: &[u8]) -> Self {
-        NewChannelAns {
-            dr_range_ok: b[0] & 0x02 != 0,
-            channel_freq_ok: b[0] & 0x01 != 0,
-        }
+        NewChannelAns { dr_range_ok: b[0] & 0x02 != 0, channel_freq_ok: b[0] & 0x01 != 0 }
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -60,12 +52,7 @@ mod tests {
 
     #[test]
     fn request_carries_index_frequency_and_dr_range() {
-        let req = NewChannelReq {
-            ch_index: 3,
-            frequency: 867_100_000,
-            min_dr: 0,
-            max_dr: 5,
-        };
+        let req = NewChannelReq { ch_index: 3, frequency: 867_100_000, min_dr: 0, max_dr: 5 };
         let mut out = Vec::new();
         req.encode(&mut out);
         assert_eq!(out, [3, 0x18, 0x4f, 0x84, 0x50]);
@@ -74,19 +61,7 @@ mod tests {
 
     #[test]
     fn answer_bits_are_read_individually() {
-        assert_eq!(
-            NewChannelAns::decode(&[0x03]),
-            NewChannelAns {
-                dr_range_ok: true,
-                channel_freq_ok: true
-            }
-        );
-        assert_eq!(
-            NewChannelAns::decode(&[0x01]),
-            NewChannelAns {
-                dr_range_ok: false,
-                channel_freq_ok: true
-            }
-        );
+        assert_eq!(NewChannelAns::decode(&[0x03]), NewChannelAns { dr_range_ok: true, channel_freq_ok: true });
+        assert_eq!(NewChannelAns::decode(&[0x01]), NewChannelAns { dr_range_ok: false, channel_freq_ok: true });
     }
 }

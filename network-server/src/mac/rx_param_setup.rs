@@ -22,11 +22,7 @@ impl RxParamSetupReq {
     }
 
     pub fn decode(b: &[u8]) -> Self {
-        RxParamSetupReq {
-            rx1_dr_offset: (b[0] >> 4) & 0x07,
-            rx2_dr: b[0] & 0x0f,
-            frequency: decode_frequency(&b[1..4]),
-        }
+        RxParamSetupReq { rx1_dr_offset: (b[0] >> 4) & 0x07, rx2_dr: b[0] & 0x0f, frequency: decode_frequency(&b[1..4]) }
     }
 }
 
@@ -42,19 +38,11 @@ impl RxParamSetupAns {
     pub const LEN: usize = 1;
 
     pub fn decode(b: &[u8]) -> Self {
-        RxParamSetupAns {
-            rx1_dr_offset_ack: b[0] & 0x04 != 0,
-            rx2_dr_ack: b[0] & 0x02 != 0,
-            channel_ack: b[0] & 0x01 != 0,
-        }
+        RxParamSetupAns { rx1_dr_offset_ack: b[0] & 0x04 != 0, rx2_dr_ack: b[0] & 0x02 != 0, channel_ack: b[0] & 0x01 != 0 }
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(
-            (u8::from(self.rx1_dr_offset_ack) << 2)
-                | (u8::from(self.rx2_dr_ack) << 1)
-                | u8::from(self.channel_ack),
-        );
+        out.push((u8::from(self.rx1_dr_offset_ack) << 2) | (u8::from(self.rx2_dr_ack) << 1) | u8::from(self.channel_ack));
     }
 
     pub fn accepted(&self) -> bool {
@@ -68,11 +56,7 @@ mod tests {
 
     #[test]
     fn request_carries_offsets_and_rx2_frequency() {
-        let req = RxParamSetupReq {
-            rx1_dr_offset: 2,
-            rx2_dr: 3,
-            frequency: 869_525_000,
-        };
+        let req = RxParamSetupReq { rx1_dr_offset: 2, rx2_dr: 3, frequency: 869_525_000 };
         let mut out = Vec::new();
         req.encode(&mut out);
         // 8695250 = 0x84add2, little-endian.
@@ -84,13 +68,6 @@ mod tests {
     fn answer_reports_each_ack() {
         assert!(RxParamSetupAns::decode(&[0x07]).accepted());
         let a = RxParamSetupAns::decode(&[0x06]);
-        assert_eq!(
-            a,
-            RxParamSetupAns {
-                rx1_dr_offset_ack: true,
-                rx2_dr_ack: true,
-                channel_ack: false
-            }
-        );
+        assert_eq!(a, RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: true, channel_ack: false });
     }
 }

@@ -9,23 +9,11 @@ use super::{Channel, DataRate, LrFhssCodingRate, MaxPayloadSize, Modulation, Reg
 pub struct Eu868;
 
 fn lora(spreading_factor: u8, bandwidth: u32) -> DataRate {
-    DataRate {
-        modulation: Modulation::Lora {
-            spreading_factor,
-            bandwidth,
-        },
-        downlink: true,
-    }
+    DataRate { modulation: Modulation::Lora { spreading_factor, bandwidth }, downlink: true }
 }
 
 fn lr_fhss(coding_rate: LrFhssCodingRate, occupied_channel_width: u32) -> DataRate {
-    DataRate {
-        modulation: Modulation::LrFhss {
-            coding_rate,
-            occupied_channel_width,
-        },
-        downlink: false,
-    }
+    DataRate { modulation: Modulation::LrFhss { coding_rate, occupied_channel_width }, downlink: false }
 }
 
 /// Band edges (RP002-1.0.3 §2.4.2).
@@ -35,13 +23,7 @@ const BAND: std::ops::RangeInclusive<u32> = 863_000_000..=870_000_000;
 const DEFAULT_CHANNELS: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
 
 /// Extra channels sent in the join-accept CFList: the usual 8-channel gateway plan.
-const EXTRA_CHANNELS: [u32; 5] = [
-    867_100_000,
-    867_300_000,
-    867_500_000,
-    867_700_000,
-    867_900_000,
-];
+const EXTRA_CHANNELS: [u32; 5] = [867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900_000];
 
 impl Region for Eu868 {
     fn config_id(&self) -> &'static str {
@@ -63,10 +45,7 @@ impl Region for Eu868 {
             4 => lora(8, 125_000),
             5 => lora(7, 125_000),
             6 => lora(7, 250_000),
-            7 => DataRate {
-                modulation: Modulation::Fsk { bitrate: 50_000 },
-                downlink: true,
-            },
+            7 => DataRate { modulation: Modulation::Fsk { bitrate: 50_000 }, downlink: true },
             8 => lr_fhss(OneThird, 137_000),
             9 => lr_fhss(TwoThirds, 137_000),
             10 => lr_fhss(OneThird, 336_000),
@@ -166,23 +145,12 @@ impl Region for Eu868 {
     }
 
     fn default_uplink_channels(&self) -> Vec<Channel> {
-        DEFAULT_CHANNELS
-            .iter()
-            .map(|&frequency| Channel {
-                frequency,
-                min_dr: 0,
-                max_dr: 5,
-            })
-            .collect()
+        DEFAULT_CHANNELS.iter().map(|&frequency| Channel { frequency, min_dr: 0, max_dr: 5 }).collect()
     }
 
     fn uplink_channels(&self) -> Vec<Channel> {
         let mut all = self.default_uplink_channels();
-        all.extend(EXTRA_CHANNELS.iter().map(|&frequency| Channel {
-            frequency,
-            min_dr: 0,
-            max_dr: 5,
-        }));
+        all.extend(EXTRA_CHANNELS.iter().map(|&frequency| Channel { frequency, min_dr: 0, max_dr: 5 }));
         all
     }
 }
@@ -200,10 +168,7 @@ mod tests {
     #[test]
     fn data_rates_follow_rp002_section_2_4_3() {
         let lora = |dr| match Eu868.data_rate(dr).unwrap().modulation {
-            Modulation::Lora {
-                spreading_factor,
-                bandwidth,
-            } => (spreading_factor, bandwidth),
+            Modulation::Lora { spreading_factor, bandwidth } => (spreading_factor, bandwidth),
             other => panic!("DR{dr} is {other:?}"),
         };
         assert_eq!(lora(0), (12, 125_000));
@@ -213,10 +178,7 @@ mod tests {
         assert_eq!(lora(4), (8, 125_000));
         assert_eq!(lora(5), (7, 125_000));
         assert_eq!(lora(6), (7, 250_000));
-        assert_eq!(
-            Eu868.data_rate(7).unwrap().modulation,
-            Modulation::Fsk { bitrate: 50_000 }
-        );
+        assert_eq!(Eu868.data_rate(7).unwrap().modulation, Modulation::Fsk { bitrate: 50_000 });
         for dr in 8..=11 {
             let d = Eu868.data_rate(dr).unwrap();
             assert!(matches!(d.modulation, Modulation::LrFhss { .. }));
@@ -233,13 +195,7 @@ mod tests {
             let m = Eu868.data_rate(dr).unwrap().modulation;
             assert_eq!(Eu868.dr_for(&m), Some(dr));
         }
-        assert_eq!(
-            Eu868.dr_for(&Modulation::Lora {
-                spreading_factor: 7,
-                bandwidth: 500_000
-            }),
-            None
-        );
+        assert_eq!(Eu868.dr_for(&Modulation::Lora { spreading_factor: 7, bandwidth: 500_000 }), None);
         assert_eq!(Eu868.dr_for(&Modulation::Fsk { bitrate: 9600 }), None);
     }
 
@@ -262,11 +218,7 @@ mod tests {
         ];
         for (dr, row) in table.iter().enumerate() {
             for (offset, want) in row.iter().enumerate() {
-                assert_eq!(
-                    Eu868.rx1_dr(dr as u8, offset as u8),
-                    Ok(*want),
-                    "DR{dr} offset {offset}"
-                );
+                assert_eq!(Eu868.rx1_dr(dr as u8, offset as u8), Ok(*want), "DR{dr} offset {offset}");
                 assert!(Eu868.data_rate(*want).unwrap().downlink);
             }
         }
@@ -279,10 +231,7 @@ mod tests {
         for ch in Eu868.uplink_channels() {
             assert_eq!(Eu868.rx1_frequency(ch.frequency), Ok(ch.frequency));
         }
-        assert_eq!(
-            Eu868.rx1_frequency(915_000_000),
-            Err(RegionError::Frequency(915_000_000))
-        );
+        assert_eq!(Eu868.rx1_frequency(915_000_000), Err(RegionError::Frequency(915_000_000)));
         assert_eq!(Eu868.default_rx2_frequency(), 869_525_000);
         assert_eq!(Eu868.default_rx2_dr(), 0);
         assert_eq!(Eu868.default_rx1_delay(), Duration::from_secs(1));
@@ -309,10 +258,7 @@ mod tests {
             (123, 115),
         ];
         for (dr, (m, n)) in want.iter().enumerate() {
-            assert_eq!(
-                Eu868.max_payload_size(dr as u8),
-                Some(MaxPayloadSize { m: *m, n: *n })
-            );
+            assert_eq!(Eu868.max_payload_size(dr as u8), Some(MaxPayloadSize { m: *m, n: *n }));
             // M is N plus the FHDR (7 bytes) and FPort.
             assert_eq!(m - n, 8);
         }
@@ -324,27 +270,14 @@ mod tests {
         let cf = Eu868.cf_list().unwrap();
         // 867.1 MHz = 8671000 x 100 Hz = 0x844f18, little-endian (same bytes as the lora-rs
         // CFList join-accept vector).
-        assert_eq!(
-            cf,
-            [
-                0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e,
-                0x84, 0x00
-            ]
-        );
+        assert_eq!(cf, [0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e, 0x84, 0x00]);
     }
 
     #[test]
     fn default_channels_are_the_three_mandatory_ones() {
-        let freqs: Vec<u32> = Eu868
-            .default_uplink_channels()
-            .iter()
-            .map(|c| c.frequency)
-            .collect();
+        let freqs: Vec<u32> = Eu868.default_uplink_channels().iter().map(|c| c.frequency).collect();
         assert_eq!(freqs, vec![868_100_000, 868_300_000, 868_500_000]);
-        assert!(Eu868
-            .default_uplink_channels()
-            .iter()
-            .all(|c| c.min_dr == 0 && c.max_dr == 5));
+        assert!(Eu868.default_uplink_channels().iter().all(|c| c.min_dr == 0 && c.max_dr == 5));
         assert_eq!(Eu868.uplink_channels().len(), 8);
     }
 

@@ -23,31 +23,20 @@ pub enum LrFhssCodingRate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Modulation {
     /// `bandwidth` in Hz (125000, 250000, 500000).
-    Lora {
-        spreading_factor: u8,
-        bandwidth: u32,
-    },
+    Lora { spreading_factor: u8, bandwidth: u32 },
     /// `bitrate` in bit/s.
     Fsk { bitrate: u32 },
     /// Occupied channel width in Hz (137000 or 336000, rounded as Semtech names them).
-    LrFhss {
-        coding_rate: LrFhssCodingRate,
-        occupied_channel_width: u32,
-    },
+    LrFhss { coding_rate: LrFhssCodingRate, occupied_channel_width: u32 },
 }
 
 impl Modulation {
     /// From a received frame's modulation; `None` for an LR-FHSS `datr`/`codr` we cannot read.
     pub fn from_frame(m: &frame::Modulation) -> Option<Modulation> {
         match m {
-            frame::Modulation::Lora {
-                bandwidth,
-                spreading_factor,
-                ..
-            } => Some(Modulation::Lora {
-                spreading_factor: *spreading_factor,
-                bandwidth: *bandwidth,
-            }),
+            frame::Modulation::Lora { bandwidth, spreading_factor, .. } => {
+                Some(Modulation::Lora { spreading_factor: *spreading_factor, bandwidth: *bandwidth })
+            }
             frame::Modulation::Fsk { datarate } => Some(Modulation::Fsk { bitrate: *datarate }),
             frame::Modulation::LrFhss { datr, code_rate } => {
                 // Semtech writes e.g. "M0CW137": the OCW in kHz after "CW".
@@ -57,10 +46,7 @@ impl Modulation {
                     "2/3" => LrFhssCodingRate::TwoThirds,
                     _ => return None,
                 };
-                Some(Modulation::LrFhss {
-                    coding_rate,
-                    occupied_channel_width: khz * 1000,
-                })
+                Some(Modulation::LrFhss { coding_rate, occupied_channel_width: khz * 1000 })
             }
         }
     }
@@ -70,14 +56,9 @@ impl Modulation {
     /// is uplink only.
     pub fn to_frame(&self) -> Option<frame::Modulation> {
         match *self {
-            Modulation::Lora {
-                spreading_factor,
-                bandwidth,
-            } => Some(frame::Modulation::Lora {
-                bandwidth,
-                spreading_factor,
-                code_rate: "4/5".into(),
-            }),
+            Modulation::Lora { spreading_factor, bandwidth } => {
+                Some(frame::Modulation::Lora { bandwidth, spreading_factor, code_rate: "4/5".into() })
+            }
             Modulation::Fsk { bitrate } => Some(frame::Modulation::Fsk { datarate: bitrate }),
             Modulation::LrFhss { .. } => None,
         }
@@ -176,42 +157,17 @@ mod tests {
 
     #[test]
     fn frame_modulations_convert_both_ways() {
-        let lora = frame::Modulation::Lora {
-            bandwidth: 125_000,
-            spreading_factor: 9,
-            code_rate: "4/5".into(),
-        };
+        let lora = frame::Modulation::Lora { bandwidth: 125_000, spreading_factor: 9, code_rate: "4/5".into() };
         let m = Modulation::from_frame(&lora).unwrap();
-        assert_eq!(
-            m,
-            Modulation::Lora {
-                spreading_factor: 9,
-                bandwidth: 125_000
-            }
-        );
+        assert_eq!(m, Modulation::Lora { spreading_factor: 9, bandwidth: 125_000 });
         assert_eq!(m.to_frame(), Some(lora));
         let fsk = frame::Modulation::Fsk { datarate: 50_000 };
-        assert_eq!(
-            Modulation::from_frame(&fsk),
-            Some(Modulation::Fsk { bitrate: 50_000 })
-        );
-        let lr = frame::Modulation::LrFhss {
-            datr: "M0CW137".into(),
-            code_rate: "2/3".into(),
-        };
+        assert_eq!(Modulation::from_frame(&fsk), Some(Modulation::Fsk { bitrate: 50_000 }));
+        let lr = frame::Modulation::LrFhss { datr: "M0CW137".into(), code_rate: "2/3".into() };
         let m = Modulation::from_frame(&lr).unwrap();
-        assert_eq!(
-            m,
-            Modulation::LrFhss {
-                coding_rate: LrFhssCodingRate::TwoThirds,
-                occupied_channel_width: 137_000
-            }
-        );
+        assert_eq!(m, Modulation::LrFhss { coding_rate: LrFhssCodingRate::TwoThirds, occupied_channel_width: 137_000 });
         assert_eq!(m.to_frame(), None);
-        let bad = frame::Modulation::LrFhss {
-            datr: "garbage".into(),
-            code_rate: "2/3".into(),
-        };
+        let bad = frame::Modulation::LrFhss { datr: "garbage".into(), code_rate: "2/3".into() };
         assert_eq!(Modulation::from_frame(&bad), None);
     }
 }

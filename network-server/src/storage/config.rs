@@ -18,12 +18,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig {
-            url: "sqlite://loraflow.db".into(),
-            max_connections: 8,
-            compress_after_days: 7,
-            retention_days: 0,
-        }
+        DatabaseConfig { url: "sqlite://loraflow.db".into(), max_connections: 8, compress_after_days: 7, retention_days: 0 }
     }
 }
 

@@ -95,12 +95,7 @@ pub trait DeviceRepo: Send + Sync {
     /// `Conflict("applicationId ...")` / `Conflict("deviceProfileId ...")` for unknown references.
     async fn create(&self, dev: &Device) -> Result<()>;
     async fn get(&self, dev_eui: Eui64) -> Result<Device>;
-    async fn list(
-        &self,
-        application_id: Option<Uuid>,
-        limit: u32,
-        offset: u32,
-    ) -> Result<Page<Device>>;
+    async fn list(&self, application_id: Option<Uuid>, limit: u32, offset: u32) -> Result<Page<Device>>;
     /// Updates name, description, application, profile, join_eui, flags, tags, updated_at.
     async fn update(&self, dev: &Device) -> Result<()>;
     /// Deletes the device with its keys, session, nonces and queue.
@@ -113,12 +108,7 @@ pub trait DeviceRepo: Send + Sync {
     /// without keys. Changing the keys keeps the counter: the device remembers the last one.
     async fn next_join_nonce(&self, dev_eui: Eui64) -> Result<u32>;
     /// Records a DevNonce as used. Returns false (and changes nothing) if it was used before.
-    async fn insert_dev_nonce(
-        &self,
-        dev_eui: Eui64,
-        join_eui: Eui64,
-        dev_nonce: u16,
-    ) -> Result<bool>;
+    async fn insert_dev_nonce(&self, dev_eui: Eui64, join_eui: Eui64, dev_nonce: u16) -> Result<bool>;
     /// Highest DevNonce used so far (for LoRaWAN 1.0.4's "must increase" rule).
     async fn max_dev_nonce(&self, dev_eui: Eui64) -> Result<Option<u16>>;
     async fn clear_dev_nonces(&self, dev_eui: Eui64) -> Result<()>;
@@ -175,18 +165,8 @@ pub trait HistoryRepo: Send + Sync {
     async fn insert_uplinks(&self, rows: &[UplinkRecord]) -> Result<()>;
     async fn insert_events(&self, rows: &[EventRecord]) -> Result<()>;
     /// Newest first, optionally only rows with `time >= since`.
-    async fn list_uplinks(
-        &self,
-        dev_eui: Eui64,
-        since: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<UplinkRecord>>;
-    async fn list_events(
-        &self,
-        dev_eui: Eui64,
-        since: Option<DateTime<Utc>>,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>>;
+    async fn list_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<UplinkRecord>>;
+    async fn list_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<EventRecord>>;
 }
 
 #[async_trait]
@@ -220,10 +200,7 @@ enum Pool {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("backend", &self.backend_name())
-            .field("timescale", &self.timescale)
-            .finish_non_exhaustive()
+        f.debug_struct("Storage").field("backend", &self.backend_name()).field("timescale", &self.timescale).finish_non_exhaustive()
     }
 }
 
@@ -243,23 +220,13 @@ impl Storage {
         } else {
             // Only the scheme: the rest of a URL may hold a password.
             let scheme = url.split_once(':').map_or(url, |(s, _)| s);
-            Err(StorageError::UnsupportedUrl(format!(
-                "scheme {scheme:?} (expected postgres://, postgresql:// or sqlite:)"
-            )))
+            Err(StorageError::UnsupportedUrl(format!("scheme {scheme:?} (expected postgres://, postgresql:// or sqlite:)")))
         }
     }
 
     fn from_store<S>(store: Arc<S>, pool: Pool, timescale: bool) -> Storage
     where
-        S: GatewayRepo
-            + ApplicationRepo
-            + DeviceProfileRepo
-            + DeviceRepo
-            + SessionRepo
-            + QueueRepo
-            + HistoryRepo
-            + ApiKeyRepo
-            + 'static,
+        S: GatewayRepo + ApplicationRepo + DeviceProfileRepo + DeviceRepo + SessionRepo + QueueRepo + HistoryRepo + ApiKeyRepo + 'static,
     {
         Storage {
             gateways: store.clone(),

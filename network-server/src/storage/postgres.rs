@@ -27,17 +27,12 @@ impl Store<Postgres> {
     }
 
     /// One statement for the whole batch.
-    pub(crate) async fn touch_last_seen_in(
-        &self,
-        table: SeenTable,
-        seen: &[(Eui64, DateTime<Utc>)],
-    ) -> Result<()> {
+    pub(crate) async fn touch_last_seen_in(&self, table: SeenTable, seen: &[(Eui64, DateTime<Utc>)]) -> Result<()> {
         let latest = s::latest_per_id(seen);
         if latest.is_empty() {
             return Ok(());
         }
-        let (ids, times): (Vec<Vec<u8>>, Vec<DateTime<Utc>>) =
-            latest.into_iter().map(|(id, t)| (id.0.to_vec(), t)).unzip();
+        let (ids, times): (Vec<Vec<u8>>, Vec<DateTime<Utc>>) = latest.into_iter().map(|(id, t)| (id.0.to_vec(), t)).unzip();
         let sql = format!(
             "UPDATE {t} AS r SET last_seen_at = v.seen \
              FROM UNNEST($1::bytea[], $2::timestamptz[]) AS v(id, seen) \
@@ -45,12 +40,7 @@ impl Store<Postgres> {
             t = table.table(),
             k = table.key(),
         );
-        sqlx::query(&sql)
-            .bind(ids)
-            .bind(times)
-            .execute(&self.pool)
-            .await
-            .map_err(s::db_err)?;
+        sqlx::query(&sql).bind(ids).bind(times).execute(&self.pool).await.map_err(s::db_err)?;
         Ok(())
     }
 }
@@ -59,11 +49,8 @@ impl Store<Postgres> {
 /// TimescaleDB is in use.
 pub(crate) async fn connect(cfg: &DatabaseConfig) -> Result<(Store<Postgres>, bool)> {
     let opts = PgConnectOptions::from_str(&cfg.url)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(cfg.max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(opts)
-        .await?;
+    let pool =
+        PgPoolOptions::new().max_connections(cfg.max_connections.max(1)).acquire_timeout(Duration::from_secs(5)).connect_with(opts).await?;
     sqlx::migrate!("../migrations/postgres").run(&pool).await?;
     let timescale = setup_timescale(&pool, cfg).await?;
     Ok((Store { pool }, timescale))
@@ -74,36 +61,25 @@ pub(crate) async fn connect(cfg: &DatabaseConfig) -> Result<(Store<Postgres>, bo
 /// Untested here: the test machine has no TimescaleDB.
 async fn setup_timescale(pool: &PgPool, cfg: &DatabaseConfig) -> Result<bool> {
     let available: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-            .fetch_optional(pool)
-            .await?;
+        sqlx::query_scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetch_optional(pool).await?;
     if available.is_none() {
         info!("TimescaleDB is not available; uplinks and events are plain PostgreSQL tables");
         return Ok(false);
     }
     // Installed but not in shared_preload_libraries makes CREATE EXTENSION fail; the server
     // still works on plain tables, so say so instead of refusing to start.
-    if let Err(e) = sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        .execute(pool)
-        .await
-    {
+    if let Err(e) = sqlx::query("CREATE EXTENSION IF NOT EXISTS timescaledb").execute(pool).await {
         warn!(error = %e, "TimescaleDB is installed but could not be enabled; uplinks and events stay plain tables");
         return Ok(false);
     }
     // Table names are the constants above and the intervals are integers from the config,
     // so formatting them into the statements cannot inject anything.
     for table in HYPERTABLES {
-        sqlx::query(&format!(
-            "SELECT create_hypertable('{table}', 'time', if_not_exists => TRUE, migrate_data => TRUE)"
-        ))
-        .execute(pool)
-        .await?;
+        sqlx::query(&format!("SELECT create_hypertable('{table}', 'time', if_not_exists => TRUE, migrate_data => TRUE)"))
+            .execute(pool)
+            .await?;
 
-        sqlx::query(&format!(
-            "SELECT remove_compression_policy('{table}', if_exists => TRUE)"
-        ))
-        .execute(pool)
-        .await?;
+        sqlx::query(&format!("SELECT remove_compression_policy('{table}', if_exists => TRUE)")).execute(pool).await?;
         if cfg.compress_after_days > 0 {
             let enabled: Option<bool> = sqlx::query_scalar(
                 "SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_schema = current_schema() AND hypertable_name = $1",
@@ -128,24 +104,13 @@ async fn setup_timescale(pool: &PgPool, cfg: &DatabaseConfig) -> Result<bool> {
             .await?;
         }
 
-        sqlx::query(&format!(
-            "SELECT remove_retention_policy('{table}', if_exists => TRUE)"
-        ))
-        .execute(pool)
-        .await?;
+        sqlx::query(&format!("SELECT remove_retention_policy('{table}', if_exists => TRUE)")).execute(pool).await?;
         if cfg.retention_days > 0 {
-            sqlx::query(&format!(
-                "SELECT add_retention_policy('{table}', INTERVAL '{} days', if_not_exists => TRUE)",
-                cfg.retention_days
-            ))
-            .execute(pool)
-            .await?;
+            sqlx::query(&format!("SELECT add_retention_policy('{table}', INTERVAL '{} days', if_not_exists => TRUE)", cfg.retention_days))
+                .execute(pool)
+                .await?;
         }
     }
-    info!(
-        compress_after_days = cfg.compress_after_days,
-        retention_days = cfg.retention_days,
-        "TimescaleDB enabled for uplinks and events"
-    );
+    info!(compress_after_days = cfg.compress_after_days, retention_days = cfg.retention_days, "TimescaleDB enabled for uplinks and events");
     Ok(true)
 }

@@ -34,21 +34,15 @@ fn decode_err(what: &str, detail: impl std::fmt::Display) -> sqlx::Error {
 }
 
 pub(crate) fn eui(v: Vec<u8>) -> Result<Eui64, sqlx::Error> {
-    <[u8; 8]>::try_from(v.as_slice())
-        .map(Eui64)
-        .map_err(|_| decode_err("EUI-64", format!("{} bytes", v.len())))
+    <[u8; 8]>::try_from(v.as_slice()).map(Eui64).map_err(|_| decode_err("EUI-64", format!("{} bytes", v.len())))
 }
 
 pub(crate) fn dev_addr(v: Vec<u8>) -> Result<DevAddr, sqlx::Error> {
-    <[u8; 4]>::try_from(v.as_slice())
-        .map(DevAddr)
-        .map_err(|_| decode_err("DevAddr", format!("{} bytes", v.len())))
+    <[u8; 4]>::try_from(v.as_slice()).map(DevAddr).map_err(|_| decode_err("DevAddr", format!("{} bytes", v.len())))
 }
 
 pub(crate) fn aes_key(v: Vec<u8>) -> Result<AesKey, sqlx::Error> {
-    <[u8; 16]>::try_from(v.as_slice())
-        .map(AesKey)
-        .map_err(|_| decode_err("AES key", format!("{} bytes", v.len())))
+    <[u8; 16]>::try_from(v.as_slice()).map(AesKey).map_err(|_| decode_err("AES key", format!("{} bytes", v.len())))
 }
 
 pub(crate) fn u32_of(v: i64) -> Result<u32, sqlx::Error> {
@@ -65,9 +59,7 @@ pub(crate) fn db_err(e: sqlx::Error) -> StorageError {
     match &e {
         sqlx::Error::RowNotFound => StorageError::NotFound,
         sqlx::Error::Database(d) if d.is_unique_violation() => StorageError::AlreadyExists,
-        _ if is_fk_violation(&e) => {
-            StorageError::Conflict("a referenced record does not exist or is still in use".into())
-        }
+        _ if is_fk_violation(&e) => StorageError::Conflict("a referenced record does not exist or is still in use".into()),
         _ => StorageError::Db(e),
     }
 }
@@ -77,9 +69,7 @@ pub(crate) fn is_fk_violation(e: &sqlx::Error) -> bool {
         // SQLite reports an ON DELETE RESTRICT failure as SQLITE_CONSTRAINT_TRIGGER (1811),
         // which sqlx does not classify as a foreign-key violation.
         sqlx::Error::Database(d) => {
-            d.is_foreign_key_violation()
-                || (d.code().as_deref() == Some("1811")
-                    && d.message().contains("FOREIGN KEY constraint failed"))
+            d.is_foreign_key_violation() || (d.code().as_deref() == Some("1811") && d.message().contains("FOREIGN KEY constraint failed"))
         }
         _ => false,
     }
@@ -100,10 +90,7 @@ pub(crate) fn latest_per_id(seen: &[(Eui64, DateTime<Utc>)]) -> Vec<(Eui64, Date
     let mut latest: HashMap<Eui64, DateTime<Utc>> = HashMap::with_capacity(seen.len());
     for &(id, t) in seen {
         let t = ts(t);
-        latest
-            .entry(id)
-            .and_modify(|cur| *cur = (*cur).max(t))
-            .or_insert(t);
+        latest.entry(id).and_modify(|cur| *cur = (*cur).max(t)).or_insert(t);
     }
     let mut out: Vec<_> = latest.into_iter().collect();
     out.sort_unstable_by_key(|&(id, _)| id);
@@ -169,9 +156,7 @@ macro_rules! impl_repos {
                     name: r.try_get("name")?,
                     description: r.try_get("description")?,
                     location: match (lat, lon) {
-                        (Some(latitude), Some(longitude)) => {
-                            Some(Location { latitude, longitude, altitude: alt.unwrap_or(0.0) })
-                        }
+                        (Some(latitude), Some(longitude)) => Some(Location { latitude, longitude, altitude: alt.unwrap_or(0.0) }),
                         _ => None,
                     },
                     created_at: r.try_get("created_at")?,
@@ -332,8 +317,7 @@ macro_rules! impl_repos {
                 }
 
                 async fn row_exists(&self, sql: &str, id: Uuid) -> Result<bool> {
-                    let n: i64 =
-                        sqlx::query_scalar(sql).bind(id).fetch_one(&self.pool).await.map_err(s::db_err)?;
+                    let n: i64 = sqlx::query_scalar(sql).bind(id).fetch_one(&self.pool).await.map_err(s::db_err)?;
                     Ok(n > 0)
                 }
 
@@ -341,14 +325,8 @@ macro_rules! impl_repos {
                 /// error does not say which constraint failed.
                 async fn device_reference_conflict(&self, dev: &Device) -> StorageError {
                     match self.row_exists("SELECT COUNT(*) FROM applications WHERE id = $1", dev.application_id).await {
-                        Ok(false) => StorageError::Conflict(format!(
-                            "applicationId {} does not exist",
-                            dev.application_id
-                        )),
-                        Ok(true) => StorageError::Conflict(format!(
-                            "deviceProfileId {} does not exist",
-                            dev.device_profile_id
-                        )),
+                        Ok(false) => StorageError::Conflict(format!("applicationId {} does not exist", dev.application_id)),
+                        Ok(true) => StorageError::Conflict(format!("deviceProfileId {} does not exist", dev.device_profile_id)),
                         Err(e) => e,
                     }
                 }
@@ -493,11 +471,7 @@ macro_rules! impl_repos {
                 async fn delete(&self, id: Uuid) -> Result<()> {
                     // Devices, and through them keys, sessions, nonces and queues, go by
                     // ON DELETE CASCADE.
-                    let r = sqlx::query("DELETE FROM applications WHERE id = $1")
-                        .bind(id)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(s::db_err)?;
+                    let r = sqlx::query("DELETE FROM applications WHERE id = $1").bind(id).execute(&self.pool).await.map_err(s::db_err)?;
                     affected_one(r.rows_affected())
                 }
             }
@@ -577,12 +551,7 @@ macro_rules! impl_repos {
                         .bind(id)
                         .execute(&self.pool)
                         .await
-                        .map_err(|e| {
-                            s::fk_or(
-                                e,
-                                StorageError::Conflict(format!("deviceProfileId {id} is used by devices")),
-                            )
-                        })?;
+                        .map_err(|e| s::fk_or(e, StorageError::Conflict(format!("deviceProfileId {id} is used by devices"))))?;
                     affected_one(r.rows_affected())
                 }
             }
@@ -938,8 +907,7 @@ macro_rules! impl_repos {
                                  AND device_sessions.f_cnt_up = v.expected RETURNING device_sessions.dev_eui",
                             );
                             let done: Vec<Vec<u8>> = qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(s::db_err)?;
-                            let index: std::collections::HashMap<Eui64, usize> =
-                                chunk.iter().map(|&i| (updates[i].dev_eui, i)).collect();
+                            let index: std::collections::HashMap<Eui64, usize> = chunk.iter().map(|&i| (updates[i].dev_eui, i)).collect();
                             for d in done {
                                 let dev_eui = s::eui(d).map_err(StorageError::Db)?;
                                 if let Some(&i) = index.get(&dev_eui) {
@@ -989,10 +957,7 @@ macro_rules! impl_repos {
                 }
 
                 async fn all(&self) -> Result<Vec<DeviceSession>> {
-                    let r = sqlx::query("SELECT * FROM device_sessions ORDER BY dev_eui")
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(s::db_err)?;
+                    let r = sqlx::query("SELECT * FROM device_sessions ORDER BY dev_eui").fetch_all(&self.pool).await.map_err(s::db_err)?;
                     rows(r, session_row)
                 }
             }
@@ -1039,10 +1004,8 @@ macro_rules! impl_repos {
                 }
 
                 async fn devices_with_items(&self) -> Result<Vec<Eui64>> {
-                    let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT DISTINCT dev_eui FROM device_queue")
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(s::db_err)?;
+                    let rows: Vec<Vec<u8>> =
+                        sqlx::query_scalar("SELECT DISTINCT dev_eui FROM device_queue").fetch_all(&self.pool).await.map_err(s::db_err)?;
                     rows.into_iter().map(|b| s::eui(b).map_err(StorageError::Db)).collect()
                 }
 
@@ -1075,11 +1038,7 @@ macro_rules! impl_repos {
                 }
 
                 async fn delete(&self, id: Uuid) -> Result<()> {
-                    let r = sqlx::query("DELETE FROM device_queue WHERE id = $1")
-                        .bind(id)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(s::db_err)?;
+                    let r = sqlx::query("DELETE FROM device_queue WHERE id = $1").bind(id).execute(&self.pool).await.map_err(s::db_err)?;
                     affected_one(r.rows_affected())
                 }
             }
@@ -1127,9 +1086,7 @@ macro_rules! impl_repos {
                     }
                     let mut tx = self.begin_write().await.map_err(s::db_err)?;
                     for chunk in batch.chunks(s::INSERT_CHUNK) {
-                        let mut qb = QueryBuilder::<Db>::new(
-                            "INSERT INTO events (time, id, dev_eui, application_id, kind, body) ",
-                        );
+                        let mut qb = QueryBuilder::<Db>::new("INSERT INTO events (time, id, dev_eui, application_id, kind, body) ");
                         qb.push_values(chunk, |mut b, e| {
                             b.push_bind(s::ts(e.time))
                                 .push_bind(e.id)
@@ -1144,12 +1101,7 @@ macro_rules! impl_repos {
                     Ok(())
                 }
 
-                async fn list_uplinks(
-                    &self,
-                    dev_eui: Eui64,
-                    since: Option<DateTime<Utc>>,
-                    limit: u32,
-                ) -> Result<Vec<UplinkRecord>> {
+                async fn list_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<UplinkRecord>> {
                     let r = match since {
                         Some(since) => sqlx::query(
                             "SELECT * FROM uplinks WHERE dev_eui = $1 AND time >= $2 \
@@ -1168,12 +1120,7 @@ macro_rules! impl_repos {
                     rows(r, uplink_row)
                 }
 
-                async fn list_events(
-                    &self,
-                    dev_eui: Eui64,
-                    since: Option<DateTime<Utc>>,
-                    limit: u32,
-                ) -> Result<Vec<EventRecord>> {
+                async fn list_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<EventRecord>> {
                     let r = match since {
                         Some(since) => sqlx::query(
                             "SELECT * FROM events WHERE dev_eui = $1 AND time >= $2 \

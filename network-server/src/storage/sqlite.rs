@@ -23,11 +23,7 @@ impl Store<Sqlite> {
     }
 
     /// One transaction for the batch; per-row statements cost no round trip in SQLite.
-    pub(crate) async fn touch_last_seen_in(
-        &self,
-        table: SeenTable,
-        seen: &[(Eui64, DateTime<Utc>)],
-    ) -> Result<()> {
+    pub(crate) async fn touch_last_seen_in(&self, table: SeenTable, seen: &[(Eui64, DateTime<Utc>)]) -> Result<()> {
         let latest = s::latest_per_id(seen);
         if latest.is_empty() {
             return Ok(());
@@ -60,29 +56,16 @@ fn is_memory(url: &str) -> bool {
 
 pub(crate) async fn connect(cfg: &DatabaseConfig) -> Result<Store<Sqlite>> {
     let memory = is_memory(&cfg.url);
-    let mut opts = SqliteConnectOptions::from_str(&cfg.url)?
-        .create_if_missing(true)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+    let mut opts =
+        SqliteConnectOptions::from_str(&cfg.url)?.create_if_missing(true).foreign_keys(true).busy_timeout(Duration::from_secs(10));
     if !memory {
-        opts = opts
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal);
+        opts = opts.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal);
     }
     let pool = if memory {
         // The database lives as long as a connection to it: keep exactly one, forever.
-        SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(opts)
-            .await?
+        SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None).connect_with(opts).await?
     } else {
-        SqlitePoolOptions::new()
-            .max_connections(cfg.max_connections.max(1))
-            .connect_with(opts)
-            .await?
+        SqlitePoolOptions::new().max_connections(cfg.max_connections.max(1)).connect_with(opts).await?
     };
     sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
     Ok(Store { pool })

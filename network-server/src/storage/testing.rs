@@ -20,12 +20,10 @@ pub fn test_postgres_server_url() -> String {
 pub async fn fresh_postgres_url() -> String {
     let server = test_postgres_server_url();
     let name = format!("loraflow_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&server).await.unwrap_or_else(|e| {
-        panic!("cannot connect to the test PostgreSQL server (set {TEST_POSTGRES_URL_ENV}): {e}")
-    });
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
+    let mut conn = PgConnection::connect(&server)
         .await
-        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL server (set {TEST_POSTGRES_URL_ENV}): {e}"));
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
     let _ = conn.close().await;
     with_database(&server, &name)
 }
@@ -36,16 +34,12 @@ pub async fn drop_postgres_database(url: &str) {
     let Some(name) = database_name(url) else {
         return;
     };
-    if !name.starts_with("loraflow_test_")
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    if !name.starts_with("loraflow_test_") || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return;
     }
     let server = test_postgres_server_url();
     if let Ok(mut conn) = PgConnection::connect(&server).await {
-        let _ = conn
-            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-            .await;
+        let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
         let _ = conn.close().await;
     }
 }
@@ -63,9 +57,7 @@ fn with_database(url: &str, name: &str) -> String {
         None => (url, None),
     };
     let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
+    let authority_end = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
     let mut out = format!("{}/{name}", &base[..authority_end]);
     if let Some(q) = query {
         out.push('?');
@@ -88,14 +80,8 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced_and_query_kept() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/postgres", "x"),
-            "postgres://u:p@h:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://h/postgres?sslmode=disable", "x"),
-            "postgres://h/x?sslmode=disable"
-        );
+        assert_eq!(with_database("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
+        assert_eq!(with_database("postgres://h/postgres?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
         assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
         assert_eq!(database_name("postgres://h:1/abc?x=1"), Some("abc"));
         assert_eq!(database_name("postgres://h"), None);

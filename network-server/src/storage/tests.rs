@@ -20,28 +20,16 @@ struct TestDb {
 
 impl TestDb {
     async fn sqlite() -> TestDb {
-        let dir =
-            std::env::temp_dir().join(format!("loraflow-storage-test-{}", Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!("loraflow-storage-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = DatabaseConfig {
-            url: temp_sqlite_url(&dir),
-            ..Default::default()
-        };
+        let cfg = DatabaseConfig { url: temp_sqlite_url(&dir), ..Default::default() };
         let s = Storage::connect(&cfg).await.unwrap();
         assert_eq!(s.backend_name(), "sqlite");
-        TestDb {
-            cfg,
-            s,
-            dir: Some(dir),
-        }
+        TestDb { cfg, s, dir: Some(dir) }
     }
 
     async fn postgres() -> TestDb {
-        let cfg = DatabaseConfig {
-            url: fresh_postgres_url().await,
-            max_connections: 4,
-            ..Default::default()
-        };
+        let cfg = DatabaseConfig { url: fresh_postgres_url().await, max_connections: 4, ..Default::default() };
         let s = Storage::connect(&cfg).await.unwrap();
         assert_eq!(s.backend_name(), "postgres");
         TestDb { cfg, s, dir: None }
@@ -56,12 +44,7 @@ impl TestDb {
     /// then re-raises the panic.
     async fn run<F>(self, test: F)
     where
-        F: for<'a> FnOnce(
-                &'a mut TestDb,
-            )
-                -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>
-            + Send
-            + 'static,
+        F: for<'a> FnOnce(&'a mut TestDb) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> + Send + 'static,
     {
         let (url, dir) = (self.cfg.url.clone(), self.dir.clone());
         let outcome = tokio::spawn(async move {
@@ -130,9 +113,7 @@ on_both_backends!(
 
 fn t(secs: i64) -> DateTime<Utc> {
     // Microsecond precision, as stored.
-    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
-        + Duration::seconds(secs)
-        + Duration::microseconds(123_456)
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + Duration::seconds(secs) + Duration::microseconds(123_456)
 }
 
 fn eui(n: u64) -> Eui64 {
@@ -144,11 +125,7 @@ fn gateway(n: u64, created: i64) -> Gateway {
         gateway_id: eui(0xaa00 + n),
         name: format!("gw-{n}"),
         description: "roof".into(),
-        location: Some(Location {
-            latitude: 52.5,
-            longitude: 13.25,
-            altitude: 40.0,
-        }),
+        location: Some(Location { latitude: 52.5, longitude: 13.25, altitude: 40.0 }),
         created_at: t(created),
         updated_at: t(created),
         last_seen_at: None,
@@ -156,13 +133,7 @@ fn gateway(n: u64, created: i64) -> Gateway {
 }
 
 fn application(name: &str) -> Application {
-    Application {
-        id: Uuid::new_v4(),
-        name: name.into(),
-        description: String::new(),
-        created_at: t(0),
-        updated_at: t(0),
-    }
+    Application { id: Uuid::new_v4(), name: name.into(), description: String::new(), created_at: t(0), updated_at: t(0) }
 }
 
 fn profile() -> DeviceProfile {
@@ -253,11 +224,7 @@ fn uplink(dev: &Device, f_cnt: u32, time: DateTime<Utc>) -> UplinkRecord {
         snr: 9.5,
         gateway_count: 2,
         data: vec![1, 2, 3, f_cnt as u8],
-        object: if f_cnt % 2 == 0 {
-            Some(json!({"temperature": 21.5}))
-        } else {
-            None
-        },
+        object: if f_cnt % 2 == 0 { Some(json!({"temperature": 21.5})) } else { None },
         rx_info: json!([{"gatewayId": "0102030405060708", "rssi": -57}]),
         tx_info: json!({"frequency": 868100000}),
     }
@@ -296,28 +263,12 @@ async fn gateway_crud_round_trips(db: &mut TestDb) {
     };
     s.gateways.update(&changed).await.unwrap();
     let got = s.gateways.get(a.gateway_id).await.unwrap();
-    assert_eq!(
-        got,
-        Gateway {
-            created_at: a.created_at,
-            last_seen_at: None,
-            ..changed
-        }
-    );
+    assert_eq!(got, Gateway { created_at: a.created_at, last_seen_at: None, ..changed });
 
     s.gateways.delete(a.gateway_id).await.unwrap();
-    assert!(matches!(
-        s.gateways.get(a.gateway_id).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.gateways.delete(a.gateway_id).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.gateways.update(&a).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.gateways.get(a.gateway_id).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.gateways.delete(a.gateway_id).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.gateways.update(&a).await, Err(StorageError::NotFound)));
     assert_eq!(s.gateways.list(10, 0).await.unwrap().total_count, 2);
 }
 
@@ -325,16 +276,10 @@ async fn duplicate_gateway_and_device_are_already_exists(db: &mut TestDb) {
     let s = &db.s;
     let g = gateway(1, 0);
     s.gateways.create(&g).await.unwrap();
-    assert!(matches!(
-        s.gateways.create(&g).await,
-        Err(StorageError::AlreadyExists)
-    ));
+    assert!(matches!(s.gateways.create(&g).await, Err(StorageError::AlreadyExists)));
 
     let (_, _, devs) = fleet(s, 1).await;
-    assert!(matches!(
-        s.devices.create(&devs[0]).await,
-        Err(StorageError::AlreadyExists)
-    ));
+    assert!(matches!(s.devices.create(&devs[0]).await, Err(StorageError::AlreadyExists)));
 }
 
 async fn last_seen_only_moves_forward_and_ignores_unknown_ids(db: &mut TestDb) {
@@ -344,56 +289,25 @@ async fn last_seen_only_moves_forward_and_ignores_unknown_ids(db: &mut TestDb) {
     s.gateways.create(&g2).await.unwrap();
 
     s.gateways
-        .touch_last_seen(&[
-            (g1.gateway_id, t(10)),
-            (g1.gateway_id, t(30)),
-            (g1.gateway_id, t(20)),
-            (eui(0xdead), t(5)),
-        ])
+        .touch_last_seen(&[(g1.gateway_id, t(10)), (g1.gateway_id, t(30)), (g1.gateway_id, t(20)), (eui(0xdead), t(5))])
         .await
         .unwrap();
-    assert_eq!(
-        s.gateways.get(g1.gateway_id).await.unwrap().last_seen_at,
-        Some(t(30)),
-        "latest of the batch"
-    );
-    assert_eq!(
-        s.gateways.get(g2.gateway_id).await.unwrap().last_seen_at,
-        None
-    );
+    assert_eq!(s.gateways.get(g1.gateway_id).await.unwrap().last_seen_at, Some(t(30)), "latest of the batch");
+    assert_eq!(s.gateways.get(g2.gateway_id).await.unwrap().last_seen_at, None);
 
-    s.gateways
-        .touch_last_seen(&[(g1.gateway_id, t(15)), (g2.gateway_id, t(15))])
-        .await
-        .unwrap();
-    assert_eq!(
-        s.gateways.get(g1.gateway_id).await.unwrap().last_seen_at,
-        Some(t(30)),
-        "never moves back"
-    );
-    assert_eq!(
-        s.gateways.get(g2.gateway_id).await.unwrap().last_seen_at,
-        Some(t(15))
-    );
+    s.gateways.touch_last_seen(&[(g1.gateway_id, t(15)), (g2.gateway_id, t(15))]).await.unwrap();
+    assert_eq!(s.gateways.get(g1.gateway_id).await.unwrap().last_seen_at, Some(t(30)), "never moves back");
+    assert_eq!(s.gateways.get(g2.gateway_id).await.unwrap().last_seen_at, Some(t(15)));
     s.gateways.touch_last_seen(&[]).await.unwrap();
 
     let (_, _, devs) = fleet(s, 2).await;
     let d = devs[0].dev_eui;
-    s.devices
-        .touch_last_seen(&[(d, t(50)), (eui(0xbeef), t(1))])
-        .await
-        .unwrap();
+    s.devices.touch_last_seen(&[(d, t(50)), (eui(0xbeef), t(1))]).await.unwrap();
     s.devices.touch_last_seen(&[(d, t(40))]).await.unwrap();
     assert_eq!(s.devices.get(d).await.unwrap().last_seen_at, Some(t(50)));
-    assert_eq!(
-        s.devices.get(devs[1].dev_eui).await.unwrap().last_seen_at,
-        None
-    );
+    assert_eq!(s.devices.get(devs[1].dev_eui).await.unwrap().last_seen_at, None);
     // Sub-microsecond precision is dropped, the same on both backends.
-    s.devices
-        .touch_last_seen(&[(d, t(60) + Duration::nanoseconds(700))])
-        .await
-        .unwrap();
+    s.devices.touch_last_seen(&[(d, t(60) + Duration::nanoseconds(700))]).await.unwrap();
     assert_eq!(s.devices.get(d).await.unwrap().last_seen_at, Some(t(60)));
 }
 
@@ -401,39 +315,20 @@ async fn application_crud_and_delete_cascades_to_devices(db: &mut TestDb) {
     let s = &db.s;
     let (app, _, devs) = fleet(s, 2).await;
     assert_eq!(s.applications.get(app.id).await.unwrap(), app);
-    let other = Application {
-        created_at: t(5),
-        updated_at: t(5),
-        ..application("other")
-    };
+    let other = Application { created_at: t(5), updated_at: t(5), ..application("other") };
     s.applications.create(&other).await.unwrap();
-    assert!(matches!(
-        s.applications.create(&other).await,
-        Err(StorageError::AlreadyExists)
-    ));
+    assert!(matches!(s.applications.create(&other).await, Err(StorageError::AlreadyExists)));
     let page = s.applications.list(10, 0).await.unwrap();
     assert_eq!(page.total_count, 2);
     assert_eq!(page.result, vec![app.clone(), other.clone()]);
 
-    let renamed = Application {
-        name: "renamed".into(),
-        description: "d".into(),
-        updated_at: t(9),
-        ..app.clone()
-    };
+    let renamed = Application { name: "renamed".into(), description: "d".into(), updated_at: t(9), ..app.clone() };
     s.applications.update(&renamed).await.unwrap();
     assert_eq!(s.applications.get(app.id).await.unwrap(), renamed);
 
     // Everything hanging off a device goes with the application.
     let d = devs[0].dev_eui;
-    s.devices
-        .set_keys(&DeviceKeys {
-            dev_eui: d,
-            app_key: AesKey([3; 16]),
-            nwk_key: None,
-        })
-        .await
-        .unwrap();
+    s.devices.set_keys(&DeviceKeys { dev_eui: d, app_key: AesKey([3; 16]), nwk_key: None }).await.unwrap();
     s.sessions.save(&session(d, 0x2601_0001)).await.unwrap();
     assert!(s.devices.insert_dev_nonce(d, eui(0x7000), 1).await.unwrap());
     let item = QueueItem {
@@ -451,43 +346,17 @@ async fn application_crud_and_delete_cascades_to_devices(db: &mut TestDb) {
     s.queue.enqueue(&item).await.unwrap();
 
     s.applications.delete(app.id).await.unwrap();
-    assert!(matches!(
-        s.applications.get(app.id).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.applications.delete(app.id).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.applications.update(&renamed).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.applications.get(app.id).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.applications.delete(app.id).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.applications.update(&renamed).await, Err(StorageError::NotFound)));
     for dev in &devs {
-        assert!(matches!(
-            s.devices.get(dev.dev_eui).await,
-            Err(StorageError::NotFound)
-        ));
+        assert!(matches!(s.devices.get(dev.dev_eui).await, Err(StorageError::NotFound)));
     }
-    assert!(matches!(
-        s.devices.get_keys(d).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.sessions.get(d).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(s
-        .sessions
-        .get_by_dev_addr(DevAddr::from_u32(0x2601_0001))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(matches!(s.devices.get_keys(d).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.sessions.get(d).await, Err(StorageError::NotFound)));
+    assert!(s.sessions.get_by_dev_addr(DevAddr::from_u32(0x2601_0001)).await.unwrap().is_empty());
     assert_eq!(s.devices.max_dev_nonce(d).await.unwrap(), None);
-    assert!(matches!(
-        s.queue.get(item.id).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.queue.get(item.id).await, Err(StorageError::NotFound)));
     assert_eq!(s.devices.list(None, 10, 0).await.unwrap().total_count, 0);
 }
 
@@ -495,13 +364,7 @@ async fn device_profile_in_use_cannot_be_deleted(db: &mut TestDb) {
     let s = &db.s;
     let (_, dp, devs) = fleet(s, 1).await;
     assert_eq!(s.device_profiles.get(dp.id).await.unwrap(), dp);
-    let changed = DeviceProfile {
-        name: "b".into(),
-        adr_enabled: false,
-        payload_codec: "NONE".into(),
-        updated_at: t(3),
-        ..dp.clone()
-    };
+    let changed = DeviceProfile { name: "b".into(), adr_enabled: false, payload_codec: "NONE".into(), updated_at: t(3), ..dp.clone() };
     s.device_profiles.update(&changed).await.unwrap();
     assert_eq!(s.device_profiles.get(dp.id).await.unwrap(), changed);
     let page = s.device_profiles.list(10, 0).await.unwrap();
@@ -509,66 +372,25 @@ async fn device_profile_in_use_cannot_be_deleted(db: &mut TestDb) {
 
     let e = s.device_profiles.delete(dp.id).await.unwrap_err();
     assert!(is_conflict_on(&e, "deviceProfileId"), "{e:?}");
-    assert_eq!(
-        s.device_profiles.get(dp.id).await.unwrap(),
-        changed,
-        "still there"
-    );
+    assert_eq!(s.device_profiles.get(dp.id).await.unwrap(), changed, "still there");
 
     s.devices.delete(devs[0].dev_eui).await.unwrap();
     s.device_profiles.delete(dp.id).await.unwrap();
-    assert!(matches!(
-        s.device_profiles.get(dp.id).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.device_profiles.delete(dp.id).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.device_profiles.update(&dp).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.device_profiles.get(dp.id).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.device_profiles.delete(dp.id).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.device_profiles.update(&dp).await, Err(StorageError::NotFound)));
 }
 
 async fn unknown_references_are_conflicts_naming_the_field(db: &mut TestDb) {
     let s = &db.s;
     let (app, dp, devs) = fleet(s, 1).await;
-    let e = s
-        .devices
-        .create(&Device {
-            application_id: Uuid::new_v4(),
-            ..device(5, &app, &dp)
-        })
-        .await
-        .unwrap_err();
+    let e = s.devices.create(&Device { application_id: Uuid::new_v4(), ..device(5, &app, &dp) }).await.unwrap_err();
     assert!(is_conflict_on(&e, "applicationId"), "{e:?}");
-    let e = s
-        .devices
-        .create(&Device {
-            device_profile_id: Uuid::new_v4(),
-            ..device(5, &app, &dp)
-        })
-        .await
-        .unwrap_err();
+    let e = s.devices.create(&Device { device_profile_id: Uuid::new_v4(), ..device(5, &app, &dp) }).await.unwrap_err();
     assert!(is_conflict_on(&e, "deviceProfileId"), "{e:?}");
-    let e = s
-        .devices
-        .update(&Device {
-            application_id: Uuid::new_v4(),
-            ..devs[0].clone()
-        })
-        .await
-        .unwrap_err();
+    let e = s.devices.update(&Device { application_id: Uuid::new_v4(), ..devs[0].clone() }).await.unwrap_err();
     assert!(is_conflict_on(&e, "applicationId"), "{e:?}");
-    let e = s
-        .devices
-        .update(&Device {
-            device_profile_id: Uuid::new_v4(),
-            ..devs[0].clone()
-        })
-        .await
-        .unwrap_err();
+    let e = s.devices.update(&Device { device_profile_id: Uuid::new_v4(), ..devs[0].clone() }).await.unwrap_err();
     assert!(is_conflict_on(&e, "deviceProfileId"), "{e:?}");
     assert_eq!(s.devices.get(devs[0].dev_eui).await.unwrap(), devs[0]);
 }
@@ -584,22 +406,11 @@ async fn device_crud_list_filter_and_context(db: &mut TestDb) {
     assert_eq!(s.devices.get(devs[1].dev_eui).await.unwrap(), devs[1]);
     let all = s.devices.list(None, 100, 0).await.unwrap();
     assert_eq!(all.total_count, 4);
-    assert_eq!(
-        all.result,
-        vec![
-            devs[0].clone(),
-            devs[1].clone(),
-            devs[2].clone(),
-            lone.clone()
-        ]
-    );
+    assert_eq!(all.result, vec![devs[0].clone(), devs[1].clone(), devs[2].clone(), lone.clone()]);
     let in_app = s.devices.list(Some(app.id), 2, 1).await.unwrap();
     assert_eq!(in_app.total_count, 3);
     assert_eq!(in_app.result, vec![devs[1].clone(), devs[2].clone()]);
-    assert_eq!(
-        s.devices.list(Some(app2.id), 10, 0).await.unwrap().result,
-        vec![lone.clone()]
-    );
+    assert_eq!(s.devices.list(Some(app2.id), 10, 0).await.unwrap().result, vec![lone.clone()]);
 
     let moved = Device {
         name: "moved".into(),
@@ -614,56 +425,26 @@ async fn device_crud_list_filter_and_context(db: &mut TestDb) {
     };
     s.devices.update(&moved).await.unwrap();
     assert_eq!(s.devices.get(moved.dev_eui).await.unwrap(), moved);
-    assert!(matches!(
-        s.devices.update(&device(42, &app, &dp)).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.devices.update(&device(42, &app, &dp)).await, Err(StorageError::NotFound)));
 
     let ctx = s.devices.context(moved.dev_eui).await.unwrap();
-    assert_eq!(
-        ctx,
-        DeviceContext {
-            device: moved.clone(),
-            profile: dp.clone(),
-            application_name: "second".into()
-        }
-    );
-    assert!(matches!(
-        s.devices.context(eui(0xdead)).await,
-        Err(StorageError::NotFound)
-    ));
+    assert_eq!(ctx, DeviceContext { device: moved.clone(), profile: dp.clone(), application_name: "second".into() });
+    assert!(matches!(s.devices.context(eui(0xdead)).await, Err(StorageError::NotFound)));
 
     s.devices.delete(moved.dev_eui).await.unwrap();
-    assert!(matches!(
-        s.devices.get(moved.dev_eui).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.devices.delete(moved.dev_eui).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.devices.get(moved.dev_eui).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.devices.delete(moved.dev_eui).await, Err(StorageError::NotFound)));
 }
 
 async fn device_keys_are_replaced_and_need_a_device(db: &mut TestDb) {
     let s = &db.s;
     let (_, _, devs) = fleet(s, 1).await;
     let d = devs[0].dev_eui;
-    assert!(matches!(
-        s.devices.get_keys(d).await,
-        Err(StorageError::NotFound)
-    ));
-    let k11 = DeviceKeys {
-        dev_eui: d,
-        app_key: AesKey([4; 16]),
-        nwk_key: Some(AesKey([5; 16])),
-    };
+    assert!(matches!(s.devices.get_keys(d).await, Err(StorageError::NotFound)));
+    let k11 = DeviceKeys { dev_eui: d, app_key: AesKey([4; 16]), nwk_key: Some(AesKey([5; 16])) };
     s.devices.set_keys(&k11).await.unwrap();
     assert_eq!(s.devices.get_keys(d).await.unwrap(), k11);
-    let k10 = DeviceKeys {
-        dev_eui: d,
-        app_key: AesKey([6; 16]),
-        nwk_key: None,
-    };
+    let k10 = DeviceKeys { dev_eui: d, app_key: AesKey([6; 16]), nwk_key: None };
     s.devices.set_keys(&k10).await.unwrap();
     assert_eq!(s.devices.get_keys(d).await.unwrap(), k10);
 
@@ -673,24 +454,12 @@ async fn device_keys_are_replaced_and_need_a_device(db: &mut TestDb) {
     s.devices.set_keys(&k11).await.unwrap();
     assert_eq!(s.devices.next_join_nonce(d).await.unwrap(), 3);
     s.devices.set_keys(&k10).await.unwrap();
-    assert!(matches!(
-        s.devices.next_join_nonce(eui(0xdead)).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.devices.next_join_nonce(eui(0xdead)).await, Err(StorageError::NotFound)));
 
-    let orphan = DeviceKeys {
-        dev_eui: eui(0xdead),
-        ..k10
-    };
-    assert!(matches!(
-        s.devices.set_keys(&orphan).await,
-        Err(StorageError::NotFound)
-    ));
+    let orphan = DeviceKeys { dev_eui: eui(0xdead), ..k10 };
+    assert!(matches!(s.devices.set_keys(&orphan).await, Err(StorageError::NotFound)));
     s.devices.delete(d).await.unwrap();
-    assert!(matches!(
-        s.devices.get_keys(d).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.devices.get_keys(d).await, Err(StorageError::NotFound)));
 }
 
 async fn dev_nonce_reuse_is_refused_until_cleared(db: &mut TestDb) {
@@ -700,61 +469,34 @@ async fn dev_nonce_reuse_is_refused_until_cleared(db: &mut TestDb) {
     let join = eui(0x7000);
     assert_eq!(s.devices.max_dev_nonce(d).await.unwrap(), None);
     assert!(s.devices.insert_dev_nonce(d, join, 7).await.unwrap());
-    assert!(
-        !s.devices.insert_dev_nonce(d, join, 7).await.unwrap(),
-        "reused"
-    );
+    assert!(!s.devices.insert_dev_nonce(d, join, 7).await.unwrap(), "reused");
     assert!(s.devices.insert_dev_nonce(d, join, 65535).await.unwrap());
     assert!(s.devices.insert_dev_nonce(d, join, 3).await.unwrap());
-    assert!(
-        s.devices.insert_dev_nonce(other, join, 7).await.unwrap(),
-        "per device"
-    );
+    assert!(s.devices.insert_dev_nonce(other, join, 7).await.unwrap(), "per device");
     assert_eq!(s.devices.max_dev_nonce(d).await.unwrap(), Some(65535));
     assert_eq!(s.devices.max_dev_nonce(other).await.unwrap(), Some(7));
 
     s.devices.clear_dev_nonces(d).await.unwrap();
     assert_eq!(s.devices.max_dev_nonce(d).await.unwrap(), None);
-    assert!(
-        s.devices.insert_dev_nonce(d, join, 7).await.unwrap(),
-        "usable again after clear"
-    );
-    assert_eq!(
-        s.devices.max_dev_nonce(other).await.unwrap(),
-        Some(7),
-        "other device untouched"
-    );
+    assert!(s.devices.insert_dev_nonce(d, join, 7).await.unwrap(), "usable again after clear");
+    assert_eq!(s.devices.max_dev_nonce(other).await.unwrap(), Some(7), "other device untouched");
 
-    assert!(matches!(
-        s.devices.insert_dev_nonce(eui(0xdead), join, 1).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.devices.insert_dev_nonce(eui(0xdead), join, 1).await, Err(StorageError::NotFound)));
 }
 
 async fn sessions_are_found_by_shared_dev_addr(db: &mut TestDb) {
     let s = &db.s;
     let (_, _, devs) = fleet(s, 3).await;
     let shared = 0x2601_1234;
-    let (a, b, c) = (
-        session(devs[0].dev_eui, shared),
-        session(devs[1].dev_eui, shared),
-        session(devs[2].dev_eui, 0x2601_9999),
-    );
+    let (a, b, c) = (session(devs[0].dev_eui, shared), session(devs[1].dev_eui, shared), session(devs[2].dev_eui, 0x2601_9999));
     for x in [&a, &b, &c] {
         s.sessions.save(x).await.unwrap();
     }
     assert_eq!(s.sessions.get(a.dev_eui).await.unwrap(), a);
-    let mut found = s
-        .sessions
-        .get_by_dev_addr(DevAddr::from_u32(shared))
-        .await
-        .unwrap();
+    let mut found = s.sessions.get_by_dev_addr(DevAddr::from_u32(shared)).await.unwrap();
     found.sort_by_key(|x| x.dev_eui);
     assert_eq!(found, vec![a.clone(), b.clone()]);
-    assert_eq!(
-        s.devices.get(a.dev_eui).await.unwrap().dev_addr,
-        Some(DevAddr::from_u32(shared))
-    );
+    assert_eq!(s.devices.get(a.dev_eui).await.unwrap().dev_addr, Some(DevAddr::from_u32(shared)));
     assert_eq!(s.sessions.all().await.unwrap().len(), 3);
 
     // A new session (rejoin) replaces the old one and moves the device's address.
@@ -769,46 +511,16 @@ async fn sessions_are_found_by_shared_dev_addr(db: &mut TestDb) {
     };
     s.sessions.save(&rejoined).await.unwrap();
     assert_eq!(s.sessions.get(a.dev_eui).await.unwrap(), rejoined);
-    assert_eq!(
-        s.sessions
-            .get_by_dev_addr(DevAddr::from_u32(shared))
-            .await
-            .unwrap(),
-        vec![b.clone()]
-    );
-    assert_eq!(
-        s.sessions
-            .get_by_dev_addr(DevAddr::from_u32(0x2601_9999))
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
-    assert_eq!(
-        s.devices.get(a.dev_eui).await.unwrap().dev_addr,
-        Some(DevAddr::from_u32(0x2601_9999))
-    );
+    assert_eq!(s.sessions.get_by_dev_addr(DevAddr::from_u32(shared)).await.unwrap(), vec![b.clone()]);
+    assert_eq!(s.sessions.get_by_dev_addr(DevAddr::from_u32(0x2601_9999)).await.unwrap().len(), 2);
+    assert_eq!(s.devices.get(a.dev_eui).await.unwrap().dev_addr, Some(DevAddr::from_u32(0x2601_9999)));
 
     s.sessions.delete(b.dev_eui).await.unwrap();
-    assert!(matches!(
-        s.sessions.get(b.dev_eui).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.sessions.delete(b.dev_eui).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.sessions.get(b.dev_eui).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.sessions.delete(b.dev_eui).await, Err(StorageError::NotFound)));
     assert_eq!(s.devices.get(b.dev_eui).await.unwrap().dev_addr, None);
-    assert!(s
-        .sessions
-        .get_by_dev_addr(DevAddr::from_u32(shared))
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(matches!(
-        s.sessions.save(&session(eui(0xdead), 1)).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(s.sessions.get_by_dev_addr(DevAddr::from_u32(shared)).await.unwrap().is_empty());
+    assert!(matches!(s.sessions.save(&session(eui(0xdead), 1)).await, Err(StorageError::NotFound)));
 }
 
 async fn cas_applies_only_the_first_of_two_updates_with_the_same_expected(db: &mut TestDb) {
@@ -822,31 +534,11 @@ async fn cas_applies_only_the_first_of_two_updates_with_the_same_expected(db: &m
     let res = s
         .sessions
         .cas_f_cnt_up(&[
-            FCntUpdate {
-                dev_eui: b,
-                expected: 10,
-                next: 11,
-            },
-            FCntUpdate {
-                dev_eui: a,
-                expected: 10,
-                next: 11,
-            },
-            FCntUpdate {
-                dev_eui: a,
-                expected: 10,
-                next: 12,
-            },
-            FCntUpdate {
-                dev_eui: eui(0xdead),
-                expected: 0,
-                next: 1,
-            },
-            FCntUpdate {
-                dev_eui: b,
-                expected: 11,
-                next: 15,
-            },
+            FCntUpdate { dev_eui: b, expected: 10, next: 11 },
+            FCntUpdate { dev_eui: a, expected: 10, next: 11 },
+            FCntUpdate { dev_eui: a, expected: 10, next: 12 },
+            FCntUpdate { dev_eui: eui(0xdead), expected: 0, next: 1 },
+            FCntUpdate { dev_eui: b, expected: 11, next: 15 },
         ])
         .await
         .unwrap();
@@ -854,32 +546,11 @@ async fn cas_applies_only_the_first_of_two_updates_with_the_same_expected(db: &m
     assert_eq!(s.sessions.get(a).await.unwrap().f_cnt_up, 11);
     assert_eq!(s.sessions.get(b).await.unwrap().f_cnt_up, 15);
 
-    let stale = s
-        .sessions
-        .cas_f_cnt_up(&[FCntUpdate {
-            dev_eui: a,
-            expected: 10,
-            next: 13,
-        }])
-        .await
-        .unwrap();
+    let stale = s.sessions.cas_f_cnt_up(&[FCntUpdate { dev_eui: a, expected: 10, next: 13 }]).await.unwrap();
     assert_eq!(stale, vec![false], "a replay with the old counter loses");
-    assert_eq!(
-        s.sessions.cas_f_cnt_up(&[]).await.unwrap(),
-        Vec::<bool>::new()
-    );
+    assert_eq!(s.sessions.cas_f_cnt_up(&[]).await.unwrap(), Vec::<bool>::new());
     // The full u32 range survives the BIGINT column.
-    assert_eq!(
-        s.sessions
-            .cas_f_cnt_up(&[FCntUpdate {
-                dev_eui: a,
-                expected: 11,
-                next: u32::MAX
-            }])
-            .await
-            .unwrap(),
-        vec![true]
-    );
+    assert_eq!(s.sessions.cas_f_cnt_up(&[FCntUpdate { dev_eui: a, expected: 11, next: u32::MAX }]).await.unwrap(), vec![true]);
     assert_eq!(s.sessions.get(a).await.unwrap().f_cnt_up, u32::MAX);
 }
 
@@ -893,45 +564,15 @@ async fn concurrent_cas_batches_let_exactly_one_win(db: &mut TestDb) {
     for round in 0..20u32 {
         let expected = 10 + round;
         // Both batches touch both devices, in opposite orders.
-        let one = vec![
-            FCntUpdate {
-                dev_eui: a,
-                expected,
-                next: expected + 1,
-            },
-            FCntUpdate {
-                dev_eui: b,
-                expected,
-                next: expected + 1,
-            },
-        ];
-        let two = vec![
-            FCntUpdate {
-                dev_eui: b,
-                expected,
-                next: expected + 1,
-            },
-            FCntUpdate {
-                dev_eui: a,
-                expected,
-                next: expected + 1,
-            },
-        ];
+        let one = vec![FCntUpdate { dev_eui: a, expected, next: expected + 1 }, FCntUpdate { dev_eui: b, expected, next: expected + 1 }];
+        let two = vec![FCntUpdate { dev_eui: b, expected, next: expected + 1 }, FCntUpdate { dev_eui: a, expected, next: expected + 1 }];
         let (s1, s2) = (s.clone(), s.clone());
         let h1 = tokio::spawn(async move { s1.sessions.cas_f_cnt_up(&one).await });
         let h2 = tokio::spawn(async move { s2.sessions.cas_f_cnt_up(&two).await });
         let (r1, r2) = (h1.await.unwrap().unwrap(), h2.await.unwrap().unwrap());
         // r1 is [a, b], r2 is [b, a].
-        assert_eq!(
-            u8::from(r1[0]) + u8::from(r2[1]),
-            1,
-            "round {round}: device a applied exactly once"
-        );
-        assert_eq!(
-            u8::from(r1[1]) + u8::from(r2[0]),
-            1,
-            "round {round}: device b applied exactly once"
-        );
+        assert_eq!(u8::from(r1[0]) + u8::from(r2[1]), 1, "round {round}: device a applied exactly once");
+        assert_eq!(u8::from(r1[1]) + u8::from(r2[0]), 1, "round {round}: device b applied exactly once");
         assert_eq!(s.sessions.get(a).await.unwrap().f_cnt_up, expected + 1);
         assert_eq!(s.sessions.get(b).await.unwrap().f_cnt_up, expected + 1);
     }
@@ -975,24 +616,15 @@ async fn next_f_cnt_down_returns_and_increments(db: &mut TestDb) {
     let mut handles = Vec::new();
     for _ in 0..10 {
         let s = s.clone();
-        handles.push(tokio::spawn(async move {
-            s.sessions.next_f_cnt_down(d).await.unwrap()
-        }));
+        handles.push(tokio::spawn(async move { s.sessions.next_f_cnt_down(d).await.unwrap() }));
     }
     let mut got = Vec::new();
     for h in handles {
         got.push(h.await.unwrap());
     }
     got.sort();
-    assert_eq!(
-        got,
-        (7..17).collect::<Vec<u32>>(),
-        "no counter handed out twice"
-    );
-    assert!(matches!(
-        s.sessions.next_f_cnt_down(eui(0xdead)).await,
-        Err(StorageError::NotFound)
-    ));
+    assert_eq!(got, (7..17).collect::<Vec<u32>>(), "no counter handed out twice");
+    assert!(matches!(s.sessions.next_f_cnt_down(eui(0xdead)).await, Err(StorageError::NotFound)));
 }
 
 async fn queue_is_oldest_first_and_items_update(db: &mut TestDb) {
@@ -1016,66 +648,27 @@ async fn queue_is_oldest_first_and_items_update(db: &mut TestDb) {
     for i in &items {
         s.queue.enqueue(i).await.unwrap();
     }
-    let other = QueueItem {
-        dev_eui: devs[1].dev_eui,
-        ..item(9, 0)
-    };
+    let other = QueueItem { dev_eui: devs[1].dev_eui, ..item(9, 0) };
     s.queue.enqueue(&other).await.unwrap();
-    assert!(matches!(
-        s.queue.enqueue(&items[0]).await,
-        Err(StorageError::AlreadyExists)
-    ));
+    assert!(matches!(s.queue.enqueue(&items[0]).await, Err(StorageError::AlreadyExists)));
 
     let listed = s.queue.list(d).await.unwrap();
-    assert_eq!(
-        listed,
-        vec![
-            items[3].clone(),
-            items[0].clone(),
-            items[1].clone(),
-            items[2].clone()
-        ]
-    );
+    assert_eq!(listed, vec![items[3].clone(), items[0].clone(), items[1].clone(), items[2].clone()]);
 
-    let sent = QueueItem {
-        f_cnt_down: Some(42),
-        is_pending: true,
-        timeout_at: Some(t(60)),
-        retries: 1,
-        ..items[0].clone()
-    };
+    let sent = QueueItem { f_cnt_down: Some(42), is_pending: true, timeout_at: Some(t(60)), retries: 1, ..items[0].clone() };
     s.queue.update(&sent).await.unwrap();
     assert_eq!(s.queue.get(sent.id).await.unwrap(), sent);
     s.queue.delete(sent.id).await.unwrap();
-    assert!(matches!(
-        s.queue.get(sent.id).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.queue.delete(sent.id).await,
-        Err(StorageError::NotFound)
-    ));
-    assert!(matches!(
-        s.queue.update(&sent).await,
-        Err(StorageError::NotFound)
-    ));
+    assert!(matches!(s.queue.get(sent.id).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.queue.delete(sent.id).await, Err(StorageError::NotFound)));
+    assert!(matches!(s.queue.update(&sent).await, Err(StorageError::NotFound)));
     assert_eq!(s.queue.list(d).await.unwrap().len(), 3);
 
     s.queue.flush(d).await.unwrap();
     assert!(s.queue.list(d).await.unwrap().is_empty());
-    assert_eq!(
-        s.queue.list(devs[1].dev_eui).await.unwrap(),
-        vec![other],
-        "other device's queue kept"
-    );
-    let orphan = QueueItem {
-        dev_eui: eui(0xdead),
-        ..item(1, 0)
-    };
-    assert!(matches!(
-        s.queue.enqueue(&orphan).await,
-        Err(StorageError::NotFound)
-    ));
+    assert_eq!(s.queue.list(devs[1].dev_eui).await.unwrap(), vec![other], "other device's queue kept");
+    let orphan = QueueItem { dev_eui: eui(0xdead), ..item(1, 0) };
+    assert!(matches!(s.queue.enqueue(&orphan).await, Err(StorageError::NotFound)));
 }
 
 async fn uplink_history_is_newest_first_with_since_and_limit(db: &mut TestDb) {
@@ -1084,9 +677,7 @@ async fn uplink_history_is_newest_first_with_since_and_limit(db: &mut TestDb) {
     let (d, other) = (&devs[0], &devs[1]);
     // Out of order, and larger than one multi-row INSERT chunk.
     let n = (sql::INSERT_CHUNK + 100) as u32;
-    let mut rows: Vec<UplinkRecord> = (0..n)
-        .map(|i| uplink(d, i, t(i64::from((i * 7) % n))))
-        .collect();
+    let mut rows: Vec<UplinkRecord> = (0..n).map(|i| uplink(d, i, t(i64::from((i * 7) % n)))).collect();
     rows.push(uplink(other, 0, t(10_000)));
     s.history.insert_uplinks(&rows).await.unwrap();
     s.history.insert_uplinks(&[]).await.unwrap();
@@ -1096,42 +687,17 @@ async fn uplink_history_is_newest_first_with_since_and_limit(db: &mut TestDb) {
 
     let got = s.history.list_uplinks(d.dev_eui, None, 3).await.unwrap();
     assert_eq!(got, newest_first[..3].to_vec());
-    let all = s
-        .history
-        .list_uplinks(d.dev_eui, None, 10_000)
-        .await
-        .unwrap();
+    let all = s.history.list_uplinks(d.dev_eui, None, 10_000).await.unwrap();
     assert_eq!(all.len(), n as usize);
     assert!(all.iter().all(|u| u.dev_eui == d.dev_eui));
 
-    let since = s
-        .history
-        .list_uplinks(d.dev_eui, Some(t(i64::from(n) - 5)), 100)
-        .await
-        .unwrap();
+    let since = s.history.list_uplinks(d.dev_eui, Some(t(i64::from(n) - 5)), 100).await.unwrap();
     assert_eq!(since, newest_first[..5].to_vec(), "since is inclusive");
     // A `since` between two stored times, finer than a second.
     let between = t(i64::from(n) - 3) - Duration::microseconds(1);
-    assert_eq!(
-        s.history
-            .list_uplinks(d.dev_eui, Some(between), 100)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
-    assert!(s
-        .history
-        .list_uplinks(d.dev_eui, Some(t(100_000)), 100)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(s
-        .history
-        .list_uplinks(eui(0xdead), None, 100)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_eq!(s.history.list_uplinks(d.dev_eui, Some(between), 100).await.unwrap().len(), 3);
+    assert!(s.history.list_uplinks(d.dev_eui, Some(t(100_000)), 100).await.unwrap().is_empty());
+    assert!(s.history.list_uplinks(eui(0xdead), None, 100).await.unwrap().is_empty());
 }
 
 async fn event_history_is_newest_first_with_since_and_limit(db: &mut TestDb) {
@@ -1146,66 +712,29 @@ async fn event_history_is_newest_first_with_since_and_limit(db: &mut TestDb) {
         kind: kind.into(),
         body: json!({"n": i, "kind": kind}),
     };
-    let rows = vec![
-        ev(2, "join"),
-        ev(5, "ack"),
-        ev(1, "status"),
-        ev(4, "log"),
-        ev(3, "txack"),
-    ];
+    let rows = vec![ev(2, "join"), ev(5, "ack"), ev(1, "status"), ev(4, "log"), ev(3, "txack")];
     s.history.insert_events(&rows).await.unwrap();
 
     let got = s.history.list_events(d.dev_eui, None, 2).await.unwrap();
     assert_eq!(got, vec![rows[1].clone(), rows[3].clone()]);
-    let since = s
-        .history
-        .list_events(d.dev_eui, Some(t(3)), 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        since,
-        vec![rows[1].clone(), rows[3].clone(), rows[4].clone()]
-    );
-    assert!(s
-        .history
-        .list_events(eui(0xdead), None, 10)
-        .await
-        .unwrap()
-        .is_empty());
+    let since = s.history.list_events(d.dev_eui, Some(t(3)), 10).await.unwrap();
+    assert_eq!(since, vec![rows[1].clone(), rows[3].clone(), rows[4].clone()]);
+    assert!(s.history.list_events(eui(0xdead), None, 10).await.unwrap().is_empty());
 }
 
 async fn data_survives_close_and_reconnect(db: &mut TestDb) {
     let (app, dp, devs) = fleet(&db.s, 1).await;
     let d = devs[0].dev_eui;
     db.s.sessions.save(&session(d, 0x2601_0001)).await.unwrap();
-    assert_eq!(
-        db.s.sessions
-            .cas_f_cnt_up(&[FCntUpdate {
-                dev_eui: d,
-                expected: 10,
-                next: 11
-            }])
-            .await
-            .unwrap(),
-        vec![true]
-    );
-    db.s.history
-        .insert_uplinks(&[uplink(&devs[0], 11, t(1))])
-        .await
-        .unwrap();
-    db.s.api_keys
-        .insert(Uuid::new_v4(), "admin", &[7; 32])
-        .await
-        .unwrap();
+    assert_eq!(db.s.sessions.cas_f_cnt_up(&[FCntUpdate { dev_eui: d, expected: 10, next: 11 }]).await.unwrap(), vec![true]);
+    db.s.history.insert_uplinks(&[uplink(&devs[0], 11, t(1))]).await.unwrap();
+    db.s.api_keys.insert(Uuid::new_v4(), "admin", &[7; 32]).await.unwrap();
 
     db.reconnect().await;
     let s = &db.s;
     assert_eq!(s.applications.get(app.id).await.unwrap(), app);
     assert_eq!(s.device_profiles.get(dp.id).await.unwrap(), dp);
-    assert_eq!(
-        s.devices.get(d).await.unwrap().dev_addr,
-        Some(DevAddr::from_u32(0x2601_0001))
-    );
+    assert_eq!(s.devices.get(d).await.unwrap().dev_addr, Some(DevAddr::from_u32(0x2601_0001)));
     assert_eq!(s.sessions.get(d).await.unwrap().f_cnt_up, 11);
     assert_eq!(s.history.list_uplinks(d, None, 10).await.unwrap().len(), 1);
     assert!(s.api_keys.exists(&[7; 32]).await.unwrap());
@@ -1218,26 +747,17 @@ async fn api_key_exists_only_for_the_stored_hash(db: &mut TestDb) {
     let s = &db.s;
     assert_eq!(s.api_keys.count().await.unwrap(), 0);
     assert!(!s.api_keys.exists(&[1; 32]).await.unwrap());
-    s.api_keys
-        .insert(Uuid::new_v4(), "admin", &[1; 32])
-        .await
-        .unwrap();
+    s.api_keys.insert(Uuid::new_v4(), "admin", &[1; 32]).await.unwrap();
     assert!(s.api_keys.exists(&[1; 32]).await.unwrap());
     assert!(!s.api_keys.exists(&[2; 32]).await.unwrap());
     assert_eq!(s.api_keys.count().await.unwrap(), 1);
-    assert!(matches!(
-        s.api_keys.insert(Uuid::new_v4(), "again", &[1; 32]).await,
-        Err(StorageError::AlreadyExists)
-    ));
+    assert!(matches!(s.api_keys.insert(Uuid::new_v4(), "again", &[1; 32]).await, Err(StorageError::AlreadyExists)));
     assert_eq!(s.api_keys.count().await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn unknown_url_schemes_are_unsupported_without_echoing_the_url() {
-    let cfg = DatabaseConfig {
-        url: "mysql://root:secret@localhost/db".into(),
-        ..Default::default()
-    };
+    let cfg = DatabaseConfig { url: "mysql://root:secret@localhost/db".into(), ..Default::default() };
     match Storage::connect(&cfg).await {
         Err(e @ StorageError::UnsupportedUrl(_)) => {
             assert!(!e.to_string().contains("secret"), "{e}")
@@ -1248,38 +768,27 @@ async fn unknown_url_schemes_are_unsupported_without_echoing_the_url() {
 
 #[tokio::test]
 async fn in_memory_sqlite_keeps_its_data_while_open() {
-    let cfg = DatabaseConfig {
-        url: "sqlite::memory:".into(),
-        ..Default::default()
-    };
+    let cfg = DatabaseConfig { url: "sqlite::memory:".into(), ..Default::default() };
     let s = Storage::connect(&cfg).await.unwrap();
     assert!(!s.timescale_enabled());
     s.gateways.create(&gateway(1, 0)).await.unwrap();
     // Another checkout of the single connection sees the same database.
     let s2 = s.clone();
-    tokio::spawn(async move { assert_eq!(s2.gateways.all_ids().await.unwrap().len(), 1) })
-        .await
-        .unwrap();
+    tokio::spawn(async move { assert_eq!(s2.gateways.all_ids().await.unwrap().len(), 1) }).await.unwrap();
     s.ping().await.unwrap();
     s.close().await;
 }
 
 #[tokio::test]
 async fn postgres_without_timescaledb_uses_plain_tables() {
-    let cfg = DatabaseConfig {
-        url: fresh_postgres_url().await,
-        ..Default::default()
-    };
+    let cfg = DatabaseConfig { url: fresh_postgres_url().await, ..Default::default() };
     let s = Storage::connect(&cfg).await.unwrap();
     // This machine has no TimescaleDB; where it exists this documents the other outcome.
     let available = {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&cfg.url).await.unwrap();
         let v: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
-                .fetch_optional(&mut c)
-                .await
-                .unwrap();
+            sqlx::query_scalar("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetch_optional(&mut c).await.unwrap();
         v.is_some()
     };
     if !available {

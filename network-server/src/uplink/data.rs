@@ -79,9 +79,8 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
         return Err(Dropped::DeviceDisabled);
     }
     let first = &up.frames[0];
-    let dr = RegionModulation::from_frame(&first.tx_info.modulation)
-        .and_then(|m| ctx.region.dr_for(&m))
-        .ok_or(Dropped::UnknownModulation)?;
+    let dr =
+        RegionModulation::from_frame(&first.tx_info.modulation).and_then(|m| ctx.region.dr_for(&m)).ok_or(Dropped::UnknownModulation)?;
 
     let session = match check_and_store_f_cnt(ctx, up, &matched, &device).await {
         Ok(s) => s,
@@ -127,9 +126,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
         })))
         .await;
     }
-    ctx.metrics
-        .processing_seconds
-        .observe(up.first_seen_instant.elapsed().as_secs_f64() - ctx.config.dedup_window_ms as f64 / 1000.0);
+    ctx.metrics.processing_seconds.observe(up.first_seen_instant.elapsed().as_secs_f64() - ctx.config.dedup_window_ms as f64 / 1000.0);
 
     let mac_answers = handle_mac_commands(ctx, up, frame, matched.f_cnt, &session, &device, dr).await;
     downlink::after_data_uplink(
@@ -170,9 +167,14 @@ async fn find_session(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> R
     }
     if let [only] = sessions.as_slice() {
         if let Ok(device) = ctx.cache.context(only.dev_eui).await {
-            log(ctx, &device, LogLevel::Error, LogCode::UplinkMic, "MIC of uplink frame is invalid, make sure keys are correct", [
-                ("deduplication_id", up.deduplication_id.to_string()),
-            ])
+            log(
+                ctx,
+                &device,
+                LogLevel::Error,
+                LogCode::UplinkMic,
+                "MIC of uplink frame is invalid, make sure keys are correct",
+                [("deduplication_id", up.deduplication_id.to_string())],
+            )
             .await;
         }
     }
@@ -196,21 +198,32 @@ async fn check_and_store_f_cnt(
         } else {
             "frame counter reset or rollover detected; uplink rejected (reactivate the device, or enable skipFcntCheck)"
         };
-        log(ctx, device, LogLevel::Warning, LogCode::UplinkFCntReset, text, [
-            ("deduplication_id", up.deduplication_id.to_string()),
-            ("f_cnt", m.f_cnt.to_string()),
-            ("expected_f_cnt", s.f_cnt_up.to_string()),
-        ])
+        log(
+            ctx,
+            device,
+            LogLevel::Warning,
+            LogCode::UplinkFCntReset,
+            text,
+            [
+                ("deduplication_id", up.deduplication_id.to_string()),
+                ("f_cnt", m.f_cnt.to_string()),
+                ("expected_f_cnt", s.f_cnt_up.to_string()),
+            ],
+        )
         .await;
         if !skip {
             return Err(Dropped::Replay);
         }
     } else if m.f_cnt < s.f_cnt_up && !skip {
         if m.f_cnt + 1 == s.f_cnt_up {
-            log(ctx, device, LogLevel::Warning, LogCode::UplinkFCntRetransmission, "uplink was flagged as re-transmission / frame-counter did not increment", [
-                ("deduplication_id", up.deduplication_id.to_string()),
-                ("f_cnt", m.f_cnt.to_string()),
-            ])
+            log(
+                ctx,
+                device,
+                LogLevel::Warning,
+                LogCode::UplinkFCntRetransmission,
+                "uplink was flagged as re-transmission / frame-counter did not increment",
+                [("deduplication_id", up.deduplication_id.to_string()), ("f_cnt", m.f_cnt.to_string())],
+            )
             .await;
             return Err(Dropped::Retransmission);
         }

@@ -53,17 +53,7 @@ mod tests {
 
     #[test]
     fn malformed_lora_datr_names_are_rejected() {
-        for bad in [
-            "",
-            "SF7",
-            "BW125",
-            "SF13BW125",
-            "SF4BW125",
-            "SF7BW",
-            "SF7BW-125",
-            "sf7bw125",
-            "M0CW137",
-        ] {
+        for bad in ["", "SF7", "BW125", "SF13BW125", "SF4BW125", "SF7BW", "SF7BW-125", "sf7bw125", "M0CW137"] {
             assert_eq!(parse_lora_datr(bad), None, "{bad}");
         }
     }
@@ -72,22 +62,13 @@ mod tests {
     fn lora_datr_names_round_trip() {
         assert_eq!(lora_datr(7, 125_000), "SF7BW125");
         assert_eq!(lora_datr(9, 62_500), "SF9BW62.5");
-        assert_eq!(
-            parse_lora_datr(&lora_datr(10, 500_000)),
-            Some((10, 500_000))
-        );
+        assert_eq!(parse_lora_datr(&lora_datr(10, 500_000)), Some((10, 500_000)));
     }
 
     #[test]
     fn datr_is_a_string_or_a_number_in_json() {
-        assert_eq!(
-            serde_json::from_str::<Datr>(r#""SF7BW125""#).unwrap(),
-            Datr::Name("SF7BW125".into())
-        );
-        assert_eq!(
-            serde_json::from_str::<Datr>("50000").unwrap(),
-            Datr::Bps(50000)
-        );
+        assert_eq!(serde_json::from_str::<Datr>(r#""SF7BW125""#).unwrap(), Datr::Name("SF7BW125".into()));
+        assert_eq!(serde_json::from_str::<Datr>("50000").unwrap(), Datr::Bps(50000));
         assert!(serde_json::from_str::<Datr>("true").is_err());
         assert_eq!(serde_json::to_string(&Datr::Bps(50000)).unwrap(), "50000");
     }

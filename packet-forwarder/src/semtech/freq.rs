@@ -28,15 +28,13 @@ pub mod mhz {
     pub fn serialize<S: Serializer>(hz: &u32, s: S) -> Result<S::Ok, S::Error> {
         // The raw number text keeps the six decimals; with serializers other than serde_json
         // it degrades to an ordinary float.
-        let raw = serde_json::value::RawValue::from_string(hz_to_mhz_text(*hz))
-            .map_err(serde::ser::Error::custom)?;
+        let raw = serde_json::value::RawValue::from_string(hz_to_mhz_text(*hz)).map_err(serde::ser::Error::custom)?;
         serde::Serialize::serialize(&raw, s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         let mhz = f64::deserialize(d)?;
-        mhz_to_hz(mhz)
-            .ok_or_else(|| D::Error::custom(format!("frequency {mhz} MHz is out of range")))
+        mhz_to_hz(mhz).ok_or_else(|| D::Error::custom(format!("frequency {mhz} MHz is out of range")))
     }
 }
 

@@ -47,10 +47,7 @@ impl Identifier {
 
     /// Whether the header carries the gateway EUI (bytes 4-11).
     pub fn has_gateway_id(&self) -> bool {
-        matches!(
-            self,
-            Identifier::PushData | Identifier::PullData | Identifier::TxAck
-        )
+        matches!(self, Identifier::PushData | Identifier::PullData | Identifier::TxAck)
     }
 
     /// Minimum datagram length for this packet type.
@@ -100,10 +97,7 @@ impl Header {
     /// Checks in wire order so that the error names the first thing wrong.
     pub fn decode(buf: &[u8]) -> Result<(Header, &[u8]), HeaderError> {
         if buf.len() < SHORT_HEADER_LEN {
-            return Err(HeaderError::TooShort {
-                len: buf.len(),
-                need: SHORT_HEADER_LEN,
-            });
+            return Err(HeaderError::TooShort { len: buf.len(), need: SHORT_HEADER_LEN });
         }
         if buf[0] != PROTOCOL_VERSION {
             return Err(HeaderError::WrongVersion(buf[0]));
@@ -112,10 +106,7 @@ impl Header {
         let token = u16::from_be_bytes([buf[1], buf[2]]);
         let need = identifier.header_len();
         if buf.len() < need {
-            return Err(HeaderError::TooShort {
-                len: buf.len(),
-                need,
-            });
+            return Err(HeaderError::TooShort { len: buf.len(), need });
         }
         let gateway_id = if identifier.has_gateway_id() {
             let mut eui = [0u8; 8];
@@ -124,14 +115,7 @@ impl Header {
         } else {
             None
         };
-        Ok((
-            Header {
-                token,
-                identifier,
-                gateway_id,
-            },
-            &buf[need..],
-        ))
+        Ok((Header { token, identifier, gateway_id }, &buf[need..]))
     }
 
     /// Writes the header; the gateway EUI is written only for the types that carry it.
@@ -148,9 +132,7 @@ impl Header {
 /// The JSON part of a datagram without the trailing NUL bytes and whitespace some packet
 /// forwarders append (they send C strings with their terminator); `None` when nothing is left.
 pub fn json_body(body: &[u8]) -> Option<&[u8]> {
-    let end = body
-        .iter()
-        .rposition(|b| !matches!(b, 0 | b' ' | b'\t' | b'\r' | b'\n'))?;
+    let end = body.iter().rposition(|b| !matches!(b, 0 | b' ' | b'\t' | b'\r' | b'\n'))?;
     Some(&body[..=end])
 }
 
@@ -161,11 +143,7 @@ mod tests {
 
     #[test]
     fn a_push_data_header_round_trips_with_its_gateway_id() {
-        let h = Header {
-            token: 0xabcd,
-            identifier: Identifier::PushData,
-            gateway_id: Some(Eui64::from_u64(0x0102030405060708)),
-        };
+        let h = Header { token: 0xabcd, identifier: Identifier::PushData, gateway_id: Some(Eui64::from_u64(0x0102030405060708)) };
         let mut buf = Vec::new();
         h.encode_into(&mut buf);
         assert_eq!(buf, [2, 0xab, 0xcd, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
@@ -177,11 +155,7 @@ mod tests {
 
     #[test]
     fn an_ack_header_has_no_gateway_id() {
-        let h = Header {
-            token: 7,
-            identifier: Identifier::PullAck,
-            gateway_id: None,
-        };
+        let h = Header { token: 7, identifier: Identifier::PullAck, gateway_id: None };
         let mut buf = Vec::new();
         h.encode_into(&mut buf);
         assert_eq!(buf, [2, 0, 7, 4]);
@@ -190,23 +164,11 @@ mod tests {
 
     #[test]
     fn short_wrong_version_and_unknown_type_are_told_apart() {
-        assert_eq!(
-            Header::decode(&[2, 0]),
-            Err(HeaderError::TooShort { len: 2, need: 4 })
-        );
-        assert_eq!(
-            Header::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Err(HeaderError::WrongVersion(1))
-        );
-        assert_eq!(
-            Header::decode(&[2, 0, 0, 9]),
-            Err(HeaderError::UnknownType(9))
-        );
+        assert_eq!(Header::decode(&[2, 0]), Err(HeaderError::TooShort { len: 2, need: 4 }));
+        assert_eq!(Header::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err(HeaderError::WrongVersion(1)));
+        assert_eq!(Header::decode(&[2, 0, 0, 9]), Err(HeaderError::UnknownType(9)));
         // PULL_DATA needs the 8-byte EUI.
-        assert_eq!(
-            Header::decode(&[2, 0, 0, 2, 1, 2]),
-            Err(HeaderError::TooShort { len: 6, need: 12 })
-        );
+        assert_eq!(Header::decode(&[2, 0, 0, 2, 1, 2]), Err(HeaderError::TooShort { len: 6, need: 12 }));
     }
 
     #[test]

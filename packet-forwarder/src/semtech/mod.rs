@@ -42,10 +42,8 @@ pub use txpk::{Txpk, TxpkError};
 
 /// Standard base64 alphabet; padding written, and accepted with or without on decode
 /// because not every forwarder pads.
-pub(crate) const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+pub(crate) const BASE64: GeneralPurpose =
+    GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
 
 /// Why a datagram could not be decoded as the expected packet.
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +51,7 @@ pub enum DecodeError {
     #[error(transparent)]
     Header(#[from] HeaderError),
     #[error("expected a {expected:?} packet, got {got:?}")]
-    UnexpectedType {
-        expected: Identifier,
-        got: Identifier,
-    },
+    UnexpectedType { expected: Identifier, got: Identifier },
     #[error("the packet carries no JSON object")]
     MissingJson,
     #[error("bad JSON: {0}")]
@@ -133,16 +128,9 @@ mod tests {
         )
         .unwrap();
         let packets = [
-            Packet::PushData(PushData {
-                token: 1,
-                gateway_id: gw,
-                payload: PushDataPayload::default(),
-            }),
+            Packet::PushData(PushData { token: 1, gateway_id: gw, payload: PushDataPayload::default() }),
             Packet::PushAck(PushAck { token: 2 }),
-            Packet::PullData(PullData {
-                token: 3,
-                gateway_id: gw,
-            }),
+            Packet::PullData(PullData { token: 3, gateway_id: gw }),
             Packet::PullResp(PullResp { token: 4, txpk }),
             Packet::PullAck(PullAck { token: 5 }),
             Packet::TxAck(TxAck::new(6, gw, TxAckStatus::TxFreq)),

@@ -12,21 +12,14 @@ pub struct PullAck {
 impl PullAck {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4);
-        Header {
-            token: self.token,
-            identifier: Identifier::PullAck,
-            gateway_id: None,
-        }
-        .encode_into(&mut out);
+        Header { token: self.token, identifier: Identifier::PullAck, gateway_id: None }.encode_into(&mut out);
         out
     }
 
     pub fn decode(buf: &[u8]) -> Result<PullAck, DecodeError> {
         let (header, _) = Header::decode(buf)?;
         super::expect(header.identifier, Identifier::PullAck)?;
-        Ok(PullAck {
-            token: header.token,
-        })
+        Ok(PullAck { token: header.token })
     }
 }
 

@@ -21,19 +21,13 @@ struct Body {
 impl PullResp {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        Header {
-            token: self.token,
-            identifier: Identifier::PullResp,
-            gateway_id: None,
-        }
-        .encode_into(&mut out);
+        Header { token: self.token, identifier: Identifier::PullResp, gateway_id: None }.encode_into(&mut out);
         #[derive(Serialize)]
         struct BodyRef<'a> {
             txpk: &'a Txpk,
         }
         // Serializing plain data structures into a Vec cannot fail.
-        serde_json::to_writer(&mut out, &BodyRef { txpk: &self.txpk })
-            .expect("PULL_RESP payload serializes");
+        serde_json::to_writer(&mut out, &BodyRef { txpk: &self.txpk }).expect("PULL_RESP payload serializes");
         out
     }
 
@@ -42,10 +36,7 @@ impl PullResp {
         super::expect(header.identifier, Identifier::PullResp)?;
         let json = json_body(body).ok_or(DecodeError::MissingJson)?;
         let body: Body = serde_json::from_slice(json)?;
-        Ok(PullResp {
-            token: header.token,
-            txpk: body.txpk,
-        })
+        Ok(PullResp { token: header.token, txpk: body.txpk })
     }
 }
 
@@ -86,13 +77,7 @@ mod tests {
 
     #[test]
     fn pull_resp_without_txpk_is_an_error() {
-        assert!(matches!(
-            PullResp::decode(&[2, 0, 0, 3]),
-            Err(DecodeError::MissingJson)
-        ));
-        assert!(matches!(
-            PullResp::decode(b"\x02\x00\x00\x03{}"),
-            Err(DecodeError::Json(_))
-        ));
+        assert!(matches!(PullResp::decode(&[2, 0, 0, 3]), Err(DecodeError::MissingJson)));
+        assert!(matches!(PullResp::decode(b"\x02\x00\x00\x03{}"), Err(DecodeError::Json(_))));
     }
 }

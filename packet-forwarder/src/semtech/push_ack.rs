@@ -12,21 +12,14 @@ pub struct PushAck {
 impl PushAck {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4);
-        Header {
-            token: self.token,
-            identifier: Identifier::PushAck,
-            gateway_id: None,
-        }
-        .encode_into(&mut out);
+        Header { token: self.token, identifier: Identifier::PushAck, gateway_id: None }.encode_into(&mut out);
         out
     }
 
     pub fn decode(buf: &[u8]) -> Result<PushAck, DecodeError> {
         let (header, _) = Header::decode(buf)?;
         super::expect(header.identifier, Identifier::PushAck)?;
-        Ok(PushAck {
-            token: header.token,
-        })
+        Ok(PushAck { token: header.token })
     }
 }
 

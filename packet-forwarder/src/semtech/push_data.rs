@@ -47,12 +47,7 @@ impl RawPushDataPayload {
 impl PushData {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        Header {
-            token: self.token,
-            identifier: Identifier::PushData,
-            gateway_id: Some(self.gateway_id),
-        }
-        .encode_into(&mut out);
+        Header { token: self.token, identifier: Identifier::PushData, gateway_id: Some(self.gateway_id) }.encode_into(&mut out);
         // Serializing plain data structures into a Vec cannot fail.
         serde_json::to_writer(&mut out, &self.payload).expect("PUSH_DATA payload serializes");
         out
@@ -62,11 +57,7 @@ impl PushData {
         let (header, body) = Header::decode(buf)?;
         super::expect(header.identifier, Identifier::PushData)?;
         let json = json_body(body).ok_or(DecodeError::MissingJson)?;
-        Ok(PushData {
-            token: header.token,
-            gateway_id: header.gateway_id.unwrap_or_default(),
-            payload: serde_json::from_slice(json)?,
-        })
+        Ok(PushData { token: header.token, gateway_id: header.gateway_id.unwrap_or_default(), payload: serde_json::from_slice(json)? })
     }
 }
 
@@ -98,10 +89,7 @@ mod tests {
                     data: "AQI=".into(),
                     rsig: None,
                 }],
-                stat: Some(Stat {
-                    rxnb: Some(1),
-                    ..Stat::default()
-                }),
+                stat: Some(Stat { rxnb: Some(1), ..Stat::default() }),
             },
         }
     }
@@ -116,23 +104,12 @@ mod tests {
 
     #[test]
     fn the_raw_payload_keeps_entries_apart() {
-        let raw =
-            RawPushDataPayload::parse(br#"{"rxpk":[{"bad":1},{"tmst":1}],"stat":{"rxnb":"x"}}"#)
-                .unwrap();
+        let raw = RawPushDataPayload::parse(br#"{"rxpk":[{"bad":1},{"tmst":1}],"stat":{"rxnb":"x"}}"#).unwrap();
         assert_eq!(raw.rxpk.len(), 2);
         assert!(raw.stat.is_some());
-        assert!(matches!(
-            RawPushDataPayload::parse(b"{not json"),
-            Err(DecodeError::Json(_))
-        ));
-        assert!(matches!(
-            RawPushDataPayload::parse(b""),
-            Err(DecodeError::MissingJson)
-        ));
-        assert!(matches!(
-            RawPushDataPayload::parse(br#"{"rxpk":{}}"#),
-            Err(DecodeError::Json(_))
-        ));
+        assert!(matches!(RawPushDataPayload::parse(b"{not json"), Err(DecodeError::Json(_))));
+        assert!(matches!(RawPushDataPayload::parse(b""), Err(DecodeError::MissingJson)));
+        assert!(matches!(RawPushDataPayload::parse(br#"{"rxpk":{}}"#), Err(DecodeError::Json(_))));
     }
 
     #[test]
@@ -146,9 +123,6 @@ mod tests {
     fn decoding_another_type_is_an_error() {
         let mut bytes = sample().encode();
         bytes[3] = 2;
-        assert!(matches!(
-            PushData::decode(&bytes),
-            Err(DecodeError::UnexpectedType { .. })
-        ));
+        assert!(matches!(PushData::decode(&bytes), Err(DecodeError::UnexpectedType { .. })));
     }
 }

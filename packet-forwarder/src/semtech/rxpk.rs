@@ -46,11 +46,7 @@ pub struct Rxpk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codr: Option<String>,
     /// dBm. Accepts integers and floats (some forwarders write `-57.0`).
-    #[serde(
-        default,
-        deserialize_with = "rounded_i32",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "rounded_i32", skip_serializing_if = "Option::is_none")]
     pub rssi: Option<i32>,
     /// LoRa SNR in dB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,18 +70,10 @@ pub struct Rsig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chan: Option<u32>,
     /// Channel RSSI, dBm.
-    #[serde(
-        default,
-        deserialize_with = "rounded_i32",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "rounded_i32", skip_serializing_if = "Option::is_none")]
     pub rssic: Option<i32>,
     /// Signal RSSI, dBm.
-    #[serde(
-        default,
-        deserialize_with = "rounded_i32",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "rounded_i32", skip_serializing_if = "Option::is_none")]
     pub rssis: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lsnr: Option<f32>,
@@ -101,9 +89,7 @@ fn rounded_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error>
     let v = Option::<f64>::deserialize(d)?;
     match v {
         None => Ok(None),
-        Some(x) if x.is_finite() && x >= f64::from(i32::MIN) && x <= f64::from(i32::MAX) => {
-            Ok(Some(x.round() as i32))
-        }
+        Some(x) if x.is_finite() && x >= f64::from(i32::MIN) && x <= f64::from(i32::MAX) => Ok(Some(x.round() as i32)),
         Some(x) => Err(serde::de::Error::custom(format!("{x} is out of range"))),
     }
 }
@@ -145,43 +131,26 @@ impl Rxpk {
     pub fn modulation(&self) -> Result<Modulation, RxpkError> {
         match (self.modu.as_str(), &self.datr) {
             ("LORA", Datr::Name(name)) => {
-                let (spreading_factor, bandwidth) = parse_lora_datr(name)
-                    .ok_or_else(|| RxpkError::Invalid(format!("unknown LoRa datr {name:?}")))?;
-                let code_rate = self
-                    .codr
-                    .clone()
-                    .filter(|c| !c.is_empty())
-                    .ok_or_else(|| RxpkError::Invalid("LoRa rxpk without codr".into()))?;
-                Ok(Modulation::Lora {
-                    bandwidth,
-                    spreading_factor,
-                    code_rate,
-                })
+                let (spreading_factor, bandwidth) =
+                    parse_lora_datr(name).ok_or_else(|| RxpkError::Invalid(format!("unknown LoRa datr {name:?}")))?;
+                let code_rate =
+                    self.codr.clone().filter(|c| !c.is_empty()).ok_or_else(|| RxpkError::Invalid("LoRa rxpk without codr".into()))?;
+                Ok(Modulation::Lora { bandwidth, spreading_factor, code_rate })
             }
-            ("FSK", Datr::Bps(datarate)) if *datarate > 0 => Ok(Modulation::Fsk {
-                datarate: *datarate,
-            }),
-            ("LR-FHSS", Datr::Name(name)) if !name.is_empty() => Ok(Modulation::LrFhss {
-                datr: name.clone(),
-                code_rate: self.codr.clone().unwrap_or_default(),
-            }),
-            (modu, datr) => Err(RxpkError::Invalid(format!(
-                "modu {modu:?} with datr {datr:?}"
-            ))),
+            ("FSK", Datr::Bps(datarate)) if *datarate > 0 => Ok(Modulation::Fsk { datarate: *datarate }),
+            ("LR-FHSS", Datr::Name(name)) if !name.is_empty() => {
+                Ok(Modulation::LrFhss { datr: name.clone(), code_rate: self.codr.clone().unwrap_or_default() })
+            }
+            (modu, datr) => Err(RxpkError::Invalid(format!("modu {modu:?} with datr {datr:?}"))),
         }
     }
 
     /// The PHYPayload, checked against `size` when present.
     pub fn payload(&self) -> Result<Vec<u8>, RxpkError> {
-        let bytes = BASE64
-            .decode(self.data.trim())
-            .map_err(|_| RxpkError::BadBase64)?;
+        let bytes = BASE64.decode(self.data.trim()).map_err(|_| RxpkError::BadBase64)?;
         if let Some(size) = self.size {
             if size as usize != bytes.len() {
-                return Err(RxpkError::Invalid(format!(
-                    "size {size} but data holds {} bytes",
-                    bytes.len()
-                )));
+                return Err(RxpkError::Invalid(format!("size {size} but data holds {} bytes", bytes.len())));
             }
         }
         Ok(bytes)
@@ -195,30 +164,21 @@ impl Rxpk {
             }
         }
         let tmms = i64::try_from(self.tmms?).ok()?;
-        let epoch = Utc
-            .timestamp_opt(GPS_EPOCH_UNIX_SECS - GPS_UTC_LEAP_SECONDS, 0)
-            .single()?;
+        let epoch = Utc.timestamp_opt(GPS_EPOCH_UNIX_SECS - GPS_UTC_LEAP_SECONDS, 0).single()?;
         epoch.checked_add_signed(Duration::try_milliseconds(tmms)?)
     }
 
     /// One frame per antenna: one for the plain form, one per `rsig` entry otherwise.
     /// Checks the CRC first (a bad-CRC packet is dropped whatever else is wrong with it),
     /// then modulation, then payload.
-    pub fn to_uplink_frames(
-        &self,
-        gateway_id: GatewayId,
-        received_at: DateTime<Utc>,
-    ) -> Result<Vec<UplinkFrame>, RxpkError> {
+    pub fn to_uplink_frames(&self, gateway_id: GatewayId, received_at: DateTime<Utc>) -> Result<Vec<UplinkFrame>, RxpkError> {
         let crc_status = self.stat.unwrap_or(0);
         if crc_status == -1 {
             return Err(RxpkError::CrcError);
         }
         let modulation = self.modulation()?;
         let phy_payload = self.payload()?;
-        let tx_info = UplinkTxInfo {
-            frequency: self.freq,
-            modulation,
-        };
+        let tx_info = UplinkTxInfo { frequency: self.freq, modulation };
         let time = self.reception_time();
         let context = self.tmst.to_be_bytes().to_vec();
         let rx_info = |channel: u32, antenna: u32, rssi: Option<i32>, snr: Option<f32>| RxInfo {
@@ -242,12 +202,7 @@ impl Rxpk {
                 .map(|r| UplinkFrame {
                     phy_payload: phy_payload.clone(),
                     tx_info: tx_info.clone(),
-                    rx_info: rx_info(
-                        r.chan.unwrap_or(self.chan),
-                        r.ant,
-                        r.rssic.or(r.rssis).or(self.rssi),
-                        r.lsnr.or(self.lsnr),
-                    ),
+                    rx_info: rx_info(r.chan.unwrap_or(self.chan), r.ant, r.rssic.or(r.rssis).or(self.rssi), r.lsnr.or(self.lsnr)),
                 })
                 .collect(),
             _ => vec![UplinkFrame {
@@ -264,41 +219,23 @@ impl Rxpk {
     pub fn from_uplink_frame(frame: &UplinkFrame) -> Rxpk {
         let rx = &frame.rx_info;
         let (modu, datr, codr, lora) = match &frame.tx_info.modulation {
-            Modulation::Lora {
-                bandwidth,
-                spreading_factor,
-                code_rate,
-            } => (
-                "LORA",
-                Datr::Name(lora_datr(*spreading_factor, *bandwidth)),
-                Some(code_rate.clone()),
-                true,
-            ),
+            Modulation::Lora { bandwidth, spreading_factor, code_rate } => {
+                ("LORA", Datr::Name(lora_datr(*spreading_factor, *bandwidth)), Some(code_rate.clone()), true)
+            }
             Modulation::Fsk { datarate } => ("FSK", Datr::Bps(*datarate), None, false),
-            Modulation::LrFhss { datr, code_rate } => (
-                "LR-FHSS",
-                Datr::Name(datr.clone()),
-                Some(code_rate.clone()).filter(|c| !c.is_empty()),
-                false,
-            ),
+            Modulation::LrFhss { datr, code_rate } => {
+                ("LR-FHSS", Datr::Name(datr.clone()), Some(code_rate.clone()).filter(|c| !c.is_empty()), false)
+            }
         };
         let snr = lora.then_some(rx.snr);
         let (rssi, lsnr, rsig) = if rx.antenna == 0 {
             (Some(rx.rssi), snr, None)
         } else {
-            let r = Rsig {
-                ant: rx.antenna,
-                chan: Some(rx.channel),
-                rssic: Some(rx.rssi),
-                lsnr: snr,
-                ..Rsig::default()
-            };
+            let r = Rsig { ant: rx.antenna, chan: Some(rx.channel), rssic: Some(rx.rssi), lsnr: snr, ..Rsig::default() };
             (None, None, Some(vec![r]))
         };
         Rxpk {
-            time: rx
-                .time
-                .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            time: rx.time.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
             tmms: None,
             tmst: rx.tmst,
             freq: frame.tx_info.frequency,
@@ -359,25 +296,12 @@ mod tests {
         let f = &f[0];
         assert_eq!(f.phy_payload, [0x40, 1, 0, 0, 1, 0x80, 1, 0, 1]);
         assert_eq!(f.tx_info.frequency, 866_349_812);
-        assert_eq!(
-            f.tx_info.modulation,
-            Modulation::Lora {
-                bandwidth: 125_000,
-                spreading_factor: 7,
-                code_rate: "4/6".into()
-            }
-        );
+        assert_eq!(f.tx_info.modulation, Modulation::Lora { bandwidth: 125_000, spreading_factor: 7, code_rate: "4/6".into() });
         let rx = &f.rx_info;
         assert_eq!(rx.gateway_id, gw());
         assert_eq!(rx.tmst, 3_512_348_611);
         assert_eq!(rx.context, 3_512_348_611u32.to_be_bytes());
-        assert_eq!(
-            rx.time,
-            Some(
-                Utc.with_ymd_and_hms(2013, 3, 31, 16, 21, 17).unwrap()
-                    + Duration::microseconds(528_002)
-            )
-        );
+        assert_eq!(rx.time, Some(Utc.with_ymd_and_hms(2013, 3, 31, 16, 21, 17).unwrap() + Duration::microseconds(528_002)));
         assert_eq!(rx.received_at, now());
         assert_eq!((rx.channel, rx.rf_chain, rx.antenna), (2, 0, 0));
         assert_eq!(rx.rssi, -35);
@@ -387,12 +311,7 @@ mod tests {
 
     #[test]
     fn frequencies_round_to_the_nearest_hz() {
-        for (mhz, hz) in [
-            (868.1, 868_100_000u32),
-            (867.9, 867_900_000),
-            (868.299999999, 868_300_000),
-            (904.6, 904_600_000),
-        ] {
+        for (mhz, hz) in [(868.1, 868_100_000u32), (867.9, 867_900_000), (868.299999999, 868_300_000), (904.6, 904_600_000)] {
             let v = json!({"tmst":1,"freq":mhz,"modu":"LORA","datr":"SF7BW125","codr":"4/5","data":"AA=="});
             assert_eq!(frames(v).unwrap()[0].tx_info.frequency, hz, "{mhz}");
         }
@@ -405,10 +324,7 @@ mod tests {
         assert_eq!(f.phy_payload, [1, 2, 3]);
         let rx = &f.rx_info;
         assert_eq!(rx.time, None);
-        assert_eq!(
-            (rx.channel, rx.rf_chain, rx.antenna, rx.rssi, rx.crc_status),
-            (0, 0, 0, 0, 0)
-        );
+        assert_eq!((rx.channel, rx.rf_chain, rx.antenna, rx.rssi, rx.crc_status), (0, 0, 0, 0, 0));
         assert_eq!(rx.snr, 0.0);
     }
 
@@ -445,11 +361,7 @@ mod tests {
         for (k, val) in cases {
             let mut v = base.clone();
             v[k] = val.clone();
-            assert_eq!(
-                frames(v).unwrap_err().drop_reason(),
-                DropReason::BadRxpk,
-                "{k}={val}"
-            );
+            assert_eq!(frames(v).unwrap_err().drop_reason(), DropReason::BadRxpk, "{k}={val}");
         }
     }
 
@@ -461,13 +373,7 @@ mod tests {
         assert_eq!(f.rx_info.rssi, -75);
         let lr = json!({"tmst":1,"freq":868.1,"stat":1,"modu":"LR-FHSS","datr":"M0CW137","codr":"2/3","rssi":-90,"data":"AQID"});
         let f = &frames(lr).unwrap()[0];
-        assert_eq!(
-            f.tx_info.modulation,
-            Modulation::LrFhss {
-                datr: "M0CW137".into(),
-                code_rate: "2/3".into()
-            }
-        );
+        assert_eq!(f.tx_info.modulation, Modulation::LrFhss { datr: "M0CW137".into(), code_rate: "2/3".into() });
     }
 
     #[test]
@@ -479,27 +385,9 @@ mod tests {
                                {"ant":1,"chan":11,"rssic":-95.4,"lsnr":-2.25}]});
         let f = frames(v).unwrap();
         assert_eq!(f.len(), 2);
-        assert_eq!(
-            (
-                f[0].rx_info.antenna,
-                f[0].rx_info.channel,
-                f[0].rx_info.rssi,
-                f[0].rx_info.snr
-            ),
-            (0, 3, -80, 7.5)
-        );
-        assert_eq!(
-            (
-                f[1].rx_info.antenna,
-                f[1].rx_info.channel,
-                f[1].rx_info.rssi,
-                f[1].rx_info.snr
-            ),
-            (1, 11, -95, -2.25)
-        );
-        assert!(f
-            .iter()
-            .all(|f| f.rx_info.rf_chain == 1 && f.rx_info.tmst == 1000 && f.phy_payload == [1, 2]));
+        assert_eq!((f[0].rx_info.antenna, f[0].rx_info.channel, f[0].rx_info.rssi, f[0].rx_info.snr), (0, 3, -80, 7.5));
+        assert_eq!((f[1].rx_info.antenna, f[1].rx_info.channel, f[1].rx_info.rssi, f[1].rx_info.snr), (1, 11, -95, -2.25));
+        assert!(f.iter().all(|f| f.rx_info.rf_chain == 1 && f.rx_info.tmst == 1000 && f.phy_payload == [1, 2]));
     }
 
     #[test]
@@ -536,11 +424,7 @@ mod tests {
             phy_payload: vec![0x40, 1, 2, 3, 4],
             tx_info: UplinkTxInfo {
                 frequency: 868_300_000,
-                modulation: Modulation::Lora {
-                    bandwidth: 125_000,
-                    spreading_factor: 10,
-                    code_rate: "4/5".into(),
-                },
+                modulation: Modulation::Lora { bandwidth: 125_000, spreading_factor: 10, code_rate: "4/5".into() },
             },
             rx_info: RxInfo {
                 gateway_id: gw(),

@@ -73,27 +73,14 @@ mod tests {
         .unwrap();
         let g = s.to_gateway_stats();
         assert_eq!(g.time.as_deref(), Some("2014-01-12 08:59:28 GMT"));
-        assert_eq!(
-            (g.latitude, g.longitude, g.altitude),
-            (Some(46.24), Some(3.2523), Some(145.0))
-        );
-        assert_eq!(
-            (
-                g.rx_received,
-                g.rx_ok,
-                g.rx_forwarded,
-                g.tx_received,
-                g.tx_emitted
-            ),
-            (2, 2, 2, 2, 2)
-        );
+        assert_eq!((g.latitude, g.longitude, g.altitude), (Some(46.24), Some(3.2523), Some(145.0)));
+        assert_eq!((g.rx_received, g.rx_ok, g.rx_forwarded, g.tx_received, g.tx_emitted), (2, 2, 2, 2, 2));
         assert_eq!(g.ack_ratio, 100.0);
     }
 
     #[test]
     fn a_stat_without_gps_or_counters_is_valid() {
-        let s: Stat =
-            serde_json::from_str(r#"{"time":"2014-01-12 08:59:28 GMT","temp":41.5}"#).unwrap();
+        let s: Stat = serde_json::from_str(r#"{"time":"2014-01-12 08:59:28 GMT","temp":41.5}"#).unwrap();
         let g = s.to_gateway_stats();
         assert_eq!(g.latitude, None);
         assert_eq!(g.rx_received, 0);

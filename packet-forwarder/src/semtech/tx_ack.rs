@@ -47,37 +47,20 @@ impl TxAckPayload {
 impl TxAck {
     /// What a gateway sends for `status`: no JSON for OK, `{"txpk_ack":{"error":..}}` otherwise.
     pub fn new(token: u16, gateway_id: GatewayId, status: TxAckStatus) -> TxAck {
-        let payload = (!status.is_ok()).then(|| TxAckPayload {
-            txpk_ack: Some(TxpkAck {
-                error: Some(status.as_str().to_string()),
-                ..TxpkAck::default()
-            }),
-        });
-        TxAck {
-            token,
-            gateway_id,
-            payload,
-        }
+        let payload = (!status.is_ok())
+            .then(|| TxAckPayload { txpk_ack: Some(TxpkAck { error: Some(status.as_str().to_string()), ..TxpkAck::default() }) });
+        TxAck { token, gateway_id, payload }
     }
 
     /// The gateway's verdict.
     pub fn status(&self) -> TxAckStatus {
-        let error = self
-            .payload
-            .as_ref()
-            .and_then(|p| p.txpk_ack.as_ref())
-            .and_then(|a| a.error.as_deref());
+        let error = self.payload.as_ref().and_then(|p| p.txpk_ack.as_ref()).and_then(|a| a.error.as_deref());
         TxAckStatus::from_semtech(error.unwrap_or(""))
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
-        Header {
-            token: self.token,
-            identifier: Identifier::TxAck,
-            gateway_id: Some(self.gateway_id),
-        }
-        .encode_into(&mut out);
+        Header { token: self.token, identifier: Identifier::TxAck, gateway_id: Some(self.gateway_id) }.encode_into(&mut out);
         if let Some(p) = &self.payload {
             serde_json::to_writer(&mut out, p).expect("TX_ACK payload serializes");
         }
@@ -87,11 +70,7 @@ impl TxAck {
     pub fn decode(buf: &[u8]) -> Result<TxAck, DecodeError> {
         let (header, body) = Header::decode(buf)?;
         super::expect(header.identifier, Identifier::TxAck)?;
-        Ok(TxAck {
-            token: header.token,
-            gateway_id: header.gateway_id.unwrap_or_default(),
-            payload: TxAckPayload::parse(body)?,
-        })
+        Ok(TxAck { token: header.token, gateway_id: header.gateway_id.unwrap_or_default(), payload: TxAckPayload::parse(body)? })
     }
 }
 
@@ -108,10 +87,7 @@ mod tests {
     fn a_header_only_tx_ack_means_ok() {
         let bytes = [2, 0, 5, 5, 1, 2, 3, 4, 5, 6, 7, 8];
         let a = TxAck::decode(&bytes).unwrap();
-        assert_eq!(
-            (a.token, a.gateway_id, a.status()),
-            (5, gw(), TxAckStatus::Ok)
-        );
+        assert_eq!((a.token, a.gateway_id, a.status()), (5, gw(), TxAckStatus::Ok));
         assert_eq!(TxAck::new(5, gw(), TxAckStatus::Ok).encode(), bytes);
     }
 
@@ -120,18 +96,9 @@ mod tests {
         for (json, status) in [
             (r#"{"txpk_ack":{"error":"NONE"}}"#, TxAckStatus::Ok),
             (r#"{"txpk_ack":{"error":"TOO_LATE"}}"#, TxAckStatus::TooLate),
-            (
-                r#"{"txpk_ack":{"error":"COLLISION_BEACON"}}"#,
-                TxAckStatus::CollisionBeacon,
-            ),
-            (
-                r#"{"txpk_ack":{"error":"SOMETHING_NEW"}}"#,
-                TxAckStatus::Unknown,
-            ),
-            (
-                r#"{"txpk_ack":{"warn":"TX_POWER","value":20}}"#,
-                TxAckStatus::Ok,
-            ),
+            (r#"{"txpk_ack":{"error":"COLLISION_BEACON"}}"#, TxAckStatus::CollisionBeacon),
+            (r#"{"txpk_ack":{"error":"SOMETHING_NEW"}}"#, TxAckStatus::Unknown),
+            (r#"{"txpk_ack":{"warn":"TX_POWER","value":20}}"#, TxAckStatus::Ok),
             (r#"{"txpk_ack":{}}"#, TxAckStatus::Ok),
             ("{}", TxAckStatus::Ok),
             ("{}\0", TxAckStatus::Ok),

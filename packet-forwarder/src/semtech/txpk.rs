@@ -74,11 +74,7 @@ impl Txpk {
             Timing::Immediately => (true, None),
         };
         let (modu, datr, codr, fdev, ipol) = match &frame.modulation {
-            Modulation::Lora {
-                bandwidth,
-                spreading_factor,
-                code_rate,
-            } => (
+            Modulation::Lora { bandwidth, spreading_factor, code_rate } => (
                 "LORA",
                 Datr::Name(lora_datr(*spreading_factor, *bandwidth)),
                 Some(code_rate.clone()),
@@ -88,9 +84,7 @@ impl Txpk {
             // The forwarder needs a deviation for FSK and the frame model has none: LoRaWAN's
             // only FSK rate is 50 kbps with 25 kHz deviation (RP002-1.0.3, EU868 DR7), i.e.
             // half the bit rate, which is also the usual GFSK setting.
-            Modulation::Fsk { datarate } => {
-                ("FSK", Datr::Bps(*datarate), None, Some(datarate / 2), None)
-            }
+            Modulation::Fsk { datarate } => ("FSK", Datr::Bps(*datarate), None, Some(datarate / 2), None),
             Modulation::LrFhss { .. } => return Err(TxpkError::LrFhssDownlink),
         };
         Ok(Txpk {
@@ -123,15 +117,9 @@ impl Txpk {
         match (self.modu.as_str(), &self.datr) {
             ("LORA", Datr::Name(n)) => {
                 let (spreading_factor, bandwidth) = parse_lora_datr(n)?;
-                Some(Modulation::Lora {
-                    bandwidth,
-                    spreading_factor,
-                    code_rate: self.codr.clone().unwrap_or_default(),
-                })
+                Some(Modulation::Lora { bandwidth, spreading_factor, code_rate: self.codr.clone().unwrap_or_default() })
             }
-            ("FSK", Datr::Bps(datarate)) => Some(Modulation::Fsk {
-                datarate: *datarate,
-            }),
+            ("FSK", Datr::Bps(datarate)) => Some(Modulation::Fsk { datarate: *datarate }),
             _ => None,
         }
     }
@@ -150,11 +138,7 @@ mod tests {
             timing: Timing::Tmst(1_000_000),
             frequency: 868_100_000,
             power: 14,
-            modulation: Modulation::Lora {
-                bandwidth: 125_000,
-                spreading_factor: 7,
-                code_rate: "4/5".into(),
-            },
+            modulation: Modulation::Lora { bandwidth: 125_000, spreading_factor: 7, code_rate: "4/5".into() },
             rf_chain: 0,
             polarization_inversion: true,
             antenna: 0,
@@ -172,15 +156,8 @@ mod tests {
 
     #[test]
     fn freq_is_written_with_six_exact_decimals() {
-        for (hz, text) in [
-            (869_525_000u32, "869.525000"),
-            (868_300_000, "868.300000"),
-            (923_300_001, "923.300001"),
-        ] {
-            let d = DownlinkFrame {
-                frequency: hz,
-                ..downlink()
-            };
+        for (hz, text) in [(869_525_000u32, "869.525000"), (868_300_000, "868.300000"), (923_300_001, "923.300001")] {
+            let d = DownlinkFrame { frequency: hz, ..downlink() };
             let json = serde_json::to_string(&Txpk::from_downlink(&d).unwrap()).unwrap();
             assert!(json.contains(&format!(r#""freq":{text},"#)), "{json}");
             // and a gateway reading it gets the same Hz back
@@ -191,11 +168,7 @@ mod tests {
 
     #[test]
     fn class_c_downlinks_are_immediate_without_tmst() {
-        let d = DownlinkFrame {
-            timing: Timing::Immediately,
-            antenna: 1,
-            ..downlink()
-        };
+        let d = DownlinkFrame { timing: Timing::Immediately, antenna: 1, ..downlink() };
         let v = serde_json::to_value(Txpk::from_downlink(&d).unwrap()).unwrap();
         assert_eq!(v["imme"], true);
         assert!(v.get("tmst").is_none());
@@ -207,36 +180,18 @@ mod tests {
 
     #[test]
     fn fsk_downlinks_carry_a_deviation_and_no_polarity() {
-        let d = DownlinkFrame {
-            modulation: Modulation::Fsk { datarate: 50_000 },
-            ..downlink()
-        };
+        let d = DownlinkFrame { modulation: Modulation::Fsk { datarate: 50_000 }, ..downlink() };
         let t = Txpk::from_downlink(&d).unwrap();
-        assert_eq!(
-            (t.modu.as_str(), &t.datr, t.fdev, t.ipol, t.codr.as_deref()),
-            ("FSK", &Datr::Bps(50_000), Some(25_000), None, None)
-        );
+        assert_eq!((t.modu.as_str(), &t.datr, t.fdev, t.ipol, t.codr.as_deref()), ("FSK", &Datr::Bps(50_000), Some(25_000), None, None));
         assert_eq!(t.modulation(), Some(Modulation::Fsk { datarate: 50_000 }));
     }
 
     #[test]
     fn lr_fhss_and_oversized_downlinks_are_refused() {
-        let d = DownlinkFrame {
-            modulation: Modulation::LrFhss {
-                datr: "M0CW137".into(),
-                code_rate: "1/3".into(),
-            },
-            ..downlink()
-        };
+        let d = DownlinkFrame { modulation: Modulation::LrFhss { datr: "M0CW137".into(), code_rate: "1/3".into() }, ..downlink() };
         assert_eq!(Txpk::from_downlink(&d), Err(TxpkError::LrFhssDownlink));
-        let d = DownlinkFrame {
-            phy_payload: vec![0; 256],
-            ..downlink()
-        };
-        assert_eq!(
-            Txpk::from_downlink(&d),
-            Err(TxpkError::PayloadTooLarge(256))
-        );
+        let d = DownlinkFrame { phy_payload: vec![0; 256], ..downlink() };
+        assert_eq!(Txpk::from_downlink(&d), Err(TxpkError::PayloadTooLarge(256)));
     }
 
     #[test]
