@@ -47,7 +47,7 @@ impl SessionCache {
     /// Re-reads every device marked stale by the REST API or MQTT commands. One task
     /// re-reads while concurrent lookups wait for it; a mark is cleared only after the cache
     /// holds the new state, so no lookup can slip past a half-done refresh.
-    async fn refresh_stale(&self) -> Result<(), StorageError> {
+    pub(crate) async fn refresh_stale(&self) -> Result<(), StorageError> {
         if self.handle.shared.stale_devices.read().expect("lock").is_empty() {
             return Ok(());
         }

@@ -97,6 +97,21 @@ impl NetworkServer {
         let tasks = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut flush_seen = tokio::time::interval(Duration::from_secs(2));
+        // Devices changed over REST are re-read in the background, so that the first uplink
+        // after a bulk activation does not wait for it.
+        let refresher = {
+            let ctx = ctx.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                while !shutdown.is_cancelled() {
+                    tick.tick().await;
+                    if let Err(e) = ctx.cache.refresh_stale().await {
+                        tracing::warn!(error = %e, "could not re-read changed devices");
+                    }
+                }
+            })
+        };
         loop {
             tokio::select! {
                 up = deduped.recv() => {
@@ -114,6 +129,7 @@ impl NetworkServer {
             }
         }
         let _ = dedup_task.await;
+        refresher.abort();
         tasks.close();
         tasks.wait().await;
         flush_device_seen(&ctx).await;
