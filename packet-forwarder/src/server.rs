@@ -298,6 +298,17 @@ impl PacketForwarder {
                 },
             }
         }
+        // `Seen` events are throttled; hand on every gateway's latest time so that a clean
+        // stop stores exact `lastSeenAt` values.
+        let latest: Vec<GatewayEvent> = self
+            .shared
+            .gateways_read()
+            .iter()
+            .filter_map(|(id, g)| g.last_seen_at.map(|at| GatewayEvent::Seen { gateway_id: *id, at }))
+            .collect();
+        for event in latest {
+            let _ = self.events.try_send(event);
+        }
         tracing::info!(local_addr = %self.local_addr, "Semtech UDP packet-forwarder stopped");
     }
 
