@@ -428,7 +428,8 @@ fn byte_array(v: Value) -> Result<Vec<u8>, CodecError> {
         .collect()
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// "a string", "an object"…: the JSON kind of a value, for error messages.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -356,7 +356,7 @@ impl Pipeline {
                     let description = format!(
                         "{} codec returned {} instead of an object; uplink published without object",
                         run.codec,
-                        value_kind(&other)
+                        crate::codec::js::type_name(&other)
                     );
                     self.emitter.log(ctx, "ERROR", "UPLINK_CODEC", description, log_context);
                 }
@@ -470,17 +470,6 @@ fn decrypt(up: &DataUp) -> Vec<u8> {
     match up.f_port {
         Some(p) if p > 0 && !up.frm_payload.is_empty() => encrypt_frm_payload(&up.app_s_key, true, up.dev_addr, up.f_cnt, &up.frm_payload),
         _ => Vec::new(),
-    }
-}
-
-fn value_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
