@@ -32,7 +32,8 @@ impl SessionCache {
             inner.by_addr.entry(s.dev_addr).or_default().push(s.dev_eui);
             inner.sessions.insert(s.dev_eui, s);
         }
-        handle.shared.queued.write().expect("lock").extend(storage.queue.devices_with_items().await?.into_iter().map(|e| (e, 0)));
+        let queued = storage.queue.devices_with_items().await?;
+        handle.shared.queued.write().expect("lock").extend(queued.into_iter().map(|e| (e, 0)));
         Ok(SessionCache { storage, handle, inner: RwLock::new(inner), refresh: tokio::sync::Mutex::new(()) })
     }
 
