@@ -10,6 +10,7 @@
 //! `up` event (matched by devEui + fCnt) arrives over MQTT, minus the deduplication window
 //! the server waits by design.
 
+use loraflow_network_server::storage::config::with_database;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -866,22 +867,6 @@ fn proc_status_kib(status: &str, key: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
-/// `url` with its database name (path) replaced, query kept.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{name}", &base[..authority_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
 async fn create_postgres_database(server: &str, name: &str) -> anyhow::Result<()> {
     use sqlx::{Connection, Executor};
     let mut conn = sqlx::PgConnection::connect(server).await.with_context(|| "--database: cannot connect to PostgreSQL")?;
@@ -1021,13 +1006,6 @@ mod tests {
         assert_eq!(proc_stat_cpu_ticks(stat), Some(290));
         let status = "Name:\tloraflow\nVmPeak:\t  900 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
         assert_eq!(proc_status_kib(status, "VmHWM:"), Some(51200));
-    }
-
-    #[test]
-    fn postgres_database_names_replace_the_path() {
-        assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_database("postgres://h/db?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
-        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub async fn fresh_postgres_url() -> String {
         .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL server (set {TEST_POSTGRES_URL_ENV}): {e}"));
     conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
     let _ = conn.close().await;
-    with_database(&server, &name)
+    super::config::with_database(&server, &name)
 }
 
 /// Drops the database a [`fresh_postgres_url`] URL names, closing its connections.
@@ -50,22 +50,6 @@ pub fn temp_sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", file.display())
 }
 
-/// `url` with its path (the database name) replaced, query string kept.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let authority_end = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{name}", &base[..authority_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
 fn database_name(url: &str) -> Option<&str> {
     let base = url.split('?').next()?;
     let authority_start = base.find("://")? + 3;
@@ -80,9 +64,9 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced_and_query_kept() {
-        assert_eq!(with_database("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
-        assert_eq!(with_database("postgres://h/postgres?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
-        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(super::config::with_database("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
+        assert_eq!(super::config::with_database("postgres://h/postgres?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(super::config::with_database("postgres://h", "x"), "postgres://h/x");
         assert_eq!(database_name("postgres://h:1/abc?x=1"), Some("abc"));
         assert_eq!(database_name("postgres://h"), None);
     }
