@@ -25,7 +25,7 @@ pub async fn fresh_postgres_url() -> String {
         .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL server (set {TEST_POSTGRES_URL_ENV}): {e}"));
     conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
     let _ = conn.close().await;
-    super::config::with_database(&server, &name)
+    crate::storage::config::with_database(&server, &name)
 }
 
 /// Drops the database a [`fresh_postgres_url`] URL names, closing its connections.
@@ -64,9 +64,9 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced_and_query_kept() {
-        assert_eq!(super::config::with_database("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
-        assert_eq!(super::config::with_database("postgres://h/postgres?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
-        assert_eq!(super::config::with_database("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(crate::storage::config::with_database("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
+        assert_eq!(crate::storage::config::with_database("postgres://h/postgres?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(crate::storage::config::with_database("postgres://h", "x"), "postgres://h/x");
         assert_eq!(database_name("postgres://h:1/abc?x=1"), Some("abc"));
         assert_eq!(database_name("postgres://h"), None);
     }
