@@ -143,6 +143,14 @@ impl TestServer {
         }
     }
 
+    /// SIGKILL, as in a crash or an OOM kill: nothing is flushed. Waits for the process to end.
+    pub fn sigkill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server and starts it again on the same database and settings.
     pub fn restart(mut self) -> TestServer {
         if self.child.is_some() {

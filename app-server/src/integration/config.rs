@@ -6,11 +6,15 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct IntegrationConfig {
     /// Uplink/event rows waiting for the database; beyond this new rows are dropped and
-    /// counted (`loraflow_history_dropped_total{reason="buffer_full"}`).
+    /// counted (`loraflow_history_dropped_total{reason="buffer_full"}`); their events are
+    /// still published.
     pub history_buffer: usize,
-    /// Most rows written in one database call.
+    /// Most rows written in one database transaction (group commit: a batch is whatever
+    /// arrived while the previous one was written, no fixed wait).
     pub history_batch_size: usize,
-    /// How long the writer waits for more rows after the first of a batch.
+    /// Events are published once their rows are committed; this is the longest they wait
+    /// for that commit. A slower write is treated like a database outage: its events are
+    /// published anyway and their rows kept for retry.
     pub history_batch_interval_ms: u64,
     /// At shutdown, how long the writer keeps trying to write what is buffered.
     pub history_flush_timeout_ms: u64,
@@ -24,7 +28,7 @@ impl Default for IntegrationConfig {
         IntegrationConfig {
             history_buffer: 100_000,
             history_batch_size: 500,
-            history_batch_interval_ms: 50,
+            history_batch_interval_ms: 1_000,
             history_flush_timeout_ms: 2_000,
             codec_concurrency: 0,
         }

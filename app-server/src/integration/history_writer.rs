@@ -1,24 +1,32 @@
-//! Batched writer of uplink and event rows (DESIGN.md §6: never one commit per uplink).
+//! The gate between the integration and MQTT: rows for the history tables and the events
+//! they belong to go in together, and an event is published only once its row is stored,
+//! so an event a subscriber has seen is in the stored history after a crash.
 //!
-//! Producers hand rows to a [`HistoryHandle`], which never waits: rows go into a bounded
-//! buffer (`history_buffer` rows) and are dropped, counted and warned about only when it is
-//! full. One task takes them out in batches (up to `history_batch_size` rows, or whatever
-//! arrived within `history_batch_interval_ms` of the first) and writes each batch with one
-//! `insert_uplinks` and/or one `insert_events` call. When the database is down the batch is
-//! kept and retried with backoff while new rows wait in the buffer, so MQTT delivery never
-//! waits for the database. A row the database refuses by itself (a constraint, bad data) is
-//! found by writing the failed batch row by row, and only that row is dropped.
+//! Group commit (DESIGN.md §6: never one commit per uplink): one task writes whatever
+//! accumulated while the previous transaction ran (up to `history_batch_size` rows, with no
+//! wait when idle, so an event waits for about one transaction), then publishes that
+//! batch's messages in the order they were handed over. Everything goes through one queue
+//! and one task, so events leave in arrival order, per device too.
+//!
+//! The database never holds MQTT up for long: when a write fails, or has not committed
+//! after `history_batch_interval_ms`, its messages are published anyway, and until a write
+//! succeeds again new messages are published as they arrive while their rows wait in
+//! memory (`pending`) and are retried with backoff. Only a crash during such an outage can
+//! lose those rows (`loraflow_history_buffer_depth` shows how many). Rows waiting in total
+//! are bounded by `history_buffer`: beyond it a row is dropped and counted (its event is
+//! still published). A row the database refuses by itself (a constraint, bad data) is found
+//! by writing the failed batch row by row, and only that row is dropped.
 //! At shutdown the writer keeps writing until its producers are gone, for at most
-//! `history_flush_timeout_ms`.
+//! `history_flush_timeout_ms`; what it gives up on is still published.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -26,6 +34,7 @@ use loraflow_network_server::storage::{EventRecord, HistoryRepo, StorageError, U
 
 use super::config::IntegrationConfig;
 use super::metrics::IntegrationMetrics;
+use super::EventPublisher;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -41,42 +50,92 @@ pub enum HistoryRow {
     Event(EventRecord),
 }
 
-/// Hands rows to the writer. Cheap to clone; the writer stops once every clone is dropped
-/// (or shutdown's flush timeout runs out).
+/// An MQTT message to publish once the rows handed over with it (and before it) are stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Event kind (up, join, log…), for `loraflow_events_published_total`.
+    pub kind: &'static str,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// What producers hand over, in order.
+struct Entry {
+    row: Option<HistoryRow>,
+    message: Option<Message>,
+}
+
+/// Hands rows and messages to the writer. Cheap to clone; the writer stops once every
+/// clone is dropped (or shutdown's flush timeout runs out).
 #[derive(Clone)]
 pub struct HistoryHandle {
-    tx: mpsc::Sender<HistoryRow>,
+    // Unbounded on purpose: messages must never be refused here (that would either drop an
+    // event or let it overtake older ones). Rows are bounded by `limit`; messages are drained
+    // at once whenever the database is slow or down, so they cannot pile up.
+    tx: mpsc::UnboundedSender<Entry>,
+    publisher: Arc<dyn EventPublisher>,
+    limit: usize,
     metrics: IntegrationMetrics,
     drop_warning: Arc<DropWarning>,
 }
 
 impl HistoryHandle {
-    /// Queues a row; never waits. Returns false when the buffer is full and the row was
-    /// dropped (counted in `loraflow_history_dropped_total{reason="buffer_full"}`).
+    /// Queues a row with no message; never waits. Returns false when the row was dropped
+    /// (counted in `loraflow_history_dropped_total`).
     pub fn push(&self, row: HistoryRow) -> bool {
-        // Counted before the writer can see it, so the gauge never goes below zero.
-        self.metrics.history_buffer_depth.inc();
-        match self.tx.try_send(row) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                // The writer gave up at shutdown; it has reported that already.
+        self.submit(Some(row), None)
+    }
+
+    /// Queues `row` and then `message`, which is published once the row is stored (or the
+    /// database is found slow or down). Never waits. Returns false when the row was dropped:
+    /// the buffer holds `history_buffer` rows (`reason="buffer_full"`) or the writer has
+    /// stopped (`reason="shutdown"`, and the message is published at once).
+    pub fn submit(&self, row: Option<HistoryRow>, message: Option<Message>) -> bool {
+        let had_row = row.is_some();
+        let row = row.filter(|_| {
+            if self.metrics.history_buffer_depth.get() >= self.limit as i64 {
+                self.buffer_full();
+                return false;
+            }
+            // Counted before the writer can see it, so the gauge never goes below zero.
+            self.metrics.history_buffer_depth.inc();
+            true
+        });
+        let row_kept = row.is_some();
+        if let Err(mpsc::error::SendError(entry)) = self.tx.send(Entry { row, message }) {
+            // The writer gave up at shutdown; it has reported that already.
+            if row_kept {
                 self.metrics.history_buffer_depth.dec();
                 self.metrics.history_dropped.with_label_values(&["shutdown"]).inc();
-                false
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.history_buffer_depth.dec();
-                self.metrics.history_dropped.with_label_values(&["buffer_full"]).inc();
-                if let Some(suppressed) = self.drop_warning.allow() {
-                    warn!(
-                        buffer = self.tx.max_capacity(),
-                        dropped_since_last_warning = suppressed,
-                        "history buffer full (database down or too slow? see integration.history_buffer), \
-                         dropping uplink/event rows"
-                    );
-                }
-                false
+            if let Some(m) = entry.message {
+                publish(&*self.publisher, &self.metrics, m);
             }
+            return false;
+        }
+        !had_row || row_kept
+    }
+
+    fn buffer_full(&self) {
+        self.metrics.history_dropped.with_label_values(&["buffer_full"]).inc();
+        if let Some(suppressed) = self.drop_warning.allow() {
+            warn!(
+                buffer = self.limit,
+                dropped_since_last_warning = suppressed,
+                "history buffer full (database down or too slow? see integration.history_buffer), \
+                 dropping uplink/event rows (their events are still published)"
+            );
+        }
+    }
+}
+
+/// Publishes one message and counts it when the transport took it (a refusal is counted
+/// and reported by the transport).
+fn publish(publisher: &dyn EventPublisher, metrics: &IntegrationMetrics, m: Message) {
+    if publisher.publish(m.topic, m.payload).is_ok() {
+        metrics.events_published.with_label_values(&[m.kind]).inc();
+        if m.kind == "up" {
+            metrics.uplinks_published.inc();
         }
     }
 }
@@ -107,168 +166,305 @@ impl DropWarning {
     }
 }
 
-/// The task that writes the rows; run it with [`HistoryWriter::run`].
+/// A database outage as the writer sees it: since when, and when to try again.
+struct Outage {
+    since: Instant,
+    backoff: Duration,
+    next_try: Instant,
+}
+
+/// The task that writes the rows and publishes the messages; run it with
+/// [`HistoryWriter::run`].
 pub struct HistoryWriter {
-    rx: mpsc::Receiver<HistoryRow>,
+    rx: mpsc::UnboundedReceiver<Entry>,
+    /// False once every handle is dropped and the queue is empty.
+    open: bool,
     repo: Arc<dyn HistoryRepo>,
+    publisher: Arc<dyn EventPublisher>,
     batch_size: usize,
-    batch_interval: Duration,
+    /// How long a batch's messages wait for its commit before they are published anyway.
+    commit_wait: Duration,
     flush_timeout: Duration,
     metrics: IntegrationMetrics,
+    /// Rows whose messages were published before they could be stored, oldest first.
+    pending: VecDeque<HistoryRow>,
+    outage: Option<Outage>,
+}
+
+/// What woke the writer up while it was writing.
+enum Step {
+    Written(Result<(), (WriteError, Vec<HistoryRow>)>),
+    CommitLate,
+    Arrived(usize),
 }
 
 impl HistoryWriter {
-    pub fn new(repo: Arc<dyn HistoryRepo>, config: &IntegrationConfig, metrics: IntegrationMetrics) -> (HistoryHandle, HistoryWriter) {
-        let (tx, rx) = mpsc::channel(config.history_buffer.max(1));
-        let handle = HistoryHandle { tx, metrics: metrics.clone(), drop_warning: Arc::new(DropWarning::new()) };
+    pub fn new(
+        repo: Arc<dyn HistoryRepo>,
+        publisher: Arc<dyn EventPublisher>,
+        config: &IntegrationConfig,
+        metrics: IntegrationMetrics,
+    ) -> (HistoryHandle, HistoryWriter) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = HistoryHandle {
+            tx,
+            publisher: publisher.clone(),
+            limit: config.history_buffer.max(1),
+            metrics: metrics.clone(),
+            drop_warning: Arc::new(DropWarning::new()),
+        };
         let writer = HistoryWriter {
             rx,
+            open: true,
             repo,
+            publisher,
             batch_size: config.history_batch_size.max(1),
-            batch_interval: Duration::from_millis(config.history_batch_interval_ms),
+            commit_wait: Duration::from_millis(config.history_batch_interval_ms.max(1)),
             flush_timeout: Duration::from_millis(config.history_flush_timeout_ms),
             metrics,
+            pending: VecDeque::new(),
+            outage: None,
         };
         (handle, writer)
     }
 
-    /// Writes until every [`HistoryHandle`] is dropped and the buffer is empty. Once
-    /// `shutdown` is cancelled, gives up after the flush timeout, counting what is left
-    /// as dropped.
+    /// Writes and publishes until every [`HistoryHandle`] is dropped and everything is
+    /// written. Once `shutdown` is cancelled, gives up writing after the flush timeout,
+    /// counting the rows left as dropped and publishing their messages.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut stop = Stop { token: shutdown, flush_timeout: self.flush_timeout, deadline: None };
-        while let Some(batch) = self.next_batch(&mut stop).await {
-            self.write_batch(batch, &mut stop).await;
-        }
-        let left = self.rx.len();
-        if left > 0 {
-            self.rx.close();
-            self.give_up(left, "shutdown");
-        }
-    }
-
-    /// The next batch, or `None` when the producers are gone and the buffer is empty, or
-    /// the shutdown deadline has passed.
-    async fn next_batch(&mut self, stop: &mut Stop) -> Option<Vec<HistoryRow>> {
-        let first = stop.guard(self.rx.recv()).await??;
-        let mut batch = Vec::with_capacity(self.batch_size.min(1024));
-        batch.push(first);
-        let fill_until = Instant::now() + self.batch_interval;
-        while batch.len() < self.batch_size {
-            match self.rx.try_recv() {
-                Ok(row) => {
-                    batch.push(row);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
+        let mut batch = Vec::new();
+        while self.open || !self.pending.is_empty() {
+            // While rows are pending, wake up for their retry even when nothing arrives.
+            let retry_at = (!self.pending.is_empty()).then(|| self.outage.as_ref().map_or_else(Instant::now, |o| o.next_try));
+            let waited = match retry_at {
+                None => stop.guard(self.rx.recv_many(&mut batch, self.batch_size)).await.map(Some),
+                Some(at) if self.open => stop.guard(timeout_at(at, self.rx.recv_many(&mut batch, self.batch_size))).await.map(Result::ok),
+                Some(at) => stop.guard(sleep_until(at)).await.map(|()| None),
+            };
+            let Some(received) = waited else { break };
+            if received == Some(0) {
+                self.open = false;
+                continue;
             }
-            // Shutting down: write what is there instead of waiting for more.
-            if stop.deadline.is_some() {
+            let (rows, messages) = split(batch.drain(..));
+            let retry_due = retry_at.is_some_and(|at| Instant::now() >= at);
+            if self.outage.is_some() && !retry_due {
+                // The database is down and not due for another try: events keep flowing.
+                self.publish_all(messages);
+                self.pending.extend(rows);
+                continue;
+            }
+            if !self.write_then_publish(rows, messages, &mut stop).await {
                 break;
             }
-            match stop.guard(tokio::time::timeout_at(fill_until, self.rx.recv())).await {
-                Some(Ok(Some(row))) => batch.push(row),
-                _ => break,
-            }
         }
-        Some(batch)
+        self.give_up();
     }
 
-    async fn write_batch(&mut self, batch: Vec<HistoryRow>, stop: &mut Stop) {
-        let mut uplinks = Vec::new();
-        let mut events = Vec::new();
-        for row in batch {
-            match row {
-                HistoryRow::Uplink(u) => uplinks.push(u),
-                HistoryRow::Event(e) => events.push(e),
-            }
-        }
-        let mut parts = VecDeque::new();
-        if !uplinks.is_empty() {
-            parts.push_back(Part::Uplinks(uplinks));
-        }
-        if !events.is_empty() {
-            parts.push_back(Part::Events(events));
-        }
-        self.write_parts(parts, stop).await;
-    }
-
-    /// Writes each part in order, retrying transient failures with backoff. A part the
-    /// database refuses for its content is split into single rows to find the bad one.
-    async fn write_parts(&mut self, mut parts: VecDeque<Part>, stop: &mut Stop) {
-        let mut backoff = BACKOFF_MIN;
-        let mut failing_since: Option<Instant> = None;
-        while let Some(part) = parts.front() {
-            let started = Instant::now();
-            let result = stop.guard(async {
-                match timeout(WRITE_TIMEOUT, part.insert(&*self.repo)).await {
-                    Ok(r) => r.map_err(WriteError::Storage),
-                    Err(_) => Err(WriteError::TimedOut),
+    /// Writes up to a batch of pending rows and `rows`, then publishes `held`: after the
+    /// commit, or when the write fails or is still running after `commit_wait`. While a
+    /// late or retried write runs, new arrivals are published at once and their rows kept
+    /// for later. False when the shutdown deadline cut the write short.
+    async fn write_then_publish(&mut self, rows: Vec<HistoryRow>, mut held: Vec<Message>, stop: &mut Stop) -> bool {
+        let take = self.pending.len().min(self.batch_size);
+        let mut all: Vec<HistoryRow> = self.pending.drain(..take).collect();
+        all.extend(rows);
+        let in_write = all.len();
+        let settled = Arc::new(AtomicUsize::new(0));
+        let write = write_rows(self.repo.clone(), all, self.metrics.clone(), settled.clone());
+        tokio::pin!(write);
+        let publish_at = Instant::now() + self.commit_wait;
+        let mut late = false;
+        let mut arrivals = Vec::new();
+        let mut late_rows = Vec::new();
+        let result = loop {
+            // New arrivals are taken only once the database is known to be slow or down and
+            // everything older is published, which keeps the order.
+            let taking = self.open && held.is_empty() && (late || self.outage.is_some());
+            let holding = !held.is_empty();
+            let (rx, batch_size) = (&mut self.rx, self.batch_size);
+            let step = stop
+                .guard(async {
+                    tokio::select! {
+                        biased;
+                        r = &mut write => Step::Written(r),
+                        _ = sleep_until(publish_at), if holding => Step::CommitLate,
+                        n = rx.recv_many(&mut arrivals, batch_size), if taking => Step::Arrived(n),
+                    }
+                })
+                .await;
+            match step {
+                None => {
+                    // Shutdown deadline: the rows of this write not yet settled are lost.
+                    self.publish_all(held);
+                    let lost = in_write - settled.load(Ordering::SeqCst);
+                    self.metrics.history_buffer_depth.sub(lost as i64);
+                    self.metrics.history_dropped.with_label_values(&["shutdown"]).inc_by(lost as u64);
+                    error!(rows = lost, "history flush timed out at shutdown; rows not written");
+                    self.pending.extend(late_rows);
+                    return false;
                 }
-            });
-            let Some(result) = result.await else {
-                let left = parts.iter().map(Part::len).sum();
-                self.give_up(left, "shutdown");
-                return;
-            };
-            match result {
-                Ok(()) => {
-                    let n = part.len();
-                    self.metrics.history_write_seconds.observe(started.elapsed().as_secs_f64());
-                    self.metrics.history_batch_size.observe(n as f64);
-                    self.metrics.history_buffer_depth.sub(n as i64);
-                    parts.pop_front();
-                    backoff = BACKOFF_MIN;
-                    if let Some(since) = failing_since.take() {
-                        info!(
-                            outage_secs = since.elapsed().as_secs_f64(),
-                            buffered = self.rx.len(),
-                            "history writes to the database resumed"
+                Some(Step::Written(r)) => break r,
+                Some(Step::CommitLate) => {
+                    if self.outage.is_none() {
+                        warn!(
+                            wait_ms = self.commit_wait.as_millis() as u64,
+                            "history write slower than integration.history_batch_interval_ms; \
+                             publishing events before their rows are stored"
                         );
                     }
+                    late = true;
+                    self.publish_all(std::mem::take(&mut held));
                 }
-                Err(WriteError::Storage(e)) if is_permanent(&e) => {
-                    let part = parts.pop_front().expect("front exists");
-                    if part.len() > 1 {
-                        for single in part.into_singles().into_iter().rev() {
-                            parts.push_front(single);
-                        }
-                    } else {
-                        error!(kind = part.kind(), error = %e, "database refused a history row; row dropped");
-                        self.metrics.history_buffer_depth.dec();
-                        self.metrics.history_dropped.with_label_values(&["rejected"]).inc();
-                    }
+                Some(Step::Arrived(0)) => self.open = false,
+                Some(Step::Arrived(_)) => {
+                    let (rows, messages) = split(arrivals.drain(..));
+                    self.publish_all(messages);
+                    late_rows.extend(rows);
                 }
-                Err(e) => {
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
+            }
+        };
+        self.publish_all(held);
+        match result {
+            Ok(()) => {
+                if let Some(outage) = self.outage.take() {
+                    info!(
+                        outage_secs = outage.since.elapsed().as_secs_f64(),
+                        pending = self.pending.len() + late_rows.len(),
+                        "history writes to the database resumed"
+                    );
+                }
+            }
+            Err((e, left)) => {
+                let now = Instant::now();
+                let outage = match self.outage.take() {
+                    None => {
                         warn!(
                             error = %e,
-                            rows = part.len(),
-                            buffered = self.rx.len(),
-                            "history write failed; keeping the rows and retrying"
+                            rows = left.len() + self.pending.len(),
+                            "history write failed; publishing events anyway and keeping their rows for retry"
                         );
+                        Outage { since: now, backoff: BACKOFF_MIN, next_try: now + BACKOFF_MIN }
                     }
-                    if stop.guard(sleep(backoff)).await.is_none() {
-                        let left = parts.iter().map(Part::len).sum();
-                        self.give_up(left, "shutdown");
-                        return;
+                    Some(o) => {
+                        let backoff = (o.backoff * 2).min(BACKOFF_MAX);
+                        Outage { since: o.since, backoff, next_try: now + backoff }
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                };
+                self.outage = Some(outage);
+                for row in left.into_iter().rev() {
+                    self.pending.push_front(row);
                 }
             }
         }
+        self.pending.extend(late_rows);
+        true
     }
 
-    fn give_up(&self, rows: usize, reason: &'static str) {
+    fn publish_all(&self, messages: Vec<Message>) {
+        for m in messages {
+            publish(&*self.publisher, &self.metrics, m);
+        }
+    }
+
+    /// Publishes what is still queued and counts every row not written as dropped.
+    fn give_up(&mut self) {
+        self.rx.close();
+        let mut rows = self.pending.len();
+        self.pending.clear();
+        while let Ok(entry) = self.rx.try_recv() {
+            rows += usize::from(entry.row.is_some());
+            if let Some(m) = entry.message {
+                publish(&*self.publisher, &self.metrics, m);
+            }
+        }
         if rows == 0 {
             return;
         }
         error!(rows, "history flush timed out at shutdown; rows not written");
         self.metrics.history_buffer_depth.sub(rows as i64);
-        self.metrics.history_dropped.with_label_values(&[reason]).inc_by(rows as u64);
+        self.metrics.history_dropped.with_label_values(&["shutdown"]).inc_by(rows as u64);
     }
+
+    /// Test support: takes the queued messages without writing (the writer is not running).
+    #[cfg(test)]
+    pub(crate) fn take_messages(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Ok(entry) = self.rx.try_recv() {
+            out.extend(entry.message);
+        }
+        out
+    }
+}
+
+fn split(entries: impl Iterator<Item = Entry>) -> (Vec<HistoryRow>, Vec<Message>) {
+    let mut rows = Vec::new();
+    let mut messages = Vec::new();
+    for e in entries {
+        rows.extend(e.row);
+        messages.extend(e.message);
+    }
+    (rows, messages)
+}
+
+/// One try at writing `rows`: uplinks, then events, each in one transaction. A part the
+/// database refuses for its content is written row by row to drop only the bad row. On a
+/// failure that retrying may fix, returns the rows not yet written.
+/// `settled` counts the rows written or dropped so far.
+async fn write_rows(
+    repo: Arc<dyn HistoryRepo>,
+    rows: Vec<HistoryRow>,
+    metrics: IntegrationMetrics,
+    settled: Arc<AtomicUsize>,
+) -> Result<(), (WriteError, Vec<HistoryRow>)> {
+    let mut uplinks = Vec::new();
+    let mut events = Vec::new();
+    for row in rows {
+        match row {
+            HistoryRow::Uplink(u) => uplinks.push(u),
+            HistoryRow::Event(e) => events.push(e),
+        }
+    }
+    let mut parts = VecDeque::new();
+    if !uplinks.is_empty() {
+        parts.push_back(Part::Uplinks(uplinks));
+    }
+    if !events.is_empty() {
+        parts.push_back(Part::Events(events));
+    }
+    while let Some(part) = parts.front() {
+        let started = Instant::now();
+        let result = match timeout(WRITE_TIMEOUT, part.insert(&*repo)).await {
+            Ok(r) => r.map_err(WriteError::Storage),
+            Err(_) => Err(WriteError::TimedOut),
+        };
+        match result {
+            Ok(()) => {
+                let n = part.len();
+                metrics.history_write_seconds.observe(started.elapsed().as_secs_f64());
+                metrics.history_batch_size.observe(n as f64);
+                metrics.history_buffer_depth.sub(n as i64);
+                settled.fetch_add(n, Ordering::SeqCst);
+                parts.pop_front();
+            }
+            Err(WriteError::Storage(e)) if is_permanent(&e) => {
+                let part = parts.pop_front().expect("front exists");
+                if part.len() > 1 {
+                    for single in part.into_singles().into_iter().rev() {
+                        parts.push_front(single);
+                    }
+                } else {
+                    error!(kind = part.kind(), error = %e, "database refused a history row; row dropped");
+                    metrics.history_buffer_depth.dec();
+                    metrics.history_dropped.with_label_values(&["rejected"]).inc();
+                    settled.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) => return Err((e, parts.into_iter().flat_map(Part::into_rows).collect())),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -327,6 +523,13 @@ impl Part {
         }
     }
 
+    fn into_rows(self) -> Vec<HistoryRow> {
+        match self {
+            Part::Uplinks(r) => r.into_iter().map(HistoryRow::Uplink).collect(),
+            Part::Events(r) => r.into_iter().map(HistoryRow::Event).collect(),
+        }
+    }
+
     fn into_singles(self) -> Vec<Part> {
         match self {
             Part::Uplinks(r) => r.into_iter().map(|x| Part::Uplinks(vec![x])).collect(),
@@ -374,16 +577,26 @@ mod tests {
     use chrono::{DateTime, Utc};
     use loraflow_network_server::storage::{self, DatabaseConfig, Storage};
     use loraflow_network_server::types::Eui64;
+    use tokio::time::sleep;
     use uuid::Uuid;
 
     use super::*;
+
+    /// A publisher for tests that only look at the rows.
+    struct Discard;
+
+    impl EventPublisher for Discard {
+        fn publish(&self, _: String, _: Vec<u8>) -> Result<(), crate::mqtt::MqttQueueFull> {
+            Ok(())
+        }
+    }
 
     fn metrics() -> IntegrationMetrics {
         IntegrationMetrics::register(&prometheus::Registry::new()).unwrap()
     }
 
     fn config() -> IntegrationConfig {
-        IntegrationConfig { history_batch_interval_ms: 20, ..IntegrationConfig::default() }
+        IntegrationConfig { history_batch_interval_ms: 5_000, ..IntegrationConfig::default() }
     }
 
     fn event(dev_eui: Eui64, app: Uuid, n: u32) -> HistoryRow {
@@ -443,7 +656,7 @@ mod tests {
     async fn rows_pushed_together_are_written_in_one_batch() {
         let repo = Arc::new(FakeRepo::default());
         let m = metrics();
-        let (handle, writer) = HistoryWriter::new(repo.clone(), &config(), m.clone());
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &config(), m.clone());
         for n in 0..120 {
             assert!(handle.push(event(Eui64::default(), Uuid::nil(), n)));
         }
@@ -458,7 +671,7 @@ mod tests {
     async fn batches_are_capped_at_the_batch_size() {
         let repo = Arc::new(FakeRepo::default());
         let cfg = IntegrationConfig { history_batch_size: 50, ..config() };
-        let (handle, writer) = HistoryWriter::new(repo.clone(), &cfg, metrics());
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &cfg, metrics());
         for n in 0..120 {
             handle.push(event(Eui64::default(), Uuid::nil(), n));
         }
@@ -472,7 +685,7 @@ mod tests {
         let repo = Arc::new(FakeRepo::default());
         let m = metrics();
         let cfg = IntegrationConfig { history_buffer: 3, ..config() };
-        let (handle, writer) = HistoryWriter::new(repo.clone(), &cfg, m.clone());
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &cfg, m.clone());
         let accepted: Vec<bool> = (0..5).map(|n| handle.push(event(Eui64::default(), Uuid::nil(), n))).collect();
         assert_eq!(accepted, vec![true, true, true, false, false]);
         assert_eq!(m.history_dropped.with_label_values(&["buffer_full"]).get(), 2);
@@ -486,7 +699,7 @@ mod tests {
     async fn failed_writes_are_retried_until_the_database_answers() {
         let repo = Arc::new(FakeRepo { fail_first: Mutex::new(3), ..FakeRepo::default() });
         let m = metrics();
-        let (handle, writer) = HistoryWriter::new(repo.clone(), &config(), m.clone());
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &config(), m.clone());
         for n in 0..10 {
             handle.push(event(Eui64::default(), Uuid::nil(), n));
         }
@@ -502,7 +715,7 @@ mod tests {
         let repo = Arc::new(FakeRepo { fail_first: Mutex::new(usize::MAX), ..FakeRepo::default() });
         let m = metrics();
         let cfg = IntegrationConfig { history_flush_timeout_ms: 300, ..config() };
-        let (handle, writer) = HistoryWriter::new(repo.clone(), &cfg, m.clone());
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &cfg, m.clone());
         for n in 0..4 {
             handle.push(event(Eui64::default(), Uuid::nil(), n));
         }
@@ -529,7 +742,7 @@ mod tests {
     async fn rows_arrive_in(storage: Storage) {
         let (dev_eui, app) = device_in(&storage).await;
         let m = metrics();
-        let (handle, writer) = HistoryWriter::new(storage.history.clone(), &config(), m.clone());
+        let (handle, writer) = HistoryWriter::new(storage.history.clone(), Arc::new(Discard), &config(), m.clone());
         let task = tokio::spawn(writer.run(CancellationToken::new()));
         for n in 0..30 {
             handle.push(event(dev_eui, app, n));
@@ -579,7 +792,7 @@ mod tests {
         let storage = Storage::connect(&DatabaseConfig { url: url.clone(), ..DatabaseConfig::default() }).await.unwrap();
         let (dev_eui, app) = device_in(&storage).await;
         let m = metrics();
-        let (handle, writer) = HistoryWriter::new(storage.history.clone(), &config(), m.clone());
+        let (handle, writer) = HistoryWriter::new(storage.history.clone(), Arc::new(Discard), &config(), m.clone());
         let task = tokio::spawn(writer.run(CancellationToken::new()));
 
         admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
@@ -608,7 +821,7 @@ mod tests {
     async fn a_row_the_database_refuses_is_dropped_alone() {
         let repo = Arc::new(FakeRepo { refuse: Some(2), ..FakeRepo::default() });
         let m = metrics();
-        let (handle, writer) = HistoryWriter::new(repo.clone(), &config(), m.clone());
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &config(), m.clone());
         for n in 0..5 {
             handle.push(event(Eui64::default(), Uuid::nil(), n));
         }
@@ -618,5 +831,200 @@ mod tests {
         assert_eq!(*repo.calls.lock().unwrap(), vec![1, 1, 1, 1]);
         assert_eq!(m.history_dropped.with_label_values(&["rejected"]).get(), 1);
         assert_eq!(m.history_buffer_depth.get(), 0);
+    }
+
+    // ---- the publishing gate ----
+
+    /// Database and broker in one: records, in one journal, when each event row is stored
+    /// and when each message is published. `gate` holds writes while locked; `down` fails them.
+    #[derive(Default)]
+    struct Journal {
+        log: Mutex<Vec<String>>,
+        down: std::sync::atomic::AtomicBool,
+        gate: tokio::sync::Mutex<()>,
+    }
+
+    #[async_trait]
+    impl HistoryRepo for Journal {
+        async fn insert_uplinks(&self, _: &[UplinkRecord]) -> storage::Result<()> {
+            unreachable!("these tests store events only")
+        }
+        async fn insert_events(&self, rows: &[EventRecord]) -> storage::Result<()> {
+            let _open = self.gate.lock().await;
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StorageError::Db(sqlx::Error::PoolTimedOut));
+            }
+            let mut log = self.log.lock().unwrap();
+            log.extend(rows.iter().map(|r| format!("stored {}", r.body["n"])));
+            Ok(())
+        }
+        async fn list_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<UplinkRecord>> {
+            Ok(vec![])
+        }
+        async fn list_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<EventRecord>> {
+            Ok(vec![])
+        }
+    }
+
+    impl EventPublisher for Journal {
+        fn publish(&self, _topic: String, payload: Vec<u8>) -> Result<(), crate::mqtt::MqttQueueFull> {
+            self.log.lock().unwrap().push(format!("published {}", String::from_utf8(payload).unwrap()));
+            Ok(())
+        }
+    }
+
+    impl Journal {
+        fn entries(&self, prefix: &str) -> Vec<u32> {
+            let log = self.log.lock().unwrap();
+            log.iter().filter_map(|l| l.strip_prefix(prefix)?.trim().parse().ok()).collect()
+        }
+
+        fn position(&self, line: &str) -> Option<usize> {
+            self.log.lock().unwrap().iter().position(|l| l == line)
+        }
+    }
+
+    fn submit(handle: &HistoryHandle, n: u32) -> bool {
+        let message = Message { kind: "log", topic: format!("t/{n}"), payload: n.to_string().into_bytes() };
+        handle.submit(Some(event(Eui64::default(), Uuid::nil(), n)), Some(message))
+    }
+
+    fn start_journal(
+        cfg: &IntegrationConfig,
+    ) -> (Arc<Journal>, HistoryHandle, IntegrationMetrics, tokio::task::JoinHandle<()>, CancellationToken) {
+        let journal = Arc::new(Journal::default());
+        let m = metrics();
+        let (handle, writer) = HistoryWriter::new(journal.clone(), journal.clone(), cfg, m.clone());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(writer.run(shutdown.clone()));
+        (journal, handle, m, task, shutdown)
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_is_published_only_after_its_row_is_stored() {
+        let (journal, handle, m, task, _shutdown) = start_journal(&config());
+        let held = journal.gate.lock().await;
+        for n in 0..50 {
+            assert!(submit(&handle, n));
+        }
+        sleep(Duration::from_millis(200)).await;
+        assert!(journal.entries("published").is_empty(), "nothing may leave before its commit");
+        drop(held);
+        for n in 50..100 {
+            submit(&handle, n);
+        }
+        drop(handle);
+        task.await.unwrap();
+        assert_eq!(journal.entries("published"), (0..100).collect::<Vec<_>>(), "all published, in order");
+        for n in 0..100 {
+            let stored = journal.position(&format!("stored {n}")).expect("stored");
+            let published = journal.position(&format!("published {n}")).unwrap();
+            assert!(stored < published, "event {n} published before its row was stored");
+        }
+        assert_eq!(m.events_published.with_label_values(&["log"]).get(), 100);
+        assert_eq!(m.history_buffer_depth.get(), 0);
+        // Group commit: the rows that arrived while the first write waited went together.
+        assert!(m.history_batch_size.get_sample_count() <= 3, "{}", m.history_batch_size.get_sample_count());
+    }
+
+    #[tokio::test]
+    async fn during_an_outage_events_keep_flowing_and_rows_are_written_afterwards() {
+        let (journal, handle, m, task, _shutdown) = start_journal(&config());
+        journal.down.store(true, Ordering::SeqCst);
+        for n in 0..5 {
+            submit(&handle, n);
+        }
+        until("the first events", || journal.entries("published").len() == 5).await;
+        // Later events go out as they arrive, without waiting for a write.
+        for n in 5..20 {
+            submit(&handle, n);
+            let want = n as usize + 1;
+            until("an event during the outage", || journal.entries("published").len() == want).await;
+        }
+        assert!(journal.entries("stored").is_empty());
+        assert_eq!(m.history_buffer_depth.get(), 20, "rows are kept for retry");
+
+        journal.down.store(false, Ordering::SeqCst);
+        until("the rows of the outage", || journal.entries("stored").len() == 20).await;
+        assert_eq!(m.history_buffer_depth.get(), 0);
+        // Back to normal: publish after commit again.
+        let held = journal.gate.lock().await;
+        submit(&handle, 20);
+        sleep(Duration::from_millis(100)).await;
+        assert_eq!(journal.entries("published").len(), 20);
+        drop(held);
+        drop(handle);
+        task.await.unwrap();
+        assert_eq!(journal.entries("published"), (0..21).collect::<Vec<_>>(), "order kept across the outage");
+        let mut stored = journal.entries("stored");
+        stored.sort();
+        assert_eq!(stored, (0..21).collect::<Vec<_>>(), "every row stored once");
+        assert_eq!(m.history_dropped.with_label_values(&["shutdown"]).get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_hangs_holds_events_only_for_the_commit_wait() {
+        let cfg = IntegrationConfig { history_batch_interval_ms: 100, ..IntegrationConfig::default() };
+        let (journal, handle, m, task, _shutdown) = start_journal(&cfg);
+        let held = journal.gate.lock().await;
+        let started = Instant::now();
+        submit(&handle, 0);
+        until("the held event", || journal.entries("published") == [0]).await;
+        assert!(started.elapsed() >= Duration::from_millis(100), "published before the commit wait");
+        // While the write still hangs, new events are not held up.
+        for n in 1..10 {
+            submit(&handle, n);
+        }
+        until("events during the hang", || journal.entries("published").len() == 10).await;
+        assert!(journal.entries("stored").is_empty());
+        drop(held);
+        until("every row", || journal.entries("stored").len() == 10).await;
+        drop(handle);
+        task.await.unwrap();
+        assert_eq!(journal.entries("published"), (0..10).collect::<Vec<_>>());
+        assert_eq!(m.history_buffer_depth.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_drops_rows_but_still_publishes_their_events_in_order() {
+        let cfg = IntegrationConfig { history_buffer: 3, ..config() };
+        let (journal, handle, m, task, _shutdown) = start_journal(&cfg);
+        let held = journal.gate.lock().await;
+        let kept: Vec<bool> = (0..5).map(|n| submit(&handle, n)).collect();
+        assert_eq!(kept, vec![true, true, true, false, false]);
+        drop(held);
+        drop(handle);
+        task.await.unwrap();
+        assert_eq!(journal.entries("published"), vec![0, 1, 2, 3, 4]);
+        assert_eq!(journal.entries("stored").len(), 3);
+        assert_eq!(m.history_dropped.with_label_values(&["buffer_full"]).get(), 2);
+    }
+
+    #[tokio::test]
+    async fn shutdown_with_the_database_down_still_publishes_everything() {
+        let cfg = IntegrationConfig { history_flush_timeout_ms: 300, history_batch_interval_ms: 60_000, ..IntegrationConfig::default() };
+        let (journal, handle, m, task, shutdown) = start_journal(&cfg);
+        let held = journal.gate.lock().await; // the write hangs and never commits
+        for n in 0..4 {
+            submit(&handle, n);
+        }
+        sleep(Duration::from_millis(50)).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(3), task).await.expect("writer stopped").unwrap();
+        assert_eq!(journal.entries("published"), vec![0, 1, 2, 3]);
+        assert_eq!(m.history_dropped.with_label_values(&["shutdown"]).get(), 4);
+        assert_eq!(m.history_buffer_depth.get(), 0);
+        // The writer is gone: an event handed over now is published directly.
+        assert!(!submit(&handle, 4));
+        assert_eq!(journal.entries("published"), vec![0, 1, 2, 3, 4]);
+        drop(held);
     }
 }

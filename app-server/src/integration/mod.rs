@@ -6,14 +6,18 @@
 //! - [`Integration`]: the event loop (decrypt with the AppSKey, run the profile's codec,
 //!   publish, hand rows to the history writer) and the task wiring.
 //! - [`json`]: the event JSON (protobuf JSON mapping of `chirpstack-api` `integration.*Event`).
-//! - [`history_writer`]: batched, outage-tolerant writes of uplink and event rows.
+//! - [`history_writer`]: batched, outage-tolerant writes of uplink and event rows, and the
+//!   gate that publishes each event once its row is stored.
 //! - [`commands`]: `application/{applicationId}/device/{devEui}/command/down` handling.
 //! - [`config`]: the `[integration]` section; [`metrics`]: its Prometheus metrics.
 //!
 //! Events leave in the order they arrive (so per device too), although up to
 //! `codec_concurrency` JavaScript codecs run at the same time. A codec failure never loses
 //! an uplink: it is published and stored without `object`, next to a `log` event
-//! (`UPLINK_CODEC`, `ERROR`) that says why. MQTT delivery never waits for the database.
+//! (`UPLINK_CODEC`, `ERROR`) that says why. An event is published once its history row is
+//! committed (about one transaction later), so a published event survives a crash in the
+//! history; while the database is down or slow, events are published without waiting.
+//! Events above the MQTT packet limit are reported by a `log` event, never dropped silently.
 //!
 //! ```no_run
 //! # async fn demo(
@@ -75,11 +79,11 @@ use loraflow_network_server::lorawan::encrypt_frm_payload;
 use loraflow_network_server::storage::{DeviceContext, EventRecord, Storage, UplinkRecord};
 
 use crate::codec::{CodecError, Codecs, Decoded, PayloadCodec};
-use crate::mqtt::{DownlinkCommand, MqttHandle, MqttQueueFull};
+use crate::mqtt::{self, DownlinkCommand, MqttHandle, MqttQueueFull};
 
 pub use commands::CommandError;
 pub use config::IntegrationConfig;
-pub use history_writer::{HistoryHandle, HistoryRow, HistoryWriter};
+pub use history_writer::{HistoryHandle, HistoryRow, HistoryWriter, Message};
 pub use metrics::IntegrationMetrics;
 
 /// After shutdown, how long the event loop keeps taking events that the network server
@@ -124,8 +128,8 @@ impl Integration {
         registry: &prometheus::Registry,
     ) -> Result<Integration, prometheus::Error> {
         let metrics = IntegrationMetrics::register(registry)?;
-        let (history, writer) = HistoryWriter::new(deps.storage.history.clone(), config, metrics.clone());
-        let emitter = Emitter { publisher: deps.publisher, history, metrics };
+        let (history, writer) = HistoryWriter::new(deps.storage.history.clone(), deps.publisher, config, metrics.clone());
+        let emitter = Emitter { history, metrics };
         let commands = commands::CommandHandler {
             storage: deps.storage,
             codecs: deps.codecs.clone(),
@@ -164,60 +168,64 @@ impl Integration {
     }
 }
 
-/// Publishes events and hands their rows to the history writer.
+/// Hands events and their rows to the history writer, which publishes each event once its
+/// row is stored. Events too large for MQTT are never dropped silently: an uplink loses its
+/// `object` first; anything still too large is stored only, and the application gets a `log`
+/// event saying so (which is itself made to fit).
 #[derive(Clone)]
 pub(crate) struct Emitter {
-    publisher: Arc<dyn EventPublisher>,
     history: HistoryHandle,
     metrics: IntegrationMetrics,
 }
 
+/// Longest `description` (and context value) of a `log` event that had to be shrunk to fit.
+const SHRUNK_LOG_TEXT: usize = 4096;
+
+fn event_topic(kind: &str, ctx: &DeviceContext) -> String {
+    format!("application/{}/device/{}/event/{kind}", ctx.device.application_id, ctx.device.dev_eui)
+}
+
 impl Emitter {
-    /// `application/{applicationId}/device/{devEui}/event/{kind}`; false when dropped.
-    fn publish<T: Serialize>(&self, kind: &'static str, ctx: &DeviceContext, body: &T) -> bool {
-        let topic = format!("application/{}/device/{}/event/{kind}", ctx.device.application_id, ctx.device.dev_eui);
-        let payload = match serde_json::to_vec(body) {
-            Ok(p) => p,
+    /// Stores a non-uplink event as an [`EventRecord`] and publishes it on
+    /// `application/{applicationId}/device/{devEui}/event/{kind}`.
+    fn event<T: Serialize>(&self, kind: &'static str, ctx: &DeviceContext, time: DateTime<Utc>, body: &T) {
+        let body = match serde_json::to_value(body) {
+            Ok(b) => b,
             Err(e) => {
                 // Only non-finite floats can fail here; the event cannot be represented.
                 warn!(kind, dev_eui = %ctx.device.dev_eui, error = %e, "event not serialisable; dropped");
-                return false;
+                return;
             }
         };
-        match self.publisher.publish(topic, payload) {
-            Ok(()) => {
-                self.metrics.events_published.with_label_values(&[kind]).inc();
-                true
-            }
-            // The transport has counted and reported the drop.
-            Err(MqttQueueFull) => false,
+        let topic = event_topic(kind, ctx);
+        let payload = serde_json::to_vec(&body).expect("a JSON value serialises");
+        let size = payload.len();
+        let message = mqtt::publish_fits(&topic, size).then_some(Message { kind, topic, payload });
+        let fits = message.is_some();
+        let row = EventRecord {
+            id: Uuid::new_v4(),
+            time,
+            dev_eui: ctx.device.dev_eui,
+            application_id: ctx.device.application_id,
+            kind: kind.to_string(),
+            body,
+        };
+        self.history.submit(Some(HistoryRow::Event(row)), message);
+        if !fits {
+            let description = format!(
+                "{kind} event of {size} bytes is above the MQTT limit of {} bytes; stored but not published",
+                mqtt::MAX_PUBLISH_PACKET
+            );
+            self.log(ctx, "ERROR", "UNKNOWN", description, size_context(kind, size));
         }
     }
 
-    /// Publishes a non-uplink event and stores it as an [`EventRecord`].
-    fn event<T: Serialize>(&self, kind: &'static str, ctx: &DeviceContext, time: DateTime<Utc>, body: &T) {
-        self.publish(kind, ctx, body);
-        match serde_json::to_value(body) {
-            Ok(body) => {
-                self.history.push(HistoryRow::Event(EventRecord {
-                    id: Uuid::new_v4(),
-                    time,
-                    dev_eui: ctx.device.dev_eui,
-                    application_id: ctx.device.application_id,
-                    kind: kind.to_string(),
-                    body,
-                }));
-            }
-            Err(e) => {
-                warn!(kind, dev_eui = %ctx.device.dev_eui, error = %e, "event not serialisable; not stored")
-            }
-        }
-    }
-
-    /// Publishes and stores a `log` event made by the application server itself.
+    /// Publishes and stores a `log` event made by the application server itself. It always
+    /// fits in an MQTT message: if it would not, the device tags are left out and long
+    /// texts cut.
     fn log(&self, ctx: &DeviceContext, level: &'static str, code: &'static str, description: String, context: BTreeMap<String, String>) {
         let time = Utc::now();
-        let ev = json::LogEvent {
+        let mut ev = json::LogEvent {
             time: json::time_millis(time),
             device_info: json::DeviceInfo::from_context(ctx),
             level,
@@ -225,7 +233,123 @@ impl Emitter {
             description,
             context,
         };
+        let topic = event_topic("log", ctx);
+        let too_large = |ev: &json::LogEvent| serde_json::to_vec(ev).map_or(true, |p| !mqtt::publish_fits(&topic, p.len()));
+        if too_large(&ev) {
+            ev.device_info.tags.clear();
+            ev.context.insert("device_tags".into(), "omitted: too large for an MQTT message".into());
+            shorten(&mut ev.description);
+            for v in ev.context.values_mut() {
+                shorten(v);
+            }
+            ev.context.retain(|k, _| k.len() <= 256);
+            debug_assert!(!too_large(&ev));
+        }
         self.event("log", ctx, time, &ev);
+    }
+
+    /// Publishes the `up` event of an uplink and stores its [`UplinkRecord`]. An event too
+    /// large for MQTT is published without `object` (the record then has none either)
+    /// next to an `UPLINK_CODEC` log event; if even that is too large (huge device tags),
+    /// the uplink is stored only, with an `UNKNOWN` log event.
+    fn up(&self, up: &DataUp, data: Vec<u8>, object: Option<Map<String, Value>>) {
+        let ctx = &*up.device;
+        let topic = event_topic("up", ctx);
+        let mut event = json::UplinkEvent::new(up, &data, object);
+        let mut payload = serde_json::to_vec(&event);
+        let size = |p: &Result<Vec<u8>, serde_json::Error>| p.as_ref().map_or(usize::MAX, Vec::len);
+        if event.object.is_some() && !payload.as_ref().is_ok_and(|p| mqtt::publish_fits(&topic, p.len())) {
+            let with_object = size(&payload);
+            event.object = None;
+            payload = serde_json::to_vec(&event);
+            let description = match with_object {
+                usize::MAX => "decoded object cannot be represented as JSON; uplink published and stored without object".to_string(),
+                n => format!(
+                    "uplink event of {n} bytes with its decoded object is above the MQTT limit of {} bytes; \
+                     uplink published and stored without object",
+                    mqtt::MAX_PUBLISH_PACKET
+                ),
+            };
+            let mut context = uplink_log_context(up);
+            context.insert("size".into(), with_object.to_string());
+            context.insert("limit".into(), mqtt::MAX_PUBLISH_PACKET.to_string());
+            self.log(ctx, "ERROR", "UPLINK_CODEC", description, context);
+        }
+        let message = match payload {
+            Ok(p) if mqtt::publish_fits(&topic, p.len()) => Some(Message { kind: "up", topic, payload: p }),
+            Ok(p) => {
+                let description = format!(
+                    "up event of {} bytes is above the MQTT limit of {} bytes (device tags too large?); \
+                     uplink stored but not published",
+                    p.len(),
+                    mqtt::MAX_PUBLISH_PACKET
+                );
+                let mut context = uplink_log_context(up);
+                context.extend(size_context("up", p.len()));
+                self.log(ctx, "ERROR", "UNKNOWN", description, context);
+                None
+            }
+            Err(e) => {
+                warn!(dev_eui = %ctx.device.dev_eui, error = %e, "up event not serialisable; uplink stored but not published");
+                None
+            }
+        };
+        let record = uplink_record(up, &event, data);
+        self.history.submit(Some(HistoryRow::Uplink(record)), message);
+    }
+}
+
+/// `context` of a `log` event about one uplink.
+fn uplink_log_context(up: &DataUp) -> BTreeMap<String, String> {
+    let mut c = BTreeMap::new();
+    c.insert("deduplication_id".to_string(), up.deduplication_id.to_string());
+    c.insert("f_cnt".to_string(), up.f_cnt.to_string());
+    c.insert("f_port".to_string(), up.f_port.unwrap_or(0).to_string());
+    c
+}
+
+fn size_context(kind: &str, size: usize) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("event".to_string(), kind.to_string()),
+        ("size".to_string(), size.to_string()),
+        ("limit".to_string(), mqtt::MAX_PUBLISH_PACKET.to_string()),
+    ])
+}
+
+/// Cuts `s` to at most [`SHRUNK_LOG_TEXT`] bytes, on a character boundary.
+fn shorten(s: &mut String) {
+    if s.len() > SHRUNK_LOG_TEXT {
+        let mut end = SHRUNK_LOG_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
+fn uplink_record(up: &DataUp, event: &json::UplinkEvent, data: Vec<u8>) -> UplinkRecord {
+    let ctx = &*up.device;
+    let first = up.rx_info.first();
+    let gateways: BTreeSet<_> = up.rx_info.iter().map(|rx| rx.gateway_id).collect();
+    UplinkRecord {
+        deduplication_id: up.deduplication_id,
+        time: up.time,
+        dev_eui: ctx.device.dev_eui,
+        application_id: ctx.device.application_id,
+        dev_addr: up.dev_addr,
+        f_cnt: up.f_cnt,
+        f_port: up.f_port,
+        confirmed: up.confirmed,
+        dr: up.dr,
+        frequency: up.tx_info.frequency,
+        rssi: first.map_or(0, |rx| rx.rssi),
+        snr: first.map_or(0.0, |rx| rx.snr),
+        gateway_count: gateways.len() as u32,
+        data,
+        object: event.object.clone().map(Value::Object),
+        rx_info: serde_json::to_value(&event.rx_info).unwrap_or(Value::Null),
+        tx_info: serde_json::to_value(&event.tx_info).unwrap_or(Value::Null),
     }
 }
 
@@ -368,38 +492,13 @@ impl Pipeline {
             }
         }
 
-        let event = json::UplinkEvent::new(up, &data, object);
-        if self.emitter.publish("up", ctx, &event) {
-            self.emitter.metrics.uplinks_published.inc();
-        }
-        let first = up.rx_info.first();
-        let gateways: BTreeSet<_> = up.rx_info.iter().map(|rx| rx.gateway_id).collect();
-        let record = UplinkRecord {
-            deduplication_id: up.deduplication_id,
-            time: up.time,
-            dev_eui: ctx.device.dev_eui,
-            application_id: ctx.device.application_id,
-            dev_addr: up.dev_addr,
-            f_cnt: up.f_cnt,
-            f_port: up.f_port,
-            confirmed: up.confirmed,
-            dr: up.dr,
-            frequency: up.tx_info.frequency,
-            rssi: first.map_or(0, |rx| rx.rssi),
-            snr: first.map_or(0.0, |rx| rx.snr),
-            gateway_count: gateways.len() as u32,
-            data,
-            object: event.object.map(Value::Object),
-            rx_info: serde_json::to_value(&event.rx_info).unwrap_or(Value::Null),
-            tx_info: serde_json::to_value(&event.tx_info).unwrap_or(Value::Null),
-        };
-        self.emitter.history.push(HistoryRow::Uplink(record));
+        self.emitter.up(up, data, object);
         debug!(
             dedup_id = %up.deduplication_id,
             dev_eui = %ctx.device.dev_eui,
             f_cnt = up.f_cnt,
             latency_ms = up.received_at.elapsed().as_secs_f64() * 1000.0,
-            "uplink published"
+            "uplink handed over to be stored and published"
         );
     }
 

@@ -130,7 +130,7 @@ pub(crate) struct Harness {
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) metrics: IntegrationMetrics,
     pub(crate) emitter: Emitter,
-    _writer: HistoryWriter,
+    writer: std::sync::Mutex<HistoryWriter>,
     _dir: TempDir,
 }
 
@@ -140,9 +140,10 @@ impl Harness {
         let storage = sqlite_storage(&dir).await;
         let recorder = Arc::new(Recorder::default());
         let metrics = IntegrationMetrics::register(&prometheus::Registry::new()).unwrap();
-        let (history, writer) = HistoryWriter::new(storage.history.clone(), &IntegrationConfig::default(), metrics.clone());
-        let emitter = Emitter { publisher: recorder.clone(), history, metrics: metrics.clone() };
-        Harness { storage, recorder, metrics, emitter, _writer: writer, _dir: dir }
+        let (history, writer) =
+            HistoryWriter::new(storage.history.clone(), recorder.clone(), &IntegrationConfig::default(), metrics.clone());
+        let emitter = Emitter { history, metrics: metrics.clone() };
+        Harness { storage, recorder, metrics, emitter, writer: std::sync::Mutex::new(writer), _dir: dir }
     }
 
     pub(crate) fn commands(&self) -> CommandHandler {
@@ -154,7 +155,12 @@ impl Harness {
         }
     }
 
+    /// What the emitter handed over for publishing so far (passed through the recorder
+    /// without storing the rows).
     pub(crate) fn published(&self) -> Vec<(String, Vec<u8>)> {
+        for m in self.writer.lock().unwrap().take_messages() {
+            let _ = self.recorder.publish(m.topic, m.payload);
+        }
         self.recorder.messages.lock().unwrap().clone()
     }
 

@@ -33,7 +33,7 @@ struct Run {
 async fn start() -> Run {
     let dir = TempDir::new();
     let storage = sqlite_storage(&dir).await;
-    start_with(storage, dir, IntegrationConfig { history_batch_interval_ms: 5, ..IntegrationConfig::default() })
+    start_with(storage, dir, IntegrationConfig::default())
 }
 
 fn start_with(storage: Storage, dir: TempDir, config: IntegrationConfig) -> Run {
@@ -349,4 +349,81 @@ async fn shutdown_stops_the_integration_while_its_inputs_stay_open() {
     assert_eq!(run.storage.history.list_uplinks(ctx.device.dev_eui, None, 10).await.unwrap().len(), 1);
     drop(run.events);
     drop(run.commands);
+}
+
+const MQTT_LIMIT: usize = crate::mqtt::MAX_PUBLISH_PACKET;
+
+#[tokio::test]
+async fn a_codec_result_too_large_for_mqtt_is_published_without_object_next_to_a_log_event() {
+    let run = start().await;
+    let script = "function decodeUplink(input) { return { data: { blob: 'x'.repeat(3 * 1024 * 1024) } }; }";
+    let ctx = insert_device_with_codec(&run.storage, "JS", script).await;
+    run.events.send(uplink(&ctx, 4, Some(5), &[1, 2])).await.unwrap();
+    let done = run.finish().await;
+
+    assert_eq!(done.topics(), vec![topic(&ctx, "log"), topic(&ctx, "up")]);
+    let log = done.json(0);
+    assert_eq!(log["code"], "UPLINK_CODEC");
+    assert_eq!(log["level"], "ERROR");
+    let description = log["description"].as_str().unwrap();
+    assert!(description.contains(&MQTT_LIMIT.to_string()), "names the limit: {description}");
+    let size: usize = log["context"]["size"].as_str().unwrap().parse().unwrap();
+    assert!(size > 3 * 1024 * 1024, "names the size: {log}");
+    assert_eq!(log["context"]["f_cnt"], "4");
+    let up = done.json(1);
+    assert!(up.get("object").is_none());
+    assert_eq!(up["data"], "AQI=");
+
+    let stored = done.storage.history.list_uplinks(ctx.device.dev_eui, None, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].object, None, "stored as published");
+    let events = done.storage.history.list_events(ctx.device.dev_eui, None, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].body["code"], "UPLINK_CODEC");
+    assert_eq!(done.metric("loraflow_uplinks_published_total", None), 1.0);
+}
+
+#[tokio::test]
+async fn an_event_too_large_even_without_object_is_stored_and_reported_by_a_log_event_that_fits() {
+    let run = start().await;
+    let mut ctx = insert_device_with_codec(&run.storage, "NONE", "").await;
+    // Tags as big as the storage layer lets through today; they travel in every event.
+    ctx.device.tags = json!({"notes": "y".repeat(MQTT_LIMIT + 10)});
+    run.events.send(uplink(&ctx, 7, Some(1), &[1])).await.unwrap();
+    let done = run.finish().await;
+
+    assert_eq!(done.topics(), vec![topic(&ctx, "log")], "the uplink itself cannot be published");
+    assert!(done.published[0].1.len() < MQTT_LIMIT);
+    let log = done.json(0);
+    assert_eq!(log["level"], "ERROR");
+    assert_eq!(log["code"], "UNKNOWN");
+    assert!(log["description"].as_str().unwrap().contains("up event of"), "{}", log["description"]);
+    assert_eq!(log["context"]["event"], "up");
+    assert_eq!(log["context"]["limit"], MQTT_LIMIT.to_string());
+    assert_eq!(log["context"]["device_tags"], "omitted: too large for an MQTT message");
+    assert_eq!(log["deviceInfo"]["tags"], json!({}));
+    assert_eq!(done.storage.history.list_uplinks(ctx.device.dev_eui, None, 10).await.unwrap().len(), 1, "still stored");
+    assert_eq!(done.metric("loraflow_uplinks_published_total", None), 0.0);
+}
+
+#[tokio::test]
+async fn a_network_log_event_too_large_for_mqtt_is_replaced_by_one_that_fits() {
+    let run = start().await;
+    let ctx = insert_device_with_codec(&run.storage, "NONE", "").await;
+    let log = LogInfo {
+        device: Arc::new(ctx.clone()),
+        time: chrono::Utc::now(),
+        level: LogLevel::Error,
+        code: LogCode::UplinkMic,
+        description: "z".repeat(MQTT_LIMIT + 1),
+        context: Default::default(),
+    };
+    run.events.send(AppEvent::Log(log)).await.unwrap();
+    let done = run.finish().await;
+    assert_eq!(done.topics(), vec![topic(&ctx, "log")]);
+    let published = done.json(0);
+    assert_eq!(published["context"]["event"], "log");
+    assert!(published["description"].as_str().unwrap().contains("above the MQTT limit"));
+    // Both are stored: the original and the report about it.
+    assert_eq!(done.storage.history.list_events(ctx.device.dev_eui, None, 10).await.unwrap().len(), 2);
 }

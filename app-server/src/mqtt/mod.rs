@@ -46,6 +46,15 @@ pub use config::MqttConfig;
 pub use error::{MqttError, MqttQueueFull};
 pub use transport::{MqttHandle, MqttIntegration};
 
+/// Largest MQTT packet loraflow publishes (1 MiB); the transport refuses larger messages.
+pub const MAX_PUBLISH_PACKET: usize = connect::MAX_OUTGOING_PACKET;
+
+/// Whether a QoS 1 publish of this topic and payload fits in [`MAX_PUBLISH_PACKET`].
+pub fn publish_fits(topic: &str, payload_len: usize) -> bool {
+    // Fixed header (5) + topic length (2) + packet id (2).
+    topic.len() + payload_len + 9 <= MAX_PUBLISH_PACKET
+}
+
 /// `tracing` filter directives that keep the embedded broker quiet: rumqttd logs every
 /// connection, and every disconnect at ERROR level. Add them to the subscriber's filter.
 pub const QUIET_LOG_DIRECTIVES: &[&str] = &["rumqttd=off"];

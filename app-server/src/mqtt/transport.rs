@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::command::{DownlinkCommand, COMMAND_FILTER};
-use super::connect::{client_options, Broker, MAX_INFLIGHT, MAX_OUTGOING_PACKET};
+use super::connect::{client_options, Broker, MAX_INFLIGHT};
 use super::embedded::EmbeddedBroker;
 use super::metrics::MqttMetrics;
 use super::ratelimit::LogLimiter;
@@ -273,8 +273,7 @@ fn check_message(topic: &str, payload: &[u8]) -> Result<(), &'static str> {
     if topic.contains(['+', '#', '\0']) {
         return Err("wildcard or NUL in topic");
     }
-    // Fixed header (5) + topic length (2) + packet id (2).
-    if topic.len() + payload.len() + 9 > MAX_OUTGOING_PACKET {
+    if !super::publish_fits(topic, payload.len()) {
         return Err("message larger than the MQTT packet limit");
     }
     Ok(())
@@ -570,8 +569,8 @@ mod tests {
 
     #[test]
     fn a_message_over_the_packet_limit_is_refused() {
-        assert!(check_message("t", &vec![0; MAX_OUTGOING_PACKET - 10]).is_ok());
-        assert!(check_message("t", &vec![0; MAX_OUTGOING_PACKET]).is_err());
+        assert!(check_message("t", &vec![0; crate::mqtt::MAX_PUBLISH_PACKET - 10]).is_ok());
+        assert!(check_message("t", &vec![0; crate::mqtt::MAX_PUBLISH_PACKET]).is_err());
     }
 
     #[tokio::test]
