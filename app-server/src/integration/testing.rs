@@ -146,12 +146,7 @@ impl Harness {
     }
 
     pub(crate) fn commands(&self) -> CommandHandler {
-        CommandHandler {
-            storage: self.storage.clone(),
-            codecs: Codecs::new(CodecConfig::default()),
-            network: NetworkHandle::default(),
-            emitter: self.emitter.clone(),
-        }
+        CommandHandler::new(self.storage.clone(), Codecs::new(CodecConfig::default()), NetworkHandle::default(), self.emitter.clone())
     }
 
     pub(crate) fn published(&self) -> Vec<(String, Vec<u8>)> {
