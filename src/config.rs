@@ -115,6 +115,9 @@ impl Config {
         if self.mqtt.queue_size == 0 {
             return Err(ConfigError::Invalid { key: "mqtt.queue_size".into(), reason: "must be at least 1".into() });
         }
+        if !(1..=100_000).contains(&self.mqtt.embedded_max_connections) {
+            return Err(ConfigError::Invalid { key: "mqtt.embedded_max_connections".into(), reason: "must be 1..=100000".into() });
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid { key: "log.format".into(), reason: "expected text or json".into() });
         }
@@ -220,5 +223,11 @@ mod tests {
         std::fs::write(&p, "[mqtt]\nqueue_size = \"lots\"\n").unwrap();
         let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
         assert!(e.to_string().contains("`mqtt.queue_size`"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_embedded_connection_limit_is_refused_naming_the_key() {
+        let e = Config::load_from(None, env(&[("LORAFLOW_MQTT__EMBEDDED_MAX_CONNECTIONS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("mqtt.embedded_max_connections"), "{e}");
     }
 }

@@ -120,6 +120,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         network: network.clone(),
         network_config: Arc::new(config.network.clone()),
         codecs: codecs.clone(),
+        mqtt: Some(mqtt.clone()),
     };
     let (uplinks_tx, uplinks_rx) = mpsc::channel(UPLINK_QUEUE);
     tracker.spawn(forwarder.run(shutdown.clone()));

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod gateways;
+pub mod health;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{middleware, Json, Router};
+use axum::{middleware, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub network_config: Arc<NetworkConfig>,
     /// Encodes `object` downlinks with the device profile's codec.
     pub codecs: crate::codec::Codecs,
+    /// The MQTT transport, for `/health/ready`; `None` when there is none.
+    pub mqtt: Option<crate::mqtt::MqttHandle>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,11 +91,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{dev_eui}/uplinks", get(device_uplinks::list))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).nest("/api", api).with_state(state)
-}
-
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics))
+        .nest("/api", api)
+        .with_state(state)
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {

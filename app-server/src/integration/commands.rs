@@ -9,10 +9,15 @@
 //! `log` event (`DOWNLINK_CODEC` for codec errors, `DOWNLINK_PAYLOAD_SIZE` for size,
 //! `UNKNOWN` otherwise, with a description naming the field) when the device exists in
 //! the topic's application; otherwise only a warning is logged, so that nothing is told to
-//! an application that the device does not belong to.
+//! an application that the device does not belong to. An `id` already in the device's
+//! queue is the sender's mistake, reported as a `WARNING` log event naming the id.
+//!
+//! Anyone who may publish on the broker can send commands, so every log line here is
+//! rate-limited (one per [`WARN_INTERVAL`], with the count of those left out).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -30,7 +35,11 @@ use loraflow_network_server::types::Eui64;
 use super::Emitter;
 use crate::codec::{CodecError, Codecs, PayloadCodec};
 use crate::downlink_queue::{self, EncodeError, MAX_PAYLOAD};
+use crate::mqtt::ratelimit::LogLimiter;
 use crate::mqtt::DownlinkCommand;
+
+/// At most one log line per this interval for rejected commands, and one for faults.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a command was not queued. The text is what the application sees in the log event.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +64,8 @@ pub enum CommandError {
     Base64,
     #[error("id {0:?} is not a UUID")]
     BadId(String),
+    #[error("id {0} is already in the device queue; not queued again")]
+    DuplicateId(Uuid),
     #[error("payload codec {codec} could not encode object: {source}")]
     Codec { codec: &'static str, source: CodecError },
     #[error("payload is {0} bytes, more than the {MAX_PAYLOAD} a downlink can carry")]
@@ -70,6 +81,15 @@ impl CommandError {
             CommandError::Codec { .. } => "DOWNLINK_CODEC",
             CommandError::TooLarge(_) => "DOWNLINK_PAYLOAD_SIZE",
             _ => "UNKNOWN",
+        }
+    }
+
+    /// `integration.LogLevel` name for the log event.
+    fn log_level(&self) -> &'static str {
+        match self {
+            // Most likely a re-sent command that was queued the first time.
+            CommandError::DuplicateId(_) => "WARNING",
+            _ => "ERROR",
         }
     }
 
@@ -109,13 +129,26 @@ impl From<CommandError> for Rejected {
 }
 
 pub(crate) struct CommandHandler {
-    pub(crate) storage: Storage,
-    pub(crate) codecs: Codecs,
-    pub(crate) network: NetworkHandle,
-    pub(crate) emitter: Emitter,
+    storage: Storage,
+    codecs: Codecs,
+    network: NetworkHandle,
+    emitter: Emitter,
+    rejected_warning: LogLimiter,
+    fault_warning: LogLimiter,
 }
 
 impl CommandHandler {
+    pub(crate) fn new(storage: Storage, codecs: Codecs, network: NetworkHandle, emitter: Emitter) -> Self {
+        CommandHandler {
+            storage,
+            codecs,
+            network,
+            emitter,
+            rejected_warning: LogLimiter::new(WARN_INTERVAL),
+            fault_warning: LogLimiter::new(WARN_INTERVAL),
+        }
+    }
+
     /// Handles commands one at a time until `shutdown` or until the transport is gone.
     pub(crate) async fn run(self, mut commands: mpsc::Receiver<DownlinkCommand>, shutdown: CancellationToken) {
         loop {
@@ -146,14 +179,19 @@ impl CommandHandler {
                 let dev_eui: String = cmd.dev_eui.chars().take(32).collect();
                 let application_id: String = cmd.application_id.chars().take(40).collect();
                 if let CommandError::Storage(e) = &error {
-                    error!(%dev_eui, error = %e, "downlink command not queued");
-                } else {
-                    warn!(%dev_eui, %application_id, reason = %error, "downlink command rejected");
+                    if let Some(suppressed) = self.fault_warning.allow() {
+                        error!(%dev_eui, error = %e, failed_since_last_line = suppressed, "downlink command not queued");
+                    }
+                } else if let Some(suppressed) = self.rejected_warning.allow() {
+                    warn!(%dev_eui, %application_id, reason = %error, rejected_since_last_warning = suppressed, "downlink command rejected");
                 }
                 if let Some(ctx) = device {
                     let mut context = BTreeMap::new();
                     context.insert("topic_dev_eui".to_string(), ctx.device.dev_eui.to_string());
-                    self.emitter.log(&ctx, "ERROR", error.log_code(), error.to_string(), context);
+                    if let CommandError::DuplicateId(id) = &error {
+                        context.insert("id".to_string(), id.to_string());
+                    }
+                    self.emitter.log(&ctx, error.log_level(), error.log_code(), error.to_string(), context);
                 }
                 None
             }
@@ -199,7 +237,10 @@ impl CommandHandler {
         }
 
         let item = downlink_queue::unsent(id, dev_eui, f_port, body.confirmed, data);
-        downlink_queue::enqueue(&self.storage, &self.network, &item).await.map_err(|e| with_device(CommandError::Storage(e)))?;
+        downlink_queue::enqueue(&self.storage, &self.network, &item).await.map_err(|e| match e {
+            StorageError::AlreadyExists => with_device(CommandError::DuplicateId(id)),
+            e => with_device(CommandError::Storage(e)),
+        })?;
         Ok((id, dev_eui))
     }
 
@@ -299,6 +340,30 @@ mod tests {
         }
         assert_eq!(h.published().len(), cases.len());
         assert!(h.storage.queue.list(ctx.device.dev_eui).await.unwrap().is_empty());
+        h.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_id_is_a_warning_log_event_naming_the_id_not_a_fault() {
+        let h = Harness::sqlite().await;
+        let ctx = insert_device(&h.storage).await;
+        let app = ctx.device.application_id.to_string();
+        let eui = ctx.device.dev_eui.to_string();
+        let id = Uuid::new_v4();
+        let body = json!({"id": id.to_string(), "fPort": 1, "data": "AQ=="});
+        assert_eq!(h.commands().handle(&command(&app, &eui, body.clone())).await, Some(id));
+        assert_eq!(h.commands().handle(&command(&app, &eui, body)).await, None);
+        let published = h.published();
+        let (topic, payload) = published.last().expect("log event published");
+        assert_eq!(topic, &format!("application/{app}/device/{eui}/event/log"));
+        let log: Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(log["level"], "WARNING");
+        assert_eq!(log["code"], "UNKNOWN");
+        assert!(log["description"].as_str().unwrap().contains(&id.to_string()), "{log}");
+        assert_eq!(log["context"]["id"], id.to_string());
+        assert_eq!(h.metrics.downlink_commands.with_label_values(&["invalid"]).get(), 1);
+        assert_eq!(h.metrics.downlink_commands.with_label_values(&["error"]).get(), 0);
+        assert_eq!(h.storage.queue.list(ctx.device.dev_eui).await.unwrap().len(), 1);
         h.close().await;
     }
 

@@ -130,12 +130,7 @@ impl Integration {
         let metrics = IntegrationMetrics::register(registry)?;
         let (history, writer) = HistoryWriter::new(deps.storage.history.clone(), deps.publisher, config, metrics.clone());
         let emitter = Emitter { history, metrics };
-        let commands = commands::CommandHandler {
-            storage: deps.storage,
-            codecs: deps.codecs.clone(),
-            network: deps.network,
-            emitter: emitter.clone(),
-        };
+        let commands = commands::CommandHandler::new(deps.storage, deps.codecs.clone(), deps.network, emitter.clone());
         Ok(Integration { emitter, codecs: deps.codecs, writer, commands, codec_concurrency: config.codec_concurrency() })
     }
 

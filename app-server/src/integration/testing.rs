@@ -147,12 +147,7 @@ impl Harness {
     }
 
     pub(crate) fn commands(&self) -> CommandHandler {
-        CommandHandler {
-            storage: self.storage.clone(),
-            codecs: Codecs::new(CodecConfig::default()),
-            network: NetworkHandle::default(),
-            emitter: self.emitter.clone(),
-        }
+        CommandHandler::new(self.storage.clone(), Codecs::new(CodecConfig::default()), NetworkHandle::default(), self.emitter.clone())
     }
 
     /// What the emitter handed over for publishing so far (passed through the recorder

@@ -12,6 +12,9 @@ pub struct MqttConfig {
     pub url: String,
     /// Listen address of the embedded broker.
     pub embedded_bind: SocketAddr,
+    /// Client connections the embedded broker accepts on `embedded_bind` (loraflow's own
+    /// client is not counted).
+    pub embedded_max_connections: usize,
     /// Overrides the user name in `url`.
     pub username: String,
     /// Overrides the password in `url`.
@@ -34,6 +37,7 @@ impl Default for MqttConfig {
         MqttConfig {
             url: String::new(),
             embedded_bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            embedded_max_connections: 1000,
             username: String::new(),
             password: String::new(),
             client_id: String::new(),

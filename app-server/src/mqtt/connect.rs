@@ -16,9 +16,16 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 use super::{MqttConfig, MqttError};
 
-/// Largest MQTT packet we send (events) and accept (commands, which are small).
+/// Largest MQTT packet we send (events); also the largest the embedded broker accepts.
 pub(crate) const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
-const MAX_INCOMING_PACKET: usize = 256 * 1024;
+/// rumqttc drops the connection on an incoming packet above its limit, and anyone may
+/// publish on a command topic: so the limit must be at least what the broker accepts.
+/// The embedded broker refuses publishes above [`MAX_OUTGOING_PACKET`] (a forwarded
+/// publish may gain a 2-byte packet id); an external broker's limit is unknown, so the
+/// protocol's maximum (MQTT 3.1.1 §2.2.3) is allowed. Oversized commands are then ignored
+/// by the transport, not by a disconnect.
+const MAX_INCOMING_EMBEDDED: usize = MAX_OUTGOING_PACKET + 16;
+const MAX_INCOMING_EXTERNAL: usize = 268_435_455;
 
 /// Publishes written but not yet acknowledged. Large enough that the round trip does not
 /// cap throughput (at 0.2 ms RTT, 1000 in flight allow millions per second), small
@@ -39,6 +46,10 @@ pub(crate) fn client_options(cfg: &MqttConfig, broker: Broker<'_>) -> Result<Mqt
         cfg.client_id.clone()
     };
 
+    let max_incoming = match broker {
+        Broker::Embedded(_) => MAX_INCOMING_EMBEDDED,
+        Broker::External(_) => MAX_INCOMING_EXTERNAL,
+    };
     let (mut options, url_user, url_pass) = match broker {
         Broker::Embedded(addr) => (MqttOptions::new(client_id, addr.ip().to_string(), addr.port()), None, None),
         Broker::External(url) => {
@@ -62,7 +73,7 @@ pub(crate) fn client_options(cfg: &MqttConfig, broker: Broker<'_>) -> Result<Mqt
     // Resubscribed after every connect and un-acknowledged publishes are re-sent by the
     // transport, so nothing depends on the broker keeping a session for us.
     options.set_clean_session(true);
-    options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+    options.set_max_packet_size(max_incoming, MAX_OUTGOING_PACKET);
     options.set_inflight(MAX_INFLIGHT);
     // Never full: the transport submits at most MAX_INFLIGHT publishes plus a subscribe
     // and a disconnect.
@@ -201,6 +212,13 @@ mod tests {
         let o = client_options(&cfg, Broker::External(&cfg.url)).unwrap();
         let login = o.credentials().unwrap();
         assert_eq!((login.username.as_str(), login.password.as_str()), ("c", "d"));
+    }
+
+    #[test]
+    fn the_client_accepts_every_packet_its_broker_may_forward() {
+        let embedded = client_options(&MqttConfig::default(), Broker::Embedded("127.0.0.1:1".parse().unwrap())).unwrap();
+        assert!(embedded.max_packet_size() >= MAX_OUTGOING_PACKET + 2);
+        assert_eq!(external("mqtt://h").unwrap().max_packet_size(), 268_435_455);
     }
 
     #[test]

@@ -17,6 +17,16 @@ pub(crate) struct MqttMetrics {
     pub commands_received: IntCounter,
     /// Downlink commands dropped because their consumer did not keep up.
     pub commands_dropped: IntCounter,
+    /// Command messages refused before parsing (larger than `MAX_COMMAND_SIZE`).
+    pub commands_rejected: IntCounter,
+    /// Connection losses of loraflow's own client.
+    pub reconnects: IntCounter,
+    /// Embedded broker: rumqttd instances replaced after failed health probes.
+    pub embedded_restarts: IntCounter,
+    /// Embedded broker: client connections open on `mqtt.embedded_bind`.
+    pub embedded_connections: IntGauge,
+    /// Embedded broker: connections refused at `mqtt.embedded_max_connections`.
+    pub embedded_refused: IntCounter,
 }
 
 impl MqttMetrics {
@@ -38,6 +48,23 @@ impl MqttMetrics {
                 "loraflow_mqtt_commands_dropped_total",
                 "Downlink command messages dropped because the command queue was full",
             )?,
+            commands_rejected: IntCounter::new(
+                "loraflow_mqtt_commands_rejected_total",
+                "Downlink command messages refused before parsing because they are too large",
+            )?,
+            reconnects: IntCounter::new("loraflow_mqtt_connection_losses_total", "Times the connection to the MQTT broker was lost")?,
+            embedded_restarts: IntCounter::new(
+                "loraflow_mqtt_embedded_restarts_total",
+                "Embedded MQTT broker instances replaced because they stopped answering health probes",
+            )?,
+            embedded_connections: IntGauge::new(
+                "loraflow_mqtt_embedded_connections",
+                "Client connections open on the embedded MQTT broker's address (mqtt.embedded_bind)",
+            )?,
+            embedded_refused: IntCounter::new(
+                "loraflow_mqtt_embedded_refused_total",
+                "Connections refused by the embedded MQTT broker at mqtt.embedded_max_connections",
+            )?,
         };
         registry.register(Box::new(m.published.clone()))?;
         registry.register(Box::new(m.publish_failures.clone()))?;
@@ -46,6 +73,11 @@ impl MqttMetrics {
         registry.register(Box::new(m.connected.clone()))?;
         registry.register(Box::new(m.commands_received.clone()))?;
         registry.register(Box::new(m.commands_dropped.clone()))?;
+        registry.register(Box::new(m.commands_rejected.clone()))?;
+        registry.register(Box::new(m.reconnects.clone()))?;
+        registry.register(Box::new(m.embedded_restarts.clone()))?;
+        registry.register(Box::new(m.embedded_connections.clone()))?;
+        registry.register(Box::new(m.embedded_refused.clone()))?;
         Ok(m)
     }
 }
@@ -68,6 +100,11 @@ mod tests {
             "loraflow_mqtt_connected",
             "loraflow_mqtt_commands_received_total",
             "loraflow_mqtt_commands_dropped_total",
+            "loraflow_mqtt_commands_rejected_total",
+            "loraflow_mqtt_connection_losses_total",
+            "loraflow_mqtt_embedded_restarts_total",
+            "loraflow_mqtt_embedded_connections",
+            "loraflow_mqtt_embedded_refused_total",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
         }

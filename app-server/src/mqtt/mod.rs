@@ -6,7 +6,9 @@
 //!   tasks that keep the connection, re-send after reconnects and receive commands.
 //! - `tracker`: which accepted messages the broker has not acknowledged yet.
 //! - `connect`: rumqttc options from the config (URL, credentials, TLS).
-//! - `embedded`: the rumqttd broker started when `mqtt.url` is empty.
+//! - `embedded`: the rumqttd broker started when `mqtt.url` is empty, and its supervisor;
+//!   `front`: the listener that relays to it and enforces its connection limit;
+//!   `probe`: the MQTT health probe the supervisor uses.
 //! - `command`: the downlink command topic.
 //!
 //! Guarantee: a message `publish` accepted is delivered to the broker at least once and
@@ -36,15 +38,17 @@ pub mod config;
 mod connect;
 mod embedded;
 mod error;
+mod front;
 mod metrics;
-mod ratelimit;
+mod probe;
+pub(crate) mod ratelimit;
 mod tracker;
 mod transport;
 
 pub use command::DownlinkCommand;
 pub use config::MqttConfig;
 pub use error::{MqttError, MqttQueueFull};
-pub use transport::{MqttHandle, MqttIntegration};
+pub use transport::{MqttHandle, MqttHealth, MqttIntegration};
 
 /// Largest MQTT packet loraflow publishes (1 MiB); the transport refuses larger messages.
 pub const MAX_PUBLISH_PACKET: usize = connect::MAX_OUTGOING_PACKET;

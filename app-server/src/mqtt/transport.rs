@@ -47,6 +47,9 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(1);
 /// At most one "broker unreachable" / "queue full" warning per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(30);
+/// Larger messages on a command topic are ignored (and counted). A command is a small JSON
+/// document (a downlink carries at most 242 bytes); the limit leaves room for `object`.
+pub(crate) const MAX_COMMAND_SIZE: usize = 64 * 1024;
 
 /// Starts the MQTT integration (DESIGN.md §2, §4).
 pub struct MqttIntegration;
@@ -66,8 +69,11 @@ impl MqttIntegration {
         shutdown: CancellationToken,
     ) -> Result<(MqttHandle, mpsc::Receiver<DownlinkCommand>, Option<SocketAddr>), MqttError> {
         let metrics = MqttMetrics::register(registry)?;
+        // Stopped with the transport (after its flush), not with `shutdown`.
+        let broker_stop = CancellationToken::new();
         let (options, embedded) = if cfg.url.is_empty() {
-            let broker = EmbeddedBroker::start(cfg.embedded_bind)?;
+            let broker =
+                EmbeddedBroker::start(cfg.embedded_bind, cfg.embedded_max_connections, metrics.clone(), broker_stop.clone()).await?;
             (client_options(cfg, Broker::Embedded(broker.connect_addr()))?, Some(broker))
         } else {
             (client_options(cfg, Broker::External(&cfg.url))?, None)
@@ -79,6 +85,11 @@ impl MqttIntegration {
                 format!("{host}:{port}")
             }
         };
+        let status = Arc::new(LinkStatus {
+            broker: broker_label.clone(),
+            since: std::sync::Mutex::new((Instant::now(), Some("not connected yet".to_string()))),
+            embedded_healthy: embedded.as_ref().map(|b| b.health_flag()),
+        });
 
         let (client, mut eventloop) = AsyncClient::new(options, MAX_INFLIGHT as usize + 16);
         eventloop.network_options.set_tcp_nodelay(true);
@@ -97,6 +108,7 @@ impl MqttIntegration {
             full_warning: LogLimiter::new(WARN_INTERVAL),
             invalid_warning: LogLimiter::new(WARN_INTERVAL),
             metrics: metrics.clone(),
+            status: status.clone(),
         });
 
         // Cancelled by `shutdown`, or by us when start-up fails after the tasks exist.
@@ -110,6 +122,8 @@ impl MqttIntegration {
                 metrics: metrics.clone(),
                 stop: link_stop.clone(),
                 broker: broker_label,
+                status,
+                command_warning: LogLimiter::new(WARN_INTERVAL),
             }
             .run(),
         );
@@ -123,7 +137,7 @@ impl MqttIntegration {
             shared: shared.clone(),
             connected: false,
         };
-        tokio::spawn(driver.run(stop.clone(), link, link_stop));
+        tokio::spawn(driver.run(stop.clone(), link, link_stop, broker_stop.clone()));
 
         let handle = MqttHandle { shared };
         let Some(broker) = embedded else {
@@ -131,16 +145,9 @@ impl MqttIntegration {
         };
         let deadline = Instant::now() + EMBEDDED_READY_TIMEOUT;
         while !handle.is_connected() {
-            let failure = if !broker.is_running() {
-                Some("its listener failed (address in use?)")
-            } else if Instant::now() >= deadline {
-                Some("no MQTT connection to it within 5 s")
-            } else {
-                None
-            };
-            if let Some(reason) = failure {
+            if Instant::now() >= deadline {
                 stop.cancel();
-                return Err(MqttError::EmbeddedStart { addr: broker.listen, reason: reason.into() });
+                return Err(MqttError::EmbeddedStart { addr: broker.listen, reason: "no MQTT connection to it within 5 s".into() });
             }
             sleep(Duration::from_millis(20)).await;
         }
@@ -170,6 +177,39 @@ struct Shared {
     full_warning: LogLimiter,
     invalid_warning: LogLimiter,
     metrics: MqttMetrics,
+    status: Arc<LinkStatus>,
+}
+
+/// What `/health/ready` reports about the broker connection.
+struct LinkStatus {
+    broker: String,
+    /// Since when the connection is up (`None`) or down (`Some(last error)`).
+    since: std::sync::Mutex<(Instant, Option<String>)>,
+    /// Embedded broker: `false` while the supervisor replaces a broken instance.
+    embedded_healthy: Option<Arc<AtomicBool>>,
+}
+
+impl LinkStatus {
+    fn set(&self, error: Option<String>) {
+        let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
+        if since.1.is_none() != error.is_none() {
+            since.0 = Instant::now();
+        }
+        since.1 = error;
+    }
+}
+
+/// The state of the broker connection, for health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttHealth {
+    /// `embedded 127.0.0.1:1883` or `host:port`.
+    pub broker: String,
+    /// Connected and subscribed to downlink commands.
+    pub connected: bool,
+    /// How long the connection has been in its current state.
+    pub for_secs: u64,
+    /// Why not connected (the last connection error), when not.
+    pub reason: Option<String>,
 }
 
 impl MqttHandle {
@@ -245,6 +285,21 @@ impl MqttHandle {
         self.shared.ready.load(Ordering::Acquire)
     }
 
+    /// The broker connection's state, for `/health/ready`.
+    pub fn health(&self) -> MqttHealth {
+        let status = &self.shared.status;
+        let (since, error) = status.since.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let connected = self.is_connected();
+        let broker_broken = status.embedded_healthy.as_ref().is_some_and(|h| !h.load(Ordering::Acquire));
+        let reason = match (connected, broker_broken, error) {
+            (_, true, _) => Some("the embedded broker stopped answering and is being restarted".to_string()),
+            (true, false, _) => None,
+            (false, false, Some(e)) => Some(e),
+            (false, false, None) => Some("connected, waiting for the downlink command subscription".to_string()),
+        };
+        MqttHealth { broker: status.broker.clone(), connected: connected && !broker_broken, for_secs: since.elapsed().as_secs(), reason }
+    }
+
     /// Resolves once the transport has shut down (after `shutdown` was cancelled, its
     /// flush and its disconnect).
     pub async fn stopped(&self) {
@@ -301,6 +356,9 @@ struct Link {
     metrics: MqttMetrics,
     stop: CancellationToken,
     broker: String,
+    status: Arc<LinkStatus>,
+    /// At most one warning per interval about refused or dropped commands.
+    command_warning: LogLimiter,
 }
 
 impl Link {
@@ -325,6 +383,7 @@ impl Link {
                         backoff = RECONNECT_MIN;
                         unreachable_since = Instant::now();
                         self.metrics.connected.set(1);
+                        self.status.set(None);
                         info!(broker = %self.broker, "connected to MQTT broker");
                     }
                     if !self.forward(event) {
@@ -332,6 +391,7 @@ impl Link {
                     }
                 }
                 Err(error) => {
+                    self.status.set(Some(error.to_string()));
                     // Packets read before the error (PUBACKs) are still buffered in rumqttc's
                     // state: they happened, and must not surface after the next CONNACK.
                     let buffered: Vec<Event> = self.eventloop.state.events.drain(..).collect();
@@ -341,6 +401,7 @@ impl Link {
                     if connected {
                         connected = false;
                         self.metrics.connected.set(0);
+                        self.metrics.reconnects.inc();
                         warn!(broker = %self.broker, error = %error, "MQTT connection lost, reconnecting");
                         let (taken_tx, taken_rx) = oneshot::channel();
                         if self.events.send(LinkEvent::Disconnected(taken_tx)).is_err() {
@@ -394,14 +455,29 @@ impl Link {
     }
 
     fn command(&self, topic: &str, payload: &[u8]) {
+        if payload.len() > MAX_COMMAND_SIZE {
+            // Anyone may publish on a command topic: refuse before copying or parsing.
+            self.metrics.commands_rejected.inc();
+            if let Some(suppressed) = self.command_warning.allow() {
+                warn!(
+                    payload_len = payload.len(),
+                    limit = MAX_COMMAND_SIZE,
+                    refused_or_dropped_since_last_warning = suppressed,
+                    "MQTT downlink command too large, ignored"
+                );
+            }
+            return;
+        }
         let Some(command) = DownlinkCommand::from_publish(topic, payload) else {
-            debug!(topic, "ignoring MQTT message outside the command topics");
+            debug!(topic_len = topic.len(), "ignoring MQTT message outside the command topics");
             return;
         };
         self.metrics.commands_received.inc();
         if self.commands.try_send(command).is_err() {
             self.metrics.commands_dropped.inc();
-            warn!("downlink command queue full, dropping command");
+            if let Some(suppressed) = self.command_warning.allow() {
+                warn!(refused_or_dropped_since_last_warning = suppressed, "downlink command queue full, dropping command");
+            }
         }
     }
 }
@@ -419,7 +495,13 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, stop: CancellationToken, mut link: JoinHandle<()>, link_stop: CancellationToken) {
+    async fn run(
+        mut self,
+        stop: CancellationToken,
+        mut link: JoinHandle<()>,
+        link_stop: CancellationToken,
+        broker_stop: CancellationToken,
+    ) {
         let mut flush_deadline: Option<Instant> = None;
         loop {
             self.pump();
@@ -463,6 +545,7 @@ impl Driver {
             link_stop.cancel();
             let _ = link.await;
         }
+        broker_stop.cancel();
         self.shared.stopped.cancel();
         debug!("MQTT transport stopped");
     }
