@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `config`: the typed configuration (TOML + `LORAFLOW_<SECTION>__<KEY>` overrides).
+//! - `log_format`: text-log field formatting that escapes control characters.
 //! - `server`: start-up, wiring of the components, graceful shutdown.
 //! - `sim`: virtual gateways and devices; `simulate` and `bench` are the CLI tools built on them.
 //!
@@ -11,6 +12,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod log_format;
 pub mod server;
 pub mod sim;
 pub mod simulate;

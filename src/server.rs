@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -44,7 +44,12 @@ pub fn init_tracing(log: &LogConfig) {
         }
     }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = if log.format == "json" {
+        builder.json().try_init()
+    } else {
+        // Values from the network must never start a line of their own.
+        builder.fmt_fields(crate::log_format::escaped_fields()).try_init()
+    };
 }
 
 /// The addresses the server actually listens on (ports may have been 0 in the config).
@@ -165,34 +170,51 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 /// Hands uplinks to the network server and persists gateway `lastSeenAt` in batches.
 /// Ends when the packet-forwarder stops (its channel closes), which closes the uplink channel.
 async fn consume_gateway_events(mut events: mpsc::Receiver<GatewayEvent>, uplinks: mpsc::Sender<UplinkFrame>, storage: Storage) {
-    let mut seen: HashMap<Eui64, DateTime<Utc>> = HashMap::new();
-    let mut tick = tokio::time::interval(LAST_SEEN_FLUSH);
-    loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Some(GatewayEvent::Seen { gateway_id, at }) | Some(GatewayEvent::Stats { gateway_id, at, .. }) => {
-                    seen.insert(gateway_id, at);
+    let seen: Arc<Mutex<HashMap<Eui64, DateTime<Utc>>>> = Arc::default();
+    // lastSeenAt is written on its own task: a slow or unreachable database must never hold
+    // up the hand-over of uplinks.
+    let stop = CancellationToken::new();
+    let flusher = tokio::spawn({
+        let (seen, storage, stop) = (seen.clone(), storage.clone(), stop.clone());
+        async move {
+            let mut tick = tokio::time::interval(LAST_SEEN_FLUSH);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => flush_last_seen(&storage, &seen).await,
+                    _ = stop.cancelled() => break,
                 }
-                Some(GatewayEvent::Uplink(frame)) => {
-                    if uplinks.send(frame).await.is_err() {
-                        break;
-                    }
+            }
+        }
+    });
+    while let Some(ev) = events.recv().await {
+        match ev {
+            GatewayEvent::Seen { gateway_id, at } | GatewayEvent::Stats { gateway_id, at, .. } => {
+                seen.lock().expect("lock").insert(gateway_id, at);
+            }
+            GatewayEvent::Uplink(frame) => {
+                if uplinks.send(frame).await.is_err() {
+                    break;
                 }
-                None => break,
-            },
-            _ = tick.tick() => flush_last_seen(&storage, &mut seen).await,
+            }
         }
     }
-    flush_last_seen(&storage, &mut seen).await;
+    stop.cancel();
+    let _ = flusher.await;
+    flush_last_seen(&storage, &seen).await;
 }
 
-async fn flush_last_seen(storage: &Storage, seen: &mut HashMap<Eui64, DateTime<Utc>>) {
-    if seen.is_empty() {
+async fn flush_last_seen(storage: &Storage, seen: &Mutex<HashMap<Eui64, DateTime<Utc>>>) {
+    let batch: Vec<_> = seen.lock().expect("lock").drain().collect();
+    if batch.is_empty() {
         return;
     }
-    let batch: Vec<_> = seen.drain().collect();
     if let Err(e) = storage.gateways.touch_last_seen(&batch).await {
-        tracing::warn!(error = %e, "could not store gateway lastSeenAt");
+        tracing::warn!(error = %e, "could not store gateway lastSeenAt; trying again later");
+        // Kept for the next round, unless the gateway was seen again meanwhile.
+        let mut seen = seen.lock().expect("lock");
+        for (gateway_id, at) in batch {
+            seen.entry(gateway_id).or_insert(at);
+        }
     }
 }
 

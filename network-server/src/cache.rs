@@ -4,8 +4,9 @@
 //! simply warms the cache again.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::handle::NetworkHandle;
 use crate::storage::{DeviceContext, DeviceSession, Storage, StorageError};
@@ -23,7 +24,13 @@ pub struct SessionCache {
     handle: NetworkHandle,
     inner: RwLock<Inner>,
     refresh: tokio::sync::Mutex<()>,
+    /// Set while re-reading changed devices fails (database unreachable): lookups then leave
+    /// the re-reading to the background refresher instead of each waiting for the database.
+    refresh_failing: AtomicBool,
 }
+
+/// How long a lookup waits for changed devices to be re-read before it goes on without.
+const LOOKUP_REFRESH_WAIT: Duration = Duration::from_secs(3);
 
 impl SessionCache {
     pub async fn load(storage: Storage, handle: NetworkHandle) -> Result<SessionCache, StorageError> {
@@ -34,7 +41,13 @@ impl SessionCache {
         }
         let queued = storage.queue.devices_with_items().await?;
         handle.shared.queued.write().expect("lock").extend(queued.into_iter().map(|e| (e, 0)));
-        Ok(SessionCache { storage, handle, inner: RwLock::new(inner), refresh: tokio::sync::Mutex::new(()) })
+        Ok(SessionCache {
+            storage,
+            handle,
+            inner: RwLock::new(inner),
+            refresh: tokio::sync::Mutex::new(()),
+            refresh_failing: AtomicBool::new(false),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -52,6 +65,37 @@ impl SessionCache {
         if self.handle.shared.stale_devices.read().expect("lock").is_empty() {
             return Ok(());
         }
+        let result = self.reread_stale().await;
+        self.refresh_failing.store(result.is_err(), Ordering::Release);
+        result
+    }
+
+    /// Before a lookup: re-reads the changed devices. When the database cannot be reached
+    /// (or does not answer within `LOOKUP_REFRESH_WAIT`), the lookup goes on from the cache —
+    /// a database outage must not stop every device — and only devices still marked stale
+    /// are refused: their cached state may be wrong.
+    async fn refresh_before_lookup(&self, involved: impl FnOnce(&Inner) -> Vec<Eui64>) -> Result<(), StorageError> {
+        if self.handle.shared.stale_devices.read().expect("lock").is_empty() {
+            return Ok(());
+        }
+        let error = if self.refresh_failing.load(Ordering::Acquire) {
+            StorageError::Conflict("changed devices cannot be re-read: the database is unreachable".into())
+        } else {
+            match tokio::time::timeout(LOOKUP_REFRESH_WAIT, self.refresh_stale()).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => e,
+                Err(_) => StorageError::Conflict("changed devices could not be re-read in time".into()),
+            }
+        };
+        let involved = involved(&self.inner.read().expect("cache lock"));
+        let stale = self.handle.shared.stale_devices.read().expect("lock");
+        if involved.iter().any(|e| stale.contains_key(e)) {
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn reread_stale(&self) -> Result<(), StorageError> {
         let _refreshing = self.refresh.lock().await;
         let stale: Vec<(Eui64, u64)> = self.handle.shared.stale_devices.read().expect("lock").iter().map(|(e, v)| (*e, *v)).collect();
         // One query per few hundred devices: after a bulk activation thousands are stale.
@@ -80,7 +124,7 @@ impl SessionCache {
 
     /// Sessions of every device using `dev_addr`.
     pub async fn by_dev_addr(&self, dev_addr: DevAddr) -> Result<Vec<DeviceSession>, StorageError> {
-        self.refresh_stale().await?;
+        self.refresh_before_lookup(|inner| inner.by_addr.get(&dev_addr).cloned().unwrap_or_default()).await?;
         let inner = self.inner.read().expect("cache lock");
         Ok(inner
             .by_addr
@@ -90,13 +134,13 @@ impl SessionCache {
     }
 
     pub async fn get(&self, dev_eui: Eui64) -> Result<Option<DeviceSession>, StorageError> {
-        self.refresh_stale().await?;
+        self.refresh_before_lookup(|_| vec![dev_eui]).await?;
         Ok(self.inner.read().expect("cache lock").sessions.get(&dev_eui).cloned())
     }
 
     /// Device, profile and application name, cached until something changes them.
     pub async fn context(&self, dev_eui: Eui64) -> Result<Arc<DeviceContext>, StorageError> {
-        self.refresh_stale().await?;
+        self.refresh_before_lookup(|_| vec![dev_eui]).await?;
         let generation = self.handle.shared.context_generation.load(Ordering::Acquire);
         if let Some((g, ctx)) = self.inner.read().expect("cache lock").contexts.get(&dev_eui) {
             if *g == generation {

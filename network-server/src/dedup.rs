@@ -2,6 +2,11 @@
 //! are collected for `network.dedup_window_ms`, then processed once with every gateway's
 //! rx metadata. One task owns the table, so no lock sits on the hot path.
 //!
+//! Uplinks leave in the order their first copy arrived: every window has the same length,
+//! so a FIFO of deadlines closes them in arrival order (a timer wheel may release windows
+//! that end in the same millisecond in any order, and two frames of one device sent back to
+//! back would then reach the frame-counter check out of order).
+//!
 //! The table lives in memory; for several instances it would move to Redis behind the same
 //! input/output channels.
 
@@ -10,11 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::time::DelayQueue;
 use uuid::Uuid;
 
 use loraflow_packet_forwarder::frame::UplinkFrame;
@@ -42,7 +45,8 @@ pub struct Deduplicator {
     /// How long a processed payload is remembered so that a late copy is not processed again.
     remember: Duration,
     collecting: HashMap<Vec<u8>, Collecting>,
-    timers: DelayQueue<Vec<u8>>,
+    /// Open windows in arrival order, with the time each closes.
+    closing: VecDeque<(Instant, Vec<u8>)>,
     done: HashMap<Vec<u8>, Instant>,
     done_order: VecDeque<(Instant, Vec<u8>)>,
     late_copies: prometheus::IntCounter,
@@ -63,7 +67,7 @@ impl Deduplicator {
             // which must be answered again.
             remember: (window.max(Duration::from_millis(100)) * 10).min(Duration::from_millis(2500)).max(window),
             collecting: HashMap::new(),
-            timers: DelayQueue::new(),
+            closing: VecDeque::new(),
             done: HashMap::new(),
             done_order: VecDeque::new(),
             late_copies,
@@ -88,7 +92,7 @@ impl Deduplicator {
                 }
             }
             Entry::Vacant(e) => {
-                self.timers.insert(e.key().clone(), self.window);
+                self.closing.push_back((now + self.window, e.key().clone()));
                 e.insert(Collecting { id: Uuid::new_v4(), frames: vec![frame], first_seen: Utc::now(), first_seen_instant: now });
             }
         }
@@ -127,6 +131,7 @@ impl Deduplicator {
     pub async fn run(mut self, mut input: mpsc::Receiver<UplinkFrame>, output: mpsc::Sender<DedupedUplink>, shutdown: CancellationToken) {
         let mut stopping = false;
         loop {
+            let next_close = self.closing.front().map(|(at, _)| *at);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if !stopping => {
@@ -135,11 +140,14 @@ impl Deduplicator {
                         return;
                     }
                 }
-                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
-                    let key = expired.into_inner();
-                    if let Some(up) = self.finish(key, Instant::now()) {
-                        if output.send(up).await.is_err() {
-                            return;
+                _ = tokio::time::sleep_until(next_close.unwrap_or_else(Instant::now)), if next_close.is_some() => {
+                    let now = Instant::now();
+                    while self.closing.front().is_some_and(|(at, _)| *at <= now) {
+                        let (_, key) = self.closing.pop_front().expect("front exists");
+                        if let Some(up) = self.finish(key, now) {
+                            if output.send(up).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -158,9 +166,7 @@ impl Deduplicator {
     }
 
     async fn flush_all(&mut self, output: &mpsc::Sender<DedupedUplink>) -> Result<(), ()> {
-        self.timers.clear();
-        let keys: Vec<Vec<u8>> = self.collecting.keys().cloned().collect();
-        for key in keys {
+        while let Some((_, key)) = self.closing.pop_front() {
             if let Some(up) = self.finish(key, Instant::now()) {
                 output.send(up).await.map_err(|_| ())?;
             }
@@ -239,6 +245,45 @@ mod tests {
         assert_eq!(up.frames.len(), 2);
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(260), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn uplinks_leave_in_the_order_they_arrived() {
+        let (tx, rx) = mpsc::channel(256);
+        let (out_tx, mut out) = mpsc::channel(256);
+        let d = Deduplicator::new(Duration::from_millis(200), &prometheus::Registry::new());
+        tokio::spawn(d.run(rx, out_tx, CancellationToken::new()));
+        // Many windows closing in the same millisecond, some a little later.
+        for i in 0..100u8 {
+            tx.send(frame(1, &[i], 1.0, -100)).await.unwrap();
+            if i % 40 == 39 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let mut order = Vec::new();
+        for _ in 0..100 {
+            order.push(out.recv().await.unwrap().phy_payload[0]);
+        }
+        assert_eq!(order, (0..100).collect::<Vec<u8>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_flushes_open_windows_in_arrival_order() {
+        let (tx, rx) = mpsc::channel(64);
+        let (out_tx, mut out) = mpsc::channel(64);
+        let d = Deduplicator::new(Duration::from_secs(5), &prometheus::Registry::new());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(d.run(rx, out_tx, shutdown.clone()));
+        for i in 0..30u8 {
+            tx.send(frame(1, &[i], 1.0, -100)).await.unwrap();
+        }
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        for i in 0..30u8 {
+            assert_eq!(out.recv().await.unwrap().phy_payload, [i]);
+        }
+        drop(tx);
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

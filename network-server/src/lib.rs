@@ -11,6 +11,7 @@ pub mod lorawan;
 pub mod mac;
 pub mod metrics;
 pub mod region;
+pub mod serializer;
 pub mod server;
 pub mod storage;
 pub mod types;

@@ -1,11 +1,12 @@
 //! The network server's run loop: deduplicated uplinks in, application events and gateway
-//! downlinks out. Each uplink is handled in its own task (bounded), as a list of named steps
-//! in `uplink::data` and `uplink::join`.
+//! downlinks out. Uplinks of one device are handled one at a time in arrival order, uplinks
+//! of different devices in parallel (`serializer`), each as a list of named steps in
+//! `uplink::data` and `uplink::join`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,13 +19,35 @@ use crate::dedup::{DedupedUplink, Deduplicator};
 use crate::events::AppEvent;
 use crate::fcnt_writer::FCntWriter;
 use crate::handle::NetworkHandle;
+use crate::lorawan::{self, Phy};
 use crate::metrics::Metrics;
 use crate::region::{self, Region};
+use crate::serializer::KeyedSerializer;
 use crate::storage::{Storage, StorageError};
+use crate::types::{DevAddr, Eui64};
 use crate::uplink;
 
-/// How many uplinks may be in processing at once.
+/// How many uplinks may be in processing or waiting behind an earlier uplink of their
+/// device at once.
 const MAX_IN_FLIGHT: usize = 4096;
+
+/// What orders uplinks: frames with the same key are handled one at a time, in arrival
+/// order. A data frame is only known by its DevAddr before the session lookup, so devices
+/// sharing a DevAddr share a queue; a join-request names its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum UplinkKey {
+    DevAddr(DevAddr),
+    Join { join_eui: Eui64, dev_eui: Eui64 },
+}
+
+fn uplink_key(phy: &Result<Phy, lorawan::PhyError>) -> Option<UplinkKey> {
+    match phy {
+        Ok(Phy::Data(frame)) if frame.is_uplink() => Some(UplinkKey::DevAddr(frame.dev_addr)),
+        Ok(Phy::JoinRequest(jr)) => Some(UplinkKey::Join { join_eui: jr.join_eui, dev_eui: jr.dev_eui }),
+        // Rejected without touching any state: no order to keep.
+        _ => None,
+    }
+}
 
 /// Everything the uplink steps need; shared by all uplink tasks.
 pub struct Context {
@@ -94,9 +117,24 @@ impl NetworkServer {
         let (deduped_tx, mut deduped) = mpsc::channel::<DedupedUplink>(MAX_IN_FLIGHT);
         let dedup_task = tokio::spawn(self.dedup.run(frames, deduped_tx, shutdown.clone()));
         let ctx = self.ctx;
-        let tasks = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        let mut flush_seen = tokio::time::interval(Duration::from_secs(2));
+        let uplinks = KeyedSerializer::<UplinkKey>::new(MAX_IN_FLIGHT);
+        let background = TaskTracker::new();
+        // lastSeenAt is written on its own task: a slow or unreachable database must never
+        // hold up the dispatch of uplinks.
+        let seen_stop = CancellationToken::new();
+        background.spawn({
+            let ctx = ctx.clone();
+            let stop = seen_stop.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => flush_device_seen(&ctx).await,
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            }
+        });
         // Devices changed over REST are re-read in the background, so that the first uplink
         // after a bulk activation does not wait for it.
         let refresher = {
@@ -104,34 +142,38 @@ impl NetworkServer {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
+                let mut failing = false;
                 while !shutdown.is_cancelled() {
                     tick.tick().await;
-                    if let Err(e) = ctx.cache.refresh_stale().await {
-                        tracing::warn!(error = %e, "could not re-read changed devices");
+                    // Logged when it starts and stops failing, not every 100 ms of an outage.
+                    match ctx.cache.refresh_stale().await {
+                        Err(e) if !failing => {
+                            tracing::warn!(error = %e, "could not re-read changed devices; retrying");
+                            failing = true;
+                        }
+                        Ok(()) if failing => {
+                            tracing::info!("changed devices re-read again");
+                            failing = false;
+                        }
+                        _ => {}
                     }
                 }
             })
         };
-        loop {
-            tokio::select! {
-                up = deduped.recv() => {
-                    // The deduplicator flushes its open windows at shutdown and then closes
-                    // the channel, so this loop drains everything before it ends.
-                    let Some(up) = up else { break };
-                    let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-                    let ctx = ctx.clone();
-                    tasks.spawn(async move {
-                        uplink::handle(&ctx, up).await;
-                        drop(permit);
-                    });
-                }
-                _ = flush_seen.tick() => flush_device_seen(&ctx).await,
-            }
+        // The deduplicator flushes its open windows at shutdown and then closes the channel,
+        // so this loop sees every uplink before it ends.
+        while let Some(up) = deduped.recv().await {
+            let phy = lorawan::parse(&up.phy_payload);
+            let key = uplink_key(&phy);
+            let ctx = ctx.clone();
+            uplinks.submit(key, async move { uplink::handle(&ctx, up, phy).await }).await;
         }
         let _ = dedup_task.await;
+        uplinks.drain().await;
         refresher.abort();
-        tasks.close();
-        tasks.wait().await;
+        seen_stop.cancel();
+        background.close();
+        background.wait().await;
         flush_device_seen(&ctx).await;
     }
 }
@@ -142,6 +184,11 @@ async fn flush_device_seen(ctx: &Context) {
         return;
     }
     if let Err(e) = ctx.storage.devices.touch_last_seen(&batch).await {
-        tracing::warn!(error = %e, "could not store device lastSeenAt");
+        tracing::warn!(error = %e, devices = batch.len(), "could not store device lastSeenAt; trying again later");
+        // Kept for the next round, unless the device was seen again meanwhile.
+        let mut seen = ctx.device_seen.lock().expect("lock");
+        for (dev_eui, at) in batch {
+            seen.entry(dev_eui).or_insert(at);
+        }
     }
 }

@@ -12,6 +12,7 @@
 //!   gateway state.
 //! - [`known`]: the allow-list of gateways ([`KnownGateways`]).
 //! - [`config`]: the `[gateway]` configuration section ([`GatewayConfig`]).
+//! - `datagram_log`: rate-limited log lines for single datagrams (drops, odd TX_ACKs).
 //! - `metrics`: Prometheus metrics, registered into the registry given to
 //!   [`PacketForwarder::bind`]; [`DropReason`] lists the `reason` labels.
 //!
@@ -39,6 +40,7 @@
 //! ```
 
 pub mod config;
+mod datagram_log;
 pub mod frame;
 pub mod known;
 mod metrics;

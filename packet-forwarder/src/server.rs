@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, GatewayConfig};
+use crate::datagram_log::{untrusted, DatagramLog, Notice, LOG_INTERVAL};
 use crate::frame::{DownlinkFrame, GatewayEvent, GatewayId, TxAckStatus};
 use crate::known::KnownGateways;
 use crate::metrics::{DropReason, Metrics};
@@ -29,8 +30,6 @@ use crate::semtech::{
 
 /// At most one `Seen` event per gateway in this interval.
 const SEEN_EVENT_INTERVAL: Duration = Duration::from_secs(5);
-/// At most one warning per drop reason in this interval.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the `loraflow_gateway_online` gauge is recomputed.
 const ONLINE_REFRESH: Duration = Duration::from_secs(1);
 
@@ -172,34 +171,6 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Rate-limits drop warnings: one line per reason per [`DROP_LOG_INTERVAL`], carrying how many
-/// drops of that reason happened since the previous line.
-#[derive(Default)]
-struct DropLog {
-    last: [Option<Instant>; DropReason::ALL.len()],
-    count: [u64; DropReason::ALL.len()],
-}
-
-impl DropLog {
-    /// Counts one drop; returns whether a warning line was written for it.
-    fn note(&mut self, reason: DropReason, src: SocketAddr, detail: &dyn Display) -> bool {
-        let i = reason.index();
-        self.count[i] += 1;
-        if self.last[i].is_some_and(|t| t.elapsed() < DROP_LOG_INTERVAL) {
-            return false;
-        }
-        tracing::warn!(
-            reason = reason.as_str(),
-            count = self.count[i],
-            src = %src,
-            "dropped Semtech UDP input: {detail}"
-        );
-        self.last[i] = Some(Instant::now());
-        self.count[i] = 0;
-        true
-    }
-}
-
 /// The UDP server. Bind it, take [`handle`](Self::handle)s, then [`run`](Self::run) it.
 pub struct PacketForwarder {
     shared: Arc<Shared>,
@@ -268,7 +239,7 @@ impl PacketForwarder {
     /// end in `Timeout` since nobody reads TX_ACKs any more.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut buf = vec![0u8; self.shared.config.max_datagram_bytes + 1];
-        let mut drops = DropLog::default();
+        let mut drops = DatagramLog::default();
         let mut refresh = tokio::time::interval(ONLINE_REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut last_recv_error: Option<Instant> = None;
@@ -282,10 +253,12 @@ impl PacketForwarder {
                     // ICMP port-unreachable from an earlier send surfaces here on Linux;
                     // it concerns that send, not this socket.
                     Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {
-                        tracing::debug!(error = %e, "UDP peer unreachable");
+                        if let Some(count) = drops.notice(Notice::PeerUnreachable) {
+                            tracing::debug!(error = %e, count, "UDP peer unreachable");
+                        }
                     }
                     Err(e) => {
-                        if last_recv_error.is_none_or(|t| t.elapsed() >= DROP_LOG_INTERVAL) {
+                        if last_recv_error.is_none_or(|t| t.elapsed() >= LOG_INTERVAL) {
                             tracing::warn!(error = %e, "UDP receive failed");
                             last_recv_error = Some(Instant::now());
                         }
@@ -312,7 +285,7 @@ impl PacketForwarder {
         tracing::info!(local_addr = %self.local_addr, "Semtech UDP packet-forwarder stopped");
     }
 
-    async fn on_datagram(&self, datagram: &[u8], src: SocketAddr, drops: &mut DropLog) {
+    async fn on_datagram(&self, datagram: &[u8], src: SocketAddr, drops: &mut DatagramLog) {
         let metrics = &self.shared.metrics;
         // The buffer is one byte larger than the limit, so a longer datagram shows up as
         // limit + 1 bytes (the kernel truncates the rest).
@@ -322,7 +295,7 @@ impl PacketForwarder {
             self.drop_input(DropReason::Oversized, src, &"datagram larger than gateway.max_datagram_bytes", drops);
             // The header is valid, so the gateway still gets its ACK (DESIGN.md §5).
             if let Some((h, _)) = header.filter(|(h, _)| h.identifier == Identifier::PushData) {
-                self.reply(&PushAck { token: h.token }.encode(), src).await;
+                self.reply(&PushAck { token: h.token }.encode(), src, drops).await;
             }
             return;
         }
@@ -343,7 +316,7 @@ impl PacketForwarder {
         let gateway_id = header.gateway_id.unwrap_or_default();
         match header.identifier {
             Identifier::PushData => self.on_push_data(header.token, gateway_id, body, src, drops).await,
-            Identifier::PullData => self.on_pull_data(header.token, gateway_id, src).await,
+            Identifier::PullData => self.on_pull_data(header.token, gateway_id, src, drops).await,
             Identifier::TxAck => self.on_tx_ack(header.token, gateway_id, body, src, drops),
             other => {
                 self.drop_input(DropReason::UnknownType, src, &format_args!("{other:?} is not sent by gateways"), drops);
@@ -352,8 +325,8 @@ impl PacketForwarder {
     }
 
     /// PROTOCOL.TXT §3.2/§3.3: ACK first, then look at the content.
-    async fn on_push_data(&self, token: u16, gateway_id: GatewayId, body: &[u8], src: SocketAddr, drops: &mut DropLog) {
-        self.reply(&PushAck { token }.encode(), src).await;
+    async fn on_push_data(&self, token: u16, gateway_id: GatewayId, body: &[u8], src: SocketAddr, drops: &mut DatagramLog) {
+        self.reply(&PushAck { token }.encode(), src, drops).await;
         if !self.shared.known.is_allowed(gateway_id) {
             self.drop_input(DropReason::UnknownGateway, src, &format_args!("gateway {gateway_id} is not registered"), drops);
             return;
@@ -393,25 +366,28 @@ impl PacketForwarder {
     }
 
     /// PROTOCOL.TXT §5.2/§5.3: the source address of PULL_DATA is where downlinks go.
-    async fn on_pull_data(&self, token: u16, gateway_id: GatewayId, src: SocketAddr) {
-        self.reply(&PullAck { token }.encode(), src).await;
+    async fn on_pull_data(&self, token: u16, gateway_id: GatewayId, src: SocketAddr, drops: &mut DatagramLog) {
+        self.reply(&PullAck { token }.encode(), src, drops).await;
         if !self.shared.known.is_allowed(gateway_id) {
-            tracing::debug!(gateway_id = %gateway_id, %src, "PULL_DATA from an unregistered gateway");
+            if let Some(count) = drops.notice(Notice::PullDataFromUnknownGateway) {
+                tracing::debug!(gateway_id = %gateway_id, %src, count, "PULL_DATA from an unregistered gateway");
+            }
             return;
         }
-        let mut unused = DropLog::default();
-        self.seen(gateway_id, Utc::now(), Some(src), &mut unused);
+        self.seen(gateway_id, Utc::now(), Some(src), drops);
     }
 
     /// PROTOCOL.TXT §5.5: hands the verdict to the `Handle::send` waiting on this token.
-    fn on_tx_ack(&self, token: u16, gateway_id: GatewayId, body: &[u8], src: SocketAddr, drops: &mut DropLog) {
+    fn on_tx_ack(&self, token: u16, gateway_id: GatewayId, body: &[u8], src: SocketAddr, drops: &mut DatagramLog) {
         let status = match TxAckPayload::parse(body) {
             Ok(payload) => {
                 let ack = TxAck { token, gateway_id, payload };
                 let status = ack.status();
                 if status == TxAckStatus::Unknown {
-                    let name = ack.payload.and_then(|p| p.txpk_ack).and_then(|a| a.error).unwrap_or_default();
-                    tracing::warn!(gateway_id = %gateway_id, token, error = %name, "TX_ACK with an unknown error name");
+                    if let Some(count) = drops.notice(Notice::TxAckUnknownError) {
+                        let name = ack.payload.and_then(|p| p.txpk_ack).and_then(|a| a.error).unwrap_or_default();
+                        tracing::warn!(gateway_id = %gateway_id, token, error = ?untrusted(&name), count, "TX_ACK with an unknown error name");
+                    }
                 }
                 status
             }
@@ -426,20 +402,24 @@ impl PacketForwarder {
                 let _ = tx.send(status);
             }
             None => {
-                tracing::debug!(gateway_id = %gateway_id, token, "TX_ACK for no pending downlink (late or duplicate)")
+                if let Some(count) = drops.notice(Notice::TxAckNotPending) {
+                    tracing::debug!(gateway_id = %gateway_id, token, count, "TX_ACK for no pending downlink (late or duplicate)")
+                }
             }
         }
     }
 
     /// Updates the gateway table and emits a throttled `Seen` event.
-    fn seen(&self, gateway_id: GatewayId, now: DateTime<Utc>, pull_from: Option<SocketAddr>, drops: &mut DropLog) {
+    fn seen(&self, gateway_id: GatewayId, now: DateTime<Utc>, pull_from: Option<SocketAddr>, drops: &mut DatagramLog) {
         let emit_seen = {
             let mut gateways = self.shared.gateways_write();
             let entry = gateways.entry(gateway_id).or_default();
             entry.last_seen_at = Some(now);
             if let Some(addr) = pull_from {
                 if entry.pull_addr != Some(addr) {
-                    tracing::info!(gateway_id = %gateway_id, %addr, "gateway pull address");
+                    if let Some(count) = drops.notice(Notice::PullAddressChanged) {
+                        tracing::info!(gateway_id = %gateway_id, %addr, count, "gateway pull address");
+                    }
                 }
                 entry.pull_addr = Some(addr);
                 entry.last_pull_at = Some(now);
@@ -458,7 +438,7 @@ impl PacketForwarder {
     }
 
     /// Hands an event upward without waiting; `false` when it was dropped.
-    fn emit(&self, event: GatewayEvent, src: SocketAddr, drops: &mut DropLog) -> bool {
+    fn emit(&self, event: GatewayEvent, src: SocketAddr, drops: &mut DatagramLog) -> bool {
         match self.events.try_send(event) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -470,14 +450,16 @@ impl PacketForwarder {
         }
     }
 
-    fn drop_input(&self, reason: DropReason, src: SocketAddr, detail: &dyn Display, drops: &mut DropLog) {
+    fn drop_input(&self, reason: DropReason, src: SocketAddr, detail: &dyn Display, drops: &mut DatagramLog) {
         self.shared.metrics.dropped(reason);
-        let _logged = drops.note(reason, src, detail);
+        let _logged = drops.dropped(reason, src, detail);
     }
 
-    async fn reply(&self, datagram: &[u8], to: SocketAddr) {
+    async fn reply(&self, datagram: &[u8], to: SocketAddr, drops: &mut DatagramLog) {
         if let Err(e) = self.shared.socket.send_to(datagram, to).await {
-            tracing::debug!(%to, error = %e, "cannot send ACK");
+            if let Some(count) = drops.notice(Notice::ReplyFailed) {
+                tracing::debug!(%to, error = %e, count, "cannot send ACK");
+            }
         }
     }
 }
@@ -526,25 +508,5 @@ impl Handle {
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handle").field("local_addr", &self.shared.socket.local_addr().ok()).finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drop_warnings_are_limited_to_one_per_reason_per_interval() {
-        let mut log = DropLog::default();
-        let src = SocketAddr::from(([127, 0, 0, 1], 1700));
-        assert!(log.note(DropReason::BadJson, src, &"first"));
-        for _ in 0..100 {
-            assert!(!log.note(DropReason::BadJson, src, &"again"));
-        }
-        // Another reason has its own budget.
-        assert!(log.note(DropReason::TooShort, src, &"first"));
-        // The suppressed ones are carried into the next line's count.
-        assert_eq!(log.count[DropReason::BadJson.index()], 100);
-        assert_eq!(log.count[DropReason::TooShort.index()], 0);
     }
 }

@@ -43,6 +43,20 @@ pub async fn database_url(backend: Backend, dir: &std::path::Path) -> String {
 impl TestServer {
     /// Starts a server with the given backend and extra `LORAFLOW_…` variables.
     pub async fn start(backend: Backend, extra_env: &[(&str, &str)]) -> TestServer {
+        let mut server = Self::start_stopped(backend, extra_env).await;
+        server.spawn_with_stderr(Stdio::inherit());
+        server
+    }
+
+    /// Like [`start`](Self::start), with the server's log (stderr) written to `log_file`.
+    pub async fn start_logging_to(backend: Backend, extra_env: &[(&str, &str)], log_file: &std::path::Path) -> TestServer {
+        let mut server = Self::start_stopped(backend, extra_env).await;
+        let file = std::fs::File::create(log_file).expect("log file");
+        server.spawn_with_stderr(Stdio::from(file));
+        server
+    }
+
+    async fn start_stopped(backend: Backend, extra_env: &[(&str, &str)]) -> TestServer {
         let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
         let database_url = database_url(backend, dir.path()).await;
         let mut env: Vec<(String, String)> = vec![
@@ -56,10 +70,33 @@ impl TestServer {
             env.retain(|(ek, _)| ek != k);
             env.push((k.to_string(), v.to_string()));
         }
-        Self::spawn(env, dir, database_url)
+        TestServer {
+            child: None,
+            api: ([127, 0, 0, 1], 0).into(),
+            gateway: ([127, 0, 0, 1], 0).into(),
+            mqtt: None,
+            database_url,
+            env,
+            dir,
+            stdout_lines: Vec::new(),
+        }
+    }
+
+    fn spawn_with_stderr(&mut self, stderr: Stdio) {
+        let started = Self::spawn_inner(std::mem::take(&mut self.env), self.dir.clone(), self.database_url.clone(), stderr);
+        *self = started;
+    }
+
+    /// The process id, e.g. to `kill -STOP` it.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     fn spawn(env: Vec<(String, String)>, dir: std::sync::Arc<tempfile::TempDir>, database_url: String) -> TestServer {
+        Self::spawn_inner(env, dir, database_url, Stdio::inherit())
+    }
+
+    fn spawn_inner(env: Vec<(String, String)>, dir: std::sync::Arc<tempfile::TempDir>, database_url: String, stderr: Stdio) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loraflow"));
         cmd.current_dir(dir.path())
             .env_clear()
@@ -67,7 +104,7 @@ impl TestServer {
             .env("RUST_LOG", std::env::var("LORAFLOW_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in &env {
             cmd.env(k, v);
         }

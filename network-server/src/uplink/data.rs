@@ -12,6 +12,7 @@ use crate::dedup::DedupedUplink;
 use crate::downlink::{self, DataDownlinkPlan};
 use crate::events::{AppEvent, DataUp, LogCode, LogInfo, LogLevel, StatusInfo};
 use crate::fcnt;
+use crate::fcnt_writer::CasOutcome;
 use crate::lorawan::{self, DataFrame};
 use crate::mac::{self, MacContext};
 use crate::region::Modulation as RegionModulation;
@@ -64,25 +65,23 @@ struct Matched {
 }
 
 async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<(), Dropped> {
-    let matched = find_session(ctx, up, frame).await?;
-    let device = match ctx.cache.context(matched.session.dev_eui).await {
-        Ok(d) => d,
-        // Deleted while its session was cached: forget it.
-        Err(crate::storage::StorageError::NotFound) => {
-            ctx.cache.invalidate(matched.session.dev_eui);
-            return Err(Dropped::UnknownDevAddr);
-        }
-        Err(e) => return Err(storage_error(&e)),
-    };
-    tracing::Span::current().record("dev_eui", tracing::field::display(matched.session.dev_eui));
-    if device.device.is_disabled {
-        return Err(Dropped::DeviceDisabled);
-    }
     let first = &up.frames[0];
     let dr =
         RegionModulation::from_frame(&first.tx_info.modulation).and_then(|m| ctx.region.dr_for(&m)).ok_or(Dropped::UnknownModulation)?;
-
-    let session = match check_and_store_f_cnt(ctx, up, &matched, &device).await {
+    // Uplinks of one DevAddr are handled one at a time (`server::UplinkKey`), so a lost
+    // compare-and-set means the cached counter was behind the stored one (another instance,
+    // a change over REST, counters kept in memory during an outage): the frame is checked
+    // once more against the counter as it really is, which accepts it or calls it a replay.
+    let mut second_try = false;
+    let (matched, device, checked) = loop {
+        let matched = find_session(ctx, up, frame).await?;
+        let device = device_context(ctx, &matched).await?;
+        match check_and_store_f_cnt(ctx, up, &matched, &device).await {
+            Err(Dropped::FCntRace) if !second_try => second_try = true,
+            checked => break (matched, device, checked),
+        }
+    };
+    let session = match checked {
         Ok(s) => s,
         Err(Dropped::Retransmission) if frame.is_confirmed() => {
             // DESIGN §5: a confirmed uplink is always ACKed. The device repeats the frame
@@ -144,6 +143,23 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
     )
     .await;
     Ok(())
+}
+
+async fn device_context(ctx: &Context, matched: &Matched) -> Result<Arc<DeviceContext>, Dropped> {
+    let device = match ctx.cache.context(matched.session.dev_eui).await {
+        Ok(d) => d,
+        // Deleted while its session was cached: forget it.
+        Err(crate::storage::StorageError::NotFound) => {
+            ctx.cache.invalidate(matched.session.dev_eui);
+            return Err(Dropped::UnknownDevAddr);
+        }
+        Err(e) => return Err(storage_error(&e)),
+    };
+    tracing::Span::current().record("dev_eui", tracing::field::display(matched.session.dev_eui));
+    if device.device.is_disabled {
+        return Err(Dropped::DeviceDisabled);
+    }
+    Ok(device)
 }
 
 async fn find_session(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<Matched, Dropped> {
@@ -231,14 +247,20 @@ async fn check_and_store_f_cnt(
     }
     let update = FCntUpdate { dev_eui: s.dev_eui, expected: s.f_cnt_up, next: m.f_cnt.wrapping_add(1) };
     match ctx.fcnt.compare_and_set(update).await {
-        Ok(true) => {
+        Ok(CasOutcome::Applied) => {
             ctx.cache.set_f_cnt_up(s.dev_eui, update.next);
             let mut s = s.clone();
             s.f_cnt_up = update.next;
             Ok(s)
         }
-        Ok(false) => {
-            // Someone else (another copy, another instance) moved the counter: re-read.
+        // The writer holds the true counter in memory (database outage): take it as it is.
+        // Re-reading the database would return the stale value, or nothing at all.
+        Ok(CasOutcome::Conflict { current: Some(current) }) => {
+            ctx.cache.set_f_cnt_up(s.dev_eui, current);
+            Err(Dropped::FCntRace)
+        }
+        Ok(CasOutcome::Conflict { current: None }) => {
+            // Someone else (another instance, a change over REST) moved the counter: re-read.
             ctx.cache.invalidate(s.dev_eui);
             Err(Dropped::FCntRace)
         }
