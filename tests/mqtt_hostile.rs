@@ -306,3 +306,73 @@ async fn the_embedded_broker_connection_limit_leaves_room_for_loraflow() {
     .await;
     assert!(again.is_some(), "room again once connections close");
 }
+
+/// Starts the binary with its stderr captured (the shared `TestServer` passes it through).
+/// Returns the child, the API and embedded broker addresses, and a thread collecting stderr.
+fn spawn_capturing_logs(dir: &std::path::Path) -> (std::process::Child, SocketAddr, SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loraflow"))
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .env("LORAFLOW_GATEWAY__BIND", "127.0.0.1:0")
+        .env("LORAFLOW_API__BIND", "127.0.0.1:0")
+        .env("LORAFLOW_API__ADMIN_TOKEN", common::TOKEN)
+        .env("LORAFLOW_MQTT__EMBEDDED_BIND", "127.0.0.1:0")
+        .env("LORAFLOW_DATABASE__URL", format!("sqlite://{}", dir.join("loraflow.db").display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn loraflow");
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let mut ready = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("loraflow ready: ") {
+            ready = rest.to_string();
+            break;
+        }
+    }
+    let field = |name: &str| -> SocketAddr {
+        ready
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(|v| v.trim_start_matches("http://").parse().unwrap()))
+            .unwrap_or_else(|| panic!("{name} in {ready:?}"))
+    };
+    (child, field("api"), field("mqtt_embedded"), logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_commands_log_a_handful_of_lines_not_one_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, api, broker, logs) = spawn_capturing_logs(dir.path());
+    let (client, _task) = publisher(broker).await;
+    let topic = format!("application/{}/device/0102030405060708/command/down", uuid::Uuid::new_v4());
+    let (unknown_device, oversized) = (300, 100);
+    for i in 0..unknown_device {
+        client
+            .publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, json!({"fPort": 1, "data": "AQ==", "n": i}).to_string())
+            .await
+            .unwrap();
+        if i < oversized {
+            client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, vec![b'{'; 70 * 1024]).await.unwrap();
+        }
+    }
+    let counted = common::eventually(Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("http://{api}/metrics")).await.unwrap().text().await.unwrap();
+        let invalid = common::metric(&text, "loraflow_downlink_commands_total", &[("outcome", "invalid")]);
+        let too_large = common::metric(&text, "loraflow_mqtt_commands_rejected_total", &[]);
+        (invalid == unknown_device as f64 && too_large == oversized as f64).then_some(())
+    })
+    .await;
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    child.wait().unwrap();
+    let logs = logs.join().unwrap();
+    assert!(counted.is_some(), "every command was handled and counted; log: {logs:?}");
+    let about_commands: Vec<&String> = logs.iter().filter(|l| l.contains("downlink command")).collect();
+    // One line per kind of rejection within the interval, each with the count left out.
+    assert!(!about_commands.is_empty() && about_commands.len() <= 4, "{about_commands:#?}");
+}
