@@ -12,7 +12,7 @@ async fn gateways_crud_and_errors(backend: Backend) {
     // Auth: missing and wrong token are 401, health and metrics are open.
     assert_eq!(api.with_token(None).get("/api/gateways").await.0, 401);
     assert_eq!(api.with_token(Some("wrong")).get("/api/gateways").await.0, 401);
-    assert_eq!(api.with_token(None).get("/health").await, (200, json!({"status": "ok"})));
+    assert_eq!(api.with_token(None).get("/health").await, (200, json!({"status": "ok", "mqtt": "connected"})));
     assert_eq!(api.with_token(None).get("/metrics").await.0, 200);
 
     // Create.

@@ -110,7 +110,7 @@ impl EmbeddedBroker {
 
     /// The rumqttd instance currently behind the fronts.
     #[cfg(test)]
-    fn backend_addr(&self) -> SocketAddr {
+    pub(crate) fn backend_addr(&self) -> SocketAddr {
         self.route.borrow().backend
     }
 
@@ -286,7 +286,7 @@ fn broker_config(listen: SocketAddr, max_connections: usize) -> Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use prometheus::Registry;
 
     use std::net::{IpAddr, Ipv4Addr};
@@ -341,7 +341,7 @@ mod tests {
 
     /// The rumqttd defect, triggered directly on the instance (the front would soften it):
     /// CONNECT and reset, twice at once with one client id, three times.
-    async fn break_rumqttd(addr: SocketAddr) {
+    pub(crate) async fn break_rumqttd(addr: SocketAddr) {
         async fn connect_and_reset(addr: SocketAddr) {
             if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
                 let _ = tokio::io::AsyncWriteExt::write_all(&mut s, &connect_packet("same-id", 30)).await;

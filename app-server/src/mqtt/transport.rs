@@ -68,6 +68,15 @@ impl MqttIntegration {
         registry: &Registry,
         shutdown: CancellationToken,
     ) -> Result<(MqttHandle, mpsc::Receiver<DownlinkCommand>, Option<SocketAddr>), MqttError> {
+        let (handle, commands, embedded) = Self::start_with_broker(cfg, registry, shutdown).await?;
+        Ok((handle, commands, embedded.map(|b| b.listen)))
+    }
+
+    async fn start_with_broker(
+        cfg: &MqttConfig,
+        registry: &Registry,
+        shutdown: CancellationToken,
+    ) -> Result<(MqttHandle, mpsc::Receiver<DownlinkCommand>, Option<EmbeddedBroker>), MqttError> {
         let metrics = MqttMetrics::register(registry)?;
         // Stopped with the transport (after its flush), not with `shutdown`.
         let broker_stop = CancellationToken::new();
@@ -152,7 +161,7 @@ impl MqttIntegration {
             sleep(Duration::from_millis(20)).await;
         }
         info!(listen = %broker.listen, "embedded MQTT broker started");
-        Ok((handle, command_rx, Some(broker.listen)))
+        Ok((handle, command_rx, Some(broker)))
     }
 }
 
@@ -669,6 +678,57 @@ mod tests {
         assert_eq!(handle.queue_depth(), 3);
         assert!(!handle.is_connected());
         assert!(!handle.flush(Duration::from_millis(50)).await);
+    }
+
+    /// Messages published before, while and after the embedded rumqttd breaks and is
+    /// replaced are all acknowledged by a broker, and the subscription is renewed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replaced_embedded_broker_loses_none_of_the_queued_messages() {
+        let registry = Registry::new();
+        let cfg = MqttConfig { embedded_bind: "127.0.0.1:0".parse().unwrap(), ..MqttConfig::default() };
+        let (handle, mut commands, broker) = MqttIntegration::start_with_broker(&cfg, &registry, CancellationToken::new()).await.unwrap();
+        let broker = broker.unwrap();
+        let total = 600;
+        let old_backend = broker.backend_addr();
+        let publishing = {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                for i in 0..total {
+                    handle.publish(format!("t/{i}"), vec![0; 64]).unwrap();
+                    sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        sleep(Duration::from_millis(300)).await;
+        super::super::embedded::tests::break_rumqttd(old_backend).await;
+        publishing.await.unwrap();
+        assert!(handle.flush(Duration::from_secs(15)).await, "every message acknowledged, {} left", handle.queue_depth());
+        let metric = |name: &str| {
+            let f = registry.gather().into_iter().find(|f| f.name() == name).unwrap();
+            let m = &f.get_metric()[0];
+            m.get_counter().get_value().max(m.get_gauge().get_value())
+        };
+        assert_ne!(broker.backend_addr(), old_backend, "rumqttd was replaced");
+        assert!(metric("loraflow_mqtt_embedded_restarts_total") >= 1.0);
+        assert!(metric("loraflow_mqtt_connection_losses_total") >= 1.0, "the client was moved to the new instance");
+        assert_eq!(metric("loraflow_mqtt_published_total"), total as f64);
+        assert_eq!(metric("loraflow_mqtt_queue_dropped_total"), 0.0);
+
+        // Subscribed again on the new instance: a command still arrives.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !handle.is_connected() {
+            assert!(Instant::now() < deadline, "connected again");
+            sleep(Duration::from_millis(20)).await;
+        }
+        assert!(handle.health().connected);
+        let mut options = rumqttc::MqttOptions::new("commander", "127.0.0.1", broker.listen.port());
+        options.set_clean_session(true);
+        let (client, mut eventloop) = AsyncClient::new(options, 10);
+        tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        let topic = "application/a/device/0102030405060708/command/down";
+        client.publish(topic, QoS::AtLeastOnce, false, b"{}".to_vec()).await.unwrap();
+        let command = tokio::time::timeout(Duration::from_secs(10), commands.recv()).await.expect("a command").unwrap();
+        assert_eq!(command.dev_eui, "0102030405060708");
     }
 
     #[tokio::test]
