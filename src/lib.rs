@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `config`: the typed configuration (TOML + `LORAFLOW_<SECTION>__<KEY>` overrides).
+//! - `fd_limit`: the file-descriptor limit and the share REST connections may use.
 //! - `server`: start-up, wiring of the components, graceful shutdown.
 //! - `sim`: virtual gateways and devices; `simulate` and `bench` are the CLI tools built on them.
 //!
@@ -11,6 +12,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod fd_limit;
 pub mod server;
 pub mod sim;
 pub mod simulate;
