@@ -97,6 +97,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.gateway.validate().map_err(|e| ConfigError::Invalid { key: format!("gateway.{}", e.key), reason: e.message })?;
+        self.api.validate().map_err(|e| ConfigError::Invalid { key: format!("api.{}", e.key), reason: e.reason })?;
         self.network.validate().map_err(|e| ConfigError::Invalid { key: e.key.to_string(), reason: e.reason })?;
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -191,6 +192,26 @@ mod tests {
         assert!(e.to_string().contains("`network.net_id`"), "{e}");
         let e = Config::load_from(no_file(), env(&[("LORAFLOW_DATABASE__URL", "mysql://x")])).unwrap_err();
         assert!(e.to_string().contains("`database.url`"), "{e}");
+    }
+
+    #[test]
+    fn api_limits_are_typed_and_checked() {
+        let c = Config::load_from(
+            no_file(),
+            env(&[
+                ("LORAFLOW_API__MAX_CONNECTIONS", "500"),
+                ("LORAFLOW_API__IDLE_TIMEOUT_SECS", "2"),
+                ("LORAFLOW_API__HEADER_READ_TIMEOUT_SECS", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.api.max_connections, c.api.idle_timeout_secs, c.api.header_read_timeout_secs), (500, 2, 3));
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_API__MAX_CONNECTIONS", "1")])).unwrap_err();
+        assert!(e.to_string().contains("`api.max_connections`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_API__IDLE_TIMEOUT_SECS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("`api.idle_timeout_secs`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_API__REQUEST_TIMEOUT_SECS", "86400")])).unwrap_err();
+        assert!(e.to_string().contains("`api.request_timeout_secs`"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! # Layout
 //! - `config`: the typed configuration (TOML + `LORAFLOW_<SECTION>__<KEY>` overrides).
 //! - `log_format`: text-log field formatting that escapes control characters.
+//! - `fd_limit`: the file-descriptor limit and the share REST connections may use.
 //! - `server`: start-up, wiring of the components, graceful shutdown.
 //! - `sim`: virtual gateways and devices; `simulate` and `bench` are the CLI tools built on them.
 //!
@@ -13,6 +14,7 @@
 pub mod bench;
 pub mod config;
 pub mod log_format;
+pub mod fd_limit;
 pub mod server;
 pub mod sim;
 pub mod simulate;

@@ -31,6 +31,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(4500);
 const LAST_SEEN_FLUSH: Duration = Duration::from_secs(2);
 /// Gateway frames waiting for the deduplicator.
 const UPLINK_QUEUE: usize = 65_536;
+/// Pending REST connections the kernel holds for us (capped by `net.core.somaxconn`): a burst
+/// of connections, hostile or not, must not overflow it while the accept loop is busy, or
+/// clients wait for a SYN retransmit (1 s) before they are even seen.
+const API_LISTEN_BACKLOG: u32 = 4096;
 /// Network-server events waiting for the application side.
 const APP_EVENT_QUEUE: usize = 65_536;
 
@@ -73,6 +77,7 @@ impl std::fmt::Display for Listening {
 /// Runs the server until `shutdown` is cancelled.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let api_limits = api_limits(&config);
     let storage = Storage::connect(&config.database)
         .await
         .with_context(|| format!("opening the database (database.url = {})", redact_url(&config.database.url)))?;
@@ -86,8 +91,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         PacketForwarder::bind(&config.gateway, &registry, known.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway_addr = forwarder.local_addr();
 
-    let api_listener = tokio::net::TcpListener::bind(config.api.bind)
-        .await
+    let api_listener = bind_api(config.api.bind)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} ({e}); set api.bind (LORAFLOW_API__BIND) to another address", config.api.bind))?;
     let api_addr = api_listener.local_addr()?;
 
@@ -135,7 +139,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     {
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            if let Err(e) = api::serve(api_listener, api_state, shutdown).await {
+            if let Err(e) = api::serve(api_listener, api_state, api_limits, shutdown).await {
                 tracing::error!(error = %e, "REST API stopped");
             }
         });
@@ -165,6 +169,36 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     storage.close().await;
     tracing::info!("loraflow stopped");
     Ok(())
+}
+
+fn bind_api(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's and tokio's `bind`: a restart must not wait for TIME_WAIT sockets to expire.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(API_LISTEN_BACKLOG)
+}
+
+/// The REST limits from `[api]`, with `max_connections` lowered when the descriptor limit
+/// (raised to the hard limit first) cannot hold that many beside the database pool and MQTT.
+fn api_limits(config: &Config) -> api::connections::ConnectionLimits {
+    let mut limits = config.api.limits();
+    match crate::fd_limit::raise_nofile_limit() {
+        Ok(nofile) => {
+            let budget = crate::fd_limit::rest_connection_budget(nofile, config.database.max_connections);
+            if limits.max_connections > budget {
+                tracing::warn!(
+                    configured = limits.max_connections,
+                    used = budget,
+                    nofile,
+                    "api.max_connections lowered to fit the file-descriptor limit (raise `ulimit -n` to allow more)"
+                );
+                limits.max_connections = budget;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the file-descriptor limit; api.max_connections used as configured"),
+    }
+    limits
 }
 
 /// Hands uplinks to the network server and persists gateway `lastSeenAt` in batches.

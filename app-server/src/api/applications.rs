@@ -11,6 +11,7 @@ use loraflow_network_server::storage::Application;
 
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
+use super::text;
 use super::{ApiState, ListResponse};
 
 #[derive(Debug, Deserialize)]
@@ -49,26 +50,16 @@ pub fn parse_uuid(field: &str, s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| ApiError::field(field, format!("expected a UUID, got {s:?}")))
 }
 
-pub fn required_name(name: Option<String>) -> Result<String, ApiError> {
-    match name {
-        Some(n) if n.len() > 100 => Err(ApiError::field("name", "must be at most 100 characters")),
-        Some(n) if !n.trim().is_empty() => Ok(n),
-        _ => Err(ApiError::field("name", "must not be empty")),
-    }
-}
+pub use super::text::required_name;
 
 pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<ApplicationBody>,
 ) -> Result<(StatusCode, Json<ApplicationJson>), ApiError> {
+    let name = required_name(body.name)?;
+    text::description(&body.description)?;
     let now = Utc::now();
-    let app = Application {
-        id: Uuid::new_v4(),
-        name: required_name(body.name)?,
-        description: body.description,
-        created_at: now,
-        updated_at: now,
-    };
+    let app = Application { id: Uuid::new_v4(), name, description: body.description, created_at: now, updated_at: now };
     state.storage.applications.create(&app).await?;
     Ok((StatusCode::CREATED, Json(app.into())))
 }
@@ -89,8 +80,11 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ApplicationBody>,
 ) -> Result<Json<ApplicationJson>, ApiError> {
-    let mut app = state.storage.applications.get(parse_uuid("id", &id)?).await?;
-    app.name = required_name(body.name)?;
+    let id = parse_uuid("id", &id)?;
+    let name = required_name(body.name)?;
+    text::description(&body.description)?;
+    let mut app = state.storage.applications.get(id).await?;
+    app.name = name;
     app.description = body.description;
     app.updated_at = Utc::now();
     state.storage.applications.update(&app).await?;

@@ -13,6 +13,7 @@ use loraflow_network_server::storage::DeviceProfile;
 use super::applications::{parse_uuid, required_name};
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
+use super::text;
 use super::{ApiState, ListResponse};
 
 /// MAC versions whose device behaviour the network server implements.
@@ -108,8 +109,9 @@ fn one_of(field: &str, value: &str, allowed: &[&'static str]) -> Result<&'static
         .ok_or_else(|| ApiError::field(field, format!("{value:?} is not one of {}", allowed.join(", "))))
 }
 
-/// Omitted optional fields take the defaults shown in DESIGN.md §3.
-fn validated(body: DeviceProfileBody) -> Result<ProfileFields, ApiError> {
+/// Omitted optional fields take the defaults shown in DESIGN.md §3. A script longer than
+/// `script_max` (`codec.js_max_script_bytes`) could never be compiled, so it is refused here.
+fn validated(body: DeviceProfileBody, script_max: usize) -> Result<ProfileFields, ApiError> {
     let name = required_name(body.name)?;
     let region = one_of("region", body.region.as_deref().unwrap_or("EU868"), &REGIONS)?;
     let mac = body.mac_version.as_deref().unwrap_or("1.0.3");
@@ -120,6 +122,7 @@ fn validated(body: DeviceProfileBody) -> Result<ProfileFields, ApiError> {
     let reg_params_revision =
         one_of("regParamsRevision", body.reg_params_revision.as_deref().unwrap_or("RP002-1.0.3"), &REG_PARAMS_REVISIONS)?;
     let payload_codec = one_of("payloadCodec", body.payload_codec.as_deref().unwrap_or("NONE"), &PAYLOAD_CODECS)?;
+    text::at_most("payloadCodecScript", &body.payload_codec_script, script_max)?;
     if payload_codec == "JS" && body.payload_codec_script.trim().is_empty() {
         return Err(ApiError::field("payloadCodecScript", "must not be empty when payloadCodec is JS"));
     }
@@ -160,7 +163,7 @@ pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<DeviceProfileBody>,
 ) -> Result<(StatusCode, Json<DeviceProfileJson>), ApiError> {
-    let f = validated(body)?;
+    let f = validated(body, state.codecs.config().js_max_script_bytes)?;
     let now = Utc::now();
     let dp = DeviceProfile {
         id: Uuid::new_v4(),
@@ -197,8 +200,9 @@ pub async fn update(
     ApiJson(body): ApiJson<DeviceProfileBody>,
 ) -> Result<Json<DeviceProfileJson>, ApiError> {
     let id = parse_uuid("id", &id)?;
+    let f = validated(body, state.codecs.config().js_max_script_bytes)?;
     let mut dp = existing_profile(&state, id).await?;
-    apply(&mut dp, validated(body)?);
+    apply(&mut dp, f);
     dp.updated_at = Utc::now();
     state.storage.device_profiles.update(&dp).await?;
     state.network.profiles_or_applications_changed();
@@ -226,6 +230,16 @@ mod tests {
 
     fn body(json: &str) -> DeviceProfileBody {
         super::super::extract::parse_json(json.as_bytes()).unwrap()
+    }
+
+    fn validated(body: DeviceProfileBody) -> Result<ProfileFields, ApiError> {
+        super::validated(body, 1024)
+    }
+
+    #[test]
+    fn a_script_beyond_the_codec_limit_is_refused() {
+        let long = format!(r#"{{"name":"p","payloadCodec":"JS","payloadCodecScript":"{}"}}"#, "x".repeat(1025));
+        assert!(error_of(&long).starts_with("payloadCodecScript: must be at most 1024 bytes"), "{}", error_of(&long));
     }
 
     fn error_of(json: &str) -> String {

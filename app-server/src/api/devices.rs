@@ -16,6 +16,7 @@ use super::applications::{parse_uuid, required_name};
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
 use super::gateways::parse_eui;
+use super::text;
 use super::{ApiState, ListResponse};
 
 pub fn parse_dev_addr(field: &str, s: &str) -> Result<DevAddr, ApiError> {
@@ -119,8 +120,6 @@ struct DeviceFields {
     tags: serde_json::Value,
 }
 
-const DESCRIPTION_MAX: usize = 10_000;
-
 /// Checks everything that needs no database; references are checked by `check_references`.
 fn validated(body: DeviceBody) -> Result<DeviceFields, ApiError> {
     let name = required_name(body.name)?;
@@ -136,9 +135,8 @@ fn validated(body: DeviceBody) -> Result<DeviceFields, ApiError> {
         Some(s) => parse_eui("joinEui", s)?,
         None => Eui64([0; 8]),
     };
-    if body.description.len() > DESCRIPTION_MAX {
-        return Err(ApiError::field("description", format!("must be at most {DESCRIPTION_MAX} characters")));
-    }
+    text::description(&body.description)?;
+    text::check_tags(&body.tags)?;
     let tags = serde_json::to_value(&body.tags).map_err(|e| ApiError::field("tags", e))?;
     Ok(DeviceFields {
         name,
@@ -242,8 +240,8 @@ pub async fn update(
             return Err(ApiError::field("devEui", "does not match the path"));
         }
     }
-    let mut dev = existing_device(&state, dev_eui).await?;
     let fields = validated(body)?;
+    let mut dev = existing_device(&state, dev_eui).await?;
     check_references(&state, &fields).await?;
     apply(&mut dev, fields);
     dev.updated_at = Utc::now();

@@ -12,6 +12,7 @@ use loraflow_network_server::types::Eui64;
 use super::applications::required_name;
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
+use super::text;
 use super::{ApiState, ListResponse};
 
 #[derive(Debug, Deserialize)]
@@ -106,16 +107,11 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<GatewayJson>), ApiError> {
     let id = body.gateway_id.as_deref().ok_or_else(|| ApiError::field("gatewayId", "is required"))?;
     let gateway_id = parse_eui("gatewayId", id)?;
+    let name = required_name(body.name)?;
+    text::description(&body.description)?;
+    let location = validated_location(body.location)?;
     let now = Utc::now();
-    let gw = Gateway {
-        gateway_id,
-        name: required_name(body.name)?,
-        description: body.description,
-        location: validated_location(body.location)?,
-        created_at: now,
-        updated_at: now,
-        last_seen_at: None,
-    };
+    let gw = Gateway { gateway_id, name, description: body.description, location, created_at: now, updated_at: now, last_seen_at: None };
     state.storage.gateways.create(&gw).await?;
     state.known_gateways.insert(gateway_id);
     Ok((StatusCode::CREATED, Json(to_json(&state, gw))))
@@ -143,10 +139,13 @@ pub async fn update(
             return Err(ApiError::field("gatewayId", "does not match the path"));
         }
     }
+    let name = required_name(body.name)?;
+    text::description(&body.description)?;
+    let location = validated_location(body.location)?;
     let mut gw = state.storage.gateways.get(gateway_id).await?;
-    gw.name = required_name(body.name)?;
+    gw.name = name;
     gw.description = body.description;
-    gw.location = validated_location(body.location)?;
+    gw.location = location;
     gw.updated_at = Utc::now();
     state.storage.gateways.update(&gw).await?;
     Ok(Json(to_json(&state, gw)))

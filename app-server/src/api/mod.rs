@@ -2,6 +2,7 @@
 
 pub mod applications;
 pub mod auth;
+pub mod connections;
 pub mod device_activation;
 pub mod device_keys;
 pub mod device_profiles;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod gateways;
 pub mod health;
+pub mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,11 +42,67 @@ pub struct ApiConfig {
     /// Bearer token for `/api/*`. Empty: a token is generated on first start, printed once
     /// and stored hashed.
     pub admin_token: String,
+    /// Open connections at most; at the limit the one idle the longest is closed.
+    pub max_connections: usize,
+    /// Seconds a new connection has to send its first request head.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a keep-alive connection may wait for its next request head.
+    pub idle_timeout_secs: u64,
+    /// Seconds from a request head until its response is written (covers slow bodies too).
+    pub request_timeout_secs: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), admin_token: String::new() }
+        ApiConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: String::new(),
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            request_timeout_secs: 60,
+        }
+    }
+}
+
+/// An `[api]` value that cannot be used: the key (without the section) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+/// Timeouts above an hour would let idle connections pile up again.
+const MAX_TIMEOUT_SECS: u64 = 3600;
+
+impl ApiConfig {
+    pub fn validate(&self) -> Result<(), ApiConfigError> {
+        if self.max_connections < 2 {
+            // One connection could be taken by any client and leave none for /health.
+            return Err(ApiConfigError { key: "max_connections", reason: "must be at least 2".into() });
+        }
+        for (key, secs) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+        ] {
+            if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+                return Err(ApiConfigError { key, reason: format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {secs}") });
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's limits; `max_connections` may still be lowered by the caller to fit the
+    /// process's file-descriptor limit.
+    pub fn limits(&self) -> connections::ConnectionLimits {
+        use std::time::Duration;
+        connections::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+        }
     }
 }
 
@@ -109,7 +167,14 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-/// Serves the API until `shutdown` is cancelled, then lets in-flight requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+/// Serves the API within `limits` until `shutdown` is cancelled, then lets in-flight requests
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    limits: connections::ConnectionLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let registry = state.registry.clone();
+    connections::serve(listener, router(state), limits, &registry, shutdown).await
 }

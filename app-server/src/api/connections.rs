@@ -1,0 +1,415 @@
+//! The REST server's accept loop. Every connection has a deadline (for its first request head,
+//! between keep-alive requests, for a request in flight) and their number is bounded, so that
+//! a flood of idle or slow clients can neither exhaust file descriptors nor starve `/health`.
+//!
+//! At the limit the connection idle the longest is closed to make room for the new one; only
+//! when every connection has a request in flight is the new one closed at once. An attacker
+//! holding idle connections therefore cannot lock out a client that sends a request.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus::{IntCounterVec, IntGauge, Opts};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// How long a connection asked to close may finish what it is writing before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Evicted connections whose task has not yet dropped the socket: beyond this many the
+/// accept loop waits for them (new connections stay in the kernel's backlog), so descriptors
+/// stay bounded by `max_connections` plus this, however fast connections arrive.
+const CLOSING_MAX: usize = 256;
+/// Pause after an accept error such as EMFILE, which would otherwise repeat in a busy loop.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Limits of the REST server, from `[api]` (the binary may lower `max_connections` to what
+/// the process's descriptor limit allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    /// From accept until the first request head has arrived.
+    pub header_read_timeout: Duration,
+    /// From the end of a response until the next request head has arrived.
+    pub idle_timeout: Duration,
+    /// From a request head until its response has been written.
+    pub request_timeout: Duration,
+}
+
+/// Why the server closed a connection (the `reason` label of the close counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    HeaderTimeout,
+    IdleTimeout,
+    RequestTimeout,
+    Evicted,
+    Shutdown,
+}
+
+impl CloseReason {
+    fn label(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::RequestTimeout => "request_timeout",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Metrics {
+    open: IntGauge,
+    closed: IntCounterVec,
+}
+
+impl Metrics {
+    fn register(registry: &prometheus::Registry) -> Metrics {
+        let open = IntGauge::new("loraflow_api_connections", "Open REST connections").expect("valid metric");
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "loraflow_api_connections_closed_total",
+                "REST connections closed or refused by the server, by reason (timeouts, eviction at the limit, refused)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        // A second server on the same registry (tests) shares the already registered ones.
+        let _ = registry.register(Box::new(open.clone()));
+        let _ = registry.register(Box::new(closed.clone()));
+        Metrics { open, closed }
+    }
+}
+
+/// What the accept loop and the connection's timer know about one connection.
+struct Conn {
+    activity: Mutex<Activity>,
+    /// Wakes the timer when a request starts or ends (its deadline moved).
+    changed: Notify,
+    /// Cancelled to evict the connection, and by server shutdown (child token).
+    close: CancellationToken,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    in_flight: usize,
+    served: u64,
+    /// When the connection last became idle (or was accepted), or busy.
+    since: Instant,
+}
+
+impl Conn {
+    fn new(close: CancellationToken) -> Conn {
+        Conn { activity: Mutex::new(Activity { in_flight: 0, served: 0, since: Instant::now() }), changed: Notify::new(), close }
+    }
+
+    fn activity(&self) -> Activity {
+        *self.activity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the connection must be closed if nothing happens before, and why.
+    fn deadline(&self, limits: &ConnectionLimits) -> (Instant, CloseReason) {
+        let a = self.activity();
+        if a.in_flight > 0 {
+            (a.since + limits.request_timeout, CloseReason::RequestTimeout)
+        } else if a.served == 0 {
+            (a.since + limits.header_read_timeout, CloseReason::HeaderTimeout)
+        } else {
+            (a.since + limits.idle_timeout, CloseReason::IdleTimeout)
+        }
+    }
+
+    /// Since when the connection has had no request in flight; None while busy or closing.
+    fn idle_since(&self) -> Option<Instant> {
+        let a = self.activity();
+        (a.in_flight == 0 && !self.close.is_cancelled()).then_some(a.since)
+    }
+
+    fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        {
+            let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            if a.in_flight == 0 {
+                a.since = Instant::now();
+            }
+            a.in_flight += 1;
+        }
+        self.changed.notify_one();
+        RequestGuard(self.clone())
+    }
+}
+
+/// Marks a request in flight until its response body has been written (or dropped).
+struct RequestGuard(Arc<Conn>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        {
+            let mut a = self.0.activity.lock().unwrap_or_else(|p| p.into_inner());
+            a.in_flight = a.in_flight.saturating_sub(1);
+            a.served += 1;
+            if a.in_flight == 0 {
+                a.since = Instant::now();
+            }
+        }
+        self.0.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until hyper has sent it all.
+struct GuardedBody {
+    body: Body,
+    _guard: RequestGuard,
+}
+
+impl HttpBody for GuardedBody {
+    type Data = <Body as HttpBody>::Data;
+    type Error = <Body as HttpBody>::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    /// Connections counted against the limit.
+    open: HashMap<u64, Arc<Conn>>,
+    /// Evicted connections still holding their socket (no longer in `open`).
+    closing: usize,
+}
+
+type ConnTable = Arc<Mutex<Table>>;
+
+fn lock(table: &ConnTable) -> std::sync::MutexGuard<'_, Table> {
+    table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Makes room for one more connection: true when it may be served. At the limit the
+/// connection idle the longest is evicted (it leaves the count at once); when every
+/// connection is busy there is no room.
+fn admit(table: &ConnTable, max: usize) -> bool {
+    let mut t = lock(table);
+    if t.open.len() < max {
+        return true;
+    }
+    let longest_idle = t.open.iter().filter_map(|(id, c)| c.idle_since().map(|since| (since, *id))).min();
+    let Some((_, id)) = longest_idle else { return false };
+    if let Some(victim) = t.open.remove(&id) {
+        victim.close.cancel();
+        t.closing += 1;
+    }
+    true
+}
+
+/// Forgets a connection whose task has ended.
+fn release(table: &ConnTable, id: u64) {
+    let mut t = lock(table);
+    if t.open.remove(&id).is_none() {
+        t.closing = t.closing.saturating_sub(1);
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests in flight
+/// finish (idle connections are closed at once).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    registry: &prometheus::Registry,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let metrics = Metrics::register(registry);
+    let table: ConnTable = Arc::default();
+    let tracker = TaskTracker::new();
+    let next_id = AtomicU64::new(0);
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        // Too many evicted connections not yet gone: let their tasks run before taking more.
+        while lock(&table).closing >= CLOSING_MAX && !shutdown.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Per-connection errors (reset before accept) need no pause; EMFILE and the
+                // like do, and are logged at most once a second.
+                if !matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) {
+                    if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, "REST accept failed");
+                        last_error_log = Some(Instant::now());
+                    }
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+                continue;
+            }
+        };
+        if !admit(&table, limits.max_connections) {
+            metrics.closed.with_label_values(&["refused"]).inc();
+            drop(stream);
+            continue;
+        }
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::new(shutdown.child_token()));
+        lock(&table).open.insert(id, conn.clone());
+        metrics.open.inc();
+        let (table, metrics, router, shutdown) = (table.clone(), metrics.clone(), router.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let reason = serve_connection(stream, conn, router, &limits, &shutdown).await;
+            release(&table, id);
+            metrics.open.dec();
+            if let Some(reason) = reason {
+                metrics.closed.with_label_values(&[reason.label()]).inc();
+            }
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// Serves one connection until the client closes it (None) or the server does (the reason).
+async fn serve_connection(
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    router: Router,
+    limits: &ConnectionLimits,
+    shutdown: &CancellationToken,
+) -> Option<CloseReason> {
+    let service = {
+        let conn = conn.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let guard = conn.begin_request();
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(req.map(Body::new)).await.unwrap_or_else(|never| match never {});
+                Ok::<_, Infallible>(response.map(|body| Body::new(GuardedBody { body, _guard: guard })))
+            }
+        })
+    };
+    let mut connection = pin!(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+    let reason = loop {
+        let (deadline, _) = conn.deadline(limits);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "REST connection ended with an error");
+                }
+                return None;
+            }
+            _ = conn.changed.notified() => continue,
+            _ = conn.close.cancelled() => break if shutdown.is_cancelled() { CloseReason::Shutdown } else { CloseReason::Evicted },
+            _ = tokio::time::sleep_until(deadline) => {
+                // A request may have started or ended at the same instant: re-check.
+                let (deadline, reason) = conn.deadline(limits);
+                if deadline <= Instant::now() {
+                    break reason;
+                }
+            }
+        }
+    };
+    // Closes an idle connection at once; one in the middle of a message gets a moment to
+    // finish (at shutdown the caller's own grace period bounds the wait instead).
+    connection.as_mut().graceful_shutdown();
+    if reason == CloseReason::Shutdown {
+        let _ = connection.await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+    }
+    Some(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[tokio::test]
+    async fn deadline_follows_the_connection_state() {
+        let conn = Arc::new(Conn::new(CancellationToken::new()));
+        let since = || conn.activity().since;
+        let accepted = since();
+        assert_eq!(conn.deadline(&limits()), (accepted + Duration::from_secs(10), CloseReason::HeaderTimeout));
+        assert_eq!(conn.idle_since(), Some(accepted));
+        let guard = conn.begin_request();
+        assert_eq!(conn.deadline(&limits()), (since() + Duration::from_secs(30), CloseReason::RequestTimeout));
+        assert_eq!(conn.idle_since(), None);
+        // A second request in flight (HTTP pipelining) keeps the connection busy.
+        let second = conn.begin_request();
+        drop(guard);
+        assert_eq!(conn.deadline(&limits()).1, CloseReason::RequestTimeout);
+        drop(second);
+        assert_eq!(conn.deadline(&limits()), (since() + Duration::from_secs(60), CloseReason::IdleTimeout));
+        assert!(since() >= accepted);
+        assert_eq!(conn.activity().served, 2);
+    }
+
+    #[tokio::test]
+    async fn at_the_limit_the_longest_idle_connection_is_evicted() {
+        let table: ConnTable = Arc::default();
+        let old = Arc::new(Conn::new(CancellationToken::new()));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let newer = Arc::new(Conn::new(CancellationToken::new()));
+        let busy = Arc::new(Conn::new(CancellationToken::new()));
+        let _guard = busy.begin_request();
+        for (id, c) in [&old, &newer, &busy].into_iter().enumerate() {
+            lock(&table).open.insert(id as u64, c.clone());
+        }
+        assert!(admit(&table, 3));
+        assert!(old.close.is_cancelled() && !newer.close.is_cancelled() && !busy.close.is_cancelled());
+        assert_eq!((lock(&table).open.len(), lock(&table).closing), (2, 1));
+        lock(&table).open.insert(3, Arc::new(Conn::new(CancellationToken::new())));
+        assert!(admit(&table, 3));
+        assert!(newer.close.is_cancelled() && !busy.close.is_cancelled());
+        // The evicted connections' tasks end: they leave the closing count, not `open`.
+        release(&table, 0);
+        release(&table, 1);
+        assert_eq!((lock(&table).open.len(), lock(&table).closing), (2, 0));
+        // With only busy connections at the limit the new one is refused.
+        let _busy_too = lock(&table).open[&3].begin_request();
+        assert!(!admit(&table, 2));
+    }
+
+    #[tokio::test]
+    async fn below_the_limit_nobody_is_evicted() {
+        let table: ConnTable = Arc::default();
+        let c = Arc::new(Conn::new(CancellationToken::new()));
+        lock(&table).open.insert(0, c.clone());
+        assert!(admit(&table, 2));
+        assert!(!c.close.is_cancelled());
+    }
+}
