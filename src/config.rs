@@ -99,6 +99,7 @@ impl Config {
         self.gateway.validate().map_err(|e| ConfigError::Invalid { key: format!("gateway.{}", e.key), reason: e.message })?;
         self.api.validate().map_err(|e| ConfigError::Invalid { key: format!("api.{}", e.key), reason: e.reason })?;
         self.network.validate().map_err(|e| ConfigError::Invalid { key: e.key.to_string(), reason: e.reason })?;
+        self.codec.validate().map_err(|e| ConfigError::Invalid { key: format!("codec.{}", e.key), reason: e.reason })?;
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(ConfigError::Invalid {

@@ -113,6 +113,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let network_server =
         NetworkServer::new(config.network.clone(), storage.clone(), forwarder.handle(), network.clone(), app_events_tx, &registry).await?;
     let codecs = Codecs::new(config.codec.clone());
+    codecs.register_metrics(&registry)?;
     let integration = Integration::new(
         &config.integration,
         IntegrationDeps { storage: storage.clone(), publisher: Arc::new(mqtt.clone()), codecs: codecs.clone(), network: network.clone() },

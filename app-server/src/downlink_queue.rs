@@ -27,9 +27,6 @@ pub enum EncodeError {
     NoCodec,
     #[error("payload codec {codec} could not encode object: {source}")]
     Codec { codec: &'static str, source: CodecError },
-    /// The blocking codec task panicked or was cancelled.
-    #[error("payload codec {codec} task failed: {source}")]
-    Task { codec: &'static str, source: tokio::task::JoinError },
 }
 
 /// A new queue item that has not been sent yet.
@@ -70,12 +67,8 @@ pub async fn encode_object(
         return Err(EncodeError::NoCodec);
     }
     let name = codec.name();
-    let codecs = codecs.clone();
-    // A script may run up to the codec time limit: keep it off the async workers.
-    tokio::task::spawn_blocking(move || codecs.encode_downlink(&codec, f_port, &object, &variables))
-        .await
-        .map_err(|source| EncodeError::Task { codec: name, source })?
-        .map_err(|source| EncodeError::Codec { codec: name, source })
+    // Scripts run on the codec worker threads, cut off at their time limit.
+    codecs.encode_downlink_async(&codec, f_port, &object, &variables).await.map_err(|source| EncodeError::Codec { codec: name, source })
 }
 
 #[cfg(test)]

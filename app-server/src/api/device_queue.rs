@@ -128,7 +128,6 @@ async fn encoded(state: &ApiState, device: &Device, f_port: u8, object: serde_js
     downlink_queue::encode_object(&state.codecs, &profile, variables, f_port, object).await.map_err(|e| match e {
         EncodeError::UnknownCodec(e) | EncodeError::Codec { source: e, .. } => ApiError::field("object", e),
         EncodeError::NoCodec => ApiError::field("object", "the device profile has no payload codec (payloadCodec NONE); send base64 data"),
-        EncodeError::Task { source, .. } => ApiError::Internal(format!("codec task: {source}")),
     })
 }
 

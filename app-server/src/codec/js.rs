@@ -10,11 +10,18 @@
 //! - ChirpStack v3: `Decode(fPort, bytes, variables)` / `Encode(fPort, obj, variables)`.
 //!
 //! Isolation and limits: every distinct script text gets its own QuickJS runtime (so
-//! no script ever sees another's globals), capped by a heap limit; every call runs
-//! under a wall-clock deadline enforced by the runtime's interrupt handler, which
-//! raises an uncatchable exception. A runtime that hit the deadline or the heap
-//! limit is discarded. Results cross the boundary as JSON text (`JSON.stringify` in
-//! the script's runtime, `serde_json` here), so numbers and nesting map one to one.
+//! no script ever sees another's globals), capped by a heap limit and a stack limit (a
+//! quarter of the worker thread's stack, so deep recursion is a JS exception, not a
+//! crash). Calls run on the dedicated threads of [`super::workers`]: every call phase
+//! runs under a deadline enforced inside the engine by its interrupt handler (an
+//! uncatchable exception) and, for the places where QuickJS never polls it (its regex
+//! engine), from outside by the pool's watchdog. A runtime that hit a limit is
+//! discarded. Results cross the boundary as JSON text: the glue serialises them with the
+//! engine's `JSON.stringify` plus a replacer that counts nesting and size against
+//! `js_max_result_depth` / `js_max_result_bytes` before anything is built, and the
+//! replacer's JS call at every value is where the stack check and the interrupt handler
+//! apply (QuickJS's `JSON.stringify` recurses in C without checking its stack). The
+//! script's own `JSON.stringify` is the same guarded function, with a fixed depth limit.
 //!
 //! Speed: compiling a 40 KB vendor decoder costs milliseconds, a call microseconds,
 //! so compiled runtimes are kept in a small LRU pool keyed by the script text; a
@@ -32,6 +39,7 @@ use rquickjs::context::EvalOptions;
 use rquickjs::{Coerced, Context, Ctx, Function, Runtime};
 use serde_json::{Map, Value};
 
+use super::workers::{Job, PoolConfig, Reply, Response, Watch, Work, WorkerPool};
 use super::{CodecConfig, CodecError, Decoded};
 
 /// Evaluated before the user script so it captures the pristine `JSON` and `Date`
@@ -40,8 +48,65 @@ use super::{CodecConfig, CodecError, Decoded};
 const GLUE: &str = r#"
 (function (g) {
   "use strict";
-  var stringify = JSON.stringify, parse = JSON.parse, NativeDate = Date;
+  var nativeStringify = JSON.stringify, parse = JSON.parse, NativeDate = Date;
   var isArray = Array.isArray, slice = Array.prototype.slice;
+  var hasOwn = Object.prototype.hasOwnProperty, defineProperty = Object.defineProperty;
+  var SCRIPT_MAX_DEPTH = 1000;
+  // JSON.stringify with a replacer that sees every value before the engine descends into
+  // it: `open` holds the objects being serialised, innermost last, so its length is the
+  // nesting depth. `fail(message)` makes the value to throw when a limit is passed.
+  // `outer` levels around the value (the answer's [format, result] pair) are not counted.
+  function guardedStringify(value, replacer, space, maxDepth, maxSize, fail, outer) {
+    var open = [], size = 0, user = null, keep = null;
+    if (typeof replacer === "function") {
+      user = replacer;
+    } else if (isArray(replacer)) {
+      keep = {};
+      for (var i = 0; i < replacer.length; i++) {
+        var k = replacer[i];
+        if (typeof k === "string" || typeof k === "number") keep[k] = true;
+      }
+    }
+    function guard(key, v) {
+      var depth = open.length;
+      while (depth > 0 && open[depth - 1] !== this) depth--;
+      open.length = depth;
+      if (user !== null) {
+        v = user.call(this, key, v);
+      } else if (keep !== null && depth > 0 && !isArray(this) && !hasOwn.call(keep, key)) {
+        return undefined;
+      }
+      if (v !== null && typeof v === "object") {
+        if (depth - outer >= maxDepth) throw fail("nesting deeper than " + maxDepth + " levels");
+        open.push(v);
+      }
+      size += key.length + 2;
+      if (typeof v === "string") size += v.length;
+      if (size > maxSize) throw fail("more than " + maxSize + " characters of JSON");
+      return v;
+    }
+    return nativeStringify(value, guard, space);
+  }
+  function scriptStringify(value, replacer, space) {
+    return guardedStringify(value, replacer, space, SCRIPT_MAX_DEPTH, Infinity, function (m) {
+      return new RangeError("JSON.stringify: " + m);
+    }, 0);
+  }
+  defineProperty(scriptStringify, "name", { value: "stringify" });
+  defineProperty(JSON, "stringify", { value: scriptStringify, writable: true, enumerable: false, configurable: true });
+  // The answer to Rust: [format, result], or ["limit", why] when the result is too deep or large.
+  function answer(format, result, maxDepth, maxSize) {
+    var token = {}, why = null;
+    try {
+      return guardedStringify([format, result], undefined, undefined, maxDepth, maxSize, function (m) {
+        why = m;
+        return token;
+      }, 1);
+    } catch (e) {
+      if (e === token) return nativeStringify(["limit", why]);
+      throw e;
+    }
+  }
   // Typed arrays and other array-likes would stringify as {"0":..}: make them arrays.
   function plainBytes(b) {
     if (b !== null && typeof b === "object" && !isArray(b) && typeof b.length === "number") {
@@ -49,40 +114,40 @@ const GLUE: &str = r#"
     }
     return b;
   }
-  function decode(bytes, fPort, recvTimeMs, variablesJson) {
+  function decode(bytes, fPort, recvTimeMs, variablesJson, maxDepth, maxSize) {
     var variables = parse(variablesJson);
     if (typeof decodeUplink === "function") {
-      return stringify(["v3", decodeUplink({
+      return answer("v3", decodeUplink({
         bytes: bytes, fPort: fPort, recvTime: new NativeDate(recvTimeMs), variables: variables
-      })]);
+      }), maxDepth, maxSize);
     }
     if (typeof Decoder === "function") {
-      return stringify(["v2", Decoder(bytes, fPort)]);
+      return answer("v2", Decoder(bytes, fPort), maxDepth, maxSize);
     }
     if (typeof Decode === "function") {
-      return stringify(["chirpstack_v3", Decode(fPort, bytes, variables)]);
+      return answer("chirpstack_v3", Decode(fPort, bytes, variables), maxDepth, maxSize);
     }
-    return stringify([null, null]);
+    return nativeStringify([null, null]);
   }
-  function encode(dataJson, fPort, variablesJson) {
+  function encode(dataJson, fPort, variablesJson, maxDepth, maxSize) {
     var data = parse(dataJson), variables = parse(variablesJson), r;
     if (typeof encodeDownlink === "function") {
       r = encodeDownlink({ data: data, fPort: fPort, variables: variables });
       if (r !== null && typeof r === "object") {
         r.bytes = plainBytes(r.bytes);
       }
-      return stringify(["v3", r]);
+      return answer("v3", r, maxDepth, maxSize);
     }
     if (typeof Encoder === "function") {
-      return stringify(["v2", plainBytes(Encoder(data, fPort))]);
+      return answer("v2", plainBytes(Encoder(data, fPort)), maxDepth, maxSize);
     }
     if (typeof Encode === "function") {
-      return stringify(["chirpstack_v3", plainBytes(Encode(fPort, data, variables))]);
+      return answer("chirpstack_v3", plainBytes(Encode(fPort, data, variables)), maxDepth, maxSize);
     }
-    return stringify([null, null]);
+    return nativeStringify([null, null]);
   }
   function define(name, f) {
-    Object.defineProperty(g, name, { value: f, writable: false, enumerable: false, configurable: false });
+    defineProperty(g, name, { value: f, writable: false, enumerable: false, configurable: false });
   }
   define("__loraflowDecode", decode);
   define("__loraflowEncode", encode);
@@ -92,21 +157,40 @@ const GLUE: &str = r#"
 const DECODE_FUNCTIONS: &str = "decodeUplink, Decoder, Decode";
 const ENCODE_FUNCTIONS: &str = "encodeDownlink, Encoder, Encode";
 
+/// Room for the `["v3",…]` wrapper around a result of `js_max_result_bytes`.
+const ANSWER_OVERHEAD: usize = 32;
+
 /// The JavaScript half of [`super::Codecs`].
 pub(crate) struct JsEngine {
+    core: Arc<Core>,
+    workers: WorkerPool,
+}
+
+/// What the worker threads share: the configuration and the cache of compiled runtimes.
+struct Core {
     config: CodecConfig,
     pool: Mutex<Pool>,
 }
 
 impl JsEngine {
     pub(crate) fn new(config: CodecConfig) -> Self {
-        JsEngine { config, pool: Mutex::new(Pool::default()) }
+        let workers = WorkerPool::new(PoolConfig {
+            workers: config.js_workers(),
+            max_stuck: config.js_max_stuck_workers.max(1),
+            stack_bytes: config.js_thread_stack_bytes,
+        });
+        JsEngine { core: Arc::new(Core { config, pool: Mutex::new(Pool::default()) }), workers }
     }
 
     pub(crate) fn config(&self) -> &CodecConfig {
-        &self.config
+        &self.core.config
     }
 
+    pub(crate) fn workers(&self) -> &WorkerPool {
+        &self.workers
+    }
+
+    /// Decodes on a worker thread; `reply` gets the outcome.
     pub(crate) fn decode_uplink(
         &self,
         script: &Arc<str>,
@@ -114,79 +198,83 @@ impl JsEngine {
         bytes: &[u8],
         recv_time: DateTime<Utc>,
         variables: &Map<String, Value>,
-    ) -> Result<Decoded, CodecError> {
-        let variables = json_text(variables)?;
+        reply: Reply,
+    ) {
+        let variables = match self.core.check_size(script).and_then(|()| json_text(variables)) {
+            Ok(v) => v,
+            Err(e) => return reply(Err(e)),
+        };
         let recv_ms = recv_time.timestamp_millis() as f64;
-        let out = self.with_instance(script, |inst| {
-            inst.call(&self.config, |ctx| {
-                let f: Function = ctx.globals().get("__loraflowDecode")?;
-                f.call::<_, String>((bytes.to_vec(), f_port, recv_ms, variables))
-            })
-        })?;
-        let (format, result) = split_tagged(&out, DECODE_FUNCTIONS)?;
-        match format.as_str() {
-            "v3" => {
-                let mut r = into_object(result, "decodeUplink")?;
-                check_errors(&mut r)?;
-                let warnings = strings(r.remove("warnings"));
-                match r.remove("data") {
-                    Some(data @ Value::Object(_)) => Ok(Decoded { object: data, warnings }),
-                    Some(other) => Err(CodecError::BadReturn(format!("decodeUplink `data` must be an object, got {}", type_name(&other)))),
-                    None => Err(CodecError::BadReturn("decodeUplink returned neither `data` nor `errors`".into())),
-                }
-            }
-            _ => Ok(Decoded { object: Value::Object(into_object(result, "Decoder")?), warnings: Vec::new() }),
-        }
+        let bytes = bytes.to_vec();
+        let key = ScriptKey(script.clone());
+        let core = self.core.clone();
+        let job_key = key.clone();
+        let work: Work = Box::new(move |watch| {
+            let (result, keep) = core.run(key, watch, |inst, config| inst.decode(config, watch, bytes, f_port, recv_ms, variables));
+            (result.map(Response::Decoded), keep)
+        });
+        self.workers.submit(Job { script: job_key, work, reply });
     }
 
-    pub(crate) fn encode_downlink(
-        &self,
-        script: &Arc<str>,
-        f_port: u8,
-        object: &Value,
-        variables: &Map<String, Value>,
-    ) -> Result<Vec<u8>, CodecError> {
-        let variables = json_text(variables)?;
-        let data = json_text(object)?;
-        let out = self.with_instance(script, |inst| {
-            inst.call(&self.config, |ctx| {
-                let f: Function = ctx.globals().get("__loraflowEncode")?;
-                f.call::<_, String>((data, f_port, variables))
-            })
-        })?;
-        let (format, result) = split_tagged(&out, ENCODE_FUNCTIONS)?;
-        match format.as_str() {
-            "v3" => {
-                let mut r = into_object(result, "encodeDownlink")?;
-                check_errors(&mut r)?;
-                match r.remove("bytes") {
-                    Some(bytes) => byte_array(bytes),
-                    None => Err(CodecError::BadReturn("encodeDownlink returned neither `bytes` nor `errors`".into())),
-                }
-            }
-            _ => byte_array(result),
-        }
+    /// Encodes on a worker thread; `reply` gets the outcome.
+    pub(crate) fn encode_downlink(&self, script: &Arc<str>, f_port: u8, object: &Value, variables: &Map<String, Value>, reply: Reply) {
+        let texts = self.core.check_size(script).and_then(|()| Ok((json_text(variables)?, json_text(object)?)));
+        let (variables, data) = match texts {
+            Ok(t) => t,
+            Err(e) => return reply(Err(e)),
+        };
+        let key = ScriptKey(script.clone());
+        let core = self.core.clone();
+        let job_key = key.clone();
+        let work: Work = Box::new(move |watch| {
+            let (result, keep) = core.run(key, watch, |inst, config| inst.encode(config, watch, data, f_port, variables));
+            (result.map(Response::Encoded), keep)
+        });
+        self.workers.submit(Job { script: job_key, work, reply });
     }
 
-    /// Runs `f` on a compiled instance of `script`, reusing a pooled one when there is
-    /// one, and returns the instance to the pool unless the call left it suspect.
-    fn with_instance<T>(&self, script: &Arc<str>, f: impl FnOnce(&Instance) -> Result<T, CodecError>) -> Result<T, CodecError> {
+    #[cfg(test)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.core.lock()
+    }
+}
+
+impl Core {
+    fn check_size(&self, script: &str) -> Result<(), CodecError> {
         if script.len() > self.config.js_max_script_bytes {
             return Err(CodecError::ScriptTooLarge { size: script.len(), limit: self.config.js_max_script_bytes });
         }
-        let key = ScriptKey(script.clone());
+        Ok(())
+    }
+
+    /// Runs `f` on a compiled instance of the script, reusing a cached one when there is
+    /// one. Returns, unless the call left the instance suspect, what puts it back.
+    #[allow(clippy::type_complexity)]
+    fn run<T>(
+        self: &Arc<Self>,
+        key: ScriptKey,
+        watch: &Watch,
+        f: impl FnOnce(&Instance, &CodecConfig) -> Result<T, CodecError>,
+    ) -> (Result<T, CodecError>, Option<Box<dyn FnOnce() + Send>>) {
         let instance = match self.checkout(&key) {
             Some(i) => i,
-            None => Instance::compile(script, &self.config)?,
+            None => match Instance::compile(&key.0, &self.config, watch) {
+                Ok(i) => i,
+                Err(e) => return (Err(e), None),
+            },
         };
-        let result = f(&instance);
-        // After a deadline or heap exhaustion the script may have stopped half-way
+        let result = f(&instance, &self.config);
+        // After a deadline, heap or size limit the script may have stopped half-way
         // through changing its globals: start it afresh next time.
-        let suspect = matches!(result, Err(CodecError::Timeout(_) | CodecError::OutOfMemory(_) | CodecError::Engine(_)));
-        if !suspect {
-            self.checkin(key, instance);
+        let suspect = matches!(
+            result,
+            Err(CodecError::Timeout(_) | CodecError::OutOfMemory(_) | CodecError::Engine(_) | CodecError::ResultTooLarge(_))
+        );
+        if suspect {
+            return (result, None);
         }
-        result
+        let core = self.clone();
+        (result, Some(Box::new(move || core.checkin(key, instance))))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -241,7 +329,7 @@ impl JsEngine {
 /// A script's text as a pool key. Hashing reads only the length and both ends so a
 /// 40 KB script is not rehashed per call; equality is by pointer first, then text.
 #[derive(Clone)]
-struct ScriptKey(Arc<str>);
+pub(crate) struct ScriptKey(Arc<str>);
 
 impl Hash for ScriptKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -287,9 +375,10 @@ struct Instance {
 }
 
 impl Instance {
-    fn compile(script: &str, config: &CodecConfig) -> Result<Instance, CodecError> {
+    fn compile(script: &str, config: &CodecConfig, watch: &Watch) -> Result<Instance, CodecError> {
         let runtime = Runtime::new().map_err(|e| CodecError::Engine(e.to_string()))?;
         runtime.set_memory_limit(config.js_memory_limit_bytes);
+        runtime.set_max_stack_size(config.js_stack_limit_bytes());
         let epoch = Instant::now();
         let deadline_ns = Arc::new(AtomicU64::new(u64::MAX));
         let interrupted = Arc::new(AtomicBool::new(false));
@@ -311,10 +400,10 @@ impl Instance {
             e => CodecError::Engine(e.to_string()),
         })?;
         let instance = Instance { context, _runtime: runtime, epoch, deadline_ns, interrupted };
-        instance.call(config, |ctx| ctx.eval::<(), _>(GLUE))?;
+        instance.call(config, watch, |ctx| ctx.eval::<(), _>(GLUE))?;
         let source = script.as_bytes().to_vec();
         instance
-            .call(config, |ctx| {
+            .call(config, watch, |ctx| {
                 // Vendor scripts are often sloppy-mode code (implicit globals).
                 let mut options = EvalOptions::default();
                 options.strict = false;
@@ -327,10 +416,66 @@ impl Instance {
         Ok(instance)
     }
 
-    /// Runs `f` in the context under the configured deadline and maps a JS failure
-    /// to the [`CodecError`] that says why.
-    fn call<T>(&self, config: &CodecConfig, f: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<T>) -> Result<T, CodecError> {
+    fn decode(
+        &self,
+        config: &CodecConfig,
+        watch: &Watch,
+        bytes: Vec<u8>,
+        f_port: u8,
+        recv_ms: f64,
+        variables: String,
+    ) -> Result<Decoded, CodecError> {
+        let (depth, size) = (config.js_max_result_depth, config.js_max_result_bytes);
+        let out = self.call(config, watch, |ctx| {
+            let f: Function = ctx.globals().get("__loraflowDecode")?;
+            f.call::<_, String>((bytes, f_port, recv_ms, variables, depth, size))
+        })?;
+        let (format, result) = split_tagged(&out, DECODE_FUNCTIONS, size)?;
+        match format.as_str() {
+            "v3" => {
+                let mut r = into_object(result, "decodeUplink")?;
+                check_errors(&mut r)?;
+                let warnings = strings(r.remove("warnings"));
+                match r.remove("data") {
+                    Some(data @ Value::Object(_)) => Ok(Decoded { object: data, warnings }),
+                    Some(other) => Err(CodecError::BadReturn(format!("decodeUplink `data` must be an object, got {}", type_name(&other)))),
+                    None => Err(CodecError::BadReturn("decodeUplink returned neither `data` nor `errors`".into())),
+                }
+            }
+            _ => Ok(Decoded { object: Value::Object(into_object(result, "Decoder")?), warnings: Vec::new() }),
+        }
+    }
+
+    fn encode(&self, config: &CodecConfig, watch: &Watch, data: String, f_port: u8, variables: String) -> Result<Vec<u8>, CodecError> {
+        let (depth, size) = (config.js_max_result_depth, config.js_max_result_bytes);
+        let out = self.call(config, watch, |ctx| {
+            let f: Function = ctx.globals().get("__loraflowEncode")?;
+            f.call::<_, String>((data, f_port, variables, depth, size))
+        })?;
+        let (format, result) = split_tagged(&out, ENCODE_FUNCTIONS, size)?;
+        match format.as_str() {
+            "v3" => {
+                let mut r = into_object(result, "encodeDownlink")?;
+                check_errors(&mut r)?;
+                match r.remove("bytes") {
+                    Some(bytes) => byte_array(bytes),
+                    None => Err(CodecError::BadReturn("encodeDownlink returned neither `bytes` nor `errors`".into())),
+                }
+            }
+            _ => byte_array(result),
+        }
+    }
+
+    /// Runs `f` in the context under the configured deadline (inside the engine and, via
+    /// `watch`, from outside) and maps a JS failure to the [`CodecError`] that says why.
+    fn call<T>(
+        &self,
+        config: &CodecConfig,
+        watch: &Watch,
+        f: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<T>,
+    ) -> Result<T, CodecError> {
         let limit = config.js_time_limit();
+        watch.arm(limit);
         let deadline = self.epoch.elapsed() + limit;
         self.interrupted.store(false, Ordering::Relaxed);
         self.deadline_ns.store(deadline.as_nanos() as u64, Ordering::Relaxed);
@@ -339,6 +484,7 @@ impl Instance {
             Err(e) => Err(self.js_error(&ctx, e, config)),
         });
         self.deadline_ns.store(u64::MAX, Ordering::Relaxed);
+        watch.disarm();
         result
     }
 
@@ -370,14 +516,22 @@ fn json_text<T: serde::Serialize>(v: &T) -> Result<String, CodecError> {
     serde_json::to_string(v).map_err(|e| CodecError::Engine(e.to_string()))
 }
 
-/// Splits the glue's `[format, result]` answer.
-fn split_tagged(out: &str, functions: &'static str) -> Result<(String, Value), CodecError> {
+/// Splits the glue's `[format, result]` answer; `["limit", why]` is a result over the
+/// depth or size limit.
+fn split_tagged(out: &str, functions: &'static str, max_size: usize) -> Result<(String, Value), CodecError> {
+    // The glue counts characters; a multi-byte text can still be larger in bytes.
+    if out.len() > max_size.saturating_add(ANSWER_OVERHEAD) {
+        return Err(CodecError::ResultTooLarge(format!("{} bytes of JSON, more than {max_size}", out.len())));
+    }
     let parsed: Value = serde_json::from_str(out).map_err(|e| CodecError::BadReturn(format!("result is not JSON: {e}")))?;
     let Value::Array(mut pair) = parsed else {
         return Err(CodecError::Engine("glue returned a non-array".into()));
     };
     let result = pair.pop().unwrap_or(Value::Null);
     match pair.pop() {
+        Some(Value::String(format)) if format == "limit" => {
+            Err(CodecError::ResultTooLarge(result.as_str().unwrap_or("over the limit").to_string()))
+        }
         Some(Value::String(format)) => Ok((format, result)),
         _ => Err(CodecError::MissingFunction(functions)),
     }
@@ -790,6 +944,195 @@ function decodeDownlink(input) {
     fn deep_recursion_is_an_exception_not_a_crash() {
         let r = decode(&codecs(), &js("function decodeUplink(i) { return decodeUplink(i); }"), 1, &[]);
         assert!(matches!(&r, Err(CodecError::Exception(m)) if m.contains("call stack size exceeded")), "{r:?}");
+    }
+
+    /// Builds an object nested `depth` levels deep in a loop (no recursion needed).
+    const DEEP: &str = "function deep(n) { var o = {}; for (var i = 0; i < n; i++) { o = { a: o }; } return o; }\n";
+
+    /// Building 50,000 levels takes tens of milliseconds in a debug build: give the
+    /// depth tests time, so that they test depth.
+    fn roomy() -> Codecs {
+        Codecs::new(CodecConfig { js_time_limit_ms: 3_000, ..CodecConfig::default() })
+    }
+
+    #[test]
+    fn a_50000_deep_result_is_an_error_not_a_crash() {
+        let c = roomy();
+        let script = format!("{DEEP} function decodeUplink(input) {{ return {{ data: deep(50000) }}; }}");
+        let r = decode(&c, &js(&script), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::ResultTooLarge(m)) if m.contains("nesting deeper than 32")), "{r:?}");
+        let v2 = format!("{DEEP} function Decoder() {{ var a = []; for (var i = 0; i < 50000; i++) a = [a]; return {{ a: a }}; }}");
+        let r = decode(&c, &js(&v2), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::ResultTooLarge(_))), "{r:?}");
+        // 31 levels under `data` (plus the returned object) is still fine.
+        let ok = format!("{DEEP} function decodeUplink(input) {{ return {{ data: deep(30) }}; }}");
+        let d = decode(&c, &js(&ok), 1, &[]).unwrap();
+        let mut depth = 0;
+        let mut v = &d.object;
+        while let Some(inner) = v.get("a") {
+            depth += 1;
+            v = inner;
+        }
+        assert_eq!(depth, 30);
+    }
+
+    #[test]
+    fn the_result_depth_limit_is_configurable() {
+        let c = Codecs::new(CodecConfig { js_max_result_depth: 3, ..CodecConfig::default() });
+        let script = format!("{DEEP} function Decoder(bytes) {{ return deep(bytes[0]); }}");
+        // The returned object is level 1.
+        assert!(decode(&c, &js(&script), 1, &[2]).is_ok());
+        assert!(matches!(decode(&c, &js(&script), 1, &[3]), Err(CodecError::ResultTooLarge(_))));
+    }
+
+    #[test]
+    fn a_json_stringify_bomb_in_the_script_is_an_exception() {
+        let c = roomy();
+        let script = format!("{DEEP} function decodeUplink(input) {{ return {{ data: {{ s: JSON.stringify(deep(50000)) }} }}; }}");
+        let r = decode(&c, &js(&script), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::Exception(m)) if m.contains("JSON.stringify: nesting deeper than 1000")), "{r:?}");
+        // A `toJSON` that builds the depth while serialising is caught the same way.
+        let sneaky = format!(
+            "{DEEP} function decodeUplink(input) {{ return {{ data: {{ s: JSON.stringify({{ toJSON: function () {{ return deep(50000); }} }}) }} }}; }}"
+        );
+        let r = decode(&c, &js(&sneaky), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::Exception(m)) if m.contains("JSON.stringify")), "{r:?}");
+        // Also when the glue serialises the result: the toJSON result is checked too.
+        let result = format!(
+            "{DEEP} function decodeUplink(input) {{ return {{ data: {{ x: {{ toJSON: function () {{ return deep(50000); }} }} }} }}; }}"
+        );
+        assert!(matches!(decode(&c, &js(&result), 1, &[]), Err(CodecError::ResultTooLarge(_))));
+        // JSON.parse of deep text stops at the engine's stack limit.
+        let parse = "function decodeUplink(input) { JSON.parse('['.repeat(200000)); return { data: {} }; }";
+        let r = decode(&c, &js(parse), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::Exception(_))), "{r:?}");
+    }
+
+    #[test]
+    fn guarded_json_stringify_keeps_its_behaviour() {
+        let script = r#"
+            function decodeUplink(input) {
+              var d = new Date(Date.UTC(2026, 0, 2, 3, 4, 5));
+              return { data: {
+                plain: JSON.stringify({ b: 1, a: [1, { c: "x" }, undefined, function () {}], u: undefined }),
+                spaced: JSON.stringify({ a: [1] }, null, 2),
+                replaced: JSON.stringify({ a: 1, b: 2 }, function (k, v) { return k === "b" ? undefined : v; }),
+                listed: JSON.stringify({ a: 1, b: 2, c: { a: 3, z: 4 } }, ["a", "c"]),
+                date: JSON.stringify({ d: d }),
+                nothing: typeof JSON.stringify(undefined),
+                cycle: (function () { var o = {}; o.o = o; try { JSON.stringify(o); return "no"; } catch (e) { return e.name; } })(),
+                name: JSON.stringify.name,
+                when: d
+              } };
+            }
+        "#;
+        let d = decode(&codecs(), &js(script), 1, &[]).unwrap();
+        assert_eq!(
+            d.object,
+            json!({
+                "plain": r#"{"b":1,"a":[1,{"c":"x"},null,null]}"#,
+                "spaced": "{\n  \"a\": [\n    1\n  ]\n}",
+                "replaced": r#"{"a":1}"#,
+                "listed": r#"{"a":1,"c":{"a":3}}"#,
+                "date": r#"{"d":"2026-01-02T03:04:05.000Z"}"#,
+                "nothing": "undefined",
+                "cycle": "TypeError",
+                "name": "stringify",
+                "when": "2026-01-02T03:04:05.000Z"
+            })
+        );
+    }
+
+    #[test]
+    fn a_deep_encode_downlink_result_is_an_error() {
+        let c = roomy();
+        let script = format!("{DEEP} function encodeDownlink(input) {{ return {{ bytes: [1], extra: deep(50000) }}; }}");
+        let r = c.encode_downlink(&js(&script), 1, &json!({}), &Map::new());
+        assert!(matches!(&r, Err(CodecError::ResultTooLarge(_))), "{r:?}");
+        let bomb = format!("{DEEP} function encodeDownlink(input) {{ JSON.stringify(deep(50000)); return {{ bytes: [1] }}; }}");
+        let r = c.encode_downlink(&js(&bomb), 1, &json!({}), &Map::new());
+        assert!(matches!(&r, Err(CodecError::Exception(_))), "{r:?}");
+        // The engine still works.
+        assert_eq!(c.encode_downlink(&js(TH_SENSOR), 10, &json!({"interval": 600}), &Map::new()).unwrap(), vec![2, 0x58, 0]);
+    }
+
+    #[test]
+    fn a_result_over_the_size_limit_is_an_error() {
+        let c = Codecs::new(CodecConfig { js_max_result_bytes: 4096, ..CodecConfig::default() });
+        let big_string = "function Decoder() { return { s: 'x'.repeat(5000) }; }";
+        assert!(matches!(decode(&c, &js(big_string), 1, &[]), Err(CodecError::ResultTooLarge(_))));
+        let many_values = "function Decoder() { var a = []; for (var i = 0; i < 10000; i++) a.push(i); return { a: a }; }";
+        let r = decode(&c, &js(many_values), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::ResultTooLarge(m)) if m.contains("more than 4096 characters")), "{r:?}");
+        // Multi-byte text: under the limit in characters, over it in bytes.
+        let wide = r"function Decoder() { return { s: '\u20ac'.repeat(2000) }; }";
+        assert!(matches!(decode(&c, &js(wide), 1, &[]), Err(CodecError::ResultTooLarge(_))));
+        assert!(decode(&c, &js("function Decoder() { return { s: 'x'.repeat(3000) }; }"), 1, &[]).is_ok());
+    }
+
+    const REGEX_BOMB: &str = "function decodeUplink(input) { return { data: { m: /^(a+)+$/.test('a'.repeat(30) + 'b') } }; }";
+
+    #[test]
+    fn a_catastrophic_regex_is_cut_off_at_the_deadline() {
+        let c = codecs();
+        let started = Instant::now();
+        let r = decode(&c, &js(REGEX_BOMB), 1, &[]);
+        let elapsed = started.elapsed();
+        assert_eq!(r, Err(CodecError::Unresponsive(Duration::from_millis(100))));
+        // Limit 100 ms + 100 ms grace; generous for a loaded machine, far below the
+        // regex's own minutes.
+        assert!(elapsed < Duration::from_millis(1000), "took {elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(200), "took {elapsed:?}");
+        assert_eq!(c.js.workers().metrics().abandoned.get(), 1);
+        assert_eq!(c.js.workers().metrics().stuck.get(), 1);
+        // Other scripts keep running, on a replacement thread.
+        let started = Instant::now();
+        assert!(decode(&c, &js(TH_SENSOR), 2, &[0, 10, 0, 1, 0, 0]).is_ok());
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_script_with_stuck_calls_is_refused_at_the_stuck_limit() {
+        let c = Codecs::new(CodecConfig { js_max_stuck_workers: 2, js_workers: 2, ..CodecConfig::default() });
+        for _ in 0..2 {
+            assert!(matches!(decode(&c, &js(REGEX_BOMB), 1, &[]), Err(CodecError::Unresponsive(_))));
+        }
+        let started = Instant::now();
+        assert_eq!(decode(&c, &js(REGEX_BOMB), 1, &[]), Err(CodecError::TooManyStuck { script: 2, total: 2 }));
+        assert!(started.elapsed() < Duration::from_millis(50), "refusal took {:?}", started.elapsed());
+        assert_eq!(c.js.workers().metrics().refused.get(), 1);
+        // Replacements took over from the stuck threads, within the ceiling of
+        // js_workers + js_max_stuck_workers threads, and a well-behaved script runs.
+        assert!(decode(&c, &js(TH_SENSOR), 2, &[0, 10, 0, 1, 0, 0]).is_ok());
+        let threads = c.js.workers().metrics().threads.get();
+        assert!((3..=4).contains(&threads), "{threads} threads");
+        assert_eq!(c.js.workers().metrics().stuck.get(), 2);
+    }
+
+    #[test]
+    fn scripts_run_on_threads_with_the_configured_stack() {
+        // Deep JS recursion stops at QuickJS's limit (a quarter of the thread stack)
+        // whatever the thread it lands on.
+        let c = Codecs::new(CodecConfig { js_thread_stack_bytes: 4 * 1024 * 1024, js_time_limit_ms: 3_000, ..CodecConfig::default() });
+        let script = "function f(n) { return n === 0 ? 0 : 1 + f(n - 1); } function Decoder() { return { n: f(1e6) }; }";
+        let r = decode(&c, &js(script), 1, &[]);
+        assert!(matches!(&r, Err(CodecError::Exception(m)) if m.contains("stack")), "{r:?}");
+        let ok = "function f(n) { return n === 0 ? 0 : 1 + f(n - 1); } function Decoder() { return { n: f(200) }; }";
+        assert_eq!(decode(&c, &js(ok), 1, &[]).unwrap().object, json!({"n": 200}));
+    }
+
+    #[tokio::test]
+    async fn async_calls_resolve_without_blocking_the_runtime() {
+        let c = codecs();
+        let recv = Utc::now();
+        let slow = js("function Decoder() { var t = Date.now(); while (Date.now() - t < 50) {} return { slow: true }; }");
+        let fast = js("function Decoder() { return { fast: true }; }");
+        let slow_call = c.decode_uplink_async(&slow, 1, &[], recv, &Map::new());
+        let fast_call = c.decode_uplink_async(&fast, 1, &[], recv, &Map::new());
+        assert_eq!(fast_call.await.unwrap().object, json!({"fast": true}));
+        assert_eq!(slow_call.await.unwrap().object, json!({"slow": true}));
+        let lpp = c.decode_uplink_async(&PayloadCodec::CayenneLpp, 1, &[3, 0x67, 1, 0x10], recv, &Map::new()).await.unwrap();
+        assert_eq!(lpp.object, json!({"temperatureSensor": {"3": 27.2}}));
     }
 
     #[test]

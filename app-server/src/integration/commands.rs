@@ -251,10 +251,6 @@ impl CommandHandler {
                 EncodeError::UnknownCodec(source) => CommandError::Codec { codec: "unknown", source },
                 EncodeError::NoCodec => CommandError::Codec { codec: PayloadCodec::None.name(), source: CodecError::Unsupported },
                 EncodeError::Codec { codec, source } => CommandError::Codec { codec, source },
-                EncodeError::Task { codec, source } => CommandError::Codec {
-                    codec,
-                    source: CodecError::Engine(if source.is_panic() { "codec panicked".into() } else { source.to_string() }),
-                },
             })
     }
 }

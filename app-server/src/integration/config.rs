@@ -18,8 +18,8 @@ pub struct IntegrationConfig {
     pub history_batch_interval_ms: u64,
     /// At shutdown, how long the writer keeps trying to write what is buffered.
     pub history_flush_timeout_ms: u64,
-    /// Uplinks whose codecs run at the same time (events still leave in arrival order);
-    /// 0 = twice the number of CPUs.
+    /// Events in flight at once, their codecs running at the same time (each device's
+    /// events still leave in arrival order); 0 = twice the number of CPUs.
     pub codec_concurrency: usize,
 }
 

@@ -11,8 +11,10 @@
 //! - [`commands`]: `application/{applicationId}/device/{devEui}/command/down` handling.
 //! - [`config`]: the `[integration]` section; [`metrics`]: its Prometheus metrics.
 //!
-//! Events leave in the order they arrive (so per device too), although up to
-//! `codec_concurrency` JavaScript codecs run at the same time. A codec failure never loses
+//! Events of one device leave in the order they arrive; events of different devices leave
+//! as soon as they are ready, so one device's slow codec never delays another's events. Up
+//! to `codec_concurrency` events are in flight, their codecs running at the same time on
+//! the codec worker threads ([`crate::codec::workers`]). A codec failure never loses
 //! an uplink: it is published and stored without `object`, next to a `log` event
 //! (`UPLINK_CODEC`, `ERROR`) that says why. An event is published once its history row is
 //! committed (about one transaction later), so a published event survives a crash in the
@@ -59,15 +61,17 @@ pub mod metrics;
 #[cfg(test)]
 mod testing;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -78,7 +82,7 @@ use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::lorawan::encrypt_frm_payload;
 use loraflow_network_server::storage::{DeviceContext, EventRecord, Storage, UplinkRecord};
 
-use crate::codec::{CodecError, Codecs, Decoded, PayloadCodec};
+use crate::codec::{CodecCall, CodecError, Codecs, Decoded, PayloadCodec};
 use crate::mqtt::{self, DownlinkCommand, MqttHandle, MqttQueueFull};
 
 pub use commands::CommandError;
@@ -348,7 +352,7 @@ fn uplink_record(up: &DataUp, event: &json::UplinkEvent, data: Vec<u8>) -> Uplin
     }
 }
 
-/// The codec's part of an uplink, computed on a blocking thread for JavaScript.
+/// The codec's part of an uplink, computed on a codec worker thread for JavaScript.
 struct CodecRun {
     codec: &'static str,
     result: Result<Decoded, CodecError>,
@@ -361,7 +365,8 @@ enum Decoding {
     Done(CodecRun),
     Running {
         codec: &'static str,
-        task: JoinHandle<CodecRun>,
+        started: Instant,
+        call: CodecCall<Decoded>,
     },
 }
 
@@ -369,6 +374,97 @@ enum Decoding {
 enum InFlight {
     Up { up: Box<DataUp>, data: Vec<u8>, decoding: Decoding },
     Other(AppEvent),
+}
+
+impl InFlight {
+    fn dev_eui(&self) -> [u8; 8] {
+        let ctx = match self {
+            InFlight::Up { up, .. } => &up.device,
+            InFlight::Other(AppEvent::Up(up)) => &up.device,
+            InFlight::Other(AppEvent::Join(e)) => &e.device,
+            InFlight::Other(AppEvent::Ack(e)) => &e.device,
+            InFlight::Other(AppEvent::TxAck(e)) => &e.device,
+            InFlight::Other(AppEvent::Status(e)) => &e.device,
+            InFlight::Other(AppEvent::Log(e)) => &e.device,
+        };
+        ctx.device.dev_eui.0
+    }
+
+    /// Ready to publish, polling a running codec (which then becomes `Done`).
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        let InFlight::Up { decoding, .. } = self else { return true };
+        let Decoding::Running { codec, started, call } = decoding else { return true };
+        let (codec, elapsed) = (*codec as &'static str, started.elapsed());
+        match Pin::new(call).poll(cx) {
+            Poll::Ready(result) => {
+                *decoding = Decoding::Done(CodecRun { codec, result, elapsed });
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+}
+
+/// Events in flight, in one FIFO per device (DevEUI): a device's events leave in arrival
+/// order, different devices' as soon as their own turn comes.
+#[derive(Default)]
+struct DeviceQueues {
+    devices: HashMap<[u8; 8], VecDeque<(u64, InFlight)>>,
+    len: usize,
+    seq: u64,
+}
+
+impl DeviceQueues {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, event: InFlight) {
+        self.seq += 1;
+        self.len += 1;
+        self.devices.entry(event.dev_eui()).or_default().push_back((self.seq, event));
+    }
+
+    /// Waits until the first event of some device is ready and takes it; among several,
+    /// the one that arrived first. Cancel-safe: a finished codec is kept in its event.
+    async fn next_ready(&mut self) -> Ready {
+        let (dev_eui, seq) = std::future::poll_fn(|cx| {
+            let mut oldest: Option<([u8; 8], u64)> = None;
+            for (dev_eui, queue) in self.devices.iter_mut() {
+                let (seq, head) = queue.front_mut().expect("device queues are never empty");
+                if head.poll_ready(cx) && oldest.is_none_or(|(_, s)| *seq < s) {
+                    oldest = Some((*dev_eui, *seq));
+                }
+            }
+            match oldest {
+                Some(o) => Poll::Ready(o),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+        let queue = self.devices.get_mut(&dev_eui).expect("ready device has a queue");
+        let (taken, event) = queue.pop_front().expect("ready device has an event");
+        debug_assert_eq!(taken, seq);
+        if queue.is_empty() {
+            self.devices.remove(&dev_eui);
+        }
+        self.len -= 1;
+        match event {
+            InFlight::Up { up, data, decoding } => {
+                let run = match decoding {
+                    Decoding::NotRun => None,
+                    Decoding::Done(run) => Some(run),
+                    Decoding::Running { .. } => unreachable!("only ready events are taken"),
+                };
+                Ready::Up { up, data, run }
+            }
+            InFlight::Other(ev) => Ready::Other(ev),
+        }
+    }
 }
 
 struct Pipeline {
@@ -379,7 +475,7 @@ struct Pipeline {
 
 impl Pipeline {
     async fn run(self, mut events: mpsc::Receiver<AppEvent>, shutdown: CancellationToken) {
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut in_flight = DeviceQueues::default();
         let mut open = true;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -391,9 +487,9 @@ impl Pipeline {
             let deadline = drain_deadline.unwrap_or_else(tokio::time::Instant::now);
             tokio::select! {
                 biased;
-                ready = next_ready(&mut in_flight), if has_work => self.finish(ready),
+                ready = in_flight.next_ready(), if has_work => self.finish(ready),
                 ev = events.recv(), if can_take => match ev {
-                    Some(ev) => in_flight.push_back(self.begin(ev)),
+                    Some(ev) => in_flight.push(self.begin(ev)),
                     None => open = false,
                 },
                 _ = shutdown.cancelled(), if drain_deadline.is_none() => {
@@ -429,20 +525,10 @@ impl Pipeline {
                 return InFlight::Up { up, data, decoding: Decoding::Done(run) };
             }
         };
-        let name = codec.name();
-        let codecs = self.codecs.clone();
-        let bytes = data.clone();
-        let recv_time = up.time;
-        let decode = move || {
-            let started = Instant::now();
-            let result = codecs.decode_uplink(&codec, f_port, &bytes, recv_time, &Map::new());
-            CodecRun { codec: name, result, elapsed: started.elapsed() }
-        };
-        let decoding = match &up.device.profile.payload_codec[..] {
-            // Scripts take up to their time limit: never on a runtime thread.
-            "JS" => Decoding::Running { codec: name, task: tokio::task::spawn_blocking(decode) },
-            _ => Decoding::Done(decode()),
-        };
+        // Cayenne LPP answers before this returns; scripts run on the codec worker threads.
+        let started = Instant::now();
+        let call = self.codecs.decode_uplink_async(&codec, f_port, &data, up.time, &Map::new());
+        let decoding = Decoding::Running { codec: codec.name(), started, call };
         InFlight::Up { up, data, decoding }
     }
 
@@ -458,10 +544,7 @@ impl Pipeline {
         let mut object = None;
         if let Some(run) = run {
             self.emitter.metrics.codec_seconds.observe(run.elapsed.as_secs_f64());
-            let mut log_context = BTreeMap::new();
-            log_context.insert("deduplication_id".to_string(), up.deduplication_id.to_string());
-            log_context.insert("f_cnt".to_string(), up.f_cnt.to_string());
-            log_context.insert("f_port".to_string(), up.f_port.unwrap_or(0).to_string());
+            let log_context = uplink_log_context(up);
             match run.result {
                 Ok(Decoded { object: Value::Object(map), warnings }) => {
                     object = Some(map);
@@ -524,37 +607,6 @@ impl Pipeline {
 enum Ready {
     Up { up: Box<DataUp>, data: Vec<u8>, run: Option<CodecRun> },
     Other(AppEvent),
-}
-
-/// Waits for the oldest event to be ready and takes it. Cancel-safe: nothing is removed
-/// until the codec task has finished.
-async fn next_ready(in_flight: &mut VecDeque<InFlight>) -> Ready {
-    if let Some(InFlight::Up { decoding: Decoding::Running { codec, task }, .. }) = in_flight.front_mut() {
-        let codec = *codec;
-        let run = match task.await {
-            Ok(run) => run,
-            Err(e) => CodecRun {
-                codec,
-                result: Err(CodecError::Engine(if e.is_panic() { "codec panicked".into() } else { e.to_string() })),
-                elapsed: Duration::ZERO,
-            },
-        };
-        if let Some(InFlight::Up { decoding, .. }) = in_flight.front_mut() {
-            *decoding = Decoding::Done(run);
-        }
-    }
-    match in_flight.pop_front() {
-        Some(InFlight::Up { up, data, decoding }) => {
-            let run = match decoding {
-                Decoding::NotRun => None,
-                Decoding::Done(run) => Some(run),
-                Decoding::Running { .. } => unreachable!("resolved above"),
-            };
-            Ready::Up { up, data, run }
-        }
-        Some(InFlight::Other(ev)) => Ready::Other(ev),
-        None => std::future::pending().await,
-    }
 }
 
 /// FRMPayload decryption with the AppSKey, uplink direction, full 32-bit FCnt

@@ -269,6 +269,53 @@ async fn events_leave_in_arrival_order_while_codecs_run_in_parallel() {
 }
 
 #[tokio::test]
+async fn a_slow_codec_delays_only_its_own_devices_events() {
+    let dir = TempDir::new();
+    let storage = sqlite_storage(&dir).await;
+    let run = start_with(storage, dir, IntegrationConfig { codec_concurrency: 8, ..IntegrationConfig::default() });
+    let slow_script =
+        "function decodeUplink(input) { var t = Date.now(); while (Date.now() - t < 60) {} return { data: { n: input.bytes[0] } }; }";
+    let slow = insert_device_with_codec(&run.storage, "JS", slow_script).await;
+    let fast =
+        insert_device_with_codec(&run.storage, "JS", "function decodeUplink(input) { return { data: { n: input.bytes[0] } }; }").await;
+    run.events.send(uplink(&slow, 1, Some(1), &[1])).await.unwrap();
+    run.events
+        .send(AppEvent::Join(JoinInfo {
+            deduplication_id: Uuid::new_v4(),
+            time: chrono::Utc::now(),
+            device: Arc::new(slow.clone()),
+            dev_addr: "26011234".parse().unwrap(),
+            region_config_id: "eu868",
+        }))
+        .await
+        .unwrap();
+    run.events.send(uplink(&fast, 1, Some(1), &[10])).await.unwrap();
+    run.events.send(uplink(&slow, 2, Some(1), &[2])).await.unwrap();
+    let done = run.finish().await;
+    let topics = done.topics();
+    let seen: Vec<(String, Value)> = topics.iter().enumerate().map(|(i, t)| (t.clone(), done.json(i)["object"]["n"].clone())).collect();
+    // The fast device's uplink did not wait for the slow one's 60 ms codec…
+    assert_eq!(seen[0], (topic(&fast, "up"), json!(10)), "{seen:?}");
+    // …and the slow device's events kept their order.
+    let slow_only: Vec<_> = seen.iter().filter(|(t, _)| !t.contains(&fast.device.dev_eui.to_string())).cloned().collect();
+    assert_eq!(slow_only, vec![(topic(&slow, "up"), json!(1)), (topic(&slow, "join"), Value::Null), (topic(&slow, "up"), json!(2))]);
+}
+
+#[tokio::test]
+async fn an_unresponsive_codec_gives_a_log_event_and_the_uplink_without_object() {
+    let run = start().await;
+    let script = "function decodeUplink(input) { return { data: { m: /^(a+)+$/.test('a'.repeat(30) + 'b') } }; }";
+    let ctx = insert_device_with_codec(&run.storage, "JS", script).await;
+    run.events.send(uplink(&ctx, 1, Some(1), &[1])).await.unwrap();
+    let done = run.finish().await;
+    assert_eq!(done.topics(), vec![topic(&ctx, "log"), topic(&ctx, "up")]);
+    let log = done.json(0);
+    assert_eq!((log["level"].as_str(), log["code"].as_str()), (Some("ERROR"), Some("UPLINK_CODEC")));
+    assert!(log["description"].as_str().unwrap().contains("did not stop at its time limit"), "{log}");
+    assert!(done.json(1).get("object").is_none());
+}
+
+#[tokio::test]
 async fn other_events_are_published_on_their_topics_and_stored() {
     let run = start().await;
     let ctx = insert_device_with_codec(&run.storage, "NONE", "").await;
