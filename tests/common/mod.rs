@@ -153,11 +153,6 @@ impl TestServer {
         }
     }
 
-    /// The server's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.api, path)
     }
