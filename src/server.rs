@@ -47,7 +47,9 @@ pub fn init_tracing(log: &LogConfig) {
             filter = filter.add_directive(d);
         }
     }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: escape codes in a log file or journal are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let _ = if log.format == "json" {
         builder.json().try_init()
     } else {

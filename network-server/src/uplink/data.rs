@@ -65,20 +65,21 @@ struct Matched {
 }
 
 async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<(), Dropped> {
-    let first = &up.frames[0];
-    let dr =
-        RegionModulation::from_frame(&first.tx_info.modulation).and_then(|m| ctx.region.dr_for(&m)).ok_or(Dropped::UnknownModulation)?;
     // Uplinks of one DevAddr are handled one at a time (`server::UplinkKey`), so a lost
     // compare-and-set means the cached counter was behind the stored one (another instance,
     // a change over REST, counters kept in memory during an outage): the frame is checked
     // once more against the counter as it really is, which accepts it or calls it a replay.
+    let first = &up.frames[0];
     let mut second_try = false;
-    let (matched, device, checked) = loop {
+    let (matched, device, dr, checked) = loop {
         let matched = find_session(ctx, up, frame).await?;
         let device = device_context(ctx, &matched).await?;
+        let dr = RegionModulation::from_frame(&first.tx_info.modulation)
+            .and_then(|m| ctx.region.dr_for(&m))
+            .ok_or(Dropped::UnknownModulation)?;
         match check_and_store_f_cnt(ctx, up, &matched, &device).await {
             Err(Dropped::FCntRace) if !second_try => second_try = true,
-            checked => break (matched, device, checked),
+            checked => break (matched, device, dr, checked),
         }
     };
     let session = match checked {
