@@ -13,7 +13,8 @@
 //!   is set above it, never reached). loraflow's own client goes through a second,
 //!   private front that the limit does not apply to.
 //! - A supervisor probes rumqttd with a fresh MQTT connection every [`PROBE_INTERVAL`].
-//!   After [`PROBE_FAILURES`] failed probes in a row it starts a new rumqttd instance,
+//!   After [`PROBE_FAILURES`] failed probes in a row (or [`PROBE_TIMEOUTS`] unanswered
+//!   ones, so that a merely slow broker is not restarted) it starts a new rumqttd instance,
 //!   sends new connections there and closes the relayed ones of the old instance: clients
 //!   reconnect on the same address, loraflow's client re-sends what was not acknowledged.
 //!   The old instance cannot be stopped; it keeps two idle threads (no sockets reach it).
@@ -37,15 +38,18 @@ use tracing::{error, info, warn};
 use super::connect::MAX_OUTGOING_PACKET;
 use super::front::{Front, Generation};
 use super::metrics::MqttMetrics;
-use super::probe::probe;
+use super::probe::{probe, ProbeError};
 use super::ratelimit::LogLimiter;
 use super::MqttError;
 
 /// How often the supervisor checks that rumqttd still accepts connections.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(300);
-/// Failed probes in a row before rumqttd is replaced. Two, so that one slow answer on a
-/// loaded machine does not disconnect every client; a broken rumqttd fails at once.
+/// Failed probes (connection refused or closed without CONNACK) in a row before rumqttd
+/// is replaced. A broken rumqttd fails that way at once; two rule out a one-off.
 const PROBE_FAILURES: u32 = 2;
+/// Unanswered probes in a row before rumqttd is replaced: a hung broker is replaced within
+/// about 12 s, a broker that is only slow under load is left alone.
+const PROBE_TIMEOUTS: u32 = 5;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new rumqttd instance may take to accept its first connection.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -160,7 +164,7 @@ impl Backend {
             if thread.is_finished() {
                 return Err(format!("its listener on {addr} failed"));
             }
-            let last = match probe(addr, &probe_client_id(), PROBE_TIMEOUT).await {
+            let last = match probe(addr, &probe_client_id(), PROBE_TIMEOUT).await.map_err(|e| e.to_string()) {
                 Ok(()) => break,
                 Err(e) => e,
             };
@@ -190,29 +194,28 @@ struct Supervisor {
 impl Supervisor {
     async fn run(mut self) {
         let warning = LogLimiter::new(WARN_INTERVAL);
-        let mut failures = 0;
+        let (mut failures, mut timeouts) = (0u32, 0u32);
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 _ = tokio::time::sleep(PROBE_INTERVAL) => {}
             }
             let result = if self.backend.thread.is_finished() {
-                Err("its server thread ended".to_string())
+                Err(ProbeError::Failed("its server thread ended".to_string()))
             } else {
                 probe(self.backend.generation.backend, &probe_client_id(), PROBE_TIMEOUT).await
             };
-            match result {
-                Ok(()) => {
-                    failures = 0;
-                    continue;
-                }
-                Err(reason) => {
-                    failures += 1;
-                    if failures < PROBE_FAILURES && !self.backend.thread.is_finished() {
-                        continue;
-                    }
+            match &result {
+                Ok(()) => (failures, timeouts) = (0, 0),
+                Err(ProbeError::Failed(_)) => failures += 1,
+                Err(ProbeError::TimedOut(_) | ProbeError::Inconclusive(_)) => timeouts += 1,
+            }
+            if let Err(reason) = result {
+                if failures >= PROBE_FAILURES || timeouts >= PROBE_TIMEOUTS || self.backend.thread.is_finished() {
                     self.healthy.store(false, Ordering::Release);
-                    self.replace(&reason, &warning).await;
+                    if self.replace(&reason.to_string(), &warning).await {
+                        (failures, timeouts) = (0, 0);
+                    }
                 }
             }
         }
@@ -220,7 +223,8 @@ impl Supervisor {
         self.backend.generation.retired.cancel();
     }
 
-    async fn replace(&mut self, reason: &str, warning: &LogLimiter) {
+    /// `true` when a new instance took over.
+    async fn replace(&mut self, reason: &str, warning: &LogLimiter) -> bool {
         let started = Instant::now();
         let new = match Backend::start(self.max_connections).await {
             Ok(b) => b,
@@ -228,7 +232,7 @@ impl Supervisor {
                 if let Some(suppressed) = warning.allow() {
                     error!(error = %e, failed_since_last_warning = suppressed, "cannot restart the embedded MQTT broker, retrying");
                 }
-                return;
+                return false;
             }
         };
         let old = std::mem::replace(&mut self.backend, new);
@@ -246,6 +250,7 @@ impl Supervisor {
         } else {
             info!(reason, "embedded MQTT broker restarted");
         }
+        true
     }
 }
 
@@ -334,7 +339,7 @@ pub(crate) mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let e = probe(b.listen, "over", PROBE_TIMEOUT).await.unwrap_err();
-        assert!(e.contains("CONNACK"), "{e}");
+        assert!(matches!(&e, ProbeError::Failed(r) if r.contains("CONNACK")), "{e}");
         assert_eq!(m.embedded_refused.get(), 1);
         probe(b.connect_addr(), "own", PROBE_TIMEOUT).await.unwrap();
     }

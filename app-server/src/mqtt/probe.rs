@@ -9,17 +9,40 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Why a probe failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ProbeError {
+    /// The broker answered wrongly or closed the connection: it is broken.
+    #[error("{0}")]
+    Failed(String),
+    /// No answer in time: broken, or only slow (a loaded machine).
+    #[error("no CONNACK within {0} ms")]
+    TimedOut(u128),
+    /// The probe could not even try (e.g. this process is out of file descriptors): says
+    /// nothing about the broker.
+    #[error("probe could not connect: {0}")]
+    Inconclusive(String),
+}
+
 /// Connects to `addr` as `client_id` (clean session) and waits up to `timeout` for a
-/// CONNACK with return code 0. `Err` says what went wrong.
-pub(crate) async fn probe(addr: SocketAddr, client_id: &str, timeout: Duration) -> Result<(), String> {
+/// CONNACK with return code 0.
+pub(crate) async fn probe(addr: SocketAddr, client_id: &str, timeout: Duration) -> Result<(), ProbeError> {
     match tokio::time::timeout(timeout, exchange(addr, client_id)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no CONNACK within {} ms", timeout.as_millis())),
+        Err(_) => Err(ProbeError::TimedOut(timeout.as_millis())),
     }
 }
 
-async fn exchange(addr: SocketAddr, client_id: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+async fn exchange(addr: SocketAddr, client_id: &str) -> Result<(), ProbeError> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+        // Nothing listens: the broker's listener is gone.
+        std::io::ErrorKind::ConnectionRefused => ProbeError::Failed(format!("connect: {e}")),
+        _ => ProbeError::Inconclusive(e.to_string()),
+    })?;
+    exchange_on(&mut stream, client_id).await.map_err(ProbeError::Failed)
+}
+
+async fn exchange_on(stream: &mut TcpStream, client_id: &str) -> Result<(), String> {
     stream.set_nodelay(true).ok();
     stream.write_all(&connect_packet(client_id, 10)).await.map_err(|e| format!("write CONNECT: {e}"))?;
     let mut ack = [0u8; 4];
@@ -104,6 +127,19 @@ mod tests {
             let _ = s.read(&mut buf).await;
         });
         let e = probe(addr, "p", Duration::from_secs(2)).await.unwrap_err();
-        assert!(e.contains("CONNACK"), "{e}");
+        assert!(matches!(&e, ProbeError::Failed(r) if r.contains("CONNACK")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_the_probe_out() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(s);
+        });
+        assert_eq!(probe(addr, "p", Duration::from_millis(200)).await, Err(ProbeError::TimedOut(200)));
+        held.abort();
     }
 }
