@@ -193,6 +193,10 @@ mod tests {
         assert!(e.to_string().contains("`network.net_id`"), "{e}");
         let e = Config::load_from(no_file(), env(&[("LORAFLOW_DATABASE__URL", "mysql://x")])).unwrap_err();
         assert!(e.to_string().contains("`database.url`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_CODEC__JS_MAX_RESULT_DEPTH", "0")])).unwrap_err();
+        assert!(e.to_string().contains("`codec.js_max_result_depth`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_CODEC__JS_CACHED_RUNTIMES", "100000")])).unwrap_err();
+        assert!(e.to_string().contains("`codec.js_memory_ceiling_bytes`"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! [`Codecs`] is the service the uplink and downlink paths hold. JavaScript runs on
 //! its own worker threads: async callers use [`Codecs::decode_uplink_async`] /
 //! [`Codecs::encode_downlink_async`], whose future never waits longer than the time
-//! limit + [`workers::GRACE`] once the call has a thread; [`Codecs::decode_uplink`] and
+//! limit + 100 ms once the call has a thread; [`Codecs::decode_uplink`] and
 //! [`Codecs::encode_downlink`] block the calling thread instead.
 //!
 //! Memory: at most `js_cached_runtimes` idle runtimes, one per worker thread and one
