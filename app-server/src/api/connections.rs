@@ -313,6 +313,9 @@ async fn serve_connection(
             }
         })
     };
+    // hyper's own `header_read_timeout` is not used: it restarts for every keep-alive request,
+    // so it cannot be a separate first-request and idle timeout, and it does not cover a slow
+    // body or a client that never reads its answer. The deadlines below cover all of them.
     let mut connection = pin!(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
     let reason = loop {
         let (deadline, _) = conn.deadline(limits);
