@@ -211,7 +211,8 @@ async fn idle_connection_flood_leaves_the_api_answering() {
     // The server holds no more than its limit, however many were opened.
     let held = open_descriptors(pid).saturating_sub(baseline);
     eprintln!("server descriptors: {baseline} before, +{held} during the flood");
-    assert!(held <= MAX_CONNECTIONS + 64 + 16, "server holds {held} more descriptors than before the flood of {FLOOD}");
+    // Evicted connections may still be closing (at most 256), plus the two requests above.
+    assert!(held <= MAX_CONNECTIONS + 256 + 16, "server holds {held} more descriptors than before the flood of {FLOOD}");
 
     // A connection that sends nothing stays open until the header-read timeout...
     let mut late = TcpStream::connect(server.api).await.unwrap();

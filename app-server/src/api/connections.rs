@@ -6,11 +6,11 @@
 //! when every connection has a request in flight is the new one closed at once. An attacker
 //! holding idle connections therefore cannot lock out a client that sends a request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -97,6 +97,9 @@ impl Metrics {
 
 /// What the accept loop and the connection's timer know about one connection.
 struct Conn {
+    id: u64,
+    /// Where the connection queues itself for eviction when it becomes idle.
+    table: Weak<Mutex<Table>>,
     activity: Mutex<Activity>,
     /// Wakes the timer when a request starts or ends (its deadline moved).
     changed: Notify,
@@ -113,8 +116,14 @@ struct Activity {
 }
 
 impl Conn {
-    fn new(close: CancellationToken) -> Conn {
-        Conn { activity: Mutex::new(Activity { in_flight: 0, served: 0, since: Instant::now() }), changed: Notify::new(), close }
+    fn new(id: u64, table: &ConnTable, close: CancellationToken) -> Conn {
+        Conn {
+            id,
+            table: Arc::downgrade(table),
+            activity: Mutex::new(Activity { in_flight: 0, served: 0, since: Instant::now() }),
+            changed: Notify::new(),
+            close,
+        }
     }
 
     fn activity(&self) -> Activity {
@@ -157,13 +166,17 @@ struct RequestGuard(Arc<Conn>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        {
+        let idle_since = {
             let mut a = self.0.activity.lock().unwrap_or_else(|p| p.into_inner());
             a.in_flight = a.in_flight.saturating_sub(1);
             a.served += 1;
             if a.in_flight == 0 {
                 a.since = Instant::now();
             }
+            (a.in_flight == 0).then_some(a.since)
+        };
+        if let (Some(since), Some(table)) = (idle_since, self.0.table.upgrade()) {
+            lock(&table).became_idle(since, self.0.id);
         }
         self.0.changed.notify_one();
     }
@@ -198,6 +211,36 @@ struct Table {
     open: HashMap<u64, Arc<Conn>>,
     /// Evicted connections still holding their socket (no longer in `open`).
     closing: usize,
+    /// Eviction candidates in the order they became idle. An entry is stale once its
+    /// connection got busy, idle again later or closed; stale ones are skipped when popped and
+    /// dropped when they outnumber the connections, so choosing a victim costs O(1) amortized.
+    idle_order: VecDeque<(Instant, u64)>,
+}
+
+impl Table {
+    fn register(&mut self, conn: Arc<Conn>) {
+        let since = conn.activity().since;
+        self.open.insert(conn.id, conn.clone());
+        self.became_idle(since, conn.id);
+    }
+
+    fn became_idle(&mut self, since: Instant, id: u64) {
+        self.idle_order.push_back((since, id));
+        if self.idle_order.len() > 2 * self.open.len() + 64 {
+            let open = &self.open;
+            self.idle_order.retain(|(since, id)| open.get(id).is_some_and(|c| c.idle_since() == Some(*since)));
+        }
+    }
+
+    /// Takes the connection idle the longest out of `open`.
+    fn evict_longest_idle(&mut self) -> Option<Arc<Conn>> {
+        while let Some((since, id)) = self.idle_order.pop_front() {
+            if self.open.get(&id).is_some_and(|c| c.idle_since() == Some(since)) {
+                return self.open.remove(&id);
+            }
+        }
+        None
+    }
 }
 
 type ConnTable = Arc<Mutex<Table>>;
@@ -214,12 +257,9 @@ fn admit(table: &ConnTable, max: usize) -> bool {
     if t.open.len() < max {
         return true;
     }
-    let longest_idle = t.open.iter().filter_map(|(id, c)| c.idle_since().map(|since| (since, *id))).min();
-    let Some((_, id)) = longest_idle else { return false };
-    if let Some(victim) = t.open.remove(&id) {
-        victim.close.cancel();
-        t.closing += 1;
-    }
+    let Some(victim) = t.evict_longest_idle() else { return false };
+    victim.close.cancel();
+    t.closing += 1;
     true
 }
 
@@ -275,8 +315,8 @@ pub async fn serve(
             continue;
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::new(shutdown.child_token()));
-        lock(&table).open.insert(id, conn.clone());
+        let conn = Arc::new(Conn::new(id, &table, shutdown.child_token()));
+        lock(&table).register(conn.clone());
         metrics.open.inc();
         let (table, metrics, router, shutdown) = (table.clone(), metrics.clone(), router.clone(), shutdown.clone());
         tracker.spawn(async move {
@@ -313,6 +353,9 @@ async fn serve_connection(
             }
         })
     };
+    // hyper's own `header_read_timeout` is not used: it restarts for every keep-alive request,
+    // so it cannot be a separate first-request and idle timeout, and it does not cover a slow
+    // body or a client that never reads its answer. The deadlines below cover all of them.
     let mut connection = pin!(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
     let reason = loop {
         let (deadline, _) = conn.deadline(limits);
@@ -358,9 +401,21 @@ mod tests {
         }
     }
 
+    fn conn(table: &ConnTable, id: u64) -> Arc<Conn> {
+        let c = Arc::new(Conn::new(id, table, CancellationToken::new()));
+        lock(table).register(c.clone());
+        c
+    }
+
+    fn counts(table: &ConnTable) -> (usize, usize) {
+        let t = lock(table);
+        (t.open.len(), t.closing)
+    }
+
     #[tokio::test]
     async fn deadline_follows_the_connection_state() {
-        let conn = Arc::new(Conn::new(CancellationToken::new()));
+        let table: ConnTable = Arc::default();
+        let conn = conn(&table, 0);
         let since = || conn.activity().since;
         let accepted = since();
         assert_eq!(conn.deadline(&limits()), (accepted + Duration::from_secs(10), CloseReason::HeaderTimeout));
@@ -381,34 +436,50 @@ mod tests {
     #[tokio::test]
     async fn at_the_limit_the_longest_idle_connection_is_evicted() {
         let table: ConnTable = Arc::default();
-        let old = Arc::new(Conn::new(CancellationToken::new()));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let newer = Arc::new(Conn::new(CancellationToken::new()));
-        let busy = Arc::new(Conn::new(CancellationToken::new()));
+        let old = conn(&table, 0);
+        let newer = conn(&table, 1);
+        let busy = conn(&table, 2);
         let _guard = busy.begin_request();
-        for (id, c) in [&old, &newer, &busy].into_iter().enumerate() {
-            lock(&table).open.insert(id as u64, c.clone());
-        }
         assert!(admit(&table, 3));
         assert!(old.close.is_cancelled() && !newer.close.is_cancelled() && !busy.close.is_cancelled());
-        assert_eq!((lock(&table).open.len(), lock(&table).closing), (2, 1));
-        lock(&table).open.insert(3, Arc::new(Conn::new(CancellationToken::new())));
+        assert_eq!(counts(&table), (2, 1));
+        let fourth = conn(&table, 3);
         assert!(admit(&table, 3));
-        assert!(newer.close.is_cancelled() && !busy.close.is_cancelled());
+        assert!(newer.close.is_cancelled() && !busy.close.is_cancelled() && !fourth.close.is_cancelled());
         // The evicted connections' tasks end: they leave the closing count, not `open`.
         release(&table, 0);
         release(&table, 1);
-        assert_eq!((lock(&table).open.len(), lock(&table).closing), (2, 0));
+        assert_eq!(counts(&table), (2, 0));
         // With only busy connections at the limit the new one is refused.
-        let _busy_too = lock(&table).open[&3].begin_request();
+        let _busy_too = fourth.begin_request();
         assert!(!admit(&table, 2));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_served_a_request_queues_behind_older_idle_ones() {
+        let table: ConnTable = Arc::default();
+        let first = conn(&table, 0);
+        let second = conn(&table, 1);
+        // `first` answers a request: it is now idle for a shorter time than `second`.
+        drop(first.begin_request());
+        assert!(admit(&table, 2));
+        assert!(second.close.is_cancelled() && !first.close.is_cancelled());
+        // Many requests on one connection leave stale entries that are compacted away.
+        for _ in 0..1000 {
+            drop(first.begin_request());
+        }
+        {
+            let t = lock(&table);
+            assert!(t.idle_order.len() <= 2 * t.open.len() + 64 + 1, "{} entries", t.idle_order.len());
+        }
+        assert!(admit(&table, 1));
+        assert!(first.close.is_cancelled());
     }
 
     #[tokio::test]
     async fn below_the_limit_nobody_is_evicted() {
         let table: ConnTable = Arc::default();
-        let c = Arc::new(Conn::new(CancellationToken::new()));
-        lock(&table).open.insert(0, c.clone());
+        let c = conn(&table, 0);
         assert!(admit(&table, 2));
         assert!(!c.close.is_cancelled());
     }
