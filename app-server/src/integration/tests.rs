@@ -37,12 +37,16 @@ async fn start() -> Run {
 }
 
 fn start_with(storage: Storage, dir: TempDir, config: IntegrationConfig) -> Run {
+    start_with_codecs(storage, dir, config, CodecConfig::default())
+}
+
+fn start_with_codecs(storage: Storage, dir: TempDir, config: IntegrationConfig, codecs: CodecConfig) -> Run {
     let recorder = Arc::new(Recorder::default());
     let registry = prometheus::Registry::new();
     let deps = IntegrationDeps {
         storage: storage.clone(),
         publisher: recorder.clone(),
-        codecs: Codecs::new(CodecConfig::default()),
+        codecs: Codecs::new(codecs),
         network: NetworkHandle::default(),
     };
     let integration = Integration::new(&config, deps, &registry).unwrap();
@@ -402,7 +406,12 @@ const MQTT_LIMIT: usize = crate::mqtt::MAX_PUBLISH_PACKET;
 
 #[tokio::test]
 async fn a_codec_result_too_large_for_mqtt_is_published_without_object_next_to_a_log_event() {
-    let run = start().await;
+    // The codec's own result limit (256 KiB by default) would refuse the result first; an
+    // operator may raise it above the MQTT limit, and then the event limit applies.
+    let codecs = CodecConfig { js_max_result_bytes: 8 * 1024 * 1024, js_time_limit_ms: 5000, ..CodecConfig::default() };
+    let dir = TempDir::new();
+    let storage = sqlite_storage(&dir).await;
+    let run = start_with_codecs(storage, dir, IntegrationConfig::default(), codecs);
     let script = "function decodeUplink(input) { return { data: { blob: 'x'.repeat(3 * 1024 * 1024) } }; }";
     let ctx = insert_device_with_codec(&run.storage, "JS", script).await;
     run.events.send(uplink(&ctx, 4, Some(5), &[1, 2])).await.unwrap();
