@@ -332,6 +332,13 @@ async fn a_database_outage_delays_storage_but_not_mqtt_delivery() {
     .await
     .expect("all four uplinks stored once the database is back");
     assert_eq!(rows["result"][0]["fCnt"], 3);
+    // The history and the counters are written forward by different tasks: wait for both.
+    common::eventually(Duration::from_secs(20), || async {
+        let text = reqwest::get(w.server.url("/metrics")).await.unwrap().text().await.unwrap();
+        (common::metric(&text, "loraflow_fcnt_unpersisted_devices", &[]) == 0.0).then_some(())
+    })
+    .await
+    .expect("the counters kept in memory are written once the database is back");
 
     // The counters reached the database: after a restart an outage-time frame is a replay.
     w.server = w.server.restart();
