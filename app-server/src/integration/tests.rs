@@ -64,7 +64,7 @@ impl Run {
         drop(self.commands);
         tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("integration stopped").unwrap();
         let published = self.recorder.messages.lock().unwrap().clone();
-        Finished { published, storage: self.storage, registry: self.registry }
+        Finished { published, storage: self.storage, registry: self.registry, _dir: self._dir }
     }
 }
 
@@ -72,6 +72,8 @@ struct Finished {
     published: Vec<(String, Vec<u8>)>,
     storage: Storage,
     registry: prometheus::Registry,
+    /// Kept so that the SQLite file outlives the checks (the pool may open new connections).
+    _dir: TempDir,
 }
 
 impl Finished {
