@@ -13,8 +13,8 @@
 
 pub mod bench;
 pub mod config;
-pub mod log_format;
 pub mod fd_limit;
+pub mod log_format;
 pub mod server;
 pub mod sim;
 pub mod simulate;
