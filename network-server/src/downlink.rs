@@ -181,7 +181,7 @@ async fn queue_items(ctx: &Context, dev_eui: crate::types::Eui64) -> Vec<QueueIt
             items
         }
         Err(e) => {
-            tracing::error!(error = %e, "could not read the downlink queue");
+            ctx.storage_error("could not read the downlink queue", &e);
             Vec::new()
         }
     }
@@ -251,7 +251,7 @@ pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDown
     let f_cnt_down = match ctx.storage.sessions.next_f_cnt_down(dev_eui).await {
         Ok(f) => f,
         Err(e) => {
-            tracing::error!(error = %e, "could not allocate a downlink frame counter");
+            ctx.storage_error("could not allocate a downlink frame counter", &e);
             return;
         }
     };
@@ -307,10 +307,10 @@ pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDown
                 item.timeout_at = Some(Utc::now() + chrono::Duration::seconds(ctx.config.confirmed_downlink_timeout_secs as i64));
             }
             if let Err(e) = ctx.storage.queue.update(&item).await {
-                tracing::error!(error = %e, "could not mark the queue item pending");
+                ctx.storage_error("could not mark the queue item pending", &e);
             }
         } else if let Err(e) = ctx.storage.queue.delete(item.id).await {
-            tracing::error!(error = %e, "could not remove the sent queue item");
+            ctx.storage_error("could not remove the sent queue item", &e);
         }
         ctx.emit(AppEvent::TxAck(Box::new(TxAckInfo {
             downlink_id: frame.downlink_id,
@@ -333,7 +333,7 @@ async fn resolve_pending(ctx: &Context, up: &DedupedUplink, plan: &DataDownlinkP
     if plan.device_acked || expired {
         items.remove(pos);
         if let Err(e) = ctx.storage.queue.delete(item.id).await {
-            tracing::error!(error = %e, "could not remove the settled queue item");
+            ctx.storage_error("could not remove the settled queue item", &e);
         }
         if !plan.device_acked {
             log(

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use loraflow_packet_forwarder::frame::UplinkFrame;
+use loraflow_packet_forwarder::log_limit::LogLimiter;
 use loraflow_packet_forwarder::Handle as GatewayHandle;
 
 use crate::cache::SessionCache;
@@ -62,9 +63,22 @@ pub struct Context {
     pub events: mpsc::Sender<AppEvent>,
     pub metrics: Metrics,
     pub device_seen: std::sync::Mutex<std::collections::HashMap<crate::types::Eui64, chrono::DateTime<chrono::Utc>>>,
+    /// Storage failures while handling uplinks are logged at most once per interval: in a
+    /// database outage every frame would otherwise write its own ERROR line.
+    storage_errors: LogLimiter,
 }
 
+/// At most one storage-error line per this interval (the rest are counted in it).
+const STORAGE_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 impl Context {
+    /// Logs a storage failure met while handling an uplink or downlink, rate-limited.
+    pub fn storage_error(&self, what: &'static str, error: &StorageError) {
+        if let Some(suppressed) = self.storage_errors.allow() {
+            tracing::error!(error = %error, suppressed_since_last_line = suppressed, "storage error: {what}");
+        }
+    }
+
     /// Hands an event to the application side. The channel is bounded; waiting here is the
     /// back-pressure that keeps memory bounded when the application side is slow.
     pub async fn emit(&self, event: AppEvent) {
@@ -107,8 +121,20 @@ impl NetworkServer {
         tracing::info!(sessions = cache.len(), "device sessions loaded");
         let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone(), metrics.fcnt_unpersisted.clone());
         let dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
-        let ctx =
-            Context { config, net_id, region, storage, gateways, handle, cache, fcnt, events, metrics, device_seen: Default::default() };
+        let ctx = Context {
+            config,
+            net_id,
+            region,
+            storage,
+            gateways,
+            handle,
+            cache,
+            fcnt,
+            events,
+            metrics,
+            device_seen: Default::default(),
+            storage_errors: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),
+        };
         Ok(NetworkServer { ctx: Arc::new(ctx), dedup })
     }
 

@@ -43,6 +43,7 @@ pub mod config;
 mod datagram_log;
 pub mod frame;
 pub mod known;
+pub mod log_limit;
 mod metrics;
 pub mod semtech;
 pub mod server;

@@ -35,8 +35,8 @@ use loraflow_network_server::types::Eui64;
 use super::Emitter;
 use crate::codec::{CodecError, Codecs, PayloadCodec};
 use crate::downlink_queue::{self, EncodeError, MAX_PAYLOAD};
-use crate::mqtt::ratelimit::LogLimiter;
 use crate::mqtt::DownlinkCommand;
+use loraflow_packet_forwarder::log_limit::LogLimiter;
 
 /// At most one log line per this interval for rejected commands, and one for faults.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);

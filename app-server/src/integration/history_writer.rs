@@ -31,10 +31,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use loraflow_network_server::storage::{EventRecord, HistoryRepo, StorageError, UplinkRecord};
+use loraflow_packet_forwarder::log_limit::LogLimiter;
 
 use super::config::IntegrationConfig;
 use super::metrics::IntegrationMetrics;
 use super::EventPublisher;
+
+/// A row the database refuses (e.g. a value it cannot store) is refused again for every
+/// similar event: one line per interval, each row counted in `loraflow_history_dropped_total`.
+static REFUSED_ROW_WARNING: std::sync::LazyLock<LogLimiter> = std::sync::LazyLock::new(|| LogLimiter::new(Duration::from_secs(10)));
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -455,7 +460,9 @@ async fn write_rows(
                         parts.push_front(single);
                     }
                 } else {
-                    error!(kind = part.kind(), error = %e, "database refused a history row; row dropped");
+                    if let Some(suppressed) = REFUSED_ROW_WARNING.allow() {
+                        error!(kind = part.kind(), error = %e, suppressed_since_last_line = suppressed, "database refused a history row; row dropped");
+                    }
                     metrics.history_buffer_depth.dec();
                     metrics.history_dropped.with_label_values(&["rejected"]).inc();
                     settled.fetch_add(1, Ordering::SeqCst);

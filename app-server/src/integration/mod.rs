@@ -82,6 +82,8 @@ use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::lorawan::encrypt_frm_payload;
 use loraflow_network_server::storage::{DeviceContext, EventRecord, Storage, UplinkRecord};
 
+use loraflow_packet_forwarder::log_limit::LogLimiter;
+
 use crate::codec::{CodecCall, CodecError, Codecs, Decoded, PayloadCodec};
 use crate::mqtt::{self, DownlinkCommand, MqttHandle, MqttQueueFull};
 
@@ -160,7 +162,8 @@ impl Integration {
     /// history writer has flushed (at most `history_flush_timeout_ms` after `shutdown`).
     pub async fn run(self, events: mpsc::Receiver<AppEvent>, commands: mpsc::Receiver<DownlinkCommand>, shutdown: CancellationToken) {
         let Integration { emitter, codecs, writer, commands: handler, codec_concurrency } = self;
-        let pipeline = Pipeline { emitter, codecs, max_in_flight: codec_concurrency.max(1) };
+        let pipeline =
+            Pipeline { emitter, codecs, max_in_flight: codec_concurrency.max(1), codec_warning: LogLimiter::new(CODEC_WARN_INTERVAL) };
         // Each future owns its history handles and drops them when it ends, which is what
         // lets the writer finish.
         tokio::join!(pipeline.run(events, shutdown.clone()), handler.run(commands, shutdown.clone()), writer.run(shutdown.clone()),);
@@ -471,7 +474,13 @@ struct Pipeline {
     emitter: Emitter,
     codecs: Codecs,
     max_in_flight: usize,
+    /// A failing codec fails on every uplink of its devices: one line per interval.
+    codec_warning: LogLimiter,
 }
+
+/// At most one "codec failed" line per this interval; each failure is in a metric and in
+/// the device's `log` event.
+const CODEC_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Pipeline {
     async fn run(self, mut events: mpsc::Receiver<AppEvent>, shutdown: CancellationToken) {
@@ -582,12 +591,14 @@ impl Pipeline {
 
     fn codec_failed(&self, up: &DataUp, codec: &'static str, kind: &'static str) {
         self.emitter.metrics.codec_errors.inc();
+        let Some(suppressed) = self.codec_warning.allow() else { return };
         // The error text can quote the payload: it goes to the device's log event only.
         warn!(
             dedup_id = %up.deduplication_id,
             dev_eui = %up.device.device.dev_eui,
             codec,
             error_kind = kind,
+            suppressed_since_last_line = suppressed,
             "payload codec failed; uplink published without object"
         );
     }

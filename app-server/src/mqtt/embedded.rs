@@ -39,8 +39,8 @@ use super::connect::MAX_OUTGOING_PACKET;
 use super::front::{Front, Generation};
 use super::metrics::MqttMetrics;
 use super::probe::{probe, ProbeError};
-use super::ratelimit::LogLimiter;
 use super::MqttError;
+use loraflow_packet_forwarder::log_limit::LogLimiter;
 
 /// How often the supervisor checks that rumqttd still accepts connections.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(300);

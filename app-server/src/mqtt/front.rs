@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::metrics::MqttMetrics;
-use super::ratelimit::LogLimiter;
+use loraflow_packet_forwarder::log_limit::LogLimiter;
 
 const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed `accept` (e.g. out of file descriptors) instead of spinning.

@@ -41,7 +41,6 @@ mod error;
 mod front;
 mod metrics;
 mod probe;
-pub(crate) mod ratelimit;
 mod tracker;
 mod transport;
 

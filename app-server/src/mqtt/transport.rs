@@ -31,9 +31,9 @@ use super::command::{DownlinkCommand, COMMAND_FILTER};
 use super::connect::{client_options, Broker, MAX_INFLIGHT};
 use super::embedded::EmbeddedBroker;
 use super::metrics::MqttMetrics;
-use super::ratelimit::LogLimiter;
 use super::tracker::{Outbound, Tracked, Tracker};
 use super::{MqttConfig, MqttError, MqttQueueFull};
+use loraflow_packet_forwarder::log_limit::LogLimiter;
 
 /// How long the transport keeps delivering after `shutdown` is cancelled.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);

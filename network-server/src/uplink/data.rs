@@ -154,7 +154,7 @@ async fn device_context(ctx: &Context, matched: &Matched) -> Result<Arc<DeviceCo
             ctx.cache.invalidate(matched.session.dev_eui);
             return Err(Dropped::UnknownDevAddr);
         }
-        Err(e) => return Err(storage_error(&e)),
+        Err(e) => return Err(storage_error(ctx, &e)),
     };
     tracing::Span::current().record("dev_eui", tracing::field::display(matched.session.dev_eui));
     if device.device.is_disabled {
@@ -164,7 +164,7 @@ async fn device_context(ctx: &Context, matched: &Matched) -> Result<Arc<DeviceCo
 }
 
 async fn find_session(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<Matched, Dropped> {
-    let sessions = ctx.cache.by_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(&e))?;
+    let sessions = ctx.cache.by_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(ctx, &e))?;
     if sessions.is_empty() {
         return Err(Dropped::UnknownDevAddr);
     }
@@ -265,7 +265,7 @@ async fn check_and_store_f_cnt(
             ctx.cache.invalidate(s.dev_eui);
             Err(Dropped::FCntRace)
         }
-        Err(e) => Err(storage_error(&e)),
+        Err(e) => Err(storage_error(ctx, &e)),
     }
 }
 
@@ -345,7 +345,7 @@ pub(crate) async fn log<const N: usize>(
     .await;
 }
 
-fn storage_error(e: &crate::storage::StorageError) -> Dropped {
-    tracing::error!(error = %e, "storage error while processing an uplink");
+fn storage_error(ctx: &Context, e: &crate::storage::StorageError) -> Dropped {
+    ctx.storage_error("while processing an uplink", e);
     Dropped::Storage
 }

@@ -37,7 +37,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
         Ok(d) => d,
         Err(StorageError::NotFound) => return Err("unknown_device"),
         Err(e) => {
-            tracing::error!(error = %e, "storage error during join");
+            ctx.storage_error("during a join", &e);
             return Err("storage_error");
         }
     };
@@ -53,7 +53,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
             return Err(reject(ctx, &device, "no_keys", "device has no keys (PUT /api/devices/{devEui}/keys)".into(), up).await)
         }
         Err(e) => {
-            tracing::error!(error = %e, "storage error during join");
+            ctx.storage_error("during a join", &e);
             return Err("storage_error");
         }
     };
@@ -63,7 +63,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
     check_dev_nonce(ctx, up, jr, &device).await?;
 
     let join_nonce = ctx.storage.devices.next_join_nonce(jr.dev_eui).await.map_err(|e| {
-        tracing::error!(error = %e, "storage error during join");
+        ctx.storage_error("during a join", &e);
         "storage_error"
     })?;
     let dev_addr = dev_addr::allocate(ctx.net_id, rand::thread_rng().gen());
@@ -91,7 +91,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
         updated_at: now,
     };
     ctx.cache.save(session).await.map_err(|e| {
-        tracing::error!(error = %e, "storage error saving the session");
+        ctx.storage_error("saving the session of a join", &e);
         "storage_error"
     })?;
     // Queue items of an earlier session are re-sent with the new session's counters.
@@ -130,7 +130,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
 /// LoRaWAN 1.0.0–1.0.3: a DevNonce may not be reused; 1.0.4 §6.2.4: it must increase.
 async fn check_dev_nonce(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest, device: &Arc<DeviceContext>) -> Result<(), &'static str> {
     let storage_err = |e: StorageError| {
-        tracing::error!(error = %e, "storage error during join");
+        ctx.storage_error("during a join", &e);
         "storage_error"
     };
     let max_used = ctx.storage.devices.max_dev_nonce(jr.dev_eui).await.map_err(storage_err)?;

@@ -1,9 +1,11 @@
-//! Lock-free "at most one log line per interval" gate, shared by all publishers.
+//! Lock-free "at most one log line per interval" gate, for log lines that one message from
+//! outside (a datagram, an uplink, an MQTT publish) can cause: shared by every component so
+//! that no per-message line can flood the log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub(crate) struct LogLimiter {
+pub struct LogLimiter {
     start: Instant,
     interval_ms: u64,
     /// Milliseconds since `start` of the last allowed line, plus one (0 = never).
