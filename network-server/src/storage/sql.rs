@@ -1049,7 +1049,7 @@ macro_rules! impl_repos {
                     if batch.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.begin_write().await.map_err(s::db_err)?;
+                    let mut tx = self.begin_history_write().await.map_err(s::db_err)?;
                     for chunk in batch.chunks(s::INSERT_CHUNK) {
                         let mut qb = QueryBuilder::<Db>::new(
                             "INSERT INTO uplinks (time, deduplication_id, dev_eui, application_id, dev_addr, f_cnt, \
@@ -1084,7 +1084,7 @@ macro_rules! impl_repos {
                     if batch.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.begin_write().await.map_err(s::db_err)?;
+                    let mut tx = self.begin_history_write().await.map_err(s::db_err)?;
                     for chunk in batch.chunks(s::INSERT_CHUNK) {
                         let mut qb = QueryBuilder::<Db>::new("INSERT INTO events (time, id, dev_eui, application_id, kind, body) ");
                         qb.push_values(chunk, |mut b, e| {

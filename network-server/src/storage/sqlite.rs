@@ -22,6 +22,13 @@ impl Store<Sqlite> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// History batches are ordinary write transactions: in WAL mode with
+    /// `synchronous = NORMAL` a commit does not wait for the disk, and survives a crash of
+    /// the process (not of the machine).
+    pub(crate) async fn begin_history_write(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        self.begin_write().await
+    }
+
     /// One transaction for the batch; per-row statements cost no round trip in SQLite.
     pub(crate) async fn touch_last_seen_in(&self, table: SeenTable, seen: &[(Eui64, DateTime<Utc>)]) -> Result<()> {
         let latest = s::latest_per_id(seen);
