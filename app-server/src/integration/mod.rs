@@ -296,7 +296,9 @@ impl Emitter {
                 None
             }
         };
-        let record = uplink_record(up, &event, data);
+        // The object is stored as published; it moves into the record (it can be large).
+        let object = event.object.take();
+        let record = uplink_record(up, &event, object, data);
         self.history.submit(Some(HistoryRow::Uplink(record)), message);
     }
 }
@@ -330,7 +332,7 @@ fn shorten(s: &mut String) {
     }
 }
 
-fn uplink_record(up: &DataUp, event: &json::UplinkEvent, data: Vec<u8>) -> UplinkRecord {
+fn uplink_record(up: &DataUp, event: &json::UplinkEvent, object: Option<Map<String, Value>>, data: Vec<u8>) -> UplinkRecord {
     let ctx = &*up.device;
     let first = up.rx_info.first();
     let gateways: BTreeSet<_> = up.rx_info.iter().map(|rx| rx.gateway_id).collect();
@@ -349,7 +351,7 @@ fn uplink_record(up: &DataUp, event: &json::UplinkEvent, data: Vec<u8>) -> Uplin
         snr: first.map_or(0.0, |rx| rx.snr),
         gateway_count: gateways.len() as u32,
         data,
-        object: event.object.clone().map(Value::Object),
+        object: object.map(Value::Object),
         rx_info: serde_json::to_value(&event.rx_info).unwrap_or(Value::Null),
         tx_info: serde_json::to_value(&event.tx_info).unwrap_or(Value::Null),
     }
