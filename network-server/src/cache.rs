@@ -177,6 +177,17 @@ impl SessionCache {
         }
     }
 
+    /// Records a MAC state and RX settings the database already stored.
+    pub fn set_mac_state(&self, dev_eui: Eui64, state: crate::mac::state::MacState, rx: crate::mac::state::RxParams) {
+        if let Some(s) = self.inner.write().expect("cache lock").sessions.get_mut(&dev_eui) {
+            s.mac_state = state;
+            s.rx1_delay = rx.rx1_delay;
+            s.rx1_dr_offset = rx.rx1_dr_offset;
+            s.rx2_dr = rx.rx2_dr;
+            s.rx2_frequency = rx.rx2_frequency;
+        }
+    }
+
     /// Forget a device so the next lookup reads the database (after a lost compare-and-set).
     pub fn invalidate(&self, dev_eui: Eui64) {
         self.handle.device_changed(dev_eui);

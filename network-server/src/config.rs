@@ -26,6 +26,49 @@ pub struct NetworkConfig {
     /// How long a confirmed downlink waits for the device's ACK before it is dropped
     /// (with an `ack` event `acknowledged: false`).
     pub confirmed_downlink_timeout_secs: u64,
+    /// Extra uplink channels (Hz) beyond the region's default ones: sent in the join-accept
+    /// CFList and, to ABP devices and devices whose plan changed, in NewChannelReq. A TOML
+    /// list, or comma-separated in the environment; empty = none.
+    #[serde(deserialize_with = "frequency_list")]
+    pub extra_channels: Vec<u32>,
+    /// How many times a MAC request of the server is sent before it is given up (and not
+    /// sent again for a day).
+    pub mac_command_max_attempts: u8,
+    /// DutyCycleReq value (aggregated duty cycle 1 / 2^n, 0..=15); unset = never sent.
+    pub max_duty_cycle: Option<u8>,
+}
+
+/// A list of frequencies from TOML (`[867100000, ...]`) or from an environment variable
+/// (`"867100000,867300000"`, which figment hands over as one string or number).
+fn frequency_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<u32>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of frequencies in Hz")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element::<u32>()? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u32>, E> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<u32>().map_err(|_| E::custom(format!("{s:?} is not a frequency in Hz"))))
+                .collect()
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Vec<u32>, E> {
+            u32::try_from(v).map(|f| vec![f]).map_err(|_| E::custom(format!("{v} is not a frequency in Hz")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Vec<u32>, E> {
+            u32::try_from(v).map(|f| vec![f]).map_err(|_| E::custom(format!("{v} is not a frequency in Hz")))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 impl Default for NetworkConfig {
@@ -41,6 +84,9 @@ impl Default for NetworkConfig {
             rx2_dr: None,
             downlink_tx_power: None,
             confirmed_downlink_timeout_secs: 60,
+            extra_channels: vec![867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900_000],
+            mac_command_max_attempts: 3,
+            max_duty_cycle: None,
         }
     }
 }
@@ -79,6 +125,15 @@ impl NetworkConfig {
         if matches!(self.rx2_dr, Some(dr) if dr > 7) {
             return Err(InvalidConfig { key: "network.rx2_dr", reason: "must be 0..=7".into() });
         }
+        if let Some(region) = crate::region::region_by_name(&self.region) {
+            region.check_extra_channels(&self.extra_channels).map_err(|reason| InvalidConfig { key: "network.extra_channels", reason })?;
+        }
+        if self.mac_command_max_attempts == 0 {
+            return Err(InvalidConfig { key: "network.mac_command_max_attempts", reason: "must be at least 1".into() });
+        }
+        if matches!(self.max_duty_cycle, Some(v) if v > 15) {
+            return Err(InvalidConfig { key: "network.max_duty_cycle", reason: "must be 0..=15 (duty cycle 1/2^n)".into() });
+        }
         if self.dedup_window_ms > 10_000 {
             return Err(InvalidConfig {
                 key: "network.dedup_window_ms",
@@ -102,6 +157,36 @@ mod tests {
     fn bad_net_id_names_the_key() {
         let c = NetworkConfig { net_id: "xyz".into(), ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "network.net_id");
+    }
+
+    #[test]
+    fn bad_extra_channels_name_the_key() {
+        for extra in [vec![868_100_000], vec![915_000_000], vec![867_100_000, 867_100_000]] {
+            let c = NetworkConfig { extra_channels: extra, ..Default::default() };
+            assert_eq!(c.validate().unwrap_err().key, "network.extra_channels");
+        }
+        let c = NetworkConfig { max_duty_cycle: Some(16), ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "network.max_duty_cycle");
+        let c = NetworkConfig { mac_command_max_attempts: 0, ..Default::default() };
+        assert_eq!(c.validate().unwrap_err().key, "network.mac_command_max_attempts");
+    }
+
+    #[test]
+    fn extra_channels_read_from_a_list_or_a_comma_separated_string() {
+        #[derive(Deserialize)]
+        struct W {
+            #[serde(deserialize_with = "frequency_list")]
+            f: Vec<u32>,
+        }
+        let w: W = serde_json::from_str(r#"{"f": [867100000, 867300000]}"#).unwrap();
+        assert_eq!(w.f, vec![867_100_000, 867_300_000]);
+        let w: W = serde_json::from_str(r#"{"f": "867100000, 867300000"}"#).unwrap();
+        assert_eq!(w.f, vec![867_100_000, 867_300_000]);
+        let w: W = serde_json::from_str(r#"{"f": ""}"#).unwrap();
+        assert!(w.f.is_empty());
+        let w: W = serde_json::from_str(r#"{"f": 867100000}"#).unwrap();
+        assert_eq!(w.f, vec![867_100_000]);
+        assert!(serde_json::from_str::<W>(r#"{"f": "868 MHz"}"#).is_err());
     }
 
     #[test]

@@ -98,7 +98,8 @@ impl LogLevel {
     }
 }
 
-/// Codes of ChirpStack's `LogCode` enum that loraflow emits.
+/// Codes of ChirpStack's `LogCode` enum that loraflow emits, plus `MAC_COMMAND` (a MAC
+/// request of the server refused or never answered), which ChirpStack has no code for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogCode {
     UplinkCodec,
@@ -111,6 +112,7 @@ pub enum LogCode {
     DownlinkGateway,
     FCntDown,
     Expired,
+    MacCommand,
 }
 
 impl LogCode {
@@ -126,6 +128,7 @@ impl LogCode {
             LogCode::DownlinkGateway => "DOWNLINK_GATEWAY",
             LogCode::FCntDown => "F_CNT_DOWN",
             LogCode::Expired => "EXPIRED",
+            LogCode::MacCommand => "MAC_COMMAND",
         }
     }
 }

@@ -77,8 +77,35 @@ pub fn check_f_cnt_up(next_expected: u32, f_cnt16: u16, mut mic_valid: impl FnMu
     FCntCheck::MicInvalid
 }
 
+/// Why the last accepted frame arrived again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Again {
+    /// The device sends every uplink NbTrans times (LoRaWAN 1.0.4 §5.3): expected, not an error.
+    NbTransRepeat,
+    /// A confirmed uplink whose ACK was lost, or a copy that missed the deduplication window.
+    Retransmission,
+}
+
+/// Classifies the last accepted frame received again, given the NbTrans the device uses.
+pub fn again(nb_trans: u8) -> Again {
+    if nb_trans > 1 {
+        Again::NbTransRepeat
+    } else {
+        Again::Retransmission
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_same_frame_again_is_a_repeat_only_when_the_device_uses_nb_trans() {
+        for (nb_trans, want) in
+            [(0, Again::Retransmission), (1, Again::Retransmission), (2, Again::NbTransRepeat), (3, Again::NbTransRepeat)]
+        {
+            assert_eq!(again(nb_trans), want, "NbTrans {nb_trans}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -9,6 +9,8 @@ pub struct Metrics {
     pub joins_accepted: IntCounter,
     pub joins_rejected: IntCounterVec,
     pub downlinks: IntCounterVec,
+    pub mac_commands: IntCounterVec,
+    pub uplink_repeats: IntCounter,
     pub processing_seconds: Histogram,
     pub fcnt_batch_size: Histogram,
     pub fcnt_unpersisted: prometheus::IntGauge,
@@ -47,6 +49,25 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("loraflow_downlinks_total", "Class A downlinks by window and gateway verdict"),
                     &["window", "status"],
+                )
+                .unwrap(),
+            ),
+            mac_commands: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "loraflow_mac_commands_total",
+                        "MAC commands of the network server by command and outcome (sent, answered, nak, unanswered)",
+                    ),
+                    &["command", "outcome"],
+                )
+                .unwrap(),
+            ),
+            uplink_repeats: reg(
+                registry,
+                IntCounter::new(
+                    "loraflow_uplink_repeats_total",
+                    "Uplinks repeated by a device with NbTrans > 1, dropped as repeats of an accepted frame",
                 )
                 .unwrap(),
             ),

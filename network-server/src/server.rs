@@ -79,6 +79,26 @@ impl Context {
         }
     }
 
+    /// Emits a `log` event for a device.
+    pub async fn log<const N: usize>(
+        &self,
+        device: &std::sync::Arc<crate::storage::DeviceContext>,
+        level: crate::events::LogLevel,
+        code: crate::events::LogCode,
+        description: &str,
+        context: [(&str, String); N],
+    ) {
+        self.emit(AppEvent::Log(crate::events::LogInfo {
+            time: chrono::Utc::now(),
+            device: device.clone(),
+            level,
+            code,
+            description: description.to_string(),
+            context: context.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }))
+        .await;
+    }
+
     /// Hands an event to the application side. The channel is bounded; waiting here is the
     /// back-pressure that keeps memory bounded when the application side is slow.
     pub async fn emit(&self, event: AppEvent) {

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use loraflow_network_server::config::NetworkConfig;
 use loraflow_network_server::dev_addr;
+use loraflow_network_server::mac::state::MacState;
+use loraflow_network_server::region::{self, Region};
 use loraflow_network_server::storage::{DeviceSession, StorageError};
 use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
 
@@ -16,9 +18,6 @@ use super::error::ApiError;
 use super::extract::ApiJson;
 use super::gateways::parse_eui;
 use super::ApiState;
-
-/// RP002-1.0.3 §2.4.7: the EU868 RX2 default, used when `network.rx2_frequency` is 0.
-const EU868_RX2_FREQUENCY: u32 = 869_525_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -96,8 +95,11 @@ fn validated(body: ActivateBody) -> Result<Abp, ApiError> {
     Ok(Abp { dev_addr, app_s_key, nwk_s_key, f_cnt_up: body.f_cnt_up, f_cnt_down: body.f_cnt_down })
 }
 
+/// An ABP device starts on the region's default RX settings (it was told nothing else); the
+/// network server sends RXParamSetupReq / RXTimingSetupReq when `network.rx*` differ.
 fn session(dev_eui: Eui64, abp: &Abp, mac_version: String, cfg: &NetworkConfig) -> DeviceSession {
     let now = Utc::now();
+    let region: Box<dyn Region> = region::region_by_name(&cfg.region).unwrap_or_else(|| Box::new(region::Eu868));
     DeviceSession {
         dev_eui,
         dev_addr: abp.dev_addr,
@@ -109,12 +111,13 @@ fn session(dev_eui: Eui64, abp: &Abp, mac_version: String, cfg: &NetworkConfig) 
         app_s_key: abp.app_s_key,
         f_cnt_up: abp.f_cnt_up,
         n_f_cnt_down: abp.f_cnt_down,
-        rx1_delay: cfg.rx1_delay,
-        rx1_dr_offset: cfg.rx1_dr_offset,
-        rx2_dr: cfg.rx2_dr.unwrap_or(0),
-        rx2_frequency: if cfg.rx2_frequency == 0 { EU868_RX2_FREQUENCY } else { cfg.rx2_frequency },
+        rx1_delay: region.default_rx1_delay().as_secs() as u8,
+        rx1_dr_offset: 0,
+        rx2_dr: region.default_rx2_dr(),
+        rx2_frequency: region.default_rx2_frequency(),
         pending_ack_f_cnt: None,
         is_otaa: false,
+        mac_state: MacState::default(),
         created_at: now,
         updated_at: now,
     }

@@ -229,7 +229,10 @@ mod tests {
             rx1_dr_offset: 5,
             rx2_dr: 3,
             rx_delay: 1,
-            cf_list: crate::region::Region::cf_list(&crate::region::Eu868),
+            cf_list: crate::region::Region::cf_list(
+                &crate::region::Eu868,
+                &crate::region::Region::default_extra_channels(&crate::region::Eu868),
+            ),
         };
         let phy = build_join_accept(&key, &fields).unwrap();
         assert_eq!(phy.len(), 33);

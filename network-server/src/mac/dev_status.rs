@@ -31,10 +31,11 @@ impl DevStatusAns {
         self.battery == 255
     }
 
-    /// Battery level in percent (as ChirpStack reports it), when the device measured one.
+    /// Battery level in percent as ChirpStack reports it (battery / 254 × 100, two
+    /// decimals), when the device measured one.
     pub fn battery_level_percent(&self) -> Option<f32> {
         match self.battery {
-            1..=254 => Some(f32::from(self.battery) / 254.0 * 100.0),
+            1..=254 => Some((f32::from(self.battery) / 254.0 * 10_000.0).round() / 100.0),
             _ => None,
         }
     }
@@ -66,5 +67,8 @@ mod tests {
         assert_eq!(unk.battery_level_percent(), None);
         assert_eq!(DevStatusAns { battery: 254, margin: 0 }.battery_level_percent(), Some(100.0));
         assert_eq!(DevStatusAns { battery: 127, margin: 0 }.battery_level_percent(), Some(50.0));
+        // 200 / 254 = 78.740157...: rounded to two decimals.
+        assert_eq!(DevStatusAns { battery: 200, margin: 0 }.battery_level_percent(), Some(78.74));
+        assert_eq!(DevStatusAns { battery: 1, margin: 0 }.battery_level_percent(), Some(0.39));
     }
 }

@@ -10,11 +10,13 @@ pub mod dev_status;
 pub mod device_time;
 pub mod dl_channel;
 pub mod duty_cycle;
+pub mod engine;
 pub mod link_adr;
 pub mod link_check;
 pub mod new_channel;
 pub mod rx_param_setup;
 pub mod rx_timing_setup;
+pub mod state;
 pub mod tx_param_setup;
 
 use chrono::{DateTime, Utc};
@@ -42,6 +44,46 @@ pub mod cid {
     pub const TX_PARAM_SETUP: u8 = 0x09;
     pub const DL_CHANNEL: u8 = 0x0a;
     pub const DEVICE_TIME: u8 = 0x0d;
+}
+
+/// A command's name as the specification writes it: the `command` label of
+/// `loraflow_mac_commands_total` and the name in `log` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacCommandName {
+    LinkCheckAns,
+    LinkAdrReq,
+    DutyCycleReq,
+    RxParamSetupReq,
+    DevStatusReq,
+    NewChannelReq,
+    RxTimingSetupReq,
+    TxParamSetupReq,
+    DlChannelReq,
+    DeviceTimeAns,
+}
+
+impl MacCommandName {
+    pub fn as_str(&self) -> &'static str {
+        use MacCommandName as N;
+        match self {
+            N::LinkCheckAns => "LinkCheckAns",
+            N::LinkAdrReq => "LinkADRReq",
+            N::DutyCycleReq => "DutyCycleReq",
+            N::RxParamSetupReq => "RXParamSetupReq",
+            N::DevStatusReq => "DevStatusReq",
+            N::NewChannelReq => "NewChannelReq",
+            N::RxTimingSetupReq => "RXTimingSetupReq",
+            N::TxParamSetupReq => "TxParamSetupReq",
+            N::DlChannelReq => "DlChannelReq",
+            N::DeviceTimeAns => "DeviceTimeAns",
+        }
+    }
+}
+
+impl std::fmt::Display for MacCommandName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A command sent by an end-device.
@@ -207,6 +249,23 @@ impl DownlinkMacCommand {
             D::TxParamSetupReq(c) => c.encode(out),
             D::DlChannelReq(c) => c.encode(out),
             D::DeviceTimeAns(c) => c.encode(out),
+        }
+    }
+
+    pub fn name(&self) -> MacCommandName {
+        use DownlinkMacCommand as D;
+        use MacCommandName as N;
+        match self {
+            D::LinkCheckAns(_) => N::LinkCheckAns,
+            D::LinkAdrReq(_) => N::LinkAdrReq,
+            D::DutyCycleReq(_) => N::DutyCycleReq,
+            D::RxParamSetupReq(_) => N::RxParamSetupReq,
+            D::DevStatusReq => N::DevStatusReq,
+            D::NewChannelReq(_) => N::NewChannelReq,
+            D::RxTimingSetupReq(_) => N::RxTimingSetupReq,
+            D::TxParamSetupReq(_) => N::TxParamSetupReq,
+            D::DlChannelReq(_) => N::DlChannelReq,
+            D::DeviceTimeAns(_) => N::DeviceTimeAns,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Channel, DataRate, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError};
+use super::{ChMaskBlock, Channel, DataRate, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError};
 
 /// EU863-870 band plan.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,7 +22,7 @@ const BAND: std::ops::RangeInclusive<u32> = 863_000_000..=870_000_000;
 /// The three channels every EU868 device starts with (RP002-1.0.3 §2.4.2).
 const DEFAULT_CHANNELS: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
 
-/// Extra channels sent in the join-accept CFList: the usual 8-channel gateway plan.
+/// Default extra channels (`network.extra_channels`): the usual 8-channel gateway plan.
 const EXTRA_CHANNELS: [u32; 5] = [867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900_000];
 
 impl Region for Eu868 {
@@ -136,9 +136,9 @@ impl Region for Eu868 {
 
     /// RP002-1.0.3 §2.4.4: CFList type 0, five 24-bit frequencies in units of 100 Hz,
     /// little-endian, then CFListType 0x00.
-    fn cf_list(&self) -> Option<[u8; 16]> {
+    fn cf_list(&self, extra: &[u32]) -> Option<[u8; 16]> {
         let mut cf = [0u8; 16];
-        for (i, f) in EXTRA_CHANNELS.iter().enumerate() {
+        for (i, f) in extra.iter().take(5).enumerate() {
             cf[i * 3..i * 3 + 3].copy_from_slice(&(f / 100).to_le_bytes()[..3]);
         }
         Some(cf)
@@ -152,6 +152,44 @@ impl Region for Eu868 {
         let mut all = self.default_uplink_channels();
         all.extend(EXTRA_CHANNELS.iter().map(|&frequency| Channel { frequency, min_dr: 0, max_dr: 5 }));
         all
+    }
+
+    fn default_extra_channels(&self) -> Vec<u32> {
+        EXTRA_CHANNELS.to_vec()
+    }
+
+    /// DR0-5, as the default channels (RP002-1.0.3 §2.4.2).
+    fn extra_channel_dr_range(&self) -> (u8, u8) {
+        (0, 5)
+    }
+
+    /// At most five (the CFList holds five, RP002-1.0.3 §2.4.4), inside the band, distinct,
+    /// not a default channel, and a multiple of 100 Hz (the on-air unit).
+    fn check_extra_channels(&self, extra: &[u32]) -> Result<(), String> {
+        if extra.len() > 5 {
+            return Err(format!("at most 5 channels fit the EU868 CFList, got {}", extra.len()));
+        }
+        for (i, f) in extra.iter().enumerate() {
+            if !BAND.contains(f) {
+                return Err(format!("{f} Hz is outside the EU868 band (863-870 MHz)"));
+            }
+            if f % 100 != 0 {
+                return Err(format!("{f} Hz is not a multiple of 100 Hz"));
+            }
+            if DEFAULT_CHANNELS.contains(f) {
+                return Err(format!("{f} Hz is a default channel"));
+            }
+            if extra[..i].contains(f) {
+                return Err(format!("{f} Hz is listed twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to 16 channels: one block with ChMaskCntl 0 (RP002-1.0.3 §2.4.5).
+    fn ch_mask_blocks(&self, enabled: &[u8]) -> Vec<ChMaskBlock> {
+        let mask = enabled.iter().filter(|&&i| i < 16).fold(0u16, |m, &i| m | (1 << i));
+        vec![ChMaskBlock { cntl: 0, mask }]
     }
 }
 
@@ -267,7 +305,7 @@ mod tests {
 
     #[test]
     fn cf_list_carries_the_five_extra_channels_as_type_0() {
-        let cf = Eu868.cf_list().unwrap();
+        let cf = Eu868.cf_list(&Eu868.default_extra_channels()).unwrap();
         // 867.1 MHz = 8671000 x 100 Hz = 0x844f18, little-endian (same bytes as the lora-rs
         // CFList join-accept vector).
         assert_eq!(cf, [0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e, 0x84, 0x00]);
@@ -279,6 +317,38 @@ mod tests {
         assert_eq!(freqs, vec![868_100_000, 868_300_000, 868_500_000]);
         assert!(Eu868.default_uplink_channels().iter().all(|c| c.min_dr == 0 && c.max_dr == 5));
         assert_eq!(Eu868.uplink_channels().len(), 8);
+    }
+
+    #[test]
+    fn extra_channels_are_checked_against_the_band_and_the_default_channels() {
+        let ok: &[u32] = &[867_100_000, 867_300_000];
+        let cases: [(&[u32], bool); 7] = [
+            (&[], true),
+            (ok, true),
+            (&[867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900_000, 868_800_000], false),
+            (&[915_000_000], false),
+            (&[868_100_000], false),
+            (&[867_100_000, 867_100_000], false),
+            (&[867_100_050], false),
+        ];
+        for (extra, valid) in cases {
+            assert_eq!(Eu868.check_extra_channels(extra).is_ok(), valid, "{extra:?}");
+        }
+        assert_eq!(Eu868.check_extra_channels(&Eu868.default_extra_channels()), Ok(()));
+    }
+
+    #[test]
+    fn channel_mask_has_one_bit_per_enabled_channel() {
+        assert_eq!(Eu868.ch_mask_blocks(&[0, 1, 2]), vec![ChMaskBlock { cntl: 0, mask: 0x0007 }]);
+        assert_eq!(Eu868.ch_mask_blocks(&[0, 1, 2, 3, 4, 5, 6, 7]), vec![ChMaskBlock { cntl: 0, mask: 0x00ff }]);
+        assert_eq!(Eu868.ch_mask_blocks(&[0, 2, 15]), vec![ChMaskBlock { cntl: 0, mask: 0x8005 }]);
+    }
+
+    #[test]
+    fn a_shorter_extra_channel_list_leaves_the_cf_list_tail_zero() {
+        let cf = Eu868.cf_list(&[867_100_000]).unwrap();
+        assert_eq!(&cf[..3], &[0x18, 0x4f, 0x84]);
+        assert!(cf[3..].iter().all(|b| *b == 0));
     }
 
     #[test]

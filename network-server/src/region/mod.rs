@@ -126,12 +126,29 @@ pub trait Region: Send + Sync + fmt::Debug {
     fn downlink_tx_power(&self, freq: u32) -> i32;
     /// dB below the maximum EIRP for a LinkADRReq TXPower index.
     fn tx_power_offset(&self, index: u8) -> Option<i32>;
-    /// The CFList sent in join-accepts, if the region uses one.
-    fn cf_list(&self) -> Option<[u8; 16]>;
+    /// The CFList sent in join-accepts carrying `extra` channels (Hz), if the region uses one.
+    fn cf_list(&self, extra: &[u32]) -> Option<[u8; 16]>;
     /// The channels every device knows from the start.
     fn default_uplink_channels(&self) -> Vec<Channel>;
-    /// Default channels plus the ones the CFList adds.
+    /// Default channels plus the ones the default CFList adds.
     fn uplink_channels(&self) -> Vec<Channel>;
+    /// The extra channels (Hz) of `network.extra_channels` when it is not set.
+    fn default_extra_channels(&self) -> Vec<u32>;
+    /// The data-rate range given to extra channels (CFList, NewChannelReq).
+    fn extra_channel_dr_range(&self) -> (u8, u8);
+    /// Why `extra` cannot be this region's extra channels, if it cannot.
+    fn check_extra_channels(&self, extra: &[u32]) -> Result<(), String>;
+    /// LinkADRReq channel-mask blocks that enable exactly the channels with these indices
+    /// (LoRaWAN 1.0.4 §5.3, RP002-1.0.3 ChMaskCntl tables).
+    fn ch_mask_blocks(&self, enabled: &[u8]) -> Vec<ChMaskBlock>;
+}
+
+/// ChMaskCntl and ChMask of one LinkADRReq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ChMaskBlock {
+    pub cntl: u8,
+    pub mask: u16,
 }
 
 /// The region for a configured name ("EU868", "eu868", "EU863-870"), case-insensitive.

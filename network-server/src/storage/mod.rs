@@ -135,6 +135,8 @@ pub trait SessionRepo: Send + Sync {
     async fn advance_f_cnt_up(&self, updates: &[(Eui64, u32)]) -> Result<()>;
     /// Atomically returns the current `n_f_cnt_down` and increments it.
     async fn next_f_cnt_down(&self, dev_eui: Eui64) -> Result<u32>;
+    /// Stores the MAC state and the RX settings the device uses (`NotFound` without a session).
+    async fn save_mac_state(&self, dev_eui: Eui64, state: &crate::mac::state::MacState, rx: crate::mac::state::RxParams) -> Result<()>;
     /// All sessions, for warming the in-memory cache at start.
     async fn all(&self) -> Result<Vec<DeviceSession>>;
 }

@@ -95,6 +95,7 @@ pub struct DeviceSession {
     pub f_cnt_up: u32,
     /// Next downlink frame counter to use.
     pub n_f_cnt_down: u32,
+    /// RX settings the device uses (acknowledged; see `mac::state::RxParams`).
     /// Seconds, 1..=15.
     pub rx1_delay: u8,
     pub rx1_dr_offset: u8,
@@ -105,6 +106,9 @@ pub struct DeviceSession {
     pub pending_ack_f_cnt: Option<u32>,
     /// Set when the session was created by a join (OTAA), false for ABP.
     pub is_otaa: bool,
+    /// What the server believes about the device's radio settings and its MAC requests
+    /// waiting for an answer (`mac::state`).
+    pub mac_state: crate::mac::state::MacState,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

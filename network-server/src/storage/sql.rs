@@ -53,6 +53,20 @@ pub(crate) fn u8_of(v: i16) -> Result<u8, sqlx::Error> {
     u8::try_from(v).map_err(|_| decode_err("u8 value", v))
 }
 
+/// A stored MAC state. NULL (a session from before the column) is "nothing known"; a value
+/// this version cannot read is logged and treated the same, so that one bad row never
+/// stops its device.
+pub(crate) fn mac_state(v: Option<sqlx::types::Json<serde_json::Value>>) -> crate::mac::state::MacState {
+    match v.map(|j| serde_json::from_value(j.0)) {
+        None => Default::default(),
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "stored MAC state unreadable; starting from defaults");
+            Default::default()
+        }
+    }
+}
+
 /// Unique violation -> `AlreadyExists`, missing row -> `NotFound`, broken reference ->
 /// a generic `Conflict` (callers that know which field it was use [`fk_or`]).
 pub(crate) fn db_err(e: sqlx::Error) -> StorageError {
@@ -231,6 +245,7 @@ macro_rules! impl_repos {
                     rx2_frequency: s::u32_of(r.try_get("rx2_frequency")?)?,
                     pending_ack_f_cnt: pending.map(s::u32_of).transpose()?,
                     is_otaa: r.try_get("is_otaa")?,
+                    mac_state: s::mac_state(r.try_get::<Option<Json<serde_json::Value>>, _>("mac_state")?),
                     created_at: r.try_get("created_at")?,
                     updated_at: r.try_get("updated_at")?,
                 })
@@ -787,8 +802,8 @@ macro_rules! impl_repos {
                     sqlx::query(
                         "INSERT INTO device_sessions (dev_eui, dev_addr, mac_version, f_nwk_s_int_key, \
                          s_nwk_s_int_key, nwk_s_enc_key, app_s_key, f_cnt_up, n_f_cnt_down, rx1_delay, \
-                         rx1_dr_offset, rx2_dr, rx2_frequency, pending_ack_f_cnt, is_otaa, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                         rx1_dr_offset, rx2_dr, rx2_frequency, pending_ack_f_cnt, is_otaa, created_at, updated_at, mac_state) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                          ON CONFLICT (dev_eui) DO UPDATE SET dev_addr = excluded.dev_addr, \
                          mac_version = excluded.mac_version, f_nwk_s_int_key = excluded.f_nwk_s_int_key, \
                          s_nwk_s_int_key = excluded.s_nwk_s_int_key, nwk_s_enc_key = excluded.nwk_s_enc_key, \
@@ -797,7 +812,7 @@ macro_rules! impl_repos {
                          rx1_dr_offset = excluded.rx1_dr_offset, rx2_dr = excluded.rx2_dr, \
                          rx2_frequency = excluded.rx2_frequency, pending_ack_f_cnt = excluded.pending_ack_f_cnt, \
                          is_otaa = excluded.is_otaa, created_at = excluded.created_at, \
-                         updated_at = excluded.updated_at",
+                         updated_at = excluded.updated_at, mac_state = excluded.mac_state",
                     )
                     .bind(&ds.dev_eui.0[..])
                     .bind(&ds.dev_addr.0[..])
@@ -816,6 +831,7 @@ macro_rules! impl_repos {
                     .bind(ds.is_otaa)
                     .bind(s::ts(ds.created_at))
                     .bind(s::ts(ds.updated_at))
+                    .bind(Json(&ds.mac_state))
                     .execute(&mut *tx)
                     .await
                     .map_err(s::db_err)?;
@@ -954,6 +970,29 @@ macro_rules! impl_repos {
                         Some(v) => s::u32_of(v).map_err(StorageError::Db),
                         None => Err(StorageError::NotFound),
                     }
+                }
+
+                async fn save_mac_state(
+                    &self,
+                    dev_eui: Eui64,
+                    state: &crate::mac::state::MacState,
+                    rx: crate::mac::state::RxParams,
+                ) -> Result<()> {
+                    let r = sqlx::query(
+                        "UPDATE device_sessions SET mac_state = $2, rx1_delay = $3, rx1_dr_offset = $4, rx2_dr = $5, \
+                         rx2_frequency = $6, updated_at = $7 WHERE dev_eui = $1",
+                    )
+                    .bind(&dev_eui.0[..])
+                    .bind(Json(state))
+                    .bind(i16::from(rx.rx1_delay))
+                    .bind(i16::from(rx.rx1_dr_offset))
+                    .bind(i16::from(rx.rx2_dr))
+                    .bind(i64::from(rx.rx2_frequency))
+                    .bind(s::now())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(s::db_err)?;
+                    affected_one(r.rows_affected())
                 }
 
                 async fn all(&self) -> Result<Vec<DeviceSession>> {

@@ -3,18 +3,18 @@
 //! frame to the application side, answer MAC commands, and use the Class A receive windows
 //! for an ACK, MAC answers or a queued downlink.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
 
 use crate::dedup::DedupedUplink;
 use crate::downlink::{self, DataDownlinkPlan};
-use crate::events::{AppEvent, DataUp, LogCode, LogInfo, LogLevel, StatusInfo};
-use crate::fcnt;
+use crate::events::{AppEvent, DataUp, LogCode, LogLevel};
+use crate::fcnt::{self, Again};
 use crate::fcnt_writer::CasOutcome;
 use crate::lorawan::{self, DataFrame};
-use crate::mac::{self, MacContext};
+use crate::mac::engine::UplinkFacts;
+use crate::mac::{self, MacContext, UplinkMacCommand};
 use crate::region::Modulation as RegionModulation;
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, FCntUpdate};
@@ -27,6 +27,8 @@ pub enum Dropped {
     Replay,
     /// The last accepted frame again (the device did not get our ACK): answered, not processed.
     Retransmission,
+    /// The last accepted frame again from a device with NbTrans > 1: expected, not processed.
+    NbTransRepeat,
     FCntRace,
     DeviceDisabled,
     Storage,
@@ -40,6 +42,7 @@ impl Dropped {
             Dropped::Mic => "mic",
             Dropped::Replay => "replay",
             Dropped::Retransmission => "retransmission",
+            Dropped::NbTransRepeat => "nb_trans_repeat",
             Dropped::FCntRace => "fcnt_race",
             Dropped::DeviceDisabled => "device_disabled",
             Dropped::Storage => "storage_error",
@@ -50,6 +53,10 @@ impl Dropped {
 
 pub async fn handle(ctx: &Context, up: &DedupedUplink, frame: DataFrame) {
     if let Err(d) = process(ctx, up, &frame).await {
+        if d == Dropped::NbTransRepeat {
+            ctx.metrics.uplink_repeats.inc();
+            return;
+        }
         ctx.metrics.uplinks_rejected.with_label_values(&[d.reason()]).inc();
         tracing::debug!(reason = d.reason(), dev_addr = %frame.dev_addr, "uplink dropped");
     }
@@ -84,20 +91,17 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
     };
     let session = match checked {
         Ok(s) => s,
-        Err(Dropped::Retransmission) if frame.is_confirmed() => {
+        Err(d @ (Dropped::Retransmission | Dropped::NbTransRepeat)) if frame.is_confirmed() => {
             // DESIGN §5: a confirmed uplink is always ACKed. The device repeats the frame
-            // because our ACK did not reach it; it is not processed again.
+            // (our ACK did not reach it, or NbTrans); it is not processed again.
             let plan = DataDownlinkPlan {
                 session: matched.session.clone(),
                 device,
-                uplink_dr: dr,
-                ack: true,
-                device_acked: false,
-                mac_answers: Vec::new(),
+                uplink: facts(ctx, up, frame, matched.f_cnt, dr, Vec::new()),
                 ack_only: true,
             };
             downlink::after_data_uplink(ctx, up, plan).await;
-            return Err(Dropped::Retransmission);
+            return Err(d);
         }
         Err(d) => return Err(d),
     };
@@ -128,22 +132,34 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
     }
     ctx.metrics.processing_seconds.observe(up.first_seen_instant.elapsed().as_secs_f64() - ctx.config.dedup_window_ms as f64 / 1000.0);
 
-    let mac_answers = handle_mac_commands(ctx, up, frame, matched.f_cnt, &session, &device, dr).await;
-    downlink::after_data_uplink(
-        ctx,
-        up,
-        DataDownlinkPlan {
-            session,
-            device,
-            uplink_dr: dr,
-            ack: frame.is_confirmed(),
-            device_acked: frame.fctrl.ack,
-            mac_answers,
-            ack_only: false,
-        },
-    )
-    .await;
+    let commands = mac_commands(frame, matched.f_cnt, &session);
+    let uplink = facts(ctx, up, frame, matched.f_cnt, dr, commands);
+    downlink::after_data_uplink(ctx, up, DataDownlinkPlan { session, device, uplink, ack_only: false }).await;
     Ok(())
+}
+
+/// What the downlink decision needs to know about this uplink.
+fn facts(ctx: &Context, up: &DedupedUplink, frame: &DataFrame, f_cnt: u32, dr: u8, commands: Vec<UplinkMacCommand>) -> UplinkFacts {
+    let first = &up.frames[0];
+    UplinkFacts {
+        f_cnt,
+        dr,
+        frequency: first.tx_info.frequency,
+        adr: frame.fctrl.adr,
+        adr_ack_req: frame.fctrl.adr_ack_req,
+        confirmed: frame.is_confirmed(),
+        ack: frame.fctrl.ack,
+        commands,
+        link: MacContext {
+            best_snr: first.rx_info.snr,
+            spreading_factor: match ctx.region.data_rate(dr).map(|d| d.modulation) {
+                Some(RegionModulation::Lora { spreading_factor, .. }) => Some(spreading_factor),
+                _ => None,
+            },
+            gateway_count: up.frames.len() as u32,
+            rx_time: first.rx_info.time.unwrap_or(first.rx_info.received_at),
+        },
+    }
 }
 
 async fn device_context(ctx: &Context, matched: &Matched) -> Result<Arc<DeviceContext>, Dropped> {
@@ -184,8 +200,7 @@ async fn find_session(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> R
     }
     if let [only] = sessions.as_slice() {
         if let Ok(device) = ctx.cache.context(only.dev_eui).await {
-            log(
-                ctx,
+            ctx.log(
                 &device,
                 LogLevel::Error,
                 LogCode::UplinkMic,
@@ -215,8 +230,7 @@ async fn check_and_store_f_cnt(
         } else {
             "frame counter reset or rollover detected; uplink rejected (reactivate the device, or enable skipFcntCheck)"
         };
-        log(
-            ctx,
+        ctx.log(
             device,
             LogLevel::Warning,
             LogCode::UplinkFCntReset,
@@ -233,8 +247,10 @@ async fn check_and_store_f_cnt(
         }
     } else if m.f_cnt < s.f_cnt_up && !skip {
         if m.f_cnt + 1 == s.f_cnt_up {
-            log(
-                ctx,
+            if fcnt::again(s.mac_state.nb_trans) == Again::NbTransRepeat {
+                return Err(Dropped::NbTransRepeat);
+            }
+            ctx.log(
                 device,
                 LogLevel::Warning,
                 LogCode::UplinkFCntRetransmission,
@@ -269,80 +285,19 @@ async fn check_and_store_f_cnt(
     }
 }
 
-async fn handle_mac_commands(
-    ctx: &Context,
-    up: &DedupedUplink,
-    frame: &DataFrame,
-    f_cnt: u32,
-    session: &DeviceSession,
-    device: &Arc<DeviceContext>,
-    dr: u8,
-) -> Vec<u8> {
-    // MAC commands ride in FOpts, or as the whole FRMPayload on FPort 0 (encrypted with the
-    // NwkSKey), never both (LoRaWAN 1.0.4 §4.3.1.6).
+/// The MAC commands the device sent, from FOpts or as the whole FRMPayload on FPort 0
+/// (encrypted with the NwkSKey), never both (LoRaWAN 1.0.4 §4.3.1.6).
+fn mac_commands(frame: &DataFrame, f_cnt: u32, session: &DeviceSession) -> Vec<UplinkMacCommand> {
     let raw = if frame.f_port == Some(0) {
         lorawan::encrypt_frm_payload(&session.nwk_s_enc_key, true, frame.dev_addr, f_cnt, &frame.frm_payload)
     } else {
         frame.f_opts.clone()
     };
-    if raw.is_empty() {
-        return Vec::new();
-    }
     let (commands, error) = mac::parse_uplink_commands(&raw);
     if let Some(e) = error {
         tracing::info!(error = %e, "MAC commands partly unparseable; the rest is ignored");
     }
-    let first = &up.frames[0];
-    let mac_ctx = MacContext {
-        best_snr: first.rx_info.snr,
-        spreading_factor: match ctx.region.data_rate(dr).map(|d| d.modulation) {
-            Some(RegionModulation::Lora { spreading_factor, .. }) => Some(spreading_factor),
-            _ => None,
-        },
-        gateway_count: up.frames.len() as u32,
-        rx_time: first.rx_info.time.unwrap_or(first.rx_info.received_at),
-    };
-    let outcome = mac::handle(&commands, &mac_ctx);
-    for note in &outcome.notes {
-        tracing::debug!(note = %note, "MAC command");
-    }
-    if let Some(status) = outcome.dev_status {
-        ctx.emit(AppEvent::Status(StatusInfo {
-            deduplication_id: up.deduplication_id,
-            time: Utc::now(),
-            device: device.clone(),
-            margin: i32::from(status.margin),
-            external_power_source: status.battery == 0,
-            battery_level_unavailable: status.battery == 255,
-            // 1..=254 maps onto 0..100 % (LoRaWAN 1.0.4 §5.5).
-            battery_level: if status.battery == 0 || status.battery == 255 {
-                0.0
-            } else {
-                (f32::from(status.battery - 1) / 253.0 * 10_000.0).round() / 100.0
-            },
-        }))
-        .await;
-    }
-    mac::encode_all(&outcome.answers)
-}
-
-pub(crate) async fn log<const N: usize>(
-    ctx: &Context,
-    device: &Arc<DeviceContext>,
-    level: LogLevel,
-    code: LogCode,
-    description: &str,
-    context: [(&str, String); N],
-) {
-    ctx.emit(AppEvent::Log(LogInfo {
-        time: Utc::now(),
-        device: device.clone(),
-        level,
-        code,
-        description: description.to_string(),
-        context: context.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<BTreeMap<_, _>>(),
-    }))
-    .await;
+    commands
 }
 
 fn storage_error(ctx: &Context, e: &crate::storage::StorageError) -> Dropped {

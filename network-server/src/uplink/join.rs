@@ -14,8 +14,6 @@ use crate::lorawan::{self, JoinAcceptFields, JoinRequest};
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, StorageError};
 
-use super::data::log;
-
 pub async fn handle(ctx: &Context, up: &DedupedUplink, jr: JoinRequest) {
     match process(ctx, up, &jr).await {
         Ok(()) => ctx.metrics.joins_accepted.inc(),
@@ -27,7 +25,7 @@ pub async fn handle(ctx: &Context, up: &DedupedUplink, jr: JoinRequest) {
 }
 
 async fn reject(ctx: &Context, device: &Arc<DeviceContext>, reason: &'static str, description: String, up: &DedupedUplink) -> &'static str {
-    log(ctx, device, LogLevel::Error, LogCode::Otaa, &description, [("deduplication_id", up.deduplication_id.to_string())]).await;
+    ctx.log(device, LogLevel::Error, LogCode::Otaa, &description, [("deduplication_id", up.deduplication_id.to_string())]).await;
     reason
 }
 
@@ -70,7 +68,12 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
     let keys_1_0 = lorawan::derive_session_keys_1_0(&keys.app_key, join_nonce, ctx.net_id, jr.dev_nonce);
     let now = Utc::now();
     let rx2_dr = ctx.config.rx2_dr.unwrap_or_else(|| ctx.region.default_rx2_dr());
-    let rx2_frequency = if ctx.config.rx2_frequency == 0 { ctx.region.default_rx2_frequency() } else { ctx.config.rx2_frequency };
+    // The join-accept carries RX1 delay, RX1DROffset and RX2 data rate but no RX2
+    // frequency (LoRaWAN 1.0.4 §6.2.5): the device starts on the region's; a configured
+    // one follows in RXParamSetupReq.
+    let rx2_frequency = ctx.region.default_rx2_frequency();
+    let cf_list = ctx.region.cf_list(&ctx.config.extra_channels);
+    let cf_list_channels = if cf_list.is_some() { ctx.config.extra_channels.clone() } else { Vec::new() };
     let session = DeviceSession {
         dev_eui: jr.dev_eui,
         dev_addr,
@@ -87,6 +90,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
         rx2_frequency,
         pending_ack_f_cnt: None,
         is_otaa: true,
+        mac_state: crate::mac::state::MacState::after_join(ctx.region.as_ref(), &cf_list_channels),
         created_at: now,
         updated_at: now,
     };
@@ -106,7 +110,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
             rx1_dr_offset: ctx.config.rx1_dr_offset,
             rx2_dr,
             rx_delay: ctx.config.rx1_delay,
-            cf_list: ctx.region.cf_list(),
+            cf_list,
         },
     ) {
         Ok(phy) => phy,

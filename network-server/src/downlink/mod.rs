@@ -1,0 +1,268 @@
+//! Class A downlinks (LoRaWAN 1.0.4 §3.3, RP002-1.0.3 §2.4): what to send after a data
+//! uplink, then the frame in RX1 (uplink tmst + RX1 delay, RX1 frequency and data rate) with
+//! a fall back to RX2 (one second later, RX2 frequency and data rate) when the gateway
+//! refuses RX1. Also owns the downlink queue rules.
+//!
+//! Layout: `decide` is the pure decision (queue, MAC commands, ACK, FPending, ADR bit);
+//! `send` puts one frame on air through one gateway; `settle` carries out the queue side.
+//! This file runs the steps: read the queue, decide, report, settle, build, send, store the
+//! MAC state (only when it changed).
+//!
+//! Confirmed downlinks: after the gateway accepted one, the queue item is pending. The
+//! device's next uplink either acknowledges it (`ack` event, item removed) or not; without an
+//! ACK the item is sent again with a new FCntDown, at most `MAX_CONFIRMED_TRANSMISSIONS` times
+//! in all and never after `network.confirmed_downlink_timeout_secs`; then it is dropped with an
+//! `ack` event `acknowledged: false` and an `EXPIRED` log event.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::dedup::DedupedUplink;
+use crate::events::{AppEvent, LogCode, LogLevel, StatusInfo};
+use crate::lorawan::{self, DataDownlink};
+use crate::mac::engine::{self, MacOutput, MacSettings, Outcome, UplinkFacts};
+use crate::mac::state::{MacState, RxParams};
+use crate::region::Modulation as RegionModulation;
+use crate::server::Context;
+use crate::storage::{DeviceContext, DeviceSession, QueueItem};
+
+pub mod decide;
+pub mod send;
+pub mod settle;
+
+pub use decide::{class_a_windows, DownlinkDecision, DownlinkInput, Window};
+
+pub const MAX_CONFIRMED_TRANSMISSIONS: u32 = 3;
+
+/// What a data uplink asks of its receive windows.
+pub struct DataDownlinkPlan {
+    pub session: DeviceSession,
+    pub device: Arc<DeviceContext>,
+    pub uplink: UplinkFacts,
+    /// Only acknowledge (a repeated confirmed uplink): queue and MAC state are left alone.
+    pub ack_only: bool,
+}
+
+/// The uplink being answered and its device, for events.
+pub struct Responding<'a> {
+    pub up: &'a DedupedUplink,
+    pub device: &'a Arc<DeviceContext>,
+}
+
+pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<DeviceContext>, phy: Vec<u8>) {
+    let Some(via) = send::pick_gateway(ctx, up) else {
+        ctx.log(
+            device,
+            LogLevel::Error,
+            LogCode::DownlinkGateway,
+            "no gateway that heard the join request can send the join-accept (no PULL_DATA seen)",
+            [],
+        )
+        .await;
+        return;
+    };
+    let Some(dr) = RegionModulation::from_frame(&via.tx_info.modulation).and_then(|m| ctx.region.dr_for(&m)) else {
+        return;
+    };
+    // Before the join the device uses the region's defaults: RX1 offset 0, default RX2.
+    let rx = RxParams {
+        rx1_delay: ctx.region.join_accept_delay1().as_secs() as u8,
+        rx1_dr_offset: 0,
+        rx2_dr: ctx.region.default_rx2_dr(),
+        rx2_frequency: ctx.region.default_rx2_frequency(),
+    };
+    let Some(windows) = class_a_windows(ctx.region.as_ref(), rx, via.tx_info.frequency, dr) else {
+        return;
+    };
+    let len = phy.len().saturating_sub(13);
+    let (status, sent) = send::send_rx1_then_rx2(ctx, via, &windows, phy, len).await;
+    if sent.is_none() {
+        ctx.log(
+            device,
+            LogLevel::Error,
+            LogCode::DownlinkGateway,
+            &format!("join-accept not sent: {}", status.as_str()),
+            [("gateway_id", via.rx_info.gateway_id.to_string())],
+        )
+        .await;
+    }
+}
+
+/// Queue items of a device, reading the database only when the device may have some.
+async fn queue_items(ctx: &Context, dev_eui: crate::types::Eui64) -> Vec<QueueItem> {
+    let queued = &ctx.handle.shared.queued;
+    let Some(version) = queued.read().expect("lock").get(&dev_eui).copied() else {
+        return Vec::new();
+    };
+    match ctx.storage.queue.list(dev_eui).await {
+        Ok(items) => {
+            if items.is_empty() {
+                let mut q = queued.write().expect("lock");
+                if q.get(&dev_eui) == Some(&version) {
+                    q.remove(&dev_eui);
+                }
+            }
+            items
+        }
+        Err(e) => {
+            ctx.storage_error("could not read the downlink queue", &e);
+            Vec::new()
+        }
+    }
+}
+
+/// The RX settings the network wants devices to use (`network.rx*`, region defaults).
+pub fn desired_rx(ctx: &Context) -> RxParams {
+    RxParams {
+        rx1_delay: ctx.config.rx1_delay,
+        rx1_dr_offset: ctx.config.rx1_dr_offset,
+        rx2_dr: ctx.config.rx2_dr.unwrap_or_else(|| ctx.region.default_rx2_dr()),
+        rx2_frequency: if ctx.config.rx2_frequency == 0 { ctx.region.default_rx2_frequency() } else { ctx.config.rx2_frequency },
+    }
+}
+
+fn mac_settings(ctx: &Context, device: &DeviceContext) -> MacSettings {
+    MacSettings {
+        desired_rx: desired_rx(ctx),
+        extra_channels: ctx.config.extra_channels.clone(),
+        max_attempts: ctx.config.mac_command_max_attempts,
+        max_duty_cycle: ctx.config.max_duty_cycle,
+        // wired to profile.dev_status_req_freq on merge
+        dev_status_req_freq: engine::DEFAULT_DEV_STATUS_REQ_FREQ,
+        adr_enabled: device.profile.adr_enabled,
+    }
+}
+
+pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDownlinkPlan) {
+    let items = if plan.ack_only { Vec::new() } else { queue_items(ctx, plan.session.dev_eui).await };
+    let settings = mac_settings(ctx, &plan.device);
+    let now = Utc::now();
+    let d = decide::decide(&DownlinkInput {
+        region: ctx.region.as_ref(),
+        session: &plan.session,
+        queue: &items,
+        uplink: &plan.uplink,
+        ack_only: plan.ack_only,
+        adr_enabled: plan.device.profile.adr_enabled,
+        // The ADR algorithm's target (LinkADRReq); none yet.
+        adr_target: None,
+        settings: &settings,
+        max_confirmed_transmissions: MAX_CONFIRMED_TRANSMISSIONS,
+        now,
+    });
+    let r = Responding { up, device: &plan.device };
+    report_mac(ctx, &r, &d.mac).await;
+    settle::before_send(ctx, &r, &d).await;
+    let state = match transmit(ctx, &r, &plan.session, &d).await {
+        Some(f_cnt_down) => {
+            for c in d.mac_commands() {
+                ctx.metrics.mac_commands.with_label_values(&[c.name().as_str(), Outcome::Sent.as_str()]).inc();
+            }
+            d.state_after_send(f_cnt_down, plan.uplink.f_cnt, now)
+        }
+        None => d.mac.state.clone(),
+    };
+    store_mac_state(ctx, &plan.session, state, d.mac.rx).await;
+}
+
+/// MAC answers and refusals: `log` events, metrics, the `status` event of a DevStatusAns.
+async fn report_mac(ctx: &Context, r: &Responding<'_>, mac: &MacOutput) {
+    for note in &mac.notes {
+        tracing::debug!(note = %note, "MAC command");
+    }
+    for (name, outcome) in &mac.counts {
+        ctx.metrics.mac_commands.with_label_values(&[name.as_str(), outcome.as_str()]).inc();
+    }
+    for l in &mac.logs {
+        ctx.log(r.device, l.level, LogCode::MacCommand, &l.description, [("command", l.command.as_str().to_string())]).await;
+    }
+    if let Some(status) = mac.dev_status {
+        ctx.emit(AppEvent::Status(StatusInfo {
+            deduplication_id: r.up.deduplication_id,
+            time: Utc::now(),
+            device: r.device.clone(),
+            margin: i32::from(status.margin),
+            external_power_source: status.external_power_source(),
+            battery_level_unavailable: status.battery_level_unavailable(),
+            battery_level: status.battery_level_percent().unwrap_or(0.0),
+        }))
+        .await;
+    }
+}
+
+/// Builds and sends the planned frame. Returns the FCntDown it went out with, if a gateway
+/// accepted it.
+async fn transmit(ctx: &Context, r: &Responding<'_>, s: &DeviceSession, d: &DownlinkDecision) -> Option<u32> {
+    let plan = d.send.as_ref()?;
+    let windows = d.windows?;
+    let Some(via) = send::pick_gateway(ctx, r.up) else {
+        ctx.log(
+            r.device,
+            LogLevel::Warning,
+            LogCode::DownlinkGateway,
+            "no gateway that heard the uplink can send a downlink (no PULL_DATA seen)",
+            [],
+        )
+        .await;
+        return None;
+    };
+    let f_cnt_down = match ctx.storage.sessions.next_f_cnt_down(s.dev_eui).await {
+        Ok(f) => f,
+        Err(e) => {
+            ctx.storage_error("could not allocate a downlink frame counter", &e);
+            return None;
+        }
+    };
+    ctx.cache.set_n_f_cnt_down(s.dev_eui, f_cnt_down.wrapping_add(1));
+    let (f_opts, f_port, frm_payload) = d.frame_parts();
+    let payload_len = f_opts.len() + frm_payload.len();
+    let built = lorawan::build_data_downlink(
+        &DataDownlink {
+            confirmed: plan.item.as_ref().is_some_and(|i| i.confirmed),
+            dev_addr: s.dev_addr,
+            f_cnt_down,
+            ack: plan.ack,
+            f_pending: plan.f_pending,
+            adr: plan.adr,
+            f_opts,
+            f_port,
+            frm_payload,
+        },
+        &s.nwk_s_enc_key,
+        &s.app_s_key,
+    );
+    let phy = match built {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "could not build the downlink");
+            return None;
+        }
+    };
+    let (status, sent) = send::send_rx1_then_rx2(ctx, via, &windows, phy, payload_len).await;
+    let Some(frame) = sent else {
+        ctx.log(
+            r.device,
+            LogLevel::Error,
+            LogCode::DownlinkGateway,
+            &format!("downlink not sent: {}", status.as_str()),
+            [("gateway_id", via.rx_info.gateway_id.to_string()), ("f_cnt_down", f_cnt_down.to_string())],
+        )
+        .await;
+        return None;
+    };
+    settle::after_send(ctx, r, d, f_cnt_down, frame).await;
+    Some(f_cnt_down)
+}
+
+/// Writes the MAC state and RX settings with the session, only when they changed: most
+/// uplinks change nothing and cost no write.
+async fn store_mac_state(ctx: &Context, s: &DeviceSession, state: MacState, rx: RxParams) {
+    if state == s.mac_state && rx == decide::session_rx(s) {
+        return;
+    }
+    match ctx.storage.sessions.save_mac_state(s.dev_eui, &state, rx).await {
+        Ok(()) => ctx.cache.set_mac_state(s.dev_eui, state, rx),
+        Err(e) => ctx.storage_error("could not store the MAC state", &e),
+    }
+}

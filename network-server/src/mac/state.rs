@@ -1,0 +1,274 @@
+//! What the network server believes about a device's radio settings and which of its own
+//! MAC requests await an answer. Stored as JSON with the session (`device_sessions.mac_state`);
+//! every struct reads with defaults for missing fields, so fields can be added later and rows
+//! written before this column existed read as "nothing known yet".
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use crate::region::ChMaskBlock;
+
+use super::{DownlinkMacCommand, DutyCycleReq, LinkAdrReq, NewChannelReq, RxParamSetupReq, RxTimingSetupReq};
+
+/// The RX window settings a device uses (LoRaWAN 1.0.4 §5.4, §5.7). Kept in the session's
+/// own columns; downlinks always use the values the device acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxParams {
+    /// Seconds, 1..=15.
+    pub rx1_delay: u8,
+    pub rx1_dr_offset: u8,
+    pub rx2_dr: u8,
+    /// Hz
+    pub rx2_frequency: u32,
+}
+
+/// What the ADR algorithm wants the device to use (LinkADRReq, LoRaWAN 1.0.4 §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdrTarget {
+    pub dr: u8,
+    pub tx_power_index: u8,
+    pub nb_trans: u8,
+}
+
+/// One uplink channel the device knows, by its index (RP002-1.0.3 §2.4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceChannel {
+    pub index: u8,
+    /// Hz
+    pub frequency: u32,
+    pub min_dr: u8,
+    pub max_dr: u8,
+    /// Enabled by the last accepted channel mask.
+    pub enabled: bool,
+}
+
+/// A request the server sends, in a form that is stored with the session.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// One LinkADRReq per channel-mask block, sent back to back (LoRaWAN 1.0.4 §5.3).
+    LinkAdr {
+        dr: u8,
+        tx_power_index: u8,
+        nb_trans: u8,
+        masks: Vec<ChMaskBlock>,
+    },
+    DutyCycle {
+        max_duty_cycle: u8,
+    },
+    RxParamSetup {
+        rx1_dr_offset: u8,
+        rx2_dr: u8,
+        rx2_frequency: u32,
+    },
+    #[default]
+    DevStatus,
+    NewChannel {
+        index: u8,
+        frequency: u32,
+        min_dr: u8,
+        max_dr: u8,
+    },
+    RxTimingSetup {
+        delay: u8,
+    },
+}
+
+/// A request sent and not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Pending {
+    pub request: Request,
+    /// Transmissions so far.
+    pub attempts: u8,
+    /// FCntDown of the downlink that carried it last, and the uplink FCnt it answered.
+    pub f_cnt_down: u32,
+    pub f_cnt_up: u32,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// A request the device refused (NAK) or never answered: not sent again before `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Held {
+    pub request: Request,
+    pub until: Option<DateTime<Utc>>,
+    /// True when held for lack of an answer (a late sticky answer still counts).
+    pub unanswered: bool,
+}
+
+/// The MAC state stored with a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MacState {
+    /// TXPower index the device uses (0 = the region's maximum, the default after activation).
+    pub tx_power_index: u8,
+    /// Transmissions per uplink (NbTrans), 1 after activation.
+    pub nb_trans: u8,
+    /// Data rate last set by an acknowledged LinkADRReq.
+    pub dr: Option<u8>,
+    /// The device's channels; `None` until the server knows them better than the defaults
+    /// (see `MacState::channels_or_initial`).
+    pub channels: Option<Vec<DeviceChannel>>,
+    /// Acknowledged DutyCycleReq value.
+    pub max_duty_cycle: Option<u8>,
+    pub pending: Vec<Pending>,
+    pub held: Vec<Held>,
+    pub last_dev_status_req: Option<DateTime<Utc>>,
+}
+
+impl Default for MacState {
+    fn default() -> Self {
+        MacState {
+            tx_power_index: 0,
+            nb_trans: 1,
+            dr: None,
+            channels: None,
+            max_duty_cycle: None,
+            pending: Vec::new(),
+            held: Vec::new(),
+            last_dev_status_req: None,
+        }
+    }
+}
+
+impl MacState {
+    /// The state of a session made by a join: the device has the region's default channels
+    /// plus those of the CFList it was sent.
+    pub fn after_join(region: &dyn crate::region::Region, cf_list_channels: &[u32]) -> MacState {
+        MacState { channels: Some(initial_channels(region, cf_list_channels)), ..MacState::default() }
+    }
+
+    /// The channels the device is believed to have. Without stored knowledge: an ABP device
+    /// has the region's defaults; an OTAA session from before this state existed got the
+    /// region's default CFList (what loraflow always sent).
+    pub fn channels_or_initial(&self, region: &dyn crate::region::Region, is_otaa: bool) -> Vec<DeviceChannel> {
+        match &self.channels {
+            Some(c) => c.clone(),
+            None if is_otaa => initial_channels(region, &region.default_extra_channels()),
+            None => initial_channels(region, &[]),
+        }
+    }
+}
+
+fn initial_channels(region: &dyn crate::region::Region, extra: &[u32]) -> Vec<DeviceChannel> {
+    let (min_dr, max_dr) = region.extra_channel_dr_range();
+    let mut out: Vec<DeviceChannel> = region
+        .default_uplink_channels()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| DeviceChannel { index: i as u8, frequency: c.frequency, min_dr: c.min_dr, max_dr: c.max_dr, enabled: true })
+        .collect();
+    let first = out.len();
+    out.extend(extra.iter().enumerate().map(|(i, &frequency)| DeviceChannel {
+        index: (first + i) as u8,
+        frequency,
+        min_dr,
+        max_dr,
+        enabled: true,
+    }));
+    out
+}
+
+impl Request {
+    /// The commands this request is sent as.
+    pub fn commands(&self) -> Vec<DownlinkMacCommand> {
+        match self {
+            Request::LinkAdr { dr, tx_power_index, nb_trans, masks } => masks
+                .iter()
+                .map(|m| {
+                    DownlinkMacCommand::LinkAdrReq(LinkAdrReq {
+                        dr: *dr,
+                        tx_power: *tx_power_index,
+                        ch_mask: m.mask,
+                        ch_mask_cntl: m.cntl,
+                        nb_trans: *nb_trans,
+                    })
+                })
+                .collect(),
+            Request::DutyCycle { max_duty_cycle } => {
+                vec![DownlinkMacCommand::DutyCycleReq(DutyCycleReq { max_duty_cycle: *max_duty_cycle })]
+            }
+            Request::RxParamSetup { rx1_dr_offset, rx2_dr, rx2_frequency } => vec![DownlinkMacCommand::RxParamSetupReq(RxParamSetupReq {
+                rx1_dr_offset: *rx1_dr_offset,
+                rx2_dr: *rx2_dr,
+                frequency: *rx2_frequency,
+            })],
+            Request::DevStatus => vec![DownlinkMacCommand::DevStatusReq],
+            Request::NewChannel { index, frequency, min_dr, max_dr } => vec![DownlinkMacCommand::NewChannelReq(NewChannelReq {
+                ch_index: *index,
+                frequency: *frequency,
+                min_dr: *min_dr,
+                max_dr: *max_dr,
+            })],
+            Request::RxTimingSetup { delay } => vec![DownlinkMacCommand::RxTimingSetupReq(RxTimingSetupReq { delay: *delay })],
+        }
+    }
+
+    pub fn name(&self) -> super::MacCommandName {
+        use super::MacCommandName as N;
+        match self {
+            Request::LinkAdr { .. } => N::LinkAdrReq,
+            Request::DutyCycle { .. } => N::DutyCycleReq,
+            Request::RxParamSetup { .. } => N::RxParamSetupReq,
+            Request::DevStatus => N::DevStatusReq,
+            Request::NewChannel { .. } => N::NewChannelReq,
+            Request::RxTimingSetup { .. } => N::RxTimingSetupReq,
+        }
+    }
+
+    /// Two requests of the same kind (and channel) never wait at once.
+    pub fn same_slot(&self, other: &Request) -> bool {
+        match (self, other) {
+            (Request::NewChannel { index: a, .. }, Request::NewChannel { index: b, .. }) => a == b,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::Eu868;
+
+    #[test]
+    fn a_row_written_before_the_column_existed_reads_as_defaults() {
+        let s: MacState = serde_json::from_str("{}").unwrap();
+        assert_eq!(s, MacState::default());
+        assert_eq!(s.nb_trans, 1);
+        // Fields added by a later version are ignored by this one.
+        let s: MacState = serde_json::from_str(r#"{"nb_trans": 2, "future_field": [1, 2]}"#).unwrap();
+        assert_eq!(s.nb_trans, 2);
+    }
+
+    #[test]
+    fn the_state_round_trips_through_json() {
+        let s = MacState {
+            pending: vec![Pending {
+                request: Request::RxParamSetup { rx1_dr_offset: 1, rx2_dr: 3, rx2_frequency: 869_525_000 },
+                attempts: 2,
+                f_cnt_down: 7,
+                f_cnt_up: 12,
+                sent_at: Some("2026-11-30T00:00:00Z".parse().unwrap()),
+            }],
+            held: vec![Held {
+                request: Request::NewChannel { index: 3, frequency: 867_100_000, min_dr: 0, max_dr: 5 },
+                until: None,
+                unanswered: false,
+            }],
+            ..MacState::after_join(&Eu868, &[867_100_000])
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<MacState>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn abp_devices_start_with_the_default_channels_and_old_otaa_sessions_with_the_default_cf_list() {
+        let s = MacState::default();
+        assert_eq!(s.channels_or_initial(&Eu868, false).len(), 3);
+        let otaa = s.channels_or_initial(&Eu868, true);
+        assert_eq!(otaa.len(), 8);
+        assert_eq!((otaa[3].index, otaa[3].frequency, otaa[3].max_dr), (3, 867_100_000, 5));
+    }
+}
