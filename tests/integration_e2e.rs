@@ -117,11 +117,19 @@ async fn uplinks_events_and_history(w: &mut World) {
     assert_eq!(rx[0]["metadata"]["region_common_name"], "EU868");
     let dedup_id = ev["deduplicationId"].as_str().unwrap().to_string();
 
+    // The server asks for the device status (once a day); the device answers in its next
+    // uplink, which gives a `status` event.
+    let resp = w.gws[0].next_pull_resp(Duration::from_secs(5)).await.expect("DevStatusReq");
+    assert_eq!(w.dev.read_downlink(&resp.phy_payload(), 0).f_opts, vec![0x06]);
+    w.gws[0].tx_ack(resp.token, "NONE").await;
+
     // A payload the codec cannot decode is still published and stored, without object.
-    let up = w.dev.uplink(false, 2, &[0x03, 0x67]);
+    let up = w.dev.uplink_with(false, false, Some(2), &[0x03, 0x67], &[0x06, 254, 5]);
     broadcast(w, &up, 3_000_000).await;
     let log = event(w, "log").await;
     assert_eq!(log["code"], "UPLINK_CODEC");
+    let status = event(w, "status").await;
+    assert_eq!((status["batteryLevel"].as_f64(), status["margin"].as_i64()), (Some(100.0), Some(5)), "{status}");
     let ev = event(w, "up").await;
     assert_eq!(ev["fCnt"], 1);
     assert!(ev.get("object").is_none(), "{ev}");
@@ -173,12 +181,12 @@ async fn downlinks_from_mqtt_and_rest(w: &mut World, broker: SocketAddr) {
     let up = w.dev.uplink(false, 2, &LPP);
     broadcast(w, &up, 10_000_000).await;
     let resp = w.gws[0].next_pull_resp(Duration::from_secs(5)).await.expect("downlink");
-    let dl = w.dev.read_downlink(&resp.phy_payload(), 0);
+    let dl = w.dev.read_downlink(&resp.phy_payload(), 1);
     assert_eq!((dl.f_port, dl.confirmed, dl.payload.as_slice()), (Some(3), true, &[0x01, 0x01, 0x01][..]));
     w.gws[0].tx_ack(resp.token, "NONE").await;
     let txack = event(w, "txack").await;
     assert_eq!(txack["queueItemId"], item_id);
-    assert_eq!(txack["fCntDown"], 0);
+    assert_eq!(txack["fCntDown"], 1);
     assert_eq!(txack["gatewayId"], GATEWAYS[0]);
 
     // The device acknowledges in its next uplink: an ack event, and the item is gone.
@@ -187,7 +195,7 @@ async fn downlinks_from_mqtt_and_rest(w: &mut World, broker: SocketAddr) {
     let ack = event(w, "ack").await;
     assert_eq!(ack["queueItemId"], item_id);
     assert_eq!(ack["acknowledged"], true);
-    assert_eq!(ack["fCntDown"], 0);
+    assert_eq!(ack["fCntDown"], 1);
     let (_, q) = w.api.get(&format!("/api/devices/{DEV_EUI}/queue")).await;
     assert_eq!(q["totalCount"], 0);
 
@@ -197,10 +205,10 @@ async fn downlinks_from_mqtt_and_rest(w: &mut World, broker: SocketAddr) {
     let up = w.dev.uplink(false, 2, &LPP);
     broadcast(w, &up, 30_000_000).await;
     let resp = w.gws[0].next_pull_resp(Duration::from_secs(5)).await.expect("REST downlink");
-    let dl = w.dev.read_downlink(&resp.phy_payload(), 1);
+    let dl = w.dev.read_downlink(&resp.phy_payload(), 2);
     assert_eq!((dl.f_port, dl.payload.as_slice()), (Some(4), &b"rest"[..]));
     w.gws[0].tx_ack(resp.token, "NONE").await;
-    assert_eq!(event(w, "txack").await["fCntDown"], 1);
+    assert_eq!(event(w, "txack").await["fCntDown"], 2);
 }
 
 async fn rumqttc_publisher(broker: SocketAddr) -> (rumqttc::AsyncClient, tokio::task::JoinHandle<()>) {

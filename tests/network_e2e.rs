@@ -117,10 +117,14 @@ async fn otaa_uplinks_downlinks_and_restart(backend: Backend) {
     expect_metric(&net.api, "loraflow_joins_rejected_total", &[("reason", "dev_nonce")], 1.0).await;
     no_pull_resp(&net.gws[1], Duration::from_millis(300)).await;
 
-    // Unconfirmed uplink heard by three gateways: processed once, no downlink.
+    // Unconfirmed uplink heard by three gateways: processed once. Its only downlink asks for
+    // the device status (DevStatusReq, once a day).
     let up = dev.uplink(false, 1, b"hello");
     broadcast(&mut net, &up, 20_000_000).await;
     expect_metric(&net.api, "loraflow_uplinks_accepted_total", &[], 1.0).await;
+    let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("DevStatusReq");
+    assert_eq!(dev.read_downlink(&resp.phy_payload(), 0).f_opts, vec![0x06]);
+    net.gws[1].tx_ack(resp.token, "NONE").await;
     no_pull_resp(&net.gws[1], Duration::from_millis(300)).await;
     let (_, d) = net.api.get("/api/devices/0102030405060708").await;
     assert_eq!(d["devAddr"], dev.dev_addr.to_string());
@@ -143,7 +147,7 @@ async fn otaa_uplinks_downlinks_and_restart(backend: Backend) {
     assert_eq!(resp.txpk["tmst"], json!(30_000_000u32 + 7 + 1_000_000));
     assert_eq!(resp.txpk["freq"].as_f64().unwrap(), 868.3);
     assert_eq!(resp.txpk["datr"], "SF7BW125");
-    let dl = dev.read_downlink(&resp.phy_payload(), 0);
+    let dl = dev.read_downlink(&resp.phy_payload(), 1);
     assert!(dl.ack && dl.f_port.is_none());
     net.gws[1].tx_ack(resp.token, "NONE").await;
 
@@ -153,7 +157,7 @@ async fn otaa_uplinks_downlinks_and_restart(backend: Backend) {
     let up = dev.uplink(false, 1, b"x");
     broadcast(&mut net, &up, 40_000_000).await;
     let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("queued downlink");
-    let dl = dev.read_downlink(&resp.phy_payload(), 1);
+    let dl = dev.read_downlink(&resp.phy_payload(), 2);
     assert_eq!((dl.f_port, dl.payload.as_slice(), dl.ack), (Some(10), &b"hi there"[..], false));
     net.gws[1].tx_ack(resp.token, "NONE").await;
     let empty = eventually(Duration::from_secs(3), || async {
@@ -174,7 +178,7 @@ async fn otaa_uplinks_downlinks_and_restart(backend: Backend) {
     assert_eq!(rx2.txpk["freq"].as_f64().unwrap(), 869.525);
     assert_eq!(rx2.txpk["datr"], "SF12BW125");
     assert_eq!(rx2.phy_payload(), rx1.phy_payload());
-    let dl = dev.read_downlink(&rx2.phy_payload(), 2);
+    let dl = dev.read_downlink(&rx2.phy_payload(), 3);
     assert_eq!(dl.payload, b"late");
     net.gws[1].tx_ack(rx2.token, "NONE").await;
     expect_metric(&net.api, "loraflow_downlinks_total", &[("window", "rx2"), ("status", "OK")], 1.0).await;
@@ -194,7 +198,7 @@ async fn otaa_uplinks_downlinks_and_restart(backend: Backend) {
     broadcast(&mut net, &up, 70_000_000).await;
     expect_metric(&net.api, "loraflow_uplinks_accepted_total", &[], 1.0).await;
     let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("ACK after restart");
-    let dl = dev.read_downlink(&resp.phy_payload(), 3);
+    let dl = dev.read_downlink(&resp.phy_payload(), 4);
     assert!(dl.ack);
 }
 
@@ -225,29 +229,36 @@ async fn abp_and_mac_commands(backend: Backend) {
     let up = dev.uplink_with(false, false, Some(1), b"abp", &[0x02, 0x0d]);
     broadcast(&mut net, &up, 5_000_000).await;
     let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("MAC answers");
+    // The answers come first, then the server's own requests (NewChannelReq for the five
+    // extra channels, DevStatusReq): more than FOpts holds, so all on FPort 0.
     let dl = dev.read_downlink(&resp.phy_payload(), 0);
-    assert_eq!(dl.f_opts[0], 0x02, "LinkCheckAns first: {:?}", dl.f_opts);
+    assert_eq!(dl.f_port, Some(0));
+    let mac = &dl.payload;
+    assert_eq!(mac[0], 0x02, "LinkCheckAns first: {mac:?}");
     // Margin: SNR 9.5 dB above SF7's -7.5 dB floor = 17 dB; heard by 3 gateways.
-    assert_eq!(&dl.f_opts[1..3], &[17, 3]);
-    assert_eq!(dl.f_opts[3], 0x0d);
-    assert_eq!(dl.f_opts.len(), 3 + 6);
+    assert_eq!(&mac[1..3], &[17, 3]);
+    assert_eq!(mac[3], 0x0d);
+    assert_eq!(mac.len(), 3 + 6 + 5 * 6 + 1);
     net.gws[1].tx_ack(resp.token, "NONE").await;
     expect_metric(&net.api, "loraflow_uplinks_accepted_total", &[], 1.0).await;
 
-    // Unknown MAC commands do not break the uplink.
+    // Unknown MAC commands do not break the uplink; the unanswered requests are sent again.
     let up = dev.uplink_with(false, false, Some(1), b"abp", &[0x80, 0x01]);
     broadcast(&mut net, &up, 6_000_000).await;
     expect_metric(&net.api, "loraflow_uplinks_accepted_total", &[], 2.0).await;
+    let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("requests sent again");
+    assert_eq!(dev.read_downlink(&resp.phy_payload(), 1).payload.len(), 5 * 6 + 1);
+    net.gws[1].tx_ack(resp.token, "NONE").await;
 
     // A confirmed uplink repeated because our ACK was lost is ACKed again, not processed.
     let up = dev.uplink(true, 1, b"conf");
     broadcast(&mut net, &up, 6_500_000).await;
     let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("ACK");
-    assert!(dev.read_downlink(&resp.phy_payload(), 1).ack);
+    assert!(dev.read_downlink(&resp.phy_payload(), 2).ack);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     broadcast(&mut net, &up, 9_500_000).await;
     let resp = net.gws[1].next_pull_resp(Duration::from_secs(3)).await.expect("ACK of the retransmission");
-    assert!(dev.read_downlink(&resp.phy_payload(), 2).ack);
+    assert!(dev.read_downlink(&resp.phy_payload(), 3).ack);
     expect_metric(&net.api, "loraflow_uplinks_rejected_total", &[("reason", "retransmission")], 1.0).await;
     expect_metric(&net.api, "loraflow_uplinks_accepted_total", &[], 3.0).await;
 

@@ -212,6 +212,7 @@ fn every_log_code(ctx: &Arc<DeviceContext>) -> Vec<(&'static str, String)> {
         DownlinkGateway,
         FCntDown,
         Expired,
+        Unknown,
     ]
     .into_iter()
     .zip([LogLevel::Info, LogLevel::Warning, LogLevel::Error].into_iter().cycle())

@@ -78,7 +78,7 @@ pub struct StatusInfo {
     pub external_power_source: bool,
     pub battery_level_unavailable: bool,
     /// Percent, 0..=100.
-    pub battery_level: f32,
+    pub battery_level: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +98,9 @@ impl LogLevel {
     }
 }
 
-/// Codes of ChirpStack's `LogCode` enum that loraflow emits, plus `MAC_COMMAND` (a MAC
-/// request of the server refused or never answered), which ChirpStack has no code for.
+/// Codes of ChirpStack's `LogCode` enum that loraflow emits. ChirpStack has no code for MAC
+/// commands: a refused or unanswered MAC request is `UNKNOWN` with the command in
+/// `context.command`, so that consumers parsing with ChirpStack's schema keep working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogCode {
     UplinkCodec,
@@ -112,7 +113,7 @@ pub enum LogCode {
     DownlinkGateway,
     FCntDown,
     Expired,
-    MacCommand,
+    Unknown,
 }
 
 impl LogCode {
@@ -128,7 +129,7 @@ impl LogCode {
             LogCode::DownlinkGateway => "DOWNLINK_GATEWAY",
             LogCode::FCntDown => "F_CNT_DOWN",
             LogCode::Expired => "EXPIRED",
-            LogCode::MacCommand => "MAC_COMMAND",
+            LogCode::Unknown => "UNKNOWN",
         }
     }
 }

@@ -19,16 +19,36 @@ pub struct Device {
     pub cf_list: Option<[u8; 16]>,
 }
 
+/// Message type and FCtrl flags of an uplink.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UplinkFlags {
+    pub confirmed: bool,
+    pub ack: bool,
+    pub adr: bool,
+    pub adr_ack_req: bool,
+}
+
 /// A downlink as the device sees it after MIC check and decryption.
 #[derive(Debug)]
 pub struct ReceivedDownlink {
     pub confirmed: bool,
     pub ack: bool,
+    pub adr: bool,
     pub f_pending: bool,
     pub f_cnt: u32,
     pub f_port: Option<u8>,
     pub payload: Vec<u8>,
     pub f_opts: Vec<u8>,
+}
+
+impl ReceivedDownlink {
+    /// The MAC commands it carries, from FOpts or an FPort 0 payload.
+    pub fn mac_commands(&self) -> Vec<loraflow_network_server::mac::DownlinkMacCommand> {
+        let raw = if self.f_port == Some(0) { &self.payload } else { &self.f_opts };
+        let (cmds, err) = loraflow_network_server::mac::parse_downlink_commands(raw);
+        assert_eq!(err, None, "downlink MAC commands parse");
+        cmds
+    }
 }
 
 impl Device {
@@ -83,13 +103,19 @@ impl Device {
     }
 
     pub fn uplink_with(&mut self, confirmed: bool, ack: bool, f_port: Option<u8>, payload: &[u8], f_opts: &[u8]) -> Vec<u8> {
+        self.uplink_flags(UplinkFlags { confirmed, ack, ..UplinkFlags::default() }, f_port, payload, f_opts)
+    }
+
+    /// An uplink with the given FCtrl flags and message type.
+    pub fn uplink_flags(&mut self, flags: UplinkFlags, f_port: Option<u8>, payload: &[u8], f_opts: &[u8]) -> Vec<u8> {
+        let UplinkFlags { confirmed, ack, adr, adr_ack_req } = flags;
         let phy = lorawan::build_data_uplink(
             &DataUplink {
                 confirmed,
                 dev_addr: self.dev_addr,
                 f_cnt_up: self.f_cnt_up,
-                adr: false,
-                adr_ack_req: false,
+                adr,
+                adr_ack_req,
                 ack,
                 class_b: false,
                 f_opts: f_opts.to_vec(),
@@ -117,6 +143,7 @@ impl Device {
         ReceivedDownlink {
             confirmed: d.is_confirmed(),
             ack: d.fctrl.ack,
+            adr: d.fctrl.adr,
             f_pending: d.fctrl.f_pending,
             f_cnt,
             f_port: d.f_port,

@@ -399,7 +399,7 @@ pub struct StatusEvent {
     pub margin: i32,
     pub external_power_source: bool,
     pub battery_level_unavailable: bool,
-    pub battery_level: f32,
+    pub battery_level: f64,
 }
 
 impl StatusEvent {

@@ -175,7 +175,7 @@ async fn report_mac(ctx: &Context, r: &Responding<'_>, mac: &MacOutput) {
         ctx.metrics.mac_commands.with_label_values(&[name.as_str(), outcome.as_str()]).inc();
     }
     for l in &mac.logs {
-        ctx.log(r.device, l.level, LogCode::MacCommand, &l.description, [("command", l.command.as_str().to_string())]).await;
+        ctx.log(r.device, l.level, LogCode::Unknown, &l.description, [("command", l.command.as_str().to_string())]).await;
     }
     if let Some(status) = mac.dev_status {
         ctx.emit(AppEvent::Status(StatusInfo {

@@ -33,9 +33,10 @@ impl DevStatusAns {
 
     /// Battery level in percent as ChirpStack reports it (battery / 254 × 100, two
     /// decimals), when the device measured one.
-    pub fn battery_level_percent(&self) -> Option<f32> {
+    /// An f64, so that JSON shows exactly the rounded value.
+    pub fn battery_level_percent(&self) -> Option<f64> {
         match self.battery {
-            1..=254 => Some((f32::from(self.battery) / 254.0 * 10_000.0).round() / 100.0),
+            1..=254 => Some((f64::from(self.battery) / 254.0 * 10_000.0).round() / 100.0),
             _ => None,
         }
     }

@@ -72,7 +72,8 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
     // frequency (LoRaWAN 1.0.4 §6.2.5): the device starts on the region's; a configured
     // one follows in RXParamSetupReq.
     let rx2_frequency = ctx.region.default_rx2_frequency();
-    let cf_list = ctx.region.cf_list(&ctx.config.extra_channels);
+    // No extra channels: no CFList at all rather than an empty one.
+    let cf_list = if ctx.config.extra_channels.is_empty() { None } else { ctx.region.cf_list(&ctx.config.extra_channels) };
     let cf_list_channels = if cf_list.is_some() { ctx.config.extra_channels.clone() } else { Vec::new() };
     let session = DeviceSession {
         dev_eui: jr.dev_eui,
