@@ -50,12 +50,12 @@ async fn setup(backend: Backend, env: &[(&str, &str)]) -> Net {
         .await;
     assert_eq!(s, 201, "{dp}");
     let app_id = app["id"].as_str().unwrap().to_string();
-    let (s, b) = api
-        .post("/api/devices", json!({"devEui": DEV_EUI, "name": "mac-dev", "applicationId": app_id, "deviceProfileId": dp["id"]}))
-        .await;
-    assert_eq!(s, 201, "{b}");
     let (s, b) =
-        api.post(&format!("/api/devices/{DEV_EUI}/activate"), json!({"devAddr": DEV_ADDR, "nwkSKey": NWK_S_KEY, "appSKey": APP_S_KEY})).await;
+        api.post("/api/devices", json!({"devEui": DEV_EUI, "name": "mac-dev", "applicationId": app_id, "deviceProfileId": dp["id"]})).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = api
+        .post(&format!("/api/devices/{DEV_EUI}/activate"), json!({"devAddr": DEV_ADDR, "nwkSKey": NWK_S_KEY, "appSKey": APP_S_KEY}))
+        .await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = api.post("/api/gateways", json!({"gatewayId": GATEWAY, "name": "gw"})).await;
     assert_eq!(s, 201, "{b}");
@@ -158,7 +158,10 @@ async fn adr_ack_req_and_device_status(backend: Backend) {
     assert!(dl.f_opts.is_empty() && dl.f_port.is_none() && !dl.ack, "{dl:?}");
     let ev = event(&mut sub, &net.app_id, "status").await;
     assert_eq!(ev["batteryLevel"].as_f64().unwrap(), 78.74, "{ev}");
-    assert_eq!((ev["margin"].clone(), ev["externalPowerSource"].clone(), ev["batteryLevelUnavailable"].clone()), (json!(7), json!(false), json!(false)));
+    assert_eq!(
+        (ev["margin"].clone(), ev["externalPowerSource"].clone(), ev["batteryLevelUnavailable"].clone()),
+        (json!(7), json!(false), json!(false))
+    );
     expect_metric(&net.api, &[("command", "DevStatusReq"), ("outcome", "answered")], 1.0).await;
 
     // Without ADRACKReq and with nothing due, no downlink.

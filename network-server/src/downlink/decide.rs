@@ -325,7 +325,8 @@ mod tests {
     fn when_a_downlink_is_sent_and_why() {
         let s = settings();
         // (confirmed, ADRACKReq, LinkCheckReq, queue item) -> reasons
-        let cases: [((bool, bool, bool, bool), Vec<Why>); 6] = [
+        type Case = ((bool, bool, bool, bool), Vec<Why>);
+        let cases: [Case; 6] = [
             ((false, false, false, false), vec![]),
             ((true, false, false, false), vec![Why::Ack]),
             ((false, true, false, false), vec![Why::AdrAckReq]),
