@@ -277,6 +277,10 @@ async fn refused_requests_are_logged(backend: Backend) {
     let rx_nak = UplinkMacCommand::RxParamSetupAns(RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: false, channel_ack: true });
     let status = UplinkMacCommand::DevStatusAns(DevStatusAns { battery: 255, margin: -2 });
     uplink(&mut net, UplinkFlags::default(), &[rx_nak, ok, nak, ok, ok, ok, status], 3_000_000).await;
+    // The device repeats RXParamSetupAns until it hears a downlink: it gets an empty one.
+    let resp = downlink(&mut net, "NONE").await;
+    let dl = read(&mut net, &resp);
+    assert!(dl.f_opts.is_empty() && dl.f_port.is_none(), "{dl:?}");
 
     let mut logs = vec![event(&mut sub, &net.app_id, "log").await, event(&mut sub, &net.app_id, "log").await];
     logs.sort_by_key(|l| l["context"]["command"].as_str().unwrap_or_default().to_string());

@@ -207,16 +207,19 @@ mod tests {
     }
 
     #[test]
-    fn an_abp_session_uses_nwk_s_key_for_every_network_key_and_the_configured_windows() {
+    fn an_abp_session_uses_nwk_s_key_for_every_network_key_and_the_region_default_windows() {
         let a = abp(&format!(r#"{{"devAddr":"26011234","appSKey":"{K1}","nwkSKey":"{K2}","fCntUp":10,"fCntDown":4}}"#)).unwrap();
         let dev = Eui64([1; 8]);
         let s = session(dev, &a, "1.0.2".into(), &NetworkConfig::default());
         assert_eq!((s.f_nwk_s_int_key, s.s_nwk_s_int_key, s.nwk_s_enc_key), (a.nwk_s_key, a.nwk_s_key, a.nwk_s_key));
         assert_eq!((s.f_cnt_up, s.n_f_cnt_down, s.is_otaa, s.mac_version.as_str()), (10, 4, false, "1.0.2"));
         assert_eq!((s.rx1_delay, s.rx1_dr_offset, s.rx2_dr, s.rx2_frequency), (1, 0, 0, 869_525_000));
+        // The device was told nothing else: other `network.rx*` values reach it later by
+        // RXParamSetupReq / RXTimingSetupReq.
         let cfg = NetworkConfig { rx1_delay: 5, rx1_dr_offset: 2, rx2_dr: Some(3), rx2_frequency: 869_100_000, ..Default::default() };
         let s = session(dev, &a, "1.0.3".into(), &cfg);
-        assert_eq!((s.rx1_delay, s.rx1_dr_offset, s.rx2_dr, s.rx2_frequency), (5, 2, 3, 869_100_000));
+        assert_eq!((s.rx1_delay, s.rx1_dr_offset, s.rx2_dr, s.rx2_frequency), (1, 0, 0, 869_525_000));
+        assert_eq!(s.mac_state, MacState::default());
     }
 
     #[test]

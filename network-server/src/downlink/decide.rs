@@ -11,13 +11,15 @@
 //!    without one, they go in FOpts when they fit 15 bytes, else on FPort 0 up to N bytes
 //!    (LoRaWAN 1.0.4 §4.3.1.6). Lower-priority commands are left out rather than exceed a limit.
 //! 5. A downlink goes out when the uplink was confirmed (ACK), asked ADRACKReq (any downlink
-//!    answers it, LoRaWAN 1.0.4 §4.3.1.1), or there are MAC commands or an item to send.
+//!    answers it, LoRaWAN 1.0.4 §4.3.1.1), carried RXParamSetupAns or RXTimingSetupAns (the
+//!    device repeats them in every uplink until a downlink arrives, §5.4, §5.7), or there are
+//!    MAC commands or an item to send.
 
 use chrono::{DateTime, Utc};
 
 use crate::mac::engine::{self, Candidate, MacInput, MacOutput, MacSettings, UplinkFacts};
 use crate::mac::state::{AdrTarget, MacState, RxParams};
-use crate::mac::{encode_all, DownlinkMacCommand};
+use crate::mac::{encode_all, DownlinkMacCommand, UplinkMacCommand};
 use crate::region::Region;
 use crate::storage::{DeviceSession, QueueItem};
 
@@ -77,6 +79,8 @@ pub struct Settled {
 pub enum Why {
     Ack,
     AdrAckReq,
+    /// Stops the device repeating RXParamSetupAns / RXTimingSetupAns.
+    StickyAnswer,
     MacCommands,
     QueueItem,
 }
@@ -205,6 +209,10 @@ pub fn decide(input: &DownlinkInput) -> DownlinkDecision {
     if up.adr_ack_req && !input.ack_only {
         why.push(Why::AdrAckReq);
     }
+    let sticky = up.commands.iter().any(|c| matches!(c, UplinkMacCommand::RxParamSetupAns(_) | UplinkMacCommand::RxTimingSetupAns));
+    if sticky && !input.ack_only {
+        why.push(Why::StickyAnswer);
+    }
     if !mac.is_empty() {
         why.push(Why::MacCommands);
     }
@@ -222,7 +230,7 @@ pub fn decide(input: &DownlinkInput) -> DownlinkDecision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mac::{MacContext, UplinkMacCommand};
+    use crate::mac::MacContext;
     use crate::region::Eu868;
     use crate::types::{AesKey, DevAddr, Eui64};
 
@@ -347,6 +355,19 @@ mod tests {
             if let Some(p) = &d.send {
                 assert_eq!(p.ack, confirmed);
             }
+        }
+    }
+
+    #[test]
+    fn an_rx_setup_answer_gets_a_downlink_so_that_the_device_stops_repeating_it() {
+        for answer in [
+            UplinkMacCommand::RxTimingSetupAns,
+            UplinkMacCommand::RxParamSetupAns(crate::mac::RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: true, channel_ack: true }),
+        ] {
+            let mut up = uplink();
+            up.commands.push(answer);
+            let d = decide_with(&session(), &[], &up, &settings(), false);
+            assert_eq!(d.send.map(|p| p.why), Some(vec![Why::StickyAnswer]), "{answer:?}");
         }
     }
 
