@@ -14,6 +14,8 @@ pub struct Metrics {
     pub processing_seconds: Histogram,
     pub fcnt_batch_size: Histogram,
     pub fcnt_unpersisted: prometheus::IntGauge,
+    /// ADR decisions by [`AdrDirection`](crate::mac::adr::AdrDirection) label.
+    pub adr_decisions: IntCounterVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
@@ -98,6 +100,21 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            adr_decisions: {
+                let c = reg(
+                    registry,
+                    IntCounterVec::new(
+                        Opts::new("loraflow_adr_decisions_total", "ADR decisions for devices with ADR on, by which way they move the link"),
+                        &["direction"],
+                    )
+                    .unwrap(),
+                );
+                // Every direction shows from the start, at 0, so rates work before the first one.
+                for d in crate::mac::adr::AdrDirection::ALL {
+                    c.with_label_values(&[d.as_str()]);
+                }
+                c
+            },
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `/api/device-profiles`: what a kind of device speaks (region, LoRaWAN version, class,
-//! ADR) and how its payloads are decoded.
+//! ADR and its limits, how often its status is asked) and how its payloads are decoded.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use loraflow_network_server::region::region_by_name;
 use loraflow_network_server::storage::DeviceProfile;
 
 use super::applications::{parse_uuid, required_name};
@@ -24,6 +25,14 @@ const MAC_VERSIONS_LATER: [&str; 2] = ["1.1.0", "1.1"];
 const REG_PARAMS_REVISIONS: [&str; 7] = ["A", "B", "RP002-1.0.0", "RP002-1.0.1", "RP002-1.0.2", "RP002-1.0.3", "RP002-1.0.4"];
 const REGIONS: [&str; 1] = ["EU868"];
 const PAYLOAD_CODECS: [&str; 3] = ["NONE", "CAYENNE_LPP", "JS"];
+/// Default `adrInstallationMarginDb`: ChirpStack's default, enough for ordinary fading.
+const DEFAULT_INSTALLATION_MARGIN_DB: f32 = 10.0;
+/// Beyond 30 dB ADR could never speed up a device anywhere near a gateway.
+const MAX_INSTALLATION_MARGIN_DB: f64 = 30.0;
+/// Default `devStatusReqFreq`: one DevStatusReq a day.
+const DEFAULT_DEV_STATUS_REQ_FREQ: u32 = 1;
+/// At most every 5 minutes: each request costs a downlink, and gateways are duty-cycle bound.
+const MAX_DEV_STATUS_REQ_FREQ: i64 = 288;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -35,6 +44,11 @@ pub struct DeviceProfileBody {
     supports_otaa: Option<bool>,
     supports_class_c: Option<bool>,
     adr_enabled: Option<bool>,
+    // Wider than the stored types, so that out-of-range values get a message with the range.
+    adr_min_dr: Option<i64>,
+    adr_max_dr: Option<i64>,
+    adr_installation_margin_db: Option<f64>,
+    dev_status_req_freq: Option<i64>,
     payload_codec: Option<String>,
     #[serde(default)]
     payload_codec_script: String,
@@ -61,6 +75,10 @@ pub struct DeviceProfileJson {
     supports_otaa: bool,
     supports_class_c: bool,
     adr_enabled: bool,
+    adr_min_dr: u8,
+    adr_max_dr: u8,
+    adr_installation_margin_db: f32,
+    dev_status_req_freq: u32,
     payload_codec: String,
     payload_codec_script: String,
     created_at: DateTime<Utc>,
@@ -78,6 +96,10 @@ impl From<DeviceProfile> for DeviceProfileJson {
             supports_otaa: p.supports_otaa,
             supports_class_c: p.supports_class_c,
             adr_enabled: p.adr_enabled,
+            adr_min_dr: p.adr_min_dr,
+            adr_max_dr: p.adr_max_dr,
+            adr_installation_margin_db: p.adr_installation_margin_db,
+            dev_status_req_freq: p.dev_status_req_freq,
             payload_codec: p.payload_codec,
             payload_codec_script: p.payload_codec_script,
             created_at: p.created_at,
@@ -96,6 +118,10 @@ struct ProfileFields {
     supports_otaa: bool,
     supports_class_c: bool,
     adr_enabled: bool,
+    adr_min_dr: u8,
+    adr_max_dr: u8,
+    adr_installation_margin_db: f32,
+    dev_status_req_freq: u32,
     payload_codec: String,
     payload_codec_script: String,
 }
@@ -109,7 +135,25 @@ fn one_of(field: &str, value: &str, allowed: &[&'static str]) -> Result<&'static
         .ok_or_else(|| ApiError::field(field, format!("{value:?} is not one of {}", allowed.join(", "))))
 }
 
-/// Omitted optional fields take the defaults shown in DESIGN.md §3. A script longer than
+/// The ADR data-rate limits: each within the region's ADR range (DR0 up to its fastest LoRa
+/// 125 kHz rate), min not above max. Omitted: the whole range.
+fn adr_dr_limits(region: &str, min: Option<i64>, max: Option<i64>) -> Result<(u8, u8), ApiError> {
+    let top = region_by_name(region).map(|r| r.max_adr_dr()).ok_or_else(|| ApiError::field("region", format!("{region:?} is unknown")))?;
+    let check = |field: &str, v: i64| {
+        u8::try_from(v)
+            .ok()
+            .filter(|dr| *dr <= top)
+            .ok_or_else(|| ApiError::field(field, format!("DR{v} is outside {region}'s ADR range DR0-DR{top}")))
+    };
+    let min = min.map(|v| check("adrMinDr", v)).transpose()?.unwrap_or(0);
+    let max = max.map(|v| check("adrMaxDr", v)).transpose()?.unwrap_or(top);
+    if min > max {
+        return Err(ApiError::field("adrMinDr", format!("DR{min} is above adrMaxDr DR{max}")));
+    }
+    Ok((min, max))
+}
+
+/// Omitted optional fields take the defaults shown in DESIGN.md §3 and README. A script longer than
 /// `script_max` (`codec.js_max_script_bytes`) could never be compiled, so it is refused here.
 fn validated(body: DeviceProfileBody, script_max: usize) -> Result<ProfileFields, ApiError> {
     let name = required_name(body.name)?;
@@ -126,6 +170,22 @@ fn validated(body: DeviceProfileBody, script_max: usize) -> Result<ProfileFields
     if payload_codec == "JS" && body.payload_codec_script.trim().is_empty() {
         return Err(ApiError::field("payloadCodecScript", "must not be empty when payloadCodec is JS"));
     }
+    let (adr_min_dr, adr_max_dr) = adr_dr_limits(region, body.adr_min_dr, body.adr_max_dr)?;
+    let adr_installation_margin_db = match body.adr_installation_margin_db {
+        None => DEFAULT_INSTALLATION_MARGIN_DB,
+        Some(m) if (0.0..=MAX_INSTALLATION_MARGIN_DB).contains(&m) => m as f32,
+        Some(m) => return Err(ApiError::field("adrInstallationMarginDb", format!("{m} dB is outside 0-{MAX_INSTALLATION_MARGIN_DB} dB"))),
+    };
+    let dev_status_req_freq = match body.dev_status_req_freq {
+        None => DEFAULT_DEV_STATUS_REQ_FREQ,
+        Some(n @ 0..=MAX_DEV_STATUS_REQ_FREQ) => n as u32,
+        Some(n) => {
+            return Err(ApiError::field(
+                "devStatusReqFreq",
+                format!("{n} is outside 0-{MAX_DEV_STATUS_REQ_FREQ} requests per day (0 = never)"),
+            ))
+        }
+    };
     Ok(ProfileFields {
         name,
         region: region.to_string(),
@@ -134,6 +194,10 @@ fn validated(body: DeviceProfileBody, script_max: usize) -> Result<ProfileFields
         supports_otaa: body.supports_otaa.unwrap_or(true),
         supports_class_c: body.supports_class_c.unwrap_or(false),
         adr_enabled: body.adr_enabled.unwrap_or(true),
+        adr_min_dr,
+        adr_max_dr,
+        adr_installation_margin_db,
+        dev_status_req_freq,
         payload_codec: payload_codec.to_string(),
         payload_codec_script: body.payload_codec_script,
     })
@@ -147,6 +211,10 @@ fn apply(p: &mut DeviceProfile, f: ProfileFields) {
     p.supports_otaa = f.supports_otaa;
     p.supports_class_c = f.supports_class_c;
     p.adr_enabled = f.adr_enabled;
+    p.adr_min_dr = f.adr_min_dr;
+    p.adr_max_dr = f.adr_max_dr;
+    p.adr_installation_margin_db = f.adr_installation_margin_db;
+    p.dev_status_req_freq = f.dev_status_req_freq;
     p.payload_codec = f.payload_codec;
     p.payload_codec_script = f.payload_codec_script;
 }
@@ -174,6 +242,10 @@ pub async fn create(
         supports_otaa: f.supports_otaa,
         supports_class_c: f.supports_class_c,
         adr_enabled: f.adr_enabled,
+        adr_min_dr: f.adr_min_dr,
+        adr_max_dr: f.adr_max_dr,
+        adr_installation_margin_db: f.adr_installation_margin_db,
+        dev_status_req_freq: f.dev_status_req_freq,
         payload_codec: f.payload_codec,
         payload_codec_script: f.payload_codec_script,
         created_at: now,
@@ -242,8 +314,9 @@ mod tests {
         assert!(error_of(&long).starts_with("payloadCodecScript: must be at most 1024 bytes"), "{}", error_of(&long));
     }
 
+    /// The error of parsing, then validating, a body.
     fn error_of(json: &str) -> String {
-        validated(body(json)).unwrap_err().to_string()
+        super::super::extract::parse_json(json.as_bytes()).and_then(validated).unwrap_err().to_string()
     }
 
     #[test]
@@ -259,6 +332,10 @@ mod tests {
                 supports_otaa: true,
                 supports_class_c: false,
                 adr_enabled: true,
+                adr_min_dr: 0,
+                adr_max_dr: 5,
+                adr_installation_margin_db: 10.0,
+                dev_status_req_freq: 1,
                 payload_codec: "NONE".into(),
                 payload_codec_script: String::new(),
             }
@@ -295,6 +372,42 @@ mod tests {
         let f = validated(body(r#"{"name":"p","payloadCodec":"JS","payloadCodecScript":"function decodeUplink(i){return {data:{}}}"}"#))
             .unwrap();
         assert_eq!(f.payload_codec, "JS");
+    }
+
+    #[test]
+    fn adr_fields_are_taken_when_in_range() {
+        let f = validated(body(r#"{"name":"p","adrMinDr":2,"adrMaxDr":4,"adrInstallationMarginDb":7.5,"devStatusReqFreq":0}"#)).unwrap();
+        assert_eq!((f.adr_min_dr, f.adr_max_dr, f.adr_installation_margin_db, f.dev_status_req_freq), (2, 4, 7.5, 0));
+        // The edges of every range.
+        let f = validated(body(r#"{"name":"p","adrMinDr":5,"adrMaxDr":5,"adrInstallationMarginDb":30,"devStatusReqFreq":288}"#)).unwrap();
+        assert_eq!((f.adr_min_dr, f.adr_max_dr, f.adr_installation_margin_db, f.dev_status_req_freq), (5, 5, 30.0, 288));
+        let f = validated(body(r#"{"name":"p","adrMinDr":0,"adrMaxDr":0,"adrInstallationMarginDb":0}"#)).unwrap();
+        assert_eq!((f.adr_min_dr, f.adr_max_dr, f.adr_installation_margin_db), (0, 0, 0.0));
+        // Only a max: the min stays at DR0; only a min: the max stays at the region's top.
+        assert_eq!(validated(body(r#"{"name":"p","adrMaxDr":3}"#)).map(|f| (f.adr_min_dr, f.adr_max_dr)).unwrap(), (0, 3));
+        assert_eq!(validated(body(r#"{"name":"p","adrMinDr":3}"#)).map(|f| (f.adr_min_dr, f.adr_max_dr)).unwrap(), (3, 5));
+    }
+
+    #[test]
+    fn out_of_range_adr_fields_name_the_field() {
+        let cases = [
+            (r#""adrMinDr":6"#, "adrMinDr: DR6 is outside EU868's ADR range DR0-DR5"),
+            (r#""adrMinDr":-1"#, "adrMinDr: "),
+            (r#""adrMaxDr":7"#, "adrMaxDr: DR7 is outside EU868's ADR range DR0-DR5"),
+            (r#""adrMaxDr":300"#, "adrMaxDr: "),
+            (r#""adrMinDr":4,"adrMaxDr":2"#, "adrMinDr: DR4 is above adrMaxDr DR2"),
+            (r#""adrInstallationMarginDb":-0.5"#, "adrInstallationMarginDb: "),
+            (r#""adrInstallationMarginDb":30.5"#, "adrInstallationMarginDb: "),
+            (r#""adrInstallationMarginDb":"10""#, "adrInstallationMarginDb: "),
+            (r#""devStatusReqFreq":289"#, "devStatusReqFreq: 289 is outside 0-288"),
+            (r#""devStatusReqFreq":-1"#, "devStatusReqFreq: "),
+            (r#""devStatusReqFreq":1.5"#, "devStatusReqFreq: "),
+            (r#""adrMinDr":true"#, "adrMinDr: "),
+        ];
+        for (fields, want) in cases {
+            let e = error_of(&format!(r#"{{"name":"p",{fields}}}"#));
+            assert!(e.starts_with(want), "{fields}: {e}");
+        }
     }
 
     #[test]

@@ -21,20 +21,9 @@ impl LinkCheckAns {
     }
 }
 
-/// The SNR (dB) a LoRa demodulator needs at a spreading factor (Semtech SX1276/SX1302
-/// datasheets: SF7 -7.5 dB, 2.5 dB lower per SF step).
+/// The SNR (dB) a LoRa demodulator needs at a spreading factor.
 pub fn required_snr(spreading_factor: u8) -> Option<f32> {
-    match spreading_factor {
-        5 => Some(-2.5),
-        6 => Some(-5.0),
-        7 => Some(-7.5),
-        8 => Some(-10.0),
-        9 => Some(-12.5),
-        10 => Some(-15.0),
-        11 => Some(-17.5),
-        12 => Some(-20.0),
-        _ => None,
-    }
+    crate::region::lora_required_snr(spreading_factor)
 }
 
 /// §5.1: "the link margin in dB of the last successfully received LinkCheckReq", i.e. the best

@@ -6,6 +6,7 @@
 //! answers to requests the server sent (LinkADRAns…) are reported for the caller's state
 //! machine, not acted on here.
 
+pub mod adr;
 pub mod dev_status;
 pub mod device_time;
 pub mod dl_channel;

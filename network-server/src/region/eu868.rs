@@ -134,6 +134,17 @@ impl Region for Eu868 {
         (index <= 7).then(|| -2 * i32::from(index))
     }
 
+    /// RP002-1.0.3 §2.4.3: TXPower 8-14 are RFU.
+    fn max_tx_power_index(&self) -> u8 {
+        7
+    }
+
+    /// DR5 (SF7BW125): DR6 (SF7BW250) and DR7 (FSK) are not on the default channels and
+    /// usually not on the CFList channels a gateway listens to.
+    fn max_adr_dr(&self) -> u8 {
+        5
+    }
+
     /// RP002-1.0.3 §2.4.4: CFList type 0, five 24-bit frequencies in units of 100 Hz,
     /// little-endian, then CFListType 0x00.
     fn cf_list(&self, extra: &[u32]) -> Option<[u8; 16]> {
@@ -356,5 +367,24 @@ mod tests {
         assert_eq!(Eu868.tx_power_offset(0), Some(0));
         assert_eq!(Eu868.tx_power_offset(7), Some(-14));
         assert_eq!(Eu868.tx_power_offset(8), None);
+        assert_eq!(Eu868.tx_power_offset(Eu868.max_tx_power_index()), Some(-14));
+    }
+
+    #[test]
+    fn adr_tops_out_at_the_fastest_lora_125_khz_rate() {
+        assert_eq!(Eu868.max_adr_dr(), 5);
+        assert_eq!(Eu868.data_rate(5).unwrap().modulation, Modulation::Lora { spreading_factor: 7, bandwidth: 125_000 });
+        assert!(Eu868.default_uplink_channels().iter().all(|c| c.max_dr == Eu868.max_adr_dr()));
+    }
+
+    #[test]
+    fn required_snr_follows_the_spreading_factor_of_each_data_rate() {
+        let want = [(0, -20.0), (1, -17.5), (2, -15.0), (3, -12.5), (4, -10.0), (5, -7.5), (6, -7.5)];
+        for (dr, snr) in want {
+            assert_eq!(Eu868.required_snr(dr), Some(snr), "DR{dr}");
+        }
+        for dr in 7..=15 {
+            assert_eq!(Eu868.required_snr(dr), None, "DR{dr} is not LoRa");
+        }
     }
 }

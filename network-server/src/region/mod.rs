@@ -128,6 +128,19 @@ pub trait Region: Send + Sync + fmt::Debug {
     fn tx_power_offset(&self, index: u8) -> Option<i32>;
     /// The CFList sent in join-accepts carrying `extra` channels (Hz), if the region uses one.
     fn cf_list(&self, extra: &[u32]) -> Option<[u8; 16]>;
+    /// Largest TXPower index the region defines (the lowest power ADR may ask for).
+    fn max_tx_power_index(&self) -> u8;
+    /// Highest data rate ADR steps a device up to: the fastest LoRa 125 kHz data rate every
+    /// default channel allows (ChirpStack's default ADR likewise stays on LoRa 125 kHz).
+    fn max_adr_dr(&self) -> u8;
+    /// SNR (dB) the gateway's demodulator needs at an uplink data rate; `None` for data rates
+    /// that are not LoRa.
+    fn required_snr(&self, dr: u8) -> Option<f32> {
+        match self.data_rate(dr)?.modulation {
+            Modulation::Lora { spreading_factor, .. } => lora_required_snr(spreading_factor),
+            Modulation::Fsk { .. } | Modulation::LrFhss { .. } => None,
+        }
+    }
     /// The channels every device knows from the start.
     fn default_uplink_channels(&self) -> Vec<Channel>;
     /// Default channels plus the ones the default CFList adds.
@@ -149,6 +162,22 @@ pub trait Region: Send + Sync + fmt::Debug {
 pub struct ChMaskBlock {
     pub cntl: u8,
     pub mask: u16,
+}
+
+/// The SNR (dB) a LoRa demodulator needs at a spreading factor (Semtech SX1276/SX1302
+/// datasheets: SF7 -7.5 dB, 2.5 dB lower per SF step). It does not depend on the bandwidth.
+pub fn lora_required_snr(spreading_factor: u8) -> Option<f32> {
+    match spreading_factor {
+        5 => Some(-2.5),
+        6 => Some(-5.0),
+        7 => Some(-7.5),
+        8 => Some(-10.0),
+        9 => Some(-12.5),
+        10 => Some(-15.0),
+        11 => Some(-17.5),
+        12 => Some(-20.0),
+        _ => None,
+    }
 }
 
 /// The region for a configured name ("EU868", "eu868", "EU863-870"), case-insensitive.

@@ -46,6 +46,14 @@ pub struct DeviceProfile {
     pub supports_otaa: bool,
     pub supports_class_c: bool,
     pub adr_enabled: bool,
+    /// Lowest data rate ADR may set (a device below it is moved up to it).
+    pub adr_min_dr: u8,
+    /// Highest data rate ADR may set (never above the region's `max_adr_dr`).
+    pub adr_max_dr: u8,
+    /// dB of SNR kept in reserve above the demodulation floor before ADR speeds a device up.
+    pub adr_installation_margin_db: f32,
+    /// DevStatusReq sent this many times per day; 0 = never.
+    pub dev_status_req_freq: u32,
     /// "NONE" | "CAYENNE_LPP" | "JS"
     pub payload_codec: String,
     pub payload_codec_script: String,

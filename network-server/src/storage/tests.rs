@@ -94,6 +94,7 @@ on_both_backends!(
     last_seen_only_moves_forward_and_ignores_unknown_ids,
     application_crud_and_delete_cascades_to_devices,
     device_profile_in_use_cannot_be_deleted,
+    profiles_from_before_the_adr_fields_read_back_with_their_defaults,
     unknown_references_are_conflicts_naming_the_field,
     device_crud_list_filter_and_context,
     device_keys_are_replaced_and_need_a_device,
@@ -146,6 +147,11 @@ fn profile() -> DeviceProfile {
         supports_otaa: true,
         supports_class_c: false,
         adr_enabled: true,
+        // Not the defaults, so that a column left out of a query shows.
+        adr_min_dr: 1,
+        adr_max_dr: 4,
+        adr_installation_margin_db: 12.5,
+        dev_status_req_freq: 24,
         payload_codec: "JS".into(),
         payload_codec_script: "function decodeUplink(i) { return {data: {}}; }".into(),
         created_at: t(0),
@@ -365,7 +371,17 @@ async fn device_profile_in_use_cannot_be_deleted(db: &mut TestDb) {
     let s = &db.s;
     let (_, dp, devs) = fleet(s, 1).await;
     assert_eq!(s.device_profiles.get(dp.id).await.unwrap(), dp);
-    let changed = DeviceProfile { name: "b".into(), adr_enabled: false, payload_codec: "NONE".into(), updated_at: t(3), ..dp.clone() };
+    let changed = DeviceProfile {
+        name: "b".into(),
+        adr_enabled: false,
+        adr_min_dr: 0,
+        adr_max_dr: 5,
+        adr_installation_margin_db: 0.25,
+        dev_status_req_freq: 288,
+        payload_codec: "NONE".into(),
+        updated_at: t(3),
+        ..dp.clone()
+    };
     s.device_profiles.update(&changed).await.unwrap();
     assert_eq!(s.device_profiles.get(dp.id).await.unwrap(), changed);
     let page = s.device_profiles.list(10, 0).await.unwrap();
@@ -380,6 +396,26 @@ async fn device_profile_in_use_cannot_be_deleted(db: &mut TestDb) {
     assert!(matches!(s.device_profiles.get(dp.id).await, Err(StorageError::NotFound)));
     assert!(matches!(s.device_profiles.delete(dp.id).await, Err(StorageError::NotFound)));
     assert!(matches!(s.device_profiles.update(&dp).await, Err(StorageError::NotFound)));
+}
+
+/// A profile written without the ADR columns, as every profile created before they existed,
+/// reads back with the defaults the REST API gives new profiles.
+async fn profiles_from_before_the_adr_fields_read_back_with_their_defaults(db: &mut TestDb) {
+    let id = Uuid::new_v4();
+    let insert = "INSERT INTO device_profiles (id, name, region, mac_version, reg_params_revision, supports_otaa, \
+                  supports_class_c, adr_enabled, payload_codec, payload_codec_script, created_at, updated_at) \
+                  VALUES ($1, 'old', 'EU868', '1.0.3', 'RP002-1.0.3', TRUE, FALSE, TRUE, 'NONE', '', $2, $2)";
+    if db.cfg.url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&db.cfg.url).await.unwrap();
+        sqlx::query(insert).bind(id).bind(t(0)).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&db.cfg.url).await.unwrap();
+        sqlx::query(insert).bind(id).bind(t(0)).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let dp = db.s.device_profiles.get(id).await.unwrap();
+    assert_eq!((dp.adr_min_dr, dp.adr_max_dr, dp.adr_installation_margin_db, dp.dev_status_req_freq), (0, 5, 10.0, 1), "{dp:?}");
 }
 
 async fn unknown_references_are_conflicts_naming_the_field(db: &mut TestDb) {
