@@ -1,3 +1,4 @@
+pub mod airtime;
 pub mod cache;
 pub mod config;
 pub mod dedup;
