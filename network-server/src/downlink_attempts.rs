@@ -73,8 +73,12 @@ pub enum NoAttempt {
     NoWindow,
     /// Every window on every candidate gateway would break a duty cycle; the item stays queued.
     /// The first refusal is the best gateway's first window.
-    #[error("every gateway that heard the uplink is at its duty-cycle limit; best: {}", .refused[0].exceeded)]
+    #[error("every gateway that heard the uplink is at its duty-cycle limit{}", best(.refused))]
     DutyCycle { refused: Vec<DutyCycleRefusal> },
+}
+
+fn best(refused: &[DutyCycleRefusal]) -> String {
+    refused.first().map(|r| format!("; {}: {}", r.window, r.exceeded)).unwrap_or_default()
 }
 
 impl NoAttempt {
@@ -229,7 +233,9 @@ mod tests {
         assert_eq!(refused[0].exceeded.limit, Duration::from_secs(36));
         assert_eq!(refused[1].exceeded.limit, Duration::from_secs(360));
         assert_eq!(err.blocking_sub_band(), Some(SubBandId::EtsiM));
-        assert!(err.to_string().contains("ETSI band M"), "{err}");
+        assert!(err.to_string().contains("; rx1: gateway 0a0a0a0a0a0a0a0a has used 36s of the 36s per hour that ETSI band M"), "{err}");
+        // Built by hand without refusals it still prints.
+        assert!(NoAttempt::DutyCycle { refused: vec![] }.to_string().ends_with("limit"));
     }
 
     #[test]
