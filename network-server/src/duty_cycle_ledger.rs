@@ -41,7 +41,7 @@ pub struct DutyCycleExceeded {
     pub used: Duration,
     /// Airtime of the transmission that was refused.
     pub requested: Duration,
-    /// What the duty cycle allows per hour.
+    /// What the ledger allows per hour: the duty cycle's allowance times its budget.
     pub limit: Duration,
 }
 
@@ -90,15 +90,35 @@ impl Transmissions {
 }
 
 /// Airtime per gateway per sub-band over the last hour.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DutyCycleLedger {
     bands: HashMap<(GatewayId, SubBandId), Transmissions>,
     last_sweep: Option<Instant>,
+    budget_percent: u8,
+}
+
+impl Default for DutyCycleLedger {
+    fn default() -> DutyCycleLedger {
+        DutyCycleLedger::with_budget_percent(100)
+    }
 }
 
 impl DutyCycleLedger {
+    /// A ledger that allows the whole legal duty cycle.
     pub fn new() -> DutyCycleLedger {
         DutyCycleLedger::default()
+    }
+
+    /// A ledger that allows only `percent` (clamped to 1..=100) of each sub-band's legal
+    /// airtime: headroom for what the gateway sends on its own (Class B beacons, another
+    /// network server behind a packet multiplexer).
+    pub fn with_budget_percent(percent: u8) -> DutyCycleLedger {
+        DutyCycleLedger { bands: HashMap::new(), last_sweep: None, budget_percent: percent.clamp(1, 100) }
+    }
+
+    /// What this ledger lets a gateway use in `sub_band` per hour.
+    pub fn limit(&self, sub_band: &SubBand) -> Duration {
+        sub_band.duty_cycle.allowance(WINDOW) * u32::from(self.budget_percent) / 100
     }
 
     /// Airtime `gateway` has used in `sub_band` during the hour before `now`.
@@ -110,7 +130,7 @@ impl DutyCycleLedger {
     /// the duty cycle over the hour before; reaching the limit exactly is allowed.
     pub fn check(&self, gateway: GatewayId, sub_band: &SubBand, airtime: Duration, now: Instant) -> Result<(), DutyCycleExceeded> {
         let used = self.used(gateway, sub_band.id, now);
-        let limit = sub_band.duty_cycle.allowance(WINDOW);
+        let limit = self.limit(sub_band);
         if used.saturating_add(airtime) <= limit {
             Ok(())
         } else {
@@ -157,6 +177,11 @@ pub struct SharedDutyCycleLedger {
 impl SharedDutyCycleLedger {
     pub fn new() -> SharedDutyCycleLedger {
         SharedDutyCycleLedger::default()
+    }
+
+    /// See [`DutyCycleLedger::with_budget_percent`].
+    pub fn with_budget_percent(percent: u8) -> SharedDutyCycleLedger {
+        SharedDutyCycleLedger { inner: Arc::new(Mutex::new(DutyCycleLedger::with_budget_percent(percent))) }
     }
 
     fn lock(&self) -> MutexGuard<'_, DutyCycleLedger> {
@@ -248,6 +273,20 @@ mod tests {
         let l = DutyCycleLedger::new();
         assert_eq!(l.check(GW1, &k, Duration::from_millis(3600), t0), Ok(()));
         assert!(l.check(GW1, &k, Duration::from_millis(3601), t0).is_err());
+    }
+
+    #[test]
+    fn a_budget_keeps_part_of_the_legal_airtime_in_reserve() {
+        let m = band(SubBandId::EtsiM, 10);
+        let t0 = Instant::now();
+        let mut l = DutyCycleLedger::with_budget_percent(50);
+        assert_eq!(l.limit(&m), secs(18));
+        l.record(GW1, m.id, secs(18), t0);
+        assert_eq!(l.check(GW1, &m, secs(1), t0).unwrap_err().limit, secs(18));
+        // Out-of-range budgets are clamped: 0 % would block everything, 200 % break the law.
+        assert_eq!(DutyCycleLedger::with_budget_percent(0).limit(&m), Duration::from_millis(360));
+        assert_eq!(DutyCycleLedger::with_budget_percent(200).limit(&m), secs(36));
+        assert_eq!(DutyCycleLedger::new().limit(&m), secs(36));
     }
 
     #[test]
