@@ -1,8 +1,11 @@
+pub mod airtime;
 pub mod cache;
 pub mod config;
 pub mod dedup;
 pub mod dev_addr;
 pub mod downlink;
+pub mod downlink_attempts;
+pub mod duty_cycle_ledger;
 pub mod events;
 pub mod fcnt;
 pub mod fcnt_writer;

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub fcnt_unpersisted: prometheus::IntGauge,
     /// ADR decisions by [`AdrDirection`](crate::mac::adr::AdrDirection) label.
     pub adr_decisions: IntCounterVec,
+    /// Downlinks no gateway could send without breaking a duty cycle, by the sub-band that
+    /// blocked the best gateway's first window (`SubBandId::as_str`).
+    pub downlinks_duty_cycle_refused: IntCounterVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
@@ -115,6 +118,31 @@ impl Metrics {
                 }
                 c
             },
+            downlinks_duty_cycle_refused: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "loraflow_downlinks_duty_cycle_refused_total",
+                        "Downlinks kept queued because every gateway that heard the uplink was at its duty-cycle limit, by sub-band",
+                    ),
+                    &["sub_band"],
+                )
+                .unwrap(),
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duty_cycle_refusals_are_exported_by_sub_band() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry);
+        m.downlinks_duty_cycle_refused.with_label_values(&[crate::region::SubBandId::EtsiP.as_str()]).inc();
+        let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+        assert!(text.contains("loraflow_downlinks_duty_cycle_refused_total{sub_band=\"P\"} 1"), "{text}");
     }
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use super::{ChMaskBlock, Channel, DataRate, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError};
+use super::{
+    ChMaskBlock, Channel, DataRate, DutyCycle, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError, SubBand, SubBandId,
+};
 
 /// EU863-870 band plan.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,6 +26,29 @@ const DEFAULT_CHANNELS: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
 
 /// Default extra channels (`network.extra_channels`): the usual 8-channel gateway plan.
 const EXTRA_CHANNELS: [u32; 5] = [867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900_000];
+
+/// The sub-bands ETSI EN 300 220-2 V3.1.1 Annex B (ERC/REC 70-03 Annex 1) opens to
+/// non-specific short range devices in 863-870 MHz, with the duty cycle and e.r.p. each allows
+/// without listen-before-talk: K 863-865 MHz 0.1 % 25 mW, L 865-868 MHz 1 % 25 mW,
+/// M 868.0-868.6 MHz 1 % 25 mW, N 868.7-869.2 MHz 0.1 % 25 mW, P 869.4-869.65 MHz 10 % 500 mW,
+/// R 869.7-870.0 MHz 1 % 25 mW. RP002-1.0.4 §2.4 defers to these rules; The Things Stack's
+/// EU_863_870 band plan uses the same table. 25 mW is 14 dBm and 500 mW 27 dBm. Ranges are
+/// `[min, max)` in Hz; the gaps between them are reserved for alarms.
+const SUB_BANDS: [(u32, u32, SubBand); 6] = [
+    (863_000_000, 865_000_000, etsi(SubBandId::EtsiK, 1, 14)),
+    (865_000_000, 868_000_000, etsi(SubBandId::EtsiL, 10, 14)),
+    (868_000_000, 868_600_000, etsi(SubBandId::EtsiM, 10, 14)),
+    (868_700_000, 869_200_000, etsi(SubBandId::EtsiN, 1, 14)),
+    (869_400_000, 869_650_000, etsi(SubBandId::EtsiP, 100, 27)),
+    (869_700_000, 870_000_000, etsi(SubBandId::EtsiR, 10, 14)),
+];
+
+/// Where LoRaWAN should never transmit; if configured to, the strictest general limit holds.
+const OTHER: SubBand = etsi(SubBandId::EtsiOther, 1, 14);
+
+const fn etsi(id: SubBandId, permille: u16, max_erp_dbm: i32) -> SubBand {
+    SubBand { id, duty_cycle: DutyCycle::from_permille(permille), max_erp_dbm }
+}
 
 impl Region for Eu868 {
     fn config_id(&self) -> &'static str {
@@ -122,11 +147,11 @@ impl Region for Eu868 {
         Some(MaxPayloadSize { m, n })
     }
 
-    /// 14 dBm everywhere: the limit of the main sub-bands (ETSI EN 300 220, 25 mW e.r.p.).
-    /// 869.4-869.65 MHz would allow 500 mW e.r.p. (27 dBm), but gateways' power tables and
-    /// antenna gains vary, so a higher RX2 power is left to a later, configured change.
-    fn downlink_tx_power(&self, _freq: u32) -> i32 {
-        14
+    /// The sub-band's maximum as EIRP (RP002-1.0.4 §2.4): 29 dBm in 869.4-869.65 MHz (RX2),
+    /// 16 dBm elsewhere, as ChirpStack's `lrwn` EU868 region sends. Gateways whose antenna
+    /// gain or power table differ are set with `network.downlink_tx_power`.
+    fn downlink_tx_power(&self, freq: u32) -> i32 {
+        self.sub_band(freq).unwrap_or(OTHER).max_eirp_dbm()
     }
 
     /// RP002-1.0.3 §2.4.3 (TXPower encoding): index 0 = max EIRP, each step 2 dB less, 0..=7.
@@ -201,6 +226,12 @@ impl Region for Eu868 {
     fn ch_mask_blocks(&self, enabled: &[u8]) -> Vec<ChMaskBlock> {
         let mask = enabled.iter().filter(|&&i| i < 16).fold(0u16, |m, &i| m | (1 << i));
         vec![ChMaskBlock { cntl: 0, mask }]
+    }
+
+    /// Always `Some`: all of EU863-870 is duty-cycle regulated.
+    fn sub_band(&self, freq: u32) -> Option<SubBand> {
+        let band = SUB_BANDS.iter().find(|(min, max, _)| (*min..*max).contains(&freq)).map_or(OTHER, |(_, _, b)| *b);
+        Some(band)
     }
 }
 
@@ -286,8 +317,6 @@ mod tests {
         assert_eq!(Eu868.default_rx1_delay(), Duration::from_secs(1));
         assert_eq!(Eu868.join_accept_delay1(), Duration::from_secs(5));
         assert_eq!(Eu868.join_accept_delay2(), Duration::from_secs(6));
-        assert_eq!(Eu868.downlink_tx_power(869_525_000), 14);
-        assert_eq!(Eu868.downlink_tx_power(868_100_000), 14);
     }
 
     #[test]
@@ -360,6 +389,73 @@ mod tests {
         let cf = Eu868.cf_list(&[867_100_000]).unwrap();
         assert_eq!(&cf[..3], &[0x18, 0x4f, 0x84]);
         assert!(cf[3..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn downlink_tx_power_is_the_sub_band_maximum_as_eirp() {
+        let table = [
+            (869_525_000, 29, "RX2"),
+            (869_400_000, 29, "lower edge of P"),
+            (869_649_999, 29, "just below the upper edge of P"),
+            (869_650_000, 16, "upper edge of P belongs to the alarm band above"),
+            (869_399_999, 16, "just below P"),
+            (868_100_000, 16, "default channel"),
+            (868_300_000, 16, "default channel"),
+            (868_500_000, 16, "default channel"),
+            (867_100_000, 16, "CFList channel"),
+            (867_500_000, 16, "CFList channel"),
+            (867_900_000, 16, "CFList channel"),
+            (863_000_000, 16, "band start"),
+            (869_850_000, 16, "band R"),
+            (870_000_000, 16, "band end"),
+        ];
+        for (freq, eirp, why) in table {
+            assert_eq!(Eu868.downlink_tx_power(freq), eirp, "{freq} Hz ({why})");
+        }
+    }
+
+    #[test]
+    fn every_frequency_maps_to_its_etsi_sub_band() {
+        use SubBandId::*;
+        let table = [
+            (863_000_000, EtsiK, 1, 14),
+            (864_999_999, EtsiK, 1, 14),
+            (865_000_000, EtsiL, 10, 14),
+            (867_100_000, EtsiL, 10, 14),
+            (867_900_000, EtsiL, 10, 14),
+            (868_000_000, EtsiM, 10, 14),
+            (868_100_000, EtsiM, 10, 14),
+            (868_300_000, EtsiM, 10, 14),
+            (868_500_000, EtsiM, 10, 14),
+            (868_599_999, EtsiM, 10, 14),
+            (868_600_000, EtsiOther, 1, 14),
+            (868_650_000, EtsiOther, 1, 14),
+            (868_700_000, EtsiN, 1, 14),
+            (868_800_000, EtsiN, 1, 14),
+            (869_200_000, EtsiOther, 1, 14),
+            (869_300_000, EtsiOther, 1, 14),
+            (869_400_000, EtsiP, 100, 27),
+            (869_525_000, EtsiP, 100, 27),
+            (869_650_000, EtsiOther, 1, 14),
+            (869_700_000, EtsiR, 10, 14),
+            (869_999_999, EtsiR, 10, 14),
+            (870_000_000, EtsiOther, 1, 14),
+            (862_999_999, EtsiOther, 1, 14),
+            (915_000_000, EtsiOther, 1, 14),
+        ];
+        for (freq, id, permille, erp) in table {
+            let band = Eu868.sub_band(freq).unwrap();
+            assert_eq!(band.id, id, "{freq} Hz");
+            assert_eq!(band.duty_cycle.permille(), permille, "{freq} Hz");
+            assert_eq!(band.max_erp_dbm, erp, "{freq} Hz");
+        }
+    }
+
+    #[test]
+    fn sub_bands_do_not_overlap_and_are_sorted() {
+        for pair in SUB_BANDS.windows(2) {
+            assert!(pair[0].0 < pair[0].1 && pair[0].1 <= pair[1].0, "{:?} then {:?}", pair[0].2.id, pair[1].2.id);
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! configured name to it. Only EU868 exists today (RP002-1.0.3 §2.4).
 
 mod eu868;
+mod sub_band;
 
 use std::fmt;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use loraflow_packet_forwarder::frame;
 
 pub use eu868::Eu868;
+pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
 
 /// LR-FHSS coding rate (RP002-1.0.3 §2.4.3, DR8-DR11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +124,8 @@ pub trait Region: Send + Sync + fmt::Debug {
     fn join_accept_delay1(&self) -> Duration;
     fn join_accept_delay2(&self) -> Duration;
     fn max_payload_size(&self, dr: u8) -> Option<MaxPayloadSize>;
-    /// Downlink transmit power in dBm EIRP for a frequency.
+    /// Downlink transmit power in dBm EIRP for a frequency: the most the frequency's
+    /// sub-band allows (`network.downlink_tx_power` overrides it).
     fn downlink_tx_power(&self, freq: u32) -> i32;
     /// dB below the maximum EIRP for a LinkADRReq TXPower index.
     fn tx_power_offset(&self, index: u8) -> Option<i32>;
@@ -154,6 +157,12 @@ pub trait Region: Send + Sync + fmt::Debug {
     /// LinkADRReq channel-mask blocks that enable exactly the channels with these indices
     /// (LoRaWAN 1.0.4 §5.3, RP002-1.0.3 ChMaskCntl tables).
     fn ch_mask_blocks(&self, enabled: &[u8]) -> Vec<ChMaskBlock>;
+
+    // Downlink radio regulation (issue 9 part 7).
+
+    /// The regulatory sub-band a transmission on `freq` (Hz) falls in, with its duty-cycle
+    /// limit and maximum power; `None` where the region sets no duty-cycle limit.
+    fn sub_band(&self, freq: u32) -> Option<SubBand>;
 }
 
 /// ChMaskCntl and ChMask of one LinkADRReq.
