@@ -513,6 +513,9 @@ mod tests {
         LinkAdrAns::decode(&[bits])
     }
 
+    /// (DR, TXPower, NbTrans, channel mask) of a device.
+    type Radio = (u8, u8, u8, u16);
+
     #[test]
     fn the_join_accept_cf_list_adds_channels_three_to_seven() {
         let d = adr_device();
@@ -530,7 +533,7 @@ mod tests {
     fn link_adr_req_answers_each_field_and_applies_only_when_all_are_ack() {
         // (request, expected status bits power|dr|mask, expected (dr, power, nb_trans, mask) after)
         let start = (0, 0, 1, 0x00ff);
-        let table: [(LinkAdrReq, u8, (u8, u8, u8, u16)); 13] = [
+        let table: [(LinkAdrReq, u8, Radio); 13] = [
             (req(5, 2, 0x00ff, 0, 1), 0b111, (5, 2, 1, 0x00ff)),
             (req(3, 7, 0x0007, 0, 3), 0b111, (3, 7, 3, 0x0007)),
             (req(6, 2, 0x00ff, 0, 1), 0b101, start),  // DR6 is above the device's DR5
@@ -580,7 +583,7 @@ mod tests {
     #[test]
     fn a_block_of_link_adr_reqs_is_applied_atomically_with_one_answer_each() {
         // (block, status bits of every answer, (dr, power, nb_trans, mask) after)
-        let table: [(Vec<LinkAdrReq>, u8, (u8, u8, u8, u16)); 4] = [
+        let table: [(Vec<LinkAdrReq>, u8, Radio); 4] = [
             // Masks in order, DataRate/TXPower/NbTrans from the last command only.
             (vec![req(9, 9, 0x0000, 6, 0), req(5, 3, 0x0006, 0, 2)], 0b111, (5, 3, 2, 0x0006)),
             (vec![req(5, 3, 0x0006, 0, 2), req(2, 1, 0x0000, 6, 1)], 0b111, (2, 1, 1, 0x00ff)),
