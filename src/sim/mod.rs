@@ -9,7 +9,9 @@
 //! - `router`: gives each received downlink to the device it is for.
 //! - `provision`: REST calls that register gateways and devices.
 //! - `payload`: counter and Cayenne LPP payloads.
+//! - `board`: per-device state for the progress line, the `--verbose` table and `--json`.
 
+pub mod board;
 pub mod device;
 pub mod eu868;
 pub mod gateway;
