@@ -347,11 +347,6 @@ async fn run_device(mut dev: VirtualDevice, ctx: DeviceCtx, shutdown: Cancellati
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick(), if !finished => {
-                if ctx.max_uplinks > 0 && slot.uplinks() >= ctx.max_uplinks {
-                    finished = true;
-                    slot.finish();
-                    continue;
-                }
                 let payload = ctx.payload.payload(ctx.index, n);
                 match dev.next_uplink(ctx.f_port, &payload, &mut rng) {
                     Ok(up) => {
@@ -361,6 +356,11 @@ async fn run_device(mut dev: VirtualDevice, ctx: DeviceCtx, shutdown: Cancellati
                         }
                         slot.uplink(up.adr_ack_req);
                         slot.radio(&dev.mac);
+                        if ctx.max_uplinks > 0 && slot.uplinks() >= ctx.max_uplinks {
+                            // Still listening: late downlinks and repetitions go on.
+                            finished = true;
+                            slot.finish();
+                        }
                         if up.app_payload_sent {
                             n = n.wrapping_add(1);
                         }

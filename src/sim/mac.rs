@@ -286,18 +286,16 @@ impl DeviceMac {
     /// A channel for the next transmission: a random enabled one that allows the current data
     /// rate, or a default channel if the mask left none.
     pub fn choose_channel(&self, rng: &mut impl Rng) -> TxParams {
-        let usable: Vec<(usize, u32)> = self
-            .channels
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.ch_mask & (1 << i) != 0)
-            .filter_map(|(i, c)| c.filter(|c| c.allows(self.dr)).map(|c| (i, c.frequency)))
-            .collect();
-        let (channel, frequency) = if usable.is_empty() {
+        let usable = |(i, c): (usize, &Option<UplinkChannel>)| {
+            c.filter(|c| self.ch_mask & (1 << i) != 0 && c.allows(self.dr)).map(|c| (i, c.frequency))
+        };
+        let count = self.channels.iter().enumerate().filter_map(usable).count();
+        let (channel, frequency) = if count == 0 {
             let i = rng.gen_range(0..eu868::DEFAULT_CHANNELS.len());
             (i, eu868::DEFAULT_CHANNELS[i])
         } else {
-            usable[rng.gen_range(0..usable.len())]
+            let pick = rng.gen_range(0..count);
+            self.channels.iter().enumerate().filter_map(usable).nth(pick).unwrap_or((0, eu868::DEFAULT_CHANNELS[0]))
         };
         TxParams { dr: self.dr, tx_power: self.tx_power, channel: channel as u8, frequency }
     }

@@ -104,7 +104,8 @@ impl Radio {
     /// Sends a frame through every gateway on a random EU868 default channel at DR5 and
     /// maximum power, heard at [`DEFAULT_SNR`]. Returns whether at least one copy left.
     pub async fn transmit(&self, phy: &[u8]) -> bool {
-        let tx = mac::DeviceMac::new(mac::MacConfig::default()).join_tx(&mut rand::thread_rng());
+        let channel = rand::Rng::gen_range(&mut rand::thread_rng(), 0..eu868::DEFAULT_CHANNELS.len());
+        let tx = TxParams { dr: 5, tx_power: 0, channel: channel as u8, frequency: eu868::DEFAULT_CHANNELS[channel] };
         self.transmit_as(phy, &tx, DEFAULT_SNR).await.is_some()
     }
 
