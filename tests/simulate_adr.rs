@@ -14,6 +14,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::UdpSocket;
 
 use common::{Backend, TestServer, TOKEN};
+use loraflow_network_server::lorawan::{build_data_downlink, DataDownlink};
+use loraflow_network_server::types::{AesKey, DevAddr};
 
 /// One data uplink as the server received it, read from the PUSH_DATA rxpk and the frame
 /// header (LoRaWAN 1.0.4 §4.3.1), independently of the server's and the simulator's codecs.
@@ -23,6 +25,7 @@ struct Heard {
     f_cnt: u16,
     adr: bool,
     adr_ack_req: bool,
+    f_opts: Vec<u8>,
     datr: String,
     freq_hz: u64,
     lsnr: f64,
@@ -42,6 +45,9 @@ struct Seen {
 struct Relay {
     addr: SocketAddr,
     seen: Arc<Mutex<Seen>>,
+    front: Arc<UdpSocket>,
+    /// Simulator gateway addresses, first seen first.
+    gateways: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 impl Relay {
@@ -49,7 +55,8 @@ impl Relay {
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let addr = front.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let (front2, seen2) = (front.clone(), seen.clone());
+        let gateways = Arc::new(Mutex::new(Vec::new()));
+        let (front2, seen2, gateways2) = (front.clone(), seen.clone(), gateways.clone());
         tokio::spawn(async move {
             let mut upstream: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
             let mut buf = vec![0u8; 65_536];
@@ -65,6 +72,7 @@ impl Relay {
                         let s = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
                         s.connect(server).await.unwrap();
                         upstream.insert(from, s.clone());
+                        gateways2.lock().unwrap().push(from);
                         let (front3, seen3, back) = (front2.clone(), seen2.clone(), s.clone());
                         tokio::spawn(async move {
                             let mut buf = vec![0u8; 65_536];
@@ -83,7 +91,22 @@ impl Relay {
                 let _ = up.send(&datagram).await;
             }
         });
-        Relay { addr, seen }
+        Relay { addr, seen, front, gateways }
+    }
+
+    /// Sends `phy` to the first simulator gateway in a PULL_RESP, as the server would.
+    async fn inject_downlink(&self, phy: &[u8]) {
+        let gateway = self.gateways.lock().unwrap()[0];
+        let txpk = serde_json::json!({"imme": true, "freq": 869.525, "rfch": 0, "powe": 14, "modu": "LORA", "datr": "SF12BW125",
+                                      "codr": "4/5", "ipol": true, "size": phy.len(),
+                                      "data": base64::engine::general_purpose::STANDARD.encode(phy)});
+        let mut datagram = vec![2, 0xab, 0xcd, 0x03];
+        datagram.extend_from_slice(serde_json::json!({ "txpk": txpk }).to_string().as_bytes());
+        self.front.send_to(&datagram, gateway).await.unwrap();
+    }
+
+    fn uplinks(&self) -> Vec<Heard> {
+        self.seen.lock().unwrap().uplinks.clone()
     }
 }
 
@@ -99,11 +122,13 @@ fn record_push_data(json: &[u8], seen: &Mutex<Seen>) {
         if phy.len() < 12 || !matches!(phy[0] >> 5, 0b010 | 0b100) {
             continue;
         }
+        let f_opts_len = usize::from(phy[5] & 0x0f);
         seen.lock().unwrap().uplinks.push(Heard {
             dev_addr: u32::from_le_bytes([phy[1], phy[2], phy[3], phy[4]]),
             f_cnt: u16::from_le_bytes([phy[6], phy[7]]),
             adr: phy[5] & 0x80 != 0,
             adr_ack_req: phy[5] & 0x40 != 0,
+            f_opts: phy.get(8..8 + f_opts_len).unwrap_or_default().to_vec(),
             datr: rx["datr"].as_str().unwrap_or_default().to_string(),
             freq_hz: (rx["freq"].as_f64().unwrap_or_default() * 1e6).round() as u64,
             lsnr: rx["lsnr"].as_f64().unwrap_or(f64::NAN),
@@ -217,6 +242,62 @@ async fn adr_devices_without_downlinks_request_an_answer_after_64_uplinks_then_b
     // Before the server's ADR (issue 9), nothing is dropped; after it, answers to ADRACKReq
     // are dropped here on purpose.
     eprintln!("data downlinks dropped by the relay: {}", seen.dropped_downlinks);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_device_applies_a_link_adr_req_answers_it_in_fopts_and_repeats_its_frames() {
+    let server = TestServer::start(Backend::Sqlite, &[]).await;
+    let relay = Relay::start(server.gateway).await;
+    let dev_eui = "4c4653494d440000";
+    let run = simulate(relay.addr, &server, &["--devices", "1", "--adr", "--interval", "0.2", "--uplinks", "30", "--seconds", "60"]);
+    let inject = async {
+        let heard = common::eventually(Duration::from_secs(20), || async { (relay.uplinks().len() >= 3).then_some(()) }).await;
+        assert!(heard.is_some(), "the device joined and sent uplinks");
+        let (status, session) = server.client().get(&format!("/api/devices/{dev_eui}/activation")).await;
+        assert_eq!(status, 200, "{session}");
+        let key = |k: &str| session[k].as_str().unwrap().parse::<AesKey>().unwrap();
+        let dev_addr: u32 = u32::from_str_radix(session["devAddr"].as_str().unwrap(), 16).unwrap();
+        // LinkADRReq: DR2, TXPower 1, channels 0-7, ChMaskCntl 0, NbTrans 2; then DevStatusReq.
+        let f_opts = vec![0x03, 0x21, 0xff, 0x00, 0x02, 0x06];
+        let down = DataDownlink {
+            dev_addr: DevAddr::from_u32(dev_addr),
+            f_cnt_down: session["fCntDown"].as_u64().unwrap() as u32,
+            adr: true,
+            f_opts,
+            ..Default::default()
+        };
+        relay.inject_downlink(&build_data_downlink(&down, &key("nwkSKey"), &key("appSKey")).unwrap()).await;
+        dev_addr
+    };
+    let ((report, _), dev_addr) = tokio::join!(run, inject);
+
+    let d = &report["devices"][0];
+    assert_eq!((d["dr"].as_u64(), d["txPower"].as_u64(), d["nbTrans"].as_u64()), (Some(2), Some(1), Some(2)), "{d}");
+    assert_eq!(d["downlinks"], 1, "{d}");
+    assert!(d["repeats"].as_u64() >= Some(1), "{d}");
+
+    let mut frames: BTreeMap<u16, Vec<Heard>> = BTreeMap::new();
+    for h in relay.uplinks().into_iter().filter(|h| h.dev_addr == dev_addr) {
+        frames.entry(h.f_cnt).or_default().push(h);
+    }
+    assert_eq!(frames.len(), 30, "{frames:?}");
+    let answered: Vec<u16> = frames.iter().filter(|(_, hs)| !hs[0].f_opts.is_empty()).map(|(f, _)| *f).collect();
+    assert_eq!(answered.len(), 1, "the answers go out once: {frames:?}");
+    let answer = &frames[&answered[0]][0].f_opts;
+    assert_eq!(answer[..4], [0x03, 0x07, 0x06, 254], "LinkADRAns all ACK, DevStatusAns battery 254: {answer:?}");
+    let margin = ((answer[4] << 2) as i8) >> 2;
+    assert!((8..=11).contains(&margin), "DevStatusAns margin is the SNR the gateway reported (9.5 ± 1 dB): {margin}");
+    for (f_cnt, hs) in &frames {
+        let at = format!("FCnt {f_cnt}: {hs:?}");
+        if *f_cnt < answered[0] {
+            assert_eq!((hs.len(), hs[0].datr.as_str()), (1, "SF12BW125"), "before: DR0, sent once: {at}");
+            assert!(hs[0].lsnr >= 8.5, "before: maximum power: {at}");
+        } else {
+            assert_eq!(hs.len(), 2, "NbTrans 2: {at}");
+            assert!(hs.iter().all(|h| h.datr == "SF10BW125" && h.lsnr <= 8.5), "DR2 at TXPower 1 (2 dB quieter): {at}");
+            assert!(hs.iter().all(|h| h.f_opts == hs[0].f_opts), "a repetition is the same frame: {at}");
+        }
+    }
 }
 
 /// (devEui, fCnt, dr) of every `up` event.
