@@ -4,6 +4,11 @@
 //! Gateways and devices get EUIs from fixed prefixes, so a rerun reuses what the last run
 //! registered: an existing device gets a new AppKey and its DevNonces are cleared so that it
 //! can join again from nonce 1.
+//!
+//! Devices answer the server's MAC commands (see `sim::mac`). With `--adr` they set the ADR
+//! bit, start at DR0 and follow LinkADRReq, so ADR can be watched converging: the progress line
+//! shows how many devices use each data rate, `--verbose` a per-device table, `--json` the
+//! final state of every device.
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
@@ -13,17 +18,23 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use loraflow_network_server::types::Eui64;
 
+use crate::sim::board::{dr_distribution, table, DeviceRow, DeviceSlot};
 use crate::sim::device::{random_key, VirtualDevice};
-use crate::sim::gateway::Gateways;
+use crate::sim::eu868;
+use crate::sim::gateway::{Gateways, DEFAULT_SNR};
+use crate::sim::mac::MacConfig;
 use crate::sim::payload::PayloadKind;
 use crate::sim::provision::Api;
 use crate::sim::router::Router;
-use crate::sim::{join, Radio, Snapshot, Stats};
+use crate::sim::{join_at, Radio, Snapshot, Stats};
 
 /// "LFSIMG" + index: the simulator's gateways.
 pub const GATEWAY_EUI_PREFIX: u64 = 0x4c46_5349_4d47_0000;
@@ -35,6 +46,12 @@ pub const NAME: &str = "loraflow-simulator";
 const MAX_PAYLOAD: usize = 242;
 /// REST calls in flight while registering devices.
 const PROVISION_CONCURRENCY: usize = 8;
+/// How often `--verbose` prints the device table while running.
+const TABLE_PERIOD: Duration = Duration::from_secs(10);
+/// How long a run with `--uplinks` waits after the last uplink for late downlinks: RX2 opens
+/// 2 s after an uplink with the default RX1 delay (RP002-1.0.4 §2.4.7), plus the server's
+/// dedup window.
+const LAST_DOWNLINK_GRACE: Duration = Duration::from_millis(2500);
 
 /// Virtual gateways and OTAA devices sending uplinks to a running server.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +86,51 @@ pub struct SimulateArgs {
     /// Stop after this many seconds (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     pub seconds: u64,
+    /// Each device stops after this many uplinks; the run ends when all have (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub uplinks: u64,
+    /// Devices set the ADR bit, follow LinkADRReq and back off without downlinks (LoRaWAN
+    /// 1.0.4 §4.3.1.1); they start at DR0 unless --dr says otherwise, and the device profile
+    /// allows ADR.
+    #[arg(long)]
+    pub adr: bool,
+    /// Data rate after the join (EU868 DR0 = SF12BW125 … DR5 = SF7BW125; default: 0 with
+    /// --adr, else 5).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=7))]
+    pub dr: Option<u8>,
+    /// Highest data rate the devices support: 5 (LoRa 125 kHz), 6 (SF7BW250) or 7 (FSK).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(5..=7))]
+    pub max_dr: u8,
+    /// TXPower index after the join: 0 is the maximum, each step 2 dB less (EU868 0..=7).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=7))]
+    pub tx_power: u8,
+    /// SNR in dB at the nearest gateway of a device sending at maximum power; each further
+    /// gateway hears 3 dB less, each TXPower step costs 2 dB.
+    #[arg(long, default_value_t = DEFAULT_SNR, allow_negative_numbers = true)]
+    pub snr: f32,
+    /// Battery level the devices report in DevStatusAns: 0 external power, 1..=254, 255 unknown.
+    #[arg(long, default_value_t = 254)]
+    pub battery: u8,
+    /// Print a table of every device (DevEUI, DR, TX power, NbTrans, uplinks, downlinks)
+    /// every 10 s and at the end.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Print the final report as one JSON object on stdout; progress goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The final report `--json` prints.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub sent: u64,
+    pub joined: u64,
+    /// PULL_RESPs the gateways received (join-accepts included).
+    pub downlinks: u64,
+    pub errors: u64,
+    pub join_retries: u64,
+    pub devices: Vec<DeviceRow>,
 }
 
 impl SimulateArgs {
@@ -83,16 +145,40 @@ impl SimulateArgs {
                 if bytes.len() > MAX_PAYLOAD {
                     bail!("--payload: {} bytes is more than the {MAX_PAYLOAD} an EU868 uplink can carry", bytes.len());
                 }
+                // ADR devices may back off to DR0, where less fits.
+                let floor_dr = if self.adr { 0 } else { self.initial_dr() };
+                let max = eu868::max_frm_payload(floor_dr);
+                if bytes.len() > max {
+                    bail!("--payload: {} bytes do not fit DR{floor_dr} (at most {max})", bytes.len());
+                }
                 Ok(PayloadKind::Fixed(bytes))
             }
         }
     }
+
+    fn initial_dr(&self) -> u8 {
+        self.dr.unwrap_or(if self.adr { 0 } else { 5 })
+    }
+
+    /// What every simulated device is, from the flags.
+    pub fn mac_config(&self) -> anyhow::Result<MacConfig> {
+        let initial_dr = self.initial_dr();
+        if initial_dr > self.max_dr {
+            bail!("--dr {initial_dr} is above --max-dr {}", self.max_dr);
+        }
+        if !self.snr.is_finite() {
+            bail!("--snr: expected dB, got {}", self.snr);
+        }
+        Ok(MacConfig { adr: self.adr, max_dr: self.max_dr, initial_dr, initial_tx_power: self.tx_power, battery: self.battery })
+    }
 }
 
-/// Runs the simulation until Ctrl-C or `--seconds`; prints a line per second and a final
-/// `simulate done: sent=… joined=… downlinks=… errors=…`.
+/// Runs the simulation until Ctrl-C, `--seconds` or every device's `--uplinks`; prints a line
+/// per second and a final `simulate done: sent=… joined=… downlinks=… errors=…` (on stderr
+/// with `--json`, which prints the [`Report`] on stdout instead).
 pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
     let payload = args.payload_kind()?;
+    let mac_config = args.mac_config()?;
     if !(args.interval.is_finite() && args.interval >= 0.01) {
         bail!("--interval: expected seconds >= 0.01, got {}", args.interval);
     }
@@ -105,7 +191,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
 
     let codec = if args.lpp { "CAYENNE_LPP" } else { "NONE" };
     let application_id = api.ensure_application(NAME).await.context("creating the application")?;
-    let profile_id = api.ensure_device_profile(NAME, codec).await.context("creating the device profile")?;
+    let profile_id = api.ensure_device_profile_with(NAME, codec, args.adr).await.context("creating the device profile")?;
 
     let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, server).await.context("binding gateway sockets")?;
     for (i, eui) in gateways.euis().into_iter().enumerate() {
@@ -124,7 +210,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
                 if existed {
                     api.clear_dev_nonces(dev_eui).await?;
                 }
-                anyhow::Ok(VirtualDevice::otaa(dev_eui, app_key))
+                anyhow::Ok(VirtualDevice::otaa(dev_eui, app_key).with_mac(mac_config))
             }
         })
         .buffered(PROVISION_CONCURRENCY)
@@ -142,27 +228,76 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
 
     let interval = Duration::from_secs_f64(args.interval);
     let count = devices.len();
+    let slots: Arc<Vec<DeviceSlot>> = Arc::new(devices.iter().map(|d| DeviceSlot::new(d.dev_eui)).collect());
     for (i, dev) in devices.into_iter().enumerate() {
         let stagger = interval.mul_f64(i as f64 / count as f64);
         // Joins are spread over the first second, not one burst.
         let join_delay = Duration::from_secs(1).mul_f64(i as f64 / count as f64);
-        let ctx =
-            DeviceCtx { index: i, radio: radio.clone(), payload: payload.clone(), f_port: args.f_port, interval, stagger, join_delay };
+        let ctx = DeviceCtx {
+            index: i,
+            radio: radio.clone(),
+            payload: payload.clone(),
+            f_port: args.f_port,
+            interval,
+            stagger,
+            join_delay,
+            link_snr: args.snr,
+            max_uplinks: args.uplinks,
+            slots: slots.clone(),
+        };
         tasks.push(tokio::spawn(run_device(dev, ctx, shutdown.clone())));
     }
 
-    let total = args.devices;
-    report_until_done(&stats, total, args.seconds, &shutdown).await;
+    let out = Output { adr: args.adr, verbose: args.verbose, json: args.json };
+    report_until_done(&stats, &slots, args.devices, args.seconds, args.uplinks > 0, out, &shutdown).await;
     shutdown.cancel();
     for t in tasks {
         let _ = t.await;
     }
     let s = stats.snapshot();
-    println!(
+    let rows: Vec<DeviceRow> = slots.iter().map(DeviceSlot::row).collect();
+    if out.verbose {
+        out.say(table(&rows).trim_end());
+    }
+    let mut done = format!(
         "simulate done: sent={} joined={} downlinks={} errors={} join_retries={}",
         s.uplinks_sent, s.joined, s.downlinks, s.errors, s.join_retries
     );
+    if out.adr {
+        done = format!("{done} {}", dr_distribution(&rows));
+    }
+    out.say(&done);
+    if out.json {
+        let report = Report {
+            sent: s.uplinks_sent,
+            joined: s.joined,
+            downlinks: s.downlinks,
+            errors: s.errors,
+            join_retries: s.join_retries,
+            devices: rows,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    }
     Ok(s)
+}
+
+/// Where and what the simulator prints.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    adr: bool,
+    verbose: bool,
+    json: bool,
+}
+
+impl Output {
+    /// A human line: stdout, or stderr when stdout carries the JSON report.
+    fn say(&self, line: &str) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
 }
 
 struct DeviceCtx {
@@ -173,6 +308,19 @@ struct DeviceCtx {
     interval: Duration,
     stagger: Duration,
     join_delay: Duration,
+    /// SNR at the nearest gateway at maximum power (`--snr`).
+    link_snr: f32,
+    /// `--uplinks` (0: no limit).
+    max_uplinks: u64,
+    slots: Arc<Vec<DeviceSlot>>,
+}
+
+/// NbTrans repetitions of the last frame still to send (LoRaWAN 1.0.4 §5.2).
+struct Repeat {
+    phy: Vec<u8>,
+    left: u8,
+    gap: Duration,
+    at: Instant,
 }
 
 async fn run_device(mut dev: VirtualDevice, ctx: DeviceCtx, shutdown: CancellationToken) {
@@ -181,24 +329,46 @@ async fn run_device(mut dev: VirtualDevice, ctx: DeviceCtx, shutdown: Cancellati
         _ = shutdown.cancelled() => return,
         _ = tokio::time::sleep(ctx.join_delay) => {}
     }
-    if join(&mut dev, &ctx.radio, &tx, &mut rx, 0, &shutdown).await.is_err() {
-        return;
+    let slot = &ctx.slots[ctx.index];
+    match join_at(&mut dev, &ctx.radio, ctx.link_snr, &tx, &mut rx, 0, &shutdown).await {
+        Ok(session) => slot.joined(session.dev_addr, &dev.mac),
+        Err(_) => return,
     }
     let stats = &ctx.radio.stats;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + ctx.stagger, ctx.interval);
+    // Not `thread_rng`: the task moves between threads at every await.
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut tick = tokio::time::interval_at(Instant::now() + ctx.stagger, ctx.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u32 = 0;
+    let mut repeat: Option<Repeat> = None;
+    let mut finished = false;
     loop {
+        let repeat_at = repeat.as_ref().map(|r| r.at);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
+            _ = tick.tick(), if !finished => {
                 let payload = ctx.payload.payload(ctx.index, n);
-                match dev.uplink(ctx.f_port, &payload) {
-                    Ok((phy, _)) => {
-                        if ctx.radio.transmit(&phy).await {
+                match dev.next_uplink(ctx.f_port, &payload, &mut rng) {
+                    Ok(up) => {
+                        if let Some(snr) = ctx.radio.transmit_as(&up.phy, &up.tx, ctx.link_snr).await {
+                            dev.mac.set_link_snr(snr);
                             stats.uplinks_sent.fetch_add(1, Ordering::Relaxed);
                         }
-                        n = n.wrapping_add(1);
+                        slot.uplink(up.adr_ack_req);
+                        slot.radio(&dev.mac);
+                        if ctx.max_uplinks > 0 && slot.uplinks() >= ctx.max_uplinks {
+                            // Still listening: late downlinks and repetitions go on.
+                            finished = true;
+                            slot.finish();
+                        }
+                        if up.app_payload_sent {
+                            n = n.wrapping_add(1);
+                        }
+                        // Repetitions are spread over the interval; a new frame ends them.
+                        repeat = (up.nb_trans > 1).then(|| {
+                            let gap = ctx.interval / u32::from(up.nb_trans);
+                            Repeat { phy: up.phy, left: up.nb_trans - 1, gap, at: Instant::now() + gap }
+                        });
                     }
                     Err(e) => {
                         stats.error();
@@ -206,10 +376,33 @@ async fn run_device(mut dev: VirtualDevice, ctx: DeviceCtx, shutdown: Cancellati
                     }
                 }
             }
+            _ = sleep_until_opt(repeat_at) => {
+                if let Some(r) = repeat.as_mut() {
+                    // Frequency hopping for every transmission (LoRaWAN 1.0.4 §5.2).
+                    let tx = dev.mac.choose_channel(&mut rng);
+                    if ctx.radio.transmit_as(&r.phy, &tx, ctx.link_snr).await.is_some() {
+                        slot.repeat();
+                    }
+                    r.left -= 1;
+                    r.at += r.gap;
+                    if r.left == 0 {
+                        repeat = None;
+                    }
+                }
+            }
             msg = rx.recv() => {
                 let Some(phy) = msg else { return };
                 match dev.read_downlink(&phy) {
-                    Ok(_) => { stats.device_downlinks.fetch_add(1, Ordering::Relaxed); }
+                    Ok(d) => {
+                        stats.device_downlinks.fetch_add(1, Ordering::Relaxed);
+                        slot.downlink();
+                        slot.radio(&dev.mac);
+                        // A downlink ends the repetitions of the frame it answers (§5.2).
+                        repeat = None;
+                        if let Some(e) = d.mac.error {
+                            tracing::debug!(dev_eui = %dev.dev_eui, error = %e, "MAC commands cut short");
+                        }
+                    }
                     Err(e) => {
                         stats.error();
                         tracing::warn!(dev_eui = %dev.dev_eui, error = %e, "downlink refused");
@@ -220,15 +413,37 @@ async fn run_device(mut dev: VirtualDevice, ctx: DeviceCtx, shutdown: Cancellati
     }
 }
 
-fn status_line(elapsed: u64, s: &Snapshot, devices: u32) -> String {
-    format!(
-        "[{elapsed:>5}s] sent={} joined={}/{devices} downlinks={} errors={} join_retries={}",
-        s.uplinks_sent, s.joined, s.downlinks, s.errors, s.join_retries
-    )
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
-/// Prints a line per second until Ctrl-C or `seconds` (0 = no limit).
-async fn report_until_done(stats: &Stats, devices: u32, seconds: u64, shutdown: &CancellationToken) {
+/// The progress line; `dr` is the data-rate distribution, shown with `--adr`.
+fn status_line(elapsed: u64, s: &Snapshot, devices: u32, dr: Option<&str>) -> String {
+    let line = format!(
+        "[{elapsed:>5}s] sent={} joined={}/{devices} downlinks={} errors={} join_retries={}",
+        s.uplinks_sent, s.joined, s.downlinks, s.errors, s.join_retries
+    );
+    match dr {
+        Some(dr) if !dr.is_empty() => format!("{line} {dr}"),
+        _ => line,
+    }
+}
+
+/// Prints a line per second until Ctrl-C, `seconds` (0 = no limit) or, with `until_uplinks`,
+/// shortly after every device has sent its uplinks.
+#[allow(clippy::too_many_arguments)]
+async fn report_until_done(
+    stats: &Stats,
+    slots: &[DeviceSlot],
+    devices: u32,
+    seconds: u64,
+    until_uplinks: bool,
+    out: Output,
+    shutdown: &CancellationToken,
+) {
     let bar = if seconds > 0 {
         let b = ProgressBar::new(seconds);
         b.set_style(
@@ -243,9 +458,16 @@ async fn report_until_done(stats: &Stats, devices: u32, seconds: u64, shutdown: 
         );
         b
     };
-    bar.enable_steady_tick(Duration::from_millis(120));
+    // With --json the lines go to stderr as plain lines; the bar would interleave with them.
+    if out.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    } else {
+        bar.enable_steady_tick(Duration::from_millis(120));
+    }
     let to_stdout = !std::io::stdout().is_terminal();
     let start = tokio::time::Instant::now();
+    let mut next_table = start + TABLE_PERIOD;
+    let mut all_done_at: Option<Instant> = None;
     let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let deadline = async {
         if seconds > 0 {
@@ -263,13 +485,39 @@ async fn report_until_done(stats: &Stats, devices: u32, seconds: u64, shutdown: 
             _ = tick.tick() => {
                 let elapsed = start.elapsed().as_secs();
                 let s = stats.snapshot();
-                let line = status_line(elapsed, &s, devices);
+                let rows: Vec<DeviceRow> = if out.adr || out.verbose { slots.iter().map(DeviceSlot::row).collect() } else { Vec::new() };
+                let dist = out.adr.then(|| dr_distribution(&rows));
+                let line = status_line(elapsed, &s, devices, dist.as_deref());
                 bar.set_position(elapsed.min(seconds.max(1)));
                 bar.set_message(format!("sent={} joined={}/{devices} errors={}", s.uplinks_sent, s.joined, s.errors));
-                if to_stdout || bar.is_hidden() {
-                    bar.suspend(|| println!("{line}"));
+                let now = Instant::now();
+                let show_table = out.verbose && now >= next_table;
+                if show_table {
+                    next_table = now + TABLE_PERIOD;
+                }
+                if out.json {
+                    eprintln!("{line}");
+                    if show_table {
+                        eprint!("{}", table(&rows));
+                    }
+                } else if to_stdout || bar.is_hidden() {
+                    bar.suspend(|| {
+                        println!("{line}");
+                        if show_table {
+                            print!("{}", table(&rows));
+                        }
+                    });
                 } else {
                     bar.println(line);
+                    if show_table {
+                        bar.println(table(&rows).trim_end());
+                    }
+                }
+                if until_uplinks && slots.iter().all(DeviceSlot::is_done) {
+                    let since = *all_done_at.get_or_insert(now);
+                    if now >= since + LAST_DOWNLINK_GRACE {
+                        break;
+                    }
                 }
             }
         }
@@ -318,6 +566,44 @@ mod tests {
     #[test]
     fn the_status_line_names_every_counter() {
         let s = Snapshot { uplinks_sent: 4, joined: 2, downlinks: 2, errors: 0, join_retries: 1, ..Default::default() };
-        assert_eq!(status_line(3, &s, 3), "[    3s] sent=4 joined=2/3 downlinks=2 errors=0 join_retries=1");
+        assert_eq!(status_line(3, &s, 3, None), "[    3s] sent=4 joined=2/3 downlinks=2 errors=0 join_retries=1");
+        assert_eq!(status_line(3, &s, 3, Some("")), "[    3s] sent=4 joined=2/3 downlinks=2 errors=0 join_retries=1");
+        assert_eq!(
+            status_line(3, &s, 3, Some("DR0:1 DR5:1")),
+            "[    3s] sent=4 joined=2/3 downlinks=2 errors=0 join_retries=1 DR0:1 DR5:1"
+        );
+    }
+
+    #[test]
+    fn adr_devices_start_at_dr0_and_others_at_dr5_unless_told() {
+        // (flags, expected initial DR, ADR)
+        let table: [(&[&str], u8, bool); 4] =
+            [(&[], 5, false), (&["--adr"], 0, true), (&["--adr", "--dr", "3"], 3, true), (&["--dr", "2"], 2, false)];
+        for (flags, dr, adr) in table {
+            let c = parse(flags).unwrap().mac_config().unwrap();
+            assert_eq!((c.initial_dr, c.adr, c.max_dr, c.initial_tx_power, c.battery), (dr, adr, 5, 0, 254), "{flags:?}");
+        }
+        let c = parse(&["--max-dr", "7", "--dr", "7", "--tx-power", "3", "--battery", "0", "--snr", "-12.5"]).unwrap();
+        assert_eq!(c.snr, -12.5);
+        let c = c.mac_config().unwrap();
+        assert_eq!((c.initial_dr, c.max_dr, c.initial_tx_power, c.battery), (7, 7, 3, 0));
+    }
+
+    #[test]
+    fn radio_flags_out_of_range_are_refused() {
+        assert!(parse(&["--dr", "8"]).is_err());
+        assert!(parse(&["--max-dr", "4"]).is_err());
+        assert!(parse(&["--tx-power", "8"]).is_err());
+        assert!(parse(&["--battery", "256"]).is_err());
+        assert!(parse(&["--dr", "6"]).unwrap().mac_config().is_err(), "DR6 needs --max-dr 6");
+        assert!(parse(&["--snr", "NaN"]).unwrap().mac_config().is_err());
+    }
+
+    #[test]
+    fn an_adr_payload_must_fit_dr0() {
+        assert!(parse(&["--payload", &"00".repeat(242)]).unwrap().payload_kind().is_ok());
+        assert!(parse(&["--adr", "--payload", &"00".repeat(51)]).unwrap().payload_kind().is_ok());
+        assert!(parse(&["--adr", "--payload", &"00".repeat(52)]).unwrap().payload_kind().is_err());
+        assert!(parse(&["--dr", "3", "--payload", &"00".repeat(116)]).unwrap().payload_kind().is_err());
     }
 }

@@ -1,9 +1,12 @@
 //! A virtual LoRaWAN 1.0.x end device: OTAA join (LoRaWAN 1.0.4 §6.2.4, §6.2.5), data
-//! uplinks (§4) and the downlinks addressed to it. No I/O: callers move the bytes.
+//! uplinks (§4) and the downlinks addressed to it, with the device side of the MAC commands
+//! in [`DeviceMac`]. No I/O: callers move the bytes.
 
 use loraflow_network_server::lorawan::{self, DataUplink, Phy};
 use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
 use rand::Rng;
+
+use super::mac::{place, DeviceMac, MacConfig, MacReport, Placement, TxParams};
 
 /// An activated session, from a join-accept or from ABP keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,21 @@ pub struct ReceivedDownlink {
     pub f_cnt: u32,
     pub f_port: Option<u8>,
     pub payload: Vec<u8>,
+    /// What its MAC commands (FOpts or FPort 0) did.
+    pub mac: MacReport,
+}
+
+/// A data uplink ready to go on air.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    pub phy: Vec<u8>,
+    pub f_cnt: u32,
+    pub tx: TxParams,
+    pub adr_ack_req: bool,
+    /// Transmissions of this frame, the first one included (NbTrans).
+    pub nb_trans: u8,
+    /// False when MAC answers took the frame (FPort 0) and the application payload waits.
+    pub app_payload_sent: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,6 +65,8 @@ pub enum DeviceError {
     NotActivated,
     #[error("uplink cannot be built: {0}")]
     Build(String),
+    #[error("a {len}-byte payload does not fit DR{dr} (at most {max})")]
+    PayloadTooLong { len: usize, dr: u8, max: usize },
 }
 
 pub fn random_key() -> AesKey {
@@ -66,11 +86,27 @@ pub struct VirtualDevice {
     f_cnt_down: Option<u32>,
     /// A confirmed downlink arrived: the next uplink sets ACK (§4.3.1.2).
     ack_pending: bool,
+    /// Data rate, power, channels, ADR and the MAC answers to send.
+    pub mac: DeviceMac,
 }
 
 impl VirtualDevice {
     pub fn otaa(dev_eui: Eui64, app_key: AesKey) -> VirtualDevice {
-        VirtualDevice { dev_eui, join_eui: Eui64::default(), app_key, session: None, dev_nonce: 0, f_cnt_down: None, ack_pending: false }
+        VirtualDevice {
+            dev_eui,
+            join_eui: Eui64::default(),
+            app_key,
+            session: None,
+            dev_nonce: 0,
+            f_cnt_down: None,
+            ack_pending: false,
+            mac: DeviceMac::new(MacConfig::default()),
+        }
+    }
+
+    /// The same device with another MAC configuration (ADR, data rates, battery).
+    pub fn with_mac(self, config: MacConfig) -> VirtualDevice {
+        VirtualDevice { mac: DeviceMac::new(config), ..self }
     }
 
     pub fn abp(dev_eui: Eui64, session: Session) -> VirtualDevice {
@@ -106,33 +142,56 @@ impl VirtualDevice {
         self.session = Some(session);
         self.f_cnt_down = None;
         self.ack_pending = false;
+        let f = &ja.fields;
+        self.mac.join(f.rx1_dr_offset, f.rx2_dr, f.rx_delay, f.cf_list.as_ref());
         Ok(session)
     }
 
     /// An unconfirmed data uplink on `f_port`; returns the PHYPayload and the FCnt it carries.
     pub fn uplink(&mut self, f_port: u8, payload: &[u8]) -> Result<(Vec<u8>, u32), DeviceError> {
-        let ack = std::mem::take(&mut self.ack_pending);
+        self.next_uplink(f_port, payload, &mut rand::thread_rng()).map(|u| (u.phy, u.f_cnt))
+    }
+
+    /// The next unconfirmed data uplink: `payload` on `f_port` with the pending MAC answers in
+    /// FOpts, or the answers alone on FPort 0 when they do not fit (see [`place`]), at the
+    /// current data rate and power on a channel chosen with `rng`.
+    pub fn next_uplink(&mut self, f_port: u8, payload: &[u8], rng: &mut impl Rng) -> Result<Uplink, DeviceError> {
         let s = self.session.as_mut().ok_or(DeviceError::NotActivated)?;
+        let max = super::eu868::max_frm_payload(self.mac.dr());
+        if payload.len() > max {
+            return Err(DeviceError::PayloadTooLong { len: payload.len(), dr: self.mac.dr(), max });
+        }
+        let mac = self.mac.next_uplink();
+        let (f_opts, f_port, frm_payload, app_payload_sent) = match place(mac.commands, payload.len(), mac.dr) {
+            Placement::FOpts(f_opts) => (f_opts, Some(f_port), payload.to_vec(), true),
+            Placement::Port0(cmds) => (Vec::new(), Some(0), cmds, false),
+        };
+        // Backoff may just have lowered the data rate, or the answers alone may be too long.
+        let max = super::eu868::max_frm_payload(mac.dr);
+        if f_opts.len() + frm_payload.len() > max {
+            return Err(DeviceError::PayloadTooLong { len: f_opts.len() + frm_payload.len(), dr: mac.dr, max });
+        }
+        let ack = std::mem::take(&mut self.ack_pending);
         let f_cnt = s.f_cnt_up;
         let phy = lorawan::build_data_uplink(
             &DataUplink {
                 confirmed: false,
                 dev_addr: s.dev_addr,
                 f_cnt_up: f_cnt,
-                adr: false,
-                adr_ack_req: false,
+                adr: mac.adr,
+                adr_ack_req: mac.adr_ack_req,
                 ack,
                 class_b: false,
-                f_opts: Vec::new(),
-                f_port: Some(f_port),
-                frm_payload: payload.to_vec(),
+                f_opts,
+                f_port,
+                frm_payload,
             },
             &s.nwk_s_key,
             &s.app_s_key,
         )
         .map_err(|e| DeviceError::Build(e.to_string()))?;
         s.f_cnt_up = s.f_cnt_up.wrapping_add(1);
-        Ok((phy, f_cnt))
+        Ok(Uplink { phy, f_cnt, tx: self.mac.choose_channel(rng), adr_ack_req: mac.adr_ack_req, nb_trans: mac.nb_trans, app_payload_sent })
     }
 
     /// Checks and decrypts a data downlink for our session.
@@ -151,6 +210,10 @@ impl VirtualDevice {
         if mic != d.mic {
             return Err(DeviceError::DownlinkMic);
         }
+        // §4.3.1.6: MAC commands travel in FOpts or in an FPort 0 payload, never both.
+        if d.f_port == Some(0) && !d.f_opts.is_empty() {
+            return Err(DeviceError::BadDownlink("MAC commands in both FOpts and FPort 0".into()));
+        }
         // §4.3.3: FPort 0 carries MAC commands encrypted with the NwkSKey.
         let key = if d.f_port == Some(0) { &s.nwk_s_key } else { &s.app_s_key };
         let payload = lorawan::encrypt_frm_payload(key, false, s.dev_addr, f_cnt, &d.frm_payload);
@@ -158,7 +221,8 @@ impl VirtualDevice {
         if d.is_confirmed() {
             self.ack_pending = true;
         }
-        Ok(ReceivedDownlink { confirmed: d.is_confirmed(), f_cnt, f_port: d.f_port, payload })
+        let mac = self.mac.downlink_received(if d.f_port == Some(0) { &payload } else { &d.f_opts });
+        Ok(ReceivedDownlink { confirmed: d.is_confirmed(), f_cnt, f_port: d.f_port, payload, mac })
     }
 }
 
@@ -272,6 +336,106 @@ mod tests {
         let other = DataDownlink { dev_addr: DevAddr::from_u32(7), ..down };
         let phy = build_data_downlink(&other, &s.nwk_s_key, &s.app_s_key).unwrap();
         assert_eq!(d.read_downlink(&phy), Err(DeviceError::WrongDevAddr(DevAddr::from_u32(7))));
+    }
+
+    fn adr_device() -> (VirtualDevice, Session) {
+        let s = Session::random_abp(DevAddr::from_u32(0x0000_0042));
+        let config = MacConfig { adr: true, initial_dr: 0, ..MacConfig::default() };
+        (VirtualDevice::abp("0102030405060708".parse().unwrap(), s).with_mac(config), s)
+    }
+
+    fn parse_up(phy: &[u8]) -> lorawan::DataFrame {
+        let Ok(Phy::Data(frame)) = lorawan::parse(phy) else { panic!("data frame") };
+        frame
+    }
+
+    #[test]
+    fn a_link_adr_req_in_fopts_is_answered_in_fopts_and_the_next_uplinks_use_the_new_rate() {
+        let (mut d, s) = adr_device();
+        let mut rng = rand::thread_rng();
+        let up = d.next_uplink(1, b"x", &mut rng).unwrap();
+        assert_eq!((up.tx.dr, up.tx.tx_power, up.adr_ack_req), (0, 0, false));
+        assert!(parse_up(&up.phy).fctrl.adr, "ADR bit set");
+        let f_opts = vec![0x03, 0x52, 0x07, 0x00, 0x01]; // LinkADRReq DR5, TXPower 2, ch 0-2, NbTrans 1
+        let down = DataDownlink { dev_addr: s.dev_addr, f_opts, adr: true, ..Default::default() };
+        let r = d.read_downlink(&build_data_downlink(&down, &s.nwk_s_key, &s.app_s_key).unwrap()).unwrap();
+        assert_eq!(r.mac.commands.len(), 1);
+        let up = d.next_uplink(1, b"x", &mut rng).unwrap();
+        let frame = parse_up(&up.phy);
+        assert_eq!(frame.f_opts, vec![0x03, 0x07], "LinkADRAns with all three ACK bits");
+        assert_eq!((frame.f_port, up.app_payload_sent), (Some(1), true));
+        assert_eq!((up.tx.dr, up.tx.tx_power, up.nb_trans), (5, 2, 1));
+        assert!(up.tx.channel < 3, "only the channels of the mask: {:?}", up.tx);
+        assert_eq!(parse_up(&d.next_uplink(1, b"x", &mut rng).unwrap().phy).f_opts, Vec::<u8>::new(), "answered once");
+    }
+
+    #[test]
+    fn mac_commands_on_fport_0_are_read_with_the_nwk_s_key() {
+        let (mut d, s) = adr_device();
+        d.mac.set_link_snr(-3.2);
+        let down = DataDownlink { dev_addr: s.dev_addr, f_port: Some(0), frm_payload: vec![0x06], ..Default::default() };
+        let r = d.read_downlink(&build_data_downlink(&down, &s.nwk_s_key, &s.app_s_key).unwrap()).unwrap();
+        assert_eq!(r.mac.answers.len(), 1, "{r:?}");
+        let up = d.next_uplink(1, b"x", &mut rand::thread_rng()).unwrap();
+        assert_eq!(parse_up(&up.phy).f_opts, vec![0x06, 254, 0x3d], "DevStatusAns: battery 254, margin -3");
+    }
+
+    #[test]
+    fn answers_longer_than_fopts_go_alone_on_fport_0_and_the_payload_waits() {
+        let (mut d, s) = adr_device();
+        let mut rng = rand::thread_rng();
+        // Eight NewChannelReq: eight 2-byte answers, 16 bytes, one more than FOpts holds.
+        let mut cmds = Vec::new();
+        for i in 8..16u8 {
+            cmds.extend_from_slice(&[0x07, i]);
+            cmds.extend_from_slice(&(8_688_000 + u32::from(i)).to_le_bytes()[..3]);
+            cmds.push(0x50);
+        }
+        let down = DataDownlink { dev_addr: s.dev_addr, f_port: Some(0), frm_payload: cmds, ..Default::default() };
+        d.read_downlink(&build_data_downlink(&down, &s.nwk_s_key, &s.app_s_key).unwrap()).unwrap();
+        let up = d.next_uplink(1, b"app", &mut rng).unwrap();
+        let frame = parse_up(&up.phy);
+        assert_eq!((frame.f_port, frame.f_opts.len(), up.app_payload_sent), (Some(0), 0, false));
+        let clear = lorawan::encrypt_frm_payload(&s.nwk_s_key, true, s.dev_addr, up.f_cnt, &frame.frm_payload);
+        assert_eq!(clear, [0x07, 0x03].repeat(8), "NewChannelAns x8, encrypted with the NwkSKey");
+        let up = d.next_uplink(1, b"app", &mut rng).unwrap();
+        let frame = parse_up(&up.phy);
+        assert_eq!((frame.f_port, up.app_payload_sent), (Some(1), true));
+        assert_eq!(lorawan::encrypt_frm_payload(&s.app_s_key, true, s.dev_addr, up.f_cnt, &frame.frm_payload), b"app");
+    }
+
+    #[test]
+    fn a_downlink_with_mac_commands_in_fopts_and_on_fport_0_is_refused() {
+        let (mut d, s) = adr_device();
+        let down =
+            DataDownlink { dev_addr: s.dev_addr, f_opts: vec![0x06], f_port: Some(1), frm_payload: vec![0x06], ..Default::default() };
+        let mut phy = build_data_downlink(&down, &s.nwk_s_key, &s.app_s_key).unwrap();
+        phy[9] = 0; // the FPort byte after MHDR, FHDR (7) and one FOpts byte
+        let n = phy.len() - 4;
+        let mic = lorawan::data_mic(&phy[..n], &s.nwk_s_key, s.dev_addr, 0, false);
+        phy[n..].copy_from_slice(&mic);
+        assert!(matches!(d.read_downlink(&phy), Err(DeviceError::BadDownlink(_))));
+    }
+
+    #[test]
+    fn a_payload_too_long_for_the_data_rate_is_an_error_that_changes_nothing() {
+        let (mut d, _) = adr_device();
+        let e = d.next_uplink(1, &[0; 52], &mut rand::thread_rng()).unwrap_err();
+        assert_eq!(e, DeviceError::PayloadTooLong { len: 52, dr: 0, max: 51 });
+        assert_eq!((d.session.unwrap().f_cnt_up, d.mac.adr_ack_cnt()), (0, 0));
+    }
+
+    #[test]
+    fn the_join_accept_sets_the_rx_parameters_and_cf_list_channels() {
+        let mut d = device().with_mac(MacConfig { adr: true, initial_dr: 0, ..MacConfig::default() });
+        d.join_request();
+        let mut cf = [0u8; 16];
+        cf[..3].copy_from_slice(&8_671_000u32.to_le_bytes()[..3]);
+        let fields = JoinAcceptFields { rx1_dr_offset: 2, rx2_dr: 3, rx_delay: 5, cf_list: Some(cf), ..accept_fields() };
+        d.accept(&build_join_accept(&d.app_key, &fields).unwrap()).unwrap();
+        assert_eq!(d.mac.rx_params(), (2, 3, 869_525_000, 5));
+        assert_eq!(d.mac.channel(3).map(|c| c.frequency), Some(867_100_000));
+        assert_eq!(d.mac.ch_mask(), 0x000f);
     }
 
     #[test]

@@ -17,14 +17,17 @@ use rand::Rng;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::eu868::{self, Modulation, TX_POWER_STEP_DB};
+use super::mac::TxParams;
 use super::router::{Delivery, Router};
 use super::Stats;
 
 /// PULL_DATA period of the reference packet forwarder (`keepalive_interval`).
 pub const PULL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// EU868 default uplink channels (RP002-1.0.3 §2.4.2), in Hz.
-pub const EU868_CHANNELS: [u32; 3] = [868_100_000, 868_300_000, 868_500_000];
+/// SNR (dB) at the nearest gateway of a device sending at maximum power, unless `--snr` says
+/// otherwise: what every simulated device got before the SNR was configurable.
+pub const DEFAULT_SNR: f32 = 9.5;
 
 /// What one gateway measured for one packet.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,13 +37,29 @@ pub struct Signal {
 }
 
 impl Signal {
-    /// Gateway 0 hears best, each further one about 12 dB weaker, with a little jitter so
-    /// that the best gateway is still mostly, not always, the same one.
-    pub fn for_gateway(index: usize, rng: &mut impl Rng) -> Signal {
-        let step = index.min(8) as i32;
-        let rssi = -50 - 12 * step + rng.gen_range(-3..=3);
-        let snr = 9.5 - 3.0 * step as f32 + rng.gen_range(-1.0f32..1.0);
-        Signal { rssi, snr: (snr * 10.0).round() / 10.0 }
+    /// Gateway 0 hears best, each further one about 12 dB weaker in RSSI and 3 dB in SNR, with a
+    /// little jitter so that the best gateway is still mostly, not always, the same one.
+    /// `link_snr` is the SNR at gateway 0 when the device sends at maximum power; every TXPower
+    /// step below that costs 2 dB of both RSSI and SNR (RP002-1.0.4 §2.4.3), so that ADR sees a
+    /// quieter device.
+    pub fn for_gateway(index: usize, link_snr: f32, tx_power: u8, rng: &mut impl Rng) -> Signal {
+        let step = index.min(8) as f32;
+        let power_loss = TX_POWER_STEP_DB * f32::from(tx_power);
+        let rssi = -50.0 + (link_snr - DEFAULT_SNR) - 12.0 * step - power_loss + rng.gen_range(-3.0f32..=3.0);
+        let snr = link_snr - 3.0 * step - power_loss + rng.gen_range(-1.0f32..1.0);
+        Signal { rssi: rssi.round() as i32, snr: (snr * 10.0).round() / 10.0 }
+    }
+}
+
+/// The rxpk `modu`, `datr` and `codr` of an EU868 data rate (RP002-1.0.4 §2.4.3).
+fn rxpk_modulation(dr: u8) -> (&'static str, Datr, Option<String>) {
+    match eu868::modulation(dr) {
+        Some(Modulation::Fsk { bit_rate }) => ("FSK", Datr::Bps(bit_rate), None),
+        Some(Modulation::Lora { spreading_factor, bandwidth_khz }) => {
+            ("LORA", Datr::Name(format!("SF{spreading_factor}BW{bandwidth_khz}")), Some("4/5".into()))
+        }
+        // Data rates are validated before they reach the radio; DR5 is the simulator's default.
+        None => ("LORA", Datr::Name("SF7BW125".into()), Some("4/5".into())),
     }
 }
 
@@ -88,19 +107,21 @@ impl VirtualGateway {
         self.pull_acked.load(Ordering::Relaxed)
     }
 
-    /// A PUSH_DATA datagram with one LoRa rxpk (SF7BW125, the highest EU868 LoRa data rate).
-    pub fn push_data(&self, phy: &[u8], signal: Signal, freq: u32) -> Vec<u8> {
+    /// A PUSH_DATA datagram with one rxpk: the frequency, channel and data rate the device sent
+    /// on, and what this gateway measured.
+    pub fn push_data(&self, phy: &[u8], signal: Signal, tx: &TxParams) -> Vec<u8> {
+        let (modu, datr, codr) = rxpk_modulation(tx.dr);
         let rxpk = Rxpk {
             time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
             tmms: None,
             tmst: self.tmst(),
-            freq,
-            chan: EU868_CHANNELS.iter().position(|f| *f == freq).unwrap_or(0) as u32,
+            freq: tx.frequency,
+            chan: u32::from(tx.channel),
             rfch: 0,
             stat: Some(1),
-            modu: "LORA".into(),
-            datr: Datr::Name("SF7BW125".into()),
-            codr: Some("4/5".into()),
+            modu: modu.into(),
+            datr,
+            codr,
             rssi: Some(signal.rssi),
             lsnr: Some(signal.snr),
             size: Some(phy.len() as u32),
@@ -110,8 +131,8 @@ impl VirtualGateway {
         PushData { token: self.token(), gateway_id: self.eui, payload: PushDataPayload { rxpk: vec![rxpk], stat: None } }.encode()
     }
 
-    pub async fn send_uplink(&self, phy: &[u8], signal: Signal, freq: u32) -> std::io::Result<()> {
-        self.socket.send_to(&self.push_data(phy, signal, freq), self.server).await.map(drop)
+    pub async fn send_uplink(&self, phy: &[u8], signal: Signal, tx: &TxParams) -> std::io::Result<()> {
+        self.socket.send_to(&self.push_data(phy, signal, tx), self.server).await.map(drop)
     }
 
     pub async fn pull_data(&self) -> std::io::Result<()> {
@@ -195,6 +216,17 @@ impl VirtualGateway {
     }
 }
 
+/// What became of one transmission.
+#[derive(Debug)]
+pub struct Heard {
+    /// Copies that left (one per gateway).
+    pub sent: usize,
+    /// The first I/O error.
+    pub error: Option<std::io::Error>,
+    /// Best SNR the gateways reported, over the copies that left.
+    pub best_snr: Option<f32>,
+}
+
 /// All virtual gateways: every device is in range of every one of them.
 #[derive(Clone)]
 pub struct Gateways(pub Vec<Arc<VirtualGateway>>);
@@ -230,24 +262,26 @@ impl Gateways {
         true
     }
 
-    /// Sends `phy` as heard by every gateway, each with its own signal. Returns how many copies
-    /// left and the first error.
-    pub async fn transmit(&self, phy: &[u8], freq: u32) -> (usize, Option<std::io::Error>) {
+    /// Sends `phy` as heard by every gateway, each with its own signal for a device whose SNR
+    /// at the nearest gateway is `link_snr` at maximum power.
+    pub async fn transmit(&self, phy: &[u8], tx: &TxParams, link_snr: f32) -> Heard {
         let signals: Vec<Signal> = {
             let mut rng = rand::thread_rng();
-            self.0.iter().map(|g| Signal::for_gateway(g.index, &mut rng)).collect()
+            self.0.iter().map(|g| Signal::for_gateway(g.index, link_snr, tx.tx_power, &mut rng)).collect()
         };
-        let mut sent = 0;
-        let mut first_error = None;
+        let mut heard = Heard { sent: 0, error: None, best_snr: None };
         for (g, s) in self.0.iter().zip(signals) {
-            match g.send_uplink(phy, s, freq).await {
-                Ok(()) => sent += 1,
+            match g.send_uplink(phy, s, tx).await {
+                Ok(()) => {
+                    heard.sent += 1;
+                    heard.best_snr = Some(heard.best_snr.map_or(s.snr, |b: f32| b.max(s.snr)));
+                }
                 Err(e) => {
-                    first_error.get_or_insert(e);
+                    heard.error.get_or_insert(e);
                 }
             }
         }
-        (sent, first_error)
+        heard
     }
 }
 
@@ -258,22 +292,59 @@ mod tests {
     #[tokio::test]
     async fn push_data_carries_the_frame_and_the_gateway_eui() {
         let gw = VirtualGateway::bind(Eui64::from_u64(0x0102), 0, "127.0.0.1:9".parse().unwrap()).await.unwrap();
-        let bytes = gw.push_data(&[1, 2, 3], Signal { rssi: -60, snr: 7.5 }, 868_300_000);
+        let tx = TxParams { dr: 5, tx_power: 0, channel: 1, frequency: 868_300_000 };
+        let bytes = gw.push_data(&[1, 2, 3], Signal { rssi: -60, snr: 7.5 }, &tx);
         let p = PushData::decode(&bytes).unwrap();
         assert_eq!(p.gateway_id, Eui64::from_u64(0x0102));
         let rx = &p.payload.rxpk[0];
         assert_eq!((rx.freq, rx.chan, rx.rssi, rx.lsnr, rx.size), (868_300_000, 1, Some(-60), Some(7.5), Some(3)));
+        assert_eq!((rx.modu.as_str(), &rx.datr, rx.codr.as_deref()), ("LORA", &Datr::Name("SF7BW125".into()), Some("4/5")));
         assert_eq!(rx.data, "AQID");
+    }
+
+    #[tokio::test]
+    async fn the_rxpk_carries_the_data_rate_and_channel_the_device_used() {
+        let gw = VirtualGateway::bind(Eui64::from_u64(1), 0, "127.0.0.1:9".parse().unwrap()).await.unwrap();
+        // (DR, modu, datr, codr)
+        let table = [
+            (0, "LORA", Datr::Name("SF12BW125".into()), Some("4/5")),
+            (3, "LORA", Datr::Name("SF9BW125".into()), Some("4/5")),
+            (6, "LORA", Datr::Name("SF7BW250".into()), Some("4/5")),
+            (7, "FSK", Datr::Bps(50_000), None),
+        ];
+        for (dr, modu, datr, codr) in table {
+            let tx = TxParams { dr, tx_power: 0, channel: 4, frequency: 867_300_000 };
+            let p = PushData::decode(&gw.push_data(&[1], Signal { rssi: -60, snr: 7.5 }, &tx)).unwrap();
+            let rx = &p.payload.rxpk[0];
+            assert_eq!((rx.modu.as_str(), &rx.datr, rx.codr.as_deref()), (modu, &datr, codr), "DR{dr}");
+            assert_eq!((rx.freq, rx.chan), (867_300_000, 4), "DR{dr}");
+        }
     }
 
     #[test]
     fn nearer_gateways_hear_louder() {
         let mut rng = rand::thread_rng();
         for _ in 0..100 {
-            let a = Signal::for_gateway(0, &mut rng);
-            let b = Signal::for_gateway(1, &mut rng);
+            let a = Signal::for_gateway(0, DEFAULT_SNR, 0, &mut rng);
+            let b = Signal::for_gateway(1, DEFAULT_SNR, 0, &mut rng);
             assert!(a.rssi > b.rssi && a.snr > b.snr, "{a:?} {b:?}");
         }
+    }
+
+    #[test]
+    fn each_tx_power_step_costs_two_db_of_snr() {
+        let mut rng = rand::thread_rng();
+        // (link SNR, TXPower index, expected SNR at gateway 0 before ±1 dB jitter)
+        let table = [(9.5, 0, 9.5), (9.5, 3, 3.5), (9.5, 7, -4.5), (-20.0, 0, -20.0), (12.0, 1, 10.0)];
+        for (link, power, want) in table {
+            for _ in 0..50 {
+                let s = Signal::for_gateway(0, link, power, &mut rng);
+                assert!((s.snr - want).abs() <= 1.0, "link {link} power {power}: {s:?}");
+            }
+        }
+        let loud = Signal::for_gateway(0, 9.5, 0, &mut rng);
+        let quiet = Signal::for_gateway(0, 9.5, 7, &mut rng);
+        assert!(loud.rssi - quiet.rssi >= 14 - 6, "RSSI drops with power too: {loud:?} {quiet:?}");
     }
 
     #[tokio::test]

@@ -3,13 +3,19 @@
 //!
 //! # Layout
 //! - `device`: an end device (join, uplinks, downlinks), pure.
+//! - `mac`: the device side of the MAC commands and ADR backoff, pure.
+//! - `eu868`: the regional facts a device needs (data rates, power steps, channels).
 //! - `gateway`: a gateway with its own UDP socket (PUSH_DATA, PULL_DATA, TX_ACK).
 //! - `router`: gives each received downlink to the device it is for.
 //! - `provision`: REST calls that register gateways and devices.
 //! - `payload`: counter and Cayenne LPP payloads.
+//! - `board`: per-device state for the progress line, the `--verbose` table and `--json`.
 
+pub mod board;
 pub mod device;
+pub mod eu868;
 pub mod gateway;
+pub mod mac;
 pub mod payload;
 pub mod provision;
 pub mod router;
@@ -18,12 +24,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::seq::SliceRandom;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use device::{Session, VirtualDevice};
-use gateway::{Gateways, EU868_CHANNELS};
+use gateway::{Gateways, DEFAULT_SNR};
+use mac::TxParams;
 use router::{DownlinkSender, Router};
 
 /// How long a device waits for its join-accept before it tries again with a new DevNonce.
@@ -95,16 +101,24 @@ pub struct Radio {
 }
 
 impl Radio {
-    /// Sends a frame through every gateway on a random EU868 default channel; an I/O error
-    /// counts as an error. Returns whether at least one copy left.
+    /// Sends a frame through every gateway on a random EU868 default channel at DR5 and
+    /// maximum power, heard at [`DEFAULT_SNR`]. Returns whether at least one copy left.
     pub async fn transmit(&self, phy: &[u8]) -> bool {
-        let freq = *EU868_CHANNELS.choose(&mut rand::thread_rng()).unwrap_or(&EU868_CHANNELS[0]);
-        let (sent, error) = self.gateways.transmit(phy, freq).await;
-        if let Some(e) = error {
+        let channel = rand::Rng::gen_range(&mut rand::thread_rng(), 0..eu868::DEFAULT_CHANNELS.len());
+        let tx = TxParams { dr: 5, tx_power: 0, channel: channel as u8, frequency: eu868::DEFAULT_CHANNELS[channel] };
+        self.transmit_as(phy, &tx, DEFAULT_SNR).await.is_some()
+    }
+
+    /// Sends a frame through every gateway with the device's radio parameters, for a device
+    /// whose SNR at the nearest gateway is `link_snr` at maximum power; an I/O error counts as
+    /// an error. Returns the best SNR reported if at least one copy left.
+    pub async fn transmit_as(&self, phy: &[u8], tx: &TxParams, link_snr: f32) -> Option<f32> {
+        let heard = self.gateways.transmit(phy, tx, link_snr).await;
+        if let Some(e) = heard.error {
             self.stats.error();
             tracing::warn!(error = %e, "uplink copy not sent");
         }
-        sent > 0
+        heard.best_snr
     }
 }
 
@@ -127,6 +141,19 @@ pub async fn join(
     max_attempts: u32,
     shutdown: &CancellationToken,
 ) -> Result<Session, JoinError> {
+    join_at(dev, radio, DEFAULT_SNR, tx, rx, max_attempts, shutdown).await
+}
+
+/// [`join`] for a device heard at `link_snr` (dB at the nearest gateway, maximum power).
+pub async fn join_at(
+    dev: &mut VirtualDevice,
+    radio: &Radio,
+    link_snr: f32,
+    tx: &DownlinkSender,
+    rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    max_attempts: u32,
+    shutdown: &CancellationToken,
+) -> Result<Session, JoinError> {
     let mut attempts = 0u32;
     loop {
         if max_attempts > 0 && attempts >= max_attempts {
@@ -134,9 +161,10 @@ pub async fn join(
         }
         attempts += 1;
         let request = dev.join_request();
+        let join_tx = dev.mac.join_tx(&mut rand::thread_rng());
         radio.router.expect_join(dev.dev_eui, dev.app_key, tx.clone());
         radio.stats.join_requests.fetch_add(1, Ordering::Relaxed);
-        radio.transmit(&request).await;
+        radio.transmit_as(&request, &join_tx, link_snr).await;
         let deadline = tokio::time::sleep(JOIN_TIMEOUT);
         tokio::pin!(deadline);
         loop {

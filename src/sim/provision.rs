@@ -95,15 +95,20 @@ impl Api {
     }
 
     /// The id of the EU868 LoRaWAN 1.0.3 OTAA profile called `name`, created or updated to use
-    /// `codec` (`NONE`, `CAYENNE_LPP`).
+    /// `codec` (`NONE`, `CAYENNE_LPP`), without ADR.
     pub async fn ensure_device_profile(&self, name: &str, codec: &str) -> Result<String, ApiError> {
+        self.ensure_device_profile_with(name, codec, false).await
+    }
+
+    /// [`Api::ensure_device_profile`] with ADR allowed (`adrEnabled`) or not.
+    pub async fn ensure_device_profile_with(&self, name: &str, codec: &str, adr: bool) -> Result<String, ApiError> {
         let path = "/api/device-profiles";
         let body = json!({"name": name, "region": "EU868", "macVersion": "1.0.3", "regParamsRevision": "RP002-1.0.3",
-                          "supportsOtaa": true, "supportsClassC": false, "adrEnabled": false,
+                          "supportsOtaa": true, "supportsClassC": false, "adrEnabled": adr,
                           "payloadCodec": codec, "payloadCodecScript": ""});
         if let Some(p) = self.list_all(path).await?.into_iter().find(|p| p["name"] == name) {
             let id = Self::id_of(Method::GET, path, &p)?;
-            if p["payloadCodec"] != codec || p["adrEnabled"] != false || p["supportsOtaa"] != true {
+            if p["payloadCodec"] != codec || p["adrEnabled"] != adr || p["supportsOtaa"] != true {
                 self.expect(Method::PUT, &format!("{path}/{id}"), Some(body), &[StatusCode::OK, StatusCode::NO_CONTENT]).await?;
             }
             return Ok(id);

@@ -1,0 +1,856 @@
+//! The device side of the LoRaWAN MAC layer for a simulated EU868 end device: the answer to
+//! every command a network server sends (LoRaWAN 1.0.4 §5, RP002-1.0.4 §2.4) and ADR backoff
+//! (LoRaWAN 1.0.4 §4.3.1.1). Pure: the caller hands in the MAC bytes of each downlink and the
+//! SNR the network measured, and asks what the next uplink carries and on which channel.
+//!
+//! Where the specification leaves a choice, the simulator makes this one:
+//! - Answers that fit FOpts (at most 15 bytes) ride with the application payload. Longer ones
+//!   go alone as an FPort 0 uplink, and the application payload waits for the next uplink.
+//! - ADRACKReq is set whenever ADR is on and ADR_ACK_CNT ≥ ADR_ACK_LIMIT, also at DR0 and
+//!   default power (1.0.4 Table 9 keeps it set once the backoff has reached the defaults).
+//! - A device without ADR applies a valid channel mask but refuses data rate and TX power
+//!   changes (1.0.4 §4.3.1.1 lets it ignore them; the network sees the NAK bits).
+//! - TxParamSetupReq is not implemented by EU868 devices (RP002 defines no dwell time for the
+//!   region), so it gets no answer.
+
+use loraflow_network_server::mac::{
+    parse_downlink_commands, DevStatusAns, DeviceTimeAns, DlChannelAns, DlChannelReq, DownlinkMacCommand, LinkAdrAns, LinkAdrReq,
+    LinkCheckAns, MacParseError, NewChannelAns, NewChannelReq, RxParamSetupAns, RxParamSetupReq, UplinkMacCommand,
+};
+use rand::Rng;
+
+use super::eu868;
+
+/// Uplinks without a downlink before ADRACKReq is set (RP002-1.0.4 §2.4.8 default).
+pub const ADR_ACK_LIMIT: u32 = 64;
+/// Further uplinks without a downlink between two backoff steps (RP002-1.0.4 §2.4.8 default).
+pub const ADR_ACK_DELAY: u32 = 32;
+/// FOptsLen is 4 bits (LoRaWAN 1.0.4 §4.3.1).
+pub const MAX_FOPTS_LEN: usize = 15;
+/// "Keep the current value" in LinkADRReq DataRate and TXPower (LoRaWAN 1.0.4 §5.2).
+const KEEP: u8 = 0x0f;
+
+/// What the simulated device is and supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacConfig {
+    /// The device sets the ADR bit, follows LinkADRReq and runs the ADR backoff.
+    pub adr: bool,
+    /// Highest data rate the device can use: 5 (LoRa 125 kHz only) up to 7 (FSK).
+    pub max_dr: u8,
+    /// Data rate after a join (and of the join-request).
+    pub initial_dr: u8,
+    /// TXPower index after a join; 0 is the maximum (the LoRaWAN default TX power).
+    pub initial_tx_power: u8,
+    /// Battery byte of DevStatusAns: 0 external power, 1..=254 level, 255 unknown.
+    pub battery: u8,
+}
+
+impl Default for MacConfig {
+    /// The simulator before ADR existed: no ADR, SF7BW125 (DR5), maximum power.
+    fn default() -> Self {
+        MacConfig { adr: false, max_dr: 5, initial_dr: 5, initial_tx_power: 0, battery: 254 }
+    }
+}
+
+/// An uplink channel the device may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkChannel {
+    pub frequency: u32,
+    pub min_dr: u8,
+    pub max_dr: u8,
+    /// RX1 frequency when a DlChannelReq moved it away from the uplink frequency.
+    pub rx1_frequency: Option<u32>,
+}
+
+impl UplinkChannel {
+    fn new(frequency: u32, min_dr: u8, max_dr: u8) -> Self {
+        UplinkChannel { frequency, min_dr, max_dr, rx1_frequency: None }
+    }
+
+    fn allows(&self, dr: u8) -> bool {
+        (self.min_dr..=self.max_dr).contains(&dr)
+    }
+}
+
+/// Radio parameters of one transmission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxParams {
+    pub dr: u8,
+    pub tx_power: u8,
+    /// Index of the device channel (0..=15).
+    pub channel: u8,
+    pub frequency: u32,
+}
+
+/// The MAC part of the next uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkMac {
+    pub adr: bool,
+    pub adr_ack_req: bool,
+    /// Encoded answers, one-shot ones first, then the sticky ones.
+    pub commands: Vec<u8>,
+    pub dr: u8,
+    pub tx_power: u8,
+    /// Transmissions of this frame (1 = no repetition).
+    pub nb_trans: u8,
+}
+
+/// Where an uplink's MAC answers travel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// In FOpts (possibly empty) next to the application payload.
+    FOpts(Vec<u8>),
+    /// Alone in the FRMPayload of an FPort 0 uplink; the application payload waits.
+    Port0(Vec<u8>),
+}
+
+/// Where `commands` go when the application wants to send `app_len` bytes at `dr`: FOpts when
+/// they fit both FOpts and the data rate's payload limit together with the application payload
+/// (LoRaWAN 1.0.4 §4.3.1.6), otherwise FPort 0 on their own.
+pub fn place(commands: Vec<u8>, app_len: usize, dr: u8) -> Placement {
+    if commands.is_empty() || commands.len() <= MAX_FOPTS_LEN && commands.len() + app_len <= eu868::max_frm_payload(dr) {
+        Placement::FOpts(commands)
+    } else {
+        Placement::Port0(commands)
+    }
+}
+
+/// What a downlink's MAC commands did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MacReport {
+    pub commands: Vec<DownlinkMacCommand>,
+    /// Processing stopped here (LoRaWAN 1.0.4 §5: an unknown command ends the list).
+    pub error: Option<MacParseError>,
+    /// Answers queued for the next uplink.
+    pub answers: Vec<UplinkMacCommand>,
+}
+
+/// The MAC state of one device session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceMac {
+    config: MacConfig,
+    dr: u8,
+    tx_power: u8,
+    nb_trans: u8,
+    channels: [Option<UplinkChannel>; eu868::MAX_CHANNELS],
+    ch_mask: u16,
+    rx1_dr_offset: u8,
+    rx2_dr: u8,
+    rx2_frequency: u32,
+    rx1_delay: u8,
+    max_duty_cycle: u8,
+    /// Uplinks since the last downlink (ADR_ACK_CNT, LoRaWAN 1.0.4 §4.3.1.1).
+    adr_ack_cnt: u32,
+    /// Answers sent once, in the next uplink.
+    answers: Vec<UplinkMacCommand>,
+    /// Answers repeated in every uplink until a downlink arrives (LoRaWAN 1.0.4 §5.4, §5.6, §5.7).
+    sticky: Vec<UplinkMacCommand>,
+    /// SNR (dB) the network reported for the last uplink, taken as the downlink's SNR.
+    last_snr: Option<f32>,
+    last_link_check: Option<LinkCheckAns>,
+    last_device_time: Option<DeviceTimeAns>,
+}
+
+impl DeviceMac {
+    /// A device before its join, with the default channels.
+    pub fn new(config: MacConfig) -> Self {
+        let mut channels = [None; eu868::MAX_CHANNELS];
+        for (slot, f) in channels.iter_mut().zip(eu868::DEFAULT_CHANNELS) {
+            *slot = Some(UplinkChannel::new(f, 0, 5));
+        }
+        DeviceMac {
+            config,
+            dr: config.initial_dr,
+            tx_power: config.initial_tx_power,
+            nb_trans: 1,
+            channels,
+            ch_mask: default_mask(),
+            rx1_dr_offset: 0,
+            rx2_dr: eu868::RX2_DR,
+            rx2_frequency: eu868::RX2_FREQUENCY,
+            rx1_delay: 1,
+            max_duty_cycle: 0,
+            adr_ack_cnt: 0,
+            answers: Vec::new(),
+            sticky: Vec::new(),
+            last_snr: None,
+            last_link_check: None,
+            last_device_time: None,
+        }
+    }
+
+    pub fn config(&self) -> &MacConfig {
+        &self.config
+    }
+    pub fn dr(&self) -> u8 {
+        self.dr
+    }
+    pub fn tx_power(&self) -> u8 {
+        self.tx_power
+    }
+    pub fn nb_trans(&self) -> u8 {
+        self.nb_trans
+    }
+    pub fn ch_mask(&self) -> u16 {
+        self.ch_mask
+    }
+    pub fn channel(&self, index: usize) -> Option<UplinkChannel> {
+        self.channels.get(index).copied().flatten()
+    }
+    /// RX1DROffset, RX2 data rate, RX2 frequency (Hz), RX1 delay (s).
+    pub fn rx_params(&self) -> (u8, u8, u32, u8) {
+        (self.rx1_dr_offset, self.rx2_dr, self.rx2_frequency, self.rx1_delay)
+    }
+    pub fn max_duty_cycle(&self) -> u8 {
+        self.max_duty_cycle
+    }
+    pub fn adr_ack_cnt(&self) -> u32 {
+        self.adr_ack_cnt
+    }
+    pub fn last_link_check(&self) -> Option<LinkCheckAns> {
+        self.last_link_check
+    }
+    pub fn last_device_time(&self) -> Option<DeviceTimeAns> {
+        self.last_device_time
+    }
+
+    /// A new session from a join-accept (LoRaWAN 1.0.4 §6.2.5): everything back to the
+    /// defaults, then the join-accept's RX settings and CFList channels.
+    pub fn join(&mut self, rx1_dr_offset: u8, rx2_dr: u8, rx_delay: u8, cf_list: Option<&[u8; 16]>) {
+        *self = DeviceMac::new(self.config);
+        self.rx1_dr_offset = rx1_dr_offset;
+        self.rx2_dr = rx2_dr;
+        self.rx1_delay = rx_delay.max(1);
+        // CFListType 0: frequencies of channels 3..=7, 3 bytes each, 0 = none (RP002-1.0.4 §2.4.4).
+        if let Some(cf) = cf_list.filter(|cf| cf[15] == 0) {
+            for (i, f) in cf[..15].chunks(3).enumerate() {
+                let hz = u32::from_le_bytes([f[0], f[1], f[2], 0]) * 100;
+                if hz != 0 && eu868::BAND.contains(&hz) {
+                    self.channels[3 + i] = Some(UplinkChannel::new(hz, 0, 5));
+                    self.ch_mask |= 1 << (3 + i);
+                }
+            }
+        }
+    }
+
+    /// Where the join-request goes: a default channel (RP002-1.0.4 §2.4.2) at the initial DR.
+    pub fn join_tx(&self, rng: &mut impl Rng) -> TxParams {
+        let channel = rng.gen_range(0..eu868::DEFAULT_CHANNELS.len());
+        TxParams {
+            dr: self.config.initial_dr,
+            tx_power: self.config.initial_tx_power,
+            channel: channel as u8,
+            frequency: eu868::DEFAULT_CHANNELS[channel],
+        }
+    }
+
+    /// The SNR the network reported for the last uplink; DevStatusAns reports it as margin.
+    pub fn set_link_snr(&mut self, snr: f32) {
+        self.last_snr = Some(snr);
+    }
+
+    /// The MAC part of the next new uplink frame (not of a repetition): ADR bits, backoff and
+    /// the answers to send. One-shot answers are consumed; sticky ones stay.
+    pub fn next_uplink(&mut self) -> UplinkMac {
+        let mut adr_ack_req = false;
+        if self.config.adr {
+            // LoRaWAN 1.0.4 §4.3.1.1 and Table 9: ADRACKReq from ADR_ACK_LIMIT uplinks without a
+            // downlink on; one backoff step every ADR_ACK_DELAY uplinks after that.
+            let cnt = self.adr_ack_cnt;
+            if cnt >= ADR_ACK_LIMIT + ADR_ACK_DELAY && (cnt - ADR_ACK_LIMIT) % ADR_ACK_DELAY == 0 {
+                self.backoff_step();
+            }
+            adr_ack_req = cnt >= ADR_ACK_LIMIT;
+        }
+        self.adr_ack_cnt = self.adr_ack_cnt.saturating_add(1);
+        let mut commands = Vec::new();
+        for a in self.answers.drain(..).chain(self.sticky.iter().copied()) {
+            a.encode(&mut commands);
+        }
+        UplinkMac { adr: self.config.adr, adr_ack_req, commands, dr: self.dr, tx_power: self.tx_power, nb_trans: self.nb_trans }
+    }
+
+    /// Default power first, then one data rate lower per step, and at the lowest data rate one
+    /// transmission per frame and the default channels back on (LoRaWAN 1.0.4 §4.3.1.1).
+    fn backoff_step(&mut self) {
+        if self.tx_power != 0 {
+            self.tx_power = 0;
+        } else if self.dr > 0 {
+            self.dr -= 1;
+        } else {
+            self.nb_trans = 1;
+            self.ch_mask |= default_mask();
+        }
+    }
+
+    /// A channel for the next transmission: a random enabled one that allows the current data
+    /// rate, or a default channel if the mask left none.
+    pub fn choose_channel(&self, rng: &mut impl Rng) -> TxParams {
+        let usable = |(i, c): (usize, &Option<UplinkChannel>)| {
+            c.filter(|c| self.ch_mask & (1 << i) != 0 && c.allows(self.dr)).map(|c| (i, c.frequency))
+        };
+        let count = self.channels.iter().enumerate().filter_map(usable).count();
+        let (channel, frequency) = if count == 0 {
+            let i = rng.gen_range(0..eu868::DEFAULT_CHANNELS.len());
+            (i, eu868::DEFAULT_CHANNELS[i])
+        } else {
+            let pick = rng.gen_range(0..count);
+            self.channels.iter().enumerate().filter_map(usable).nth(pick).unwrap_or((0, eu868::DEFAULT_CHANNELS[0]))
+        };
+        TxParams { dr: self.dr, tx_power: self.tx_power, channel: channel as u8, frequency }
+    }
+
+    /// A Class A downlink with a valid MIC arrived carrying `mac_commands` (FOpts or the
+    /// decrypted FPort 0 payload, possibly empty). Resets ADR_ACK_CNT, ends the repetition of
+    /// sticky answers and handles the commands in order.
+    pub fn downlink_received(&mut self, mac_commands: &[u8]) -> MacReport {
+        use DownlinkMacCommand as D;
+        self.adr_ack_cnt = 0;
+        self.sticky.clear();
+        let (commands, error) = parse_downlink_commands(mac_commands);
+        let before = self.answers.len();
+        let mut i = 0;
+        while i < commands.len() {
+            match commands[i] {
+                D::LinkAdrReq(_) => {
+                    // A contiguous run of LinkADRReq is one atomic block with one answer per
+                    // command, all alike (LoRaWAN 1.0.4 §5.2).
+                    let block: Vec<LinkAdrReq> =
+                        commands[i..].iter().map_while(|c| if let D::LinkAdrReq(r) = c { Some(*r) } else { None }).collect();
+                    i += block.len();
+                    let ans = self.link_adr(&block);
+                    self.answers.extend(block.iter().map(|_| UplinkMacCommand::LinkAdrAns(ans)));
+                    continue;
+                }
+                D::DutyCycleReq(r) => {
+                    self.max_duty_cycle = r.max_duty_cycle;
+                    self.answers.push(UplinkMacCommand::DutyCycleAns);
+                }
+                D::RxParamSetupReq(r) => {
+                    let ans = self.rx_param_setup(r);
+                    self.sticky.push(UplinkMacCommand::RxParamSetupAns(ans));
+                }
+                D::DevStatusReq => {
+                    let ans = DevStatusAns { battery: self.config.battery, margin: margin(self.last_snr) };
+                    self.answers.push(UplinkMacCommand::DevStatusAns(ans));
+                }
+                D::NewChannelReq(r) => {
+                    let ans = self.new_channel(r);
+                    self.answers.push(UplinkMacCommand::NewChannelAns(ans));
+                }
+                D::RxTimingSetupReq(r) => {
+                    self.rx1_delay = r.seconds();
+                    self.sticky.push(UplinkMacCommand::RxTimingSetupAns);
+                }
+                D::DlChannelReq(r) => {
+                    let ans = self.dl_channel(r);
+                    self.sticky.push(UplinkMacCommand::DlChannelAns(ans));
+                }
+                D::TxParamSetupReq(_) => {}
+                D::LinkCheckAns(a) => self.last_link_check = Some(a),
+                D::DeviceTimeAns(a) => self.last_device_time = Some(a),
+            }
+            i += 1;
+        }
+        let mut answers = self.answers[before..].to_vec();
+        answers.extend(self.sticky.iter().copied());
+        MacReport { commands, error, answers }
+    }
+
+    fn defined_mask(&self) -> u16 {
+        self.channels.iter().enumerate().filter(|(_, c)| c.is_some()).fold(0, |m, (i, _)| m | (1 << i))
+    }
+
+    /// LoRaWAN 1.0.4 §5.2 with RP002-1.0.4 §2.4.5: the channel masks of the block apply in
+    /// order, DataRate, TXPower and NbTrans come from the last command; nothing changes unless
+    /// all three bits are ACK.
+    fn link_adr(&mut self, block: &[LinkAdrReq]) -> LinkAdrAns {
+        let defined = self.defined_mask();
+        let mut mask = self.ch_mask;
+        let mut mask_ok = true;
+        for r in block {
+            match r.ch_mask_cntl {
+                0 => {
+                    // Enabling a channel that does not exist refuses the whole block.
+                    mask_ok &= r.ch_mask & !defined == 0;
+                    mask = r.ch_mask;
+                }
+                6 => mask = defined,
+                _ => mask_ok = false,
+            }
+        }
+        mask_ok &= mask != 0;
+        let Some(last) = block.last() else {
+            return LinkAdrAns { power_ack: false, dr_ack: false, ch_mask_ack: false };
+        };
+        let usable_mask = if mask_ok { mask } else { self.ch_mask };
+        let dr = if last.dr == KEEP { self.dr } else { last.dr };
+        let tx_power = if last.tx_power == KEEP { self.tx_power } else { last.tx_power };
+        let dr_ok = (last.dr == KEEP || self.config.adr)
+            && dr <= self.config.max_dr.min(eu868::MAX_DR)
+            && self.channels.iter().enumerate().any(|(i, c)| usable_mask & (1 << i) != 0 && c.is_some_and(|c| c.allows(dr)));
+        let power_ok = (last.tx_power == KEEP || self.config.adr) && tx_power <= eu868::MAX_TX_POWER_INDEX;
+        let ans = LinkAdrAns { power_ack: power_ok, dr_ack: dr_ok, ch_mask_ack: mask_ok };
+        if ans.accepted() {
+            self.dr = dr;
+            self.tx_power = tx_power;
+            // NbTrans 0 means the default, 1 (LoRaWAN 1.0.4 §5.2).
+            self.nb_trans = last.nb_trans.max(1);
+            self.ch_mask = mask;
+        } else if !self.config.adr && mask_ok {
+            // A device without ADR still follows the channel plan (Semtech, "Implementing
+            // Adaptive Data Rate", processing LinkADRReq without ADR).
+            self.ch_mask = mask;
+        }
+        ans
+    }
+
+    /// LoRaWAN 1.0.4 §5.4: all three fields valid or nothing changes.
+    fn rx_param_setup(&mut self, r: RxParamSetupReq) -> RxParamSetupAns {
+        let ans = RxParamSetupAns {
+            rx1_dr_offset_ack: r.rx1_dr_offset <= eu868::MAX_RX1_DR_OFFSET,
+            rx2_dr_ack: r.rx2_dr <= self.config.max_dr.min(eu868::MAX_DR),
+            channel_ack: eu868::BAND.contains(&r.frequency),
+        };
+        if ans.accepted() {
+            self.rx1_dr_offset = r.rx1_dr_offset;
+            self.rx2_dr = r.rx2_dr;
+            self.rx2_frequency = r.frequency;
+        }
+        ans
+    }
+
+    /// LoRaWAN 1.0.4 §5.6: the default channels 0..=2 cannot be changed (RP002-1.0.4 §2.4.2);
+    /// frequency 0 removes a channel.
+    fn new_channel(&mut self, r: NewChannelReq) -> NewChannelAns {
+        let i = usize::from(r.ch_index);
+        let changeable = (eu868::DEFAULT_CHANNELS.len()..eu868::MAX_CHANNELS).contains(&i);
+        let ans = if r.frequency == 0 {
+            NewChannelAns { dr_range_ok: changeable, channel_freq_ok: changeable }
+        } else {
+            NewChannelAns {
+                dr_range_ok: changeable && r.min_dr <= r.max_dr && r.max_dr <= eu868::MAX_DR,
+                channel_freq_ok: changeable && eu868::BAND.contains(&r.frequency),
+            }
+        };
+        if ans.dr_range_ok && ans.channel_freq_ok {
+            if r.frequency == 0 {
+                self.channels[i] = None;
+                self.ch_mask &= !(1 << i);
+            } else {
+                self.channels[i] = Some(UplinkChannel::new(r.frequency, r.min_dr, r.max_dr));
+                self.ch_mask |= 1 << i;
+            }
+        }
+        ans
+    }
+
+    /// LoRaWAN 1.0.4 §5.6: moves the RX1 frequency of an existing uplink channel.
+    fn dl_channel(&mut self, r: DlChannelReq) -> DlChannelAns {
+        let slot = self.channels.get_mut(usize::from(r.ch_index)).and_then(Option::as_mut);
+        let ans = DlChannelAns { uplink_freq_exists: slot.is_some(), channel_freq_ok: eu868::BAND.contains(&r.frequency) };
+        if let (Some(c), true) = (slot, ans.channel_freq_ok) {
+            c.rx1_frequency = Some(r.frequency);
+        }
+        ans
+    }
+}
+
+fn default_mask() -> u16 {
+    (1 << eu868::DEFAULT_CHANNELS.len()) - 1
+}
+
+/// DevStatusAns margin: the SNR rounded to whole dB, clamped to the 6-bit signed range
+/// −32..=31 (LoRaWAN 1.0.4 §5.5); 0 before any uplink was measured.
+pub fn margin(snr: Option<f32>) -> i8 {
+    snr.map_or(0, |s| s.round().clamp(-32.0, 31.0) as i8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loraflow_network_server::mac::{encode_all, parse_uplink_commands, DutyCycleReq, RxTimingSetupReq, TxParamSetupReq};
+    use rand::SeedableRng;
+    use DownlinkMacCommand as D;
+    use UplinkMacCommand as U;
+
+    /// EU868 CFList with 867.1, 867.3, 867.5, 867.7, 867.9 MHz (the server's default).
+    fn cf_list() -> [u8; 16] {
+        let mut cf = [0u8; 16];
+        for (i, mhz10) in [8671u32, 8673, 8675, 8677, 8679].iter().enumerate() {
+            cf[i * 3..i * 3 + 3].copy_from_slice(&(mhz10 * 1000).to_le_bytes()[..3]);
+        }
+        cf
+    }
+
+    fn device(config: MacConfig) -> DeviceMac {
+        let mut d = DeviceMac::new(config);
+        d.join(0, 0, 1, Some(&cf_list()));
+        d
+    }
+
+    fn adr_device() -> DeviceMac {
+        device(MacConfig { adr: true, initial_dr: 0, ..MacConfig::default() })
+    }
+
+    fn down(cmds: &[DownlinkMacCommand]) -> Vec<u8> {
+        encode_all(cmds)
+    }
+
+    fn sent(d: &mut DeviceMac) -> Vec<UplinkMacCommand> {
+        let (cmds, err) = parse_uplink_commands(&d.next_uplink().commands);
+        assert_eq!(err, None);
+        cmds
+    }
+
+    fn req(dr: u8, tx_power: u8, ch_mask: u16, ch_mask_cntl: u8, nb_trans: u8) -> LinkAdrReq {
+        LinkAdrReq { dr, tx_power, ch_mask, ch_mask_cntl, nb_trans }
+    }
+
+    fn ans(bits: u8) -> LinkAdrAns {
+        LinkAdrAns::decode(&[bits])
+    }
+
+    /// (DR, TXPower, NbTrans, channel mask) of a device.
+    type Radio = (u8, u8, u8, u16);
+
+    #[test]
+    fn the_join_accept_cf_list_adds_channels_three_to_seven() {
+        let d = adr_device();
+        assert_eq!(d.ch_mask(), 0x00ff);
+        assert_eq!(d.channel(3).map(|c| c.frequency), Some(867_100_000));
+        assert_eq!(d.channel(7).map(|c| c.frequency), Some(867_900_000));
+        assert_eq!(d.channel(8), None);
+        let bare = device(MacConfig::default());
+        let mut no_cf = DeviceMac::new(MacConfig::default());
+        no_cf.join(0, 0, 1, None);
+        assert_eq!((bare.ch_mask(), no_cf.ch_mask()), (0x00ff, 0x0007));
+    }
+
+    #[test]
+    fn link_adr_req_answers_each_field_and_applies_only_when_all_are_ack() {
+        // (request, expected status bits power|dr|mask, expected (dr, power, nb_trans, mask) after)
+        let start = (0, 0, 1, 0x00ff);
+        let table: [(LinkAdrReq, u8, Radio); 13] = [
+            (req(5, 2, 0x00ff, 0, 1), 0b111, (5, 2, 1, 0x00ff)),
+            (req(3, 7, 0x0007, 0, 3), 0b111, (3, 7, 3, 0x0007)),
+            (req(6, 2, 0x00ff, 0, 1), 0b101, start),  // DR6 is above the device's DR5
+            (req(12, 2, 0x00ff, 0, 1), 0b101, start), // RFU data rate
+            (req(KEEP, 2, 0x00ff, 0, 1), 0b111, (0, 2, 1, 0x00ff)),
+            (req(5, 8, 0x00ff, 0, 1), 0b011, start), // TXPower 8 is RFU in EU868
+            (req(5, KEEP, 0x00ff, 0, 2), 0b111, (5, 0, 2, 0x00ff)),
+            (req(5, 1, 0x0000, 0, 1), 0b110, start),             // no channel left
+            (req(5, 1, 0x0401, 0, 1), 0b110, start),             // channel 10 does not exist
+            (req(5, 1, 0x0000, 6, 1), 0b111, (5, 1, 1, 0x00ff)), // ChMaskCntl 6: all channels on
+            (req(5, 1, 0x00ff, 3, 1), 0b110, start),             // ChMaskCntl 3 is RFU
+            (req(4, 1, 0x0018, 0, 0), 0b111, (4, 1, 1, 0x0018)), // NbTrans 0 means 1
+            (req(5, 1, 0x00ff, 0, 15), 0b111, (5, 1, 15, 0x00ff)),
+        ];
+        for (r, bits, after) in table {
+            let mut d = adr_device();
+            let report = d.downlink_received(&down(&[D::LinkAdrReq(r)]));
+            assert_eq!(report.answers, vec![U::LinkAdrAns(ans(bits))], "{r:?}");
+            assert_eq!((d.dr(), d.tx_power(), d.nb_trans(), d.ch_mask()), after, "{r:?}");
+            assert_eq!(sent(&mut d), vec![U::LinkAdrAns(ans(bits))], "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_data_rate_no_enabled_channel_allows_is_refused() {
+        let mut d = adr_device();
+        d.downlink_received(&down(&[D::NewChannelReq(NewChannelReq { ch_index: 8, frequency: 868_800_000, min_dr: 0, max_dr: 3 })]));
+        let report = d.downlink_received(&down(&[D::LinkAdrReq(req(5, 0, 0x0100, 0, 1))]));
+        assert_eq!(report.answers, vec![U::LinkAdrAns(ans(0b101))]);
+        let report = d.downlink_received(&down(&[D::LinkAdrReq(req(3, 0, 0x0100, 0, 1))]));
+        assert_eq!(report.answers, vec![U::LinkAdrAns(ans(0b111))]);
+        assert_eq!((d.dr(), d.ch_mask()), (3, 0x0100));
+    }
+
+    #[test]
+    fn a_device_with_dr7_support_accepts_dr6_and_dr7() {
+        let mut d = device(MacConfig { adr: true, max_dr: 7, initial_dr: 0, ..MacConfig::default() });
+        // The default channels allow DR0..=5 only: DR7 needs a channel that allows it.
+        let r = d.downlink_received(&down(&[D::LinkAdrReq(req(7, 0, 0x00ff, 0, 1))]));
+        assert_eq!(r.answers, vec![U::LinkAdrAns(ans(0b101))]);
+        d.downlink_received(&down(&[D::NewChannelReq(NewChannelReq { ch_index: 8, frequency: 868_800_000, min_dr: 7, max_dr: 7 })]));
+        let r = d.downlink_received(&down(&[D::LinkAdrReq(req(7, 0, 0x0100, 0, 1))]));
+        assert_eq!(r.answers, vec![U::LinkAdrAns(ans(0b111))]);
+        assert_eq!(d.dr(), 7);
+    }
+
+    #[test]
+    fn a_block_of_link_adr_reqs_is_applied_atomically_with_one_answer_each() {
+        // (block, status bits of every answer, (dr, power, nb_trans, mask) after)
+        let table: [(Vec<LinkAdrReq>, u8, Radio); 4] = [
+            // Masks in order, DataRate/TXPower/NbTrans from the last command only.
+            (vec![req(9, 9, 0x0000, 6, 0), req(5, 3, 0x0006, 0, 2)], 0b111, (5, 3, 2, 0x0006)),
+            (vec![req(5, 3, 0x0006, 0, 2), req(2, 1, 0x0000, 6, 1)], 0b111, (2, 1, 1, 0x00ff)),
+            // One bad mask refuses the whole block, even if the last one is fine.
+            (vec![req(5, 3, 0x0006, 2, 2), req(5, 3, 0x0006, 0, 2)], 0b110, (0, 0, 1, 0x00ff)),
+            // A bad data rate in the last command refuses the masks of the earlier ones too.
+            (vec![req(5, 3, 0x0006, 0, 2), req(6, 3, 0x0006, 0, 2)], 0b101, (0, 0, 1, 0x00ff)),
+        ];
+        for (block, bits, after) in table {
+            let mut d = adr_device();
+            let cmds: Vec<DownlinkMacCommand> = block.iter().map(|r| D::LinkAdrReq(*r)).collect();
+            let report = d.downlink_received(&down(&cmds));
+            assert_eq!(report.answers, vec![U::LinkAdrAns(ans(bits)); block.len()], "{block:?}");
+            assert_eq!((d.dr(), d.tx_power(), d.nb_trans(), d.ch_mask()), after, "{block:?}");
+        }
+    }
+
+    #[test]
+    fn link_adr_reqs_separated_by_another_command_are_two_blocks() {
+        let mut d = adr_device();
+        let cmds = [D::LinkAdrReq(req(5, 3, 0x0006, 2, 2)), D::DevStatusReq, D::LinkAdrReq(req(4, 1, 0x0003, 0, 1))];
+        let report = d.downlink_received(&down(&cmds));
+        assert_eq!(report.answers[0], U::LinkAdrAns(ans(0b110)));
+        assert!(matches!(report.answers[1], U::DevStatusAns(_)));
+        assert_eq!(report.answers[2], U::LinkAdrAns(ans(0b111)));
+        assert_eq!((d.dr(), d.tx_power(), d.ch_mask()), (4, 1, 0x0003));
+    }
+
+    #[test]
+    fn a_device_without_adr_follows_the_channel_mask_but_not_rate_or_power() {
+        let mut d = device(MacConfig::default());
+        let r = d.downlink_received(&down(&[D::LinkAdrReq(req(3, 2, 0x0003, 0, 1))]));
+        assert_eq!(r.answers, vec![U::LinkAdrAns(ans(0b001))]);
+        assert_eq!((d.dr(), d.tx_power(), d.ch_mask()), (5, 0, 0x0003));
+        let r = d.downlink_received(&down(&[D::LinkAdrReq(req(KEEP, KEEP, 0x0007, 0, 2))]));
+        assert_eq!(r.answers, vec![U::LinkAdrAns(ans(0b111))]);
+        assert_eq!((d.dr(), d.nb_trans(), d.ch_mask()), (5, 2, 0x0007));
+    }
+
+    /// (uplink number since the last downlink, ADRACKReq, DR, TXPower, NbTrans, mask)
+    type Step = (u32, bool, u8, u8, u8, u16);
+
+    #[test]
+    fn adr_backoff_sets_adr_ack_req_at_64_and_steps_every_32_uplinks() {
+        let mut d = adr_device();
+        d.downlink_received(&down(&[D::LinkAdrReq(req(5, 3, 0x0018, 0, 2))]));
+        let table: [Step; 14] = [
+            (0, false, 5, 3, 2, 0x0018),
+            (63, false, 5, 3, 2, 0x0018),
+            (64, true, 5, 3, 2, 0x0018),
+            (95, true, 5, 3, 2, 0x0018),
+            (96, true, 5, 0, 2, 0x0018), // default (maximum) power first
+            (127, true, 5, 0, 2, 0x0018),
+            (128, true, 4, 0, 2, 0x0018), // then one data rate lower per ADR_ACK_DELAY
+            (160, true, 3, 0, 2, 0x0018),
+            (192, true, 2, 0, 2, 0x0018),
+            (224, true, 1, 0, 2, 0x0018),
+            (256, true, 0, 0, 2, 0x0018),
+            (287, true, 0, 0, 2, 0x0018),
+            (288, true, 0, 0, 1, 0x001f), // at DR0: NbTrans 1 and the default channels back
+            (400, true, 0, 0, 1, 0x001f),
+        ];
+        let mut n = 0;
+        for (at, adr_ack_req, dr, power, nb_trans, mask) in table {
+            let mut up = d.next_uplink();
+            while n < at {
+                n += 1;
+                up = d.next_uplink();
+            }
+            n += 1;
+            assert!(up.adr, "uplink {at}");
+            assert_eq!(
+                (up.adr_ack_req, up.dr, up.tx_power, up.nb_trans, d.ch_mask()),
+                (adr_ack_req, dr, power, nb_trans, mask),
+                "uplink {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_downlink_resets_the_adr_ack_counter() {
+        let mut d = adr_device();
+        for _ in 0..70 {
+            d.next_uplink();
+        }
+        assert!(d.next_uplink().adr_ack_req);
+        d.downlink_received(&[]);
+        assert_eq!(d.adr_ack_cnt(), 0);
+        let up = d.next_uplink();
+        assert!(!up.adr_ack_req);
+        assert_eq!(d.adr_ack_cnt(), 1);
+    }
+
+    #[test]
+    fn without_adr_there_is_no_adr_ack_req_and_no_backoff() {
+        let mut d = device(MacConfig { initial_tx_power: 3, ..MacConfig::default() });
+        for _ in 0..500 {
+            let up = d.next_uplink();
+            assert_eq!((up.adr, up.adr_ack_req, up.dr, up.tx_power), (false, false, 5, 3));
+        }
+    }
+
+    #[test]
+    fn rx_param_rx_timing_and_dl_channel_answers_repeat_until_a_downlink() {
+        let mut d = adr_device();
+        let cmds = [
+            D::RxParamSetupReq(RxParamSetupReq { rx1_dr_offset: 2, rx2_dr: 3, frequency: 869_525_000 }),
+            D::RxTimingSetupReq(RxTimingSetupReq { delay: 3 }),
+            D::DlChannelReq(DlChannelReq { ch_index: 3, frequency: 867_300_000 }),
+            D::DevStatusReq,
+        ];
+        d.set_link_snr(4.0);
+        d.downlink_received(&down(&cmds));
+        let sticky = vec![
+            U::RxParamSetupAns(RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: true, channel_ack: true }),
+            U::RxTimingSetupAns,
+            U::DlChannelAns(DlChannelAns { uplink_freq_exists: true, channel_freq_ok: true }),
+        ];
+        let mut first = vec![U::DevStatusAns(DevStatusAns { battery: 254, margin: 4 })];
+        first.extend(sticky.iter().copied());
+        assert_eq!(sent(&mut d), first, "one-shot answers once, then the sticky ones");
+        assert_eq!(sent(&mut d), sticky);
+        assert_eq!(sent(&mut d), sticky);
+        assert_eq!(d.rx_params(), (2, 3, 869_525_000, 3));
+        assert_eq!(d.channel(3).and_then(|c| c.rx1_frequency), Some(867_300_000));
+        d.downlink_received(&[]);
+        assert_eq!(sent(&mut d), vec![]);
+    }
+
+    #[test]
+    fn invalid_rx_param_setup_is_nacked_per_field_and_not_applied() {
+        // (request, expected ACK bits rx1 offset | rx2 dr | channel)
+        let table = [
+            (RxParamSetupReq { rx1_dr_offset: 5, rx2_dr: 5, frequency: 869_525_000 }, 0b111),
+            (RxParamSetupReq { rx1_dr_offset: 6, rx2_dr: 0, frequency: 869_525_000 }, 0b011),
+            (RxParamSetupReq { rx1_dr_offset: 0, rx2_dr: 6, frequency: 869_525_000 }, 0b101),
+            (RxParamSetupReq { rx1_dr_offset: 0, rx2_dr: 0, frequency: 915_000_000 }, 0b110),
+        ];
+        for (r, bits) in table {
+            let mut d = adr_device();
+            let report = d.downlink_received(&down(&[D::RxParamSetupReq(r)]));
+            assert_eq!(report.answers, vec![U::RxParamSetupAns(RxParamSetupAns::decode(&[bits]))], "{r:?}");
+            let want = if bits == 0b111 { (r.rx1_dr_offset, r.rx2_dr, r.frequency, 1) } else { (0, 0, 869_525_000, 1) };
+            assert_eq!(d.rx_params(), want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn new_channel_req_adds_changes_and_removes_channels_but_not_the_default_ones() {
+        // (request, expected ACK bits dr range | frequency, channel afterwards)
+        let nc = |ch_index, frequency, min_dr, max_dr| NewChannelReq { ch_index, frequency, min_dr, max_dr };
+        let table = [
+            (nc(8, 868_800_000, 0, 5), 0b11, Some(868_800_000)),
+            (nc(3, 868_900_000, 0, 5), 0b11, Some(868_900_000)),
+            (nc(3, 0, 0, 0), 0b11, None),
+            (nc(1, 868_900_000, 0, 5), 0b00, Some(868_300_000)),
+            (nc(8, 902_300_000, 0, 5), 0b10, None),
+            (nc(8, 868_800_000, 5, 2), 0b01, None),
+            (nc(8, 868_800_000, 0, 9), 0b01, None),
+            (nc(16, 868_800_000, 0, 5), 0b00, None),
+        ];
+        for (r, bits, after) in table {
+            let mut d = adr_device();
+            let report = d.downlink_received(&down(&[D::NewChannelReq(r)]));
+            assert_eq!(report.answers, vec![U::NewChannelAns(NewChannelAns::decode(&[bits]))], "{r:?}");
+            let i = usize::from(r.ch_index);
+            assert_eq!(d.channel(i).map(|c| c.frequency), after, "{r:?}");
+            if i < 16 {
+                assert_eq!(d.ch_mask() & (1 << i) != 0, after.is_some(), "mask bit follows the channel: {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn dl_channel_req_needs_an_existing_channel_and_a_frequency_in_the_band() {
+        let table = [
+            (DlChannelReq { ch_index: 0, frequency: 869_100_000 }, 0b11),
+            (DlChannelReq { ch_index: 9, frequency: 869_100_000 }, 0b01),
+            (DlChannelReq { ch_index: 2, frequency: 920_000_000 }, 0b10),
+        ];
+        for (r, bits) in table {
+            let mut d = adr_device();
+            let report = d.downlink_received(&down(&[D::DlChannelReq(r)]));
+            assert_eq!(report.answers, vec![U::DlChannelAns(DlChannelAns::decode(&[bits]))], "{r:?}");
+            let moved = d.channel(usize::from(r.ch_index)).and_then(|c| c.rx1_frequency);
+            assert_eq!(moved, (bits == 0b11).then_some(r.frequency), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn dev_status_margin_is_the_rounded_snr_clamped_to_six_bits() {
+        let table =
+            [(None, 0), (Some(5.4), 5), (Some(-5.6), -6), (Some(31.4), 31), (Some(40.0), 31), (Some(-32.0), -32), (Some(-45.0), -32)];
+        for (snr, want) in table {
+            assert_eq!(margin(snr), want, "{snr:?}");
+            let mut d = device(MacConfig { battery: 77, ..MacConfig::default() });
+            if let Some(s) = snr {
+                d.set_link_snr(s);
+            }
+            d.downlink_received(&down(&[D::DevStatusReq]));
+            let (cmds, _) = parse_uplink_commands(&d.next_uplink().commands);
+            assert_eq!(cmds, vec![U::DevStatusAns(DevStatusAns { battery: 77, margin: want })], "{snr:?}");
+        }
+    }
+
+    #[test]
+    fn duty_cycle_link_check_device_time_and_tx_param_setup() {
+        let mut d = adr_device();
+        let cmds = [
+            D::DutyCycleReq(DutyCycleReq { max_duty_cycle: 7 }),
+            D::LinkCheckAns(LinkCheckAns { margin: 20, gw_cnt: 2 }),
+            D::DeviceTimeAns(DeviceTimeAns { seconds: 1_400_000_000, fraction: 3 }),
+            D::TxParamSetupReq(TxParamSetupReq { downlink_dwell_time: true, uplink_dwell_time: true, max_eirp_index: 3 }),
+        ];
+        let report = d.downlink_received(&down(&cmds));
+        assert_eq!(report.commands.len(), 4);
+        assert_eq!(report.answers, vec![U::DutyCycleAns], "answers only what an EU868 device implements");
+        assert_eq!(d.max_duty_cycle(), 7);
+        assert_eq!(d.last_link_check(), Some(LinkCheckAns { margin: 20, gw_cnt: 2 }));
+        assert_eq!(d.last_device_time().map(|t| t.seconds), Some(1_400_000_000));
+    }
+
+    #[test]
+    fn an_unknown_command_ends_processing_and_keeps_what_came_before() {
+        let mut d = adr_device();
+        let mut bytes = down(&[D::DevStatusReq]);
+        bytes.extend_from_slice(&[0x7f, 0x06]);
+        let report = d.downlink_received(&bytes);
+        assert_eq!(report.commands, vec![D::DevStatusReq]);
+        assert_eq!(report.error, Some(MacParseError::UnknownCid { cid: 0x7f, offset: 1 }));
+        assert_eq!(report.answers.len(), 1);
+    }
+
+    #[test]
+    fn answers_ride_in_fopts_when_they_fit_else_alone_on_fport_0() {
+        // (answer bytes, application payload bytes, DR, FOpts?)
+        let table = [
+            (0, 4, 5, true),
+            (15, 4, 5, true),
+            (16, 4, 5, false),
+            (15, 36, 0, true), // 15 + 36 = 51, the DR0 limit
+            (15, 37, 0, false),
+            (3, 242, 5, false),
+            (3, 239, 5, true),
+            (0, 300, 5, true), // nothing to place: the payload check is the builder's
+        ];
+        for (n, app, dr, fopts) in table {
+            let cmds = vec![0x06; n];
+            let want = if fopts { Placement::FOpts(cmds.clone()) } else { Placement::Port0(cmds.clone()) };
+            assert_eq!(place(cmds, app, dr), want, "{n} answer bytes, {app} payload bytes, DR{dr}");
+        }
+    }
+
+    #[test]
+    fn channels_are_chosen_among_enabled_ones_that_allow_the_data_rate() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut d = adr_device();
+        d.downlink_received(&down(&[
+            D::NewChannelReq(NewChannelReq { ch_index: 8, frequency: 868_800_000, min_dr: 3, max_dr: 5 }),
+            D::LinkAdrReq(req(4, 0, 0x0118, 0, 1)),
+        ]));
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let tx = d.choose_channel(&mut rng);
+            assert_eq!(tx.dr, 4);
+            seen.insert((tx.channel, tx.frequency));
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![(3, 867_100_000), (4, 867_300_000), (8, 868_800_000)]);
+        let j = d.join_tx(&mut rng);
+        assert!(j.channel < 3 && j.dr == 0, "join-requests use the default channels at the initial DR: {j:?}");
+    }
+}
