@@ -879,6 +879,147 @@ mod tests {
         drop(handle);
     }
 
+    // ---- batching and order (pure parts) ----
+
+    #[test]
+    fn a_batch_starts_one_gathering_period_after_the_previous_write_started_unless_full() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let p = ms(5);
+        // (now, previous start, rows gathered, batch size) -> start
+        let table = [
+            (t0, None, 1, 500, t0),                       // first write ever: at once
+            (t0 + ms(1), Some(t0), 1, 500, t0 + ms(5)),   // previous commit was fast: gather
+            (t0 + ms(3), Some(t0), 40, 500, t0 + ms(5)),  // still gathering
+            (t0 + ms(9), Some(t0), 1, 500, t0 + ms(9)),   // an isolated row: no wait
+            (t0 + ms(1), Some(t0), 500, 500, t0 + ms(1)), // a full batch: no wait
+            (t0 + ms(1), Some(t0), 700, 500, t0 + ms(1)), // more than full (pending rows)
+        ];
+        for (now, last, rows, size, want) in table {
+            assert_eq!(write_start(now, last, rows, size, p), want, "now {:?} rows {rows}", now - t0);
+        }
+    }
+
+    fn msg(n: u32) -> Message {
+        Message { kind: "log", topic: format!("t/{n}"), payload: n.to_string().into_bytes() }
+    }
+
+    fn numbers(messages: Vec<Message>) -> Vec<u32> {
+        messages.iter().map(|m| String::from_utf8_lossy(&m.payload).parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_batch_that_commits_first_waits_for_the_older_one() {
+        let t0 = Instant::now();
+        let mut f = Flights::default();
+        let (a, _) = f.start(vec![msg(0), msg(1)], 2, t0);
+        let (b, _) = f.start(vec![msg(2)], 1, t0);
+        let (c, _) = f.start(vec![msg(3)], 1, t0);
+        assert!(f.finish(b).is_empty(), "b committed before a: nothing may leave yet");
+        assert_eq!(f.len(), 2);
+        assert_eq!(numbers(f.finish(a)), vec![0, 1, 2], "a, then the already committed b");
+        assert_eq!(numbers(f.finish(c)), vec![3]);
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn releasing_publishes_held_messages_in_batch_order_and_keeps_the_writes() {
+        let t0 = Instant::now();
+        let mut f = Flights::default();
+        let (a, settled_a) = f.start(vec![msg(0)], 3, t0 + Duration::from_millis(10));
+        let (b, _) = f.start(vec![msg(1), msg(2)], 2, t0 + Duration::from_millis(20));
+        assert_eq!(f.publish_deadline(), Some(t0 + Duration::from_millis(10)));
+        settled_a.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(f.unsettled(), 4);
+        assert_eq!(numbers(f.release_all()), vec![0, 1, 2]);
+        assert_eq!(f.publish_deadline(), None, "nothing held any more");
+        assert_eq!(f.len(), 2, "the writes go on");
+        assert!(f.finish(b).is_empty() && f.finish(a).is_empty(), "released messages leave once");
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn an_idle_writer_has_no_timer() {
+        let (_handle, writer) = HistoryWriter::new(Arc::new(FakeRepo::default()), Arc::new(Discard), &config(), metrics());
+        assert_eq!(writer.next_wake(Instant::now()), None);
+    }
+
+    /// Two writes at once; a write holding the event `slow` takes 300 ms.
+    #[derive(Default)]
+    struct TwoLanes {
+        log: Mutex<Vec<String>>,
+        slow: u32,
+    }
+
+    #[async_trait]
+    impl HistoryRepo for TwoLanes {
+        async fn insert_history(&self, _: &[UplinkRecord], rows: &[EventRecord]) -> storage::Result<()> {
+            if rows.iter().any(|r| r.body["n"] == self.slow) {
+                sleep(Duration::from_millis(300)).await;
+            }
+            self.log.lock().unwrap().extend(rows.iter().map(|r| format!("stored {}", r.body["n"])));
+            Ok(())
+        }
+        fn concurrent_writes(&self) -> usize {
+            2
+        }
+        async fn list_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<UplinkRecord>> {
+            Ok(vec![])
+        }
+        async fn list_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<EventRecord>> {
+            Ok(vec![])
+        }
+    }
+
+    impl EventPublisher for TwoLanes {
+        fn publish(&self, _topic: String, payload: Vec<u8>) -> Result<(), crate::mqtt::MqttQueueFull> {
+            self.log.lock().unwrap().push(format!("published {}", String::from_utf8(payload).unwrap()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_is_written_while_the_previous_commits_and_still_published_after_it() {
+        let repo = Arc::new(TwoLanes { slow: 0, ..TwoLanes::default() });
+        let (handle, writer) = HistoryWriter::new(repo.clone(), repo.clone(), &config(), metrics());
+        let task = tokio::spawn(writer.run(CancellationToken::new()));
+        assert!(submit(&handle, 0));
+        sleep(Duration::from_millis(20)).await;
+        assert!(submit(&handle, 1));
+        sleep(Duration::from_millis(100)).await;
+        assert_eq!(*repo.log.lock().unwrap(), vec!["stored 1"], "batch 1 committed while batch 0 was still being written");
+        drop(handle);
+        task.await.unwrap();
+        assert_eq!(*repo.log.lock().unwrap(), vec!["stored 1", "stored 0", "published 0", "published 1"], "published in batch order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rows_arriving_soon_after_a_fast_write_go_together_and_a_lone_row_waits_for_nothing() {
+        let repo = Arc::new(FakeRepo::default());
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &config(), metrics());
+        let task = tokio::spawn(writer.run(CancellationToken::new()));
+        let started = Instant::now();
+        handle.push(event(Eui64::default(), Uuid::nil(), 0));
+        sleep(Duration::from_millis(1)).await;
+        assert_eq!(*repo.calls.lock().unwrap(), vec![1], "the first row is written at once");
+        handle.push(event(Eui64::default(), Uuid::nil(), 1));
+        sleep(Duration::from_millis(2)).await;
+        handle.push(event(Eui64::default(), Uuid::nil(), 2));
+        sleep(Duration::from_millis(1)).await;
+        assert_eq!(*repo.calls.lock().unwrap(), vec![1], "still gathering");
+        sleep(Duration::from_millis(2)).await;
+        assert_eq!(*repo.calls.lock().unwrap(), vec![1, 2], "gathered for at most 5 ms after the previous start");
+        // Long after: a lone row is written at once.
+        sleep(Duration::from_millis(100)).await;
+        handle.push(event(Eui64::default(), Uuid::nil(), 3));
+        // (the shortest sleep of the paused clock, 1 ms, is shorter than the period)
+        sleep(Duration::from_micros(10)).await;
+        assert_eq!(*repo.calls.lock().unwrap(), vec![1, 2, 1]);
+        drop(handle);
+        task.await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
     // ---- real databases ----
 
     async fn device_in(storage: &Storage) -> (Eui64, Uuid) {
