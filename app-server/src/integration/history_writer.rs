@@ -2,11 +2,15 @@
 //! they belong to go in together, and an event is published only once its row is stored,
 //! so an event a subscriber has seen is in the stored history after a crash.
 //!
-//! Group commit (DESIGN.md §6: never one commit per uplink): one task writes whatever
-//! accumulated while the previous transaction ran (up to `history_batch_size` rows, with no
-//! wait when idle, so an event waits for about one transaction), then publishes that
-//! batch's messages in the order they were handed over. Everything goes through one queue
-//! and one task, so events leave in arrival order, per device too.
+//! Group commit (DESIGN.md §6: never one commit per uplink): one task gathers what arrives
+//! into batches (up to `history_batch_size` rows) and writes each batch, uplink and event
+//! rows together, in ONE transaction (`HistoryRepo::insert_history`), then publishes that
+//! batch's messages in the order they were handed over. A batch starts at most
+//! [`GATHER_PERIOD`] after the previous write started: after a fast commit the next batch
+//! gathers for the rest of that period, after a slow one it starts at once, and an isolated
+//! row (or the first one) never waits. Up to `HistoryRepo::concurrent_writes()` batches are
+//! written at once (the next one while the previous commits); their messages still leave
+//! strictly in batch order, so events leave in arrival order, per device too.
 //!
 //! The database never holds MQTT up for long: when a write fails, or has not committed
 //! after `history_batch_interval_ms`, its messages are published anyway, and until a write
