@@ -10,7 +10,7 @@ pub struct IntegrationConfig {
     /// still published.
     pub history_buffer: usize,
     /// Most rows written in one database transaction (group commit: a batch is whatever
-    /// arrived while the previous one was written, no fixed wait).
+    /// arrived while the previous one was written, started at most 5 ms after it).
     pub history_batch_size: usize,
     /// Events are published once their rows are committed; this is the longest they wait
     /// for that commit. A slower write is treated like a database outage: its events are

@@ -2,11 +2,15 @@
 //! they belong to go in together, and an event is published only once its row is stored,
 //! so an event a subscriber has seen is in the stored history after a crash.
 //!
-//! Group commit (DESIGN.md §6: never one commit per uplink): one task writes whatever
-//! accumulated while the previous transaction ran (up to `history_batch_size` rows, with no
-//! wait when idle, so an event waits for about one transaction), then publishes that
-//! batch's messages in the order they were handed over. Everything goes through one queue
-//! and one task, so events leave in arrival order, per device too.
+//! Group commit (DESIGN.md §6: never one commit per uplink): one task gathers what arrives
+//! into batches (up to `history_batch_size` rows) and writes each batch, uplink and event
+//! rows together, in ONE transaction (`HistoryRepo::insert_history`), then publishes that
+//! batch's messages in the order they were handed over. A batch starts at most
+//! [`GATHER_PERIOD`] after the previous write started: after a fast commit the next batch
+//! gathers for the rest of that period, after a slow one it starts at once, and an isolated
+//! row (or the first one) never waits. Up to `HistoryRepo::concurrent_writes()` batches are
+//! written at once (the next one while the previous commits); their messages still leave
+//! strictly in batch order, so events leave in arrival order, per device too.
 //!
 //! The database never holds MQTT up for long: when a write fails, or has not committed
 //! after `history_batch_interval_ms`, its messages are published anyway, and until a write
@@ -25,8 +29,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -178,6 +183,118 @@ struct Outage {
     next_try: Instant,
 }
 
+/// The gathering bound. While a write is running, the next batch gathers by itself; when
+/// the previous write finished quickly, a new batch waits until this long after the
+/// previous write STARTED, so at most one history transaction starts per period and a row
+/// waits at most this long for its batch to start. An isolated row (the previous write
+/// started longer ago) waits for nothing, and nothing waits when nothing arrives (the
+/// timer exists only while rows are gathered).
+///
+/// Why 5 ms and no config key: it is short next to what an uplink already waits before it
+/// gets here (the deduplication window, 200 ms by default), and it caps the writer at
+/// 200 transactions per second (per concurrent write), where one transaction per row cost
+/// ~0.35 ms of CPU per uplink at 200 uplinks/s (docs/benchmarks.md, issue 8). At rates
+/// where a commit takes longer than the period, batches fill while the previous one
+/// commits and the period adds no wait at all.
+const GATHER_PERIOD: Duration = Duration::from_millis(5);
+
+/// When the gathered batch may start its write (pure).
+/// `last_start` is when the previous write started (`None`: none yet); a full batch
+/// starts at once.
+fn write_start(now: Instant, last_start: Option<Instant>, gathered_rows: usize, batch_size: usize, period: Duration) -> Instant {
+    match last_start {
+        Some(s) if gathered_rows < batch_size => now.max(s + period),
+        _ => now,
+    }
+}
+
+/// A batch handed to the database, in the order batches were started.
+struct Flight {
+    id: u64,
+    /// Messages not yet published (empty once released).
+    messages: Vec<Message>,
+    rows: usize,
+    /// Rows of this write stored or dropped so far.
+    settled: Arc<AtomicUsize>,
+    /// When its messages are published even though the write has not finished.
+    publish_at: Instant,
+    done: bool,
+}
+
+/// Batches in flight, oldest first. Their messages leave strictly in this order: a batch
+/// that commits before an older one waits for it (pure bookkeeping, no I/O).
+#[derive(Default)]
+struct Flights {
+    queue: VecDeque<Flight>,
+    next_id: u64,
+}
+
+impl Flights {
+    fn start(&mut self, messages: Vec<Message>, rows: usize, publish_at: Instant) -> (u64, Arc<AtomicUsize>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let settled = Arc::new(AtomicUsize::new(0));
+        self.queue.push_back(Flight { id, messages, rows, settled: settled.clone(), publish_at, done: rows == 0 });
+        (id, settled)
+    }
+
+    /// Marks a write finished and returns the messages now free to leave, in order.
+    fn finish(&mut self, id: u64) -> Vec<Message> {
+        if let Some(f) = self.queue.iter_mut().find(|f| f.id == id) {
+            f.done = true;
+        }
+        self.ready()
+    }
+
+    /// The messages of the finished batches at the front.
+    fn ready(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        while self.queue.front().is_some_and(|f| f.done) {
+            out.extend(self.queue.pop_front().expect("front exists").messages);
+        }
+        out
+    }
+
+    /// Every held message, oldest first; the writes go on.
+    fn release_all(&mut self) -> Vec<Message> {
+        self.queue.iter_mut().flat_map(|f| std::mem::take(&mut f.messages)).collect()
+    }
+
+    /// The deadline of the oldest batch still holding messages.
+    fn publish_deadline(&self) -> Option<Instant> {
+        self.queue.iter().find(|f| !f.messages.is_empty()).map(|f| f.publish_at)
+    }
+
+    /// Rows handed to the database and not yet stored or dropped.
+    fn unsettled(&self) -> usize {
+        self.queue.iter().filter(|f| !f.done).map(|f| f.rows - f.settled.load(Ordering::SeqCst).min(f.rows)).sum()
+    }
+
+    fn len(&self) -> usize {
+        self.queue.iter().filter(|f| !f.done).count()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// The batch being gathered: rows and messages in arrival order.
+#[derive(Default)]
+struct Gathered {
+    rows: Vec<HistoryRow>,
+    messages: Vec<Message>,
+    entries: usize,
+}
+
+impl Gathered {
+    fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+}
+
+type WriteResult = Result<(), (WriteError, Vec<HistoryRow>)>;
+
 /// The task that writes the rows and publishes the messages; run it with
 /// [`HistoryWriter::run`].
 pub struct HistoryWriter {
@@ -187,6 +304,9 @@ pub struct HistoryWriter {
     repo: Arc<dyn HistoryRepo>,
     publisher: Arc<dyn EventPublisher>,
     batch_size: usize,
+    /// Writes in flight at once (the repository says how many are worth it).
+    depth: usize,
+    gather_period: Duration,
     /// How long a batch's messages wait for its commit before they are published anyway.
     commit_wait: Duration,
     flush_timeout: Duration,
@@ -194,13 +314,20 @@ pub struct HistoryWriter {
     /// Rows whose messages were published before they could be stored, oldest first.
     pending: VecDeque<HistoryRow>,
     outage: Option<Outage>,
+    /// A write outlived `commit_wait`: until the writes in flight finish, messages are
+    /// published as they arrive.
+    late: bool,
+    gathered: Gathered,
+    flights: Flights,
+    last_start: Option<Instant>,
 }
 
-/// What woke the writer up while it was writing.
+/// What woke the writer up.
 enum Step {
-    Written(Result<(), (WriteError, Vec<HistoryRow>)>),
+    Written(u64, WriteResult),
     CommitLate,
     Arrived(usize),
+    Due,
 }
 
 impl HistoryWriter {
@@ -218,19 +345,31 @@ impl HistoryWriter {
             metrics: metrics.clone(),
             drop_warning: Arc::new(DropWarning::new()),
         };
+        let depth = repo.concurrent_writes().max(1);
         let writer = HistoryWriter {
             rx,
             open: true,
             repo,
             publisher,
             batch_size: config.history_batch_size.max(1),
+            depth,
+            gather_period: GATHER_PERIOD,
             commit_wait: Duration::from_millis(config.history_batch_interval_ms.max(1)),
             flush_timeout: Duration::from_millis(config.history_flush_timeout_ms),
             metrics,
             pending: VecDeque::new(),
             outage: None,
+            late: false,
+            gathered: Gathered::default(),
+            flights: Flights::default(),
+            last_start: None,
         };
         (handle, writer)
+    }
+
+    /// Messages go out without waiting for their rows (database down or slow).
+    fn degraded(&self) -> bool {
+        self.outage.is_some() || self.late
     }
 
     /// Writes and publishes until every [`HistoryHandle`] is dropped and everything is
@@ -238,105 +377,107 @@ impl HistoryWriter {
     /// counting the rows left as dropped and publishing their messages.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut stop = Stop { token: shutdown, flush_timeout: self.flush_timeout, deadline: None };
-        let mut batch = Vec::new();
-        while self.open || !self.pending.is_empty() {
-            // While rows are pending, wake up for their retry even when nothing arrives.
-            let retry_at = (!self.pending.is_empty()).then(|| self.outage.as_ref().map_or_else(Instant::now, |o| o.next_try));
-            let waited = match retry_at {
-                None => stop.guard(self.rx.recv_many(&mut batch, self.batch_size)).await.map(Some),
-                Some(at) if self.open => stop.guard(timeout_at(at, self.rx.recv_many(&mut batch, self.batch_size))).await.map(Result::ok),
-                Some(at) => stop.guard(sleep_until(at)).await.map(|()| None),
-            };
-            let Some(received) = waited else { break };
-            if received == Some(0) {
-                self.open = false;
-                continue;
-            }
-            let (rows, messages) = split(batch.drain(..));
-            let retry_due = retry_at.is_some_and(|at| Instant::now() >= at);
-            if self.outage.is_some() && !retry_due {
-                // The database is down and not due for another try: events keep flowing.
-                self.publish_all(messages);
-                self.pending.extend(rows);
-                continue;
-            }
-            if !self.write_then_publish(rows, messages, &mut stop).await {
-                break;
-            }
-        }
-        self.give_up();
-    }
-
-    /// Writes up to a batch of pending rows and `rows`, then publishes `held`: after the
-    /// commit, or when the write fails or is still running after `commit_wait`. While a
-    /// late or retried write runs, new arrivals are published at once and their rows kept
-    /// for later. False when the shutdown deadline cut the write short.
-    async fn write_then_publish(&mut self, rows: Vec<HistoryRow>, mut held: Vec<Message>, stop: &mut Stop) -> bool {
-        let take = self.pending.len().min(self.batch_size);
-        let mut all: Vec<HistoryRow> = self.pending.drain(..take).collect();
-        all.extend(rows);
-        let in_write = all.len();
-        let settled = Arc::new(AtomicUsize::new(0));
-        let write = write_rows(self.repo.clone(), all, self.metrics.clone(), settled.clone());
-        tokio::pin!(write);
-        let publish_at = Instant::now() + self.commit_wait;
-        let mut late = false;
+        let mut writes = FuturesUnordered::new();
         let mut arrivals = Vec::new();
-        let mut late_rows = Vec::new();
-        let result = loop {
-            // New arrivals are taken only once the database is known to be slow or down and
-            // everything older is published, which keeps the order.
-            let taking = self.open && held.is_empty() && (late || self.outage.is_some());
-            let holding = !held.is_empty();
-            let (rx, batch_size) = (&mut self.rx, self.batch_size);
+        while self.open || !self.pending.is_empty() || !self.gathered.is_empty() || !self.flights.is_empty() {
+            if let Some(write) = self.start_due_write(Instant::now()) {
+                writes.push(write);
+                continue;
+            }
+            let wake = self.next_wake(Instant::now());
+            let commit_deadline = self.flights.publish_deadline();
+            let room = if self.degraded() { self.batch_size } else { self.batch_size.saturating_sub(self.gathered.entries) };
+            let (rx, open) = (&mut self.rx, self.open);
             let step = stop
                 .guard(async {
                     tokio::select! {
                         biased;
-                        r = &mut write => Step::Written(r),
-                        _ = sleep_until(publish_at), if holding => Step::CommitLate,
-                        n = rx.recv_many(&mut arrivals, batch_size), if taking => Step::Arrived(n),
+                        Some((id, r)) = writes.next() => Step::Written(id, r),
+                        _ = sleep_until(commit_deadline.unwrap_or_else(Instant::now)), if commit_deadline.is_some() => Step::CommitLate,
+                        n = rx.recv_many(&mut arrivals, room), if open && room > 0 => Step::Arrived(n),
+                        _ = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => Step::Due,
                     }
                 })
                 .await;
             match step {
-                None => {
-                    // Shutdown deadline: the rows of this write not yet settled are lost.
-                    self.publish_all(held);
-                    let lost = in_write - settled.load(Ordering::SeqCst);
-                    self.metrics.history_buffer_depth.sub(lost as i64);
-                    self.metrics.history_dropped.with_label_values(&["shutdown"]).inc_by(lost as u64);
-                    error!(rows = lost, "history flush timed out at shutdown; rows not written");
-                    self.pending.extend(late_rows);
-                    return false;
-                }
-                Some(Step::Written(r)) => break r,
+                None => break,
+                Some(Step::Written(id, r)) => self.written(id, r),
                 Some(Step::CommitLate) => {
-                    if self.outage.is_none() {
+                    if !self.degraded() {
                         warn!(
                             wait_ms = self.commit_wait.as_millis() as u64,
                             "history write slower than integration.history_batch_interval_ms; \
                              publishing events before their rows are stored"
                         );
                     }
-                    late = true;
-                    self.publish_all(std::mem::take(&mut held));
+                    self.late = true;
+                    self.release_everything();
                 }
                 Some(Step::Arrived(0)) => self.open = false,
-                Some(Step::Arrived(_)) => {
-                    let (rows, messages) = split(arrivals.drain(..));
-                    self.publish_all(messages);
-                    late_rows.extend(rows);
-                }
+                Some(Step::Arrived(_)) => self.arrived(&mut arrivals),
+                Some(Step::Due) => {}
             }
+        }
+        self.give_up();
+    }
+
+    /// When the writer must wake up without anything arriving: the gathered batch's start,
+    /// or the retry of pending rows during an outage. `None` when nothing is waiting.
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
+        if let Some(o) = &self.outage {
+            return (!self.pending.is_empty() && self.flights.is_empty()).then_some(o.next_try);
+        }
+        if self.late || self.flights.len() >= self.depth || (self.gathered.is_empty() && self.pending.is_empty()) {
+            return None;
+        }
+        Some(write_start(now, self.last_start, self.gathered.rows.len() + self.pending.len(), self.batch_size, self.gather_period))
+    }
+
+    /// Starts the next write when one is due: the gathered batch (with pending rows first)
+    /// once its gathering time is up, or a retry of the pending rows during an outage.
+    fn start_due_write(&mut self, now: Instant) -> Option<impl Future<Output = (u64, WriteResult)>> {
+        let due = self.next_wake(now).is_some_and(|at| at <= now);
+        if !due {
+            return None;
+        }
+        let take = self.pending.len().min(self.batch_size);
+        let mut rows: Vec<HistoryRow> = self.pending.drain(..take).collect();
+        let messages = if self.outage.is_some() {
+            Vec::new()
+        } else {
+            let g = std::mem::take(&mut self.gathered);
+            rows.extend(g.rows);
+            g.messages
         };
-        self.publish_all(held);
+        self.last_start = Some(now);
+        let (id, settled) = self.flights.start(messages, rows.len(), now + self.commit_wait);
+        let write = write_rows(self.repo.clone(), rows, self.metrics.clone(), settled);
+        Some(async move { (id, write.await) })
+    }
+
+    fn arrived(&mut self, arrivals: &mut Vec<Entry>) {
+        if self.degraded() {
+            // Nothing is held (entering this mode released it all): publish at once, keep
+            // the rows for later.
+            let (rows, messages) = split(arrivals.drain(..));
+            self.publish_all(messages);
+            self.pending.extend(rows);
+            return;
+        }
+        for e in arrivals.drain(..) {
+            self.gathered.entries += 1;
+            self.gathered.rows.extend(e.row);
+            self.gathered.messages.extend(e.message);
+        }
+    }
+
+    fn written(&mut self, id: u64, result: WriteResult) {
         match result {
             Ok(()) => {
                 if let Some(outage) = self.outage.take() {
                     info!(
                         outage_secs = outage.since.elapsed().as_secs_f64(),
-                        pending = self.pending.len() + late_rows.len(),
+                        pending = self.pending.len(),
                         "history writes to the database resumed"
                     );
                 }
@@ -361,10 +502,24 @@ impl HistoryWriter {
                 for row in left.into_iter().rev() {
                     self.pending.push_front(row);
                 }
+                self.release_everything();
             }
         }
-        self.pending.extend(late_rows);
-        true
+        let ready = self.flights.finish(id);
+        self.publish_all(ready);
+        if self.flights.is_empty() {
+            self.late = false;
+        }
+    }
+
+    /// Publishes every held message in order (the batches in flight, then the gathered
+    /// one, whose rows join the pending ones).
+    fn release_everything(&mut self) {
+        let held = self.flights.release_all();
+        self.publish_all(held);
+        let g = std::mem::take(&mut self.gathered);
+        self.publish_all(g.messages);
+        self.pending.extend(g.rows);
     }
 
     fn publish_all(&self, messages: Vec<Message>) {
@@ -373,10 +528,15 @@ impl HistoryWriter {
         }
     }
 
-    /// Publishes what is still queued and counts every row not written as dropped.
+    /// Publishes what is still held or queued and counts every row not written as dropped.
     fn give_up(&mut self) {
         self.rx.close();
-        let mut rows = self.pending.len();
+        let lost_in_flight = self.flights.unsettled();
+        let held = self.flights.release_all();
+        self.publish_all(held);
+        let g = std::mem::take(&mut self.gathered);
+        self.publish_all(g.messages);
+        let mut rows = lost_in_flight + g.rows.len() + self.pending.len();
         self.pending.clear();
         while let Ok(entry) = self.rx.try_recv() {
             rows += usize::from(entry.row.is_some());
@@ -413,7 +573,7 @@ fn split(entries: impl Iterator<Item = Entry>) -> (Vec<HistoryRow>, Vec<Message>
     (rows, messages)
 }
 
-/// One try at writing `rows`: uplinks, then events, each in one transaction. A part the
+/// One try at writing `rows`: uplinks and events together in one transaction. A batch the
 /// database refuses for its content is written row by row to drop only the bad row. On a
 /// failure that retrying may fix, returns the rows not yet written.
 /// `settled` counts the rows written or dropped so far.
@@ -422,25 +582,15 @@ async fn write_rows(
     rows: Vec<HistoryRow>,
     metrics: IntegrationMetrics,
     settled: Arc<AtomicUsize>,
-) -> Result<(), (WriteError, Vec<HistoryRow>)> {
-    let mut uplinks = Vec::new();
-    let mut events = Vec::new();
-    for row in rows {
-        match row {
-            HistoryRow::Uplink(u) => uplinks.push(u),
-            HistoryRow::Event(e) => events.push(e),
-        }
-    }
-    let mut parts = VecDeque::new();
-    if !uplinks.is_empty() {
-        parts.push_back(Part::Uplinks(uplinks));
-    }
-    if !events.is_empty() {
-        parts.push_back(Part::Events(events));
-    }
+) -> WriteResult {
+    let mut parts = VecDeque::from([Batch::of(rows)]);
     while let Some(part) = parts.front() {
+        if part.len() == 0 {
+            parts.pop_front();
+            continue;
+        }
         let started = Instant::now();
-        let result = match timeout(WRITE_TIMEOUT, part.insert(&*repo)).await {
+        let result = match timeout(WRITE_TIMEOUT, repo.insert_history(&part.uplinks, &part.events)).await {
             Ok(r) => r.map_err(WriteError::Storage),
             Err(_) => Err(WriteError::TimedOut),
         };
@@ -468,7 +618,7 @@ async fn write_rows(
                     settled.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            Err(e) => return Err((e, parts.into_iter().flat_map(Part::into_rows).collect())),
+            Err(e) => return Err((e, parts.into_iter().flat_map(Batch::into_rows).collect())),
         }
     }
     Ok(())
@@ -503,45 +653,42 @@ fn is_permanent(e: &StorageError) -> bool {
     }
 }
 
-enum Part {
-    Uplinks(Vec<UplinkRecord>),
-    Events(Vec<EventRecord>),
+/// Rows for one transaction, split by table.
+struct Batch {
+    uplinks: Vec<UplinkRecord>,
+    events: Vec<EventRecord>,
 }
 
-impl Part {
-    fn len(&self) -> usize {
-        match self {
-            Part::Uplinks(r) => r.len(),
-            Part::Events(r) => r.len(),
+impl Batch {
+    fn of(rows: Vec<HistoryRow>) -> Batch {
+        let mut b = Batch { uplinks: Vec::new(), events: Vec::new() };
+        for row in rows {
+            match row {
+                HistoryRow::Uplink(u) => b.uplinks.push(u),
+                HistoryRow::Event(e) => b.events.push(e),
+            }
         }
+        b
+    }
+
+    fn len(&self) -> usize {
+        self.uplinks.len() + self.events.len()
     }
 
     fn kind(&self) -> &'static str {
-        match self {
-            Part::Uplinks(_) => "uplink",
-            Part::Events(_) => "event",
-        }
-    }
-
-    async fn insert(&self, repo: &dyn HistoryRepo) -> Result<(), StorageError> {
-        match self {
-            Part::Uplinks(r) => repo.insert_uplinks(r).await,
-            Part::Events(r) => repo.insert_events(r).await,
+        if self.uplinks.is_empty() {
+            "event"
+        } else {
+            "uplink"
         }
     }
 
     fn into_rows(self) -> Vec<HistoryRow> {
-        match self {
-            Part::Uplinks(r) => r.into_iter().map(HistoryRow::Uplink).collect(),
-            Part::Events(r) => r.into_iter().map(HistoryRow::Event).collect(),
-        }
+        self.uplinks.into_iter().map(HistoryRow::Uplink).chain(self.events.into_iter().map(HistoryRow::Event)).collect()
     }
 
-    fn into_singles(self) -> Vec<Part> {
-        match self {
-            Part::Uplinks(r) => r.into_iter().map(|x| Part::Uplinks(vec![x])).collect(),
-            Part::Events(r) => r.into_iter().map(|x| Part::Events(vec![x])).collect(),
-        }
+    fn into_singles(self) -> Vec<Batch> {
+        self.into_rows().into_iter().map(|r| Batch::of(vec![r])).collect()
     }
 }
 
@@ -628,16 +775,13 @@ mod tests {
 
     #[async_trait]
     impl HistoryRepo for FakeRepo {
-        async fn insert_uplinks(&self, rows: &[UplinkRecord]) -> storage::Result<()> {
-            self.record(rows.len())
-        }
-        async fn insert_events(&self, rows: &[EventRecord]) -> storage::Result<()> {
+        async fn insert_history(&self, uplinks: &[UplinkRecord], events: &[EventRecord]) -> storage::Result<()> {
             if let Some(bad) = self.refuse {
-                if rows.iter().any(|r| r.body["n"] == bad) {
+                if events.iter().any(|r| r.body["n"] == bad) {
                     return Err(StorageError::Conflict("refused".into()));
                 }
             }
-            self.record(rows.len())
+            self.record(uplinks.len() + events.len())
         }
         async fn list_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<UplinkRecord>> {
             Ok(vec![])
@@ -737,6 +881,147 @@ mod tests {
         assert_eq!(m.history_dropped.with_label_values(&["shutdown"]).get(), 4);
         assert_eq!(m.history_buffer_depth.get(), 0);
         drop(handle);
+    }
+
+    // ---- batching and order (pure parts) ----
+
+    #[test]
+    fn a_batch_starts_one_gathering_period_after_the_previous_write_started_unless_full() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let p = ms(5);
+        // (now, previous start, rows gathered, batch size) -> start
+        let table = [
+            (t0, None, 1, 500, t0),                       // first write ever: at once
+            (t0 + ms(1), Some(t0), 1, 500, t0 + ms(5)),   // previous commit was fast: gather
+            (t0 + ms(3), Some(t0), 40, 500, t0 + ms(5)),  // still gathering
+            (t0 + ms(9), Some(t0), 1, 500, t0 + ms(9)),   // an isolated row: no wait
+            (t0 + ms(1), Some(t0), 500, 500, t0 + ms(1)), // a full batch: no wait
+            (t0 + ms(1), Some(t0), 700, 500, t0 + ms(1)), // more than full (pending rows)
+        ];
+        for (now, last, rows, size, want) in table {
+            assert_eq!(write_start(now, last, rows, size, p), want, "now {:?} rows {rows}", now - t0);
+        }
+    }
+
+    fn msg(n: u32) -> Message {
+        Message { kind: "log", topic: format!("t/{n}"), payload: n.to_string().into_bytes() }
+    }
+
+    fn numbers(messages: Vec<Message>) -> Vec<u32> {
+        messages.iter().map(|m| String::from_utf8_lossy(&m.payload).parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_batch_that_commits_first_waits_for_the_older_one() {
+        let t0 = Instant::now();
+        let mut f = Flights::default();
+        let (a, _) = f.start(vec![msg(0), msg(1)], 2, t0);
+        let (b, _) = f.start(vec![msg(2)], 1, t0);
+        let (c, _) = f.start(vec![msg(3)], 1, t0);
+        assert!(f.finish(b).is_empty(), "b committed before a: nothing may leave yet");
+        assert_eq!(f.len(), 2);
+        assert_eq!(numbers(f.finish(a)), vec![0, 1, 2], "a, then the already committed b");
+        assert_eq!(numbers(f.finish(c)), vec![3]);
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn releasing_publishes_held_messages_in_batch_order_and_keeps_the_writes() {
+        let t0 = Instant::now();
+        let mut f = Flights::default();
+        let (a, settled_a) = f.start(vec![msg(0)], 3, t0 + Duration::from_millis(10));
+        let (b, _) = f.start(vec![msg(1), msg(2)], 2, t0 + Duration::from_millis(20));
+        assert_eq!(f.publish_deadline(), Some(t0 + Duration::from_millis(10)));
+        settled_a.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(f.unsettled(), 4);
+        assert_eq!(numbers(f.release_all()), vec![0, 1, 2]);
+        assert_eq!(f.publish_deadline(), None, "nothing held any more");
+        assert_eq!(f.len(), 2, "the writes go on");
+        assert!(f.finish(b).is_empty() && f.finish(a).is_empty(), "released messages leave once");
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn an_idle_writer_has_no_timer() {
+        let (_handle, writer) = HistoryWriter::new(Arc::new(FakeRepo::default()), Arc::new(Discard), &config(), metrics());
+        assert_eq!(writer.next_wake(Instant::now()), None);
+    }
+
+    /// Two writes at once; a write holding the event `slow` takes 300 ms.
+    #[derive(Default)]
+    struct TwoLanes {
+        log: Mutex<Vec<String>>,
+        slow: u32,
+    }
+
+    #[async_trait]
+    impl HistoryRepo for TwoLanes {
+        async fn insert_history(&self, _: &[UplinkRecord], rows: &[EventRecord]) -> storage::Result<()> {
+            if rows.iter().any(|r| r.body["n"] == self.slow) {
+                sleep(Duration::from_millis(300)).await;
+            }
+            self.log.lock().unwrap().extend(rows.iter().map(|r| format!("stored {}", r.body["n"])));
+            Ok(())
+        }
+        fn concurrent_writes(&self) -> usize {
+            2
+        }
+        async fn list_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<UplinkRecord>> {
+            Ok(vec![])
+        }
+        async fn list_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<EventRecord>> {
+            Ok(vec![])
+        }
+    }
+
+    impl EventPublisher for TwoLanes {
+        fn publish(&self, _topic: String, payload: Vec<u8>) -> Result<(), crate::mqtt::MqttQueueFull> {
+            self.log.lock().unwrap().push(format!("published {}", String::from_utf8(payload).unwrap()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_is_written_while_the_previous_commits_and_still_published_after_it() {
+        let repo = Arc::new(TwoLanes { slow: 0, ..TwoLanes::default() });
+        let (handle, writer) = HistoryWriter::new(repo.clone(), repo.clone(), &config(), metrics());
+        let task = tokio::spawn(writer.run(CancellationToken::new()));
+        assert!(submit(&handle, 0));
+        sleep(Duration::from_millis(20)).await;
+        assert!(submit(&handle, 1));
+        sleep(Duration::from_millis(100)).await;
+        assert_eq!(*repo.log.lock().unwrap(), vec!["stored 1"], "batch 1 committed while batch 0 was still being written");
+        drop(handle);
+        task.await.unwrap();
+        assert_eq!(*repo.log.lock().unwrap(), vec!["stored 1", "stored 0", "published 0", "published 1"], "published in batch order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rows_arriving_soon_after_a_fast_write_go_together_and_a_lone_row_waits_for_nothing() {
+        let repo = Arc::new(FakeRepo::default());
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &config(), metrics());
+        let task = tokio::spawn(writer.run(CancellationToken::new()));
+        let started = Instant::now();
+        handle.push(event(Eui64::default(), Uuid::nil(), 0));
+        sleep(Duration::from_millis(1)).await;
+        assert_eq!(*repo.calls.lock().unwrap(), vec![1], "the first row is written at once");
+        handle.push(event(Eui64::default(), Uuid::nil(), 1));
+        sleep(Duration::from_millis(2)).await;
+        handle.push(event(Eui64::default(), Uuid::nil(), 2));
+        sleep(Duration::from_millis(1)).await;
+        assert_eq!(*repo.calls.lock().unwrap(), vec![1], "still gathering");
+        sleep(Duration::from_millis(2)).await;
+        assert_eq!(*repo.calls.lock().unwrap(), vec![1, 2], "gathered for at most 5 ms after the previous start");
+        // Long after: a lone row is written at once.
+        sleep(Duration::from_millis(100)).await;
+        handle.push(event(Eui64::default(), Uuid::nil(), 3));
+        // (the shortest sleep of the paused clock, 1 ms, is shorter than the period)
+        sleep(Duration::from_micros(10)).await;
+        assert_eq!(*repo.calls.lock().unwrap(), vec![1, 2, 1]);
+        drop(handle);
+        task.await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(200));
     }
 
     // ---- real databases ----
@@ -853,10 +1138,8 @@ mod tests {
 
     #[async_trait]
     impl HistoryRepo for Journal {
-        async fn insert_uplinks(&self, _: &[UplinkRecord]) -> storage::Result<()> {
-            unreachable!("these tests store events only")
-        }
-        async fn insert_events(&self, rows: &[EventRecord]) -> storage::Result<()> {
+        async fn insert_history(&self, uplinks: &[UplinkRecord], rows: &[EventRecord]) -> storage::Result<()> {
+            assert!(uplinks.is_empty(), "these tests store events only");
             let _open = self.gate.lock().await;
             if self.down.load(Ordering::SeqCst) {
                 return Err(StorageError::Db(sqlx::Error::PoolTimedOut));

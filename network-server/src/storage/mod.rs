@@ -163,9 +163,24 @@ pub trait QueueRepo: Send + Sync {
 
 #[async_trait]
 pub trait HistoryRepo: Send + Sync {
-    /// One transaction (multi-row insert) for the whole batch.
-    async fn insert_uplinks(&self, rows: &[UplinkRecord]) -> Result<()>;
-    async fn insert_events(&self, rows: &[EventRecord]) -> Result<()>;
+    /// Stores a batch of uplink rows and event rows in ONE transaction: all of them or none,
+    /// so a caller that publishes after this returns knows every row is stored (see the
+    /// app-server's history writer). PostgreSQL: one statement, one round trip; SQLite: the
+    /// whole transaction in one call to the connection's thread, so the single writer lock
+    /// is held only while SQLite itself works.
+    async fn insert_history(&self, uplinks: &[UplinkRecord], events: &[EventRecord]) -> Result<()>;
+    /// How many history transactions are worth running at the same time: 1 on SQLite (one
+    /// writer; a second would only wait in the busy handler), 2 on PostgreSQL (the next
+    /// batch is written while the previous one commits).
+    fn concurrent_writes(&self) -> usize {
+        1
+    }
+    async fn insert_uplinks(&self, rows: &[UplinkRecord]) -> Result<()> {
+        self.insert_history(rows, &[]).await
+    }
+    async fn insert_events(&self, rows: &[EventRecord]) -> Result<()> {
+        self.insert_history(&[], rows).await
+    }
     /// Newest first, optionally only rows with `time >= since`.
     async fn list_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<UplinkRecord>>;
     async fn list_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<EventRecord>>;

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use tracing::{info, warn};
 
 use super::sql::{self as s, SeenTable, Store};
-use super::{DatabaseConfig, Result};
+use super::{DatabaseConfig, EventRecord, Result, UplinkRecord};
 use crate::types::Eui64;
 
 super::sql::impl_repos!(sqlx::Postgres);
@@ -26,17 +27,62 @@ impl Store<Postgres> {
         self.pool.begin().await
     }
 
-    /// A history transaction commits without waiting for its WAL flush
-    /// (`synchronous_commit = off` for this transaction only). Its rows are then safe from a
-    /// crash of loraflow (the event is published only after the commit) but not from a crash
-    /// of PostgreSQL itself within `wal_writer_delay` × 3, the same exposure as an MQTT
+    /// The next batch is written while the previous one commits (the history writer keeps
+    /// publishing in batch order); more would only add connections and smaller batches.
+    pub(crate) const HISTORY_CONCURRENT_WRITES: usize = 2;
+
+    /// One statement, so one round trip and one implicit transaction, for the uplink and
+    /// the event rows of a batch together. The text is fixed (one array per column,
+    /// `UNNEST`ed; an empty array inserts nothing), so it is parsed and planned once per
+    /// connection whatever the batch's size and mix.
+    ///
+    /// The transaction commits without waiting for its WAL flush: `set_config(…, true)` is
+    /// `SET LOCAL`, which lasts until this statement's own commit, and PostgreSQL reads
+    /// `synchronous_commit` when it records that commit. The rows are then safe from a crash
+    /// of loraflow (an event is published only after this returns) but not from a crash of
+    /// PostgreSQL itself within `wal_writer_delay` × 3, the same exposure as an MQTT
     /// broker's in-memory queue. Waiting for every history flush instead queued the
     /// frame-counter commits, which must stay synchronous, behind history fsyncs: at
     /// 2,500 uplinks/s that tripled the latency of every uplink.
-    pub(crate) async fn begin_history_write(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-        Ok(tx)
+    pub(crate) async fn insert_history_batch(&self, uplinks: &[UplinkRecord], events: &[EventRecord]) -> Result<()> {
+        const SQL: &str = "WITH no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true)), \
+             u AS (INSERT INTO uplinks (time, deduplication_id, dev_eui, application_id, dev_addr, f_cnt, f_port, \
+                   confirmed, dr, frequency, rssi, snr, gateway_count, data, object, rx_info, tx_info) \
+                 SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::bytea[], $4::uuid[], $5::bytea[], $6::int8[], \
+                   $7::int2[], $8::bool[], $9::int2[], $10::int8[], $11::int4[], $12::float4[], $13::int8[], $14::bytea[], \
+                   $15::jsonb[], $16::jsonb[], $17::jsonb[])), \
+             e AS (INSERT INTO events (time, id, dev_eui, application_id, kind, body) \
+                 SELECT * FROM UNNEST($18::timestamptz[], $19::uuid[], $20::bytea[], $21::uuid[], $22::text[], $23::jsonb[])) \
+             SELECT count(*) FROM no_flush_wait";
+        let u = uplinks;
+        sqlx::query(SQL)
+            .bind(u.iter().map(|r| s::ts(r.time)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.deduplication_id).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.dev_eui.0.to_vec()).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.application_id).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.dev_addr.0.to_vec()).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| i64::from(r.f_cnt)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.f_port.map(i16::from)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.confirmed).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| i16::from(r.dr)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| i64::from(r.frequency)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.rssi).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.snr).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| i64::from(r.gateway_count)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.data.as_slice()).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.object.as_ref().map(Json)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| Json(&r.rx_info)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| Json(&r.tx_info)).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| s::ts(e.time)).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.dev_eui.0.to_vec()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.application_id).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| Json(&e.body)).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await
+            .map_err(s::db_err)?;
+        Ok(())
     }
 
     /// One statement for the whole batch.

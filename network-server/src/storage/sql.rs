@@ -1101,60 +1101,15 @@ macro_rules! impl_repos {
 
             #[async_trait]
             impl HistoryRepo for Store<Db> {
-                async fn insert_uplinks(&self, batch: &[UplinkRecord]) -> Result<()> {
-                    if batch.is_empty() {
+                async fn insert_history(&self, uplinks: &[UplinkRecord], events: &[EventRecord]) -> Result<()> {
+                    if uplinks.is_empty() && events.is_empty() {
                         return Ok(());
                     }
-                    let mut tx = self.begin_history_write().await.map_err(s::db_err)?;
-                    for chunk in batch.chunks(s::INSERT_CHUNK) {
-                        let mut qb = QueryBuilder::<Db>::new(
-                            "INSERT INTO uplinks (time, deduplication_id, dev_eui, application_id, dev_addr, f_cnt, \
-                             f_port, confirmed, dr, frequency, rssi, snr, gateway_count, data, object, rx_info, tx_info) ",
-                        );
-                        qb.push_values(chunk, |mut b, u| {
-                            b.push_bind(s::ts(u.time))
-                                .push_bind(u.deduplication_id)
-                                .push_bind(u.dev_eui.0.to_vec())
-                                .push_bind(u.application_id)
-                                .push_bind(u.dev_addr.0.to_vec())
-                                .push_bind(i64::from(u.f_cnt))
-                                .push_bind(u.f_port.map(i16::from))
-                                .push_bind(u.confirmed)
-                                .push_bind(i16::from(u.dr))
-                                .push_bind(i64::from(u.frequency))
-                                .push_bind(u.rssi)
-                                .push_bind(u.snr)
-                                .push_bind(i64::from(u.gateway_count))
-                                .push_bind(&u.data)
-                                .push_bind(u.object.as_ref().map(Json))
-                                .push_bind(Json(&u.rx_info))
-                                .push_bind(Json(&u.tx_info));
-                        });
-                        qb.build().execute(&mut *tx).await.map_err(s::db_err)?;
-                    }
-                    tx.commit().await.map_err(s::db_err)?;
-                    Ok(())
+                    self.insert_history_batch(uplinks, events).await
                 }
 
-                async fn insert_events(&self, batch: &[EventRecord]) -> Result<()> {
-                    if batch.is_empty() {
-                        return Ok(());
-                    }
-                    let mut tx = self.begin_history_write().await.map_err(s::db_err)?;
-                    for chunk in batch.chunks(s::INSERT_CHUNK) {
-                        let mut qb = QueryBuilder::<Db>::new("INSERT INTO events (time, id, dev_eui, application_id, kind, body) ");
-                        qb.push_values(chunk, |mut b, e| {
-                            b.push_bind(s::ts(e.time))
-                                .push_bind(e.id)
-                                .push_bind(e.dev_eui.0.to_vec())
-                                .push_bind(e.application_id)
-                                .push_bind(&e.kind)
-                                .push_bind(Json(&e.body));
-                        });
-                        qb.build().execute(&mut *tx).await.map_err(s::db_err)?;
-                    }
-                    tx.commit().await.map_err(s::db_err)?;
-                    Ok(())
+                fn concurrent_writes(&self) -> usize {
+                    Store::<Db>::HISTORY_CONCURRENT_WRITES
                 }
 
                 async fn list_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<UplinkRecord>> {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Executor, Sqlite, Transaction};
 
 use super::sql::{self as s, SeenTable, Store};
-use super::{DatabaseConfig, Result};
+use super::{DatabaseConfig, EventRecord, Result, StorageError, UplinkRecord};
 use crate::types::Eui64;
 
 super::sql::impl_repos!(sqlx::Sqlite);
@@ -22,11 +22,88 @@ impl Store<Sqlite> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
-    /// History batches are ordinary write transactions: in WAL mode with
-    /// `synchronous = NORMAL` a commit does not wait for the disk, and survives a crash of
-    /// the process (not of the machine).
-    pub(crate) async fn begin_history_write(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
-        self.begin_write().await
+    /// One writer: a second history transaction would only wait in SQLite's busy handler.
+    pub(crate) const HISTORY_CONCURRENT_WRITES: usize = 1;
+
+    /// The single writer lock is shared with the frame-counter compare-and-sets, so the
+    /// whole transaction (`BEGIN IMMEDIATE`, one multi-row INSERT per table and 500 rows,
+    /// `COMMIT`) is ONE call to the connection's thread: the arguments (JSON included) are
+    /// encoded before it and the statements prepared before it, so the lock is held only
+    /// while SQLite runs the inserts, never across a wake-up of an async task.
+    ///
+    /// The call runs in a task of its own: a caller that gives up waiting (write timeout,
+    /// shutdown) must not stop it between BEGIN and COMMIT, which would return a connection
+    /// holding the write lock to the pool. A failed statement is rolled back before the
+    /// connection goes back. In WAL mode with `synchronous = NORMAL` the commit does not wait
+    /// for the disk and survives a crash of the process (not of the machine).
+    pub(crate) async fn insert_history_batch(&self, uplinks: &[UplinkRecord], events: &[EventRecord]) -> Result<()> {
+        // Every value is bound owned (JSON as the text sqlx would store for it), so the
+        // query can move into the task; `?` placeholders are numbered per statement, so no
+        // statement of the text exceeds SQLite's variable limit.
+        let mut qb = sqlx::QueryBuilder::<'static, Sqlite>::new("BEGIN IMMEDIATE; ");
+        for chunk in uplinks.chunks(s::INSERT_CHUNK) {
+            qb.push(
+                "INSERT INTO uplinks (time, deduplication_id, dev_eui, application_id, dev_addr, f_cnt, \
+                 f_port, confirmed, dr, frequency, rssi, snr, gateway_count, data, object, rx_info, tx_info) ",
+            );
+            qb.push_values(chunk, |mut b, u| {
+                b.push_bind(s::ts(u.time))
+                    .push_bind(u.deduplication_id)
+                    .push_bind(u.dev_eui.0.to_vec())
+                    .push_bind(u.application_id)
+                    .push_bind(u.dev_addr.0.to_vec())
+                    .push_bind(i64::from(u.f_cnt))
+                    .push_bind(u.f_port.map(i16::from))
+                    .push_bind(u.confirmed)
+                    .push_bind(i16::from(u.dr))
+                    .push_bind(i64::from(u.frequency))
+                    .push_bind(u.rssi)
+                    .push_bind(u.snr)
+                    .push_bind(i64::from(u.gateway_count))
+                    .push_bind(u.data.clone())
+                    .push_bind(u.object.as_ref().map(|o| o.to_string()))
+                    .push_bind(u.rx_info.to_string())
+                    .push_bind(u.tx_info.to_string());
+            });
+            qb.push("; ");
+        }
+        for chunk in events.chunks(s::INSERT_CHUNK) {
+            qb.push("INSERT INTO events (time, id, dev_eui, application_id, kind, body) ");
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(s::ts(e.time))
+                    .push_bind(e.id)
+                    .push_bind(e.dev_eui.0.to_vec())
+                    .push_bind(e.application_id)
+                    .push_bind(e.kind.clone())
+                    .push_bind(e.body.to_string());
+            });
+            qb.push("; ");
+        }
+        qb.push("COMMIT");
+        let pool = self.pool.clone();
+        let write = tokio::spawn(async move {
+            let mut conn = pool.acquire().await?;
+            // Parsed outside the lock (a cached statement is found at once).
+            conn.prepare(qb.sql()).await?;
+            let result = qb.build().execute(&mut *conn).await.map(|_| ());
+            if result.is_err() {
+                // Before BEGIN (busy) or after COMMIT there is no transaction and the
+                // ROLLBACK fails harmlessly; if it fails otherwise the connection may still
+                // hold the lock: close it rather than return it.
+                if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                    if !e.to_string().contains("no transaction is active") {
+                        conn.close_on_drop();
+                    }
+                }
+            }
+            result
+        });
+        match write.await {
+            Ok(r) => r.map_err(s::db_err),
+            Err(e) => {
+                Err(StorageError::Db(sqlx::Error::WorkerCrashed)).inspect_err(|_| tracing::error!(error = %e, "history write task failed"))
+            }
+        }
     }
 
     /// One transaction for the batch; per-row statements cost no round trip in SQLite.

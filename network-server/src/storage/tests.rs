@@ -108,6 +108,7 @@ on_both_backends!(
     queue_is_oldest_first_and_items_update,
     uplink_history_is_newest_first_with_since_and_limit,
     event_history_is_newest_first_with_since_and_limit,
+    a_history_batch_is_stored_all_or_nothing,
     data_survives_close_and_reconnect,
     api_key_exists_only_for_the_stored_hash,
 );
@@ -758,6 +759,54 @@ async fn event_history_is_newest_first_with_since_and_limit(db: &mut TestDb) {
     let since = s.history.list_events(d.dev_eui, Some(t(3)), 10).await.unwrap();
     assert_eq!(since, vec![rows[1].clone(), rows[3].clone(), rows[4].clone()]);
     assert!(s.history.list_events(eui(0xdead), None, 10).await.unwrap().is_empty());
+}
+
+async fn a_history_batch_is_stored_all_or_nothing(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 1).await;
+    let d = &devs[0];
+    let ev = |i: i64| EventRecord {
+        id: Uuid::new_v4(),
+        time: t(i),
+        dev_eui: d.dev_eui,
+        application_id: d.application_id,
+        kind: "log".into(),
+        body: json!({"n": i}),
+    };
+    // Uplinks and events of one batch together, more than one INSERT chunk of each.
+    let n = sql::INSERT_CHUNK as i64 + 3;
+    let uplinks: Vec<UplinkRecord> = (0..n).map(|i| uplink(d, i as u32, t(i))).collect();
+    let events: Vec<EventRecord> = (0..n).map(ev).collect();
+    s.history.insert_history(&uplinks, &events).await.unwrap();
+    s.history.insert_history(&[], &[]).await.unwrap();
+    let mut stored = s.history.list_uplinks(d.dev_eui, None, 10_000).await.unwrap();
+    stored.reverse();
+    assert_eq!(stored, uplinks);
+    assert_eq!(s.history.list_events(d.dev_eui, None, 10_000).await.unwrap().len(), n as usize);
+
+    // The events table gone: the batch fails at its second insert and its uplinks are not
+    // stored either.
+    let rename = |from: &str, to: &str| format!("ALTER TABLE {from} RENAME TO {to}");
+    let exec = |sql: String| async move {
+        match &s.pool {
+            Pool::Postgres(p) => sqlx::query(&sql).execute(p).await.map(|_| ()),
+            Pool::Sqlite(p) => sqlx::query(&sql).execute(p).await.map(|_| ()),
+        }
+        .unwrap()
+    };
+    exec(rename("events", "events_away")).await;
+    assert!(s.history.insert_history(&[uplink(d, 9_000, t(9_000))], &[ev(9_000)]).await.is_err());
+    exec(rename("events_away", "events")).await;
+    assert_eq!(s.history.list_uplinks(d.dev_eui, None, 10_000).await.unwrap().len(), n as usize, "a failed batch stores nothing");
+    // Nothing was left holding a transaction: the next writes go through at once, on every
+    // connection of the pool.
+    let started = std::time::Instant::now();
+    for i in 0..8 {
+        s.history.insert_history(&[uplink(d, 10_000 + i, t(10_000))], &[ev(10_000)]).await.unwrap();
+        s.sessions.save(&session(d.dev_eui, 0x2601_0001)).await.unwrap();
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "a write waited for a lock");
+    assert_eq!(s.history.list_uplinks(d.dev_eui, None, 10_000).await.unwrap().len(), n as usize + 8);
 }
 
 async fn data_survives_close_and_reconnect(db: &mut TestDb) {
