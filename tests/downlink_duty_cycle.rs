@@ -2,8 +2,8 @@
 //! part 7): a device heard by two gateways gets its downlinks through the best one until
 //! that gateway's hourly airtime in a sub-band is used, then in RX2, then through the second
 //! gateway; when both are used up the queue item stays queued, nothing is consumed and a
-//! `log` event says why; a gateway that refuses RX1 and RX2 hands the same frame to the
-//! next-best gateway. Real binary, two virtual gateways over UDP, SQLite and PostgreSQL.
+//! `log` event says why; a gateway that refuses RX1 and RX2 hands the same frame (data
+//! downlink or join-accept) to the next-best gateway. Real binary, two virtual gateways over UDP, SQLite and PostgreSQL.
 
 mod common;
 #[path = "../app-server/tests/mqtt_support/mod.rs"]
@@ -344,4 +344,57 @@ async fn a_downlink_refused_in_rx1_and_rx2_goes_out_through_the_second_gateway_o
 #[tokio::test]
 async fn a_downlink_refused_in_rx1_and_rx2_goes_out_through_the_second_gateway_on_postgres() {
     refused_rx1_and_rx2_fall_back_to_the_second_gateway(Backend::Postgres).await;
+}
+
+async fn join_accept_refused_by_the_best_gateway(backend: Backend) {
+    let mut net = setup(backend, &[]).await;
+    const OTAA_EUI: &str = "70b3d57ed00000d2";
+    const APP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
+    let (s, dp) = net
+        .api
+        .post(
+            "/api/device-profiles",
+            json!({"name": "otaa", "region": "EU868", "macVersion": "1.0.3", "regParamsRevision": "RP002-1.0.3",
+                   "supportsOtaa": true, "supportsClassC": false, "adrEnabled": false, "payloadCodec": "NONE", "payloadCodecScript": ""}),
+        )
+        .await;
+    assert_eq!(s, 201, "{dp}");
+    let (s, b) = net
+        .api
+        .post("/api/devices", json!({"devEui": OTAA_EUI, "name": "otaa", "applicationId": net.app_id, "deviceProfileId": dp["id"]}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = net.api.put(&format!("/api/devices/{OTAA_EUI}/keys"), json!({"appKey": APP_KEY})).await;
+    assert_eq!(s, 200, "{b}");
+    let mut dev = Device::otaa(OTAA_EUI, APP_KEY);
+    let jr = dev.join_request();
+    let tmst = 20_000_000u32;
+    let t = net.best.push_rxpk(vec![rxpk(&jr, tmst, -60, 9.0)]).await;
+    net.best.expect_ack(PUSH_ACK, t).await;
+    let t = net.second.push_rxpk(vec![rxpk(&jr, tmst + SECOND_TMST_OFFSET, -110, -4.0)]).await;
+    net.second.expect_ack(PUSH_ACK, t).await;
+
+    // JOIN_ACCEPT_DELAY1 = 5 s, RX2 one second later.
+    let (gw, rx1) = next_downlink(&net, Duration::from_secs(5)).await.expect("RX1 on the best gateway");
+    assert_eq!((gw, rx1.txpk["tmst"].clone()), (BEST, json!(tmst + 5_000_000)));
+    tx_ack(&net, gw, &rx1, "COLLISION_PACKET").await;
+    let (gw, rx2) = next_downlink(&net, Duration::from_secs(5)).await.expect("RX2 on the best gateway");
+    assert_eq!((gw, rx2.txpk["tmst"].clone(), rx2.txpk["freq"].as_f64()), (BEST, json!(tmst + 6_000_000), Some(869.525)));
+    tx_ack(&net, gw, &rx2, "TOO_LATE").await;
+    let (gw, second) = next_downlink(&net, Duration::from_secs(5)).await.expect("RX1 on the second gateway");
+    assert_eq!((gw, second.txpk["tmst"].clone()), (SECOND, json!(tmst + SECOND_TMST_OFFSET + 5_000_000)));
+    assert_eq!(second.phy_payload(), rx1.phy_payload(), "the same join-accept");
+    tx_ack(&net, gw, &second, "NONE").await;
+    dev.accept(&second.phy_payload(), [0, 0, 0]);
+    assert!(next_downlink(&net, Duration::from_millis(1000)).await.is_none(), "accepted once, not sent again");
+}
+
+#[tokio::test]
+async fn a_join_accept_refused_in_rx1_and_rx2_goes_out_through_the_second_gateway_on_sqlite() {
+    join_accept_refused_by_the_best_gateway(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_join_accept_refused_in_rx1_and_rx2_goes_out_through_the_second_gateway_on_postgres() {
+    join_accept_refused_by_the_best_gateway(Backend::Postgres).await;
 }
