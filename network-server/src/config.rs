@@ -36,6 +36,9 @@ pub struct NetworkConfig {
     pub mac_command_max_attempts: u8,
     /// DutyCycleReq value (aggregated duty cycle 1 / 2^n, 0..=15); unset = never sent.
     pub max_duty_cycle: Option<u8>,
+    /// Share (1..=100 %) of each sub-band's legal hourly airtime a gateway may spend on this
+    /// server's downlinks; the rest is headroom for what else the gateway sends.
+    pub duty_cycle_budget_percent: u8,
 }
 
 /// A list of frequencies from TOML (`[867100000, ...]`) or from an environment variable
@@ -87,6 +90,7 @@ impl Default for NetworkConfig {
             extra_channels: vec![867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900_000],
             mac_command_max_attempts: 3,
             max_duty_cycle: None,
+            duty_cycle_budget_percent: 100,
         }
     }
 }
@@ -133,6 +137,9 @@ impl NetworkConfig {
         }
         if matches!(self.max_duty_cycle, Some(v) if v > 15) {
             return Err(InvalidConfig { key: "network.max_duty_cycle", reason: "must be 0..=15 (duty cycle 1/2^n)".into() });
+        }
+        if !(1..=100).contains(&self.duty_cycle_budget_percent) {
+            return Err(InvalidConfig { key: "network.duty_cycle_budget_percent", reason: "must be 1..=100".into() });
         }
         if self.dedup_window_ms > 10_000 {
             return Err(InvalidConfig {
@@ -187,6 +194,17 @@ mod tests {
         let w: W = serde_json::from_str(r#"{"f": 867100000}"#).unwrap();
         assert_eq!(w.f, vec![867_100_000]);
         assert!(serde_json::from_str::<W>(r#"{"f": "868 MHz"}"#).is_err());
+    }
+
+    #[test]
+    fn a_duty_cycle_budget_outside_1_to_100_percent_names_the_key() {
+        for bad in [0, 101, 255] {
+            let c = NetworkConfig { duty_cycle_budget_percent: bad, ..Default::default() };
+            assert_eq!(c.validate().unwrap_err().key, "network.duty_cycle_budget_percent", "{bad}");
+        }
+        for good in [1, 50, 100] {
+            NetworkConfig { duty_cycle_budget_percent: good, ..Default::default() }.validate().unwrap();
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use loraflow_packet_forwarder::Handle as GatewayHandle;
 use crate::cache::SessionCache;
 use crate::config::NetworkConfig;
 use crate::dedup::{DedupedUplink, Deduplicator};
+use crate::duty_cycle_ledger::SharedDutyCycleLedger;
 use crate::events::AppEvent;
 use crate::fcnt_writer::FCntWriter;
 use crate::handle::NetworkHandle;
@@ -63,6 +64,9 @@ pub struct Context {
     pub events: mpsc::Sender<AppEvent>,
     pub metrics: Metrics,
     pub device_seen: std::sync::Mutex<std::collections::HashMap<crate::types::Eui64, chrono::DateTime<chrono::Utc>>>,
+    /// Each gateway's downlink airtime per sub-band over the last hour (in memory: a restart
+    /// starts from zero).
+    pub duty_cycle: SharedDutyCycleLedger,
     /// Storage failures while handling uplinks are logged at most once per interval: in a
     /// database outage every frame would otherwise write its own ERROR line.
     storage_errors: LogLimiter,
@@ -141,6 +145,7 @@ impl NetworkServer {
         tracing::info!(sessions = cache.len(), "device sessions loaded");
         let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone(), metrics.fcnt_unpersisted.clone());
         let dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
+        let duty_cycle = SharedDutyCycleLedger::with_budget_percent(config.duty_cycle_budget_percent);
         let ctx = Context {
             config,
             net_id,
@@ -153,6 +158,7 @@ impl NetworkServer {
             events,
             metrics,
             device_seen: Default::default(),
+            duty_cycle,
             storage_errors: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),
         };
         Ok(NetworkServer { ctx: Arc::new(ctx), dedup })

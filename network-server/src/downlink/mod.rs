@@ -1,10 +1,12 @@
 //! Class A downlinks (LoRaWAN 1.0.4 §3.3, RP002-1.0.3 §2.4): what to send after a data
 //! uplink, then the frame in RX1 (uplink tmst + RX1 delay, RX1 frequency and data rate) with
-//! a fall back to RX2 (one second later, RX2 frequency and data rate) when the gateway
-//! refuses RX1. Also owns the downlink queue rules.
+//! a fall back to RX2 (one second later, RX2 frequency and data rate), then to the next-best
+//! gateway that heard the uplink, skipping windows that would break a gateway's duty cycle.
+//! Also owns the downlink queue rules.
 //!
 //! Layout: `decide` is the pure decision (queue, MAC commands, ACK, FPending, ADR bit);
-//! `send` puts one frame on air through one gateway; `settle` carries out the queue side.
+//! `send` plans the attempts (gateways x windows, duty-cycle ledger) and tries them until a
+//! gateway accepts the frame; `settle` carries out the queue side.
 //! This file runs the steps: read the queue, decide, report, settle, build, send, store the
 //! MAC state (only when it changed).
 //!
@@ -17,9 +19,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use loraflow_packet_forwarder::frame::{GatewayId, TxAckStatus};
 
 use crate::dedup::DedupedUplink;
-use crate::events::{AppEvent, LogCode, LogLevel, StatusInfo};
+use crate::downlink_attempts::NoAttempt;
+use crate::events::{AppEvent, LogCode, LogInfo, LogLevel, StatusInfo};
 use crate::lorawan::{self, DataDownlink};
 use crate::mac::engine::{self, MacOutput, MacSettings, Outcome, UplinkFacts};
 use crate::mac::state::{MacState, RxParams};
@@ -51,18 +55,9 @@ pub struct Responding<'a> {
 }
 
 pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<DeviceContext>, phy: Vec<u8>) {
-    let Some(via) = send::pick_gateway(ctx, up) else {
-        ctx.log(
-            device,
-            LogLevel::Error,
-            LogCode::DownlinkGateway,
-            "no gateway that heard the join request can send the join-accept (no PULL_DATA seen)",
-            [],
-        )
-        .await;
-        return;
-    };
-    let Some(dr) = RegionModulation::from_frame(&via.tx_info.modulation).and_then(|m| ctx.region.dr_for(&m)) else {
+    let r = Responding { up, device };
+    let Some(uplink) = up.frames.first().map(|f| &f.tx_info) else { return };
+    let Some(dr) = RegionModulation::from_frame(&uplink.modulation).and_then(|m| ctx.region.dr_for(&m)) else {
         return;
     };
     // Before the join the device uses the region's defaults: RX1 offset 0, default RX2.
@@ -72,21 +67,99 @@ pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<De
         rx2_dr: ctx.region.default_rx2_dr(),
         rx2_frequency: ctx.region.default_rx2_frequency(),
     };
-    let Some(windows) = class_a_windows(ctx.region.as_ref(), rx, via.tx_info.frequency, dr) else {
+    let Some(windows) = class_a_windows(ctx.region.as_ref(), rx, uplink.frequency, dr) else {
         return;
     };
     let len = phy.len().saturating_sub(13);
-    let (status, sent) = send::send_rx1_then_rx2(ctx, via, &windows, phy, len).await;
-    if sent.is_none() {
-        ctx.log(
-            device,
-            LogLevel::Error,
-            LogCode::DownlinkGateway,
-            &format!("join-accept not sent: {}", status.as_str()),
-            [("gateway_id", via.rx_info.gateway_id.to_string())],
-        )
-        .await;
+    let Some(attempts) = plan_or_report(ctx, &r, &windows, phy.len(), len, "join-accept").await else { return };
+    if let send::Sent::Refused(last) = send::send_attempts(ctx, &attempts, phy).await {
+        report_refused(ctx, &r, "join-accept", last, None).await;
     }
+}
+
+/// The attempts for a downlink, or `None` after reporting why there are none. A duty-cycle
+/// refusal is a WARNING `DOWNLINK_GATEWAY` log event with `context.reason = "DUTY_CYCLE"`:
+/// ChirpStack's log codes (which consumers validate against) have no duty-cycle code.
+async fn plan_or_report<'a>(
+    ctx: &Context,
+    r: &Responding<'a>,
+    windows: &[Window; 2],
+    phy_len: usize,
+    payload_len: usize,
+    what: &str,
+) -> Option<Vec<send::Planned<'a>>> {
+    let err = match send::plan(ctx, r.up, windows, phy_len, payload_len) {
+        Ok(attempts) => return Some(attempts),
+        Err(e) => e,
+    };
+    match &err {
+        NoAttempt::DutyCycle { refused } => {
+            let band = err.blocking_sub_band().map_or("none", |b| b.as_str());
+            ctx.metrics.downlinks_duty_cycle_refused.with_label_values(&[band]).inc();
+            let first = refused.first()?;
+            let x = &first.exceeded;
+            ctx.log(
+                r.device,
+                LogLevel::Warning,
+                LogCode::DownlinkGateway,
+                &format!("duty cycle: {what} not sent, {err}"),
+                [
+                    ("reason", "DUTY_CYCLE".to_string()),
+                    ("gateway_id", x.gateway.to_string()),
+                    ("window", first.window.to_string()),
+                    ("sub_band", x.sub_band.as_str().to_string()),
+                    ("used_ms", x.used.as_millis().to_string()),
+                    ("limit_ms", x.limit.as_millis().to_string()),
+                ],
+            )
+            .await;
+        }
+        NoAttempt::NoGateway => {
+            ctx.log(
+                r.device,
+                LogLevel::Warning,
+                LogCode::DownlinkGateway,
+                &format!("{what} not sent: no gateway that heard the uplink can be reached (no PULL_DATA seen)"),
+                [],
+            )
+            .await
+        }
+        NoAttempt::NoWindow => {
+            ctx.log(
+                r.device,
+                LogLevel::Error,
+                LogCode::DownlinkGateway,
+                &format!("{what} not sent: no receive window's data rate can carry {payload_len} bytes"),
+                [],
+            )
+            .await
+        }
+    }
+    None
+}
+
+/// Every gateway refused the frame (TX_ACK errors), or other downlinks took the airtime.
+async fn report_refused(ctx: &Context, r: &Responding<'_>, what: &str, last: Option<(GatewayId, TxAckStatus)>, f_cnt_down: Option<u32>) {
+    let (level, description, mut context) = match last {
+        Some((gateway, status)) => {
+            (LogLevel::Error, format!("{what} not sent: {}", status.as_str()), vec![("gateway_id", gateway.to_string())])
+        }
+        None => (
+            LogLevel::Warning,
+            format!("duty cycle: {what} not sent, other downlinks used the planned airtime meanwhile"),
+            vec![("reason", "DUTY_CYCLE".to_string())],
+        ),
+    };
+    context.extend(f_cnt_down.map(|f| ("f_cnt_down", f.to_string())));
+    ctx.emit(AppEvent::Log(LogInfo {
+        time: Utc::now(),
+        device: r.device.clone(),
+        level,
+        code: LogCode::DownlinkGateway,
+        description,
+        context: context.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }))
+    .await;
 }
 
 /// Queue items of a device, reading the database only when the device may have some.
@@ -192,21 +265,16 @@ async fn report_mac(ctx: &Context, r: &Responding<'_>, mac: &MacOutput) {
 }
 
 /// Builds and sends the planned frame. Returns the FCntDown it went out with, if a gateway
-/// accepted it.
+/// accepted it. When every gateway is at its duty-cycle limit nothing is consumed: no
+/// FCntDown, the queue item stays queued and the MAC commands stay unsent.
 async fn transmit(ctx: &Context, r: &Responding<'_>, s: &DeviceSession, d: &DownlinkDecision) -> Option<u32> {
     let plan = d.send.as_ref()?;
     let windows = d.windows?;
-    let Some(via) = send::pick_gateway(ctx, r.up) else {
-        ctx.log(
-            r.device,
-            LogLevel::Warning,
-            LogCode::DownlinkGateway,
-            "no gateway that heard the uplink can send a downlink (no PULL_DATA seen)",
-            [],
-        )
-        .await;
-        return None;
-    };
+    let (f_opts, f_port, frm_payload) = d.frame_parts();
+    let payload_len = f_opts.len() + frm_payload.len();
+    let phy_len = send::data_phy_len(f_opts.len(), f_port, frm_payload.len());
+    let what = if plan.item.is_some() { "downlink (kept in the queue)" } else { "downlink" };
+    let attempts = plan_or_report(ctx, r, &windows, phy_len, payload_len, what).await?;
     let f_cnt_down = match ctx.storage.sessions.next_f_cnt_down(s.dev_eui).await {
         Ok(f) => f,
         Err(e) => {
@@ -215,8 +283,6 @@ async fn transmit(ctx: &Context, r: &Responding<'_>, s: &DeviceSession, d: &Down
         }
     };
     ctx.cache.set_n_f_cnt_down(s.dev_eui, f_cnt_down.wrapping_add(1));
-    let (f_opts, f_port, frm_payload) = d.frame_parts();
-    let payload_len = f_opts.len() + frm_payload.len();
     let built = lorawan::build_data_downlink(
         &DataDownlink {
             confirmed: plan.item.as_ref().is_some_and(|i| i.confirmed),
@@ -239,20 +305,16 @@ async fn transmit(ctx: &Context, r: &Responding<'_>, s: &DeviceSession, d: &Down
             return None;
         }
     };
-    let (status, sent) = send::send_rx1_then_rx2(ctx, via, &windows, phy, payload_len).await;
-    let Some(frame) = sent else {
-        ctx.log(
-            r.device,
-            LogLevel::Error,
-            LogCode::DownlinkGateway,
-            &format!("downlink not sent: {}", status.as_str()),
-            [("gateway_id", via.rx_info.gateway_id.to_string()), ("f_cnt_down", f_cnt_down.to_string())],
-        )
-        .await;
-        return None;
-    };
-    settle::after_send(ctx, r, d, f_cnt_down, frame).await;
-    Some(f_cnt_down)
+    match send::send_attempts(ctx, &attempts, phy).await {
+        send::Sent::Accepted(frame) => {
+            settle::after_send(ctx, r, d, f_cnt_down, frame).await;
+            Some(f_cnt_down)
+        }
+        send::Sent::Refused(last) => {
+            report_refused(ctx, r, "downlink", last, Some(f_cnt_down)).await;
+            None
+        }
+    }
 }
 
 /// Writes the MAC state and RX settings with the session, only when they changed: most

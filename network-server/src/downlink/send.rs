@@ -1,63 +1,220 @@
-//! Putting one built frame on air through one gateway: RX1, then RX2 when the gateway
-//! refuses RX1 (LoRaWAN 1.0.4 §3.3, DESIGN §5).
+//! Putting one built frame on air: the attempts `downlink_attempts::plan_attempts` allows
+//! (RX1 then RX2 on the best gateway that heard the uplink, then the next-best gateway's RX1
+//! and RX2, skipping windows that would break a gateway's duty cycle), tried in order until a
+//! gateway accepts the frame (LoRaWAN 1.0.4 §3.3, DESIGN §5, issue 9 part 7).
 
-use loraflow_packet_forwarder::frame::{DownlinkFrame, Modulation, Timing, TxAckStatus, UplinkFrame};
+use std::time::Instant;
+
+use loraflow_packet_forwarder::frame::{DownlinkFrame, GatewayId, Modulation, Timing, TxAckStatus, UplinkFrame};
 use rand::Rng;
 
 use super::decide::Window;
 use crate::dedup::DedupedUplink;
+use crate::downlink_attempts::{plan_attempts, Attempt, NoAttempt, RxWindow, WindowRadio};
 use crate::server::Context;
 
-/// The copy heard best by a gateway that can be reached (it sent PULL_DATA).
-pub fn pick_gateway<'a>(ctx: &Context, up: &'a DedupedUplink) -> Option<&'a UplinkFrame> {
-    up.frames.iter().find(|f| ctx.gateways.gateway_state(f.rx_info.gateway_id).is_some_and(|s| s.pull_addr.is_some()))
+/// One planned attempt with what it takes to build its frame: the uplink copy of that gateway
+/// (its own tmst and antenna) and the window's timing.
+pub struct Planned<'a> {
+    pub attempt: Attempt,
+    pub via: &'a UplinkFrame,
+    pub window: Window,
 }
 
-fn frame_for(ctx: &Context, via: &UplinkFrame, w: &Window, phy: Vec<u8>, downlink_id: u32) -> Option<DownlinkFrame> {
-    let modulation: Modulation = ctx.region.data_rate(w.dr)?.modulation.to_frame()?;
+/// The copies heard by gateways that can be reached (they sent PULL_DATA), best first, one
+/// per gateway.
+pub fn candidates<'a>(ctx: &Context, up: &'a DedupedUplink) -> Vec<&'a UplinkFrame> {
+    let mut out: Vec<&UplinkFrame> = Vec::new();
+    for f in &up.frames {
+        let id = f.rx_info.gateway_id;
+        let reachable = ctx.gateways.gateway_state(id).is_some_and(|s| s.pull_addr.is_some());
+        if reachable && !out.iter().any(|o| o.rx_info.gateway_id == id) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+fn rx_window(w: &Window) -> RxWindow {
+    if w.name == "rx2" {
+        RxWindow::Rx2
+    } else {
+        RxWindow::Rx1
+    }
+}
+
+/// The attempts for a frame of `phy_len` bytes whose MAC payload (FOpts + FRMPayload, the
+/// part RP002's N limits) is `payload_len` bytes, best first. Windows whose data rate cannot
+/// carry the payload are left out; the ledger is read as it stands now.
+pub fn plan<'a>(
+    ctx: &Context,
+    up: &'a DedupedUplink,
+    windows: &[Window; 2],
+    phy_len: usize,
+    payload_len: usize,
+) -> Result<Vec<Planned<'a>>, NoAttempt> {
+    let via = candidates(ctx, up);
+    let fitting: Vec<Window> =
+        windows.iter().copied().filter(|w| ctx.region.max_payload_size(w.dr).is_some_and(|m| payload_len <= m.n)).collect();
+    let radios: Vec<WindowRadio> = fitting.iter().map(|w| WindowRadio { window: rx_window(w), frequency: w.frequency, dr: w.dr }).collect();
+    let gateways: Vec<GatewayId> = via.iter().map(|f| f.rx_info.gateway_id).collect();
+    let now = Instant::now();
+    let attempts = ctx.duty_cycle.with(|ledger| plan_attempts(&gateways, &radios, phy_len, ctx.region.as_ref(), ledger, now))?;
+    Ok(attempts
+        .into_iter()
+        .filter_map(|attempt| {
+            let via = via.iter().find(|f| f.rx_info.gateway_id == attempt.gateway)?;
+            let window = fitting.iter().find(|w| rx_window(w) == attempt.radio.window)?;
+            Some(Planned { attempt, via, window: *window })
+        })
+        .collect())
+}
+
+/// What to do after a gateway answered an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The frame is on its way: record its airtime and stop.
+    Sent,
+    /// The gateway refused this window: try the next attempt (its RX2, or the next gateway).
+    NextAttempt,
+    /// The gateway cannot be reached: skip its other windows.
+    NextGateway,
+}
+
+/// The rule for a TX_ACK status. A missing TX_ACK counts as sent: older packet forwarders
+/// never send one, and sending the frame twice would be worse than not knowing.
+pub fn next_after(status: TxAckStatus) -> Next {
+    match status {
+        TxAckStatus::Ok | TxAckStatus::Timeout => Next::Sent,
+        TxAckStatus::GatewayNotConnected => Next::NextGateway,
+        TxAckStatus::TooLate
+        | TxAckStatus::TooEarly
+        | TxAckStatus::CollisionPacket
+        | TxAckStatus::CollisionBeacon
+        | TxAckStatus::TxFreq
+        | TxAckStatus::TxPower
+        | TxAckStatus::GpsUnlocked
+        | TxAckStatus::Unknown => Next::NextAttempt,
+    }
+}
+
+fn frame_for(ctx: &Context, p: &Planned, phy: Vec<u8>, downlink_id: u32) -> Option<DownlinkFrame> {
+    let modulation: Modulation = ctx.region.data_rate(p.window.dr)?.modulation.to_frame()?;
     Some(DownlinkFrame {
-        gateway_id: via.rx_info.gateway_id,
+        gateway_id: p.attempt.gateway,
         downlink_id,
         phy_payload: phy,
-        timing: Timing::Tmst(via.rx_info.tmst.wrapping_add(w.delay_us)),
-        frequency: w.frequency,
-        power: ctx.config.downlink_tx_power.unwrap_or_else(|| ctx.region.downlink_tx_power(w.frequency)),
+        timing: Timing::Tmst(p.via.rx_info.tmst.wrapping_add(p.window.delay_us)),
+        frequency: p.window.frequency,
+        power: ctx.config.downlink_tx_power.unwrap_or_else(|| ctx.region.downlink_tx_power(p.window.frequency)),
         modulation,
         rf_chain: 0,
         polarization_inversion: true,
-        antenna: via.rx_info.antenna,
+        antenna: p.via.rx_info.antenna,
     })
 }
 
-/// Sends in RX1; on a TX_ACK error retries once in RX2. A window whose data rate cannot
-/// carry `payload_len` bytes (FOpts + FRMPayload) is skipped. Returns the gateway's verdict
-/// and the frame that was accepted, if any.
-pub async fn send_rx1_then_rx2(
-    ctx: &Context,
-    via: &UplinkFrame,
-    windows: &[Window; 2],
-    phy: Vec<u8>,
-    payload_len: usize,
-) -> (TxAckStatus, Option<DownlinkFrame>) {
+/// How the attempts ended.
+pub enum Sent {
+    /// A gateway accepted this frame; its airtime is recorded.
+    Accepted(DownlinkFrame),
+    /// Every attempt was refused: the last gateway's verdict, or `None` when other downlinks
+    /// used up the planned windows' airtime before any attempt could be made.
+    Refused(Option<(GatewayId, TxAckStatus)>),
+}
+
+/// Tries the attempts in order until a gateway accepts the frame. An attempt whose window the
+/// ledger no longer allows (another downlink used the airtime since planning) is skipped.
+pub async fn send_attempts(ctx: &Context, attempts: &[Planned<'_>], phy: Vec<u8>) -> Sent {
     let downlink_id: u32 = rand::thread_rng().gen();
-    let mut last = TxAckStatus::Unknown;
-    for (i, w) in windows.iter().enumerate() {
-        let n = ctx.region.max_payload_size(w.dr).map_or(0, |m| m.n);
-        if payload_len > n {
-            tracing::debug!(window = w.name, dr = w.dr, "payload does not fit this window's data rate");
+    let mut last = None;
+    let mut unreachable: Option<GatewayId> = None;
+    for p in attempts {
+        let a = &p.attempt;
+        if unreachable == Some(a.gateway) || !still_allowed(ctx, a) {
             continue;
         }
-        let Some(frame) = frame_for(ctx, via, w, phy.clone(), downlink_id) else { continue };
+        let Some(frame) = frame_for(ctx, p, phy.clone(), downlink_id) else { continue };
         let status = ctx.gateways.send(frame.clone()).await;
-        ctx.metrics.downlinks.with_label_values(&[w.name, status.as_str()]).inc();
-        last = status;
-        match status {
-            TxAckStatus::Ok | TxAckStatus::Timeout => return (status, Some(frame)),
-            // The gateway is gone: RX2 through it would fail the same way.
-            TxAckStatus::GatewayNotConnected => return (status, None),
-            _ if i == 0 => tracing::info!(status = status.as_str(), "RX1 refused by the gateway, retrying in RX2"),
-            _ => {}
+        ctx.metrics.downlinks.with_label_values(&[p.window.name, status.as_str()]).inc();
+        match next_after(status) {
+            Next::Sent => {
+                if let Some(band) = a.sub_band {
+                    ctx.duty_cycle.record(a.gateway, band.id, a.airtime, Instant::now());
+                }
+                return Sent::Accepted(frame);
+            }
+            Next::NextGateway => unreachable = Some(a.gateway),
+            Next::NextAttempt => {
+                tracing::info!(gateway_id = %a.gateway, window = %a.radio.window, status = status.as_str(), "downlink refused by the gateway, trying the next attempt")
+            }
+        }
+        last = Some((a.gateway, status));
+    }
+    Sent::Refused(last)
+}
+
+fn still_allowed(ctx: &Context, a: &Attempt) -> bool {
+    match &a.sub_band {
+        Some(band) => ctx.duty_cycle.check(a.gateway, band, a.airtime, Instant::now()).is_ok(),
+        None => true,
+    }
+}
+
+/// Length of a data downlink PHYPayload: MHDR, FHDR (DevAddr, FCtrl, FCnt) and FOpts, FPort
+/// and FRMPayload when there is a port, MIC (LoRaWAN 1.0.4 §4).
+pub fn data_phy_len(f_opts: usize, f_port: Option<u8>, frm_payload: usize) -> usize {
+    1 + 7 + f_opts + f_port.map_or(0, |_| 1 + frm_payload) + 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lorawan::{build_data_downlink, DataDownlink};
+    use crate::types::{AesKey, DevAddr};
+
+    #[test]
+    fn a_transmission_error_moves_on_to_the_next_window_or_gateway() {
+        let cases = [
+            (TxAckStatus::Ok, Next::Sent),
+            (TxAckStatus::Timeout, Next::Sent),
+            (TxAckStatus::TooLate, Next::NextAttempt),
+            (TxAckStatus::TooEarly, Next::NextAttempt),
+            (TxAckStatus::CollisionPacket, Next::NextAttempt),
+            (TxAckStatus::CollisionBeacon, Next::NextAttempt),
+            (TxAckStatus::TxFreq, Next::NextAttempt),
+            (TxAckStatus::TxPower, Next::NextAttempt),
+            (TxAckStatus::GpsUnlocked, Next::NextAttempt),
+            (TxAckStatus::Unknown, Next::NextAttempt),
+            (TxAckStatus::GatewayNotConnected, Next::NextGateway),
+        ];
+        for (status, want) in cases {
+            assert_eq!(next_after(status), want, "{}", status.as_str());
         }
     }
-    (last, None)
+
+    #[test]
+    fn the_planned_length_is_the_length_of_the_built_frame() {
+        let cases: [(&[u8], Option<u8>, &[u8]); 4] =
+            [(&[], None, &[]), (&[0x06], None, &[]), (&[0x06, 0x02], Some(3), b"hello"), (&[], Some(0), &[0x06; 20])];
+        for (f_opts, f_port, frm) in cases {
+            let phy = build_data_downlink(
+                &DataDownlink {
+                    confirmed: false,
+                    dev_addr: DevAddr::default(),
+                    f_cnt_down: 7,
+                    ack: false,
+                    f_pending: false,
+                    adr: false,
+                    f_opts: f_opts.to_vec(),
+                    f_port,
+                    frm_payload: frm.to_vec(),
+                },
+                &AesKey::default(),
+                &AesKey::default(),
+            )
+            .unwrap();
+            assert_eq!(data_phy_len(f_opts.len(), f_port, frm.len()), phy.len(), "{f_opts:?} {f_port:?} {frm:?}");
+        }
+    }
 }
