@@ -120,7 +120,7 @@ pub struct MacState {
     /// The last uplinks of an ADR device (`mac::adr`). Kept in memory with the cached session
     /// and written lazily: with the rest of the state whenever that changes, and otherwise once
     /// every [`ADR_HISTORY_SAVE_EVERY`] uplinks, so that ADR costs no database write per uplink
-    /// (issue 15). A crash loses at most that many entries: positive steps start again from
+    /// (issue 15). A restart or a crash loses at most that many entries: positive steps start again from
     /// the next uplink, negative ones wait for a full history anyway.
     #[serde(skip_serializing_if = "AdrHistory::is_empty")]
     pub adr_history: AdrHistory,
