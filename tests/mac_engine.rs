@@ -41,11 +41,15 @@ async fn setup(backend: Backend, env: &[(&str, &str)]) -> Net {
     let api = server.client();
     let (s, app) = api.post("/api/applications", json!({"name": "mac"})).await;
     assert_eq!(s, 201, "{app}");
+    // Uplinks here are SF7 at 8 dB: with a 15 dB installation margin ADR has nothing to change
+    // (8 - (-7.5) - 15 = 0.5 dB), so the downlinks carry only the commands under test
+    // (tests/adr.rs covers LinkADRReq).
     let (s, dp) = api
         .post(
             "/api/device-profiles",
             json!({"name": "adr", "region": "EU868", "macVersion": "1.0.3", "regParamsRevision": "RP002-1.0.3",
-                   "supportsOtaa": false, "supportsClassC": false, "adrEnabled": true, "payloadCodec": "NONE", "payloadCodecScript": ""}),
+                   "supportsOtaa": false, "supportsClassC": false, "adrEnabled": true, "payloadCodec": "NONE", "payloadCodecScript": "",
+                   "adrInstallationMarginDb": 15}),
         )
         .await;
     assert_eq!(s, 201, "{dp}");

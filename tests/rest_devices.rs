@@ -263,7 +263,8 @@ async fn devices_crud_and_errors(backend: Backend) {
     assert_eq!(s, 200, "{act}");
     let n = NWK_S_KEY.to_ascii_lowercase();
     let expected = json!({"devAddr": "2601abcd", "appSKey": APP_S_KEY.to_ascii_lowercase(), "nwkSKey": n, "fNwkSIntKey": n,
-        "sNwkSIntKey": n, "nwkSEncKey": n, "fCntUp": 10, "fCntDown": 5});
+        "sNwkSIntKey": n, "nwkSEncKey": n, "fCntUp": 10, "fCntDown": 5,
+        "radio": {"dr": null, "txPowerIndex": 0, "nbTrans": 1}});
     assert_eq!(act, expected);
     assert_eq!(api.get(&activation).await, (200, expected.clone()));
     assert_eq!(api.get(d1).await.1["devAddr"], "2601abcd");

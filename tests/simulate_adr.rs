@@ -338,7 +338,6 @@ async fn up_events(broker: SocketAddr) -> tokio::sync::mpsc::UnboundedReceiver<(
 const CONVERGENCE_UPLINKS: u64 = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs server ADR (issue 9 merge)"]
 async fn adr_raises_every_simulated_device_from_dr0_to_dr5() {
     let server = TestServer::start(Backend::Sqlite, &[]).await;
     let mut ups = up_events(server.mqtt.expect("embedded MQTT broker")).await;

@@ -116,6 +116,7 @@ fn cases() -> Vec<(&'static str, String)> {
         region_config_id: "eu868",
         region_common_name: "EU868",
         received_at: std::time::Instant::now(),
+        adr_decision: Some(loraflow_network_server::mac::adr::AdrDecision { dr: 5, tx_power_index: 1, nb_trans: 1 }),
     };
     let lora = Modulation::Lora { bandwidth: 125_000, spreading_factor: 12, code_rate: "4/5".into() };
     let object = json!({"temperatureSensor": {"3": 27.2}, "list": [1, "a", null, true], "nested": {"x": {}}});

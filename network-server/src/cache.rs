@@ -177,7 +177,8 @@ impl SessionCache {
         }
     }
 
-    /// Records a MAC state and RX settings the database already stored.
+    /// Records a MAC state and RX settings the database already stored, or that differ from
+    /// the stored ones only by ADR history not yet written (`MacState::needs_saving`).
     pub fn set_mac_state(&self, dev_eui: Eui64, state: crate::mac::state::MacState, rx: crate::mac::state::RxParams) {
         if let Some(s) = self.inner.write().expect("cache lock").sessions.get_mut(&dev_eui) {
             s.mac_state = state;

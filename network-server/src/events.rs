@@ -34,6 +34,11 @@ pub struct DataUp {
     pub region_common_name: &'static str,
     /// When the first copy of this uplink reached loraflow (for latency metrics).
     pub received_at: std::time::Instant,
+    /// What ADR decided after this uplink (data rate, TX power index, NbTrans the device should
+    /// use; what it uses now when nothing should change). `None` when ADR did not run: no ADR
+    /// bit, ADR off in the device profile, or a LinkADRReq still waiting for its answer.
+    /// Not part of the ChirpStack event JSON; for the uplink history.
+    pub adr_decision: Option<crate::mac::adr::AdrDecision>,
 }
 
 #[derive(Debug, Clone)]

@@ -34,6 +34,10 @@ pub struct ActivateBody {
     f_nwk_s_int_key: Option<String>,
     s_nwk_s_int_key: Option<String>,
     nwk_s_enc_key: Option<String>,
+    /// Shown by GET; ignored here so that an echoed GET body is accepted (an activation starts
+    /// from the region's defaults).
+    #[allow(dead_code)]
+    radio: Option<serde::de::IgnoredAny>,
 }
 
 /// The session as `GET .../activation` shows it.
@@ -51,6 +55,20 @@ pub struct ActivationJson {
     f_cnt_up: u32,
     /// Next downlink frame counter.
     f_cnt_down: u32,
+    radio: RadioJson,
+}
+
+/// The radio settings the network server believes the device uses: those of the last
+/// LinkADRReq the device acknowledged (ADR, LoRaWAN 1.0.4 §5.3).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RadioJson {
+    /// Data rate set by the last acknowledged LinkADRReq; null before any.
+    dr: Option<u8>,
+    /// TXPower index (0 = the region's maximum EIRP, each step 2 dB less).
+    tx_power_index: u8,
+    /// Transmissions of each uplink.
+    nb_trans: u8,
 }
 
 impl From<&DeviceSession> for ActivationJson {
@@ -64,6 +82,7 @@ impl From<&DeviceSession> for ActivationJson {
             nwk_s_enc_key: s.nwk_s_enc_key,
             f_cnt_up: s.f_cnt_up,
             f_cnt_down: s.n_f_cnt_down,
+            radio: RadioJson { dr: s.mac_state.dr, tx_power_index: s.mac_state.tx_power_index, nb_trans: s.mac_state.nb_trans },
         }
     }
 }
@@ -230,7 +249,11 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"devAddr": "26011234", "appSKey": K1.to_ascii_lowercase(), "nwkSKey": K2, "fNwkSIntKey": K2,
-                "sNwkSIntKey": K2, "nwkSEncKey": K2, "fCntUp": 0, "fCntDown": 0})
+                "sNwkSIntKey": K2, "nwkSEncKey": K2, "fCntUp": 0, "fCntDown": 0,
+                "radio": {"dr": null, "txPowerIndex": 0, "nbTrans": 1}})
         );
+        // The GET body can be sent back as an activation: `radio` is read and ignored.
+        let again = abp(&json.to_string()).unwrap();
+        assert_eq!(again, a);
     }
 }

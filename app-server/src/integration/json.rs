@@ -543,6 +543,7 @@ pub(crate) mod tests {
             region_config_id: "eu868",
             region_common_name: "EU868",
             received_at: std::time::Instant::now(),
+            adr_decision: None,
         }
     }
 

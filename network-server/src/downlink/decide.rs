@@ -17,8 +17,9 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::mac::adr::{self, AdrDecision, AdrDirection, AdrInput, UplinkMetric};
 use crate::mac::engine::{self, Candidate, MacInput, MacOutput, MacSettings, UplinkFacts};
-use crate::mac::state::{AdrTarget, MacState, RxParams};
+use crate::mac::state::{AdrTarget, MacState, Request, RxParams};
 use crate::mac::{encode_all, DownlinkMacCommand, UplinkMacCommand};
 use crate::region::Region;
 use crate::storage::{DeviceSession, QueueItem};
@@ -225,6 +226,73 @@ pub fn decide(input: &DownlinkInput) -> DownlinkDecision {
     decision.send =
         Some(Planned { ack: up.confirmed, adr: up.adr && input.adr_enabled, f_pending: items.len() > 1, item, mac, mac_on_f_port_0, why });
     decision
+}
+
+/// The device profile's ADR knobs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdrProfile {
+    /// `adrEnabled`
+    pub enabled: bool,
+    pub min_dr: u8,
+    pub max_dr: u8,
+    pub installation_margin_db: f32,
+}
+
+/// What ADR made of one uplink: the settings the session believes the device uses and the
+/// ones the algorithm wants (equal when nothing should change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdrOutcome {
+    pub believed: AdrDecision,
+    pub decided: AdrDecision,
+}
+
+impl AdrOutcome {
+    /// The engine's input: a target only when something should change.
+    pub fn target(&self) -> Option<AdrTarget> {
+        let d = self.decided;
+        (d != self.believed).then_some(AdrTarget { dr: d.dr, tx_power_index: d.tx_power_index, nb_trans: d.nb_trans })
+    }
+
+    pub fn direction(&self) -> AdrDirection {
+        adr::direction(self.believed, self.decided)
+    }
+}
+
+/// The ADR step of a data uplink (pure; LoRaWAN 1.0.4 §4.3.1.1): for a device whose uplink has
+/// the ADR bit and whose profile enables ADR, the uplink joins the session's history (`state`
+/// is changed) and the algorithm runs. Nothing happens without the ADR bit or with ADR off:
+/// the server never sends such a device a LinkADRReq.
+///
+/// What the session believes: the data rate is the one the uplink arrived at (the device's
+/// own ADRACKReq backoff moves it without telling us), TX power and NbTrans are those of the
+/// last acknowledged LinkADRReq. While a LinkADRReq waits for its answer the algorithm does
+/// not run (`None`): the device may already use the new settings, and the answer decides what
+/// is believed; the next uplink decides again from there.
+pub fn adr_step(region: &dyn Region, state: &mut MacState, up: &UplinkFacts, profile: &AdrProfile) -> Option<AdrOutcome> {
+    if !(up.adr && profile.enabled) {
+        return None;
+    }
+    state.adr_history.push(UplinkMetric {
+        f_cnt: up.f_cnt,
+        max_snr: up.link.best_snr,
+        tx_power_index: state.tx_power_index,
+        gateway_count: up.link.gateway_count,
+    });
+    state.adr_history_unsaved = state.adr_history_unsaved.saturating_add(1);
+    if state.pending.iter().any(|p| matches!(p.request, Request::LinkAdr { .. })) {
+        return None;
+    }
+    let input = AdrInput {
+        region,
+        dr: up.dr,
+        tx_power_index: state.tx_power_index,
+        nb_trans: state.nb_trans,
+        min_dr: profile.min_dr,
+        max_dr: profile.max_dr,
+        installation_margin_db: profile.installation_margin_db,
+        history: &state.adr_history,
+    };
+    Some(AdrOutcome { believed: input.current(), decided: adr::decide(&input) })
 }
 
 #[cfg(test)]
@@ -490,5 +558,73 @@ mod tests {
         assert_eq!(p.why, vec![Why::Ack]);
         assert!(p.item.is_none() && p.mac.is_empty());
         assert_eq!(d.mac.state, session().mac_state);
+    }
+
+    fn adr_profile(enabled: bool) -> AdrProfile {
+        AdrProfile { enabled, min_dr: 0, max_dr: 5, installation_margin_db: 10.0 }
+    }
+
+    fn adr_uplink(adr: bool, dr: u8, snr: f32) -> UplinkFacts {
+        UplinkFacts { adr, dr, link: MacContext { best_snr: snr, ..uplink().link }, ..uplink() }
+    }
+
+    #[test]
+    fn adr_runs_only_for_uplinks_with_the_adr_bit_and_a_profile_that_enables_it() {
+        let decision = |dr, tx_power_index, nb_trans| AdrDecision { dr, tx_power_index, nb_trans };
+        // (ADR bit, profile, uplink DR, SNR) -> outcome
+        let cases = [
+            (false, true, 0, 10.0, None),
+            (true, false, 0, 10.0, None),
+            // 10 - (-20) - 10 = 20 dB: six steps, five on the data rate, one on the power.
+            (true, true, 0, 10.0, Some((decision(0, 0, 1), decision(5, 1, 1)))),
+            // DR5 with -7.5 + 10 + 1 dB: inside one step, nothing changes.
+            (true, true, 5, 3.5, Some((decision(5, 0, 1), decision(5, 0, 1)))),
+        ];
+        for (adr_bit, enabled, dr, snr, want) in cases {
+            let mut state = session().mac_state;
+            let got = adr_step(&Eu868, &mut state, &adr_uplink(adr_bit, dr, snr), &adr_profile(enabled));
+            assert_eq!(got.map(|o| (o.believed, o.decided)), want, "ADR bit {adr_bit}, profile {enabled}, DR{dr}, SNR {snr}");
+            let ran = want.is_some();
+            assert_eq!((state.adr_history.len(), state.adr_history_unsaved), (usize::from(ran), u8::from(ran)));
+            assert_eq!(got.and_then(|o| o.target()).is_some(), want.is_some_and(|(b, d)| b != d));
+        }
+    }
+
+    #[test]
+    fn adr_waits_for_the_answer_to_a_pending_link_adr_req_but_keeps_the_uplink() {
+        let mut state = session().mac_state;
+        state.pending.push(crate::mac::state::Pending {
+            request: Request::LinkAdr { dr: 5, tx_power_index: 1, nb_trans: 1, masks: Vec::new() },
+            attempts: 1,
+            ..Default::default()
+        });
+        assert_eq!(adr_step(&Eu868, &mut state, &adr_uplink(true, 0, 10.0), &adr_profile(true)), None);
+        assert_eq!(state.adr_history.len(), 1);
+    }
+
+    #[test]
+    fn adr_believes_the_uplink_data_rate_and_the_acknowledged_power() {
+        let mut state = session().mac_state;
+        state.dr = Some(5);
+        state.tx_power_index = 2;
+        state.nb_trans = 2;
+        // The device backed off to DR3 by itself: the algorithm starts from DR3.
+        let o = adr_step(&Eu868, &mut state, &adr_uplink(true, 3, -20.0), &adr_profile(true)).unwrap();
+        assert_eq!(o.believed, AdrDecision { dr: 3, tx_power_index: 2, nb_trans: 2 });
+        assert_eq!(o.direction(), AdrDirection::Same);
+        assert_eq!(state.adr_history.iter().next().map(|m| m.tx_power_index), Some(2));
+    }
+
+    #[test]
+    fn the_adr_history_alone_is_written_every_few_uplinks_and_any_other_change_at_once() {
+        let stored = session().mac_state;
+        let mut state = stored.clone();
+        for f in 0..u32::from(crate::mac::state::ADR_HISTORY_SAVE_EVERY) {
+            assert!(!state.needs_saving(&stored), "after {f} uplinks");
+            adr_step(&Eu868, &mut state, &UplinkFacts { f_cnt: f, ..adr_uplink(true, 5, 3.5) }, &adr_profile(true));
+        }
+        assert!(state.needs_saving(&stored));
+        let changed = MacState { nb_trans: 2, ..stored.clone() };
+        assert!(changed.needs_saving(&stored));
     }
 }

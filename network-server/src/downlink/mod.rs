@@ -25,7 +25,7 @@ use crate::dedup::DedupedUplink;
 use crate::downlink_attempts::NoAttempt;
 use crate::events::{AppEvent, LogCode, LogInfo, LogLevel, StatusInfo};
 use crate::lorawan::{self, DataDownlink};
-use crate::mac::engine::{self, MacOutput, MacSettings, Outcome, UplinkFacts};
+use crate::mac::engine::{MacOutput, MacSettings, Outcome, UplinkFacts};
 use crate::mac::state::{MacState, RxParams};
 use crate::region::Modulation as RegionModulation;
 use crate::server::Context;
@@ -46,6 +46,9 @@ pub struct DataDownlinkPlan {
     pub uplink: UplinkFacts,
     /// Only acknowledge (a repeated confirmed uplink): queue and MAC state are left alone.
     pub ack_only: bool,
+    /// What ADR made of the uplink (`decide::adr_step`, already applied to the session's
+    /// history).
+    pub adr: Option<decide::AdrOutcome>,
 }
 
 /// The uplink being answered and its device, for events.
@@ -201,8 +204,7 @@ fn mac_settings(ctx: &Context, device: &DeviceContext) -> MacSettings {
         extra_channels: ctx.config.extra_channels.clone(),
         max_attempts: ctx.config.mac_command_max_attempts,
         max_duty_cycle: ctx.config.max_duty_cycle,
-        // wired to profile.dev_status_req_freq on merge
-        dev_status_req_freq: engine::DEFAULT_DEV_STATUS_REQ_FREQ,
+        dev_status_req_freq: device.profile.dev_status_req_freq,
         adr_enabled: device.profile.adr_enabled,
     }
 }
@@ -218,8 +220,7 @@ pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDown
         uplink: &plan.uplink,
         ack_only: plan.ack_only,
         adr_enabled: plan.device.profile.adr_enabled,
-        // The ADR algorithm's target (LinkADRReq); none yet.
-        adr_target: None,
+        adr_target: plan.adr.and_then(|o| o.target()),
         settings: &settings,
         max_confirmed_transmissions: MAX_CONFIRMED_TRANSMISSIONS,
         now,
@@ -318,11 +319,17 @@ async fn transmit(ctx: &Context, r: &Responding<'_>, s: &DeviceSession, d: &Down
 }
 
 /// Writes the MAC state and RX settings with the session, only when they changed: most
-/// uplinks change nothing and cost no write.
-async fn store_mac_state(ctx: &Context, s: &DeviceSession, state: MacState, rx: RxParams) {
-    if state == s.mac_state && rx == decide::session_rx(s) {
+/// uplinks change nothing and cost no write. The ADR history alone is kept in the cached
+/// session and written with the next change, or once it has gone unsaved for
+/// `ADR_HISTORY_SAVE_EVERY` uplinks (`MacState::needs_saving`).
+async fn store_mac_state(ctx: &Context, s: &DeviceSession, mut state: MacState, rx: RxParams) {
+    if !state.needs_saving(&s.mac_state) && rx == decide::session_rx(s) {
+        if state.adr_history_unsaved > 0 {
+            ctx.cache.set_mac_state(s.dev_eui, state, rx);
+        }
         return;
     }
+    state.adr_history_unsaved = 0;
     match ctx.storage.sessions.save_mac_state(s.dev_eui, &state, rx).await {
         Ok(()) => ctx.cache.set_mac_state(s.dev_eui, state, rx),
         Err(e) => ctx.storage_error("could not store the MAC state", &e),

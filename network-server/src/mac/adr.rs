@@ -4,7 +4,8 @@
 //! The algorithm is Semtech's recommended one, as ChirpStack v4's default ADR runs it:
 //!
 //! 1. `maxSNR` = best SNR over the last [`HISTORY_LEN`] uplinks (each uplink counts with the
-//!    best SNR over every gateway that heard it);
+//!    best SNR over every gateway that heard it), each moved to the current TX power (2 dB per
+//!    TXPower index of difference; see [`AdrHistory::max_snr_at`], where ChirpStack differs);
 //! 2. `margin` = `maxSNR` − required SNR of the current data rate − installation margin;
 //! 3. `nStep` = `margin / 3`, truncated toward zero (Semtech's `int()`, ChirpStack's `as isize`):
 //!    a margin between −3 and 0 dB changes nothing, a dead band that keeps the power from
@@ -37,6 +38,10 @@ pub const HISTORY_LEN: usize = 20;
 /// dB of link budget per step (one LoRa DR step is 2.5 dB, one TXPower step 2 dB; Semtech's
 /// algorithm rounds both to 3).
 const DB_PER_STEP: f32 = 3.0;
+
+/// dB between two TXPower indices: every RP002 region defines TXPower n as MaxEIRP − 2n dB
+/// (RP002-1.0.4 §2.4.3 for EU868).
+pub const TX_POWER_STEP_DB: f32 = 2.0;
 
 /// What the network server remembers about one uplink for ADR. The short JSON keys keep the
 /// stored session small (20 of these live in every ADR session's MAC state).
@@ -113,6 +118,18 @@ impl AdrHistory {
     /// Best SNR in the history; `None` when empty.
     pub fn max_snr(&self) -> Option<f32> {
         self.metrics.iter().map(|m| m.max_snr).reduce(f32::max)
+    }
+
+    /// Best SNR in the history as it would have been at `tx_power_index`: an uplink sent at
+    /// another index is moved by [`TX_POWER_STEP_DB`] per index of difference. Without this, an
+    /// SNR measured before the server lowered the power would keep counting at full strength
+    /// for 20 uplinks and lower the power again and again (ChirpStack's default algorithm does
+    /// this, then walks the power back up once the old uplinks leave the history).
+    pub fn max_snr_at(&self, tx_power_index: u8) -> Option<f32> {
+        self.metrics
+            .iter()
+            .map(|m| m.max_snr - TX_POWER_STEP_DB * (f32::from(tx_power_index) - f32::from(m.tx_power_index)))
+            .reduce(f32::max)
     }
 
     /// Percentage of frames missing between the oldest and newest frame counter in the
@@ -214,7 +231,7 @@ pub fn decide(input: &AdrInput) -> AdrDecision {
         None => input.nb_trans.clamp(1, 3),
     };
 
-    let (Some(max_snr), Some(required)) = (input.history.max_snr(), region.required_snr(dr)) else {
+    let (Some(max_snr), Some(required)) = (input.history.max_snr_at(tx_power_index), region.required_snr(dr)) else {
         return AdrDecision { dr, tx_power_index, nb_trans };
     };
     let margin = max_snr - required - input.installation_margin_db;
@@ -379,6 +396,25 @@ mod tests {
         // 20 at the current power: -10 - (-7.5) - 10 = -12.5 dB, four steps up in power.
         let h = history(20, -10.0, 4);
         assert_eq!(decide(&input(&h, 5, 4)), d(5, 0, 1));
+    }
+
+    #[test]
+    fn uplinks_sent_at_another_power_count_as_if_sent_at_the_current_one() {
+        // Heard at +10 dB at index 0; the device now sends at index 3 (6 dB quieter) and the
+        // newer uplinks say so. DR5 needs -7.5 + 10: the old uplinks must not read as 7.5 dB
+        // of margin (two more power steps), only as 1.5 dB (none).
+        let mut h = history(10, 10.0, 0);
+        for f in 10..13 {
+            h.push(UplinkMetric { tx_power_index: 3, ..metric(f, 4.0) });
+        }
+        assert_eq!(h.max_snr_at(3), Some(4.0));
+        assert_eq!(h.max_snr_at(0), Some(10.0));
+        assert_eq!(decide(&input(&h, 5, 3)), d(5, 3, 1));
+        // Without the newer uplinks the old ones still count, moved by 6 dB.
+        let h = history(10, 10.0, 0);
+        assert_eq!(decide(&input(&h, 5, 3)), d(5, 3, 1));
+        let h = history(10, 16.0, 0);
+        assert_eq!(decide(&input(&h, 5, 3)), d(5, 5, 1), "16 - 6 = 10 dB, 7.5 over: two steps");
     }
 
     #[test]

@@ -26,10 +26,6 @@ use crate::region::Region;
 /// How long a refused or unanswered request is not sent again.
 pub const HOLD: Duration = Duration::hours(24);
 
-/// Devices get DevStatusReq this many times a day until the device profile says otherwise.
-// wired to profile.dev_status_req_freq on merge
-pub const DEFAULT_DEV_STATUS_REQ_FREQ: u32 = 1;
-
 /// What the engine needs to know about the uplink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UplinkFacts {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::region::ChMaskBlock;
 
+use super::adr::AdrHistory;
 use super::{DownlinkMacCommand, DutyCycleReq, LinkAdrReq, NewChannelReq, RxParamSetupReq, RxTimingSetupReq};
 
 /// The RX window settings a device uses (LoRaWAN 1.0.4 §5.4, §5.7). Kept in the session's
@@ -99,7 +100,7 @@ pub struct Held {
 }
 
 /// The MAC state stored with a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MacState {
     /// TXPower index the device uses (0 = the region's maximum, the default after activation).
@@ -116,7 +117,21 @@ pub struct MacState {
     pub pending: Vec<Pending>,
     pub held: Vec<Held>,
     pub last_dev_status_req: Option<DateTime<Utc>>,
+    /// The last uplinks of an ADR device (`mac::adr`). Kept in memory with the cached session
+    /// and written lazily: with the rest of the state whenever that changes, and otherwise once
+    /// every [`ADR_HISTORY_SAVE_EVERY`] uplinks, so that ADR costs no database write per uplink
+    /// (issue 15). A restart or a crash loses at most that many entries: positive steps start again from
+    /// the next uplink, negative ones wait for a full history anyway.
+    #[serde(skip_serializing_if = "AdrHistory::is_empty")]
+    pub adr_history: AdrHistory,
+    /// Entries pushed to `adr_history` since it was last written; never stored (a state read
+    /// from the database has nothing unsaved).
+    #[serde(skip)]
+    pub adr_history_unsaved: u8,
 }
+
+/// Uplinks whose ADR history may stay unsaved before the MAC state is written for them alone.
+pub const ADR_HISTORY_SAVE_EVERY: u8 = 10;
 
 impl Default for MacState {
     fn default() -> Self {
@@ -129,6 +144,8 @@ impl Default for MacState {
             pending: Vec::new(),
             held: Vec::new(),
             last_dev_status_req: None,
+            adr_history: AdrHistory::default(),
+            adr_history_unsaved: 0,
         }
     }
 }
@@ -138,6 +155,19 @@ impl MacState {
     /// plus those of the CFList it was sent.
     pub fn after_join(region: &dyn crate::region::Region, cf_list_channels: &[u32]) -> MacState {
         MacState { channels: Some(initial_channels(region, cf_list_channels)), ..MacState::default() }
+    }
+
+    /// The same state apart from the ADR history not yet written: what decides whether the
+    /// state must be stored now.
+    pub fn same_apart_from_history(&self, other: &MacState) -> bool {
+        let strip = |s: &MacState| MacState { adr_history: AdrHistory::default(), adr_history_unsaved: 0, ..s.clone() };
+        strip(self) == strip(other)
+    }
+
+    /// True when the state must be written now: anything but the ADR history changed, or the
+    /// history has gone unsaved for [`ADR_HISTORY_SAVE_EVERY`] uplinks.
+    pub fn needs_saving(&self, stored: &MacState) -> bool {
+        !self.same_apart_from_history(stored) || self.adr_history_unsaved >= ADR_HISTORY_SAVE_EVERY
     }
 
     /// The channels the device is believed to have. Without stored knowledge: an ABP device
@@ -259,8 +289,14 @@ mod tests {
             }],
             ..MacState::after_join(&Eu868, &[867_100_000])
         };
+        let mut s = s;
+        s.adr_history.push(crate::mac::adr::UplinkMetric { f_cnt: 12, max_snr: 7.5, tx_power_index: 1, gateway_count: 2 });
+        s.adr_history_unsaved = 1;
         let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(serde_json::from_str::<MacState>(&json).unwrap(), s);
+        let read: MacState = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, MacState { adr_history_unsaved: 0, ..s }, "what was unsaved is saved once read back");
+        // A state without history stores no history field.
+        assert!(!serde_json::to_string(&MacState::default()).unwrap().contains("adr_history"));
     }
 
     #[test]

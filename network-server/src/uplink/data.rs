@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::dedup::DedupedUplink;
+use crate::downlink::decide::{adr_step, AdrOutcome, AdrProfile};
 use crate::downlink::{self, DataDownlinkPlan};
 use crate::events::{AppEvent, DataUp, LogCode, LogLevel};
 use crate::fcnt::{self, Again};
@@ -89,7 +90,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
             checked => break (matched, device, dr, checked),
         }
     };
-    let session = match checked {
+    let mut session = match checked {
         Ok(s) => s,
         Err(d @ (Dropped::Retransmission | Dropped::NbTransRepeat)) if frame.is_confirmed() => {
             // DESIGN §5: a confirmed uplink is always ACKed. The device repeats the frame
@@ -99,6 +100,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
                 device,
                 uplink: facts(ctx, up, frame, matched.f_cnt, dr, Vec::new()),
                 ack_only: true,
+                adr: None,
             };
             downlink::after_data_uplink(ctx, up, plan).await;
             return Err(d);
@@ -107,6 +109,10 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
     };
     ctx.metrics.uplinks_accepted.inc();
     ctx.device_seen.lock().expect("lock").insert(device.device.dev_eui, Utc::now());
+
+    let commands = mac_commands(frame, matched.f_cnt, &session);
+    let uplink = facts(ctx, up, frame, matched.f_cnt, dr, commands);
+    let adr = adr(ctx, &mut session, &device, &uplink);
 
     // Application payload: still encrypted; the application side decrypts it.
     if frame.f_port.is_some_and(|p| p > 0) {
@@ -127,15 +133,30 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
             region_config_id: ctx.region.config_id(),
             region_common_name: ctx.region.common_name(),
             received_at: up.first_seen_instant.into_std(),
+            adr_decision: adr.map(|o| o.decided),
         })))
         .await;
     }
     ctx.metrics.processing_seconds.observe(up.first_seen_instant.elapsed().as_secs_f64() - ctx.config.dedup_window_ms as f64 / 1000.0);
 
-    let commands = mac_commands(frame, matched.f_cnt, &session);
-    let uplink = facts(ctx, up, frame, matched.f_cnt, dr, commands);
-    downlink::after_data_uplink(ctx, up, DataDownlinkPlan { session, device, uplink, ack_only: false }).await;
+    downlink::after_data_uplink(ctx, up, DataDownlinkPlan { session, device, uplink, ack_only: false, adr }).await;
     Ok(())
+}
+
+/// The ADR step (`downlink::decide::adr_step`): the uplink joins the session's ADR history and
+/// the algorithm's decision is counted by direction.
+fn adr(ctx: &Context, session: &mut DeviceSession, device: &DeviceContext, uplink: &UplinkFacts) -> Option<AdrOutcome> {
+    let p = &device.profile;
+    let profile = AdrProfile {
+        enabled: p.adr_enabled,
+        min_dr: p.adr_min_dr,
+        max_dr: p.adr_max_dr,
+        installation_margin_db: p.adr_installation_margin_db,
+    };
+    let outcome = adr_step(ctx.region.as_ref(), &mut session.mac_state, uplink, &profile)?;
+    ctx.metrics.adr_decisions.with_label_values(&[outcome.direction().as_str()]).inc();
+    tracing::debug!(believed = ?outcome.believed, decided = ?outcome.decided, "ADR");
+    Some(outcome)
 }
 
 /// What the downlink decision needs to know about this uplink.
@@ -151,7 +172,8 @@ fn facts(ctx: &Context, up: &DedupedUplink, frame: &DataFrame, f_cnt: u32, dr: u
         ack: frame.fctrl.ack,
         commands,
         link: MacContext {
-            best_snr: first.rx_info.snr,
+            // Every gateway counts (ADR takes the best SNR of any gateway that heard the uplink).
+            best_snr: up.frames.iter().map(|f| f.rx_info.snr).fold(first.rx_info.snr, f32::max),
             spreading_factor: match ctx.region.data_rate(dr).map(|d| d.modulation) {
                 Some(RegionModulation::Lora { spreading_factor, .. }) => Some(spreading_factor),
                 _ => None,
