@@ -207,6 +207,21 @@ async fn sf12_device_is_raised_and_believed_only_when_it_acknowledges(backend: B
     uplink(&mut net, &mut dev, ADR, &[], "SF7BW125", 8.0).await;
     no_downlink(&mut net, "the refused LinkADRReq is held back").await;
 
+    // The stored history keeps what ADR decided on each uplink, oldest first: the first
+    // uplink's decision is the LinkADRReq it triggered.
+    let stored = eventually(Duration::from_secs(5), || async {
+        let (s, h) = net.api.get(&format!("/api/devices/{dev_eui}/uplinks?limit=10")).await;
+        assert_eq!(s, 200, "{h}");
+        let rows = h["result"].as_array().cloned().unwrap_or_default();
+        (rows.len() == 5).then_some(rows)
+    })
+    .await
+    .expect("five stored uplinks");
+    let oldest = &stored[4];
+    assert_eq!(oldest["fCnt"], 0, "{oldest}");
+    assert_eq!(oldest["adrDecision"], json!({"dr": 5, "txPowerIndex": 1, "nbTrans": 1}), "{oldest}");
+    assert_eq!(stored[2]["adrDecision"], json!({"dr": 5, "txPowerIndex": 2, "nbTrans": 1}), "{}", stored[2]);
+
     // What the server believes survives a restart.
     net.server = net.server.restart();
     net.api = net.server.client();

@@ -35,6 +35,17 @@ pub struct UplinkJson {
     object: Option<serde_json::Value>,
     rx_info: serde_json::Value,
     tx_info: serde_json::Value,
+    /// What ADR decided on this uplink (`null` when it did not run), so users can watch
+    /// the device's link converge.
+    adr_decision: Option<AdrDecisionJson>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdrDecisionJson {
+    dr: u8,
+    tx_power_index: u8,
+    nb_trans: u8,
 }
 
 impl From<UplinkRecord> for UplinkJson {
@@ -55,6 +66,7 @@ impl From<UplinkRecord> for UplinkJson {
             object: r.object,
             rx_info: r.rx_info,
             tx_info: r.tx_info,
+            adr_decision: r.adr_decision.map(|d| AdrDecisionJson { dr: d.dr, tx_power_index: d.tx_power_index, nb_trans: d.nb_trans }),
         }
     }
 }

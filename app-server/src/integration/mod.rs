@@ -354,6 +354,7 @@ fn uplink_record(up: &DataUp, event: &json::UplinkEvent, object: Option<Map<Stri
         object: object.map(Value::Object),
         rx_info: serde_json::to_value(&event.rx_info).unwrap_or(Value::Null),
         tx_info: serde_json::to_value(&event.tx_info).unwrap_or(Value::Null),
+        adr_decision: up.adr_decision,
     }
 }
 

@@ -124,6 +124,7 @@ pub(crate) fn uplink_record(dev_eui: Eui64, application_id: Uuid, f_cnt: u32) ->
         object: None,
         rx_info: json!([]),
         tx_info: json!({}),
+        adr_decision: None,
     }
 }
 

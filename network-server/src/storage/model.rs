@@ -159,6 +159,9 @@ pub struct UplinkRecord {
     pub object: Option<serde_json::Value>,
     pub rx_info: serde_json::Value,
     pub tx_info: serde_json::Value,
+    /// The ADR decision the server made on this uplink (DR, TX power index, NbTrans it
+    /// wants the device to use next); `None` when ADR did not run for it.
+    pub adr_decision: Option<crate::mac::adr::AdrDecision>,
 }
 
 /// One stored integration event (join, ack, txack, status, log; `up` lives in uplinks).

@@ -47,12 +47,13 @@ impl Store<Postgres> {
     pub(crate) async fn insert_history_batch(&self, uplinks: &[UplinkRecord], events: &[EventRecord]) -> Result<()> {
         const SQL: &str = "WITH no_flush_wait AS (SELECT set_config('synchronous_commit', 'off', true)), \
              u AS (INSERT INTO uplinks (time, deduplication_id, dev_eui, application_id, dev_addr, f_cnt, f_port, \
-                   confirmed, dr, frequency, rssi, snr, gateway_count, data, object, rx_info, tx_info) \
+                   confirmed, dr, frequency, rssi, snr, gateway_count, data, object, rx_info, tx_info, \
+                   adr_dr, adr_tx_power_index, adr_nb_trans) \
                  SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::bytea[], $4::uuid[], $5::bytea[], $6::int8[], \
                    $7::int2[], $8::bool[], $9::int2[], $10::int8[], $11::int4[], $12::float4[], $13::int8[], $14::bytea[], \
-                   $15::jsonb[], $16::jsonb[], $17::jsonb[])), \
+                   $15::jsonb[], $16::jsonb[], $17::jsonb[], $18::int2[], $19::int2[], $20::int2[])), \
              e AS (INSERT INTO events (time, id, dev_eui, application_id, kind, body) \
-                 SELECT * FROM UNNEST($18::timestamptz[], $19::uuid[], $20::bytea[], $21::uuid[], $22::text[], $23::jsonb[])) \
+                 SELECT * FROM UNNEST($21::timestamptz[], $22::uuid[], $23::bytea[], $24::uuid[], $25::text[], $26::jsonb[])) \
              SELECT count(*) FROM no_flush_wait";
         let u = uplinks;
         sqlx::query(SQL)
@@ -73,6 +74,9 @@ impl Store<Postgres> {
             .bind(u.iter().map(|r| r.object.as_ref().map(Json)).collect::<Vec<_>>())
             .bind(u.iter().map(|r| Json(&r.rx_info)).collect::<Vec<_>>())
             .bind(u.iter().map(|r| Json(&r.tx_info)).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.adr_decision.map(|d| i16::from(d.dr))).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.adr_decision.map(|d| i16::from(d.tx_power_index))).collect::<Vec<_>>())
+            .bind(u.iter().map(|r| r.adr_decision.map(|d| i16::from(d.nb_trans))).collect::<Vec<_>>())
             .bind(events.iter().map(|e| s::ts(e.time)).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.dev_eui.0.to_vec()).collect::<Vec<_>>())

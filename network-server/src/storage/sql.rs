@@ -292,6 +292,20 @@ macro_rules! impl_repos {
                     object: object.map(|j| j.0),
                     rx_info: r.try_get::<Json<serde_json::Value>, _>("rx_info")?.0,
                     tx_info: r.try_get::<Json<serde_json::Value>, _>("tx_info")?.0,
+                    adr_decision: adr_decision_of(r)?,
+                })
+            }
+
+            /// The three ADR columns are written together: all set or all NULL.
+            fn adr_decision_of(r: &DbRow) -> RowResult<Option<crate::mac::adr::AdrDecision>> {
+                let dr: Option<i16> = r.try_get("adr_dr")?;
+                let tx: Option<i16> = r.try_get("adr_tx_power_index")?;
+                let nb: Option<i16> = r.try_get("adr_nb_trans")?;
+                Ok(match (dr, tx, nb) {
+                    (Some(dr), Some(tx), Some(nb)) => {
+                        Some(crate::mac::adr::AdrDecision { dr: s::u8_of(dr)?, tx_power_index: s::u8_of(tx)?, nb_trans: s::u8_of(nb)? })
+                    }
+                    _ => None,
                 })
             }
 

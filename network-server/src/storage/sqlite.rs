@@ -44,7 +44,8 @@ impl Store<Sqlite> {
         for chunk in uplinks.chunks(s::INSERT_CHUNK) {
             qb.push(
                 "INSERT INTO uplinks (time, deduplication_id, dev_eui, application_id, dev_addr, f_cnt, \
-                 f_port, confirmed, dr, frequency, rssi, snr, gateway_count, data, object, rx_info, tx_info) ",
+                 f_port, confirmed, dr, frequency, rssi, snr, gateway_count, data, object, rx_info, tx_info, \
+                 adr_dr, adr_tx_power_index, adr_nb_trans) ",
             );
             qb.push_values(chunk, |mut b, u| {
                 b.push_bind(s::ts(u.time))
@@ -63,7 +64,10 @@ impl Store<Sqlite> {
                     .push_bind(u.data.clone())
                     .push_bind(u.object.as_ref().map(|o| o.to_string()))
                     .push_bind(u.rx_info.to_string())
-                    .push_bind(u.tx_info.to_string());
+                    .push_bind(u.tx_info.to_string())
+                    .push_bind(u.adr_decision.map(|d| i16::from(d.dr)))
+                    .push_bind(u.adr_decision.map(|d| i16::from(d.tx_power_index)))
+                    .push_bind(u.adr_decision.map(|d| i16::from(d.nb_trans)));
             });
             qb.push("; ");
         }

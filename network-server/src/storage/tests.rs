@@ -235,6 +235,13 @@ fn uplink(dev: &Device, f_cnt: u32, time: DateTime<Utc>) -> UplinkRecord {
         object: if f_cnt % 2 == 0 { Some(json!({"temperature": 21.5})) } else { None },
         rx_info: json!([{"gatewayId": "0102030405060708", "rssi": -57}]),
         tx_info: json!({"frequency": 868100000}),
+        // Every other row carries an ADR decision, so both the NULL and the set columns
+        // round-trip.
+        adr_decision: (f_cnt % 2 == 1).then_some(crate::mac::adr::AdrDecision {
+            dr: 5,
+            tx_power_index: 2,
+            nb_trans: 1 + (f_cnt % 3) as u8,
+        }),
     }
 }
 
