@@ -116,14 +116,10 @@ fn link_adr_reqs(cmds: &[DownlinkMacCommand]) -> Vec<LinkAdrReq> {
         .collect()
 }
 
-async fn metrics(api: &Api) -> String {
-    reqwest::get(format!("{}/metrics", api.base)).await.unwrap().text().await.unwrap()
-}
-
 /// Waits until the counter reaches `want` and checks it does not exceed it.
 async fn expect_metric(api: &Api, name: &str, labels: &[(&str, &str)], want: f64) {
     let got = eventually(Duration::from_secs(5), || async {
-        let v = metric(&metrics(api).await, name, labels);
+        let v = metric(&api.metrics().await, name, labels);
         (v >= want).then_some(v)
     })
     .await;
@@ -139,17 +135,7 @@ async fn radio(net: &Net, dev_eui: &str) -> Value {
 
 /// The next event of `kind` for `dev_eui`.
 async fn event(sub: &mut Subscriber, app_id: &str, dev_eui: &str, kind: &str) -> Value {
-    let want = format!("application/{app_id}/device/{dev_eui}/event/{kind}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (topic, payload) = tokio::time::timeout_at(deadline, sub.messages.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind} event"))
-            .expect("subscriber open");
-        if topic == want {
-            return serde_json::from_slice(&payload).expect("event JSON");
-        }
-    }
+    sub.next_json(&format!("application/{app_id}/device/{dev_eui}/event/{kind}")).await
 }
 
 const REPEAT_AFTER: Duration = Duration::from_millis(1300);

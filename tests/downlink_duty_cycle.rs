@@ -124,22 +124,8 @@ async fn queue_is_empty(api: &Api) {
     assert!(emptied.is_some(), "the sent item left the queue: {:?}", queue(api).await);
 }
 
-async fn metrics(api: &Api) -> String {
-    reqwest::get(format!("{}/metrics", api.base)).await.unwrap().text().await.unwrap()
-}
-
 async fn event(sub: &mut Subscriber, app_id: &str, kind: &str) -> Value {
-    let want = format!("application/{app_id}/device/{DEV_EUI}/event/{kind}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (topic, payload) = tokio::time::timeout_at(deadline, sub.messages.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind} event"))
-            .expect("subscriber open");
-        if topic == want {
-            return serde_json::from_slice(&payload).expect("event JSON");
-        }
-    }
+    sub.next_json(&format!("application/{app_id}/device/{DEV_EUI}/event/{kind}")).await
 }
 
 /// LoRa time on air in µs of a downlink of `size` bytes at `datr` (e.g. "SF7BW125"): Semtech
@@ -265,7 +251,7 @@ async fn best_then_rx2_then_second_gateway_then_kept_queued(backend: Backend) {
     let q = queue(&net.api).await;
     assert_eq!(q.len(), 1, "{q:?}");
     assert_eq!((q[0]["id"].as_str(), q[0]["isPending"].as_bool()), (Some(refused_item.as_str()), Some(false)), "{q:?}");
-    let m = metrics(&net.api).await;
+    let m = net.api.metrics().await;
     assert_eq!(metric(&m, "loraflow_downlinks_duty_cycle_refused_total", &[("sub_band", "M")]), 1.0);
     let sent = metric(&m, "loraflow_mac_commands_total", &[("command", "DevStatusReq"), ("outcome", "sent")]);
     assert_eq!(sent, f64::from(f_cnt_down), "the refused downlink's DevStatusReq is not counted as sent");

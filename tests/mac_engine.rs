@@ -111,13 +111,9 @@ fn read(net: &mut Net, resp: &PullResp) -> common::device::ReceivedDownlink {
     dl
 }
 
-async fn metrics(api: &Api) -> String {
-    reqwest::get(format!("{}/metrics", api.base)).await.unwrap().text().await.unwrap()
-}
-
 async fn expect_metric(api: &Api, labels: &[(&str, &str)], want: f64) {
     let got = eventually(Duration::from_secs(5), || async {
-        let v = metric(&metrics(api).await, "loraflow_mac_commands_total", labels);
+        let v = metric(&api.metrics().await, "loraflow_mac_commands_total", labels);
         (v >= want).then_some(v)
     })
     .await;
@@ -125,17 +121,7 @@ async fn expect_metric(api: &Api, labels: &[(&str, &str)], want: f64) {
 }
 
 async fn event(sub: &mut Subscriber, app_id: &str, kind: &str) -> Value {
-    let want = format!("application/{app_id}/device/{DEV_EUI}/event/{kind}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (topic, payload) = tokio::time::timeout_at(deadline, sub.messages.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind} event"))
-            .expect("subscriber open");
-        if topic == want {
-            return serde_json::from_slice(&payload).expect("event JSON");
-        }
-    }
+    sub.next_json(&format!("application/{app_id}/device/{DEV_EUI}/event/{kind}")).await
 }
 
 const ADR: UplinkFlags = UplinkFlags { confirmed: false, ack: false, adr: true, adr_ack_req: false };

@@ -233,6 +233,11 @@ pub struct Api {
 }
 
 impl Api {
+    /// The Prometheus text of `/metrics` (no token needed).
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
     pub fn with_token(&self, token: Option<&str>) -> Api {
         Api { token: token.map(str::to_string), ..self.clone() }
     }

@@ -156,6 +156,21 @@ impl Subscriber {
         Subscriber { client, messages, task }
     }
 
+    /// The next message on exactly `topic`, as JSON; messages on other topics are skipped.
+    /// Panics after 10 s.
+    pub async fn next_json(&mut self, topic: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (t, payload) = tokio::time::timeout_at(deadline, self.messages.recv())
+                .await
+                .unwrap_or_else(|_| panic!("nothing on {topic}"))
+                .expect("subscriber open");
+            if t == topic {
+                return serde_json::from_slice(&payload).expect("JSON payload");
+            }
+        }
+    }
+
     /// Receives until every payload in `expected` was seen (duplicates allowed, QoS 1 is
     /// at least once); returns the payloads in order of first arrival.
     pub async fn expect_all(&mut self, expected: &[String], within: Duration) -> Vec<String> {
