@@ -6,9 +6,9 @@
 //! into batches (up to `history_batch_size` rows) and writes each batch, uplink and event
 //! rows together, in ONE transaction (`HistoryRepo::insert_history`), then publishes that
 //! batch's messages in the order they were handed over. A batch starts at most
-//! [`GATHER_PERIOD`] after the previous write started: after a fast commit the next batch
-//! gathers for the rest of that period, after a slow one it starts at once, and an isolated
-//! row (or the first one) never waits. Up to `HistoryRepo::concurrent_writes()` batches are
+//! `integration.history_gather_ms` after the previous write started (default 0: at once):
+//! after a fast commit the next batch gathers for the rest of that period, after a slow one
+//! it starts at once, and an isolated row (or the first one) never waits. Up to `HistoryRepo::concurrent_writes()` batches are
 //! written at once (the next one while the previous commits); their messages still leave
 //! strictly in batch order, so events leave in arrival order, per device too.
 //!
@@ -183,21 +183,6 @@ struct Outage {
     next_try: Instant,
 }
 
-/// The gathering bound. While a write is running, the next batch gathers by itself; when
-/// the previous write finished quickly, a new batch waits until this long after the
-/// previous write STARTED, so at most one history transaction starts per period and a row
-/// waits at most this long for its batch to start. An isolated row (the previous write
-/// started longer ago) waits for nothing, and nothing waits when nothing arrives (the
-/// timer exists only while rows are gathered).
-///
-/// Why 5 ms and no config key: it is short next to what an uplink already waits before it
-/// gets here (the deduplication window, 200 ms by default), and it caps the writer at
-/// 200 transactions per second (per concurrent write), where one transaction per row cost
-/// ~0.35 ms of CPU per uplink at 200 uplinks/s (docs/benchmarks.md, issue 8). At rates
-/// where a commit takes longer than the period, batches fill while the previous one
-/// commits and the period adds no wait at all.
-const GATHER_PERIOD: Duration = Duration::from_millis(5);
-
 /// When the gathered batch may start its write (pure).
 /// `last_start` is when the previous write started (`None`: none yet); a full batch
 /// starts at once.
@@ -353,7 +338,7 @@ impl HistoryWriter {
             publisher,
             batch_size: config.history_batch_size.max(1),
             depth,
-            gather_period: GATHER_PERIOD,
+            gather_period: Duration::from_millis(config.history_gather_ms),
             commit_wait: Duration::from_millis(config.history_batch_interval_ms.max(1)),
             flush_timeout: Duration::from_millis(config.history_flush_timeout_ms),
             metrics,
@@ -1000,7 +985,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn rows_arriving_soon_after_a_fast_write_go_together_and_a_lone_row_waits_for_nothing() {
         let repo = Arc::new(FakeRepo::default());
-        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &config(), metrics());
+        let cfg = IntegrationConfig { history_gather_ms: 5, ..config() };
+        let (handle, writer) = HistoryWriter::new(repo.clone(), Arc::new(Discard), &cfg, metrics());
         let task = tokio::spawn(writer.run(CancellationToken::new()));
         let started = Instant::now();
         handle.push(event(Eui64::default(), Uuid::nil(), 0));
