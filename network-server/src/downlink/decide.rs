@@ -116,6 +116,15 @@ impl DownlinkDecision {
         p.mac.iter().flat_map(|&i| self.mac.candidates[i].commands()).collect()
     }
 
+    /// Whether the application or the device waits for this downlink (a queue item, an ACK,
+    /// an answer to ADRACKReq or to a device's MAC request), rather than only the server
+    /// for its own MAC requests.
+    pub fn awaited_by_device(&self) -> bool {
+        let Some(p) = &self.send else { return false };
+        p.why.iter().any(|w| matches!(w, Why::Ack | Why::AdrAckReq | Why::QueueItem))
+            || p.mac.iter().any(|&i| matches!(self.mac.candidates[i], Candidate::Answer(_)))
+    }
+
     /// (FOpts, FPort, FRMPayload) of the planned frame.
     pub fn frame_parts(&self) -> (Vec<u8>, Option<u8>, Vec<u8>) {
         let Some(p) = &self.send else { return (Vec::new(), None, Vec::new()) };
@@ -423,6 +432,37 @@ mod tests {
             if let Some(p) = &d.send {
                 assert_eq!(p.ack, confirmed);
             }
+        }
+    }
+
+    #[test]
+    fn only_downlinks_a_device_or_application_waits_for_are_awaited_by_the_device() {
+        let s = settings();
+        // (confirmed, ADRACKReq, LinkCheckReq, queue item, ABP: the server's NewChannelReq) -> awaited
+        let cases = [
+            ((false, false, false, false, true), false),
+            ((true, false, false, false, false), true),
+            ((false, true, false, false, false), true),
+            ((false, false, true, false, false), true),
+            ((false, false, false, true, false), true),
+            ((false, false, false, false, false), false),
+        ];
+        for ((confirmed, adr_ack_req, link_check, queued, abp), want) in cases {
+            let mut up = uplink();
+            up.confirmed = confirmed;
+            up.adr_ack_req = adr_ack_req;
+            if link_check {
+                up.commands.push(UplinkMacCommand::LinkCheckReq);
+            }
+            let mut session = session();
+            if abp {
+                session.is_otaa = false;
+                session.mac_state = MacState::default();
+            }
+            let queue = if queued { vec![item(5, false)] } else { vec![] };
+            let d = decide_with(&session, &queue, &up, &s, false);
+            assert_eq!(d.awaited_by_device(), want, "{confirmed} {adr_ack_req} {link_check} {queued} {abp}");
+            assert_eq!(d.send.is_some(), want || abp, "a downlink is planned");
         }
     }
 

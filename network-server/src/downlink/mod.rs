@@ -74,22 +74,37 @@ pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<De
         return;
     };
     let len = phy.len().saturating_sub(13);
-    let Some(attempts) = plan_or_report(ctx, &r, &windows, phy.len(), len, "join-accept").await else { return };
+    let Some(attempts) = plan_or_report(ctx, &r, &windows, (phy.len(), len), "join-accept", Awaited::ByDevice).await else { return };
     if let send::Sent::Refused(last) = send::send_attempts(ctx, &attempts, phy).await {
         report_refused(ctx, &r, "join-accept", last, None).await;
     }
 }
 
+/// Who is waiting for a downlink, which decides whether a duty-cycle refusal is worth a
+/// `log` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaited {
+    /// A join-accept, a queue item, an ACK, an answer to ADRACKReq or to a device's own MAC
+    /// request: the application or the device waits for it.
+    ByDevice,
+    /// Only the server's own MAC commands (device status, channels, RX settings…): they stay
+    /// pending and go out with a later downlink. When gateways run out of airtime this would
+    /// be one `log` event per uplink of every device (measured: one per uplink at 5,000/s
+    /// after a cold start), so such refusals are only counted in the metric.
+    ByServer,
+}
+
 /// The attempts for a downlink, or `None` after reporting why there are none. A duty-cycle
-/// refusal is a WARNING `DOWNLINK_GATEWAY` log event with `context.reason = "DUTY_CYCLE"`:
-/// ChirpStack's log codes (which consumers validate against) have no duty-cycle code.
+/// refusal is counted, and for downlinks [`Awaited::ByDevice`] a WARNING `DOWNLINK_GATEWAY`
+/// log event with `context.reason = "DUTY_CYCLE"`: ChirpStack's log codes (which consumers
+/// validate against) have no duty-cycle code.
 async fn plan_or_report<'a>(
     ctx: &Context,
     r: &Responding<'a>,
     windows: &[Window; 2],
-    phy_len: usize,
-    payload_len: usize,
+    (phy_len, payload_len): (usize, usize),
     what: &str,
+    awaited: Awaited,
 ) -> Option<Vec<send::Planned<'a>>> {
     let err = match send::plan(ctx, r.up, windows, phy_len, payload_len) {
         Ok(attempts) => return Some(attempts),
@@ -99,6 +114,10 @@ async fn plan_or_report<'a>(
         NoAttempt::DutyCycle { refused } => {
             let band = err.blocking_sub_band().map_or("none", |b| b.as_str());
             ctx.metrics.downlinks_duty_cycle_refused.with_label_values(&[band]).inc();
+            if awaited == Awaited::ByServer {
+                tracing::debug!(sub_band = band, "MAC-only downlink deferred: duty cycle");
+                return None;
+            }
             let first = refused.first()?;
             let x = &first.exceeded;
             ctx.log(
@@ -275,7 +294,8 @@ async fn transmit(ctx: &Context, r: &Responding<'_>, s: &DeviceSession, d: &Down
     let payload_len = f_opts.len() + frm_payload.len();
     let phy_len = send::data_phy_len(f_opts.len(), f_port, frm_payload.len());
     let what = if plan.item.is_some() { "downlink (kept in the queue)" } else { "downlink" };
-    let attempts = plan_or_report(ctx, r, &windows, phy_len, payload_len, what).await?;
+    let awaited = if d.awaited_by_device() { Awaited::ByDevice } else { Awaited::ByServer };
+    let attempts = plan_or_report(ctx, r, &windows, (phy_len, payload_len), what, awaited).await?;
     let f_cnt_down = match ctx.storage.sessions.next_f_cnt_down(s.dev_eui).await {
         Ok(f) => f,
         Err(e) => {
