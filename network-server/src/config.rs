@@ -104,6 +104,17 @@ pub struct InvalidConfig {
 }
 
 impl NetworkConfig {
+    /// The RX settings the network wants devices to use: `rx1_delay`, `rx1_dr_offset`, and
+    /// `rx2_dr` / `rx2_frequency` or the region's defaults where unset.
+    pub fn desired_rx(&self, region: &dyn crate::region::Region) -> crate::mac::state::RxParams {
+        crate::mac::state::RxParams {
+            rx1_delay: self.rx1_delay,
+            rx1_dr_offset: self.rx1_dr_offset,
+            rx2_dr: self.rx2_dr.unwrap_or_else(|| region.default_rx2_dr()),
+            rx2_frequency: if self.rx2_frequency == 0 { region.default_rx2_frequency() } else { self.rx2_frequency },
+        }
+    }
+
     pub fn net_id_bytes(&self) -> Result<[u8; 3], InvalidConfig> {
         let mut out = [0u8; 3];
         if self.net_id.len() != 6 || hex::decode_to_slice(&self.net_id, &mut out).is_err() {
@@ -205,6 +216,15 @@ mod tests {
         for good in [1, 50, 100] {
             NetworkConfig { duty_cycle_budget_percent: good, ..Default::default() }.validate().unwrap();
         }
+    }
+
+    #[test]
+    fn desired_rx_takes_the_region_defaults_where_unset() {
+        use crate::mac::state::RxParams;
+        use crate::region::Eu868;
+        assert_eq!(NetworkConfig::default().desired_rx(&Eu868), RxParams::region_defaults(&Eu868));
+        let c = NetworkConfig { rx1_delay: 3, rx1_dr_offset: 1, rx2_dr: Some(3), rx2_frequency: 869_100_000, ..Default::default() };
+        assert_eq!(c.desired_rx(&Eu868), RxParams { rx1_delay: 3, rx1_dr_offset: 1, rx2_dr: 3, rx2_frequency: 869_100_000 });
     }
 
     #[test]

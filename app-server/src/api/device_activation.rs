@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use loraflow_network_server::config::NetworkConfig;
 use loraflow_network_server::dev_addr;
-use loraflow_network_server::mac::state::MacState;
+use loraflow_network_server::mac::state::{MacState, RxParams};
 use loraflow_network_server::region::{self, Region};
 use loraflow_network_server::storage::{DeviceSession, StorageError};
 use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
@@ -119,6 +119,9 @@ fn validated(body: ActivateBody) -> Result<Abp, ApiError> {
 fn session(dev_eui: Eui64, abp: &Abp, mac_version: String, cfg: &NetworkConfig) -> DeviceSession {
     let now = Utc::now();
     let region: Box<dyn Region> = region::region_by_name(&cfg.region).unwrap_or_else(|| Box::new(region::Eu868));
+    // An ABP device was told nothing: it starts on the region's RX settings; the network's
+    // own follow in RXParamSetupReq / RXTimingSetupReq.
+    let rx = RxParams::region_defaults(region.as_ref());
     DeviceSession {
         dev_eui,
         dev_addr: abp.dev_addr,
@@ -130,10 +133,10 @@ fn session(dev_eui: Eui64, abp: &Abp, mac_version: String, cfg: &NetworkConfig) 
         app_s_key: abp.app_s_key,
         f_cnt_up: abp.f_cnt_up,
         n_f_cnt_down: abp.f_cnt_down,
-        rx1_delay: region.default_rx1_delay().as_secs() as u8,
-        rx1_dr_offset: 0,
-        rx2_dr: region.default_rx2_dr(),
-        rx2_frequency: region.default_rx2_frequency(),
+        rx1_delay: rx.rx1_delay,
+        rx1_dr_offset: rx.rx1_dr_offset,
+        rx2_dr: rx.rx2_dr,
+        rx2_frequency: rx.rx2_frequency,
         pending_ack_f_cnt: None,
         is_otaa: false,
         mac_state: MacState::default(),

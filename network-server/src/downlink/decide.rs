@@ -311,7 +311,9 @@ mod tests {
     use crate::region::Eu868;
     use crate::types::{AesKey, DevAddr, Eui64};
 
-    const DEFAULT_RX: RxParams = RxParams { rx1_delay: 1, rx1_dr_offset: 0, rx2_dr: 0, rx2_frequency: 869_525_000 };
+    fn default_rx() -> RxParams {
+        RxParams::region_defaults(&Eu868)
+    }
 
     fn now() -> DateTime<Utc> {
         "2026-11-30T12:00:00Z".parse().unwrap()
@@ -342,7 +344,7 @@ mod tests {
 
     fn settings() -> MacSettings {
         MacSettings {
-            desired_rx: DEFAULT_RX,
+            desired_rx: default_rx(),
             extra_channels: Eu868.default_extra_channels(),
             max_attempts: 3,
             max_duty_cycle: None,
@@ -397,7 +399,7 @@ mod tests {
 
     #[test]
     fn class_a_windows_follow_rp002_for_eu868() {
-        let w = class_a_windows(&Eu868, DEFAULT_RX, 868_300_000, 5).unwrap();
+        let w = class_a_windows(&Eu868, default_rx(), 868_300_000, 5).unwrap();
         assert_eq!(w[0], Window { name: "rx1", delay_us: 1_000_000, frequency: 868_300_000, dr: 5 });
         assert_eq!(w[1], Window { name: "rx2", delay_us: 2_000_000, frequency: 869_525_000, dr: 0 });
         let rx = RxParams { rx1_delay: 5, rx1_dr_offset: 2, rx2_dr: 3, rx2_frequency: 869_525_000 };
@@ -560,7 +562,7 @@ mod tests {
 
     #[test]
     fn downlinks_keep_the_acknowledged_rx_settings_until_the_device_answers() {
-        let s = MacSettings { desired_rx: RxParams { rx2_frequency: 869_100_000, rx2_dr: 3, ..DEFAULT_RX }, ..settings() };
+        let s = MacSettings { desired_rx: RxParams { rx2_frequency: 869_100_000, rx2_dr: 3, ..default_rx() }, ..settings() };
         let d = decide_with(&session(), &[], &uplink(), &s, false);
         assert_eq!(d.windows.unwrap()[1].frequency, 869_525_000);
         let sent = d.state_after_send(0, 10, now());

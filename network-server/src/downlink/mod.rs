@@ -63,13 +63,8 @@ pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<De
     let Some(dr) = RegionModulation::from_frame(&uplink.modulation).and_then(|m| ctx.region.dr_for(&m)) else {
         return;
     };
-    // Before the join the device uses the region's defaults: RX1 offset 0, default RX2.
-    let rx = RxParams {
-        rx1_delay: ctx.region.join_accept_delay1().as_secs() as u8,
-        rx1_dr_offset: 0,
-        rx2_dr: ctx.region.default_rx2_dr(),
-        rx2_frequency: ctx.region.default_rx2_frequency(),
-    };
+    // Before the join the device uses the region's defaults, with the join-accept delay.
+    let rx = RxParams { rx1_delay: ctx.region.join_accept_delay1().as_secs() as u8, ..RxParams::region_defaults(ctx.region.as_ref()) };
     let Some(windows) = class_a_windows(ctx.region.as_ref(), rx, uplink.frequency, dr) else {
         return;
     };
@@ -207,19 +202,9 @@ async fn queue_items(ctx: &Context, dev_eui: crate::types::Eui64) -> Vec<QueueIt
     }
 }
 
-/// The RX settings the network wants devices to use (`network.rx*`, region defaults).
-pub fn desired_rx(ctx: &Context) -> RxParams {
-    RxParams {
-        rx1_delay: ctx.config.rx1_delay,
-        rx1_dr_offset: ctx.config.rx1_dr_offset,
-        rx2_dr: ctx.config.rx2_dr.unwrap_or_else(|| ctx.region.default_rx2_dr()),
-        rx2_frequency: if ctx.config.rx2_frequency == 0 { ctx.region.default_rx2_frequency() } else { ctx.config.rx2_frequency },
-    }
-}
-
 fn mac_settings(ctx: &Context, device: &DeviceContext) -> MacSettings {
     MacSettings {
-        desired_rx: desired_rx(ctx),
+        desired_rx: ctx.config.desired_rx(ctx.region.as_ref()),
         extra_channels: ctx.config.extra_channels.clone(),
         max_attempts: ctx.config.mac_command_max_attempts,
         max_duty_cycle: ctx.config.max_duty_cycle,

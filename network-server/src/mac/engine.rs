@@ -435,7 +435,9 @@ mod tests {
     use crate::mac::{LinkCheckAns, RxParamSetupReq};
     use crate::region::{ChMaskBlock, Eu868};
 
-    const DEFAULT_RX: RxParams = RxParams { rx1_delay: 1, rx1_dr_offset: 0, rx2_dr: 0, rx2_frequency: 869_525_000 };
+    fn default_rx() -> RxParams {
+        RxParams::region_defaults(&Eu868)
+    }
 
     fn now() -> DateTime<Utc> {
         "2026-11-30T12:00:00Z".parse().unwrap()
@@ -443,7 +445,7 @@ mod tests {
 
     fn settings() -> MacSettings {
         MacSettings {
-            desired_rx: DEFAULT_RX,
+            desired_rx: default_rx(),
             extra_channels: Eu868.default_extra_channels(),
             max_attempts: 3,
             max_duty_cycle: None,
@@ -495,18 +497,18 @@ mod tests {
 
     #[test]
     fn a_device_on_the_wanted_settings_gets_no_request() {
-        let o = run_with(&settled(), DEFAULT_RX, &uplink(vec![]), None, &settings());
+        let o = run_with(&settled(), default_rx(), &uplink(vec![]), None, &settings());
         assert!(o.candidates.is_empty(), "{:?}", o.candidates);
         assert_eq!(o.state, settled());
-        assert_eq!(o.rx, DEFAULT_RX);
+        assert_eq!(o.rx, default_rx());
     }
 
     #[test]
     fn rx_settings_that_differ_from_the_device_are_requested() {
         let cases = [
-            (RxParams { rx1_delay: 3, ..DEFAULT_RX }, vec![Request::RxTimingSetup { delay: 3 }]),
+            (RxParams { rx1_delay: 3, ..default_rx() }, vec![Request::RxTimingSetup { delay: 3 }]),
             (
-                RxParams { rx2_dr: 3, rx2_frequency: 869_525_000, ..DEFAULT_RX },
+                RxParams { rx2_dr: 3, rx2_frequency: 869_525_000, ..default_rx() },
                 vec![Request::RxParamSetup { rx1_dr_offset: 0, rx2_dr: 3, rx2_frequency: 869_525_000 }],
             ),
             (
@@ -519,25 +521,25 @@ mod tests {
         ];
         for (desired, want) in cases {
             let s = MacSettings { desired_rx: desired, ..settings() };
-            let o = run_with(&settled(), DEFAULT_RX, &uplink(vec![]), None, &s);
+            let o = run_with(&settled(), default_rx(), &uplink(vec![]), None, &s);
             assert_eq!(requests(&o), want, "{desired:?}");
             // Until the device answers, the old values stay in use.
-            assert_eq!(o.rx, DEFAULT_RX);
+            assert_eq!(o.rx, default_rx());
         }
     }
 
     #[test]
     fn rx_params_move_only_when_every_bit_is_acknowledged() {
-        let desired = RxParams { rx2_dr: 3, ..DEFAULT_RX };
+        let desired = RxParams { rx2_dr: 3, ..default_rx() };
         let s = MacSettings { desired_rx: desired, ..settings() };
-        let (_, sent) = send_all(&settled(), DEFAULT_RX, &uplink(vec![]), &s, 4);
+        let (_, sent) = send_all(&settled(), default_rx(), &uplink(vec![]), &s, 4);
         assert_eq!(sent.pending.len(), 1);
         let cases = [
             (RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: true, channel_ack: true }, desired, Outcome::Answered),
-            (RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: false, channel_ack: true }, DEFAULT_RX, Outcome::Nak),
+            (RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: false, channel_ack: true }, default_rx(), Outcome::Nak),
         ];
         for (ans, rx, outcome) in cases {
-            let o = run_with(&sent, DEFAULT_RX, &uplink(vec![UplinkMacCommand::RxParamSetupAns(ans)]), None, &s);
+            let o = run_with(&sent, default_rx(), &uplink(vec![UplinkMacCommand::RxParamSetupAns(ans)]), None, &s);
             assert_eq!(o.rx, rx, "{ans:?}");
             assert_eq!(o.counts, vec![(MacCommandName::RxParamSetupReq, outcome)]);
             assert!(o.state.pending.is_empty());
@@ -549,16 +551,16 @@ mod tests {
 
     #[test]
     fn an_unanswered_request_is_sent_again_until_the_attempt_bound() {
-        let s = MacSettings { desired_rx: RxParams { rx1_delay: 2, ..DEFAULT_RX }, max_attempts: 3, ..settings() };
+        let s = MacSettings { desired_rx: RxParams { rx1_delay: 2, ..default_rx() }, max_attempts: 3, ..settings() };
         let mut state = settled();
         for attempt in 1..=3u8 {
-            let (o, next) = send_all(&state, DEFAULT_RX, &uplink(vec![]), &s, u32::from(attempt));
+            let (o, next) = send_all(&state, default_rx(), &uplink(vec![]), &s, u32::from(attempt));
             assert_eq!(requests(&o), vec![Request::RxTimingSetup { delay: 2 }], "attempt {attempt}");
             assert_eq!(next.pending[0].attempts, attempt);
             assert_eq!(next.pending[0].f_cnt_down, u32::from(attempt));
             state = next;
         }
-        let o = run_with(&state, DEFAULT_RX, &uplink(vec![]), None, &s);
+        let o = run_with(&state, default_rx(), &uplink(vec![]), None, &s);
         assert_eq!(o.counts, vec![(MacCommandName::RxTimingSetupReq, Outcome::Unanswered)]);
         assert_eq!(o.logs.len(), 1);
         assert!(requests(&o).is_empty(), "given up and held: {:?}", o.candidates);
@@ -566,7 +568,7 @@ mod tests {
         let later = run(&MacInput {
             region: &Eu868,
             state: &o.state,
-            rx: DEFAULT_RX,
+            rx: default_rx(),
             is_otaa: true,
             uplink: &uplink(vec![]),
             adr_target: None,
@@ -575,7 +577,7 @@ mod tests {
         });
         assert_eq!(requests(&later), vec![Request::RxTimingSetup { delay: 2 }]);
         // A late sticky answer still counts.
-        let late = run_with(&o.state, DEFAULT_RX, &uplink(vec![UplinkMacCommand::RxTimingSetupAns]), None, &s);
+        let late = run_with(&o.state, default_rx(), &uplink(vec![UplinkMacCommand::RxTimingSetupAns]), None, &s);
         assert_eq!(late.rx.rx1_delay, 2);
     }
 
@@ -586,7 +588,7 @@ mod tests {
         let o = run(&MacInput {
             region: &Eu868,
             state: &abp,
-            rx: DEFAULT_RX,
+            rx: default_rx(),
             is_otaa: false,
             uplink: &uplink(vec![]),
             adr_target: None,
@@ -598,7 +600,7 @@ mod tests {
             .collect();
         assert_eq!(requests(&o), want);
         // OTAA devices got them in the CFList.
-        let o = run_with(&abp, DEFAULT_RX, &uplink(vec![]), None, &s);
+        let o = run_with(&abp, default_rx(), &uplink(vec![]), None, &s);
         assert!(requests(&o).is_empty());
 
         let all: Vec<&Candidate> = o.candidates.iter().collect();
@@ -606,7 +608,7 @@ mod tests {
         let o = run(&MacInput {
             region: &Eu868,
             state: &abp,
-            rx: DEFAULT_RX,
+            rx: default_rx(),
             is_otaa: false,
             uplink: &uplink(vec![]),
             adr_target: None,
@@ -620,7 +622,7 @@ mod tests {
         let o = run(&MacInput {
             region: &Eu868,
             state: &sent,
-            rx: DEFAULT_RX,
+            rx: default_rx(),
             is_otaa: false,
             uplink: &uplink(answers),
             adr_target: None,
@@ -637,7 +639,7 @@ mod tests {
     #[test]
     fn a_changed_channel_plan_is_sent_to_devices_that_joined_with_the_old_one() {
         let s = MacSettings { extra_channels: vec![867_100_000, 868_800_000], ..settings() };
-        let o = run_with(&settled(), DEFAULT_RX, &uplink(vec![]), None, &s);
+        let o = run_with(&settled(), default_rx(), &uplink(vec![]), None, &s);
         assert_eq!(
             requests(&o),
             vec![
@@ -652,7 +654,7 @@ mod tests {
     #[test]
     fn link_adr_is_believed_only_when_all_three_bits_are_set() {
         let target = AdrTarget { dr: 5, tx_power_index: 2, nb_trans: 2 };
-        let o = run_with(&settled(), DEFAULT_RX, &uplink(vec![]), Some(target), &settings());
+        let o = run_with(&settled(), default_rx(), &uplink(vec![]), Some(target), &settings());
         let req = Request::LinkAdr { dr: 5, tx_power_index: 2, nb_trans: 2, masks: vec![ChMaskBlock { cntl: 0, mask: 0x00ff }] };
         assert_eq!(requests(&o), vec![req]);
         let sent = record_sent(&o.state, &o.candidates.iter().collect::<Vec<_>>(), 1, 10, now());
@@ -663,7 +665,7 @@ mod tests {
             (LinkAdrAns { power_ack: true, dr_ack: true, ch_mask_ack: false }, (None, 0, 1), Outcome::Nak),
         ];
         for (ans, (dr, power, nb), outcome) in cases {
-            let o = run_with(&sent, DEFAULT_RX, &uplink(vec![UplinkMacCommand::LinkAdrAns(ans)]), Some(target), &settings());
+            let o = run_with(&sent, default_rx(), &uplink(vec![UplinkMacCommand::LinkAdrAns(ans)]), Some(target), &settings());
             assert_eq!((o.state.dr, o.state.tx_power_index, o.state.nb_trans), (dr, power, nb), "{ans:?}");
             assert_eq!(o.counts, vec![(MacCommandName::LinkAdrReq, outcome)]);
         }
@@ -678,7 +680,7 @@ mod tests {
             up.adr = adr_bit;
             up.dr = uplink_dr;
             let s = MacSettings { adr_enabled: enabled, ..settings() };
-            let o = run_with(&settled(), DEFAULT_RX, &up, Some(target), &s);
+            let o = run_with(&settled(), default_rx(), &up, Some(target), &s);
             assert_eq!(!requests(&o).is_empty(), want, "adr bit {adr_bit}, profile {enabled}, DR{uplink_dr}");
         }
     }
@@ -689,14 +691,14 @@ mod tests {
         for (freq, hours_ago, want) in cases {
             let s = MacSettings { dev_status_req_freq: freq, ..settings() };
             let state = MacState { last_dev_status_req: hours_ago.map(|h| now() - Duration::hours(h)), ..settled() };
-            let o = run_with(&state, DEFAULT_RX, &uplink(vec![]), None, &s);
+            let o = run_with(&state, default_rx(), &uplink(vec![]), None, &s);
             assert_eq!(requests(&o).contains(&Request::DevStatus), want, "freq {freq}, last {hours_ago:?} h ago");
         }
         let s = MacSettings { dev_status_req_freq: 1, ..settings() };
-        let (_, sent) = send_all(&settled(), DEFAULT_RX, &uplink(vec![]), &s, 1);
+        let (_, sent) = send_all(&settled(), default_rx(), &uplink(vec![]), &s, 1);
         assert_eq!(sent.last_dev_status_req, Some(now()));
         let ans = DevStatusAns { battery: 200, margin: 7 };
-        let o = run_with(&sent, DEFAULT_RX, &uplink(vec![UplinkMacCommand::DevStatusAns(ans)]), None, &s);
+        let o = run_with(&sent, default_rx(), &uplink(vec![UplinkMacCommand::DevStatusAns(ans)]), None, &s);
         assert_eq!(o.dev_status, Some(ans));
         assert_eq!(o.counts, vec![(MacCommandName::DevStatusReq, Outcome::Answered)]);
         assert!(requests(&o).is_empty());
@@ -705,18 +707,18 @@ mod tests {
     #[test]
     fn duty_cycle_is_sent_only_when_configured_and_not_yet_acknowledged() {
         let s = MacSettings { max_duty_cycle: Some(7), ..settings() };
-        let (o, sent) = send_all(&settled(), DEFAULT_RX, &uplink(vec![]), &s, 1);
+        let (o, sent) = send_all(&settled(), default_rx(), &uplink(vec![]), &s, 1);
         assert_eq!(requests(&o), vec![Request::DutyCycle { max_duty_cycle: 7 }]);
-        let o = run_with(&sent, DEFAULT_RX, &uplink(vec![UplinkMacCommand::DutyCycleAns]), None, &s);
+        let o = run_with(&sent, default_rx(), &uplink(vec![UplinkMacCommand::DutyCycleAns]), None, &s);
         assert_eq!(o.state.max_duty_cycle, Some(7));
         assert!(requests(&o).is_empty());
-        assert!(requests(&run_with(&settled(), DEFAULT_RX, &uplink(vec![]), None, &settings())).is_empty());
+        assert!(requests(&run_with(&settled(), default_rx(), &uplink(vec![]), None, &settings())).is_empty());
     }
 
     #[test]
     fn answers_to_the_device_come_first_and_selection_keeps_priority_within_the_budget() {
-        let s = MacSettings { desired_rx: RxParams { rx2_dr: 3, ..DEFAULT_RX }, dev_status_req_freq: 1, ..settings() };
-        let o = run_with(&settled(), DEFAULT_RX, &uplink(vec![UplinkMacCommand::LinkCheckReq]), None, &s);
+        let s = MacSettings { desired_rx: RxParams { rx2_dr: 3, ..default_rx() }, dev_status_req_freq: 1, ..settings() };
+        let o = run_with(&settled(), default_rx(), &uplink(vec![UplinkMacCommand::LinkCheckReq]), None, &s);
         assert_eq!(o.candidates[0], Candidate::Answer(DownlinkMacCommand::LinkCheckAns(LinkCheckAns { margin: 25, gw_cnt: 1 })));
         assert_eq!(o.candidates[1], Candidate::Request(Request::RxParamSetup { rx1_dr_offset: 0, rx2_dr: 3, rx2_frequency: 869_525_000 }));
         assert_eq!(o.candidates[2], Candidate::Request(Request::DevStatus));
@@ -740,9 +742,9 @@ mod tests {
             ..settled()
         };
         let ans = RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: true, channel_ack: true };
-        let s = MacSettings { desired_rx: RxParams { rx2_dr: 3, ..DEFAULT_RX }, ..settings() };
-        let o = run_with(&state, DEFAULT_RX, &uplink(vec![UplinkMacCommand::RxParamSetupAns(ans)]), None, &s);
-        assert_eq!(o.rx, DEFAULT_RX);
+        let s = MacSettings { desired_rx: RxParams { rx2_dr: 3, ..default_rx() }, ..settings() };
+        let o = run_with(&state, default_rx(), &uplink(vec![UplinkMacCommand::RxParamSetupAns(ans)]), None, &s);
+        assert_eq!(o.rx, default_rx());
         assert_eq!(o.state.pending.len(), 2, "both still wait: {:?}", o.state.pending);
         let _ = RxParamSetupReq { rx1_dr_offset: 0, rx2_dr: 0, frequency: 0 };
     }

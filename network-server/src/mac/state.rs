@@ -23,6 +23,19 @@ pub struct RxParams {
     pub rx2_frequency: u32,
 }
 
+impl RxParams {
+    /// What a device uses before anything told it otherwise (an ABP device): RECEIVE_DELAY1,
+    /// RX1 offset 0 and the region's RX2 (RP002-1.0.3 §2.4.7).
+    pub fn region_defaults(region: &dyn crate::region::Region) -> RxParams {
+        RxParams {
+            rx1_delay: region.default_rx1_delay().as_secs() as u8,
+            rx1_dr_offset: 0,
+            rx2_dr: region.default_rx2_dr(),
+            rx2_frequency: region.default_rx2_frequency(),
+        }
+    }
+}
+
 /// What the ADR algorithm wants the device to use (LinkADRReq, LoRaWAN 1.0.4 §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdrTarget {

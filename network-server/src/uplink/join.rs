@@ -67,11 +67,11 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
     let dev_addr = dev_addr::allocate(ctx.net_id, rand::thread_rng().gen());
     let keys_1_0 = lorawan::derive_session_keys_1_0(&keys.app_key, join_nonce, ctx.net_id, jr.dev_nonce);
     let now = Utc::now();
-    let rx2_dr = ctx.config.rx2_dr.unwrap_or_else(|| ctx.region.default_rx2_dr());
     // The join-accept carries RX1 delay, RX1DROffset and RX2 data rate but no RX2
     // frequency (LoRaWAN 1.0.4 §6.2.5): the device starts on the region's; a configured
     // one follows in RXParamSetupReq.
-    let rx2_frequency = ctx.region.default_rx2_frequency();
+    let told =
+        crate::mac::state::RxParams { rx2_frequency: ctx.region.default_rx2_frequency(), ..ctx.config.desired_rx(ctx.region.as_ref()) };
     // No extra channels: no CFList at all rather than an empty one.
     let cf_list = if ctx.config.extra_channels.is_empty() { None } else { ctx.region.cf_list(&ctx.config.extra_channels) };
     let cf_list_channels = if cf_list.is_some() { ctx.config.extra_channels.clone() } else { Vec::new() };
@@ -85,10 +85,10 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
         app_s_key: keys_1_0.app_s_key,
         f_cnt_up: 0,
         n_f_cnt_down: 0,
-        rx1_delay: ctx.config.rx1_delay,
-        rx1_dr_offset: ctx.config.rx1_dr_offset,
-        rx2_dr,
-        rx2_frequency,
+        rx1_delay: told.rx1_delay,
+        rx1_dr_offset: told.rx1_dr_offset,
+        rx2_dr: told.rx2_dr,
+        rx2_frequency: told.rx2_frequency,
         pending_ack_f_cnt: None,
         is_otaa: true,
         mac_state: crate::mac::state::MacState::after_join(ctx.region.as_ref(), &cf_list_channels),
@@ -108,9 +108,9 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
             join_nonce,
             net_id: ctx.net_id,
             dev_addr,
-            rx1_dr_offset: ctx.config.rx1_dr_offset,
-            rx2_dr,
-            rx_delay: ctx.config.rx1_delay,
+            rx1_dr_offset: told.rx1_dr_offset,
+            rx2_dr: told.rx2_dr,
+            rx_delay: told.rx1_delay,
             cf_list,
         },
     ) {
