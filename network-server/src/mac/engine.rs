@@ -585,50 +585,32 @@ mod tests {
     fn abp_devices_get_new_channel_requests_and_a_nak_is_not_believed() {
         let s = settings();
         let abp = MacState::default();
-        let o = run(&MacInput {
-            region: &Eu868,
-            state: &abp,
-            rx: default_rx(),
-            is_otaa: false,
-            uplink: &uplink(vec![]),
-            adr_target: None,
-            settings: &s,
-            now: now(),
-        });
+        let run_abp = |state: &MacState, up: &UplinkFacts| {
+            run(&MacInput {
+                region: &Eu868,
+                state,
+                rx: default_rx(),
+                is_otaa: false,
+                uplink: up,
+                adr_target: None,
+                settings: &s,
+                now: now(),
+            })
+        };
+        let first = run_abp(&abp, &uplink(vec![]));
         let want: Vec<Request> = (3u8..8)
             .map(|i| Request::NewChannel { index: i, frequency: 867_100_000 + u32::from(i - 3) * 200_000, min_dr: 0, max_dr: 5 })
             .collect();
-        assert_eq!(requests(&o), want);
+        assert_eq!(requests(&first), want);
         // OTAA devices got them in the CFList.
         let o = run_with(&abp, default_rx(), &uplink(vec![]), None, &s);
-        assert!(requests(&o).is_empty());
+        assert!(o.candidates.is_empty());
 
-        let all: Vec<&Candidate> = o.candidates.iter().collect();
-        assert!(all.is_empty());
-        let o = run(&MacInput {
-            region: &Eu868,
-            state: &abp,
-            rx: default_rx(),
-            is_otaa: false,
-            uplink: &uplink(vec![]),
-            adr_target: None,
-            settings: &s,
-            now: now(),
-        });
-        let sent = record_sent(&o.state, &o.candidates.iter().collect::<Vec<_>>(), 1, 10, now());
+        let sent = record_sent(&first.state, &first.candidates.iter().collect::<Vec<_>>(), 1, 10, now());
         let ok = NewChannelAns { dr_range_ok: true, channel_freq_ok: true };
         let nak = NewChannelAns { dr_range_ok: true, channel_freq_ok: false };
         let answers = vec![ok, nak, ok, ok, ok].into_iter().map(UplinkMacCommand::NewChannelAns).collect();
-        let o = run(&MacInput {
-            region: &Eu868,
-            state: &sent,
-            rx: default_rx(),
-            is_otaa: false,
-            uplink: &uplink(answers),
-            adr_target: None,
-            settings: &s,
-            now: now(),
-        });
+        let o = run_abp(&sent, &uplink(answers));
         let freqs: Vec<u32> = o.state.channels.as_ref().unwrap().iter().map(|c| c.frequency).collect();
         assert_eq!(freqs, vec![868_100_000, 868_300_000, 868_500_000, 867_100_000, 867_500_000, 867_700_000, 867_900_000]);
         assert_eq!(o.logs.len(), 1);
