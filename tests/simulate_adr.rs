@@ -3,6 +3,8 @@
 //! data rates converging.
 
 mod common;
+#[path = "../app-server/tests/mqtt_support/mod.rs"]
+mod mqtt_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -10,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::UdpSocket;
 
 use common::{Backend, TestServer, TOKEN};
 use loraflow_network_server::lorawan::{build_data_downlink, DataDownlink};
 use loraflow_network_server::types::{AesKey, DevAddr};
+use mqtt_support::Subscriber;
 
 /// One data uplink as the server received it, read from the PUSH_DATA rxpk and the frame
 /// header (LoRaWAN 1.0.4 §4.3.1), independently of the server's and the simulator's codecs.
@@ -300,47 +302,13 @@ async fn a_simulated_device_applies_a_link_adr_req_answers_it_in_fopts_and_repea
     }
 }
 
-/// (devEui, fCnt, dr) of every `up` event.
-async fn up_events(broker: SocketAddr) -> tokio::sync::mpsc::UnboundedReceiver<(String, u64, u64)> {
-    let mut opts = MqttOptions::new("simulate-adr", broker.ip().to_string(), broker.port());
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    client.subscribe("application/+/device/+/event/up", QoS::AtLeastOnce).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _client = client;
-        let mut subscribed_tx = Some(subscribed_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(s) = subscribed_tx.take() {
-                        let _ = s.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
-                    let dev = v["deviceInfo"]["devEui"].as_str().unwrap_or_default().to_string();
-                    if tx.send((dev, v["fCnt"].as_u64().unwrap_or_default(), v["dr"].as_u64().unwrap_or(99))).is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.expect("SUBACK").unwrap();
-    rx
-}
-
 /// Uplinks per device after which every device must be at DR5.
 const CONVERGENCE_UPLINKS: u64 = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adr_raises_every_simulated_device_from_dr0_to_dr5() {
     let server = TestServer::start(Backend::Sqlite, &[]).await;
-    let mut ups = up_events(server.mqtt.expect("embedded MQTT broker")).await;
+    let mut ups = Subscriber::connect(server.mqtt.expect("embedded MQTT broker"), "application/+/device/+/event/up", false).await;
     let uplinks = CONVERGENCE_UPLINKS.to_string();
     // 9.5 dB at SF12 leaves 29.5 dB above the DR0 floor: room for DR5 and some power steps.
     let (report, stderr) = simulate(
@@ -363,8 +331,10 @@ async fn adr_raises_every_simulated_device_from_dr0_to_dr5() {
     // The server saw every device start at DR0 and end at DR5, never going back down.
     let mut by_dev: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some((dev, f_cnt, dr))) = tokio::time::timeout_at(deadline, ups.recv()).await {
-        by_dev.entry(dev).or_default().insert(f_cnt, dr);
+    while let Ok(Some((_, payload))) = tokio::time::timeout_at(deadline, ups.messages.recv()).await {
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+        let dev = v["deviceInfo"]["devEui"].as_str().unwrap_or_default().to_string();
+        by_dev.entry(dev).or_default().insert(v["fCnt"].as_u64().unwrap_or_default(), v["dr"].as_u64().unwrap_or(99));
     }
     assert_eq!(by_dev.len(), 20, "up events from every device");
     for (dev, drs) in &by_dev {
