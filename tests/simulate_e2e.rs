@@ -2,48 +2,14 @@
 //! the simulator says it sent comes out of the server as an MQTT `up` event.
 
 mod common;
+#[path = "../app-server/tests/mqtt_support/mod.rs"]
+mod mqtt_support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::mpsc;
-
 use common::{Backend, TestServer, TOKEN};
-
-/// (kind, devEui, JSON) of every event published after the subscription.
-async fn subscribe_events(broker: std::net::SocketAddr) -> mpsc::UnboundedReceiver<(String, String, serde_json::Value)> {
-    let mut opts = MqttOptions::new("simulate-e2e", broker.ip().to_string(), broker.port());
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    client.subscribe("application/+/device/+/event/+", QoS::AtLeastOnce).await.unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _client = client;
-        let mut subscribed_tx = Some(subscribed_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(s) = subscribed_tx.take() {
-                        let _ = s.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let parts: Vec<&str> = p.topic.split('/').collect();
-                    let json = serde_json::from_slice(&p.payload).unwrap_or(serde_json::Value::Null);
-                    if tx.send((parts[5].to_string(), parts[3].to_string(), json)).is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.expect("SUBACK").unwrap();
-    rx
-}
+use mqtt_support::Subscriber;
 
 /// `simulate done: sent=N joined=M downlinks=K errors=E …` as a map.
 fn summary(stdout: &str) -> HashMap<String, u64> {
@@ -54,7 +20,7 @@ fn summary(stdout: &str) -> HashMap<String, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_devices_join_and_every_uplink_becomes_an_up_event() {
     let server = TestServer::start(Backend::Sqlite, &[]).await;
-    let mut events = subscribe_events(server.mqtt.expect("embedded MQTT broker")).await;
+    let mut events = Subscriber::connect(server.mqtt.expect("embedded MQTT broker"), "application/+/device/+/event/+", false).await;
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loraflow"))
         .args(["simulate", "--server", &server.gateway.to_string(), "--api", &server.url(""), "--token", TOKEN])
@@ -79,7 +45,11 @@ async fn simulated_devices_join_and_every_uplink_becomes_an_up_event() {
     let mut ups: HashSet<(String, u64)> = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while ups.len() < s["sent"] as usize || joins.len() < 3 {
-        let Ok(Some((kind, dev_eui, json))) = tokio::time::timeout_at(deadline, events.recv()).await else { break };
+        let Ok(Some((topic, payload))) = tokio::time::timeout_at(deadline, events.messages.recv()).await else { break };
+        // application/{id}/device/{devEui}/event/{kind}
+        let parts: Vec<&str> = topic.split('/').collect();
+        let (kind, dev_eui) = (parts[5].to_string(), parts[3].to_string());
+        let json: serde_json::Value = serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
         match kind.as_str() {
             "join" => {
                 joins.insert(dev_eui);
