@@ -17,6 +17,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::downlink_attempts::RxWindow;
 use crate::mac::adr::{self, AdrDecision, AdrDirection, AdrInput, UplinkMetric};
 use crate::mac::engine::{self, Candidate, MacInput, MacOutput, MacSettings, UplinkFacts};
 use crate::mac::state::{AdrTarget, MacState, Request, RxParams};
@@ -30,7 +31,7 @@ pub const MAX_F_OPTS: usize = 15;
 /// One receive window's radio parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    pub name: &'static str,
+    pub name: RxWindow,
     pub delay_us: u32,
     pub frequency: u32,
     pub dr: u8,
@@ -42,8 +43,8 @@ pub fn class_a_windows(region: &dyn Region, rx: RxParams, uplink_freq: u32, upli
     let rx1_dr = region.rx1_dr(uplink_dr, rx.rx1_dr_offset).ok()?;
     let rx1_frequency = region.rx1_frequency(uplink_freq).ok()?;
     Some([
-        Window { name: "rx1", delay_us: delay * 1_000_000, frequency: rx1_frequency, dr: rx1_dr },
-        Window { name: "rx2", delay_us: (delay + 1) * 1_000_000, frequency: rx.rx2_frequency, dr: rx.rx2_dr },
+        Window { name: RxWindow::Rx1, delay_us: delay * 1_000_000, frequency: rx1_frequency, dr: rx1_dr },
+        Window { name: RxWindow::Rx2, delay_us: (delay + 1) * 1_000_000, frequency: rx.rx2_frequency, dr: rx.rx2_dr },
     ])
 }
 
@@ -400,8 +401,8 @@ mod tests {
     #[test]
     fn class_a_windows_follow_rp002_for_eu868() {
         let w = class_a_windows(&Eu868, default_rx(), 868_300_000, 5).unwrap();
-        assert_eq!(w[0], Window { name: "rx1", delay_us: 1_000_000, frequency: 868_300_000, dr: 5 });
-        assert_eq!(w[1], Window { name: "rx2", delay_us: 2_000_000, frequency: 869_525_000, dr: 0 });
+        assert_eq!(w[0], Window { name: RxWindow::Rx1, delay_us: 1_000_000, frequency: 868_300_000, dr: 5 });
+        assert_eq!(w[1], Window { name: RxWindow::Rx2, delay_us: 2_000_000, frequency: 869_525_000, dr: 0 });
         let rx = RxParams { rx1_delay: 5, rx1_dr_offset: 2, rx2_dr: 3, rx2_frequency: 869_525_000 };
         let w = class_a_windows(&Eu868, rx, 868_100_000, 5).unwrap();
         assert_eq!((w[0].delay_us, w[0].dr), (5_000_000, 3));

@@ -10,7 +10,7 @@ use rand::Rng;
 
 use super::decide::Window;
 use crate::dedup::DedupedUplink;
-use crate::downlink_attempts::{plan_attempts, Attempt, NoAttempt, RxWindow, WindowRadio};
+use crate::downlink_attempts::{plan_attempts, Attempt, NoAttempt, WindowRadio};
 use crate::server::Context;
 
 /// One planned attempt with what it takes to build its frame: the uplink copy of that gateway
@@ -35,14 +35,6 @@ pub fn candidates<'a>(ctx: &Context, up: &'a DedupedUplink) -> Vec<&'a UplinkFra
     out
 }
 
-fn rx_window(w: &Window) -> RxWindow {
-    if w.name == "rx2" {
-        RxWindow::Rx2
-    } else {
-        RxWindow::Rx1
-    }
-}
-
 /// The attempts for a frame of `phy_len` bytes whose MAC payload (FOpts + FRMPayload, the
 /// part RP002's N limits) is `payload_len` bytes, best first. Windows whose data rate cannot
 /// carry the payload are left out; the ledger is read as it stands now.
@@ -56,7 +48,7 @@ pub fn plan<'a>(
     let via = candidates(ctx, up);
     let fitting: Vec<Window> =
         windows.iter().copied().filter(|w| ctx.region.max_payload_size(w.dr).is_some_and(|m| payload_len <= m.n)).collect();
-    let radios: Vec<WindowRadio> = fitting.iter().map(|w| WindowRadio { window: rx_window(w), frequency: w.frequency, dr: w.dr }).collect();
+    let radios: Vec<WindowRadio> = fitting.iter().map(|w| WindowRadio { window: w.name, frequency: w.frequency, dr: w.dr }).collect();
     let gateways: Vec<GatewayId> = via.iter().map(|f| f.rx_info.gateway_id).collect();
     let now = Instant::now();
     let attempts = ctx.duty_cycle.with(|ledger| plan_attempts(&gateways, &radios, phy_len, ctx.region.as_ref(), ledger, now))?;
@@ -64,7 +56,7 @@ pub fn plan<'a>(
         .into_iter()
         .filter_map(|attempt| {
             let via = via.iter().find(|f| f.rx_info.gateway_id == attempt.gateway)?;
-            let window = fitting.iter().find(|w| rx_window(w) == attempt.radio.window)?;
+            let window = fitting.iter().find(|w| w.name == attempt.radio.window)?;
             Some(Planned { attempt, via, window: *window })
         })
         .collect())
@@ -136,7 +128,7 @@ pub async fn send_attempts(ctx: &Context, attempts: &[Planned<'_>], phy: Vec<u8>
         }
         let Some(frame) = frame_for(ctx, p, phy.clone(), downlink_id) else { continue };
         let status = ctx.gateways.send(frame.clone()).await;
-        ctx.metrics.downlinks.with_label_values(&[p.window.name, status.as_str()]).inc();
+        ctx.metrics.downlinks.with_label_values(&[p.window.name.as_str(), status.as_str()]).inc();
         match next_after(status) {
             Next::Sent => {
                 if let Some(band) = a.sub_band {
