@@ -90,6 +90,7 @@ mod tests {
             adr_max_dr: 5,
             adr_installation_margin_db: 10.0,
             dev_status_req_freq: 1,
+            class_c_timeout: 5,
             payload_codec: codec.into(),
             payload_codec_script: script.into(),
             created_at: Utc::now(),

@@ -69,6 +69,7 @@ fn context(class_c: bool) -> Arc<DeviceContext> {
             adr_max_dr: 5,
             adr_installation_margin_db: 10.0,
             dev_status_req_freq: 1,
+            class_c_timeout: 5,
             payload_codec: "CAYENNE_LPP".into(),
             payload_codec_script: String::new(),
             created_at: t,

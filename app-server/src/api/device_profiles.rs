@@ -33,6 +33,10 @@ const MAX_INSTALLATION_MARGIN_DB: f64 = 30.0;
 const DEFAULT_DEV_STATUS_REQ_FREQ: u32 = 1;
 /// At most every 5 minutes: each request costs a downlink, and gateways are duty-cycle bound.
 const MAX_DEV_STATUS_REQ_FREQ: i64 = 288;
+/// Default `classCTimeout` in seconds: ChirpStack's default.
+const DEFAULT_CLASS_C_TIMEOUT: u32 = 5;
+/// Longest `classCTimeout`: an hour; beyond it a lost ACK would hold the queue for good.
+const MAX_CLASS_C_TIMEOUT: i64 = 3600;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -49,6 +53,7 @@ pub struct DeviceProfileBody {
     adr_max_dr: Option<i64>,
     adr_installation_margin_db: Option<f64>,
     dev_status_req_freq: Option<i64>,
+    class_c_timeout: Option<i64>,
     payload_codec: Option<String>,
     #[serde(default)]
     payload_codec_script: String,
@@ -79,6 +84,7 @@ pub struct DeviceProfileJson {
     adr_max_dr: u8,
     adr_installation_margin_db: f32,
     dev_status_req_freq: u32,
+    class_c_timeout: u32,
     payload_codec: String,
     payload_codec_script: String,
     created_at: DateTime<Utc>,
@@ -100,6 +106,7 @@ impl From<DeviceProfile> for DeviceProfileJson {
             adr_max_dr: p.adr_max_dr,
             adr_installation_margin_db: p.adr_installation_margin_db,
             dev_status_req_freq: p.dev_status_req_freq,
+            class_c_timeout: p.class_c_timeout,
             payload_codec: p.payload_codec,
             payload_codec_script: p.payload_codec_script,
             created_at: p.created_at,
@@ -122,6 +129,7 @@ struct ProfileFields {
     adr_max_dr: u8,
     adr_installation_margin_db: f32,
     dev_status_req_freq: u32,
+    class_c_timeout: u32,
     payload_codec: String,
     payload_codec_script: String,
 }
@@ -186,6 +194,11 @@ fn validated(body: DeviceProfileBody, script_max: usize) -> Result<ProfileFields
             ))
         }
     };
+    let class_c_timeout = match body.class_c_timeout {
+        None => DEFAULT_CLASS_C_TIMEOUT,
+        Some(n @ 1..=MAX_CLASS_C_TIMEOUT) => n as u32,
+        Some(n) => return Err(ApiError::field("classCTimeout", format!("{n} is outside 1-{MAX_CLASS_C_TIMEOUT} seconds"))),
+    };
     Ok(ProfileFields {
         name,
         region: region.to_string(),
@@ -198,6 +211,7 @@ fn validated(body: DeviceProfileBody, script_max: usize) -> Result<ProfileFields
         adr_max_dr,
         adr_installation_margin_db,
         dev_status_req_freq,
+        class_c_timeout,
         payload_codec: payload_codec.to_string(),
         payload_codec_script: body.payload_codec_script,
     })
@@ -215,6 +229,7 @@ fn apply(p: &mut DeviceProfile, f: ProfileFields) {
     p.adr_max_dr = f.adr_max_dr;
     p.adr_installation_margin_db = f.adr_installation_margin_db;
     p.dev_status_req_freq = f.dev_status_req_freq;
+    p.class_c_timeout = f.class_c_timeout;
     p.payload_codec = f.payload_codec;
     p.payload_codec_script = f.payload_codec_script;
 }
@@ -246,6 +261,7 @@ pub async fn create(
         adr_max_dr: f.adr_max_dr,
         adr_installation_margin_db: f.adr_installation_margin_db,
         dev_status_req_freq: f.dev_status_req_freq,
+        class_c_timeout: f.class_c_timeout,
         payload_codec: f.payload_codec,
         payload_codec_script: f.payload_codec_script,
         created_at: now,
@@ -336,6 +352,7 @@ mod tests {
                 adr_max_dr: 5,
                 adr_installation_margin_db: 10.0,
                 dev_status_req_freq: 1,
+                class_c_timeout: 5,
                 payload_codec: "NONE".into(),
                 payload_codec_script: String::new(),
             }
@@ -381,6 +398,10 @@ mod tests {
         // The edges of every range.
         let f = validated(body(r#"{"name":"p","adrMinDr":5,"adrMaxDr":5,"adrInstallationMarginDb":30,"devStatusReqFreq":288}"#)).unwrap();
         assert_eq!((f.adr_min_dr, f.adr_max_dr, f.adr_installation_margin_db, f.dev_status_req_freq), (5, 5, 30.0, 288));
+        for (timeout, want) in [(1, 1), (3600, 3600), (30, 30)] {
+            let f = validated(body(&format!(r#"{{"name":"p","classCTimeout":{timeout}}}"#))).unwrap();
+            assert_eq!(f.class_c_timeout, want);
+        }
         let f = validated(body(r#"{"name":"p","adrMinDr":0,"adrMaxDr":0,"adrInstallationMarginDb":0}"#)).unwrap();
         assert_eq!((f.adr_min_dr, f.adr_max_dr, f.adr_installation_margin_db), (0, 0, 0.0));
         // Only a max: the min stays at DR0; only a min: the max stays at the region's top.
@@ -403,6 +424,9 @@ mod tests {
             (r#""devStatusReqFreq":-1"#, "devStatusReqFreq: "),
             (r#""devStatusReqFreq":1.5"#, "devStatusReqFreq: "),
             (r#""adrMinDr":true"#, "adrMinDr: "),
+            (r#""classCTimeout":0"#, "classCTimeout: 0 is outside 1-3600 seconds"),
+            (r#""classCTimeout":3601"#, "classCTimeout: 3601 is outside 1-3600 seconds"),
+            (r#""classCTimeout":"5""#, "classCTimeout: "),
         ];
         for (fields, want) in cases {
             let e = error_of(&format!(r#"{{"name":"p",{fields}}}"#));

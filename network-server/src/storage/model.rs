@@ -54,6 +54,8 @@ pub struct DeviceProfile {
     pub adr_installation_margin_db: f32,
     /// DevStatusReq sent this many times per day; 0 = never.
     pub dev_status_req_freq: u32,
+    /// Seconds a confirmed Class C downlink waits for its ACK (`classCTimeout`).
+    pub class_c_timeout: u32,
     /// "NONE" | "CAYENNE_LPP" | "JS"
     pub payload_codec: String,
     pub payload_codec_script: String,

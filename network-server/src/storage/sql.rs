@@ -205,6 +205,7 @@ macro_rules! impl_repos {
                     adr_max_dr: s::u8_of(r.try_get(c("adr_max_dr").as_str())?)?,
                     adr_installation_margin_db: r.try_get(c("adr_installation_margin_db").as_str())?,
                     dev_status_req_freq: s::u32_of(r.try_get(c("dev_status_req_freq").as_str())?)?,
+                    class_c_timeout: s::u32_of(r.try_get(c("class_c_timeout").as_str())?)?,
                     payload_codec: r.try_get(c("payload_codec").as_str())?,
                     payload_codec_script: r.try_get(c("payload_codec_script").as_str())?,
                     created_at: r.try_get(c("created_at").as_str())?,
@@ -515,8 +516,9 @@ macro_rules! impl_repos {
                     sqlx::query(
                         "INSERT INTO device_profiles (id, name, region, mac_version, reg_params_revision, \
                          supports_otaa, supports_class_c, adr_enabled, payload_codec, payload_codec_script, \
-                         created_at, updated_at, adr_min_dr, adr_max_dr, adr_installation_margin_db, dev_status_req_freq) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                         created_at, updated_at, adr_min_dr, adr_max_dr, adr_installation_margin_db, dev_status_req_freq, \
+                         class_c_timeout) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                     )
                     .bind(dp.id)
                     .bind(&dp.name)
@@ -534,6 +536,7 @@ macro_rules! impl_repos {
                     .bind(i16::from(dp.adr_max_dr))
                     .bind(dp.adr_installation_margin_db)
                     .bind(i64::from(dp.dev_status_req_freq))
+                    .bind(i64::from(dp.class_c_timeout))
                     .execute(&self.pool)
                     .await
                     .map_err(s::db_err)?;
@@ -566,7 +569,8 @@ macro_rules! impl_repos {
                         "UPDATE device_profiles SET name = $2, region = $3, mac_version = $4, \
                          reg_params_revision = $5, supports_otaa = $6, supports_class_c = $7, adr_enabled = $8, \
                          payload_codec = $9, payload_codec_script = $10, updated_at = $11, adr_min_dr = $12, \
-                         adr_max_dr = $13, adr_installation_margin_db = $14, dev_status_req_freq = $15 WHERE id = $1",
+                         adr_max_dr = $13, adr_installation_margin_db = $14, dev_status_req_freq = $15, \
+                         class_c_timeout = $16 WHERE id = $1",
                     )
                     .bind(dp.id)
                     .bind(&dp.name)
@@ -583,6 +587,7 @@ macro_rules! impl_repos {
                     .bind(i16::from(dp.adr_max_dr))
                     .bind(dp.adr_installation_margin_db)
                     .bind(i64::from(dp.dev_status_req_freq))
+                    .bind(i64::from(dp.class_c_timeout))
                     .execute(&self.pool)
                     .await
                     .map_err(s::db_err)?;
@@ -717,7 +722,7 @@ macro_rules! impl_repos {
                          p.payload_codec AS p_payload_codec, p.payload_codec_script AS p_payload_codec_script, \
                          p.adr_min_dr AS p_adr_min_dr, p.adr_max_dr AS p_adr_max_dr, \
                          p.adr_installation_margin_db AS p_adr_installation_margin_db, \
-                         p.dev_status_req_freq AS p_dev_status_req_freq, \
+                         p.dev_status_req_freq AS p_dev_status_req_freq, p.class_c_timeout AS p_class_c_timeout, \
                          p.created_at AS p_created_at, p.updated_at AS p_updated_at \
                          FROM devices d \
                          JOIN applications a ON a.id = d.application_id \

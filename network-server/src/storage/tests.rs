@@ -153,6 +153,7 @@ fn profile() -> DeviceProfile {
         adr_max_dr: 4,
         adr_installation_margin_db: 12.5,
         dev_status_req_freq: 24,
+        class_c_timeout: 5,
         payload_codec: "JS".into(),
         payload_codec_script: "function decodeUplink(i) { return {data: {}}; }".into(),
         created_at: t(0),
@@ -386,6 +387,7 @@ async fn device_profile_in_use_cannot_be_deleted(db: &mut TestDb) {
         adr_max_dr: 5,
         adr_installation_margin_db: 0.25,
         dev_status_req_freq: 288,
+        class_c_timeout: 3600,
         payload_codec: "NONE".into(),
         updated_at: t(3),
         ..dp.clone()
@@ -406,7 +408,7 @@ async fn device_profile_in_use_cannot_be_deleted(db: &mut TestDb) {
     assert!(matches!(s.device_profiles.update(&dp).await, Err(StorageError::NotFound)));
 }
 
-/// A profile written without the ADR columns, as every profile created before they existed,
+/// A profile written without the ADR and Class C columns, as every profile created before they existed,
 /// reads back with the defaults the REST API gives new profiles.
 async fn profiles_from_before_the_adr_fields_read_back_with_their_defaults(db: &mut TestDb) {
     let id = Uuid::new_v4();
@@ -424,6 +426,7 @@ async fn profiles_from_before_the_adr_fields_read_back_with_their_defaults(db: &
     }
     let dp = db.s.device_profiles.get(id).await.unwrap();
     assert_eq!((dp.adr_min_dr, dp.adr_max_dr, dp.adr_installation_margin_db, dp.dev_status_req_freq), (0, 5, 10.0, 1), "{dp:?}");
+    assert_eq!(dp.class_c_timeout, 5, "classCTimeout default");
 }
 
 async fn unknown_references_are_conflicts_naming_the_field(db: &mut TestDb) {
