@@ -2,7 +2,8 @@
 //! rows in storage, then tell the network server here so that its in-memory caches stay
 //! coherent with the database (write-through; the database stays the truth).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::{Arc, RwLock};
 
 use crate::types::Eui64;
@@ -20,6 +21,10 @@ pub(crate) struct Shared {
     /// The value counts changes, so that a device is only forgotten when no enqueue
     /// happened while its (empty) queue was read.
     pub(crate) queued: RwLock<HashMap<Eui64, u64>>,
+    /// Devices whose queue changed since the Class C scheduler last looked, and its wake-up
+    /// (`class_c::run`). Only Class C devices heard since the start are then looked at.
+    pub(crate) class_c_woken: Mutex<HashSet<Eui64>>,
+    pub(crate) class_c_wake: tokio::sync::Notify,
 }
 
 #[derive(Clone, Default)]
@@ -38,8 +43,11 @@ impl NetworkHandle {
         self.shared.context_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// The device's downlink queue changed (enqueue or flush).
+    /// The device's downlink queue changed (enqueue or flush). A Class C device gets its new
+    /// item at once.
     pub fn queue_changed(&self, dev_eui: Eui64) {
         *self.shared.queued.write().expect("lock").entry(dev_eui).or_default() += 1;
+        self.shared.class_c_woken.lock().expect("lock").insert(dev_eui);
+        self.shared.class_c_wake.notify_one();
     }
 }

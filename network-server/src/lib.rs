@@ -1,5 +1,6 @@
 pub mod airtime;
 pub mod cache;
+pub mod class_c;
 pub mod config;
 pub mod dedup;
 pub mod dev_addr;

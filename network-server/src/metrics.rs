@@ -19,6 +19,8 @@ pub struct Metrics {
     /// Downlinks no gateway could send without breaking a duty cycle, by the sub-band that
     /// blocked the best gateway's first window (`SubBandId::as_str`).
     pub downlinks_duty_cycle_refused: IntCounterVec,
+    /// Class C downlinks by result (`class_c::Outcome::as_str`).
+    pub class_c_downlinks: IntCounterVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
@@ -126,6 +128,17 @@ impl Metrics {
                         "Downlinks kept queued because every gateway that heard the uplink was at its duty-cycle limit, by sub-band",
                     ),
                     &["sub_band"],
+                )
+                .unwrap(),
+            ),
+            class_c_downlinks: reg(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "loraflow_class_c_downlinks_total",
+                        "Class C downlinks: sent, not_sent (no gateway, duty cycle, refused) or expired (confirmed, never acknowledged)",
+                    ),
+                    &["result"],
                 )
                 .unwrap(),
             ),

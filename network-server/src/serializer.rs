@@ -63,7 +63,7 @@ impl<K: Eq + Hash + Clone + Send + 'static> KeyedSerializer<K> {
     }
 
     /// Waits for every queued and running job. Call after the last `submit`.
-    pub async fn drain(self) {
+    pub async fn drain(&self) {
         self.tasks.close();
         self.tasks.wait().await;
     }

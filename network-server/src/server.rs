@@ -15,6 +15,7 @@ use loraflow_packet_forwarder::log_limit::LogLimiter;
 use loraflow_packet_forwarder::Handle as GatewayHandle;
 
 use crate::cache::SessionCache;
+use crate::class_c::ClassC;
 use crate::config::NetworkConfig;
 use crate::dedup::{DedupedUplink, Deduplicator};
 use crate::duty_cycle_ledger::SharedDutyCycleLedger;
@@ -37,7 +38,7 @@ const MAX_IN_FLIGHT: usize = 4096;
 /// order. A data frame is only known by its DevAddr before the session lookup, so devices
 /// sharing a DevAddr share a queue; a join-request names its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum UplinkKey {
+pub(crate) enum UplinkKey {
     DevAddr(DevAddr),
     Join { join_eui: Eui64, dev_eui: Eui64 },
 }
@@ -67,6 +68,8 @@ pub struct Context {
     /// Each gateway's downlink airtime per sub-band over the last hour (in memory: a restart
     /// starts from zero).
     pub duty_cycle: SharedDutyCycleLedger,
+    /// Class C devices heard since the start and the scheduler's timers (in memory).
+    pub class_c: ClassC,
     /// Storage failures while handling uplinks are logged at most once per interval: in a
     /// database outage every frame would otherwise write its own ERROR line.
     storage_errors: LogLimiter,
@@ -159,6 +162,7 @@ impl NetworkServer {
             metrics,
             device_seen: Default::default(),
             duty_cycle,
+            class_c: ClassC::default(),
             storage_errors: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),
         };
         Ok(NetworkServer { ctx: Arc::new(ctx), dedup })
@@ -169,8 +173,11 @@ impl NetworkServer {
         let (deduped_tx, mut deduped) = mpsc::channel::<DedupedUplink>(MAX_IN_FLIGHT);
         let dedup_task = tokio::spawn(self.dedup.run(frames, deduped_tx, shutdown.clone()));
         let ctx = self.ctx;
-        let uplinks = KeyedSerializer::<UplinkKey>::new(MAX_IN_FLIGHT);
+        let uplinks = Arc::new(KeyedSerializer::<UplinkKey>::new(MAX_IN_FLIGHT));
         let background = TaskTracker::new();
+        // Class C sends run as jobs of the uplink serializer, in each device's uplink order.
+        let class_c_stop = CancellationToken::new();
+        let class_c = tokio::spawn(crate::class_c::run(ctx.clone(), uplinks.clone(), class_c_stop.clone()));
         // lastSeenAt is written on its own task: a slow or unreachable database must never
         // hold up the dispatch of uplinks.
         let seen_stop = CancellationToken::new();
@@ -221,6 +228,8 @@ impl NetworkServer {
             uplinks.submit(key, async move { uplink::handle(&ctx, up, phy).await }).await;
         }
         let _ = dedup_task.await;
+        class_c_stop.cancel();
+        let _ = class_c.await;
         uplinks.drain().await;
         refresher.abort();
         seen_stop.cancel();

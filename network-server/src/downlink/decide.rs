@@ -160,19 +160,24 @@ fn settle(queue: &[QueueItem], device_acked: bool, now: DateTime<Utc>, max: u32)
     }
 }
 
+/// No MAC exchange: the session's MAC state and RX settings as they are, nothing to send.
+pub fn without_mac(session: &DeviceSession) -> MacOutput {
+    MacOutput {
+        state: session.mac_state.clone(),
+        rx: session_rx(session),
+        candidates: Vec::new(),
+        logs: Vec::new(),
+        counts: Vec::new(),
+        dev_status: None,
+        notes: Vec::new(),
+    }
+}
+
 pub fn decide(input: &DownlinkInput) -> DownlinkDecision {
     let up = input.uplink;
     let rx = session_rx(input.session);
     let mac = if input.ack_only {
-        MacOutput {
-            state: input.session.mac_state.clone(),
-            rx,
-            candidates: Vec::new(),
-            logs: Vec::new(),
-            counts: Vec::new(),
-            dev_status: None,
-            notes: Vec::new(),
-        }
+        without_mac(input.session)
     } else {
         engine::run(&MacInput {
             region: input.region,

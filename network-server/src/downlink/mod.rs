@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use loraflow_packet_forwarder::frame::{GatewayId, TxAckStatus};
+use loraflow_packet_forwarder::frame::{DownlinkFrame, GatewayId, TxAckStatus};
 
 use crate::dedup::DedupedUplink;
 use crate::downlink_attempts::NoAttempt;
@@ -69,7 +69,11 @@ pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<De
         return;
     };
     let len = phy.len().saturating_sub(13);
-    let Some(attempts) = plan_or_report(ctx, &r, &windows, (phy.len(), len), "join-accept", Awaited::ByDevice).await else { return };
+    let Some(attempts) =
+        plan_or_report(ctx, &r, &windows, send::Delivery::AfterUplink, (phy.len(), len), "join-accept", Awaited::ByDevice).await
+    else {
+        return;
+    };
     if let send::Sent::Refused(last) = send::send_attempts(ctx, &attempts, phy).await {
         report_refused(ctx, &r, "join-accept", last, None).await;
     }
@@ -96,12 +100,13 @@ enum Awaited {
 async fn plan_or_report<'a>(
     ctx: &Context,
     r: &Responding<'a>,
-    windows: &[Window; 2],
+    windows: &[Window],
+    delivery: send::Delivery,
     (phy_len, payload_len): (usize, usize),
     what: &str,
     awaited: Awaited,
 ) -> Option<Vec<send::Planned<'a>>> {
-    let err = match send::plan(ctx, r.up, windows, phy_len, payload_len) {
+    let err = match send::plan(ctx, r.up, windows, delivery, phy_len, payload_len) {
         Ok(attempts) => return Some(attempts),
         Err(e) => e,
     };
@@ -180,7 +185,7 @@ async fn report_refused(ctx: &Context, r: &Responding<'_>, what: &str, last: Opt
 }
 
 /// Queue items of a device, reading the database only when the device may have some.
-async fn queue_items(ctx: &Context, dev_eui: crate::types::Eui64) -> Vec<QueueItem> {
+pub(crate) async fn queue_items(ctx: &Context, dev_eui: crate::types::Eui64) -> Vec<QueueItem> {
     let queued = &ctx.handle.shared.queued;
     let Some(version) = queued.read().expect("lock").get(&dev_eui).copied() else {
         return Vec::new();
@@ -232,8 +237,13 @@ pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDown
     let r = Responding { up, device: &plan.device };
     report_mac(ctx, &r, &d.mac).await;
     settle::before_send(ctx, &r, &d).await;
-    let state = match transmit(ctx, &r, &plan.session, &d).await {
-        Some(f_cnt_down) => {
+    let windows = d.windows.map(Vec::from).unwrap_or_default();
+    let sent = transmit(ctx, &r, &plan.session, &d, &windows, send::Delivery::AfterUplink).await;
+    if plan.device.profile.supports_class_c {
+        crate::class_c::heard(ctx, up, &plan.session, &plan.device, &d, sent.as_ref().map(|(_, frame)| frame));
+    }
+    let state = match sent {
+        Some((f_cnt_down, _)) => {
             for c in d.mac_commands() {
                 ctx.metrics.mac_commands.with_label_values(&[c.name().as_str(), Outcome::Sent.as_str()]).inc();
             }
@@ -269,18 +279,25 @@ async fn report_mac(ctx: &Context, r: &Responding<'_>, mac: &MacOutput) {
     }
 }
 
-/// Builds and sends the planned frame. Returns the FCntDown it went out with, if a gateway
+/// Builds and sends the planned frame in `windows` (Class A: RX1 and RX2 after the uplink;
+/// Class C: RX2 at once). Returns the FCntDown it went out with and the frame, if a gateway
 /// accepted it. When every gateway is at its duty-cycle limit nothing is consumed: no
 /// FCntDown, the queue item stays queued and the MAC commands stay unsent.
-async fn transmit(ctx: &Context, r: &Responding<'_>, s: &DeviceSession, d: &DownlinkDecision) -> Option<u32> {
+pub(crate) async fn transmit(
+    ctx: &Context,
+    r: &Responding<'_>,
+    s: &DeviceSession,
+    d: &DownlinkDecision,
+    windows: &[Window],
+    delivery: send::Delivery,
+) -> Option<(u32, DownlinkFrame)> {
     let plan = d.send.as_ref()?;
-    let windows = d.windows?;
     let (f_opts, f_port, frm_payload) = d.frame_parts();
     let payload_len = f_opts.len() + frm_payload.len();
     let phy_len = send::data_phy_len(f_opts.len(), f_port, frm_payload.len());
     let what = if plan.item.is_some() { "downlink (kept in the queue)" } else { "downlink" };
     let awaited = if d.awaited_by_device() { Awaited::ByDevice } else { Awaited::ByServer };
-    let attempts = plan_or_report(ctx, r, &windows, (phy_len, payload_len), what, awaited).await?;
+    let attempts = plan_or_report(ctx, r, windows, delivery, (phy_len, payload_len), what, awaited).await?;
     let f_cnt_down = match ctx.storage.sessions.next_f_cnt_down(s.dev_eui).await {
         Ok(f) => f,
         Err(e) => {
@@ -313,8 +330,8 @@ async fn transmit(ctx: &Context, r: &Responding<'_>, s: &DeviceSession, d: &Down
     };
     match send::send_attempts(ctx, &attempts, phy).await {
         send::Sent::Accepted(frame) => {
-            settle::after_send(ctx, r, d, f_cnt_down, frame).await;
-            Some(f_cnt_down)
+            settle::after_send(ctx, r, d, f_cnt_down, frame.clone()).await;
+            Some((f_cnt_down, frame))
         }
         send::Sent::Refused(last) => {
             report_refused(ctx, r, "downlink", last, Some(f_cnt_down)).await;

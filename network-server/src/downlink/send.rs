@@ -13,12 +13,22 @@ use crate::dedup::DedupedUplink;
 use crate::downlink_attempts::{plan_attempts, Attempt, NoAttempt, WindowRadio};
 use crate::server::Context;
 
+/// When a frame goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Class A: the window's delay after the uplink, on the gateway's concentrator clock.
+    AfterUplink,
+    /// Class C: at once (`imme`), the device listens on its RX2 parameters.
+    Immediately,
+}
+
 /// One planned attempt with what it takes to build its frame: the uplink copy of that gateway
 /// (its own tmst and antenna) and the window's timing.
 pub struct Planned<'a> {
     pub attempt: Attempt,
     pub via: &'a UplinkFrame,
     pub window: Window,
+    pub delivery: Delivery,
 }
 
 /// The copies heard by gateways that can be reached (they sent PULL_DATA), best first, one
@@ -41,7 +51,8 @@ pub fn candidates<'a>(ctx: &Context, up: &'a DedupedUplink) -> Vec<&'a UplinkFra
 pub fn plan<'a>(
     ctx: &Context,
     up: &'a DedupedUplink,
-    windows: &[Window; 2],
+    windows: &[Window],
+    delivery: Delivery,
     phy_len: usize,
     payload_len: usize,
 ) -> Result<Vec<Planned<'a>>, NoAttempt> {
@@ -57,7 +68,7 @@ pub fn plan<'a>(
         .filter_map(|attempt| {
             let via = via.iter().find(|f| f.rx_info.gateway_id == attempt.gateway)?;
             let window = fitting.iter().find(|w| w.name == attempt.radio.window)?;
-            Some(Planned { attempt, via, window: *window })
+            Some(Planned { attempt, via, window: *window, delivery })
         })
         .collect())
 }
@@ -96,7 +107,10 @@ fn frame_for(ctx: &Context, p: &Planned, phy: Vec<u8>, downlink_id: u32) -> Opti
         gateway_id: p.attempt.gateway,
         downlink_id,
         phy_payload: phy,
-        timing: Timing::Tmst(p.via.rx_info.tmst.wrapping_add(p.window.delay_us)),
+        timing: match p.delivery {
+            Delivery::AfterUplink => Timing::Tmst(p.via.rx_info.tmst.wrapping_add(p.window.delay_us)),
+            Delivery::Immediately => Timing::Immediately,
+        },
         frequency: p.window.frequency,
         power: ctx.config.downlink_tx_power.unwrap_or_else(|| ctx.region.downlink_tx_power(p.window.frequency)),
         modulation,

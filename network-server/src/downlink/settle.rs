@@ -1,44 +1,60 @@
 //! Carrying out the queue side of a decision: settled confirmed items, items too large for
 //! the data rate, and the item a gateway accepted.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use loraflow_packet_forwarder::frame::DownlinkFrame;
+use uuid::Uuid;
 
-use super::decide::DownlinkDecision;
+use super::decide::{DownlinkDecision, Settled};
 use super::Responding;
 use crate::events::{AckInfo, AppEvent, LogCode, LogLevel, TxAckInfo};
 use crate::server::Context;
+use crate::storage::{DeviceContext, QueueItem};
 
 /// Removes what the decision settled or found too large, with their events.
 pub async fn before_send(ctx: &Context, r: &Responding<'_>, d: &DownlinkDecision) {
     if let Some(s) = &d.settled {
-        if let Err(e) = ctx.storage.queue.delete(s.item.id).await {
-            ctx.storage_error("could not remove the settled queue item", &e);
-        }
-        if !s.acknowledged {
-            ctx.log(
-                r.device,
-                LogLevel::Warning,
-                LogCode::Expired,
-                &format!("confirmed downlink was not acknowledged after {} transmissions; dropped", s.item.retries),
-                [("queue_item_id", s.item.id.to_string())],
-            )
-            .await;
-        }
-        ctx.emit(AppEvent::Ack(AckInfo {
-            deduplication_id: r.up.deduplication_id,
-            time: Utc::now(),
-            device: r.device.clone(),
-            queue_item_id: s.item.id,
-            acknowledged: s.acknowledged,
-            f_cnt_down: s.item.f_cnt_down.unwrap_or(0),
-        }))
-        .await;
+        settled(ctx, r.device, s, r.up.deduplication_id).await;
     }
     let dr = d.windows.map(|w| w[0].dr).unwrap_or_default();
-    for (item, max) in &d.too_large {
+    drop_too_large(ctx, r.device, &d.too_large, dr).await;
+}
+
+/// A pending confirmed item was acknowledged or expired: removed, with its `ack` event (and
+/// an `EXPIRED` log event when it expired). `deduplication_id` is the uplink that settled it,
+/// nil when a Class C timeout did.
+pub async fn settled(ctx: &Context, device: &Arc<DeviceContext>, s: &Settled, deduplication_id: Uuid) {
+    if let Err(e) = ctx.storage.queue.delete(s.item.id).await {
+        ctx.storage_error("could not remove the settled queue item", &e);
+    }
+    if !s.acknowledged {
         ctx.log(
-            r.device,
+            device,
+            LogLevel::Warning,
+            LogCode::Expired,
+            &format!("confirmed downlink was not acknowledged after {} transmissions; dropped", s.item.retries),
+            [("queue_item_id", s.item.id.to_string())],
+        )
+        .await;
+    }
+    ctx.emit(AppEvent::Ack(AckInfo {
+        deduplication_id,
+        time: Utc::now(),
+        device: device.clone(),
+        queue_item_id: s.item.id,
+        acknowledged: s.acknowledged,
+        f_cnt_down: s.item.f_cnt_down.unwrap_or(0),
+    }))
+    .await;
+}
+
+/// Queue items larger than data rate `dr` can carry: removed with an error `log` event.
+pub async fn drop_too_large(ctx: &Context, device: &Arc<DeviceContext>, too_large: &[(QueueItem, usize)], dr: u8) {
+    for (item, max) in too_large {
+        ctx.log(
+            device,
             LogLevel::Error,
             LogCode::DownlinkPayloadSize,
             &format!("queue item of {} bytes does not fit data rate {dr} (max {max} bytes); removed from the queue", item.data.len()),
