@@ -2,10 +2,12 @@
 //! device whose profile has `supportsClassC` gets a queued item at once (`imme`) on its RX2
 //! frequency and data rate (EU868: 869.525 MHz, DR0 = SF12BW125) through the gateway that
 //! heard its last uplink best, whether the item came over REST or MQTT `command/down`; never
-//! before its first uplink, never inside the receive windows of its last uplink; a confirmed
+//! before its first uplink, never inside the receive windows of its last uplink, one frame on
+//! air at a time, falling back to the second gateway on a TX_ACK error; a confirmed
 //! item holds the queue until the device acknowledges it or `classCTimeout` passes (then it
 //! is sent again, three transmissions in all, then dropped with `acknowledged: false`); a
-//! Class A device gets nothing until its uplink. Real binary, virtual gateways over UDP.
+//! Class A device gets nothing until its uplink. `classCTimeout` over REST. Real binary,
+//! virtual gateways over UDP, SQLite and PostgreSQL.
 
 mod common;
 #[path = "../app-server/tests/mqtt_support/mod.rs"]
@@ -242,6 +244,22 @@ async fn rest_and_mqtt_downlinks_go_out_at_once(backend: Backend) {
     let dl = net.class_c.read_downlink(&resp.phy_payload(), 3);
     assert_eq!((dl.f_port, dl.payload.as_slice()), (Some(5), &b"mqtt"[..]));
     tx_ack(&net, gw, &resp, "NONE").await;
+
+    // Two items at once: one frame on air at a time; the second follows when the first is
+    // over (16 bytes at SF12BW125: 1,155 ms).
+    tokio::time::sleep(ON_AIR).await;
+    enqueue(&net.api, c, 8, false, b"one").await;
+    enqueue(&net.api, c, 8, false, b"two").await;
+    let mut got = Vec::new();
+    for f_cnt in [4, 5] {
+        let (gw, resp) = next_downlink(&net, Duration::from_secs(3)).await.expect("both items");
+        got.push((Instant::now(), net.class_c.read_downlink(&resp.phy_payload(), f_cnt).payload));
+        assert_class_c(&resp);
+        tx_ack(&net, gw, &resp, "NONE").await;
+    }
+    assert_eq!((got[0].1.as_slice(), got[1].1.as_slice()), (&b"one"[..], &b"two"[..]));
+    let gap = got[1].0 - got[0].0;
+    assert!(gap >= Duration::from_millis(1_100) && gap < Duration::from_millis(1_700), "second frame {gap:?} after the first");
     let emptied = eventually(Duration::from_secs(3), || async { queue(&net.api, c).await.is_empty().then_some(()) }).await;
     assert!(emptied.is_some(), "sent items left the queue");
     let _ = &mut publisher;
@@ -260,7 +278,7 @@ async fn rest_and_mqtt_downlinks_go_out_at_once(backend: Backend) {
     tx_ack(&net, gw, &resp, "NONE").await;
 
     let m = net.api.metrics().await;
-    assert_eq!(metric(&m, "loraflow_class_c_downlinks_total", &[("result", "sent")]), 3.0, "{m}");
+    assert_eq!(metric(&m, "loraflow_class_c_downlinks_total", &[("result", "sent")]), 5.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,4 +342,46 @@ async fn a_confirmed_class_c_downlink_holds_the_queue_until_acked_or_timed_out()
     nothing_sent(&net, Duration::from_millis(500), "nothing after the drop").await;
     let m = net.api.metrics().await;
     assert_eq!(metric(&m, "loraflow_class_c_downlinks_total", &[("result", "expired")]), 1.0, "{m}");
+}
+
+async fn class_c_timeout_over_rest(backend: Backend) {
+    let server = TestServer::start(backend, &[]).await;
+    let api = server.client();
+    const PROFILES: &str = "/api/device-profiles";
+    // Omitted: 5 s, ChirpStack's default.
+    let (s, plain) = api.post(PROFILES, json!({"name": "plain", "supportsClassC": true})).await;
+    assert_eq!((s, &plain["classCTimeout"]), (201, &json!(5)), "{plain}");
+    let id = plain["id"].as_str().unwrap().to_string();
+    // The edges are stored, returned by GET and the list, and changed by PUT.
+    for timeout in [1, 3600, 30] {
+        let (s, up) =
+            api.put(&format!("{PROFILES}/{id}"), json!({"name": "plain", "supportsClassC": true, "classCTimeout": timeout})).await;
+        assert_eq!((s, &up["classCTimeout"]), (200, &json!(timeout)), "{up}");
+        let (_, got) = api.get(&format!("{PROFILES}/{id}")).await;
+        assert_eq!(got["classCTimeout"], timeout, "{got}");
+    }
+    assert_eq!(api.get(PROFILES).await.1["result"][0]["classCTimeout"], 30);
+    // Out of range or not a number: 400 naming the field, nothing changed.
+    for bad in [json!(0), json!(3601), json!(-5), json!("5"), json!(2.5)] {
+        let body = json!({"name": "bad", "classCTimeout": bad});
+        for (s, e) in [api.post(PROFILES, body.clone()).await, api.put(&format!("{PROFILES}/{id}"), body).await] {
+            let msg = e["error"].as_str().unwrap_or_default();
+            assert!(s == 400 && msg.starts_with("classCTimeout"), "{bad}: {s} {e}");
+        }
+    }
+    assert_eq!(api.get(PROFILES).await.1["totalCount"], 1);
+    // Stored: it survives a restart.
+    let server = server.restart();
+    let (_, got) = server.client().get(&format!("{PROFILES}/{id}")).await;
+    assert_eq!(got["classCTimeout"], 30, "{got}");
+}
+
+#[tokio::test]
+async fn class_c_timeout_is_validated_stored_and_returned_on_sqlite() {
+    class_c_timeout_over_rest(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn class_c_timeout_is_validated_stored_and_returned_on_postgres() {
+    class_c_timeout_over_rest(Backend::Postgres).await;
 }

@@ -301,3 +301,38 @@ async fn send(ctx: &Context, heard: &Heard, session: &DeviceSession, device: &Ar
         None => ctx.metrics.class_c_downlinks.with_label_values(&[Outcome::NotSent.as_str()]).inc(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heard_entry() -> Heard {
+        let at: DateTime<Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
+        let uplink = DedupedUplink {
+            deduplication_id: Uuid::nil(),
+            phy_payload: Vec::new(),
+            frames: Vec::new(),
+            first_seen: at,
+            first_seen_instant: Instant::now(),
+        };
+        Heard { session_created_at: at, uplink: Arc::new(uplink), busy_until: at, ack_wait: None }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_heard_devices_are_woken_by_queue_changes_and_timers_fire_once_when_due() {
+        let c = ClassC::default();
+        let (heard, unknown, timed) = (Eui64([1; 8]), Eui64([2; 8]), Eui64([3; 8]));
+        c.devices.lock().unwrap().insert(heard, heard_entry());
+        let woken = Mutex::new(HashSet::from([heard, unknown]));
+        let now = Instant::now();
+        c.timers.lock().unwrap().insert((now + Duration::from_secs(2), timed));
+        c.timers.lock().unwrap().insert((now + Duration::from_secs(1), heard));
+        // A device never heard since the start cannot get a Class C downlink: not looked at.
+        assert_eq!(c.take_due(&woken, now), vec![heard]);
+        assert!(woken.lock().unwrap().is_empty());
+        assert_eq!(c.next_timer(), Some(now + Duration::from_secs(1)));
+        assert_eq!(c.take_due(&woken, now + Duration::from_secs(1)), vec![heard]);
+        assert_eq!(c.take_due(&woken, now + Duration::from_secs(5)), vec![timed]);
+        assert_eq!((c.take_due(&woken, now + Duration::from_secs(9)), c.next_timer()), (vec![], None));
+    }
+}
