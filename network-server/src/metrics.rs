@@ -54,7 +54,7 @@ impl Metrics {
             downlinks: reg(
                 registry,
                 IntCounterVec::new(
-                    Opts::new("loraflow_downlinks_total", "Class A downlinks by window and gateway verdict"),
+                    Opts::new("loraflow_downlinks_total", "Downlink attempts by window (Class C: rx2) and gateway verdict"),
                     &["window", "status"],
                 )
                 .unwrap(),
