@@ -232,6 +232,7 @@ mod tests {
             cf_list: crate::region::Region::cf_list(
                 &crate::region::Eu868,
                 &crate::region::Region::default_extra_channels(&crate::region::Eu868),
+                &[],
             ),
         };
         let phy = build_join_accept(&key, &fields).unwrap();

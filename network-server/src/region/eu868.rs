@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use super::{
-    ChMaskBlock, Channel, DataRate, DutyCycle, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError, SubBand, SubBandId,
+    CfListType, ChMaskBlock, Channel, DataRate, DutyCycle, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError, SubBand,
+    SubBandId,
 };
 
 /// EU863-870 band plan.
@@ -11,11 +12,11 @@ use super::{
 pub struct Eu868;
 
 fn lora(spreading_factor: u8, bandwidth: u32) -> DataRate {
-    DataRate { modulation: Modulation::Lora { spreading_factor, bandwidth }, downlink: true }
+    DataRate { modulation: Modulation::Lora { spreading_factor, bandwidth }, uplink: true, downlink: true }
 }
 
 fn lr_fhss(coding_rate: LrFhssCodingRate, occupied_channel_width: u32) -> DataRate {
-    DataRate { modulation: Modulation::LrFhss { coding_rate, occupied_channel_width }, downlink: false }
+    DataRate { modulation: Modulation::LrFhss { coding_rate, occupied_channel_width }, uplink: true, downlink: false }
 }
 
 /// Band edges (RP002-1.0.3 §2.4.2).
@@ -70,17 +71,13 @@ impl Region for Eu868 {
             4 => lora(8, 125_000),
             5 => lora(7, 125_000),
             6 => lora(7, 250_000),
-            7 => DataRate { modulation: Modulation::Fsk { bitrate: 50_000 }, downlink: true },
+            7 => DataRate { modulation: Modulation::Fsk { bitrate: 50_000 }, uplink: true, downlink: true },
             8 => lr_fhss(OneThird, 137_000),
             9 => lr_fhss(TwoThirds, 137_000),
             10 => lr_fhss(OneThird, 336_000),
             11 => lr_fhss(TwoThirds, 336_000),
             _ => return None,
         })
-    }
-
-    fn dr_for(&self, modulation: &Modulation) -> Option<u8> {
-        (0..=11).find(|dr| self.data_rate(*dr).map(|d| d.modulation) == Some(*modulation))
     }
 
     /// RP002-1.0.3 §2.4.7: RX1 uses the uplink's frequency.
@@ -170,9 +167,16 @@ impl Region for Eu868 {
         5
     }
 
+    fn cf_list_type(&self) -> Option<CfListType> {
+        Some(CfListType::Frequencies)
+    }
+
     /// RP002-1.0.3 §2.4.4: CFList type 0, five 24-bit frequencies in units of 100 Hz,
-    /// little-endian, then CFListType 0x00.
-    fn cf_list(&self, extra: &[u32]) -> Option<[u8; 16]> {
+    /// little-endian, then CFListType 0x00. Every default channel is always enabled.
+    fn cf_list(&self, extra: &[u32], _enabled: &[u8]) -> Option<[u8; 16]> {
+        if extra.is_empty() {
+            return None;
+        }
         let mut cf = [0u8; 16];
         for (i, f) in extra.iter().take(5).enumerate() {
             cf[i * 3..i * 3 + 3].copy_from_slice(&(f / 100).to_le_bytes()[..3]);
@@ -345,7 +349,7 @@ mod tests {
 
     #[test]
     fn cf_list_carries_the_five_extra_channels_as_type_0() {
-        let cf = Eu868.cf_list(&Eu868.default_extra_channels()).unwrap();
+        let cf = Eu868.cf_list(&Eu868.default_extra_channels(), &[]).unwrap();
         // 867.1 MHz = 8671000 x 100 Hz = 0x844f18, little-endian (same bytes as the lora-rs
         // CFList join-accept vector).
         assert_eq!(cf, [0x18, 0x4f, 0x84, 0xe8, 0x56, 0x84, 0xb8, 0x5e, 0x84, 0x88, 0x66, 0x84, 0x58, 0x6e, 0x84, 0x00]);
@@ -386,7 +390,7 @@ mod tests {
 
     #[test]
     fn a_shorter_extra_channel_list_leaves_the_cf_list_tail_zero() {
-        let cf = Eu868.cf_list(&[867_100_000]).unwrap();
+        let cf = Eu868.cf_list(&[867_100_000], &[]).unwrap();
         assert_eq!(&cf[..3], &[0x18, 0x4f, 0x84]);
         assert!(cf[3..].iter().all(|b| *b == 0));
     }

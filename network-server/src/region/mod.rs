@@ -70,8 +70,20 @@ impl Modulation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataRate {
     pub modulation: Modulation,
-    /// False for uplink-only data rates (LR-FHSS).
+    /// False for downlink-only data rates (US915 DR8-13, the 500 kHz downlink channels).
+    pub uplink: bool,
+    /// False for uplink-only data rates (LR-FHSS, US915 DR0-6).
     pub downlink: bool,
+}
+
+/// What a join-accept's CFList carries (LoRaWAN 1.0.4 §6.2.4, RP002-1.0.4 per region).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CfListType {
+    /// Type 0: up to five extra channel frequencies (regions with dynamic channels: EU868…).
+    Frequencies,
+    /// Type 1: the channel mask of the enabled fixed channels (US915, AU915, CN470). Only
+    /// devices of LoRaWAN 1.0.3 and later read it.
+    ChannelMask,
 }
 
 /// Maximum MACPayload (`m`) and FRMPayload (`n`) sizes in bytes for a data rate, for
@@ -110,7 +122,14 @@ pub trait Region: Send + Sync + fmt::Debug {
     fn common_name(&self) -> &'static str;
     fn data_rate(&self, dr: u8) -> Option<DataRate>;
     /// The uplink data rate for a received modulation.
-    fn dr_for(&self, modulation: &Modulation) -> Option<u8>;
+    fn dr_for(&self, modulation: &Modulation) -> Option<u8> {
+        (0..=15).find(|dr| self.data_rate(*dr).is_some_and(|d| d.uplink && d.modulation == *modulation))
+    }
+    /// The downlink data rate a transmitted modulation stands for (US915 uses different
+    /// numbers for the same modulation up and down: SF8BW500 is DR4 up and DR12 down).
+    fn downlink_dr_for(&self, modulation: &Modulation) -> Option<u8> {
+        (0..=15).find(|dr| self.data_rate(*dr).is_some_and(|d| d.downlink && d.modulation == *modulation))
+    }
     /// RX1 downlink frequency for an uplink received on `uplink_freq` (Hz).
     fn rx1_frequency(&self, uplink_freq: u32) -> Result<u32, RegionError>;
     /// RX1 downlink data rate for an uplink data rate and RX1DROffset.
@@ -129,8 +148,12 @@ pub trait Region: Send + Sync + fmt::Debug {
     fn downlink_tx_power(&self, freq: u32) -> i32;
     /// dB below the maximum EIRP for a LinkADRReq TXPower index.
     fn tx_power_offset(&self, index: u8) -> Option<i32>;
-    /// The CFList sent in join-accepts carrying `extra` channels (Hz), if the region uses one.
-    fn cf_list(&self, extra: &[u32]) -> Option<[u8; 16]>;
+    /// What this region's CFList carries, if it has one.
+    fn cf_list_type(&self) -> Option<CfListType>;
+    /// The CFList sent in join-accepts: type 0 carries the `extra` channels (Hz), type 1 the
+    /// mask of the `enabled` channel indices. `None` when the region has no CFList or
+    /// there is nothing to carry.
+    fn cf_list(&self, extra: &[u32], enabled: &[u8]) -> Option<[u8; 16]>;
     /// Largest TXPower index the region defines (the lowest power ADR may ask for).
     fn max_tx_power_index(&self) -> u8;
     /// Highest data rate ADR steps a device up to: the fastest LoRa 125 kHz data rate every
@@ -144,8 +167,17 @@ pub trait Region: Send + Sync + fmt::Debug {
             Modulation::Fsk { .. } | Modulation::LrFhss { .. } => None,
         }
     }
-    /// The channels every device knows from the start.
+    /// The channels every device knows from the start, by index (EU868: 3; US915: 72).
     fn default_uplink_channels(&self) -> Vec<Channel>;
+    /// Index of the default channel on `freq` (Hz), if it is one.
+    fn uplink_channel_index(&self, freq: u32) -> Option<u8> {
+        self.default_uplink_channels().iter().position(|c| c.frequency == freq).map(|i| i as u8)
+    }
+    /// The default channels gateways are assumed to listen on when the config does not say:
+    /// all of them, except in US915/AU915 (sub-band 2: channels 8-15 and 65).
+    fn default_enabled_uplink_channels(&self) -> Vec<u8> {
+        (0..self.default_uplink_channels().len() as u8).collect()
+    }
     /// Default channels plus the ones the default CFList adds.
     fn uplink_channels(&self) -> Vec<Channel>;
     /// The extra channels (Hz) of `network.extra_channels` when it is not set.

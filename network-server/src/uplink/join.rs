@@ -73,7 +73,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
     let told =
         crate::mac::state::RxParams { rx2_frequency: ctx.region.default_rx2_frequency(), ..ctx.config.desired_rx(ctx.region.as_ref()) };
     // No extra channels: no CFList at all rather than an empty one.
-    let cf_list = if ctx.config.extra_channels.is_empty() { None } else { ctx.region.cf_list(&ctx.config.extra_channels) };
+    let cf_list = ctx.region.cf_list(&ctx.config.extra_channels, &ctx.region.default_enabled_uplink_channels());
     let cf_list_channels = if cf_list.is_some() { ctx.config.extra_channels.clone() } else { Vec::new() };
     let session = DeviceSession {
         dev_eui: jr.dev_eui,
