@@ -3,6 +3,7 @@
 //! Each region is a zero-sized type implementing [`Region`]; [`region_by_name`] maps the
 //! configured name to it; docs/regions.md lists the regions and what each was checked against.
 
+mod au915;
 mod eu868;
 mod fixed_channels;
 #[cfg(test)]
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use loraflow_packet_forwarder::frame;
 
+pub use au915::Au915;
 pub use eu868::Eu868;
 pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
 pub use us915::Us915;
@@ -231,6 +233,7 @@ pub fn region_by_name(name: &str) -> Option<Box<dyn Region>> {
     match name.trim().to_ascii_lowercase().as_str() {
         "eu868" | "eu863-870" | "eu_863_870" => Some(Box::new(Eu868)),
         "us915" | "us902-928" | "us_902_928" => Some(Box::new(Us915)),
+        "au915" | "au915-928" | "au_915_928" => Some(Box::new(Au915)),
         _ => None,
     }
 }
@@ -246,6 +249,9 @@ mod tests {
         }
         for n in ["US915", "us915", "US902-928", "US_902_928"] {
             assert_eq!(region_by_name(n).unwrap().config_id(), "us915");
+        }
+        for n in ["AU915", "au915", "AU915-928", "au_915_928"] {
+            assert_eq!(region_by_name(n).unwrap().config_id(), "au915");
         }
         assert!(region_by_name("US916").is_none());
         assert!(region_by_name("").is_none());
