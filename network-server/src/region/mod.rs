@@ -4,6 +4,7 @@
 //! configured name to it; docs/regions.md lists the regions and what each was checked against.
 
 mod au915;
+mod cn470;
 mod eu868;
 mod fixed_channels;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use std::time::Duration;
 use loraflow_packet_forwarder::frame;
 
 pub use au915::Au915;
+pub use cn470::Cn470;
 pub use eu868::Eu868;
 pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
 pub use us915::Us915;
@@ -234,6 +236,7 @@ pub fn region_by_name(name: &str) -> Option<Box<dyn Region>> {
         "eu868" | "eu863-870" | "eu_863_870" => Some(Box::new(Eu868)),
         "us915" | "us902-928" | "us_902_928" => Some(Box::new(Us915)),
         "au915" | "au915-928" | "au_915_928" => Some(Box::new(Au915)),
+        "cn470" | "cn470-510" | "cn_470_510" => Some(Box::new(Cn470)),
         _ => None,
     }
 }
@@ -252,6 +255,9 @@ mod tests {
         }
         for n in ["AU915", "au915", "AU915-928", "au_915_928"] {
             assert_eq!(region_by_name(n).unwrap().config_id(), "au915");
+        }
+        for n in ["CN470", "cn470", "CN470-510", "CN_470_510"] {
+            assert_eq!(region_by_name(n).unwrap().config_id(), "cn470");
         }
         assert!(region_by_name("US916").is_none());
         assert!(region_by_name("").is_none());
