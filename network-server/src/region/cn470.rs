@@ -141,7 +141,7 @@ impl Region for Cn470 {
 
     fn uplink_channel_index(&self, freq: u32) -> Option<u8> {
         let offset = freq.checked_sub(FIRST_UPLINK)?;
-        (offset % 200_000 == 0 && offset / 200_000 < UPLINK_CHANNELS).then(|| (offset / 200_000) as u8)
+        (offset % 200_000 == 0 && offset / 200_000 < UPLINK_CHANNELS).then_some((offset / 200_000) as u8)
     }
 
     /// Channels 0-7 (470.3-471.7 MHz), the eight an 8-channel gateway listens on in
