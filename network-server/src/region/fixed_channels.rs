@@ -48,7 +48,7 @@ impl Grid72 {
 
 /// The gateways of a fixed-channel network usually listen on one sub-band of eight 125 kHz
 /// channels and its 500 kHz channel; sub-band 2 (channels 8-15 and 65) is the one The Things
-/// Network, Helium and ChirpStack's default US915/AU915 gateway configuration use.
+/// Network and Helium use.
 pub(super) fn sub_band_2() -> Vec<u8> {
     (8..=15).chain([65]).collect()
 }
@@ -60,9 +60,9 @@ pub(super) fn sub_band_2() -> Vec<u8> {
 /// comes first and blocks 0-3 follow only where they differ from that base; the shorter of
 /// the two bases wins (ties go to 7, as ChirpStack sends).
 ///
-/// ChMaskCntl 5 (one bit per sub-band, RP002-1.0.4) would be shorter still, but devices of
-/// LoRaWAN 1.0.2 and earlier treat it as RFU and reject the whole request, and ChMaskCntl 4
-/// is never needed because 6 and 7 carry the 500 kHz mask.
+/// ChMaskCntl 5 (one bit per sub-band, RP002-1.0.4) would be shorter still, but older
+/// devices (LoRaMac-node's LoRaWAN 1.0.2 implementation, for one) treat it as RFU and reject
+/// the whole request; ChMaskCntl 4 is never needed because 6 and 7 carry the 500 kHz mask.
 pub(super) fn ch_mask_blocks_72(enabled: &[u8]) -> Vec<ChMaskBlock> {
     let mut narrow = [0u16; 4];
     let mut wide = 0u16;
