@@ -3,6 +3,8 @@
 //! Each region is a zero-sized type implementing [`Region`]; [`region_by_name`] maps the
 //! configured name to it. Only EU868 exists today (RP002-1.0.3 §2.4).
 
+mod as923;
+mod dynamic;
 mod eu868;
 mod sub_band;
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use loraflow_packet_forwarder::frame;
 
+pub use as923::{As923, As923Variant, AS923_DEFAULT_DWELL_TIME};
 pub use eu868::Eu868;
 pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
 
@@ -296,6 +299,10 @@ pub fn lora_required_snr(spreading_factor: u8) -> Option<f32> {
 pub fn region_by_name(name: &str) -> Option<Box<dyn Region>> {
     match name.trim().to_ascii_lowercase().as_str() {
         "eu868" | "eu863-870" | "eu_863_870" => Some(Box::new(Eu868)),
+        "as923" | "as923-1" | "as923_1" | "as_923" | "as_923_1" | "as923-925" => Some(Box::new(As923::new(As923Variant::As923_1))),
+        "as923-2" | "as923_2" | "as_923_2" => Some(Box::new(As923::new(As923Variant::As923_2))),
+        "as923-3" | "as923_3" | "as_923_3" => Some(Box::new(As923::new(As923Variant::As923_3))),
+        "as923-4" | "as923_4" | "as_923_4" => Some(Box::new(As923::new(As923Variant::As923_4))),
         _ => None,
     }
 }
@@ -327,7 +334,15 @@ mod tests {
 
     /// Every spelling of every region this module knows, with the id it must resolve to.
     const NAMES: &[(&str, &str)] = &[
-        ("EU868", "eu868"),
+        ("AS923", "as923"),
+        ("AS923-1", "as923"),
+        ("as923_1", "as923"),
+        ("AS923-2", "as923_2"),
+        ("as923_2", "as923_2"),
+        ("AS923-3", "as923_3"),
+        ("as923_3", "as923_3"),
+        ("AS923-4", "as923_4"),
+        ("AS_923_4", "as923_4"),
     ];
 
     #[test]
@@ -389,7 +404,9 @@ mod tests {
     #[test]
     fn region_with_sets_the_dwell_time_where_the_region_has_rules() {
         let on = DwellTime { uplink: true, downlink: true };
-        let r = region_with("eu868", &RegionOptions::default()).unwrap();
+        let r = region_with("AS923-2", &RegionOptions { dwell_time: Some(on) }).unwrap();
+        assert_eq!((r.config_id(), r.dwell_time()), ("as923_2", on));
+        let r = region_with("as923", &RegionOptions::default()).unwrap();
         assert_eq!(r.dwell_time(), r.default_dwell_time());
         let err = region_with("EU868", &RegionOptions { dwell_time: Some(on) }).unwrap_err();
         assert!(err.contains("EU868") && err.contains("dwell"), "{err}");
