@@ -1,11 +1,17 @@
 //! Regional parameters behind one trait, so the MAC layer never names a region.
 //!
 //! Each region is a zero-sized type implementing [`Region`]; [`region_by_name`] maps the
-//! configured name to it. Only EU868 exists today (RP002-1.0.3 §2.4).
+//! configured name to it.
 
 mod as923;
+mod cn779;
 mod dynamic;
+mod eu433;
 mod eu868;
+mod in865;
+mod ism2400;
+mod kr920;
+mod ru864;
 mod sub_band;
 
 use std::fmt;
@@ -14,7 +20,14 @@ use std::time::Duration;
 use loraflow_packet_forwarder::frame;
 
 pub use as923::{As923, As923Variant, AS923_DEFAULT_DWELL_TIME};
+pub use cn779::CN779;
+pub use dynamic::{DynamicPlan, Rx1Rule};
+pub use eu433::EU433;
 pub use eu868::Eu868;
+pub use in865::IN865;
+pub use ism2400::ISM2400;
+pub use kr920::KR920;
+pub use ru864::RU864;
 pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
 
 /// LR-FHSS coding rate (RP002-1.0.3 §2.4.3, DR8-DR11).
@@ -303,6 +316,12 @@ pub fn region_by_name(name: &str) -> Option<Box<dyn Region>> {
         "as923-2" | "as923_2" | "as_923_2" => Some(Box::new(As923::new(As923Variant::As923_2))),
         "as923-3" | "as923_3" | "as_923_3" => Some(Box::new(As923::new(As923Variant::As923_3))),
         "as923-4" | "as923_4" | "as_923_4" => Some(Box::new(As923::new(As923Variant::As923_4))),
+        "kr920" | "kr920-923" | "kr_920_923" => Some(Box::new(KR920)),
+        "in865" | "in865-867" | "in_865_867" => Some(Box::new(IN865)),
+        "ru864" | "ru864-870" | "ru_864_870" => Some(Box::new(RU864)),
+        "cn779" | "cn779-787" | "cn_779_787" => Some(Box::new(CN779)),
+        "eu433" | "eu_433" => Some(Box::new(EU433)),
+        "ism2400" | "ism_2400" | "lora_2_4" => Some(Box::new(ISM2400)),
         _ => None,
     }
 }
@@ -313,9 +332,9 @@ pub fn region_with(name: &str, options: &RegionOptions) -> Result<Box<dyn Region
     let region = region_by_name(name).ok_or_else(|| format!("unknown region {name:?}"))?;
     match options.dwell_time {
         None => Ok(region),
-        Some(d) => region
-            .with_dwell_time(d)
-            .ok_or_else(|| format!("{} has no dwell-time rules; leave the dwell time unset", region.common_name())),
+        Some(d) => {
+            region.with_dwell_time(d).ok_or_else(|| format!("{} has no dwell-time rules; leave the dwell time unset", region.common_name()))
+        }
     }
 }
 
@@ -343,6 +362,16 @@ mod tests {
         ("as923_3", "as923_3"),
         ("AS923-4", "as923_4"),
         ("AS_923_4", "as923_4"),
+        ("KR920", "kr920"),
+        ("KR920-923", "kr920"),
+        ("IN865", "in865"),
+        ("IN865-867", "in865"),
+        ("RU864", "ru864"),
+        ("RU864-870", "ru864"),
+        ("CN779", "cn779"),
+        ("CN779-787", "cn779"),
+        ("EU433", "eu433"),
+        ("ISM2400", "ism2400"),
     ];
 
     #[test]
