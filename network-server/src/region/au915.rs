@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use super::fixed_channels::{ch_mask_blocks_72, channel_mask_cf_list, sub_band_2, Grid72};
-use super::{CfListType, ChMaskBlock, Channel, DataRate, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError, SubBand};
+use super::{
+    CfListType, ChMaskBlock, Channel, DataRate, DwellTime, LrFhssCodingRate, MaxPayloadSize, Modulation, Region, RegionError, SubBand,
+};
 
 /// AU915-928 band plan, for devices in their default dwell-time state (uplink limited to
-/// 400 ms, downlink not; see [`Au915::DEFAULT_UPLINK_DWELL_TIME`]).
+/// 400 ms, downlink not; see `default_dwell_time`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Au915;
 
@@ -44,23 +46,33 @@ const RX1_DR: [[u8; 6]; 8] = [
     [9, 8, 8, 8, 8, 8],
 ];
 
-impl Au915 {
+impl Region for Au915 {
     /// RP002-1.0.4 §2.8: AU915 devices start with the 400 ms uplink dwell-time limit on
     /// (UplinkDwellTime = 1) until a TxParamSetupReq says otherwise; downlinks have no limit
     /// by default. (Semtech's LoRaMac-node, AU915_DEFAULT_UPLINK_DWELL_TIME = 1, agrees.)
-    pub const DEFAULT_UPLINK_DWELL_TIME: bool = true;
-    pub const DEFAULT_DOWNLINK_DWELL_TIME: bool = false;
+    fn default_dwell_time(&self) -> DwellTime {
+        DwellTime { uplink: true, downlink: false }
+    }
+
+    fn dwell_time(&self) -> DwellTime {
+        self.default_dwell_time()
+    }
 
     /// AU915 devices implement TxParamSetupReq (RP002-1.0.4 §2.8; LoRaWAN 1.0.2 devices
     /// of Regional Parameters 1.0.2rA predate it).
-    pub fn implements_tx_param_setup(&self) -> bool {
+    fn implements_tx_param_setup(&self) -> bool {
         true
+    }
+
+    /// 30 dBm, the AU915 default MaxEIRP (index 13 of the TxParamSetupReq table).
+    fn max_eirp_index(&self) -> Option<u8> {
+        Some(13)
     }
 
     /// RP002-1.0.4 §2.8.6 (not repeater compatible): M and N by data rate, with the uplink
     /// 400 ms dwell-time limit on (`dwell_limited`) or off. With the limit, DR0 and DR1 are
     /// not allowed at all; the 500 kHz downlink data rates are the same either way.
-    pub fn max_payload_size_for(&self, dr: u8, dwell_limited: bool) -> Option<MaxPayloadSize> {
+    fn max_payload_size_for(&self, dr: u8, dwell_limited: bool) -> Option<MaxPayloadSize> {
         let (m, n) = match (dr, dwell_limited) {
             (0..=2, false) => (59, 51),
             (3, false) => (123, 115),
@@ -77,9 +89,7 @@ impl Au915 {
         };
         Some(MaxPayloadSize { m, n })
     }
-}
 
-impl Region for Au915 {
     fn config_id(&self) -> &'static str {
         "au915"
     }
@@ -155,7 +165,7 @@ impl Region for Au915 {
     /// For the devices' default dwell time: only the uplink one limits payloads in AU915,
     /// so DR0 and DR1 have none and the downlink data rates are unaffected.
     fn max_payload_size(&self, dr: u8) -> Option<MaxPayloadSize> {
-        self.max_payload_size_for(dr, Self::DEFAULT_UPLINK_DWELL_TIME)
+        self.max_payload_size_for(dr, self.dwell_time().uplink)
     }
 
     fn downlink_tx_power(&self, _freq: u32) -> i32 {
@@ -354,8 +364,7 @@ mod tests {
 
     #[test]
     fn devices_start_with_the_uplink_dwell_limit_and_accept_tx_param_setup() {
-        const { assert!(Au915::DEFAULT_UPLINK_DWELL_TIME) };
-        const { assert!(!Au915::DEFAULT_DOWNLINK_DWELL_TIME) };
+        assert_eq!(Au915.default_dwell_time(), DwellTime { uplink: true, downlink: false });
         assert!(Au915.implements_tx_param_setup());
     }
 
