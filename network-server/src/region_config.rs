@@ -127,16 +127,18 @@ fn default_id(region: &dyn Region, enabled: &[u8]) -> String {
     base
 }
 
-/// The region for a common name and optional dwell-time settings.
+/// The region for a common name and optional dwell-time settings (unset ones keep the
+/// region's RP002 default).
 fn build_region(name: &str, uplink_dwell: Option<bool>, downlink_dwell: Option<bool>) -> Result<Box<dyn Region>, String> {
     let region =
         region::region_by_name(name).ok_or_else(|| format!("unknown region {name:?} (use an RP002 common name such as EU868 or US915)"))?;
-    if uplink_dwell.is_some() || downlink_dwell.is_some() {
-        // Dwell-time limits exist only in regions that define them; until those regions are
-        // available every region refuses the setting.
-        return Err(format!("{} has no dwell-time settings", region.common_name()));
+    if uplink_dwell.is_none() && downlink_dwell.is_none() {
+        return Ok(region);
     }
-    Ok(region)
+    let default = region.dwell_time();
+    let dwell_time =
+        region::DwellTime { uplink: uplink_dwell.unwrap_or(default.uplink), downlink: downlink_dwell.unwrap_or(default.downlink) };
+    region::region_with(name, &region::RegionOptions { dwell_time: Some(dwell_time) })
 }
 
 /// Settings of one entry after the `[network]` fallbacks, before checking.
@@ -397,8 +399,64 @@ mod tests {
 
     #[test]
     fn default_ids_name_a_single_sub_band() {
-        // A 72-channel stand-in is not needed: the rule only reads the channel indices.
         assert_eq!(default_id(&region::Eu868, &[0, 1, 2]), "eu868");
+        let sb = |n: u8| -> Vec<u8> { (8 * n..8 * n + 8).chain([64 + n]).collect() };
+        assert_eq!(default_id(&region::Us915, &sb(0)), "us915_0");
+        assert_eq!(default_id(&region::Us915, &sb(1)), "us915_1");
+        assert_eq!(default_id(&region::Au915, &sb(7)), "au915_7");
+        assert_eq!(default_id(&region::Us915, &(0..72).collect::<Vec<u8>>()), "us915");
+        assert_eq!(default_id(&region::Us915, &sb(1)[..8]), "us915");
+    }
+
+    #[test]
+    fn network_region_us915_alone_gives_sub_band_2_without_extra_channels() {
+        let r = Regions::single("US915");
+        let us = r.first();
+        assert_eq!(&*us.id, "us915_1");
+        assert_eq!(us.common_name(), "US915");
+        assert_eq!(us.enabled_uplink_channels, vec![8, 9, 10, 11, 12, 13, 14, 15, 65]);
+        assert!(us.extra_channels.is_empty());
+        assert!(us.has_fixed_channels());
+        assert_eq!(us.confined_channels(), Some(&[8, 9, 10, 11, 12, 13, 14, 15, 65][..]));
+        // Channel 8 = 903.9 MHz, 15 = 905.3 MHz, 65 = 904.6 MHz (RP002-1.0.4 §2.5.2).
+        for f in [903_900_000, 905_300_000, 904_600_000] {
+            assert!(us.accepts_uplink(f), "{f}");
+        }
+        for f in [902_300_000, 905_500_000, 903_000_000, 868_100_000] {
+            assert!(!us.accepts_uplink(f), "{f}");
+        }
+        let au = Regions::single("AU915");
+        assert_eq!(&*au.first().id, "au915_1");
+    }
+
+    #[test]
+    fn us915_cf_list_is_the_channel_mask_for_1_0_3_and_later_only() {
+        let r = Regions::single("US915");
+        for v in ["1.0.0", "1.0.1", "1.0.2"] {
+            assert_eq!(r.first().cf_list(v), None, "{v}");
+        }
+        let cf = r.first().cf_list("1.0.3").unwrap();
+        // ChMask0 (channels 0-15): 8-15 on; ChMask4 (64-71): 65 on; CFListType 1.
+        assert_eq!(cf, [0x00, 0xff, 0, 0, 0, 0, 0, 0, 0x02, 0x00, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(r.first().cf_list("1.0.4"), Some(cf));
+    }
+
+    #[test]
+    fn dwell_time_settings_reach_the_region() {
+        let entry = |up: Option<bool>, down: Option<bool>| RegionEntry {
+            id: "as".into(),
+            common_name: "AS923".into(),
+            uplink_dwell_time: up,
+            downlink_dwell_time: down,
+            ..Default::default()
+        };
+        let n = NetworkConfig::default();
+        let on = Regions::from_config(&n, &[entry(Some(true), Some(true))]).unwrap();
+        let off = Regions::from_config(&n, &[entry(Some(false), Some(false))]).unwrap();
+        assert_eq!(on.first().region.dwell_time(), region::DwellTime { uplink: true, downlink: true });
+        assert_eq!(off.first().region.dwell_time(), region::DwellTime { uplink: false, downlink: false });
+        // Downlink payloads at DR2 are limited with dwell time on (RP002-1.0.4 §2.8.6: 11 vs 115 bytes).
+        assert!(on.first().region.max_payload_size(2).unwrap().n < off.first().region.max_payload_size(2).unwrap().n);
     }
 
     #[test]
@@ -416,6 +474,14 @@ mod tests {
             (vec![RegionEntry { rx2_dr: Some(9), ..eu("a") }], "regions[0].rx2_dr"),
             (vec![RegionEntry { rx1_dr_offset: Some(7), ..eu("a") }], "regions[0].rx1_dr_offset"),
             (vec![RegionEntry { uplink_dwell_time: Some(true), ..eu("a") }], "regions[0].uplink_dwell_time"),
+            (
+                vec![RegionEntry { common_name: "US915".into(), enabled_uplink_channels: Some(vec![72]), ..eu("a") }],
+                "regions[0].enabled_uplink_channels",
+            ),
+            (
+                vec![RegionEntry { common_name: "US915".into(), extra_channels: Some(vec![923_300_000]), ..eu("a") }],
+                "regions[0].extra_channels",
+            ),
         ];
         for (entries, key) in cases {
             let e = Regions::from_config(&n, &entries).unwrap_err();
