@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     /// (`class_c::run`). Only Class C devices heard since the start are then looked at.
     pub(crate) class_c_woken: Mutex<HashSet<Eui64>>,
     pub(crate) class_c_wake: tokio::sync::Notify,
+    /// The region configuration of each gateway that names one.
+    pub(crate) gateway_regions: crate::region_config::GatewayRegions,
 }
 
 #[derive(Clone, Default)]
@@ -41,6 +43,20 @@ impl NetworkHandle {
     /// A device profile or application changed: cached device contexts are re-read.
     pub fn profiles_or_applications_changed(&self) {
         self.shared.context_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// A gateway was registered, changed or deleted: `region_config_id` is the configuration
+    /// it belongs to now (`None`: the first, or the gateway is gone).
+    pub fn gateway_region_changed(&self, gateway: Eui64, region_config_id: Option<&str>) {
+        match region_config_id {
+            Some(id) => self.shared.gateway_regions.set(gateway, id),
+            None => self.shared.gateway_regions.remove(gateway),
+        }
+    }
+
+    /// Which region configuration each gateway belongs to.
+    pub fn gateway_regions(&self) -> &crate::region_config::GatewayRegions {
+        &self.shared.gateway_regions
     }
 
     /// The device's downlink queue changed (enqueue or flush). A Class C device gets its new

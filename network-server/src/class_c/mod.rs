@@ -33,6 +33,7 @@ use crate::downlink::send::Delivery;
 use crate::downlink::{queue_items, settle, transmit, Responding, MAX_CONFIRMED_TRANSMISSIONS};
 use crate::downlink_attempts::RxWindow;
 use crate::region::Modulation as RegionModulation;
+use crate::region_config::RegionConfig;
 use crate::serializer::KeyedSerializer;
 use crate::server::{Context, UplinkKey};
 use crate::storage::{DeviceContext, DeviceSession, QueueItem};
@@ -67,6 +68,8 @@ struct Heard {
     session_created_at: DateTime<Utc>,
     /// The last uplink, with the gateways that heard it, best first.
     uplink: Arc<DedupedUplink>,
+    /// The region configuration of those gateways.
+    region: Arc<RegionConfig>,
     /// The end of the last uplink's receive windows or of the last Class C frame on air.
     busy_until: DateTime<Utc>,
     /// The pending confirmed item last sent and when its ACK wait ends.
@@ -138,8 +141,8 @@ fn wake_at(ctx: &Context, dev_eui: Eui64, at: DateTime<Utc>) {
 }
 
 /// Airtime of `phy_len` bytes at data rate `dr`; zero when the region does not know it.
-fn airtime(ctx: &Context, dr: u8, phy_len: usize) -> Duration {
-    ctx.region.data_rate(dr).and_then(|d| crate::airtime::downlink_time_on_air(&d.modulation, phy_len)).unwrap_or_default()
+fn airtime(region: &RegionConfig, dr: u8, phy_len: usize) -> Duration {
+    region.region.data_rate(dr).and_then(|d| crate::airtime::downlink_time_on_air(&d.modulation, phy_len)).unwrap_or_default()
 }
 
 fn frame_airtime(frame: &DownlinkFrame) -> Duration {
@@ -156,6 +159,7 @@ const EMPTY_DOWNLINK_LEN: usize = 12;
 /// Class A frame that answered it, if any.
 pub(crate) fn heard(
     ctx: &Context,
+    region: &RegionConfig,
     up: &DedupedUplink,
     session: &DeviceSession,
     device: &DeviceContext,
@@ -164,13 +168,15 @@ pub(crate) fn heard(
 ) {
     let rx = d.mac.rx;
     let rx2_delay = d.windows.map_or(u64::from(rx.rx1_delay.max(1)) + 1, |w| u64::from(w[1].delay_us) / 1_000_000);
-    let busy = sent.map(frame_airtime).unwrap_or_default().max(airtime(ctx, rx.rx2_dr, EMPTY_DOWNLINK_LEN));
+    let busy = sent.map(frame_airtime).unwrap_or_default().max(airtime(region, rx.rx2_dr, EMPTY_DOWNLINK_LEN));
     let busy_until = decide::windows_close(up.first_seen, Duration::from_secs(rx2_delay), busy);
     let now = Utc::now();
     // A confirmed item the Class A answer carried waits `classCTimeout` for its ACK too.
     let sent_confirmed = sent.and(d.send.as_ref()).and_then(|p| p.item.as_ref()).filter(|i| i.confirmed);
     let timeout = chrono::Duration::seconds(i64::from(device.profile.class_c_timeout));
     let dev_eui = session.dev_eui;
+    // The uplink's configuration as the server holds it (`region` is a borrow of it).
+    let Some(region) = ctx.regions.get(&region.id).cloned() else { return };
     {
         let mut devices = ctx.class_c.devices.lock().expect("lock");
         let previous = devices.remove(&dev_eui).filter(|h| h.session_created_at == session.created_at);
@@ -178,7 +184,8 @@ pub(crate) fn heard(
             Some(item) => Some((item.id, now + timeout)),
             None => previous.and_then(|h| h.ack_wait),
         };
-        devices.insert(dev_eui, Heard { session_created_at: session.created_at, uplink: Arc::new(up.clone()), busy_until, ack_wait });
+        devices
+            .insert(dev_eui, Heard { session_created_at: session.created_at, uplink: Arc::new(up.clone()), region, busy_until, ack_wait });
     }
     if ctx.handle.shared.queued.read().expect("lock").contains_key(&dev_eui) {
         wake_at(ctx, dev_eui, busy_until);
@@ -235,7 +242,7 @@ async fn send_next(ctx: &Context, dev_eui: Eui64) {
         queue: &items,
         ack_wait: heard.ack_wait,
         class_c_timeout: Duration::from_secs(u64::from(device.profile.class_c_timeout)),
-        max_payload: ctx.region.max_payload_size(rx.rx2_dr).map_or(0, |m| m.n),
+        max_payload: heard.region.region.max_payload_size(rx.rx2_dr).map_or(0, |m| m.n),
         max_confirmed_transmissions: MAX_CONFIRMED_TRANSMISSIONS,
         now: Utc::now(),
     });
@@ -281,7 +288,7 @@ async fn send(ctx: &Context, heard: &Heard, session: &DeviceSession, device: &Ar
             why: vec![Why::QueueItem],
         }),
     };
-    let r = Responding { up: &heard.uplink, device };
+    let r = Responding { up: &heard.uplink, region: &heard.region, device };
     let dev_eui = session.dev_eui;
     match transmit(ctx, &r, session, &d, &[window], Delivery::Immediately).await {
         Some((f_cnt_down, frame)) => {
@@ -315,7 +322,8 @@ mod tests {
             first_seen: at,
             first_seen_instant: Instant::now(),
         };
-        Heard { session_created_at: at, uplink: Arc::new(uplink), busy_until: at, ack_wait: None }
+        let region = crate::region_config::Regions::single("EU868").first().clone();
+        Heard { session_created_at: at, uplink: Arc::new(uplink), region, busy_until: at, ack_wait: None }
     }
 
     #[tokio::test(start_paused = true)]
