@@ -1,7 +1,17 @@
-//! The device side of the LoRaWAN MAC layer for a simulated EU868 end device: the answer to
-//! every command a network server sends (LoRaWAN 1.0.4 §5, RP002-1.0.4 §2.4) and ADR backoff
-//! (LoRaWAN 1.0.4 §4.3.1.1). Pure: the caller hands in the MAC bytes of each downlink and the
-//! SNR the network measured, and asks what the next uplink carries and on which channel.
+//! The device side of the LoRaWAN MAC layer for a simulated end device of any region: the
+//! answer to every command a network server sends (LoRaWAN 1.0.4 §5, RP002-1.0.4) and ADR
+//! backoff (LoRaWAN 1.0.4 §4.3.1.1). Pure: the caller hands in the MAC bytes of each downlink
+//! and the SNR the network measured, and asks what the next uplink carries, on which channel,
+//! and whether a downlink came in a window the device listens to.
+//!
+//! The regional numbers (data rates, channels, RX1 mapping, RX2 defaults, payload sizes, power
+//! steps) come from the network server's pure region tables through [`RadioPlan`]; what a
+//! device *does* with them is the simulator's own code, written from the specification and not
+//! shared with the server, so that a simulated device checks the server: the CFList of type 0
+//! (frequencies) and type 1 (channel mask), LinkADRReq with every ChMaskCntl (US915/AU915 0-7,
+//! CN470 blocks), the choice of a channel among the enabled ones, the RX1 frequency and data
+//! rate of an uplink and the RX2 defaults. `sim::eu868` keeps a hand-written copy of the EU868
+//! numbers as a cross-check of the server's table.
 //!
 //! Where the specification leaves a choice, the simulator makes this one:
 //! - Answers that fit FOpts (at most 15 bytes) ride with the application payload. Longer ones
@@ -10,16 +20,22 @@
 //!   default power (1.0.4 Table 9 keeps it set once the backoff has reached the defaults).
 //! - A device without ADR applies a valid channel mask but refuses data rate and TX power
 //!   changes (1.0.4 §4.3.1.1 lets it ignore them; the network sees the NAK bits).
-//! - TxParamSetupReq is not implemented by EU868 devices (RP002 defines no dwell time for the
-//!   region), so it gets no answer.
+//! - A fixed-channel device (US915, AU915, CN470) starts on the plan's sub-band, as devices
+//!   sold pre-configured for the usual 8+1-channel gateway do, instead of all 72 channels; the
+//!   ADR backoff turns that sub-band back on, not all channels.
+//! - TxParamSetupReq gets no answer (the simulator keeps no dwell-time state), nor do
+//!   NewChannelReq and DlChannelReq in fixed-channel regions, which do not implement them.
+
+use std::sync::Arc;
 
 use loraflow_network_server::mac::{
     parse_downlink_commands, DevStatusAns, DeviceTimeAns, DlChannelAns, DlChannelReq, DownlinkMacCommand, LinkAdrAns, LinkAdrReq,
     LinkCheckAns, MacParseError, NewChannelAns, NewChannelReq, RxParamSetupAns, RxParamSetupReq, UplinkMacCommand,
 };
+use loraflow_network_server::region::Modulation;
 use rand::Rng;
 
-use super::eu868;
+use super::plan::{MaskLayout, RadioPlan};
 
 /// Uplinks without a downlink before ADRACKReq is set (RP002-1.0.4 §2.4.8 default).
 pub const ADR_ACK_LIMIT: u32 = 64;
@@ -29,13 +45,15 @@ pub const ADR_ACK_DELAY: u32 = 32;
 pub const MAX_FOPTS_LEN: usize = 15;
 /// "Keep the current value" in LinkADRReq DataRate and TXPower (LoRaWAN 1.0.4 §5.2).
 const KEEP: u8 = 0x0f;
+/// Channels a dynamic-channel device can hold (ChMask has 16 bits, LoRaWAN 1.0.4 §5.3).
+const DYNAMIC_CHANNELS: usize = 16;
 
 /// What the simulated device is and supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MacConfig {
     /// The device sets the ADR bit, follows LinkADRReq and runs the ADR backoff.
     pub adr: bool,
-    /// Highest data rate the device can use: 5 (LoRa 125 kHz only) up to 7 (FSK).
+    /// Highest data rate the device can use (EU868: 5 = LoRa 125 kHz only, up to 7 = FSK).
     pub max_dr: u8,
     /// Data rate after a join (and of the join-request).
     pub initial_dr: u8,
@@ -43,12 +61,14 @@ pub struct MacConfig {
     pub initial_tx_power: u8,
     /// Battery byte of DevStatusAns: 0 external power, 1..=254 level, 255 unknown.
     pub battery: u8,
+    /// Class C: the device listens on RX2 whenever it is not sending (LoRaWAN 1.0.4 §17).
+    pub class_c: bool,
 }
 
 impl Default for MacConfig {
-    /// The simulator before ADR existed: no ADR, SF7BW125 (DR5), maximum power.
+    /// The simulator before ADR existed: no ADR, SF7BW125 (EU868 DR5), maximum power, Class A.
     fn default() -> Self {
-        MacConfig { adr: false, max_dr: 5, initial_dr: 5, initial_tx_power: 0, battery: 254 }
+        MacConfig { adr: false, max_dr: 5, initial_dr: 5, initial_tx_power: 0, battery: 254, class_c: false }
     }
 }
 
@@ -58,7 +78,7 @@ pub struct UplinkChannel {
     pub frequency: u32,
     pub min_dr: u8,
     pub max_dr: u8,
-    /// RX1 frequency when a DlChannelReq moved it away from the uplink frequency.
+    /// RX1 frequency when a DlChannelReq moved it away from the region's mapping.
     pub rx1_frequency: Option<u32>,
 }
 
@@ -77,9 +97,44 @@ impl UplinkChannel {
 pub struct TxParams {
     pub dr: u8,
     pub tx_power: u8,
-    /// Index of the device channel (0..=15).
+    /// Index of the device channel.
     pub channel: u8,
     pub frequency: u32,
+    /// What `dr` stands for in the device's region.
+    pub modulation: Modulation,
+    /// dB below the maximum EIRP at `tx_power` (the region's TX power table; 0 or negative).
+    pub power_offset_db: i32,
+}
+
+/// How a downlink reached the device: what a gateway's PULL_RESP told it to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownlinkRadio {
+    pub frequency: u32,
+    pub modulation: Modulation,
+    /// `imme`: sent at once, not at a receive window's time (Class C).
+    pub immediate: bool,
+}
+
+/// The receive window a downlink was heard in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxWindow {
+    Rx1,
+    Rx2,
+    /// RX2 frequency and data rate outside the Class A windows (LoRaWAN 1.0.4 §17).
+    ClassC,
+}
+
+/// Why a device did not hear a downlink.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("no uplink yet, so no receive window is open")]
+    NoUplink,
+    #[error("{modulation:?} is not a downlink data rate of the region")]
+    UnknownDr { modulation: Modulation },
+    #[error("{frequency} Hz DR{dr} matches neither RX1 ({rx1:?}) nor RX2 ({rx2_frequency} Hz DR{rx2_dr})")]
+    Mismatch { frequency: u32, dr: u8, rx1: Option<(u32, u8)>, rx2_frequency: u32, rx2_dr: u8 },
+    #[error("an immediate downlink on {frequency} Hz DR{dr}: only Class C devices listen outside RX1/RX2")]
+    NotClassC { frequency: u32, dr: u8 },
 }
 
 /// The MAC part of the next uplink.
@@ -104,11 +159,12 @@ pub enum Placement {
     Port0(Vec<u8>),
 }
 
-/// Where `commands` go when the application wants to send `app_len` bytes at `dr`: FOpts when
-/// they fit both FOpts and the data rate's payload limit together with the application payload
-/// (LoRaWAN 1.0.4 §4.3.1.6), otherwise FPort 0 on their own.
-pub fn place(commands: Vec<u8>, app_len: usize, dr: u8) -> Placement {
-    if commands.is_empty() || commands.len() <= MAX_FOPTS_LEN && commands.len() + app_len <= eu868::max_frm_payload(dr) {
+/// Where `commands` go when the application wants to send `app_len` bytes where at most
+/// `max_payload` bytes of FOpts + FRMPayload fit: FOpts when they fit both FOpts and that
+/// limit together with the application payload (LoRaWAN 1.0.4 §4.3.1.6), otherwise FPort 0
+/// on their own.
+pub fn place(commands: Vec<u8>, app_len: usize, max_payload: usize) -> Placement {
+    if commands.is_empty() || commands.len() <= MAX_FOPTS_LEN && commands.len() + app_len <= max_payload {
         Placement::FOpts(commands)
     } else {
         Placement::Port0(commands)
@@ -126,14 +182,17 @@ pub struct MacReport {
 }
 
 /// The MAC state of one device session.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct DeviceMac {
     config: MacConfig,
+    plan: Arc<RadioPlan>,
     dr: u8,
     tx_power: u8,
     nb_trans: u8,
-    channels: [Option<UplinkChannel>; eu868::MAX_CHANNELS],
-    ch_mask: u16,
+    /// By index: the region's default channels, then (dynamic regions) CFList/NewChannelReq ones.
+    channels: Vec<Option<UplinkChannel>>,
+    /// Bit i = channel i enabled.
+    ch_mask: u128,
     rx1_dr_offset: u8,
     rx2_dr: u8,
     rx2_frequency: u32,
@@ -152,11 +211,19 @@ pub struct DeviceMac {
 }
 
 impl DeviceMac {
-    /// A device before its join, with the default channels.
+    /// An EU868 device before its join, with the default channels.
     pub fn new(config: MacConfig) -> Self {
-        let mut channels = [None; eu868::MAX_CHANNELS];
-        for (slot, f) in channels.iter_mut().zip(eu868::DEFAULT_CHANNELS) {
-            *slot = Some(UplinkChannel::new(f, 0, 5));
+        DeviceMac::for_plan(config, Arc::new(RadioPlan::default()))
+    }
+
+    /// A device of `plan`'s region before its join, on the plan's channels.
+    pub fn for_plan(config: MacConfig, plan: Arc<RadioPlan>) -> Self {
+        let region = &plan.region;
+        let defaults = region.default_uplink_channels();
+        let size = if plan.layout.is_fixed() { defaults.len().min(128) } else { DYNAMIC_CHANNELS.max(defaults.len()) };
+        let mut channels = vec![None; size];
+        for (slot, c) in channels.iter_mut().zip(&defaults) {
+            *slot = Some(UplinkChannel::new(c.frequency, c.min_dr, c.max_dr));
         }
         DeviceMac {
             config,
@@ -164,10 +231,10 @@ impl DeviceMac {
             tx_power: config.initial_tx_power,
             nb_trans: 1,
             channels,
-            ch_mask: default_mask(),
+            ch_mask: plan.enabled_mask(),
             rx1_dr_offset: 0,
-            rx2_dr: eu868::RX2_DR,
-            rx2_frequency: eu868::RX2_FREQUENCY,
+            rx2_dr: region.default_rx2_dr(),
+            rx2_frequency: region.default_rx2_frequency(),
             rx1_delay: 1,
             max_duty_cycle: 0,
             adr_ack_cnt: 0,
@@ -176,11 +243,15 @@ impl DeviceMac {
             last_snr: None,
             last_link_check: None,
             last_device_time: None,
+            plan,
         }
     }
 
     pub fn config(&self) -> &MacConfig {
         &self.config
+    }
+    pub fn plan(&self) -> &Arc<RadioPlan> {
+        &self.plan
     }
     pub fn dr(&self) -> u8 {
         self.dr
@@ -191,8 +262,13 @@ impl DeviceMac {
     pub fn nb_trans(&self) -> u8 {
         self.nb_trans
     }
+    /// The mask of channels 0-15 (all a dynamic-channel device has).
     pub fn ch_mask(&self) -> u16 {
-        self.ch_mask
+        self.ch_mask as u16
+    }
+    /// Indices of the enabled channels.
+    pub fn enabled_channels(&self) -> Vec<u8> {
+        (0..self.channels.len()).filter(|&i| self.ch_mask & (1u128 << i) != 0).map(|i| i as u8).collect()
     }
     pub fn channel(&self, index: usize) -> Option<UplinkChannel> {
         self.channels.get(index).copied().flatten()
@@ -214,34 +290,80 @@ impl DeviceMac {
         self.last_device_time
     }
 
+    /// Largest FOpts + FRMPayload at `dr` (RP002-1.0.4 N, no repeater); 0 for an unknown DR.
+    pub fn max_payload(&self, dr: u8) -> usize {
+        self.plan.region.max_payload_size(dr).map_or(0, |m| m.n)
+    }
+
     /// A new session from a join-accept (LoRaWAN 1.0.4 §6.2.5): everything back to the
-    /// defaults, then the join-accept's RX settings and CFList channels.
+    /// defaults, then the join-accept's RX settings and CFList.
     pub fn join(&mut self, rx1_dr_offset: u8, rx2_dr: u8, rx_delay: u8, cf_list: Option<&[u8; 16]>) {
-        *self = DeviceMac::new(self.config);
+        *self = DeviceMac::for_plan(self.config, self.plan.clone());
         self.rx1_dr_offset = rx1_dr_offset;
         self.rx2_dr = rx2_dr;
         self.rx1_delay = rx_delay.max(1);
-        // CFListType 0: frequencies of channels 3..=7, 3 bytes each, 0 = none (RP002-1.0.4 §2.4.4).
-        if let Some(cf) = cf_list.filter(|cf| cf[15] == 0) {
-            for (i, f) in cf[..15].chunks(3).enumerate() {
-                let hz = u32::from_le_bytes([f[0], f[1], f[2], 0]) * 100;
-                if hz != 0 && eu868::BAND.contains(&hz) {
-                    self.channels[3 + i] = Some(UplinkChannel::new(hz, 0, 5));
-                    self.ch_mask |= 1 << (3 + i);
+        let Some(cf) = cf_list else { return };
+        match (cf[15], self.plan.layout.is_fixed()) {
+            // CFListType 0: five frequencies, 3 bytes each in units of 100 Hz, 0 = none, for
+            // the channels after the default ones (RP002-1.0.4 §2.4.4 and alike).
+            (0, false) => {
+                let first = self.plan.region.default_uplink_channels().len();
+                let (min_dr, max_dr) = self.plan.region.extra_channel_dr_range();
+                let band = self.plan.band();
+                for (i, f) in cf[..15].chunks(3).enumerate() {
+                    let hz = u32::from_le_bytes([f[0], f[1], f[2], 0]) * 100;
+                    let index = first + i;
+                    if hz != 0 && band.contains(&hz) && index < self.channels.len() {
+                        self.channels[index] = Some(UplinkChannel::new(hz, min_dr, max_dr));
+                        self.ch_mask |= 1u128 << index;
+                    }
                 }
             }
+            // CFListType 1: ChMask of channels 0-15, 16-31, … little-endian, 16 bits each, the
+            // rest RFU (LoRaWAN 1.0.4 §4.2.6.1, RP002-1.0.4 §2.5.4 / §2.7.4 / §2.6.4).
+            (1, true) => {
+                let mut mask = 0u128;
+                for (block, bytes) in cf[..14].chunks(2).enumerate() {
+                    let bits = u16::from_le_bytes([bytes[0], bytes[1]]);
+                    mask |= u128::from(bits) << (16 * block);
+                }
+                mask &= self.defined_mask();
+                if mask != 0 {
+                    self.ch_mask = mask;
+                }
+            }
+            // A CFList the region does not define is ignored.
+            _ => {}
         }
     }
 
-    /// Where the join-request goes: a default channel (RP002-1.0.4 §2.4.2) at the initial DR.
+    fn tx(&self, dr: u8, tx_power: u8, channel: usize) -> TxParams {
+        let region = &self.plan.region;
+        let frequency = self.channel(channel).map_or(0, |c| c.frequency);
+        let modulation =
+            region.data_rate(dr).map(|d| d.modulation).unwrap_or(Modulation::Lora { spreading_factor: 12, bandwidth: 125_000 });
+        let power_offset_db = region.tx_power_offset(tx_power).unwrap_or(0);
+        TxParams { dr, tx_power, channel: channel as u8, frequency, modulation, power_offset_db }
+    }
+
+    /// A random channel among those in `mask` that allow `dr`, if any.
+    fn pick(&self, mask: u128, dr: u8, rng: &mut impl Rng) -> Option<usize> {
+        let usable: Vec<usize> =
+            (0..self.channels.len()).filter(|&i| mask & (1u128 << i) != 0 && self.channel(i).is_some_and(|c| c.allows(dr))).collect();
+        (!usable.is_empty()).then(|| usable[rng.gen_range(0..usable.len())])
+    }
+
+    /// Where the join-request goes: one of the plan's channels (dynamic regions: the default
+    /// ones, RP002-1.0.4 §2.x.2) that allows the initial DR.
     pub fn join_tx(&self, rng: &mut impl Rng) -> TxParams {
-        let channel = rng.gen_range(0..eu868::DEFAULT_CHANNELS.len());
-        TxParams {
-            dr: self.config.initial_dr,
-            tx_power: self.config.initial_tx_power,
-            channel: channel as u8,
-            frequency: eu868::DEFAULT_CHANNELS[channel],
-        }
+        let dr = self.config.initial_dr;
+        let mask = self.plan.enabled_mask();
+        let channel = self.pick(mask, dr, rng).or_else(|| self.pick(mask, self.lowest_dr(), rng)).unwrap_or(0);
+        self.tx(dr, self.config.initial_tx_power, channel)
+    }
+
+    fn lowest_dr(&self) -> u8 {
+        (0..=15).find(|&dr| self.plan.is_uplink_dr(dr)).unwrap_or(0)
     }
 
     /// The SNR the network reported for the last uplink; DevStatusAns reports it as margin.
@@ -271,7 +393,7 @@ impl DeviceMac {
     }
 
     /// Default power first, then one data rate lower per step, and at the lowest data rate one
-    /// transmission per frame and the default channels back on (LoRaWAN 1.0.4 §4.3.1.1).
+    /// transmission per frame and the plan's channels back on (LoRaWAN 1.0.4 §4.3.1.1).
     fn backoff_step(&mut self) {
         if self.tx_power != 0 {
             self.tx_power = 0;
@@ -279,25 +401,53 @@ impl DeviceMac {
             self.dr -= 1;
         } else {
             self.nb_trans = 1;
-            self.ch_mask |= default_mask();
+            self.ch_mask |= self.plan.enabled_mask();
         }
     }
 
     /// A channel for the next transmission: a random enabled one that allows the current data
-    /// rate, or a default channel if the mask left none.
+    /// rate, or one of the plan's channels if the mask left none.
     pub fn choose_channel(&self, rng: &mut impl Rng) -> TxParams {
-        let usable = |(i, c): (usize, &Option<UplinkChannel>)| {
-            c.filter(|c| self.ch_mask & (1 << i) != 0 && c.allows(self.dr)).map(|c| (i, c.frequency))
-        };
-        let count = self.channels.iter().enumerate().filter_map(usable).count();
-        let (channel, frequency) = if count == 0 {
-            let i = rng.gen_range(0..eu868::DEFAULT_CHANNELS.len());
-            (i, eu868::DEFAULT_CHANNELS[i])
+        let channel = self
+            .pick(self.ch_mask, self.dr, rng)
+            .or_else(|| self.pick(self.plan.enabled_mask(), self.dr, rng))
+            .or_else(|| self.pick(self.plan.enabled_mask(), self.lowest_dr(), rng))
+            .unwrap_or(0);
+        self.tx(self.dr, self.tx_power, channel)
+    }
+
+    /// The window in which a downlink sent on `radio` reaches a device whose last uplink was
+    /// `up`, or why the device does not hear it: RX1 on the region's RX1 frequency for the
+    /// uplink channel (or the DlChannelReq one) at the RX1 data rate for the uplink DR and
+    /// RX1DROffset, RX2 on its frequency and data rate, and for Class C devices RX2 at any
+    /// time. A join-accept (`join`) is heard with the default RX1DROffset 0 and default RX2.
+    pub fn rx_window(&self, up: Option<&TxParams>, radio: &DownlinkRadio, join: bool) -> Result<RxWindow, WindowError> {
+        let region = &self.plan.region;
+        let dr = region.downlink_dr_for(&radio.modulation).ok_or(WindowError::UnknownDr { modulation: radio.modulation })?;
+        let (offset, rx2_frequency, rx2_dr) = if join {
+            (0, region.default_rx2_frequency(), region.default_rx2_dr())
         } else {
-            let pick = rng.gen_range(0..count);
-            self.channels.iter().enumerate().filter_map(usable).nth(pick).unwrap_or((0, eu868::DEFAULT_CHANNELS[0]))
+            (self.rx1_dr_offset, self.rx2_frequency, self.rx2_dr)
         };
-        TxParams { dr: self.dr, tx_power: self.tx_power, channel: channel as u8, frequency }
+        let on_rx2 = radio.frequency == rx2_frequency && dr == rx2_dr;
+        if radio.immediate {
+            return match (self.config.class_c && !join, on_rx2) {
+                (true, true) => Ok(RxWindow::ClassC),
+                (true, false) => Err(WindowError::Mismatch { frequency: radio.frequency, dr, rx1: None, rx2_frequency, rx2_dr }),
+                (false, _) => Err(WindowError::NotClassC { frequency: radio.frequency, dr }),
+            };
+        }
+        let up = up.ok_or(WindowError::NoUplink)?;
+        let moved = if join { None } else { self.channel(usize::from(up.channel)).and_then(|c| c.rx1_frequency) };
+        let rx1_frequency = moved.map(Ok).unwrap_or_else(|| region.rx1_frequency(up.frequency)).ok();
+        let rx1 = rx1_frequency.zip(region.rx1_dr(up.dr, offset).ok());
+        if rx1 == Some((radio.frequency, dr)) {
+            Ok(RxWindow::Rx1)
+        } else if on_rx2 {
+            Ok(RxWindow::Rx2)
+        } else {
+            Err(WindowError::Mismatch { frequency: radio.frequency, dr, rx1, rx2_frequency, rx2_dr })
+        }
     }
 
     /// A Class A downlink with a valid MIC arrived carrying `mac_commands` (FOpts or the
@@ -334,6 +484,8 @@ impl DeviceMac {
                     let ans = DevStatusAns { battery: self.config.battery, margin: margin(self.last_snr) };
                     self.answers.push(UplinkMacCommand::DevStatusAns(ans));
                 }
+                // Fixed-channel regions do not implement NewChannelReq or DlChannelReq.
+                D::NewChannelReq(_) | D::DlChannelReq(_) if self.plan.layout.is_fixed() => {}
                 D::NewChannelReq(r) => {
                     let ans = self.new_channel(r);
                     self.answers.push(UplinkMacCommand::NewChannelAns(ans));
@@ -357,8 +509,44 @@ impl DeviceMac {
         MacReport { commands, error, answers }
     }
 
-    fn defined_mask(&self) -> u16 {
-        self.channels.iter().enumerate().filter(|(_, c)| c.is_some()).fold(0, |m, (i, _)| m | (1 << i))
+    fn defined_mask(&self) -> u128 {
+        self.channels.iter().enumerate().filter(|(_, c)| c.is_some()).fold(0, |m, (i, _)| m | (1u128 << i))
+    }
+
+    /// The mask after one LinkADRReq's ChMaskCntl/ChMask, or `None` for a ChMaskCntl the
+    /// region does not define (RP002-1.0.4 LinkAdrReq of each region).
+    fn apply_ch_mask(&self, mask: u128, cntl: u8, bits: u16) -> Option<u128> {
+        let defined = self.defined_mask();
+        let bits = u128::from(bits);
+        let block = |mask: u128, k: u8| (mask & !(0xffffu128 << (16 * k))) | (bits << (16 * k));
+        match self.plan.layout {
+            MaskLayout::Dynamic => match cntl {
+                0 => Some(bits),
+                6 => Some(defined),
+                _ => None,
+            },
+            // US915/AU915 (RP002-1.0.4 §2.5.5, §2.7.5): 0-3 the 125 kHz blocks, 4 channels
+            // 64-71, 5 a bank of eight 125 kHz channels and its 500 kHz channel per bit, 6/7 all
+            // 125 kHz channels on/off with the mask for 64-71.
+            MaskLayout::Fixed72 => {
+                let narrow = (1u128 << 64) - 1;
+                let wide = (bits & 0xff) << 64;
+                match cntl {
+                    0..=3 => Some(block(mask, cntl)),
+                    4 => Some((mask & narrow) | wide),
+                    5 => Some((0..8).filter(|b| bits & (1 << b) != 0).fold(0, |m, b| m | (0xffu128 << (8 * b)) | (1u128 << (64 + b)))),
+                    6 => Some(narrow | wide),
+                    7 => Some(wide),
+                    _ => None,
+                }
+            }
+            // CN470 (RP002-1.0.4 §2.6.5): one 16-channel block per ChMaskCntl, 6 = all on.
+            MaskLayout::Fixed(n) => match cntl {
+                6 => Some(defined),
+                k if u16::from(k) * 16 < u16::from(n) => Some(block(mask, k)),
+                _ => None,
+            },
+        }
     }
 
     /// LoRaWAN 1.0.4 §5.2 with RP002-1.0.4 §2.4.5: the channel masks of the block apply in
@@ -369,14 +557,13 @@ impl DeviceMac {
         let mut mask = self.ch_mask;
         let mut mask_ok = true;
         for r in block {
-            match r.ch_mask_cntl {
-                0 => {
+            match self.apply_ch_mask(mask, r.ch_mask_cntl, r.ch_mask) {
+                Some(m) => {
                     // Enabling a channel that does not exist refuses the whole block.
-                    mask_ok &= r.ch_mask & !defined == 0;
-                    mask = r.ch_mask;
+                    mask_ok &= m & !defined == 0;
+                    mask = m;
                 }
-                6 => mask = defined,
-                _ => mask_ok = false,
+                None => mask_ok = false,
             }
         }
         mask_ok &= mask != 0;
@@ -387,9 +574,10 @@ impl DeviceMac {
         let dr = if last.dr == KEEP { self.dr } else { last.dr };
         let tx_power = if last.tx_power == KEEP { self.tx_power } else { last.tx_power };
         let dr_ok = (last.dr == KEEP || self.config.adr)
-            && dr <= self.config.max_dr.min(eu868::MAX_DR)
-            && self.channels.iter().enumerate().any(|(i, c)| usable_mask & (1 << i) != 0 && c.is_some_and(|c| c.allows(dr)));
-        let power_ok = (last.tx_power == KEEP || self.config.adr) && tx_power <= eu868::MAX_TX_POWER_INDEX;
+            && dr <= self.config.max_dr
+            && self.plan.is_uplink_dr(dr)
+            && self.channels.iter().enumerate().any(|(i, c)| usable_mask & (1u128 << i) != 0 && c.is_some_and(|c| c.allows(dr)));
+        let power_ok = (last.tx_power == KEEP || self.config.adr) && tx_power <= self.plan.region.max_tx_power_index();
         let ans = LinkAdrAns { power_ack: power_ok, dr_ack: dr_ok, ch_mask_ack: mask_ok };
         if ans.accepted() {
             self.dr = dr;
@@ -405,12 +593,15 @@ impl DeviceMac {
         ans
     }
 
-    /// LoRaWAN 1.0.4 §5.4: all three fields valid or nothing changes.
+    /// LoRaWAN 1.0.4 §5.4: all three fields valid or nothing changes. The RX2 data rate must
+    /// be a downlink rate the device can receive: one it could send with too, or a
+    /// downlink-only one (US915 DR8-13), which every device of the region receives.
     fn rx_param_setup(&mut self, r: RxParamSetupReq) -> RxParamSetupAns {
+        let rx2 = self.plan.region.data_rate(r.rx2_dr);
         let ans = RxParamSetupAns {
-            rx1_dr_offset_ack: r.rx1_dr_offset <= eu868::MAX_RX1_DR_OFFSET,
-            rx2_dr_ack: r.rx2_dr <= self.config.max_dr.min(eu868::MAX_DR),
-            channel_ack: eu868::BAND.contains(&r.frequency),
+            rx1_dr_offset_ack: r.rx1_dr_offset <= self.plan.region.max_rx1_dr_offset(),
+            rx2_dr_ack: rx2.is_some_and(|d| d.downlink && (!d.uplink || r.rx2_dr <= self.config.max_dr)),
+            channel_ack: self.plan.band().contains(&r.frequency),
         };
         if ans.accepted() {
             self.rx1_dr_offset = r.rx1_dr_offset;
@@ -420,26 +611,26 @@ impl DeviceMac {
         ans
     }
 
-    /// LoRaWAN 1.0.4 §5.6: the default channels 0..=2 cannot be changed (RP002-1.0.4 §2.4.2);
-    /// frequency 0 removes a channel.
+    /// LoRaWAN 1.0.4 §5.6: the region's default channels (EU868 0..=2, RP002-1.0.4 §2.4.2)
+    /// cannot be changed; frequency 0 removes a channel.
     fn new_channel(&mut self, r: NewChannelReq) -> NewChannelAns {
         let i = usize::from(r.ch_index);
-        let changeable = (eu868::DEFAULT_CHANNELS.len()..eu868::MAX_CHANNELS).contains(&i);
+        let changeable = (self.plan.region.default_uplink_channels().len()..self.channels.len()).contains(&i);
         let ans = if r.frequency == 0 {
             NewChannelAns { dr_range_ok: changeable, channel_freq_ok: changeable }
         } else {
             NewChannelAns {
-                dr_range_ok: changeable && r.min_dr <= r.max_dr && r.max_dr <= eu868::MAX_DR,
-                channel_freq_ok: changeable && eu868::BAND.contains(&r.frequency),
+                dr_range_ok: changeable && r.min_dr <= r.max_dr && r.max_dr <= self.plan.max_uplink_dr(),
+                channel_freq_ok: changeable && self.plan.band().contains(&r.frequency),
             }
         };
         if ans.dr_range_ok && ans.channel_freq_ok {
             if r.frequency == 0 {
                 self.channels[i] = None;
-                self.ch_mask &= !(1 << i);
+                self.ch_mask &= !(1u128 << i);
             } else {
                 self.channels[i] = Some(UplinkChannel::new(r.frequency, r.min_dr, r.max_dr));
-                self.ch_mask |= 1 << i;
+                self.ch_mask |= 1u128 << i;
             }
         }
         ans
@@ -447,17 +638,14 @@ impl DeviceMac {
 
     /// LoRaWAN 1.0.4 §5.6: moves the RX1 frequency of an existing uplink channel.
     fn dl_channel(&mut self, r: DlChannelReq) -> DlChannelAns {
+        let band = self.plan.band();
         let slot = self.channels.get_mut(usize::from(r.ch_index)).and_then(Option::as_mut);
-        let ans = DlChannelAns { uplink_freq_exists: slot.is_some(), channel_freq_ok: eu868::BAND.contains(&r.frequency) };
+        let ans = DlChannelAns { uplink_freq_exists: slot.is_some(), channel_freq_ok: band.contains(&r.frequency) };
         if let (Some(c), true) = (slot, ans.channel_freq_ok) {
             c.rx1_frequency = Some(r.frequency);
         }
         ans
     }
-}
-
-fn default_mask() -> u16 {
-    (1 << eu868::DEFAULT_CHANNELS.len()) - 1
 }
 
 /// DevStatusAns margin: the SNR rounded to whole dB, clamped to the 6-bit signed range
@@ -831,7 +1019,7 @@ mod tests {
         for (n, app, dr, fopts) in table {
             let cmds = vec![0x06; n];
             let want = if fopts { Placement::FOpts(cmds.clone()) } else { Placement::Port0(cmds.clone()) };
-            assert_eq!(place(cmds, app, dr), want, "{n} answer bytes, {app} payload bytes, DR{dr}");
+            assert_eq!(place(cmds, app, super::super::eu868::max_frm_payload(dr)), want, "{n} answer bytes, {app} payload bytes, DR{dr}");
         }
     }
 

@@ -22,6 +22,23 @@ pub enum ApiError {
     Shape { method: Method, path: String, body: String },
 }
 
+/// What the simulator's device profile says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileSpec<'a> {
+    /// `NONE`, `CAYENNE_LPP`.
+    pub codec: &'a str,
+    pub adr: bool,
+    pub class_c: bool,
+    /// The region's common name, e.g. `US915`.
+    pub region: &'a str,
+}
+
+impl Default for ProfileSpec<'_> {
+    fn default() -> Self {
+        ProfileSpec { codec: "NONE", adr: false, class_c: false, region: "EU868" }
+    }
+}
+
 /// A REST client with the admin token.
 #[derive(Clone)]
 pub struct Api {
@@ -102,13 +119,20 @@ impl Api {
 
     /// [`Api::ensure_device_profile`] with ADR allowed (`adrEnabled`) or not.
     pub async fn ensure_device_profile_with(&self, name: &str, codec: &str, adr: bool) -> Result<String, ApiError> {
+        self.ensure_device_profile_spec(name, &ProfileSpec { codec, adr, ..ProfileSpec::default() }).await
+    }
+
+    /// The id of the LoRaWAN 1.0.3 OTAA profile called `name`, created, or updated when it
+    /// differs from `spec`.
+    pub async fn ensure_device_profile_spec(&self, name: &str, spec: &ProfileSpec<'_>) -> Result<String, ApiError> {
         let path = "/api/device-profiles";
-        let body = json!({"name": name, "region": "EU868", "macVersion": "1.0.3", "regParamsRevision": "RP002-1.0.3",
-                          "supportsOtaa": true, "supportsClassC": false, "adrEnabled": adr,
-                          "payloadCodec": codec, "payloadCodecScript": ""});
+        let body = json!({"name": name, "region": spec.region, "macVersion": "1.0.3", "regParamsRevision": "RP002-1.0.3",
+                          "supportsOtaa": true, "supportsClassC": spec.class_c, "adrEnabled": spec.adr,
+                          "payloadCodec": spec.codec, "payloadCodecScript": ""});
         if let Some(p) = self.list_all(path).await?.into_iter().find(|p| p["name"] == name) {
             let id = Self::id_of(Method::GET, path, &p)?;
-            if p["payloadCodec"] != codec || p["adrEnabled"] != adr || p["supportsOtaa"] != true {
+            let same = ["payloadCodec", "adrEnabled", "supportsOtaa", "supportsClassC", "region"].iter().all(|k| p[*k] == body[*k]);
+            if !same {
                 self.expect(Method::PUT, &format!("{path}/{id}"), Some(body), &[StatusCode::OK, StatusCode::NO_CONTENT]).await?;
             }
             return Ok(id);
