@@ -1,18 +1,25 @@
 //! Regional parameters behind one trait, so the MAC layer never names a region.
 //!
 //! Each region is a zero-sized type implementing [`Region`]; [`region_by_name`] maps the
-//! configured name to it. Only EU868 exists today (RP002-1.0.3 §2.4).
+//! configured name to it; docs/regions.md lists the regions and what each was checked against.
 
+mod au915;
 mod eu868;
+mod fixed_channels;
+#[cfg(test)]
+mod invariants;
 mod sub_band;
+mod us915;
 
 use std::fmt;
 use std::time::Duration;
 
 use loraflow_packet_forwarder::frame;
 
+pub use au915::Au915;
 pub use eu868::Eu868;
 pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
+pub use us915::Us915;
 
 /// LR-FHSS coding rate (RP002-1.0.3 §2.4.3, DR8-DR11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +232,8 @@ pub fn lora_required_snr(spreading_factor: u8) -> Option<f32> {
 pub fn region_by_name(name: &str) -> Option<Box<dyn Region>> {
     match name.trim().to_ascii_lowercase().as_str() {
         "eu868" | "eu863-870" | "eu_863_870" => Some(Box::new(Eu868)),
+        "us915" | "us902-928" | "us_902_928" => Some(Box::new(Us915)),
+        "au915" | "au915-928" | "au_915_928" => Some(Box::new(Au915)),
         _ => None,
     }
 }
@@ -238,7 +247,13 @@ mod tests {
         for n in ["EU868", "eu868", " Eu868 ", "EU863-870"] {
             assert_eq!(region_by_name(n).unwrap().config_id(), "eu868");
         }
-        assert!(region_by_name("US915").is_none());
+        for n in ["US915", "us915", "US902-928", "US_902_928"] {
+            assert_eq!(region_by_name(n).unwrap().config_id(), "us915");
+        }
+        for n in ["AU915", "au915", "AU915-928", "au_915_928"] {
+            assert_eq!(region_by_name(n).unwrap().config_id(), "au915");
+        }
+        assert!(region_by_name("US916").is_none());
         assert!(region_by_name("").is_none());
     }
 
