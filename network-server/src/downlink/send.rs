@@ -91,7 +91,7 @@ pub fn next_after(status: TxAckStatus) -> Next {
 }
 
 fn frame_for(ctx: &Context, p: &Planned, phy: Vec<u8>, downlink_id: u32) -> Option<DownlinkFrame> {
-    let modulation: Modulation = ctx.region.data_rate(p.window.dr)?.modulation.to_frame()?;
+    let modulation: Modulation = ctx.region.downlink_modulation(p.window.dr)?;
     Some(DownlinkFrame {
         gateway_id: p.attempt.gateway,
         downlink_id,

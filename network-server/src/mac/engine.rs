@@ -13,8 +13,9 @@
 //! - LinkADRReq is believed only when every answer of the block has all three ACK bits set:
 //!   the device applies the block atomically (LoRaWAN 1.0.4 §5.3).
 //! - Candidates come in priority order: answers to the device (LinkCheckAns, DeviceTimeAns),
-//!   RX timing and parameters (without them downlinks miss the device), channels, ADR, duty
-//!   cycle, device status. The downlink takes them in that order while they fit.
+//!   RX timing and parameters (without them downlinks miss the device), dwell time and
+//!   MaxEIRP (TxParamSetupReq, where the region implements it), channels, ADR, duty cycle,
+//!   device status. The downlink takes them in that order while they fit.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -192,10 +193,12 @@ fn priority(r: &Request) -> u8 {
     match r {
         Request::RxTimingSetup { .. } => 1,
         Request::RxParamSetup { .. } => 2,
-        Request::NewChannel { .. } => 3,
-        Request::LinkAdr { .. } => 4,
-        Request::DutyCycle { .. } => 5,
-        Request::DevStatus => 6,
+        // The dwell time decides the RX1 data rate and the payload sizes of downlinks.
+        Request::TxParamSetup { .. } => 3,
+        Request::NewChannel { .. } => 4,
+        Request::LinkAdr { .. } => 5,
+        Request::DutyCycle { .. } => 6,
+        Request::DevStatus => 7,
     }
 }
 
@@ -209,6 +212,7 @@ fn match_answers(input: &MacInput, state: &mut MacState, channels: &mut Vec<Devi
     let mut new_channel: Vec<NewChannelAns> = Vec::new();
     let mut rx_timing = 0usize;
     let mut duty_cycle = 0usize;
+    let mut tx_param = 0usize;
     for c in &input.uplink.commands {
         match c {
             UplinkMacCommand::LinkAdrAns(a) => link_adr.push(*a),
@@ -216,6 +220,7 @@ fn match_answers(input: &MacInput, state: &mut MacState, channels: &mut Vec<Devi
             UplinkMacCommand::NewChannelAns(a) => new_channel.push(*a),
             UplinkMacCommand::RxTimingSetupAns => rx_timing += 1,
             UplinkMacCommand::DutyCycleAns => duty_cycle += 1,
+            UplinkMacCommand::TxParamSetupAns => tx_param += 1,
             _ => {}
         }
     }
@@ -274,6 +279,12 @@ fn match_answers(input: &MacInput, state: &mut MacState, channels: &mut Vec<Devi
                 Request::DutyCycle { max_duty_cycle } => (duty_cycle > 0).then(|| {
                     duty_cycle -= 1;
                     state.max_duty_cycle = Some(*max_duty_cycle);
+                    Ok(())
+                }),
+                // TxParamSetupAns is empty: it can only acknowledge (LoRaWAN 1.0.4 §5.8).
+                Request::TxParamSetup { .. } => (tx_param > 0).then(|| {
+                    tx_param -= 1;
+                    state.tx_params = p.request.tx_params();
                     Ok(())
                 }),
                 Request::DevStatus => out.dev_status.map(|_| Ok(())),
@@ -354,6 +365,14 @@ fn wanted(input: &MacInput, state: &MacState, channels: &[DeviceChannel], rx: Rx
     let d = s.desired_rx;
     if (d.rx1_dr_offset, d.rx2_dr, d.rx2_frequency) != (rx.rx1_dr_offset, rx.rx2_dr, rx.rx2_frequency) {
         out.push(Request::RxParamSetup { rx1_dr_offset: d.rx1_dr_offset, rx2_dr: d.rx2_dr, rx2_frequency: d.rx2_frequency });
+    }
+
+    // Only where the region implements TxParamSetupReq (AS923): the limits the network
+    // imposes, when the device is believed to follow others.
+    if let (Some((_, configured)), Some(believed)) = (input.region.tx_params(), state.tx_params_or_initial(input.region)) {
+        if believed != configured {
+            out.push(Request::tx_param_setup(configured));
+        }
     }
 
     // Extra channels sit right after the default ones (RP002-1.0.3 §2.4.4).
@@ -729,6 +748,92 @@ mod tests {
         assert_eq!(o.rx, default_rx());
         assert_eq!(o.state.pending.len(), 2, "both still wait: {:?}", o.state.pending);
         let _ = RxParamSetupReq { rx1_dr_offset: 0, rx2_dr: 0, frequency: 0 };
+    }
+
+    /// An AS923 OTAA device that knows the default plan, run against `region`.
+    fn run_as923(region: &dyn Region, state: &MacState, up: &UplinkFacts) -> MacOutput {
+        let s = MacSettings {
+            desired_rx: RxParams::region_defaults(region),
+            extra_channels: region.default_extra_channels(),
+            ..settings()
+        };
+        let rx = RxParams::region_defaults(region);
+        run(&MacInput { region, state, rx, is_otaa: true, uplink: up, adr_target: None, settings: &s, now: now() })
+    }
+
+    #[test]
+    fn tx_param_setup_is_sent_only_when_the_believed_dwell_time_differs_from_the_configured_one() {
+        use crate::region::{As923, As923Variant, DwellTime};
+        let as923 = As923::new(As923Variant::As923_2);
+        let joined = MacState::after_join(&as923, &as923.default_extra_channels());
+        // Configured as RP002 says devices start: nothing to say.
+        assert!(run_as923(&as923, &joined, &uplink(vec![])).candidates.is_empty());
+        // EU868 has no TxParamSetupReq.
+        assert!(run_with(&settled(), default_rx(), &uplink(vec![]), None, &settings()).candidates.is_empty());
+
+        let cases = [
+            (DwellTime { uplink: false, downlink: false }, false, false),
+            (DwellTime { uplink: true, downlink: true }, true, true),
+            (DwellTime { uplink: false, downlink: true }, false, true),
+        ];
+        for (dwell, up, down) in cases {
+            let r = As923::with_dwell(As923Variant::As923_2, dwell);
+            let o = run_as923(&r, &joined, &uplink(vec![]));
+            let want = Request::TxParamSetup { uplink_dwell_time: up, downlink_dwell_time: down, max_eirp_index: 5 };
+            assert_eq!(requests(&o), vec![want.clone()], "{dwell:?}");
+            assert_eq!(
+                want.commands(),
+                vec![DownlinkMacCommand::TxParamSetupReq(crate::mac::TxParamSetupReq {
+                    downlink_dwell_time: down,
+                    uplink_dwell_time: up,
+                    max_eirp_index: 5
+                })]
+            );
+
+            let sent = record_sent(&o.state, &o.candidates.iter().collect::<Vec<_>>(), 1, 10, now());
+            // Not answered yet: the device still follows the old limits; sent again.
+            let again = run_as923(&r, &sent, &uplink(vec![]));
+            assert_eq!(again.state.tx_params, None);
+            assert_eq!(requests(&again), vec![want.clone()]);
+            // The empty answer confirms it; nothing more to send.
+            let o = run_as923(&r, &sent, &uplink(vec![UplinkMacCommand::TxParamSetupAns]));
+            assert_eq!(o.counts, vec![(MacCommandName::TxParamSetupReq, Outcome::Answered)]);
+            assert_eq!(o.state.tx_params, Some(crate::region::TxParams { dwell_time: dwell, max_eirp_index: 5 }));
+            assert_eq!(o.state.tx_params_or_initial(&r), Some(crate::region::TxParams { dwell_time: dwell, max_eirp_index: 5 }));
+            assert!(o.state.pending.is_empty());
+            assert!(requests(&o).is_empty(), "{:?}", o.candidates);
+        }
+    }
+
+    #[test]
+    fn tx_param_setup_goes_after_rx_settings_and_before_channels() {
+        use crate::region::{As923, As923Variant, DwellTime};
+        let r = As923::with_dwell(As923Variant::As923_1, DwellTime::default());
+        let s = MacSettings {
+            desired_rx: RxParams { rx1_delay: 2, ..RxParams::region_defaults(&r) },
+            extra_channels: vec![922_000_000],
+            dev_status_req_freq: 1,
+            ..settings()
+        };
+        let state = MacState::after_join(&r, &[]);
+        let rx = RxParams::region_defaults(&r);
+        let o = run(&MacInput { region: &r, state: &state, rx, is_otaa: true, uplink: &uplink(vec![]), adr_target: None, settings: &s, now: now() });
+        let names: Vec<MacCommandName> = o.candidates.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            vec![MacCommandName::RxTimingSetupReq, MacCommandName::TxParamSetupReq, MacCommandName::NewChannelReq, MacCommandName::DevStatusReq]
+        );
+    }
+
+    #[test]
+    fn a_tx_param_setup_request_round_trips_through_the_stored_state() {
+        let req = Request::TxParamSetup { uplink_dwell_time: false, downlink_dwell_time: true, max_eirp_index: 5 };
+        let state = MacState { pending: vec![Pending { request: req.clone(), attempts: 1, ..Pending::default() }], ..MacState::default() };
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(json.contains(r#""cmd":"tx_param_setup""#), "{json}");
+        assert_eq!(serde_json::from_str::<MacState>(&json).unwrap().pending[0].request, req);
+        // A state without acknowledged TX parameters does not store the field.
+        assert!(!serde_json::to_string(&MacState::default()).unwrap().contains("tx_params"));
     }
 
     #[test]

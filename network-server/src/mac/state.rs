@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::region::ChMaskBlock;
 
 use super::adr::AdrHistory;
-use super::{DownlinkMacCommand, DutyCycleReq, LinkAdrReq, NewChannelReq, RxParamSetupReq, RxTimingSetupReq};
+use super::{DownlinkMacCommand, DutyCycleReq, LinkAdrReq, NewChannelReq, RxParamSetupReq, RxTimingSetupReq, TxParamSetupReq};
+use crate::region::{DwellTime, TxParams};
 
 /// The RX window settings a device uses (LoRaWAN 1.0.4 §5.4, §5.7). Kept in the session's
 /// own columns; downlinks always use the values the device acknowledged.
@@ -87,6 +88,12 @@ pub enum Request {
     RxTimingSetup {
         delay: u8,
     },
+    /// Dwell-time limits and MaxEIRP (LoRaWAN 1.0.4 §5.8), in regions that implement it.
+    TxParamSetup {
+        uplink_dwell_time: bool,
+        downlink_dwell_time: bool,
+        max_eirp_index: u8,
+    },
 }
 
 /// A request sent and not yet answered.
@@ -127,6 +134,10 @@ pub struct MacState {
     pub channels: Option<Vec<DeviceChannel>>,
     /// Acknowledged DutyCycleReq value.
     pub max_duty_cycle: Option<u8>,
+    /// Dwell-time limits and MaxEIRP last acknowledged (TxParamSetupAns); `None` = what the
+    /// region's devices start with ([`MacState::tx_params_or_initial`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_params: Option<TxParams>,
     pub pending: Vec<Pending>,
     pub held: Vec<Held>,
     pub last_dev_status_req: Option<DateTime<Utc>>,
@@ -154,6 +165,7 @@ impl Default for MacState {
             dr: None,
             channels: None,
             max_duty_cycle: None,
+            tx_params: None,
             pending: Vec::new(),
             held: Vec::new(),
             last_dev_status_req: None,
@@ -192,6 +204,15 @@ impl MacState {
             None if is_otaa => initial_channels(region, &region.default_extra_channels()),
             None => initial_channels(region, &[]),
         }
+    }
+}
+
+impl MacState {
+    /// The dwell-time limits and MaxEIRP the device is believed to follow; `None` where the
+    /// region does not implement TxParamSetupReq.
+    pub fn tx_params_or_initial(&self, region: &dyn crate::region::Region) -> Option<TxParams> {
+        let (initial, _) = region.tx_params()?;
+        Some(self.tx_params.unwrap_or(initial))
     }
 }
 
@@ -246,6 +267,13 @@ impl Request {
                 max_dr: *max_dr,
             })],
             Request::RxTimingSetup { delay } => vec![DownlinkMacCommand::RxTimingSetupReq(RxTimingSetupReq { delay: *delay })],
+            Request::TxParamSetup { uplink_dwell_time, downlink_dwell_time, max_eirp_index } => {
+                vec![DownlinkMacCommand::TxParamSetupReq(TxParamSetupReq {
+                    downlink_dwell_time: *downlink_dwell_time,
+                    uplink_dwell_time: *uplink_dwell_time,
+                    max_eirp_index: *max_eirp_index,
+                })]
+            }
         }
     }
 
@@ -258,6 +286,26 @@ impl Request {
             Request::DevStatus => N::DevStatusReq,
             Request::NewChannel { .. } => N::NewChannelReq,
             Request::RxTimingSetup { .. } => N::RxTimingSetupReq,
+            Request::TxParamSetup { .. } => N::TxParamSetupReq,
+        }
+    }
+
+    /// The TxParamSetupReq that sets `params`.
+    pub fn tx_param_setup(params: TxParams) -> Request {
+        Request::TxParamSetup {
+            uplink_dwell_time: params.dwell_time.uplink,
+            downlink_dwell_time: params.dwell_time.downlink,
+            max_eirp_index: params.max_eirp_index,
+        }
+    }
+
+    /// What an acknowledged TxParamSetupReq sets; `None` for other requests.
+    pub fn tx_params(&self) -> Option<TxParams> {
+        match *self {
+            Request::TxParamSetup { uplink_dwell_time, downlink_dwell_time, max_eirp_index } => {
+                Some(TxParams { dwell_time: DwellTime { uplink: uplink_dwell_time, downlink: downlink_dwell_time }, max_eirp_index })
+            }
+            _ => None,
         }
     }
 

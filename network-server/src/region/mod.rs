@@ -4,6 +4,8 @@
 //! configured name to it; docs/regions.md lists the regions and what each was checked against.
 
 mod au915;
+mod as923;
+mod dynamic;
 mod eu868;
 mod fixed_channels;
 #[cfg(test)]
@@ -17,6 +19,7 @@ use std::time::Duration;
 use loraflow_packet_forwarder::frame;
 
 pub use au915::Au915;
+pub use as923::{As923, As923Variant, AS923_DEFAULT_DWELL_TIME};
 pub use eu868::Eu868;
 pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
 pub use us915::Us915;
@@ -93,6 +96,31 @@ pub enum CfListType {
     ChannelMask,
 }
 
+/// Whether a device must keep each transmission under 400 ms (LoRaWAN 1.0.4 §5.8
+/// TxParamSetupReq; RP002-1.0.4 AS923 "UplinkDwellTime"/"DownlinkDwellTime"). `true` = limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct DwellTime {
+    pub uplink: bool,
+    pub downlink: bool,
+}
+
+/// The dwell-time limits and maximum EIRP a TxParamSetupReq sets (LoRaWAN 1.0.4 §5.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TxParams {
+    pub dwell_time: DwellTime,
+    /// Index into the MaxEIRP table of TxParamSetupReq (0 = 8 dBm … 15 = 36 dBm).
+    pub max_eirp_index: u8,
+}
+
+/// Per-deployment choices a region is built with (`region_with`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegionOptions {
+    /// The dwell-time limits the network imposes; `None` = the region's RP002 default.
+    pub dwell_time: Option<DwellTime>,
+}
+
 /// Maximum MACPayload (`m`) and FRMPayload (`n`) sizes in bytes for a data rate, for
 /// devices not behind a repeater.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +177,53 @@ pub trait Region: Send + Sync + fmt::Debug {
     fn default_rx1_delay(&self) -> Duration;
     fn join_accept_delay1(&self) -> Duration;
     fn join_accept_delay2(&self) -> Duration;
+    /// Maximum payload of a downlink at `dr`, under the configured downlink dwell time.
     fn max_payload_size(&self, dr: u8) -> Option<MaxPayloadSize>;
+    /// Maximum payload at `dr` with (`true`) or without the 400 ms dwell-time limit; regions
+    /// without dwell-time rules answer as `max_payload_size`.
+    fn max_payload_size_for(&self, dr: u8, dwell_limited: bool) -> Option<MaxPayloadSize> {
+        let _ = dwell_limited;
+        self.max_payload_size(dr)
+    }
+    /// The dwell-time limits this network imposes (configured, or the region's default).
+    fn dwell_time(&self) -> DwellTime {
+        DwellTime::default()
+    }
+    /// The dwell-time limits a device follows from activation until a TxParamSetupReq
+    /// changes them (RP002-1.0.4 per region).
+    fn default_dwell_time(&self) -> DwellTime {
+        DwellTime::default()
+    }
+    /// Whether devices of this region understand TxParamSetupReq (RP002-1.0.4: AS923; the
+    /// 2.4 GHz plan too).
+    fn implements_tx_param_setup(&self) -> bool {
+        false
+    }
+    /// The MaxEIRP index of TxParamSetupReq for the region's default maximum EIRP; `None`
+    /// where TxParamSetupReq is not implemented.
+    fn max_eirp_index(&self) -> Option<u8> {
+        None
+    }
+    /// What a device starts with and what the network wants, as TxParamSetupReq values;
+    /// `None` where TxParamSetupReq is not implemented.
+    fn tx_params(&self) -> Option<(TxParams, TxParams)> {
+        let max_eirp_index = self.max_eirp_index().filter(|_| self.implements_tx_param_setup())?;
+        Some((
+            TxParams { dwell_time: self.default_dwell_time(), max_eirp_index },
+            TxParams { dwell_time: self.dwell_time(), max_eirp_index },
+        ))
+    }
+    /// The same region with other dwell-time limits; `None` where the region has no
+    /// dwell-time rules.
+    fn with_dwell_time(&self, dwell_time: DwellTime) -> Option<Box<dyn Region>> {
+        let _ = dwell_time;
+        None
+    }
+    /// The modulation a gateway is told to send a downlink at `dr` with; LoRaWAN downlinks
+    /// use CR 4/5 everywhere below 1 GHz.
+    fn downlink_modulation(&self, dr: u8) -> Option<frame::Modulation> {
+        self.data_rate(dr)?.modulation.to_frame()
+    }
     /// Downlink transmit power in dBm EIRP for a frequency: the most the frequency's
     /// sub-band allows (`network.downlink_tx_power` overrides it).
     fn downlink_tx_power(&self, freq: u32) -> i32;
@@ -234,7 +308,23 @@ pub fn region_by_name(name: &str) -> Option<Box<dyn Region>> {
         "eu868" | "eu863-870" | "eu_863_870" => Some(Box::new(Eu868)),
         "us915" | "us902-928" | "us_902_928" => Some(Box::new(Us915)),
         "au915" | "au915-928" | "au_915_928" => Some(Box::new(Au915)),
+        "as923" | "as923-1" | "as923_1" | "as_923" | "as_923_1" | "as923-925" => Some(Box::new(As923::new(As923Variant::As923_1))),
+        "as923-2" | "as923_2" | "as_923_2" => Some(Box::new(As923::new(As923Variant::As923_2))),
+        "as923-3" | "as923_3" | "as_923_3" => Some(Box::new(As923::new(As923Variant::As923_3))),
+        "as923-4" | "as923_4" | "as_923_4" => Some(Box::new(As923::new(As923Variant::As923_4))),
         _ => None,
+    }
+}
+
+/// The region for a configured name, built with `options`. Errors name why: an unknown
+/// region, or a dwell time set for a region without dwell-time rules.
+pub fn region_with(name: &str, options: &RegionOptions) -> Result<Box<dyn Region>, String> {
+    let region = region_by_name(name).ok_or_else(|| format!("unknown region {name:?}"))?;
+    match options.dwell_time {
+        None => Ok(region),
+        Some(d) => region
+            .with_dwell_time(d)
+            .ok_or_else(|| format!("{} has no dwell-time rules; leave the dwell time unset", region.common_name())),
     }
 }
 
@@ -255,6 +345,89 @@ mod tests {
         }
         assert!(region_by_name("US916").is_none());
         assert!(region_by_name("").is_none());
+        assert!(region_by_name("XX999").is_none());
+    }
+
+    /// Every spelling of every region this module knows, with the id it must resolve to.
+    const NAMES: &[(&str, &str)] = &[
+        ("AS923", "as923"),
+        ("AS923-1", "as923"),
+        ("as923_1", "as923"),
+        ("AS923-2", "as923_2"),
+        ("as923_2", "as923_2"),
+        ("AS923-3", "as923_3"),
+        ("as923_3", "as923_3"),
+        ("AS923-4", "as923_4"),
+        ("AS_923_4", "as923_4"),
+    ];
+
+    #[test]
+    fn every_common_name_resolves() {
+        for (name, id) in NAMES {
+            assert_eq!(region_by_name(name).map(|r| r.config_id()), Some(*id), "{name}");
+            // The config id itself is a valid name.
+            assert_eq!(region_by_name(id).map(|r| r.config_id()), Some(*id), "{id}");
+        }
+    }
+
+    fn all_regions() -> Vec<Box<dyn Region>> {
+        let mut names: Vec<&str> = NAMES.iter().map(|(_, id)| *id).collect();
+        names.push("eu868");
+        names.dedup();
+        names.into_iter().map(|n| region_by_name(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn every_region_satisfies_the_generic_invariants() {
+        for r in all_regions() {
+            let name = r.common_name();
+            let uplink_drs: Vec<u8> = (0..=15).filter(|dr| r.data_rate(*dr).is_some_and(|d| d.uplink)).collect();
+            assert!(!uplink_drs.is_empty(), "{name}");
+            for &dr in &uplink_drs {
+                assert_eq!(r.dr_for(&r.data_rate(dr).unwrap().modulation), Some(dr), "{name} DR{dr}");
+                for offset in 0..=r.max_rx1_dr_offset() {
+                    let rx1 = r.rx1_dr(dr, offset).unwrap_or_else(|e| panic!("{name} DR{dr} offset {offset}: {e}"));
+                    assert!(r.data_rate(rx1).is_some_and(|d| d.downlink), "{name} DR{dr}/{offset} -> DR{rx1} is not a downlink DR");
+                }
+            }
+            assert!(r.rx1_dr(uplink_drs[0], r.max_rx1_dr_offset() + 1).is_err(), "{name}");
+            assert!(r.data_rate(r.default_rx2_dr()).is_some_and(|d| d.downlink), "{name} RX2 DR");
+            assert!(r.max_payload_size(r.default_rx2_dr()).is_some(), "{name} RX2 payload");
+            for ch in r.uplink_channels() {
+                let f = r.rx1_frequency(ch.frequency).unwrap_or_else(|e| panic!("{name} {} Hz: {e}", ch.frequency));
+                assert!(f > 0);
+            }
+            assert_eq!(r.check_extra_channels(&r.default_extra_channels()), Ok(()), "{name}");
+            let top = r.max_adr_dr();
+            assert!(
+                matches!(r.data_rate(top), Some(DataRate { modulation: Modulation::Lora { .. }, uplink: true, .. })),
+                "{name} max ADR DR{top}"
+            );
+            assert!(r.default_uplink_channels().iter().all(|c| c.max_dr >= top), "{name}");
+            assert_eq!(r.tx_power_offset(0), Some(0), "{name}");
+            assert!(r.tx_power_offset(r.max_tx_power_index()).is_some(), "{name}");
+            assert_eq!(r.tx_power_offset(r.max_tx_power_index() + 1), None, "{name}");
+            assert!(r.default_rx1_delay() < r.join_accept_delay1() && r.join_accept_delay1() < r.join_accept_delay2(), "{name}");
+            assert_eq!(r.tx_params().is_some(), r.implements_tx_param_setup(), "{name}");
+            // The default dwell state is what a region built without options imposes.
+            assert_eq!(r.dwell_time(), r.default_dwell_time(), "{name}");
+            for dr in uplink_drs {
+                assert!(r.downlink_modulation(dr).is_some() || !r.data_rate(dr).unwrap().downlink, "{name} DR{dr}");
+            }
+        }
+    }
+
+    #[test]
+    fn region_with_sets_the_dwell_time_where_the_region_has_rules() {
+        let on = DwellTime { uplink: true, downlink: true };
+        let r = region_with("AS923-2", &RegionOptions { dwell_time: Some(on) }).unwrap();
+        assert_eq!((r.config_id(), r.dwell_time()), ("as923_2", on));
+        let r = region_with("as923", &RegionOptions::default()).unwrap();
+        assert_eq!(r.dwell_time(), r.default_dwell_time());
+        let err = region_with("EU868", &RegionOptions { dwell_time: Some(on) }).unwrap_err();
+        assert!(err.contains("EU868") && err.contains("dwell"), "{err}");
+        let err = region_with("nowhere", &RegionOptions::default()).unwrap_err();
+        assert!(err.contains("unknown region") && err.contains("nowhere"), "{err}");
     }
 
     #[test]
