@@ -1041,4 +1041,210 @@ mod tests {
         let j = d.join_tx(&mut rng);
         assert!(j.channel < 3 && j.dr == 0, "join-requests use the default channels at the initial DR: {j:?}");
     }
+
+    // Other regions, with the server's region tables (US915 from RP002-1.0.4 §2.5).
+
+    fn us915(config: MacConfig) -> DeviceMac {
+        DeviceMac::for_plan(config, Arc::new(RadioPlan::from_id("us915_1").unwrap()))
+    }
+
+    fn us915_adr() -> DeviceMac {
+        us915(MacConfig { adr: true, max_dr: 4, initial_dr: 0, ..MacConfig::default() })
+    }
+
+    const SUB_BAND_2: [u8; 9] = [8, 9, 10, 11, 12, 13, 14, 15, 65];
+
+    /// CFList type 1 for channels 8-15 and 65 (LoRaWAN 1.0.4 §4.2.6.1): ChMask0 = 0xff00,
+    /// ChMask1-3 = 0, ChMask4 = bit 1, RFU, CFListType 1.
+    const CF_LIST_SUB_BAND_2: [u8; 16] = [0x00, 0xff, 0, 0, 0, 0, 0, 0, 0x02, 0x00, 0, 0, 0, 0, 0, 1];
+
+    fn lora(spreading_factor: u8, bandwidth: u32) -> Modulation {
+        Modulation::Lora { spreading_factor, bandwidth }
+    }
+
+    #[test]
+    fn a_type_1_cf_list_enables_exactly_its_channels() {
+        // Before the join: the plan's sub-band. A type-1 CFList for sub-band 1 moves it there.
+        let mut d = us915_adr();
+        assert_eq!(d.enabled_channels(), SUB_BAND_2);
+        let mut cf = [0u8; 16];
+        cf[0] = 0xff;
+        cf[8] = 0x01;
+        cf[15] = 1;
+        d.join(0, 8, 1, Some(&cf));
+        assert_eq!(d.enabled_channels(), [0, 1, 2, 3, 4, 5, 6, 7, 64]);
+        d.join(0, 8, 1, Some(&CF_LIST_SUB_BAND_2));
+        assert_eq!(d.enabled_channels(), SUB_BAND_2);
+        // The server encodes sub-band 2 the same way.
+        assert_eq!(d.plan().region.cf_list(&[], &SUB_BAND_2), Some(CF_LIST_SUB_BAND_2));
+        // A type-0 CFList means nothing to a fixed-channel device, nor type 1 to an EU868 one.
+        let mut d = us915_adr();
+        d.join(0, 8, 1, Some(&cf_list()));
+        assert_eq!(d.enabled_channels(), SUB_BAND_2);
+        let mut d = DeviceMac::new(MacConfig::default());
+        d.join(0, 0, 1, Some(&CF_LIST_SUB_BAND_2));
+        assert_eq!(d.enabled_channels(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn ch_mask_cntl_7_then_0_gives_channels_8_to_15_and_65() {
+        let mut d = us915_adr();
+        d.join(0, 8, 1, None);
+        let block = [D::LinkAdrReq(req(3, 5, 0x0002, 7, 1)), D::LinkAdrReq(req(3, 5, 0xff00, 0, 1))];
+        d.downlink_received(&down(&[D::LinkAdrReq(req(3, 0, 0, 6, 1))])); // all 125 kHz on first
+        assert_eq!(d.enabled_channels().len(), 64);
+        let report = d.downlink_received(&down(&block));
+        assert_eq!(report.answers, vec![U::LinkAdrAns(ans(0b111)); 2]);
+        assert_eq!((d.dr(), d.tx_power(), d.enabled_channels()), (3, 5, SUB_BAND_2.to_vec()));
+    }
+
+    #[test]
+    fn the_servers_ch_mask_blocks_confine_a_device_to_every_sub_band() {
+        for index in 0..8u8 {
+            let want: Vec<u8> = (8 * index..8 * index + 8).chain([64 + index]).collect();
+            let mut d = us915_adr();
+            let blocks = d.plan().region.ch_mask_blocks(&want);
+            let cmds: Vec<DownlinkMacCommand> = blocks.iter().map(|b| D::LinkAdrReq(req(2, 1, b.mask, b.cntl, 1))).collect();
+            let report = d.downlink_received(&down(&cmds));
+            assert!(report.answers.iter().all(|a| *a == U::LinkAdrAns(ans(0b111))), "sub-band {}: {blocks:?}", index + 1);
+            assert_eq!(d.enabled_channels(), want, "sub-band {}: {blocks:?}", index + 1);
+        }
+    }
+
+    #[test]
+    fn every_ch_mask_cntl_of_a_72_channel_plan() {
+        // (ChMaskCntl, ChMask, enabled channels after, from sub-band 2)
+        let table: [(u8, u16, Vec<u8>); 6] = [
+            (1, 0x000f, (8..16).chain(16..20).chain([65]).collect()),
+            (4, 0x0081, (8..16).chain([64, 71]).collect()),
+            (5, 0x0005, (0..8).chain(16..24).chain([64, 66]).collect()),
+            (6, 0x0000, (0..64).collect()),
+            (7, 0x0010, vec![68]),
+            (3, 0x8000, (8..16).chain([63, 65]).collect()),
+        ];
+        for (cntl, mask, want) in table {
+            let mut d = us915_adr();
+            // DR4 only runs on the 500 kHz channels; KEEP keeps DR0, which none of them allows.
+            let r = req(KEEP, KEEP, mask, cntl, 1);
+            let report = d.downlink_received(&down(&[D::LinkAdrReq(r)]));
+            let dr_ok = want.iter().any(|&c| c < 64);
+            assert_eq!(report.answers, vec![U::LinkAdrAns(LinkAdrAns { power_ack: true, dr_ack: dr_ok, ch_mask_ack: true })], "{r:?}");
+            if dr_ok {
+                assert_eq!(d.enabled_channels(), want, "{r:?}");
+            }
+        }
+        // All channels off is refused.
+        let mut d = us915_adr();
+        let report = d.downlink_received(&down(&[D::LinkAdrReq(req(0, 0, 0, 7, 1))]));
+        assert_eq!(report.answers, vec![U::LinkAdrAns(ans(0b110))]);
+        assert_eq!(d.enabled_channels(), SUB_BAND_2);
+    }
+
+    #[test]
+    fn a_dynamic_region_refuses_ch_mask_cntl_it_does_not_define() {
+        for cntl in [1, 5, 7] {
+            let mut d = adr_device();
+            let report = d.downlink_received(&down(&[D::LinkAdrReq(req(3, 0, 0x0007, cntl, 1))]));
+            assert_eq!(report.answers, vec![U::LinkAdrAns(ans(0b110))], "ChMaskCntl {cntl}");
+        }
+    }
+
+    #[test]
+    fn fixed_channel_devices_send_on_enabled_channels_that_allow_the_data_rate() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut d = us915_adr();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let tx = d.choose_channel(&mut rng);
+            assert_eq!((tx.dr, tx.modulation), (0, lora(10, 125_000)));
+            seen.insert((tx.channel, tx.frequency));
+        }
+        let want: Vec<(u8, u32)> = (8..16u8).map(|c| (c, 902_300_000 + 200_000 * u32::from(c))).collect();
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), want, "903.9-905.3 MHz");
+        let join = d.join_tx(&mut rng);
+        assert!((8..16).contains(&join.channel), "{join:?}");
+        // DR4 runs only on the 500 kHz channel of the sub-band, 904.6 MHz.
+        d.downlink_received(&down(&[D::LinkAdrReq(req(4, 14, 0x0002, 6, 1))]));
+        let tx = d.choose_channel(&mut rng);
+        assert_eq!((tx.dr, tx.channel, tx.frequency, tx.modulation), (4, 65, 904_600_000, lora(8, 500_000)));
+        assert_eq!(tx.power_offset_db, -28, "TXPower 14 is 28 dB below MaxEIRP");
+    }
+
+    #[test]
+    fn fixed_channel_devices_ignore_new_channel_and_dl_channel_but_take_us915_rx2_rates() {
+        let mut d = us915_adr();
+        let report = d.downlink_received(&down(&[
+            D::NewChannelReq(NewChannelReq { ch_index: 3, frequency: 903_000_000, min_dr: 0, max_dr: 3 }),
+            D::DlChannelReq(DlChannelReq { ch_index: 8, frequency: 925_000_000 }),
+            D::RxParamSetupReq(RxParamSetupReq { rx1_dr_offset: 3, rx2_dr: 8, frequency: 923_300_000 }),
+        ]));
+        let ok = RxParamSetupAns { rx1_dr_offset_ack: true, rx2_dr_ack: true, channel_ack: true };
+        assert_eq!(report.answers, vec![U::RxParamSetupAns(ok)]);
+        assert_eq!(d.rx_params(), (3, 8, 923_300_000, 1));
+        // DR0 is uplink-only, 869.525 MHz outside the band, offset 4 beyond US915's 0-3.
+        let report =
+            d.downlink_received(&down(&[D::RxParamSetupReq(RxParamSetupReq { rx1_dr_offset: 4, rx2_dr: 0, frequency: 869_525_000 })]));
+        assert_eq!(report.answers, vec![U::RxParamSetupAns(RxParamSetupAns::decode(&[0]))]);
+    }
+
+    fn radio(frequency: u32, modulation: Modulation, immediate: bool) -> DownlinkRadio {
+        DownlinkRadio { frequency, modulation, immediate }
+    }
+
+    #[test]
+    fn us915_downlinks_are_heard_on_the_mapped_500khz_channel_or_rx2() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut d = us915(MacConfig { adr: true, max_dr: 4, initial_dr: 3, ..MacConfig::default() });
+        let mut up = d.choose_channel(&mut rng);
+        up.channel = 10;
+        up.frequency = 904_300_000;
+        // (downlink, window): RX1 = 923.3 + 0.6·(10 mod 8) MHz at DR3+10 = DR13 (SF7BW500).
+        let table = [
+            (radio(924_500_000, lora(7, 500_000), false), Ok(RxWindow::Rx1)),
+            (radio(923_300_000, lora(12, 500_000), false), Ok(RxWindow::Rx2)),
+            (radio(923_300_000, lora(7, 500_000), false), Err(())),
+            (radio(924_500_000, lora(8, 500_000), false), Err(())),
+            (radio(923_300_000, lora(12, 500_000), true), Err(())),
+        ];
+        for (r, want) in table {
+            assert_eq!(d.rx_window(Some(&up), &r, false).map_err(drop), want, "{r:?}");
+        }
+        // The 500 kHz uplink channel 65 maps to 923.9 MHz; DR4 with RX1DROffset 2 gives DR12
+        // (SF8BW500).
+        d.downlink_received(&down(&[D::RxParamSetupReq(RxParamSetupReq { rx1_dr_offset: 2, rx2_dr: 8, frequency: 923_300_000 })]));
+        let wide = TxParams { dr: 4, channel: 65, frequency: 904_600_000, modulation: lora(8, 500_000), ..up };
+        assert_eq!(d.rx_window(Some(&wide), &radio(923_900_000, lora(8, 500_000), false), false), Ok(RxWindow::Rx1));
+        // A join-accept uses the defaults: offset 0 (DR4 → DR13) whatever the session says.
+        assert_eq!(d.rx_window(Some(&wide), &radio(923_900_000, lora(7, 500_000), false), true), Ok(RxWindow::Rx1));
+        assert!(d.rx_window(None, &radio(923_300_000, lora(12, 500_000), false), false).is_err(), "no uplink, no window");
+    }
+
+    #[test]
+    fn only_class_c_devices_hear_immediate_downlinks_and_only_on_rx2() {
+        let rx2 = radio(869_525_000, lora(12, 125_000), true);
+        let elsewhere = radio(868_100_000, lora(12, 125_000), true);
+        let class_a = device(MacConfig::default());
+        assert_eq!(class_a.rx_window(None, &rx2, false), Err(WindowError::NotClassC { frequency: 869_525_000, dr: 0 }));
+        let mut class_c = device(MacConfig { class_c: true, ..MacConfig::default() });
+        assert_eq!(class_c.rx_window(None, &rx2, false), Ok(RxWindow::ClassC));
+        assert!(matches!(class_c.rx_window(None, &elsewhere, false), Err(WindowError::Mismatch { .. })));
+        assert!(class_c.rx_window(None, &rx2, true).is_err(), "join-accepts come in RX1/RX2 only");
+        // RX2 moved by RxParamSetupReq: Class C follows it.
+        class_c.downlink_received(&down(&[D::RxParamSetupReq(RxParamSetupReq { rx1_dr_offset: 0, rx2_dr: 3, frequency: 869_525_000 })]));
+        assert!(class_c.rx_window(None, &rx2, false).is_err());
+        assert_eq!(class_c.rx_window(None, &radio(869_525_000, lora(9, 125_000), true), false), Ok(RxWindow::ClassC));
+    }
+
+    #[test]
+    fn eu868_rx1_is_the_uplink_frequency_or_the_dl_channel_one() {
+        let mut d = adr_device();
+        let up = TxParams { dr: 5, tx_power: 0, channel: 4, frequency: 867_300_000, modulation: lora(7, 125_000), power_offset_db: 0 };
+        assert_eq!(d.rx_window(Some(&up), &radio(867_300_000, lora(7, 125_000), false), false), Ok(RxWindow::Rx1));
+        assert_eq!(d.rx_window(Some(&up), &radio(869_525_000, lora(12, 125_000), false), false), Ok(RxWindow::Rx2));
+        d.downlink_received(&down(&[D::DlChannelReq(DlChannelReq { ch_index: 4, frequency: 868_900_000 })]));
+        assert!(d.rx_window(Some(&up), &radio(867_300_000, lora(7, 125_000), false), false).is_err());
+        assert_eq!(d.rx_window(Some(&up), &radio(868_900_000, lora(7, 125_000), false), false), Ok(RxWindow::Rx1));
+        let fsk = radio(869_525_000, Modulation::Fsk { bitrate: 50_000 }, false);
+        assert!(matches!(d.rx_window(Some(&up), &fsk, false), Err(WindowError::Mismatch { dr: 7, .. })));
+    }
 }
