@@ -752,11 +752,8 @@ mod tests {
 
     /// An AS923 OTAA device that knows the default plan, run against `region`.
     fn run_as923(region: &dyn Region, state: &MacState, up: &UplinkFacts) -> MacOutput {
-        let s = MacSettings {
-            desired_rx: RxParams::region_defaults(region),
-            extra_channels: region.default_extra_channels(),
-            ..settings()
-        };
+        let s =
+            MacSettings { desired_rx: RxParams::region_defaults(region), extra_channels: region.default_extra_channels(), ..settings() };
         let rx = RxParams::region_defaults(region);
         run(&MacInput { region, state, rx, is_otaa: true, uplink: up, adr_target: None, settings: &s, now: now() })
     }
@@ -817,11 +814,25 @@ mod tests {
         };
         let state = MacState::after_join(&r, &[]);
         let rx = RxParams::region_defaults(&r);
-        let o = run(&MacInput { region: &r, state: &state, rx, is_otaa: true, uplink: &uplink(vec![]), adr_target: None, settings: &s, now: now() });
+        let o = run(&MacInput {
+            region: &r,
+            state: &state,
+            rx,
+            is_otaa: true,
+            uplink: &uplink(vec![]),
+            adr_target: None,
+            settings: &s,
+            now: now(),
+        });
         let names: Vec<MacCommandName> = o.candidates.iter().map(|c| c.name()).collect();
         assert_eq!(
             names,
-            vec![MacCommandName::RxTimingSetupReq, MacCommandName::TxParamSetupReq, MacCommandName::NewChannelReq, MacCommandName::DevStatusReq]
+            vec![
+                MacCommandName::RxTimingSetupReq,
+                MacCommandName::TxParamSetupReq,
+                MacCommandName::NewChannelReq,
+                MacCommandName::DevStatusReq
+            ]
         );
     }
 

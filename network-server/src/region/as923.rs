@@ -327,7 +327,12 @@ mod tests {
     fn frequency_offsets_shift_channels_and_rx2() {
         // RP002-1.0.4 §2.10.2: AS923-1 923.2/923.4, AS923-2 921.4/921.6, AS923-3 916.6/916.8,
         // AS923-4 917.3/917.5 MHz; RX2 on the first.
-        let want = [(As923_1, 923_200_000, 923_400_000), (As923_2, 921_400_000, 921_600_000), (As923_3, 916_600_000, 916_800_000), (As923_4, 917_300_000, 917_500_000)];
+        let want = [
+            (As923_1, 923_200_000, 923_400_000),
+            (As923_2, 921_400_000, 921_600_000),
+            (As923_3, 916_600_000, 916_800_000),
+            (As923_4, 917_300_000, 917_500_000),
+        ];
         for (v, a, b) in want {
             let r = As923::new(v);
             let freqs: Vec<u32> = r.default_uplink_channels().iter().map(|c| c.frequency).collect();
@@ -355,7 +360,16 @@ mod tests {
 
     #[test]
     fn max_payload_sizes_follow_section_2_10_6_with_and_without_dwell_time() {
-        let off = [Some((59, 51)), Some((59, 51)), Some((123, 115)), Some((123, 115)), Some((250, 242)), Some((250, 242)), Some((250, 242)), Some((250, 242))];
+        let off = [
+            Some((59, 51)),
+            Some((59, 51)),
+            Some((123, 115)),
+            Some((123, 115)),
+            Some((250, 242)),
+            Some((250, 242)),
+            Some((250, 242)),
+            Some((250, 242)),
+        ];
         let on = [None, None, Some((19, 11)), Some((61, 53)), Some((133, 125)), Some((250, 242)), Some((250, 242)), Some((250, 242))];
         let r = As923::new(As923_1);
         for dr in 0..8u8 {

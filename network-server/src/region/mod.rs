@@ -3,8 +3,8 @@
 //! Each region is a zero-sized type implementing [`Region`]; [`region_by_name`] maps the
 //! configured name to it; docs/regions.md lists the regions and what each was checked against.
 
-mod au915;
 mod as923;
+mod au915;
 mod dynamic;
 mod eu868;
 mod fixed_channels;
@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use loraflow_packet_forwarder::frame;
 
-pub use au915::Au915;
 pub use as923::{As923, As923Variant, AS923_DEFAULT_DWELL_TIME};
+pub use au915::Au915;
 pub use eu868::Eu868;
 pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
 pub use us915::Us915;
@@ -322,9 +322,9 @@ pub fn region_with(name: &str, options: &RegionOptions) -> Result<Box<dyn Region
     let region = region_by_name(name).ok_or_else(|| format!("unknown region {name:?}"))?;
     match options.dwell_time {
         None => Ok(region),
-        Some(d) => region
-            .with_dwell_time(d)
-            .ok_or_else(|| format!("{} has no dwell-time rules; leave the dwell time unset", region.common_name())),
+        Some(d) => {
+            region.with_dwell_time(d).ok_or_else(|| format!("{} has no dwell-time rules; leave the dwell time unset", region.common_name()))
+        }
     }
 }
 

@@ -1,0 +1,90 @@
+//! `loraflow simulate --region us915_1` against a real server configured for US915 sub-band 2:
+//! the simulated devices join (their join-accept must come on the RX1 500 kHz channel or RX2
+//! they listen to, or the simulator refuses it), send on channels 8-15 at DR3, and hear a
+//! queued downlink in one of their windows.
+
+mod common;
+#[path = "../app-server/tests/mqtt_support/mod.rs"]
+mod mqtt_support;
+
+use std::time::Duration;
+
+use common::{Backend, TestServer, TOKEN};
+use mqtt_support::Subscriber;
+use serde_json::{json, Value};
+
+/// The simulator's first device ("LFSIMD" + 0).
+const FIRST_DEVICE: &str = "4c4653494d440000";
+
+/// US915 sub-band 2 (channels 8-15): 902.3 MHz + 200 kHz × channel (RP002-1.0.4 §2.5.2).
+fn sub_band_2_frequencies() -> Vec<u64> {
+    (8..16).map(|c| 902_300_000 + 200_000 * c).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn us915_sub_band_2_devices_join_send_on_their_channels_and_hear_their_downlinks() {
+    let env = [
+        ("LORAFLOW_NETWORK__REGION", "US915"),
+        ("LORAFLOW_NETWORK__ENABLED_UPLINK_CHANNELS", "8,9,10,11,12,13,14,15,65"),
+        ("LORAFLOW_NETWORK__EXTRA_CHANNELS", ""),
+    ];
+    let server = TestServer::start(Backend::Sqlite, &env).await;
+    let mut events = Subscriber::connect(server.mqtt.expect("embedded MQTT broker"), "application/+/device/+/event/+", false).await;
+
+    let sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_loraflow"))
+        .args(["simulate", "--server", &server.gateway.to_string(), "--api", &server.url(""), "--token", TOKEN])
+        .args(["--region", "us915_1", "--gateways", "2", "--devices", "2", "--interval", "1", "--seconds", "14", "--json"])
+        .current_dir(server.state_dir())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output();
+    let sim = tokio::spawn(sim);
+
+    // Once the first device has joined, queue a downlink for it: the server sends it after the
+    // device's next uplink, in RX1 or RX2.
+    let api = server.client();
+    let mut queued = false;
+    let mut ups: Vec<Value> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    while !sim.is_finished() {
+        let Ok(Some((topic, payload))) = tokio::time::timeout_at(deadline, events.messages.recv()).await else { break };
+        let json: Value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+        if topic.ends_with("/event/join") && topic.contains(FIRST_DEVICE) && !queued {
+            let (status, body) = api.post(&format!("/api/devices/{FIRST_DEVICE}/queue"), json!({"fPort": 7, "data": "AQID"})).await;
+            assert!((200..300).contains(&status), "queue: {status} {body}");
+            queued = true;
+        }
+        if topic.ends_with("/event/up") {
+            ups.push(json);
+        }
+    }
+    let out = sim.await.unwrap().expect("run loraflow simulate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "simulate failed: {stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+
+    assert!(queued, "the first device joined: {stderr}");
+    assert_eq!(report["region"], "us915_1");
+    assert_eq!(report["joined"], 2, "{report}\n{stderr}");
+    assert_eq!(report["errors"], 0, "no refused downlink, no bad frame: {report}\n{stderr}");
+    for d in report["devices"].as_array().unwrap() {
+        assert_eq!(d["refusedDownlinks"], 0, "every downlink came in an open window: {d}");
+        assert_eq!(d["dr"], 3, "SF7BW125, the fastest 125 kHz data rate: {d}");
+    }
+    let first = report["devices"].as_array().unwrap().iter().find(|d| d["devEui"] == FIRST_DEVICE).unwrap();
+    assert!(first["downlinks"].as_u64().unwrap() >= 1, "the queued downlink arrived: {first}\n{stderr}");
+
+    assert!(ups.len() >= 4, "uplinks of both devices came out as events: {}", ups.len());
+    let channels = sub_band_2_frequencies();
+    for up in &ups {
+        let f = up["txInfo"]["frequency"].as_u64().unwrap();
+        assert!(channels.contains(&f), "uplink on {f} Hz, not a sub-band 2 channel: {up}");
+        assert_eq!(up["txInfo"]["modulation"]["lora"]["spreadingFactor"], 7, "{up}");
+        assert_eq!(up["txInfo"]["modulation"]["lora"]["bandwidth"], 125_000, "{up}");
+        assert_eq!(up["dr"], 3, "{up}");
+        assert_eq!(up["rxInfo"][0]["metadata"]["region_common_name"], "US915", "{up}");
+    }
+    let used: std::collections::HashSet<u64> = ups.iter().map(|u| u["txInfo"]["frequency"].as_u64().unwrap()).collect();
+    assert!(used.len() >= 2, "devices hop between the sub-band's channels: {used:?}");
+}
