@@ -161,6 +161,8 @@ pub struct Latency {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BenchReport {
+    /// The `--region` id.
+    pub region: String,
     pub devices: u32,
     pub gateways: u32,
     pub activation: &'static str,
@@ -287,6 +289,7 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     }
     let last = steps.last().cloned().ok_or_else(|| anyhow!("no step ran"))?;
     Ok(BenchReport {
+        region: plan.id.clone(),
         devices: args.devices,
         gateways: args.gateways,
         activation: if args.otaa { "otaa" } else { "abp" },

@@ -58,7 +58,7 @@ async fn a_class_c_device_hears_a_queued_downlink_between_its_uplinks() {
     let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let d = &report["devices"][0];
     assert_eq!((d["classCDownlinks"].as_u64(), d["refusedDownlinks"].as_u64()), (Some(1), Some(0)), "{d}\n{stderr}");
-    assert_eq!(d["downlinks"], 1, "{d}");
+    assert!(d["downlinks"].as_u64() >= Some(1), "Class C and the Class A ones (DevStatusReq): {d}");
     assert_eq!(report["errors"], 0, "{report}\n{stderr}");
 
     let (_, profiles) = api.get("/api/device-profiles?limit=100").await;
