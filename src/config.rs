@@ -14,6 +14,7 @@ use loraflow_app_server::codec::CodecConfig;
 use loraflow_app_server::integration::IntegrationConfig;
 use loraflow_app_server::mqtt::MqttConfig;
 use loraflow_network_server::config::NetworkConfig;
+use loraflow_network_server::region_config::{RegionEntry, Regions};
 use loraflow_network_server::storage::DatabaseConfig;
 use loraflow_packet_forwarder::GatewayConfig;
 
@@ -25,6 +26,10 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub database: DatabaseConfig,
     pub network: NetworkConfig,
+    /// Region configurations for a server of several regions (`[[regions]]`); none = one
+    /// from `network.region`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionEntry>,
     pub codec: CodecConfig,
     pub integration: IntegrationConfig,
     pub log: LogConfig,
@@ -95,10 +100,16 @@ impl Config {
         Ok(config)
     }
 
+    /// The region configurations, checked.
+    pub fn regions(&self) -> Result<Regions, ConfigError> {
+        Regions::from_config(&self.network, &self.regions).map_err(|e| ConfigError::Invalid { key: e.key, reason: e.reason })
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.gateway.validate().map_err(|e| ConfigError::Invalid { key: format!("gateway.{}", e.key), reason: e.message })?;
         self.api.validate().map_err(|e| ConfigError::Invalid { key: format!("api.{}", e.key), reason: e.reason })?;
-        self.network.validate().map_err(|e| ConfigError::Invalid { key: e.key.to_string(), reason: e.reason })?;
+        self.network.validate().map_err(|e| ConfigError::Invalid { key: e.key, reason: e.reason })?;
+        self.regions()?;
         self.codec.validate().map_err(|e| ConfigError::Invalid { key: format!("codec.{}", e.key), reason: e.reason })?;
         let url = &self.database.url;
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -249,6 +260,47 @@ mod tests {
         std::fs::write(&p, "[mqtt]\nqueue_size = \"lots\"\n").unwrap();
         let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
         assert!(e.to_string().contains("`mqtt.queue_size`"), "{e}");
+    }
+
+    #[test]
+    fn a_us915_server_is_one_key_and_takes_sub_band_2() {
+        let c = Config::load_from(no_file(), env(&[("LORAFLOW_NETWORK__REGION", "EU868")])).unwrap();
+        assert_eq!(&*c.regions().unwrap().first().id, "eu868");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_NETWORK__REGION", "XX999")])).unwrap_err();
+        assert!(e.to_string().contains("`network.region`"), "{e}");
+        let c = Config::load_from(no_file(), env(&[("LORAFLOW_NETWORK__ENABLED_UPLINK_CHANNELS", "0,1")])).unwrap();
+        assert_eq!(c.regions().unwrap().first().enabled_uplink_channels, vec![0, 1]);
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_NETWORK__ENABLED_UPLINK_CHANNELS", "0,5")])).unwrap_err();
+        assert!(e.to_string().contains("`network.enabled_uplink_channels`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_NETWORK__EXTRA_CHANNELS", "915000000")])).unwrap_err();
+        assert!(e.to_string().contains("`network.extra_channels`"), "{e}");
+    }
+
+    #[test]
+    fn regions_entries_are_read_from_toml_and_bad_ones_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[[regions]]\nid = \"eu_main\"\ncommonName = \"EU868\"\n\n[[regions]]\nid = \"eu_two\"\ncommon_name = \"eu868\"\nextra_channels = []\nrx2_dr = 3\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&p), env(&[])).unwrap();
+        let r = c.regions().unwrap();
+        let ids: Vec<&str> = r.iter().map(|r| &*r.id).collect();
+        assert_eq!(ids, ["eu_main", "eu_two"]);
+        assert_eq!(r.get("eu_two").unwrap().desired_rx.rx2_dr, 3);
+        assert!(r.get("eu_two").unwrap().extra_channels.is_empty());
+
+        std::fs::write(&p, "[[regions]]\nid = \"a\"\ncommon_name = \"EU868\"\n[[regions]]\nid = \"a\"\ncommon_name = \"EU868\"\n").unwrap();
+        let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("`regions[1].id`"), "{e}");
+        std::fs::write(&p, "[[regions]]\nid = \"a\"\ncommon_name = \"EU868\"\nenabled_uplink_channels = [0, 1, 7]\n").unwrap();
+        let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("`regions[0].enabled_uplink_channels`"), "{e}");
+        std::fs::write(&p, "[[regions]]\nid = \"a\"\ncommon_name = \"Mars\"\n").unwrap();
+        let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("`regions[0].common_name`"), "{e}");
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         println!("loraflow: generated admin API token (shown only once, stored hashed): {token}");
     }
 
+    let regions = config.regions()?;
     let network = NetworkHandle::default();
     // Front components stop on `shutdown`; the back (MQTT, history writer) only after the
     // network server and integration have drained, so that nothing in flight is lost.
@@ -112,8 +113,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let (mqtt, commands, mqtt_addr) =
         MqttIntegration::start(&config.mqtt, &registry, mqtt_shutdown.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let (app_events_tx, app_events_rx) = mpsc::channel(APP_EVENT_QUEUE);
-    let network_server =
-        NetworkServer::new(config.network.clone(), storage.clone(), forwarder.handle(), network.clone(), app_events_tx, &registry).await?;
+    let network_server = NetworkServer::new(
+        config.network.clone(),
+        regions.clone(),
+        storage.clone(),
+        forwarder.handle(),
+        network.clone(),
+        app_events_tx,
+        &registry,
+    )
+    .await?;
     let codecs = Codecs::new(config.codec.clone());
     codecs.register_metrics(&registry)?;
     let integration = Integration::new(
@@ -131,6 +140,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         auth: Arc::new(auth),
         network: network.clone(),
         network_config: Arc::new(config.network.clone()),
+        regions,
         codecs: codecs.clone(),
         mqtt: Some(mqtt.clone()),
     };

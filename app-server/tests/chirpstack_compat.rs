@@ -113,7 +113,7 @@ fn cases() -> Vec<(&'static str, String)> {
         app_s_key: AesKey::default(),
         rx_info: vec![rx(1, true), rx(-1, false), rx(0, false)],
         tx_info: UplinkTxInfo { frequency: 868_100_000, modulation },
-        region_config_id: "eu868",
+        region_config_id: "eu868".into(),
         region_common_name: "EU868",
         received_at: std::time::Instant::now(),
         adr_decision: Some(loraflow_network_server::mac::adr::AdrDecision { dr: 5, tx_power_index: 1, nb_trans: 1 }),
@@ -159,7 +159,7 @@ fn cases() -> Vec<(&'static str, String)> {
                 time: now,
                 device: ctx.clone(),
                 dev_addr: "26011234".parse().unwrap(),
-                region_config_id: "eu868",
+                region_config_id: "eu868".into(),
             })),
         ),
         (

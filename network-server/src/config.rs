@@ -7,8 +7,14 @@ use serde::{Deserialize, Serialize};
 pub struct NetworkConfig {
     /// NetID (6 hex characters) used to allocate DevAddrs for OTAA devices.
     pub net_id: String,
-    /// Enabled region, e.g. "EU868".
+    /// The region of a one-region server: any RP002 common name ("EU868", "US915",
+    /// "AS923-2", …). Ignored when `[[regions]]` entries exist.
     pub region: String,
+    /// Indices of the region's default uplink channels the gateways listen on. A TOML list,
+    /// or comma-separated in the environment; unset = the region's default (US915/AU915:
+    /// sub-band 2, channels 8-15 and 65; elsewhere all default channels).
+    #[serde(deserialize_with = "index_list_opt", skip_serializing_if = "Option::is_none")]
+    pub enabled_uplink_channels: Option<Vec<u8>>,
     /// How long copies of one uplink are collected from all gateways before it is processed.
     pub dedup_window_ms: u64,
     /// Accept frames from gateways that are not registered over the REST API.
@@ -28,9 +34,10 @@ pub struct NetworkConfig {
     pub confirmed_downlink_timeout_secs: u64,
     /// Extra uplink channels (Hz) beyond the region's default ones: sent in the join-accept
     /// CFList and, to ABP devices and devices whose plan changed, in NewChannelReq. A TOML
-    /// list, or comma-separated in the environment; empty = none.
-    #[serde(deserialize_with = "frequency_list")]
-    pub extra_channels: Vec<u32>,
+    /// list, or comma-separated in the environment; empty = none; unset = the region's
+    /// (EU868: 867.1-867.9 MHz; none in regions with fixed channels).
+    #[serde(deserialize_with = "frequency_list_opt", skip_serializing_if = "Option::is_none")]
+    pub extra_channels: Option<Vec<u32>>,
     /// How many times a MAC request of the server is sent before it is given up (and not
     /// sent again for a day).
     pub mac_command_max_attempts: u8,
@@ -41,37 +48,58 @@ pub struct NetworkConfig {
     pub duty_cycle_budget_percent: u8,
 }
 
-/// A list of frequencies from TOML (`[867100000, ...]`) or from an environment variable
+/// A list of numbers from TOML (`[867100000, ...]`) or from an environment variable
 /// (`"867100000,867300000"`, which figment hands over as one string or number).
-fn frequency_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Vec<u32>;
+fn number_list<'de, D, T>(d: D, what: &'static str) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + std::str::FromStr + TryFrom<u64> + TryFrom<i64>,
+{
+    struct V<T>(&'static str, std::marker::PhantomData<T>);
+    impl<'de, T> serde::de::Visitor<'de> for V<T>
+    where
+        T: serde::Deserialize<'de> + std::str::FromStr + TryFrom<u64> + TryFrom<i64>,
+    {
+        type Value = Vec<T>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a list of frequencies in Hz")
+            write!(f, "a list of {}", self.0)
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u32>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
             let mut out = Vec::new();
-            while let Some(v) = seq.next_element::<u32>()? {
+            while let Some(v) = seq.next_element::<T>()? {
                 out.push(v);
             }
             Ok(out)
         }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u32>, E> {
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<T>, E> {
             v.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<u32>().map_err(|_| E::custom(format!("{s:?} is not a frequency in Hz"))))
+                .map(|s| s.parse::<T>().map_err(|_| E::custom(format!("{s:?} is not one of {}", self.0))))
                 .collect()
         }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Vec<u32>, E> {
-            u32::try_from(v).map(|f| vec![f]).map_err(|_| E::custom(format!("{v} is not a frequency in Hz")))
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Vec<T>, E> {
+            T::try_from(v).map(|f| vec![f]).map_err(|_| E::custom(format!("{v} is not one of {}", self.0)))
         }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Vec<u32>, E> {
-            u32::try_from(v).map(|f| vec![f]).map_err(|_| E::custom(format!("{v} is not a frequency in Hz")))
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Vec<T>, E> {
+            T::try_from(v).map(|f| vec![f]).map_err(|_| E::custom(format!("{v} is not one of {}", self.0)))
         }
     }
-    d.deserialize_any(V)
+    d.deserialize_any(V(what, std::marker::PhantomData))
+}
+
+fn frequency_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    number_list(d, "frequencies in Hz")
+}
+
+/// `frequency_list` for a key whose absence means "the region's default".
+pub(crate) fn frequency_list_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u32>>, D::Error> {
+    frequency_list(d).map(Some)
+}
+
+/// Channel indices, as a list or comma-separated; absent = the region's default.
+pub(crate) fn index_list_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    number_list(d, "channel indices (0-255)").map(Some)
 }
 
 impl Default for NetworkConfig {
@@ -79,6 +107,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             net_id: "000000".into(),
             region: "EU868".into(),
+            enabled_uplink_channels: None,
             dedup_window_ms: 200,
             allow_unknown_gateways: false,
             rx1_delay: 1,
@@ -87,7 +116,7 @@ impl Default for NetworkConfig {
             rx2_dr: None,
             downlink_tx_power: None,
             confirmed_downlink_timeout_secs: 60,
-            extra_channels: vec![867_100_000, 867_300_000, 867_500_000, 867_700_000, 867_900_000],
+            extra_channels: None,
             mac_command_max_attempts: 3,
             max_duty_cycle: None,
             duty_cycle_budget_percent: 100,
@@ -99,62 +128,39 @@ impl Default for NetworkConfig {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid value for `{key}`: {reason}")]
 pub struct InvalidConfig {
-    pub key: &'static str,
+    pub key: String,
     pub reason: String,
 }
 
 impl NetworkConfig {
-    /// The RX settings the network wants devices to use: `rx1_delay`, `rx1_dr_offset`, and
-    /// `rx2_dr` / `rx2_frequency` or the region's defaults where unset.
-    pub fn desired_rx(&self, region: &dyn crate::region::Region) -> crate::mac::state::RxParams {
-        crate::mac::state::RxParams {
-            rx1_delay: self.rx1_delay,
-            rx1_dr_offset: self.rx1_dr_offset,
-            rx2_dr: self.rx2_dr.unwrap_or_else(|| region.default_rx2_dr()),
-            rx2_frequency: if self.rx2_frequency == 0 { region.default_rx2_frequency() } else { self.rx2_frequency },
-        }
-    }
-
     pub fn net_id_bytes(&self) -> Result<[u8; 3], InvalidConfig> {
         let mut out = [0u8; 3];
         if self.net_id.len() != 6 || hex::decode_to_slice(&self.net_id, &mut out).is_err() {
-            return Err(InvalidConfig { key: "network.net_id", reason: format!("expected 6 hex characters, got {:?}", self.net_id) });
+            return Err(InvalidConfig {
+                key: "network.net_id".into(),
+                reason: format!("expected 6 hex characters, got {:?}", self.net_id),
+            });
         }
         Ok(out)
     }
 
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         self.net_id_bytes()?;
-        if !self.region.eq_ignore_ascii_case("EU868") {
-            return Err(InvalidConfig {
-                key: "network.region",
-                reason: format!("unsupported region {:?} (supported: EU868)", self.region),
-            });
-        }
         if !(1..=15).contains(&self.rx1_delay) {
-            return Err(InvalidConfig { key: "network.rx1_delay", reason: "must be 1..=15 seconds".into() });
-        }
-        if self.rx1_dr_offset > 5 {
-            return Err(InvalidConfig { key: "network.rx1_dr_offset", reason: "must be 0..=5".into() });
-        }
-        if matches!(self.rx2_dr, Some(dr) if dr > 7) {
-            return Err(InvalidConfig { key: "network.rx2_dr", reason: "must be 0..=7".into() });
-        }
-        if let Some(region) = crate::region::region_by_name(&self.region) {
-            region.check_extra_channels(&self.extra_channels).map_err(|reason| InvalidConfig { key: "network.extra_channels", reason })?;
+            return Err(InvalidConfig { key: "network.rx1_delay".into(), reason: "must be 1..=15 seconds".into() });
         }
         if self.mac_command_max_attempts == 0 {
-            return Err(InvalidConfig { key: "network.mac_command_max_attempts", reason: "must be at least 1".into() });
+            return Err(InvalidConfig { key: "network.mac_command_max_attempts".into(), reason: "must be at least 1".into() });
         }
         if matches!(self.max_duty_cycle, Some(v) if v > 15) {
-            return Err(InvalidConfig { key: "network.max_duty_cycle", reason: "must be 0..=15 (duty cycle 1/2^n)".into() });
+            return Err(InvalidConfig { key: "network.max_duty_cycle".into(), reason: "must be 0..=15 (duty cycle 1/2^n)".into() });
         }
         if !(1..=100).contains(&self.duty_cycle_budget_percent) {
-            return Err(InvalidConfig { key: "network.duty_cycle_budget_percent", reason: "must be 1..=100".into() });
+            return Err(InvalidConfig { key: "network.duty_cycle_budget_percent".into(), reason: "must be 1..=100".into() });
         }
         if self.dedup_window_ms > 10_000 {
             return Err(InvalidConfig {
-                key: "network.dedup_window_ms",
+                key: "network.dedup_window_ms".into(),
                 reason: "must be at most 10000 (RX1 opens 1 s after the uplink)".into(),
             });
         }
@@ -178,15 +184,25 @@ mod tests {
     }
 
     #[test]
-    fn bad_extra_channels_name_the_key() {
-        for extra in [vec![868_100_000], vec![915_000_000], vec![867_100_000, 867_100_000]] {
-            let c = NetworkConfig { extra_channels: extra, ..Default::default() };
-            assert_eq!(c.validate().unwrap_err().key, "network.extra_channels");
-        }
+    fn bad_values_name_the_key() {
         let c = NetworkConfig { max_duty_cycle: Some(16), ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "network.max_duty_cycle");
         let c = NetworkConfig { mac_command_max_attempts: 0, ..Default::default() };
         assert_eq!(c.validate().unwrap_err().key, "network.mac_command_max_attempts");
+    }
+
+    #[test]
+    fn extra_channels_are_the_regions_unless_set() {
+        // Absent from TOML and environment: the region's default (`region_config`).
+        let c: NetworkConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c.extra_channels, None);
+        let c: NetworkConfig = serde_json::from_str(r#"{"extra_channels": ""}"#).unwrap();
+        assert_eq!(c.extra_channels, Some(vec![]));
+        let c: NetworkConfig = serde_json::from_str(r#"{"enabled_uplink_channels": "8, 9,65"}"#).unwrap();
+        assert_eq!(c.enabled_uplink_channels, Some(vec![8, 9, 65]));
+        let c: NetworkConfig = serde_json::from_str(r#"{"enabled_uplink_channels": [0, 1]}"#).unwrap();
+        assert_eq!(c.enabled_uplink_channels, Some(vec![0, 1]));
+        assert!(serde_json::from_str::<NetworkConfig>(r#"{"enabled_uplink_channels": "300"}"#).is_err());
     }
 
     #[test]
@@ -216,15 +232,6 @@ mod tests {
         for good in [1, 50, 100] {
             NetworkConfig { duty_cycle_budget_percent: good, ..Default::default() }.validate().unwrap();
         }
-    }
-
-    #[test]
-    fn desired_rx_takes_the_region_defaults_where_unset() {
-        use crate::mac::state::RxParams;
-        use crate::region::Eu868;
-        assert_eq!(NetworkConfig::default().desired_rx(&Eu868), RxParams::region_defaults(&Eu868));
-        let c = NetworkConfig { rx1_delay: 3, rx1_dr_offset: 1, rx2_dr: Some(3), rx2_frequency: 869_100_000, ..Default::default() };
-        assert_eq!(c.desired_rx(&Eu868), RxParams { rx1_delay: 3, rx1_dr_offset: 1, rx2_dr: 3, rx2_frequency: 869_100_000 });
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct DataUp {
     /// Every gateway copy, best first.
     pub rx_info: Vec<RxInfo>,
     pub tx_info: UplinkTxInfo,
-    pub region_config_id: &'static str,
+    pub region_config_id: Arc<str>,
     pub region_common_name: &'static str,
     /// When the first copy of this uplink reached loraflow (for latency metrics).
     pub received_at: std::time::Instant,
@@ -47,7 +47,7 @@ pub struct JoinInfo {
     pub time: DateTime<Utc>,
     pub device: Arc<DeviceContext>,
     pub dev_addr: DevAddr,
-    pub region_config_id: &'static str,
+    pub region_config_id: Arc<str>,
 }
 
 /// A confirmed downlink was acknowledged by the device, or gave up waiting.

@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     /// The value counts changes, so that a device is only forgotten when no enqueue
     /// happened while its (empty) queue was read.
     pub(crate) queued: RwLock<HashMap<Eui64, u64>>,
+    /// The region configuration of each gateway that names one.
+    pub(crate) gateway_regions: crate::region_config::GatewayRegions,
 }
 
 #[derive(Clone, Default)]
@@ -36,6 +38,20 @@ impl NetworkHandle {
     /// A device profile or application changed: cached device contexts are re-read.
     pub fn profiles_or_applications_changed(&self) {
         self.shared.context_generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// A gateway was registered, changed or deleted: `region_config_id` is the configuration
+    /// it belongs to now (`None`: the first, or the gateway is gone).
+    pub fn gateway_region_changed(&self, gateway: Eui64, region_config_id: Option<&str>) {
+        match region_config_id {
+            Some(id) => self.shared.gateway_regions.set(gateway, id),
+            None => self.shared.gateway_regions.remove(gateway),
+        }
+    }
+
+    /// Which region configuration each gateway belongs to.
+    pub fn gateway_regions(&self) -> &crate::region_config::GatewayRegions {
+        &self.shared.gateway_regions
     }
 
     /// The device's downlink queue changed (enqueue or flush).

@@ -14,6 +14,7 @@ pub mod lorawan;
 pub mod mac;
 pub mod metrics;
 pub mod region;
+pub mod region_config;
 pub mod serializer;
 pub mod server;
 pub mod storage;

@@ -23,7 +23,7 @@ use crate::fcnt_writer::FCntWriter;
 use crate::handle::NetworkHandle;
 use crate::lorawan::{self, Phy};
 use crate::metrics::Metrics;
-use crate::region::{self, Region};
+use crate::region_config::Regions;
 use crate::serializer::KeyedSerializer;
 use crate::storage::{Storage, StorageError};
 use crate::types::{DevAddr, Eui64};
@@ -55,7 +55,9 @@ fn uplink_key(phy: &Result<Phy, lorawan::PhyError>) -> Option<UplinkKey> {
 pub struct Context {
     pub config: NetworkConfig,
     pub net_id: [u8; 3],
-    pub region: Box<dyn Region>,
+    /// The region configurations; each uplink is handled with the one of the gateways that
+    /// heard it (`uplink::select_region`).
+    pub regions: Regions,
     pub storage: Storage,
     pub gateways: GatewayHandle,
     pub handle: NetworkHandle,
@@ -128,6 +130,7 @@ pub enum StartError {
 impl NetworkServer {
     pub async fn new(
         config: NetworkConfig,
+        regions: Regions,
         storage: Storage,
         gateways: GatewayHandle,
         handle: NetworkHandle,
@@ -136,10 +139,7 @@ impl NetworkServer {
     ) -> Result<NetworkServer, StartError> {
         config.validate()?;
         let net_id = config.net_id_bytes()?;
-        let region = region::region_by_name(&config.region).ok_or_else(|| crate::config::InvalidConfig {
-            key: "network.region",
-            reason: format!("unsupported region {:?}", config.region),
-        })?;
+        handle.gateway_regions().replace_all(storage.gateways.region_config_ids().await?);
         let metrics = Metrics::new(registry);
         let cache = SessionCache::load(storage.clone(), handle.clone()).await?;
         tracing::info!(sessions = cache.len(), "device sessions loaded");
@@ -149,7 +149,7 @@ impl NetworkServer {
         let ctx = Context {
             config,
             net_id,
-            region,
+            regions,
             storage,
             gateways,
             handle,

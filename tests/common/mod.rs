@@ -48,6 +48,15 @@ impl TestServer {
         server
     }
 
+    /// Like [`start`](Self::start), with `toml` as the server's `loraflow.toml` (read from its
+    /// working directory), for what only a config file can say (`[[regions]]`).
+    pub async fn start_with_config(backend: Backend, extra_env: &[(&str, &str)], toml: &str) -> TestServer {
+        let mut server = Self::start_stopped(backend, extra_env).await;
+        std::fs::write(server.dir.path().join("loraflow.toml"), toml).expect("write loraflow.toml");
+        server.spawn_with_stderr(Stdio::inherit());
+        server
+    }
+
     /// Like [`start`](Self::start), with the server's log (stderr) written to `log_file`.
     pub async fn start_logging_to(backend: Backend, extra_env: &[(&str, &str)], log_file: &std::path::Path) -> TestServer {
         let mut server = Self::start_stopped(backend, extra_env).await;

@@ -5,7 +5,6 @@ use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
-use loraflow_network_server::config::NetworkConfig;
 use loraflow_network_server::dev_addr;
 use loraflow_network_server::mac::state::{MacState, RxParams};
 use loraflow_network_server::region::{self, Region};
@@ -116,12 +115,11 @@ fn validated(body: ActivateBody) -> Result<Abp, ApiError> {
 
 /// An ABP device starts on the region's default RX settings (it was told nothing else); the
 /// network server sends RXParamSetupReq / RXTimingSetupReq when `network.rx*` differ.
-fn session(dev_eui: Eui64, abp: &Abp, mac_version: String, cfg: &NetworkConfig) -> DeviceSession {
+fn session(dev_eui: Eui64, abp: &Abp, mac_version: String, region: &dyn Region) -> DeviceSession {
     let now = Utc::now();
-    let region: Box<dyn Region> = region::region_by_name(&cfg.region).unwrap_or_else(|| Box::new(region::Eu868));
     // An ABP device was told nothing: it starts on the region's RX settings; the network's
     // own follow in RXParamSetupReq / RXTimingSetupReq.
-    let rx = RxParams::region_defaults(region.as_ref());
+    let rx = RxParams::region_defaults(region);
     DeviceSession {
         dev_eui,
         dev_addr: abp.dev_addr,
@@ -160,7 +158,11 @@ pub async fn activate(
         }
         _ => {}
     }
-    let s = session(dev_eui, &abp, profile.mac_version, &state.network_config);
+    // The profile's region; a profile of a region no longer configured falls back to the
+    // first configuration's (its uplinks are refused until the profile is fixed).
+    let region = region::region_by_name(&profile.region);
+    let region = region.as_deref().unwrap_or(state.regions.first().region.as_ref());
+    let s = session(dev_eui, &abp, profile.mac_version, region);
     state.storage.sessions.save(&s).await?;
     state.network.device_changed(dev_eui);
     tracing::info!(%dev_eui, dev_addr = %s.dev_addr, "device activated by personalization");
@@ -232,23 +234,19 @@ mod tests {
     fn an_abp_session_uses_nwk_s_key_for_every_network_key_and_the_region_default_windows() {
         let a = abp(&format!(r#"{{"devAddr":"26011234","appSKey":"{K1}","nwkSKey":"{K2}","fCntUp":10,"fCntDown":4}}"#)).unwrap();
         let dev = Eui64([1; 8]);
-        let s = session(dev, &a, "1.0.2".into(), &NetworkConfig::default());
+        let s = session(dev, &a, "1.0.2".into(), &region::Eu868);
         assert_eq!((s.f_nwk_s_int_key, s.s_nwk_s_int_key, s.nwk_s_enc_key), (a.nwk_s_key, a.nwk_s_key, a.nwk_s_key));
         assert_eq!((s.f_cnt_up, s.n_f_cnt_down, s.is_otaa, s.mac_version.as_str()), (10, 4, false, "1.0.2"));
         assert_eq!((s.rx1_delay, s.rx1_dr_offset, s.rx2_dr, s.rx2_frequency), (1, 0, 0, 869_525_000));
         // The device was told nothing else: other `network.rx*` values reach it later by
         // RXParamSetupReq / RXTimingSetupReq.
-        let cfg = NetworkConfig { rx1_delay: 5, rx1_dr_offset: 2, rx2_dr: Some(3), rx2_frequency: 869_100_000, ..Default::default() };
-        let s = session(dev, &a, "1.0.3".into(), &cfg);
-        assert_eq!((s.rx1_delay, s.rx1_dr_offset, s.rx2_dr, s.rx2_frequency), (1, 0, 0, 869_525_000));
         assert_eq!(s.mac_state, MacState::default());
     }
 
     #[test]
     fn the_activation_shows_nwk_s_key_in_every_network_key_field() {
         let a = abp(&format!(r#"{{"devAddr":"26011234","appSKey":"{K1}","nwkSKey":"{K2}"}}"#)).unwrap();
-        let json =
-            serde_json::to_value(ActivationJson::from(&session(Eui64([1; 8]), &a, "1.0.3".into(), &NetworkConfig::default()))).unwrap();
+        let json = serde_json::to_value(ActivationJson::from(&session(Eui64([1; 8]), &a, "1.0.3".into(), &region::Eu868))).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"devAddr": "26011234", "appSKey": K1.to_ascii_lowercase(), "nwkSKey": K2, "fNwkSIntKey": K2,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use loraflow_network_server::region::region_by_name;
+use loraflow_network_server::region_config::Regions;
 use loraflow_network_server::storage::DeviceProfile;
 
 use super::applications::{parse_uuid, required_name};
@@ -23,7 +24,6 @@ const MAC_VERSIONS: [&str; 5] = ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"];
 const MAC_VERSIONS_LATER: [&str; 2] = ["1.1.0", "1.1"];
 /// Regional Parameters revisions: 1.0.2rA/rB are written "A"/"B" as in ChirpStack.
 const REG_PARAMS_REVISIONS: [&str; 7] = ["A", "B", "RP002-1.0.0", "RP002-1.0.1", "RP002-1.0.2", "RP002-1.0.3", "RP002-1.0.4"];
-const REGIONS: [&str; 1] = ["EU868"];
 const PAYLOAD_CODECS: [&str; 3] = ["NONE", "CAYENNE_LPP", "JS"];
 /// Default `adrInstallationMarginDb`: ChirpStack's default, enough for ordinary fading.
 const DEFAULT_INSTALLATION_MARGIN_DB: f32 = 10.0;
@@ -153,11 +153,26 @@ fn adr_dr_limits(region: &str, min: Option<i64>, max: Option<i64>) -> Result<(u8
     Ok((min, max))
 }
 
+/// The region a profile names, by its common name: one of the configured region
+/// configurations' regions (uplinks of any other could never reach the device), by default
+/// the first configuration's.
+fn profile_region(value: Option<&str>, regions: &Regions) -> Result<&'static str, ApiError> {
+    let configured = || regions.iter().map(|r| r.common_name()).collect::<Vec<_>>().join(", ");
+    let Some(value) = value else { return Ok(regions.first().common_name()) };
+    match regions.by_common_name(value) {
+        Some(r) => Ok(r.common_name()),
+        None if region_by_name(value).is_some() => {
+            Err(ApiError::field("region", format!("{value:?} is not a configured region (configured: {})", configured())))
+        }
+        None => Err(ApiError::field("region", format!("{value:?} is not a region (configured: {})", configured()))),
+    }
+}
+
 /// Omitted optional fields take the defaults shown in DESIGN.md §3 and README. A script longer than
 /// `script_max` (`codec.js_max_script_bytes`) could never be compiled, so it is refused here.
-fn validated(body: DeviceProfileBody, script_max: usize) -> Result<ProfileFields, ApiError> {
+fn validated(body: DeviceProfileBody, script_max: usize, regions: &Regions) -> Result<ProfileFields, ApiError> {
     let name = required_name(body.name)?;
-    let region = one_of("region", body.region.as_deref().unwrap_or("EU868"), &REGIONS)?;
+    let region = profile_region(body.region.as_deref(), regions)?;
     let mac = body.mac_version.as_deref().unwrap_or("1.0.3");
     if MAC_VERSIONS_LATER.contains(&mac.trim()) {
         return Err(ApiError::field("macVersion", format!("LoRaWAN {mac} is not supported yet (supported: {})", MAC_VERSIONS.join(", "))));
@@ -231,7 +246,7 @@ pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<DeviceProfileBody>,
 ) -> Result<(StatusCode, Json<DeviceProfileJson>), ApiError> {
-    let f = validated(body, state.codecs.config().js_max_script_bytes)?;
+    let f = validated(body, state.codecs.config().js_max_script_bytes, &state.regions)?;
     let now = Utc::now();
     let dp = DeviceProfile {
         id: Uuid::new_v4(),
@@ -272,7 +287,7 @@ pub async fn update(
     ApiJson(body): ApiJson<DeviceProfileBody>,
 ) -> Result<Json<DeviceProfileJson>, ApiError> {
     let id = parse_uuid("id", &id)?;
-    let f = validated(body, state.codecs.config().js_max_script_bytes)?;
+    let f = validated(body, state.codecs.config().js_max_script_bytes, &state.regions)?;
     let mut dp = existing_profile(&state, id).await?;
     apply(&mut dp, f);
     dp.updated_at = Utc::now();
@@ -305,7 +320,7 @@ mod tests {
     }
 
     fn validated(body: DeviceProfileBody) -> Result<ProfileFields, ApiError> {
-        super::validated(body, 1024)
+        super::validated(body, 1024, &Regions::single("EU868"))
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct GatewayBody {
     #[serde(default)]
     description: String,
     location: Option<LocationJson>,
+    /// The region configuration the gateway belongs to; omitted = the first configured one.
+    region_config_id: Option<String>,
     // Read-only fields a client may echo back from a GET.
     #[serde(default)]
     created_at: Option<serde::de::IgnoredAny>,
@@ -53,6 +55,7 @@ pub struct GatewayJson {
     name: String,
     description: String,
     location: Option<LocationJson>,
+    region_config_id: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     last_seen_at: Option<DateTime<Utc>>,
@@ -75,6 +78,18 @@ fn validated_location(loc: Option<LocationJson>) -> Result<Option<Location>, Api
     Ok(Some(Location { latitude: l.latitude, longitude: l.longitude, altitude: l.altitude }))
 }
 
+/// A configured region config id; `None` (the first) when omitted.
+fn validated_region(state: &ApiState, id: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(id) = id else { return Ok(None) };
+    match state.regions.get(id.trim()) {
+        Some(r) => Ok(Some(r.id.to_string())),
+        None => {
+            let configured: Vec<&str> = state.regions.iter().map(|r| &*r.id).collect();
+            Err(ApiError::field("regionConfigId", format!("{id:?} is not a configured region (configured: {})", configured.join(", "))))
+        }
+    }
+}
+
 fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
     let live = state.gateway_status.as_ref().and_then(|h| h.gateway_state(gw.gateway_id));
     let live_seen = live.as_ref().and_then(|l| l.last_seen_at);
@@ -94,6 +109,8 @@ fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
         name: gw.name,
         description: gw.description,
         location: gw.location.map(|l| LocationJson { latitude: l.latitude, longitude: l.longitude, altitude: l.altitude }),
+        // A configuration removed from the config file: the gateway is served by the first.
+        region_config_id: state.region_config_of(gw.region_config_id.as_deref()),
         created_at: gw.created_at,
         updated_at: gw.updated_at,
         last_seen_at,
@@ -110,9 +127,20 @@ pub async fn create(
     let name = required_name(body.name)?;
     text::description(&body.description)?;
     let location = validated_location(body.location)?;
+    let region_config_id = validated_region(&state, body.region_config_id)?;
     let now = Utc::now();
-    let gw = Gateway { gateway_id, name, description: body.description, location, created_at: now, updated_at: now, last_seen_at: None };
+    let gw = Gateway {
+        gateway_id,
+        name,
+        description: body.description,
+        location,
+        created_at: now,
+        updated_at: now,
+        last_seen_at: None,
+        region_config_id,
+    };
     state.storage.gateways.create(&gw).await?;
+    state.network.gateway_region_changed(gateway_id, gw.region_config_id.as_deref());
     state.known_gateways.insert(gateway_id);
     Ok((StatusCode::CREATED, Json(to_json(&state, gw))))
 }
@@ -142,12 +170,16 @@ pub async fn update(
     let name = required_name(body.name)?;
     text::description(&body.description)?;
     let location = validated_location(body.location)?;
+    let region_config_id = validated_region(&state, body.region_config_id)?;
     let mut gw = state.storage.gateways.get(gateway_id).await?;
     gw.name = name;
     gw.description = body.description;
     gw.location = location;
+    // Like the other fields, an update sets it: omitted = the first configuration.
+    gw.region_config_id = region_config_id;
     gw.updated_at = Utc::now();
     state.storage.gateways.update(&gw).await?;
+    state.network.gateway_region_changed(gateway_id, gw.region_config_id.as_deref());
     Ok(Json(to_json(&state, gw)))
 }
 
@@ -155,5 +187,6 @@ pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Re
     let gateway_id = parse_eui("gatewayId", &id)?;
     state.storage.gateways.delete(gateway_id).await?;
     state.known_gateways.remove(gateway_id);
+    state.network.gateway_region_changed(gateway_id, None);
     Ok(StatusCode::NO_CONTENT)
 }

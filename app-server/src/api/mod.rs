@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod gateways;
 pub mod health;
+pub mod regions;
 pub mod text;
 
 use std::net::SocketAddr;
@@ -118,10 +119,19 @@ pub struct ApiState {
     /// Tells the network server about device, profile and queue changes (cache coherence).
     pub network: NetworkHandle,
     pub network_config: Arc<NetworkConfig>,
+    /// The region configurations (`[[regions]]`, or the one of `network.region`).
+    pub regions: loraflow_network_server::region_config::Regions,
     /// Encodes `object` downlinks with the device profile's codec.
     pub codecs: crate::codec::Codecs,
     /// The MQTT transport, for `/health/ready`; `None` when there is none.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
+}
+
+impl ApiState {
+    /// The region configuration a gateway with this stored id is served by.
+    pub fn region_config_of(&self, stored: Option<&str>) -> String {
+        stored.and_then(|id| self.regions.get(id)).unwrap_or_else(|| self.regions.first()).id.to_string()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +144,8 @@ pub struct ListResponse<T> {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/gateways", get(gateways::list).post(gateways::create))
+        .route("/regions", get(regions::list))
+        .route("/regions/{id}", get(regions::get))
         .route("/gateways/{gateway_id}", get(gateways::get).put(gateways::update).delete(gateways::delete))
         .route("/applications", get(applications::list).post(applications::create))
         .route("/applications/{id}", get(applications::get).put(applications::update).delete(applications::delete))

@@ -306,7 +306,7 @@ impl UplinkEvent {
             confirmed: up.confirmed,
             data: b64(data),
             object,
-            rx_info: up.rx_info.iter().map(|rx| UplinkRxInfoJson::new(rx, up.region_config_id, up.region_common_name)).collect(),
+            rx_info: up.rx_info.iter().map(|rx| UplinkRxInfoJson::new(rx, &up.region_config_id, up.region_common_name)).collect(),
             tx_info: UplinkTxInfoJson::new(&up.tx_info),
             region_config_id: up.region_config_id.to_string(),
         }
@@ -540,7 +540,7 @@ pub(crate) mod tests {
                 frequency: 868_100_000,
                 modulation: Modulation::Lora { bandwidth: 125_000, spreading_factor: 7, code_rate: "4/5".into() },
             },
-            region_config_id: "eu868",
+            region_config_id: "eu868".into(),
             region_common_name: "EU868",
             received_at: std::time::Instant::now(),
             adr_decision: None,
@@ -646,7 +646,7 @@ pub(crate) mod tests {
             time: t0(),
             device: context("NONE", ""),
             dev_addr: DevAddr([0x26, 0x01, 0x12, 0x34]),
-            region_config_id: "eu868",
+            region_config_id: "eu868".into(),
         };
         assert_eq!(
             serde_json::to_value(JoinEvent::new(&j)).unwrap(),

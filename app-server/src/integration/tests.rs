@@ -254,7 +254,7 @@ async fn events_leave_in_arrival_order_while_codecs_run_in_parallel() {
                     time: chrono::Utc::now(),
                     device: Arc::new(ctx.clone()),
                     dev_addr: "26011234".parse().unwrap(),
-                    region_config_id: "eu868",
+                    region_config_id: "eu868".into(),
                 }))
                 .await
                 .unwrap();
@@ -291,7 +291,7 @@ async fn a_slow_codec_delays_only_its_own_devices_events() {
             time: chrono::Utc::now(),
             device: Arc::new(slow.clone()),
             dev_addr: "26011234".parse().unwrap(),
-            region_config_id: "eu868",
+            region_config_id: "eu868".into(),
         }))
         .await
         .unwrap();
@@ -334,7 +334,7 @@ async fn other_events_are_published_on_their_topics_and_stored() {
             time: now,
             device: device.clone(),
             dev_addr: "26011234".parse().unwrap(),
-            region_config_id: "eu868",
+            region_config_id: "eu868".into(),
         }),
         AppEvent::Ack(AckInfo {
             deduplication_id: dedup,

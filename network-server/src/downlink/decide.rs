@@ -347,6 +347,7 @@ mod tests {
         MacSettings {
             desired_rx: default_rx(),
             extra_channels: Eu868.default_extra_channels(),
+            confined_channels: None,
             max_attempts: 3,
             max_duty_cycle: None,
             dev_status_req_freq: 0,

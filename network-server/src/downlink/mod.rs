@@ -28,6 +28,7 @@ use crate::lorawan::{self, DataDownlink};
 use crate::mac::engine::{MacOutput, MacSettings, Outcome, UplinkFacts};
 use crate::mac::state::{MacState, RxParams};
 use crate::region::Modulation as RegionModulation;
+use crate::region_config::RegionConfig;
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, QueueItem};
 
@@ -51,21 +52,23 @@ pub struct DataDownlinkPlan {
     pub adr: Option<decide::AdrOutcome>,
 }
 
-/// The uplink being answered and its device, for events.
+/// The uplink being answered, the region configuration it is handled with and its device.
 pub struct Responding<'a> {
     pub up: &'a DedupedUplink,
+    pub region: &'a RegionConfig,
     pub device: &'a Arc<DeviceContext>,
 }
 
-pub async fn send_join_accept(ctx: &Context, up: &DedupedUplink, device: &Arc<DeviceContext>, phy: Vec<u8>) {
-    let r = Responding { up, device };
+pub async fn send_join_accept(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, device: &Arc<DeviceContext>, phy: Vec<u8>) {
+    let r = Responding { up, region, device };
+    let reg = region.region.as_ref();
     let Some(uplink) = up.frames.first().map(|f| &f.tx_info) else { return };
-    let Some(dr) = RegionModulation::from_frame(&uplink.modulation).and_then(|m| ctx.region.dr_for(&m)) else {
+    let Some(dr) = RegionModulation::from_frame(&uplink.modulation).and_then(|m| reg.dr_for(&m)) else {
         return;
     };
     // Before the join the device uses the region's defaults, with the join-accept delay.
-    let rx = RxParams { rx1_delay: ctx.region.join_accept_delay1().as_secs() as u8, ..RxParams::region_defaults(ctx.region.as_ref()) };
-    let Some(windows) = class_a_windows(ctx.region.as_ref(), rx, uplink.frequency, dr) else {
+    let rx = RxParams { rx1_delay: reg.join_accept_delay1().as_secs() as u8, ..RxParams::region_defaults(reg) };
+    let Some(windows) = class_a_windows(reg, rx, uplink.frequency, dr) else {
         return;
     };
     let len = phy.len().saturating_sub(13);
@@ -101,7 +104,7 @@ async fn plan_or_report<'a>(
     what: &str,
     awaited: Awaited,
 ) -> Option<Vec<send::Planned<'a>>> {
-    let err = match send::plan(ctx, r.up, windows, phy_len, payload_len) {
+    let err = match send::plan(ctx, r.region, r.up, windows, phy_len, payload_len) {
         Ok(attempts) => return Some(attempts),
         Err(e) => e,
     };
@@ -202,10 +205,11 @@ async fn queue_items(ctx: &Context, dev_eui: crate::types::Eui64) -> Vec<QueueIt
     }
 }
 
-fn mac_settings(ctx: &Context, device: &DeviceContext) -> MacSettings {
+fn mac_settings(ctx: &Context, region: &RegionConfig, device: &DeviceContext) -> MacSettings {
     MacSettings {
-        desired_rx: ctx.config.desired_rx(ctx.region.as_ref()),
-        extra_channels: ctx.config.extra_channels.clone(),
+        desired_rx: region.desired_rx,
+        extra_channels: region.extra_channels.clone(),
+        confined_channels: region.confined_channels().map(<[u8]>::to_vec),
         max_attempts: ctx.config.mac_command_max_attempts,
         max_duty_cycle: ctx.config.max_duty_cycle,
         dev_status_req_freq: device.profile.dev_status_req_freq,
@@ -213,12 +217,12 @@ fn mac_settings(ctx: &Context, device: &DeviceContext) -> MacSettings {
     }
 }
 
-pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDownlinkPlan) {
+pub async fn after_data_uplink(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, plan: DataDownlinkPlan) {
     let items = if plan.ack_only { Vec::new() } else { queue_items(ctx, plan.session.dev_eui).await };
-    let settings = mac_settings(ctx, &plan.device);
+    let settings = mac_settings(ctx, region, &plan.device);
     let now = Utc::now();
     let d = decide::decide(&DownlinkInput {
-        region: ctx.region.as_ref(),
+        region: region.region.as_ref(),
         session: &plan.session,
         queue: &items,
         uplink: &plan.uplink,
@@ -229,7 +233,7 @@ pub async fn after_data_uplink(ctx: &Context, up: &DedupedUplink, plan: DataDown
         max_confirmed_transmissions: MAX_CONFIRMED_TRANSMISSIONS,
         now,
     });
-    let r = Responding { up, device: &plan.device };
+    let r = Responding { up, region, device: &plan.device };
     report_mac(ctx, &r, &d.mac).await;
     settle::before_send(ctx, &r, &d).await;
     let state = match transmit(ctx, &r, &plan.session, &d).await {

@@ -11,11 +11,14 @@ use rand::Rng;
 use super::decide::Window;
 use crate::dedup::DedupedUplink;
 use crate::downlink_attempts::{plan_attempts, Attempt, NoAttempt, WindowRadio};
+use crate::region_config::RegionConfig;
 use crate::server::Context;
 
 /// One planned attempt with what it takes to build its frame: the uplink copy of that gateway
 /// (its own tmst and antenna) and the window's timing.
 pub struct Planned<'a> {
+    /// The region configuration of the gateway (radio settings, power).
+    pub region: &'a RegionConfig,
     pub attempt: Attempt,
     pub via: &'a UplinkFrame,
     pub window: Window,
@@ -40,6 +43,7 @@ pub fn candidates<'a>(ctx: &Context, up: &'a DedupedUplink) -> Vec<&'a UplinkFra
 /// carry the payload are left out; the ledger is read as it stands now.
 pub fn plan<'a>(
     ctx: &Context,
+    region: &'a RegionConfig,
     up: &'a DedupedUplink,
     windows: &[Window; 2],
     phy_len: usize,
@@ -47,17 +51,17 @@ pub fn plan<'a>(
 ) -> Result<Vec<Planned<'a>>, NoAttempt> {
     let via = candidates(ctx, up);
     let fitting: Vec<Window> =
-        windows.iter().copied().filter(|w| ctx.region.max_payload_size(w.dr).is_some_and(|m| payload_len <= m.n)).collect();
+        windows.iter().copied().filter(|w| region.region.max_payload_size(w.dr).is_some_and(|m| payload_len <= m.n)).collect();
     let radios: Vec<WindowRadio> = fitting.iter().map(|w| WindowRadio { window: w.name, frequency: w.frequency, dr: w.dr }).collect();
     let gateways: Vec<GatewayId> = via.iter().map(|f| f.rx_info.gateway_id).collect();
     let now = Instant::now();
-    let attempts = ctx.duty_cycle.with(|ledger| plan_attempts(&gateways, &radios, phy_len, ctx.region.as_ref(), ledger, now))?;
+    let attempts = ctx.duty_cycle.with(|ledger| plan_attempts(&gateways, &radios, phy_len, region.region.as_ref(), ledger, now))?;
     Ok(attempts
         .into_iter()
         .filter_map(|attempt| {
             let via = via.iter().find(|f| f.rx_info.gateway_id == attempt.gateway)?;
             let window = fitting.iter().find(|w| w.name == attempt.radio.window)?;
-            Some(Planned { attempt, via, window: *window })
+            Some(Planned { region, attempt, via, window: *window })
         })
         .collect())
 }
@@ -90,15 +94,15 @@ pub fn next_after(status: TxAckStatus) -> Next {
     }
 }
 
-fn frame_for(ctx: &Context, p: &Planned, phy: Vec<u8>, downlink_id: u32) -> Option<DownlinkFrame> {
-    let modulation: Modulation = ctx.region.downlink_modulation(p.window.dr)?;
+fn frame_for(p: &Planned, phy: Vec<u8>, downlink_id: u32) -> Option<DownlinkFrame> {
+    let modulation: Modulation = p.region.region.downlink_modulation(p.window.dr)?;
     Some(DownlinkFrame {
         gateway_id: p.attempt.gateway,
         downlink_id,
         phy_payload: phy,
         timing: Timing::Tmst(p.via.rx_info.tmst.wrapping_add(p.window.delay_us)),
         frequency: p.window.frequency,
-        power: ctx.config.downlink_tx_power.unwrap_or_else(|| ctx.region.downlink_tx_power(p.window.frequency)),
+        power: p.region.downlink_tx_power(p.window.frequency),
         modulation,
         rf_chain: 0,
         polarization_inversion: true,
@@ -126,7 +130,7 @@ pub async fn send_attempts(ctx: &Context, attempts: &[Planned<'_>], phy: Vec<u8>
         if unreachable == Some(a.gateway) || !still_allowed(ctx, a) {
             continue;
         }
-        let Some(frame) = frame_for(ctx, p, phy.clone(), downlink_id) else { continue };
+        let Some(frame) = frame_for(p, phy.clone(), downlink_id) else { continue };
         let status = ctx.gateways.send(frame.clone()).await;
         ctx.metrics.downlinks.with_label_values(&[p.window.name.as_str(), status.as_str()]).inc();
         match next_after(status) {

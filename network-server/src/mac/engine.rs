@@ -19,7 +19,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::state::{AdrTarget, DeviceChannel, Held, MacState, Pending, Request, RxParams};
+use super::state::{apply_ch_mask, enabled_indices, AdrTarget, DeviceChannel, Held, MacState, Pending, Request, RxParams};
 use super::{DevStatusAns, DownlinkMacCommand, LinkAdrAns, MacCommandName, MacContext, NewChannelAns, RxParamSetupAns, UplinkMacCommand};
 use crate::events::LogLevel;
 use crate::region::Region;
@@ -51,8 +51,13 @@ pub struct UplinkFacts {
 pub struct MacSettings {
     /// RX settings the network wants the device to use (`network.rx*`).
     pub desired_rx: RxParams,
-    /// `network.extra_channels`
+    /// The region configuration's extra channels (NewChannelReq).
     pub extra_channels: Vec<u32>,
+    /// Fixed-channel regions (US915, AU915, CN470): the channels the gateways listen on, which
+    /// a device must have enabled and nothing else; a device that has others (no type-1 CFList
+    /// at join: LoRaWAN 1.0.2 or older, ABP) is sent a LinkADRReq to confine it, even with ADR
+    /// off (at its current data rate and power, as ChirpStack does). `None` elsewhere.
+    pub confined_channels: Option<Vec<u8>>,
     /// `network.mac_command_max_attempts`
     pub max_attempts: u8,
     /// `network.max_duty_cycle`
@@ -246,9 +251,7 @@ fn match_answers(input: &MacInput, state: &mut MacState, channels: &mut Vec<Devi
                         state.dr = Some(*dr);
                         state.tx_power_index = *tx_power_index;
                         state.nb_trans = (*nb_trans).max(1);
-                        for ch in channels.iter_mut() {
-                            ch.enabled = masks.iter().any(|m| m.cntl == 0 && ch.index < 16 && m.mask & (1 << ch.index) != 0);
-                        }
+                        apply_ch_mask(channels, input.region.default_uplink_channels().len(), masks);
                         Some(Ok(()))
                     } else {
                         let a = answers.iter().find(|a| !a.accepted()).copied().unwrap_or(answers[0]);
@@ -387,17 +390,21 @@ fn wanted(input: &MacInput, state: &MacState, channels: &[DeviceChannel], rx: Rx
         }
     }
 
-    if let Some(t) = input.adr_target {
+    let adr_change = input.adr_target.filter(|t| {
         let changes = t.dr != input.uplink.dr || t.tx_power_index != state.tx_power_index || t.nb_trans != state.nb_trans;
-        if input.uplink.adr && s.adr_enabled && changes {
-            let enabled: Vec<u8> = channels.iter().filter(|c| c.enabled && c.frequency != 0).map(|c| c.index).collect();
-            out.push(Request::LinkAdr {
-                dr: t.dr,
-                tx_power_index: t.tx_power_index,
-                nb_trans: t.nb_trans,
-                masks: input.region.ch_mask_blocks(&enabled),
-            });
-        }
+        input.uplink.adr && s.adr_enabled && changes
+    });
+    let have = enabled_indices(channels);
+    let confine = s.confined_channels.as_ref().filter(|want| **want != have);
+    if adr_change.is_some() || confine.is_some() {
+        let t = adr_change.unwrap_or(AdrTarget { dr: input.uplink.dr, tx_power_index: state.tx_power_index, nb_trans: state.nb_trans });
+        let enabled = s.confined_channels.as_ref().unwrap_or(&have);
+        out.push(Request::LinkAdr {
+            dr: t.dr,
+            tx_power_index: t.tx_power_index,
+            nb_trans: t.nb_trans,
+            masks: input.region.ch_mask_blocks(enabled),
+        });
     }
     if let Some(v) = s.max_duty_cycle {
         if state.max_duty_cycle != Some(v) {
@@ -466,6 +473,7 @@ mod tests {
         MacSettings {
             desired_rx: default_rx(),
             extra_channels: Eu868.default_extra_channels(),
+            confined_channels: None,
             max_attempts: 3,
             max_duty_cycle: None,
             dev_status_req_freq: 0,

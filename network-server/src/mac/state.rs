@@ -182,6 +182,16 @@ impl MacState {
         MacState { channels: Some(initial_channels(region, cf_list_channels)), ..MacState::default() }
     }
 
+    /// The state of a session made by a join whose type-1 CFList (fixed-channel regions)
+    /// left the device with exactly the `enabled` default channels.
+    pub fn with_enabled_channels(region: &dyn crate::region::Region, enabled: &[u8]) -> MacState {
+        let mut channels = initial_channels(region, &[]);
+        for c in &mut channels {
+            c.enabled = enabled.contains(&c.index);
+        }
+        MacState { channels: Some(channels), ..MacState::default() }
+    }
+
     /// The same state apart from the ADR history not yet written: what decides whether the
     /// state must be stored now.
     pub fn same_apart_from_history(&self, other: &MacState) -> bool {
@@ -233,6 +243,46 @@ fn initial_channels(region: &dyn crate::region::Region, extra: &[u32]) -> Vec<De
         enabled: true,
     }));
     out
+}
+
+/// The indices of the channels enabled and in use.
+pub fn enabled_indices(channels: &[DeviceChannel]) -> Vec<u8> {
+    channels.iter().filter(|c| c.enabled && c.frequency != 0).map(|c| c.index).collect()
+}
+
+/// Applies the channel-mask blocks of an accepted LinkADRReq, in order (LoRaWAN 1.0.4 §5.3;
+/// RP002-1.0.4 ChMaskCntl tables). Regions of up to 16 channels: ChMaskCntl 0 is the mask,
+/// 6 turns every channel on. US915/AU915 (72 channels): 0-3 are the 125 kHz channels 16·n
+/// to 16·n+15, 4 channels 64-71, 6/7 turn all 125 kHz channels on/off and the mask is for
+/// 64-71. CN470 (96 channels): 0-5 are blocks of 16, 6 turns every channel on. Other values
+/// leave the channels as they are.
+pub fn apply_ch_mask(channels: &mut [DeviceChannel], default_count: usize, masks: &[ChMaskBlock]) {
+    let us_like = default_count == 72;
+    let blocks = default_count.div_ceil(16).max(1);
+    for m in masks {
+        let cntl = usize::from(m.cntl);
+        let set_block = |channels: &mut [DeviceChannel], first: usize| {
+            for c in channels.iter_mut() {
+                let i = usize::from(c.index);
+                if (first..first + 16).contains(&i) {
+                    c.enabled = m.mask & (1 << (i - first)) != 0;
+                }
+            }
+        };
+        match cntl {
+            6 | 7 if us_like => {
+                for c in channels.iter_mut() {
+                    if c.index < 64 {
+                        c.enabled = cntl == 6;
+                    }
+                }
+                set_block(channels, 64);
+            }
+            6 => channels.iter_mut().for_each(|c| c.enabled = true),
+            n if n < blocks && (!us_like || n <= 4) => set_block(channels, 16 * n),
+            _ => {}
+        }
+    }
 }
 
 impl Request {
@@ -358,6 +408,27 @@ mod tests {
         assert_eq!(read, MacState { adr_history_unsaved: 0, ..s }, "what was unsaved is saved once read back");
         // A state without history stores no history field.
         assert!(!serde_json::to_string(&MacState::default()).unwrap().contains("adr_history"));
+    }
+
+    #[test]
+    fn channel_masks_apply_per_ch_mask_cntl() {
+        let mut eu = MacState::after_join(&Eu868, &[867_100_000, 867_300_000]).channels.unwrap();
+        apply_ch_mask(&mut eu, 3, &[ChMaskBlock { cntl: 0, mask: 0b1_0011 }]);
+        assert_eq!(enabled_indices(&eu), vec![0, 1, 4]);
+        apply_ch_mask(&mut eu, 3, &[ChMaskBlock { cntl: 6, mask: 0 }]);
+        assert_eq!(enabled_indices(&eu), vec![0, 1, 2, 3, 4]);
+
+        // 72 channels as in US915 (frequencies do not matter to the mask).
+        let mut us: Vec<DeviceChannel> = (0..72u8)
+            .map(|i| DeviceChannel { index: i, frequency: 902_300_000 + u32::from(i), min_dr: 0, max_dr: 3, enabled: true })
+            .collect();
+        // Sub-band 2: all 125 kHz off with channel 65 on, then channels 8-15 on.
+        apply_ch_mask(&mut us, 72, &[ChMaskBlock { cntl: 7, mask: 0x0002 }, ChMaskBlock { cntl: 0, mask: 0xff00 }]);
+        assert_eq!(enabled_indices(&us), vec![8, 9, 10, 11, 12, 13, 14, 15, 65]);
+        apply_ch_mask(&mut us, 72, &[ChMaskBlock { cntl: 6, mask: 0x00ff }]);
+        assert_eq!(enabled_indices(&us).len(), 72);
+        apply_ch_mask(&mut us, 72, &[ChMaskBlock { cntl: 3, mask: 0 }, ChMaskBlock { cntl: 4, mask: 0x0001 }]);
+        assert_eq!(enabled_indices(&us).len(), 72 - 16 - 7);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What the fixed-channel regions share: channel masks as LinkADRReq blocks and as the
-//! type-1 CFList, and the 64 + 8 uplink / 8 downlink channel grid of US915 and AU915.
+//! What the fixed-channel regions share: channel masks as LinkADRReq blocks (72 channels for
+//! US915/AU915, 96 for CN470) and as the type-1 CFList, and the 64 + 8 uplink / 8 downlink
+//! channel grid of US915 and AU915.
 
 use super::{ChMaskBlock, Channel, RegionError};
 
@@ -47,7 +48,7 @@ impl Grid72 {
 
 /// The gateways of a fixed-channel network usually listen on one sub-band of eight 125 kHz
 /// channels and its 500 kHz channel; sub-band 2 (channels 8-15 and 65) is the one The Things
-/// Network, Helium and ChirpStack's default US915/AU915 gateway configuration use.
+/// Network and Helium use.
 pub(super) fn sub_band_2() -> Vec<u8> {
     (8..=15).chain([65]).collect()
 }
@@ -59,9 +60,9 @@ pub(super) fn sub_band_2() -> Vec<u8> {
 /// comes first and blocks 0-3 follow only where they differ from that base; the shorter of
 /// the two bases wins (ties go to 7, as ChirpStack sends).
 ///
-/// ChMaskCntl 5 (one bit per sub-band, RP002-1.0.4) would be shorter still, but devices of
-/// LoRaWAN 1.0.2 and earlier treat it as RFU and reject the whole request, and ChMaskCntl 4
-/// is never needed because 6 and 7 carry the 500 kHz mask.
+/// ChMaskCntl 5 (one bit per sub-band, RP002-1.0.4) would be shorter still, but older
+/// devices (LoRaMac-node's LoRaWAN 1.0.2 implementation, for one) treat it as RFU and reject
+/// the whole request; ChMaskCntl 4 is never needed because 6 and 7 carry the 500 kHz mask.
 pub(super) fn ch_mask_blocks_72(enabled: &[u8]) -> Vec<ChMaskBlock> {
     let mut narrow = [0u16; 4];
     let mut wide = 0u16;
@@ -82,6 +83,25 @@ pub(super) fn ch_mask_blocks_72(enabled: &[u8]) -> Vec<ChMaskBlock> {
         all_on
     } else {
         all_off
+    }
+}
+
+/// LinkADRReq blocks that leave exactly `enabled` (indices < 96) on, for the 96-channel
+/// CN470-510 plan (RP001 CN470-510 "LinkAdrReq command"): ChMaskCntl 0-5 set 16 channels each and 6 turns every channel on; 7 is RFU, so there is no "all off"
+/// base and a set of channels is stated block by block unless "all on" plus the blocks that
+/// differ from it is shorter.
+pub(super) fn ch_mask_blocks_96(enabled: &[u8]) -> Vec<ChMaskBlock> {
+    let mut masks = [0u16; 6];
+    for &i in enabled.iter().filter(|&&i| i < 96) {
+        masks[usize::from(i / 16)] |= 1 << (i % 16);
+    }
+    let explicit: Vec<ChMaskBlock> = (0..6u8).map(|k| ChMaskBlock { cntl: k, mask: masks[usize::from(k)] }).collect();
+    let mut all_on = vec![ChMaskBlock { cntl: 6, mask: 0 }];
+    all_on.extend(explicit.iter().filter(|b| b.mask != 0xffff).copied());
+    if all_on.len() < explicit.len() {
+        all_on
+    } else {
+        explicit
     }
 }
 
@@ -199,6 +219,20 @@ mod tests {
         for enabled in cases {
             assert_eq!(apply(&ch_mask_blocks_72(&enabled)), enabled);
         }
+    }
+
+    #[test]
+    fn the_96_channel_plan_states_every_block_unless_all_on_is_shorter() {
+        let first_eight: Vec<u8> = (0..8).collect();
+        let want: Vec<ChMaskBlock> = [0x00ff, 0, 0, 0, 0, 0].iter().enumerate().map(|(k, &m)| block(k as u8, m)).collect();
+        assert_eq!(ch_mask_blocks_96(&first_eight), want);
+        let all: Vec<u8> = (0..96).collect();
+        assert_eq!(ch_mask_blocks_96(&all), vec![block(6, 0)]);
+        // All but channels 6, 38 and 45 (the ChirpStack lrwn CN470 example): blocks 0 and 2
+        // differ from "all on".
+        let enabled: Vec<u8> = (0..96).filter(|i| ![6, 38, 45].contains(i)).collect();
+        assert_eq!(ch_mask_blocks_96(&enabled), vec![block(6, 0), block(0, 0xffbf), block(2, 0xdfbf)]);
+        assert_eq!(ch_mask_blocks_96(&[96, 200]).len(), 6, "indices past 95 are ignored");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use super::{region_by_name, CfListType, Modulation, Region};
 
 /// One common name per region; every region module adds its own.
-const NAMES: &[&str] = &["EU868", "US915", "AU915"];
+const NAMES: &[&str] = &["EU868", "US915", "AU915", "CN470"];
 
 fn regions() -> Vec<Box<dyn Region>> {
     NAMES.iter().map(|n| region_by_name(n).unwrap_or_else(|| panic!("{n} does not resolve"))).collect()

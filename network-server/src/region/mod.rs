@@ -5,11 +5,18 @@
 
 mod as923;
 mod au915;
+mod cn470;
+mod cn779;
 mod dynamic;
+mod eu433;
 mod eu868;
 mod fixed_channels;
+mod in865;
 #[cfg(test)]
 mod invariants;
+mod ism2400;
+mod kr920;
+mod ru864;
 mod sub_band;
 mod us915;
 
@@ -20,7 +27,15 @@ use loraflow_packet_forwarder::frame;
 
 pub use as923::{As923, As923Variant, AS923_DEFAULT_DWELL_TIME};
 pub use au915::Au915;
+pub use cn470::Cn470;
+pub use cn779::CN779;
+pub use dynamic::{DynamicPlan, Rx1Rule};
+pub use eu433::EU433;
 pub use eu868::Eu868;
+pub use in865::IN865;
+pub use ism2400::ISM2400;
+pub use kr920::KR920;
+pub use ru864::RU864;
 pub use sub_band::{erp_to_eirp_dbm, DutyCycle, SubBand, SubBandId};
 pub use us915::Us915;
 
@@ -308,10 +323,17 @@ pub fn region_by_name(name: &str) -> Option<Box<dyn Region>> {
         "eu868" | "eu863-870" | "eu_863_870" => Some(Box::new(Eu868)),
         "us915" | "us902-928" | "us_902_928" => Some(Box::new(Us915)),
         "au915" | "au915-928" | "au_915_928" => Some(Box::new(Au915)),
+        "cn470" | "cn470-510" | "cn_470_510" => Some(Box::new(Cn470)),
         "as923" | "as923-1" | "as923_1" | "as_923" | "as_923_1" | "as923-925" => Some(Box::new(As923::new(As923Variant::As923_1))),
         "as923-2" | "as923_2" | "as_923_2" => Some(Box::new(As923::new(As923Variant::As923_2))),
         "as923-3" | "as923_3" | "as_923_3" => Some(Box::new(As923::new(As923Variant::As923_3))),
         "as923-4" | "as923_4" | "as_923_4" => Some(Box::new(As923::new(As923Variant::As923_4))),
+        "kr920" | "kr920-923" | "kr_920_923" => Some(Box::new(KR920)),
+        "in865" | "in865-867" | "in_865_867" => Some(Box::new(IN865)),
+        "ru864" | "ru864-870" | "ru_864_870" => Some(Box::new(RU864)),
+        "cn779" | "cn779-787" | "cn_779_787" => Some(Box::new(CN779)),
+        "eu433" | "eu_433" => Some(Box::new(EU433)),
+        "ism2400" | "ism_2400" | "lora_2_4" => Some(Box::new(ISM2400)),
         _ => None,
     }
 }
@@ -343,6 +365,9 @@ mod tests {
         for n in ["AU915", "au915", "AU915-928", "au_915_928"] {
             assert_eq!(region_by_name(n).unwrap().config_id(), "au915");
         }
+        for n in ["CN470", "cn470", "CN470-510", "CN_470_510"] {
+            assert_eq!(region_by_name(n).unwrap().config_id(), "cn470");
+        }
         assert!(region_by_name("US916").is_none());
         assert!(region_by_name("").is_none());
         assert!(region_by_name("XX999").is_none());
@@ -359,6 +384,16 @@ mod tests {
         ("as923_3", "as923_3"),
         ("AS923-4", "as923_4"),
         ("AS_923_4", "as923_4"),
+        ("KR920", "kr920"),
+        ("KR920-923", "kr920"),
+        ("IN865", "in865"),
+        ("IN865-867", "in865"),
+        ("RU864", "ru864"),
+        ("RU864-870", "ru864"),
+        ("CN779", "cn779"),
+        ("CN779-787", "cn779"),
+        ("EU433", "eu433"),
+        ("ISM2400", "ism2400"),
     ];
 
     #[test]

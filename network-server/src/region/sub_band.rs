@@ -30,6 +30,13 @@ pub enum SubBandId {
     /// there; if an operator configures such a frequency anyway, the strictest general limit
     /// applies (0.1 %, 25 mW e.r.p.).
     EtsiOther,
+    /// CN779-787 MHz: RP002-1.0.4 §2.6.2 asks for a duty cycle below 1 % at 12.15 dBm EIRP.
+    Cn779,
+    /// EU433 (433.05-434.79 MHz, ETSI SRD band): RP002-1.0.4 §2.7.2, below 10 % at
+    /// 12.15 dBm EIRP.
+    Eu433,
+    /// RU864-870 MHz: RP002-1.0.4 §2.13.2 gives its default channels a duty cycle below 1 %.
+    Ru864,
 }
 
 impl SubBandId {
@@ -43,6 +50,9 @@ impl SubBandId {
             SubBandId::EtsiP => "P",
             SubBandId::EtsiR => "R",
             SubBandId::EtsiOther => "other",
+            SubBandId::Cn779 => "CN779",
+            SubBandId::Eu433 => "EU433",
+            SubBandId::Ru864 => "RU864",
         }
     }
 }
@@ -57,6 +67,9 @@ impl fmt::Display for SubBandId {
             SubBandId::EtsiP => "869.4-869.65 MHz",
             SubBandId::EtsiR => "869.7-870.0 MHz",
             SubBandId::EtsiOther => return f.write_str("outside the ETSI SRD sub-bands"),
+            SubBandId::Cn779 => return f.write_str("CN779-787 MHz"),
+            SubBandId::Eu433 => return f.write_str("EU433 (433.05-434.79 MHz)"),
+            SubBandId::Ru864 => return f.write_str("RU864-870 MHz"),
         };
         write!(f, "ETSI band {} ({range})", self.as_str())
     }

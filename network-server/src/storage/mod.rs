@@ -62,10 +62,12 @@ pub trait GatewayRepo: Send + Sync {
     async fn get(&self, id: Eui64) -> Result<Gateway>;
     /// Oldest first.
     async fn list(&self, limit: u32, offset: u32) -> Result<Page<Gateway>>;
-    /// Updates name, description, location and updated_at.
+    /// Updates name, description, location, region configuration and updated_at.
     async fn update(&self, gw: &Gateway) -> Result<()>;
     async fn delete(&self, id: Eui64) -> Result<()>;
     async fn all_ids(&self) -> Result<Vec<Eui64>>;
+    /// The gateways that name a region configuration, with its id.
+    async fn region_config_ids(&self) -> Result<Vec<(Eui64, String)>>;
     /// Batch update of last_seen_at (only moves forward). Unknown ids are ignored.
     async fn touch_last_seen(&self, seen: &[(Eui64, DateTime<Utc>)]) -> Result<()>;
 }

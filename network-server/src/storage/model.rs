@@ -22,6 +22,9 @@ pub struct Gateway {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The region configuration (`[[regions]]` id) the gateway belongs to; `None` = the
+    /// first configured one.
+    pub region_config_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

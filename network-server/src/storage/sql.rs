@@ -176,6 +176,7 @@ macro_rules! impl_repos {
                     created_at: r.try_get("created_at")?,
                     updated_at: r.try_get("updated_at")?,
                     last_seen_at: r.try_get("last_seen_at")?,
+                    region_config_id: r.try_get("region_config_id")?,
                 })
             }
 
@@ -371,7 +372,7 @@ macro_rules! impl_repos {
                     let (lat, lon, alt) = location_cols(&gw.location);
                     sqlx::query(
                         "INSERT INTO gateways (gateway_id, name, description, latitude, longitude, altitude, \
-                         created_at, updated_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         created_at, updated_at, last_seen_at, region_config_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     )
                     .bind(&gw.gateway_id.0[..])
                     .bind(&gw.name)
@@ -382,6 +383,7 @@ macro_rules! impl_repos {
                     .bind(s::ts(gw.created_at))
                     .bind(s::ts(gw.updated_at))
                     .bind(gw.last_seen_at.map(s::ts))
+                    .bind(&gw.region_config_id)
                     .execute(&self.pool)
                     .await
                     .map_err(s::db_err)?;
@@ -413,7 +415,7 @@ macro_rules! impl_repos {
                     let (lat, lon, alt) = location_cols(&gw.location);
                     let r = sqlx::query(
                         "UPDATE gateways SET name = $2, description = $3, latitude = $4, longitude = $5, \
-                         altitude = $6, updated_at = $7 WHERE gateway_id = $1",
+                         altitude = $6, updated_at = $7, region_config_id = $8 WHERE gateway_id = $1",
                     )
                     .bind(&gw.gateway_id.0[..])
                     .bind(&gw.name)
@@ -422,6 +424,7 @@ macro_rules! impl_repos {
                     .bind(lon)
                     .bind(alt)
                     .bind(s::ts(gw.updated_at))
+                    .bind(&gw.region_config_id)
                     .execute(&self.pool)
                     .await
                     .map_err(s::db_err)?;
@@ -443,6 +446,16 @@ macro_rules! impl_repos {
                         .await
                         .map_err(s::db_err)?;
                     ids.into_iter().map(|v| s::eui(v).map_err(StorageError::Db)).collect()
+                }
+
+                async fn region_config_ids(&self) -> Result<Vec<(Eui64, String)>> {
+                    let rows: Vec<(Vec<u8>, String)> = sqlx::query_as(
+                        "SELECT gateway_id, region_config_id FROM gateways WHERE region_config_id IS NOT NULL ORDER BY gateway_id",
+                    )
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(s::db_err)?;
+                    rows.into_iter().map(|(g, r)| Ok((s::eui(g).map_err(StorageError::Db)?, r))).collect()
                 }
 
                 async fn touch_last_seen(&self, seen: &[(Eui64, DateTime<Utc>)]) -> Result<()> {

@@ -131,6 +131,7 @@ fn gateway(n: u64, created: i64) -> Gateway {
         created_at: t(created),
         updated_at: t(created),
         last_seen_at: None,
+        region_config_id: None,
     }
 }
 
@@ -266,7 +267,9 @@ async fn gateway_crud_round_trips(db: &mut TestDb) {
     ids.sort();
     assert_eq!(ids, vec![a.gateway_id, b.gateway_id, c.gateway_id]);
 
+    assert_eq!(s.gateways.region_config_ids().await.unwrap(), vec![]);
     let changed = Gateway {
+        region_config_id: Some("us915_1".into()),
         name: "renamed".into(),
         description: "mast".into(),
         location: None,
@@ -279,6 +282,7 @@ async fn gateway_crud_round_trips(db: &mut TestDb) {
     s.gateways.update(&changed).await.unwrap();
     let got = s.gateways.get(a.gateway_id).await.unwrap();
     assert_eq!(got, Gateway { created_at: a.created_at, last_seen_at: None, ..changed });
+    assert_eq!(s.gateways.region_config_ids().await.unwrap(), vec![(a.gateway_id, "us915_1".to_string())]);
 
     s.gateways.delete(a.gateway_id).await.unwrap();
     assert!(matches!(s.gateways.get(a.gateway_id).await, Err(StorageError::NotFound)));

@@ -17,6 +17,7 @@ use crate::lorawan::{self, DataFrame};
 use crate::mac::engine::UplinkFacts;
 use crate::mac::{self, MacContext, UplinkMacCommand};
 use crate::region::Modulation as RegionModulation;
+use crate::region_config::RegionConfig;
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, FCntUpdate};
 
@@ -34,6 +35,8 @@ pub enum Dropped {
     DeviceDisabled,
     Storage,
     UnknownModulation,
+    /// Heard by gateways of a region configuration other than the device profile's region.
+    RegionMismatch,
 }
 
 impl Dropped {
@@ -48,12 +51,13 @@ impl Dropped {
             Dropped::DeviceDisabled => "device_disabled",
             Dropped::Storage => "storage_error",
             Dropped::UnknownModulation => "unknown_data_rate",
+            Dropped::RegionMismatch => "region_mismatch",
         }
     }
 }
 
-pub async fn handle(ctx: &Context, up: &DedupedUplink, frame: DataFrame) {
-    if let Err(d) = process(ctx, up, &frame).await {
+pub async fn handle(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, frame: DataFrame) {
+    if let Err(d) = process(ctx, region, up, &frame).await {
         if d == Dropped::NbTransRepeat {
             ctx.metrics.uplink_repeats.inc();
             return;
@@ -72,7 +76,22 @@ struct Matched {
     reset: bool,
 }
 
-async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<(), Dropped> {
+/// A device profile names its region; gateways of another region's configuration speak
+/// another band plan, so such an uplink cannot be answered (ChirpStack likewise refuses it
+/// with an error log). The text explains it for the device's `log` event.
+pub fn profile_region_matches(device: &DeviceContext, region: &RegionConfig) -> Result<(), String> {
+    match crate::region::region_by_name(&device.profile.region) {
+        Some(r) if r.config_id() != region.region.config_id() => Err(format!(
+            "device profile region {} does not match region config {} ({}) of the gateways that heard the uplink",
+            device.profile.region,
+            region.id,
+            region.common_name()
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, frame: &DataFrame) -> Result<(), Dropped> {
     // Uplinks of one DevAddr are handled one at a time (`server::UplinkKey`), so a lost
     // compare-and-set means the cached counter was behind the stored one (another instance,
     // a change over REST, counters kept in memory during an outage): the frame is checked
@@ -82,8 +101,12 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
     let (matched, device, dr, checked) = loop {
         let matched = find_session(ctx, up, frame).await?;
         let device = device_context(ctx, &matched).await?;
+        if let Err(text) = profile_region_matches(&device, region) {
+            ctx.log(&device, LogLevel::Error, LogCode::Unknown, &text, [("deduplication_id", up.deduplication_id.to_string())]).await;
+            return Err(Dropped::RegionMismatch);
+        }
         let dr = RegionModulation::from_frame(&first.tx_info.modulation)
-            .and_then(|m| ctx.region.dr_for(&m))
+            .and_then(|m| region.region.dr_for(&m))
             .ok_or(Dropped::UnknownModulation)?;
         match check_and_store_f_cnt(ctx, up, &matched, &device).await {
             Err(Dropped::FCntRace) if !second_try => second_try = true,
@@ -98,11 +121,11 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
             let plan = DataDownlinkPlan {
                 session: matched.session.clone(),
                 device,
-                uplink: facts(ctx, up, frame, matched.f_cnt, dr, Vec::new()),
+                uplink: facts(region, up, frame, matched.f_cnt, dr, Vec::new()),
                 ack_only: true,
                 adr: None,
             };
-            downlink::after_data_uplink(ctx, up, plan).await;
+            downlink::after_data_uplink(ctx, region, up, plan).await;
             return Err(d);
         }
         Err(d) => return Err(d),
@@ -111,8 +134,8 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
     ctx.device_seen.lock().expect("lock").insert(device.device.dev_eui, Utc::now());
 
     let commands = mac_commands(frame, matched.f_cnt, &session);
-    let uplink = facts(ctx, up, frame, matched.f_cnt, dr, commands);
-    let adr = adr(ctx, &mut session, &device, &uplink);
+    let uplink = facts(region, up, frame, matched.f_cnt, dr, commands);
+    let adr = adr(ctx, region, &mut session, &device, &uplink);
 
     // Application payload: still encrypted; the application side decrypts it.
     if frame.f_port.is_some_and(|p| p > 0) {
@@ -130,8 +153,8 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
             app_s_key: session.app_s_key,
             rx_info: up.frames.iter().map(|f| f.rx_info.clone()).collect(),
             tx_info: first.tx_info.clone(),
-            region_config_id: ctx.region.config_id(),
-            region_common_name: ctx.region.common_name(),
+            region_config_id: region.id.clone(),
+            region_common_name: region.common_name(),
             received_at: up.first_seen_instant.into_std(),
             adr_decision: adr.map(|o| o.decided),
         })))
@@ -139,13 +162,19 @@ async fn process(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result
     }
     ctx.metrics.processing_seconds.observe(up.first_seen_instant.elapsed().as_secs_f64() - ctx.config.dedup_window_ms as f64 / 1000.0);
 
-    downlink::after_data_uplink(ctx, up, DataDownlinkPlan { session, device, uplink, ack_only: false, adr }).await;
+    downlink::after_data_uplink(ctx, region, up, DataDownlinkPlan { session, device, uplink, ack_only: false, adr }).await;
     Ok(())
 }
 
 /// The ADR step (`downlink::decide::adr_step`): the uplink joins the session's ADR history and
 /// the algorithm's decision is counted by direction.
-fn adr(ctx: &Context, session: &mut DeviceSession, device: &DeviceContext, uplink: &UplinkFacts) -> Option<AdrOutcome> {
+fn adr(
+    ctx: &Context,
+    region: &RegionConfig,
+    session: &mut DeviceSession,
+    device: &DeviceContext,
+    uplink: &UplinkFacts,
+) -> Option<AdrOutcome> {
     let p = &device.profile;
     let profile = AdrProfile {
         enabled: p.adr_enabled,
@@ -153,14 +182,14 @@ fn adr(ctx: &Context, session: &mut DeviceSession, device: &DeviceContext, uplin
         max_dr: p.adr_max_dr,
         installation_margin_db: p.adr_installation_margin_db,
     };
-    let outcome = adr_step(ctx.region.as_ref(), &mut session.mac_state, uplink, &profile)?;
+    let outcome = adr_step(region.region.as_ref(), &mut session.mac_state, uplink, &profile)?;
     ctx.metrics.adr_decisions.with_label_values(&[outcome.direction().as_str()]).inc();
     tracing::debug!(believed = ?outcome.believed, decided = ?outcome.decided, "ADR");
     Some(outcome)
 }
 
 /// What the downlink decision needs to know about this uplink.
-fn facts(ctx: &Context, up: &DedupedUplink, frame: &DataFrame, f_cnt: u32, dr: u8, commands: Vec<UplinkMacCommand>) -> UplinkFacts {
+fn facts(region: &RegionConfig, up: &DedupedUplink, frame: &DataFrame, f_cnt: u32, dr: u8, commands: Vec<UplinkMacCommand>) -> UplinkFacts {
     let first = &up.frames[0];
     UplinkFacts {
         f_cnt,
@@ -174,7 +203,7 @@ fn facts(ctx: &Context, up: &DedupedUplink, frame: &DataFrame, f_cnt: u32, dr: u
         link: MacContext {
             // Every gateway counts (ADR takes the best SNR of any gateway that heard the uplink).
             best_snr: up.frames.iter().map(|f| f.rx_info.snr).fold(first.rx_info.snr, f32::max),
-            spreading_factor: match ctx.region.data_rate(dr).map(|d| d.modulation) {
+            spreading_factor: match region.region.data_rate(dr).map(|d| d.modulation) {
                 Some(RegionModulation::Lora { spreading_factor, .. }) => Some(spreading_factor),
                 _ => None,
             },

@@ -11,11 +11,12 @@ use crate::dev_addr;
 use crate::downlink;
 use crate::events::{AppEvent, JoinInfo, LogCode, LogLevel};
 use crate::lorawan::{self, JoinAcceptFields, JoinRequest};
+use crate::region_config::RegionConfig;
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, StorageError};
 
-pub async fn handle(ctx: &Context, up: &DedupedUplink, jr: JoinRequest) {
-    match process(ctx, up, &jr).await {
+pub async fn handle(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: JoinRequest) {
+    match process(ctx, region, up, &jr).await {
         Ok(()) => ctx.metrics.joins_accepted.inc(),
         Err(reason) => {
             ctx.metrics.joins_rejected.with_label_values(&[reason]).inc();
@@ -29,7 +30,7 @@ async fn reject(ctx: &Context, device: &Arc<DeviceContext>, reason: &'static str
     reason
 }
 
-async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<(), &'static str> {
+async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: &JoinRequest) -> Result<(), &'static str> {
     tracing::Span::current().record("dev_eui", tracing::field::display(jr.dev_eui));
     let device = match ctx.cache.context(jr.dev_eui).await {
         Ok(d) => d,
@@ -41,6 +42,9 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
     };
     if device.device.is_disabled {
         return Err("device_disabled");
+    }
+    if let Err(text) = super::data::profile_region_matches(&device, region) {
+        return Err(reject(ctx, &device, "region_mismatch", text, up).await);
     }
     if !device.profile.supports_otaa {
         return Err(reject(ctx, &device, "otaa_not_supported", "device profile does not support OTAA".into(), up).await);
@@ -70,11 +74,16 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
     // The join-accept carries RX1 delay, RX1DROffset and RX2 data rate but no RX2
     // frequency (LoRaWAN 1.0.4 §6.2.5): the device starts on the region's; a configured
     // one follows in RXParamSetupReq.
-    let told =
-        crate::mac::state::RxParams { rx2_frequency: ctx.region.default_rx2_frequency(), ..ctx.config.desired_rx(ctx.region.as_ref()) };
-    // No extra channels: no CFList at all rather than an empty one.
-    let cf_list = ctx.region.cf_list(&ctx.config.extra_channels, &ctx.region.default_enabled_uplink_channels());
-    let cf_list_channels = if cf_list.is_some() { ctx.config.extra_channels.clone() } else { Vec::new() };
+    let told = crate::mac::state::RxParams { rx2_frequency: region.region.default_rx2_frequency(), ..region.desired_rx };
+    // No extra channels: no CFList at all rather than an empty one. A type-1 CFList (fixed
+    // channels) leaves the device with exactly the enabled channels; a device too old to
+    // read one keeps all and is confined with LinkADRReq (`mac::engine`).
+    let cf_list = region.cf_list(&device.profile.mac_version);
+    let mac_state = match (cf_list, region.confined_channels()) {
+        (Some(_), Some(enabled)) => crate::mac::state::MacState::with_enabled_channels(region.region.as_ref(), enabled),
+        (Some(_), None) => crate::mac::state::MacState::after_join(region.region.as_ref(), &region.extra_channels),
+        (None, _) => crate::mac::state::MacState::after_join(region.region.as_ref(), &[]),
+    };
     let session = DeviceSession {
         dev_eui: jr.dev_eui,
         dev_addr,
@@ -91,7 +100,7 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
         rx2_frequency: told.rx2_frequency,
         pending_ack_f_cnt: None,
         is_otaa: true,
-        mac_state: crate::mac::state::MacState::after_join(ctx.region.as_ref(), &cf_list_channels),
+        mac_state,
         created_at: now,
         updated_at: now,
     };
@@ -125,10 +134,10 @@ async fn process(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> Result<
         time: up.first_seen,
         device: device.clone(),
         dev_addr,
-        region_config_id: ctx.region.config_id(),
+        region_config_id: region.id.clone(),
     }))
     .await;
-    downlink::send_join_accept(ctx, up, &device, phy).await;
+    downlink::send_join_accept(ctx, region, up, &device, phy).await;
     Ok(())
 }
 

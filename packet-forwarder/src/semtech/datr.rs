@@ -49,6 +49,10 @@ mod tests {
         assert_eq!(parse_lora_datr("SF12BW500"), Some((12, 500_000)));
         assert_eq!(parse_lora_datr("SF5BW250"), Some((5, 250_000)));
         assert_eq!(parse_lora_datr("SF9BW62.5"), Some((9, 62_500)));
+        // 2.4 GHz concentrators (SX1280) write the 812.5 kHz channel as "BW812".
+        assert_eq!(parse_lora_datr("SF12BW812"), Some((12, 812_000)));
+        assert_eq!(parse_lora_datr("SF5BW812"), Some((5, 812_000)));
+        assert_eq!(lora_datr(12, 812_000), "SF12BW812");
     }
 
     #[test]

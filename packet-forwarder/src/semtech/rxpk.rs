@@ -318,6 +318,14 @@ mod tests {
     }
 
     #[test]
+    fn a_2_4_ghz_lora_rxpk_keeps_its_frequency_bandwidth_and_coding_rate() {
+        let v = json!({"tmst":1,"freq":2425.0,"modu":"LORA","datr":"SF12BW812","codr":"4/8LI","data":"AA=="});
+        let f = &frames(v).unwrap()[0];
+        assert_eq!(f.tx_info.frequency, 2_425_000_000);
+        assert_eq!(f.tx_info.modulation, Modulation::Lora { bandwidth: 812_000, spreading_factor: 12, code_rate: "4/8LI".into() });
+    }
+
+    #[test]
     fn missing_optional_fields_take_neutral_values() {
         let v = json!({"tmst":7,"freq":868.5,"modu":"LORA","datr":"SF12BW125","codr":"4/5","data":"AQID"});
         let f = &frames(v).unwrap()[0];
