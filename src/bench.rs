@@ -226,8 +226,9 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     let spec = ProfileSpec { region: plan.common_name(), ..ProfileSpec::default() };
     let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
     let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, target.udp).await.context("binding gateway sockets")?;
+    let region_config = crate::simulate::gateway_region_config(&api, &plan).await?;
     for (i, eui) in gateways.euis().into_iter().enumerate() {
-        api.ensure_gateway(eui, &format!("bench-gw-{i}")).await.context("registering gateways")?;
+        api.ensure_gateway_in(eui, &format!("bench-gw-{i}"), region_config.as_deref()).await.context("registering gateways")?;
     }
     let stats = Arc::new(Stats::default());
     let radio = Radio { gateways: gateways.clone(), router: Arc::new(Router::default()), stats: stats.clone() };

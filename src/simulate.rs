@@ -230,8 +230,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
     let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
 
     let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, server).await.context("binding gateway sockets")?;
+    let region_config = gateway_region_config(&api, &plan).await?;
     for (i, eui) in gateways.euis().into_iter().enumerate() {
-        api.ensure_gateway(eui, &format!("sim-gw-{i}")).await.context("registering gateways")?;
+        api.ensure_gateway_in(eui, &format!("sim-gw-{i}"), region_config.as_deref()).await.context("registering gateways")?;
     }
 
     let devices: Vec<VirtualDevice> = stream::iter(0..args.devices)
@@ -317,6 +318,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(s)
+}
+
+/// The server region config the gateways belong to, when the server has region configs.
+pub async fn gateway_region_config(api: &Api, plan: &RadioPlan) -> anyhow::Result<Option<String>> {
+    let Some(configs) = api.region_configs().await.context("reading the server's region configs")? else { return Ok(None) };
+    crate::sim::provision::region_config_for(plan, &configs).map(Some).map_err(|e| anyhow::anyhow!("--region {}: {e}", plan.id))
 }
 
 /// Where and what the simulator prints.

@@ -7,12 +7,15 @@ mod common;
 #[path = "../app-server/tests/mqtt_support/mod.rs"]
 mod mqtt_support;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{Backend, TestServer, TOKEN};
 use mqtt_support::Subscriber;
 use serde_json::{json, Value};
 
+/// The simulator's first gateway ("LFSIMG" + 0).
+const FIRST_GATEWAY: &str = "4c4653494d470000";
 /// The simulator's first device ("LFSIMD" + 0).
 const FIRST_DEVICE: &str = "4c4653494d440000";
 
@@ -84,7 +87,75 @@ async fn us915_sub_band_2_devices_join_send_on_their_channels_and_hear_their_dow
         assert_eq!(up["txInfo"]["modulation"]["lora"]["bandwidth"], 125_000, "{up}");
         assert_eq!(up["dr"], 3, "{up}");
         assert_eq!(up["rxInfo"][0]["metadata"]["region_common_name"], "US915", "{up}");
+        assert_eq!(up["regionConfigId"], "us915_1", "{up}");
     }
-    let used: std::collections::HashSet<u64> = ups.iter().map(|u| u["txInfo"]["frequency"].as_u64().unwrap()).collect();
+    let used: HashSet<u64> = ups.iter().map(|u| u["txInfo"]["frequency"].as_u64().unwrap()).collect();
     assert!(used.len() >= 2, "devices hop between the sub-band's channels: {used:?}");
+}
+
+const EU868_AND_US915: &str = r#"
+[[regions]]
+id = "eu868"
+commonName = "EU868"
+
+[[regions]]
+id = "us915_1"
+commonName = "US915"
+enabled_uplink_channels = [8, 9, 10, 11, 12, 13, 14, 15, 65]
+"#;
+
+/// Runs `simulate` for `region` against `server`; returns the JSON report.
+async fn simulate(server: &TestServer, region: &str) -> Value {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loraflow"))
+        .args(["simulate", "--server", &server.gateway.to_string(), "--api", &server.url(""), "--token", TOKEN])
+        .args(["--region", region, "--devices", "2", "--interval", "1", "--seconds", "4", "--json"])
+        .current_dir(server.state_dir())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .expect("run loraflow simulate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "simulate --region {region} failed: {stdout}\n{stderr}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// In a server with an EU868 and a US915 config, `--region` puts the simulated gateways in the
+/// matching config (`--region US915` finds `us915_1` by its channels), and the devices join and
+/// send in that region; a region the server has no config for is refused up front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_gateways_join_the_region_config_of_their_plan() {
+    let server = TestServer::start_with_config(Backend::Sqlite, &[], EU868_AND_US915).await;
+    let mut events = Subscriber::connect(server.mqtt.expect("embedded MQTT broker"), "application/+/device/+/event/up", false).await;
+    let api = server.client();
+    for (region, config_id) in [("eu868", "eu868"), ("US915", "us915_1")] {
+        let report = simulate(&server, region).await;
+        assert_eq!((report["joined"].as_u64(), report["errors"].as_u64()), (Some(2), Some(0)), "{region}: {report}");
+        let (status, gw) = api.get(&format!("/api/gateways/{FIRST_GATEWAY}")).await;
+        assert_eq!((status, gw["regionConfigId"].as_str()), (200, Some(config_id)), "{region}: {gw}");
+        // The last uplinks of this run, as the server saw them.
+        let mut seen = HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Some((_, payload))) = tokio::time::timeout_at(deadline, events.messages.recv()).await {
+            let up: Value = serde_json::from_slice(&payload).unwrap();
+            seen.insert(up["regionConfigId"].as_str().unwrap_or_default().to_string());
+        }
+        assert!(seen.contains(config_id), "{region}: up events in {seen:?}");
+    }
+    let (_, profiles) = api.get("/api/device-profiles?limit=100").await;
+    let profile = profiles["result"].as_array().unwrap().iter().find(|p| p["name"] == "loraflow-simulator").cloned().unwrap();
+    assert_eq!(profile["region"], "US915", "the profile follows the last run's region: {profile}");
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loraflow"))
+        .args(["simulate", "--server", &server.gateway.to_string(), "--api", &server.url(""), "--token", TOKEN])
+        .args(["--region", "us915_0", "--seconds", "1"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--region us915_0: the server has no US915 region config"), "{stderr}");
 }
