@@ -1247,4 +1247,37 @@ mod tests {
         let fsk = radio(869_525_000, Modulation::Fsk { bitrate: 50_000 }, false);
         assert!(matches!(d.rx_window(Some(&up), &fsk, false), Err(WindowError::Mismatch { dr: 7, .. })));
     }
+
+    #[test]
+    fn cn470_blocks_of_the_server_confine_a_device_to_each_group_of_eight() {
+        for group in 0..12u8 {
+            let want: Vec<u8> = (8 * group..8 * group + 8).collect();
+            let mut d = DeviceMac::for_plan(
+                MacConfig { adr: true, max_dr: 5, initial_dr: 0, ..MacConfig::default() },
+                Arc::new(RadioPlan::from_id("cn470_0").unwrap()),
+            );
+            let blocks = d.plan().region.ch_mask_blocks(&want);
+            let cmds: Vec<DownlinkMacCommand> = blocks.iter().map(|b| D::LinkAdrReq(req(2, 1, b.mask, b.cntl, 1))).collect();
+            let report = d.downlink_received(&down(&cmds));
+            assert!(report.answers.iter().all(|a| *a == U::LinkAdrAns(ans(0b111))), "group {group}: {blocks:?}");
+            assert_eq!(d.enabled_channels(), want, "group {group}: {blocks:?}");
+            // ChMaskCntl 7 is RFU in CN470.
+            let report = d.downlink_received(&down(&[D::LinkAdrReq(req(2, 1, 0x00ff, 7, 1))]));
+            assert_eq!(report.answers, vec![U::LinkAdrAns(ans(0b110))]);
+        }
+    }
+
+    #[test]
+    fn an_as923_device_takes_its_extra_channels_from_a_type_0_cf_list() {
+        let plan = Arc::new(RadioPlan::from_id("as923_2").unwrap());
+        let mut d = DeviceMac::for_plan(MacConfig::default(), plan.clone());
+        let defaults: Vec<u32> = plan.region.default_uplink_channels().iter().map(|c| c.frequency).collect();
+        let extra: Vec<u32> = (1..=5).map(|k| defaults[0] + 200_000 * (k + 1)).collect();
+        let cf = plan.region.cf_list(&extra, &[]).expect("a type-0 CFList");
+        d.join(0, 2, 1, Some(&cf));
+        let n = defaults.len();
+        let got: Vec<u32> = (n..n + 5).filter_map(|i| d.channel(i).map(|c| c.frequency)).collect();
+        assert_eq!(got, extra);
+        assert_eq!(d.enabled_channels(), (0..(n + 5) as u8).collect::<Vec<u8>>());
+    }
 }

@@ -257,4 +257,23 @@ mod tests {
         assert_eq!(f.last(), Some(&(65, 904_600_000)));
         assert_eq!(p.max_uplink_dr(), 4, "DR4 = SF8BW500; DR5-6 are LR-FHSS");
     }
+
+    #[test]
+    fn au915_cn470_and_as923_ids() {
+        let p = RadioPlan::from_id("au915_1").unwrap();
+        assert_eq!(
+            (p.common_name(), p.layout, p.enabled.as_slice()),
+            ("AU915", MaskLayout::Fixed72, &[8u8, 9, 10, 11, 12, 13, 14, 15, 65][..])
+        );
+        let f: Vec<u32> = p.enabled_frequencies().into_iter().map(|(_, f)| f).collect();
+        assert_eq!(f.first().copied(), Some(916_800_000), "915.2 + 0.2 × 8 MHz");
+        assert_eq!(f.last().copied(), Some(917_500_000), "915.9 + 1.6 × 1 MHz");
+        let p = RadioPlan::from_id("cn470_1").unwrap();
+        assert_eq!((p.common_name(), p.layout, p.enabled.clone()), ("CN470", MaskLayout::Fixed(96), (8..16).collect::<Vec<u8>>()));
+        assert!(matches!(RadioPlan::from_id("cn470_12"), Err(PlanError::NoSuchSubBand { max: 11, .. })));
+        // "_2" is part of the AS923-2 name, not a sub-band.
+        let p = RadioPlan::from_id("as923_2").unwrap();
+        assert_eq!((p.region.config_id(), p.layout), ("as923_2", MaskLayout::Dynamic));
+        assert_eq!(p.band(), 915_000_000..=928_000_000);
+    }
 }
