@@ -166,9 +166,9 @@ impl SimulateArgs {
             None => Ok(PayloadKind::Counter),
             Some(h) => {
                 let bytes = hex::decode(h.trim()).context("--payload: expected hex bytes, e.g. 0102ff")?;
-                // ADR devices may back off to DR0, where less fits.
-                let floor_dr = if self.adr { 0 } else { self.initial_dr(plan) };
-                let max = plan.region.max_payload_size(floor_dr).map_or(0, |m| m.n);
+                // ADR devices may back off to the slowest data rate, where less fits.
+                let floor_dr = if self.adr { slowest_dr(plan) } else { self.initial_dr(plan) };
+                let max = uplink_payload(plan, floor_dr);
                 if bytes.len() > max {
                     bail!("--payload: {} bytes do not fit {} DR{floor_dr} (at most {max})", bytes.len(), plan.region.common_name());
                 }
@@ -178,7 +178,7 @@ impl SimulateArgs {
     }
 
     fn initial_dr(&self, plan: &RadioPlan) -> u8 {
-        self.dr.unwrap_or(if self.adr { 0 } else { plan.region.max_adr_dr() })
+        self.dr.unwrap_or(if self.adr { slowest_dr(plan) } else { plan.region.max_adr_dr() })
     }
 
     /// What every simulated device is, from the flags and the region.
@@ -193,6 +193,9 @@ impl SimulateArgs {
         if !plan.is_uplink_dr(initial_dr) {
             bail!("--dr {initial_dr} is not a LoRa or FSK uplink data rate of {region}");
         }
+        if uplink_payload(plan, initial_dr) == 0 {
+            bail!("--dr {initial_dr}: {region} devices cannot send at DR{initial_dr} under the uplink dwell time");
+        }
         if initial_dr > max_dr {
             bail!("--dr {initial_dr} is above --max-dr {max_dr}");
         }
@@ -205,6 +208,17 @@ impl SimulateArgs {
         }
         Ok(MacConfig { adr: self.adr, max_dr, initial_dr, initial_tx_power: self.tx_power, battery: self.battery, class_c: self.class_c })
     }
+}
+
+/// Bytes of FOpts + FRMPayload at `dr` for a device just activated (with the region's default
+/// uplink dwell time).
+fn uplink_payload(plan: &RadioPlan, dr: u8) -> usize {
+    plan.region.max_payload_size_for(dr, plan.region.default_dwell_time().uplink).map_or(0, |m| m.n)
+}
+
+/// The slowest data rate a device just activated can send at: DR0, or AS923 DR2 under dwell time.
+fn slowest_dr(plan: &RadioPlan) -> u8 {
+    (0..=15).find(|&dr| plan.is_uplink_dr(dr) && uplink_payload(plan, dr) > 0).unwrap_or(0)
 }
 
 /// Runs the simulation until Ctrl-C, `--seconds` or every device's `--uplinks`; prints a line
@@ -706,5 +720,15 @@ mod tests {
         // 11 bytes fit DR0 (SF10BW125), 12 do not.
         assert!(parse(&["--region", "us915_1", "--adr", "--payload", &"00".repeat(11)]).unwrap().pk().is_ok());
         assert!(parse(&["--region", "us915_1", "--adr", "--payload", &"00".repeat(12)]).unwrap().pk().is_err());
+    }
+
+    #[test]
+    fn as923_adr_devices_start_at_dr2_under_the_default_uplink_dwell_time() {
+        let c = parse(&["--region", "as923", "--adr"]).unwrap().mc().unwrap();
+        assert_eq!((c.initial_dr, c.max_dr), (2, 5), "DR0-1 carry nothing with dwell time (RP002-1.0.4 §2.10.6)");
+        assert!(parse(&["--region", "as923", "--dr", "1"]).unwrap().mc().is_err());
+        // DR2 under dwell time carries 11 bytes.
+        assert!(parse(&["--region", "as923", "--adr", "--payload", &"00".repeat(11)]).unwrap().pk().is_ok());
+        assert!(parse(&["--region", "as923", "--adr", "--payload", &"00".repeat(12)]).unwrap().pk().is_err());
     }
 }

@@ -159,3 +159,31 @@ async fn simulated_gateways_join_the_region_config_of_their_plan() {
     assert!(!out.status.success());
     assert!(stderr.contains("--region us915_0: the server has no US915 region config"), "{stderr}");
 }
+
+/// AS923-1 (dwell time on for uplinks by default): devices join on the two default channels,
+/// take the CFList channels and send on all of them at DR5; their downlinks come in their
+/// windows, and TxParamSetupReq, if the server sends one, is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as923_devices_join_and_send_on_the_default_and_cf_list_channels() {
+    let server = TestServer::start(Backend::Sqlite, &[("LORAFLOW_NETWORK__REGION", "AS923")]).await;
+    let mut events = Subscriber::connect(server.mqtt.expect("embedded MQTT broker"), "application/+/device/+/event/up", false).await;
+    let report = simulate(&server, "as923").await;
+    assert_eq!((report["joined"].as_u64(), report["errors"].as_u64()), (Some(2), Some(0)), "{report}");
+    for d in report["devices"].as_array().unwrap() {
+        assert_eq!((d["dr"].as_u64(), d["refusedDownlinks"].as_u64()), (Some(5), Some(0)), "{d}");
+    }
+    let (_, regions) = server.client().get("/api/regions").await;
+    let channels: HashSet<u64> =
+        regions["result"][0]["uplinkChannels"].as_array().unwrap().iter().map(|c| c["frequency"].as_u64().unwrap()).collect();
+    assert!(channels.contains(&923_200_000) && channels.contains(&923_400_000), "{regions}");
+    let mut used = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some((_, payload))) = tokio::time::timeout_at(deadline, events.messages.recv()).await {
+        let up: Value = serde_json::from_slice(&payload).unwrap();
+        let f = up["txInfo"]["frequency"].as_u64().unwrap();
+        assert!(channels.contains(&f), "{f} Hz is not a channel of the server's AS923 plan: {up}");
+        assert_eq!((up["regionConfigId"].as_str(), up["dr"].as_u64()), (Some("as923"), Some(5)), "{up}");
+        used.insert(f);
+    }
+    assert!(used.len() >= 2, "devices hop over the channels: {used:?}");
+}

@@ -23,8 +23,11 @@
 //! - A fixed-channel device (US915, AU915, CN470) starts on the plan's sub-band, as devices
 //!   sold pre-configured for the usual 8+1-channel gateway do, instead of all 72 channels; the
 //!   ADR backoff turns that sub-band back on, not all channels.
-//! - TxParamSetupReq gets no answer (the simulator keeps no dwell-time state), nor do
-//!   NewChannelReq and DlChannelReq in fixed-channel regions, which do not implement them.
+//! - TxParamSetupReq is followed and answered where the region implements it (AS923): the
+//!   uplink dwell time it sets limits the payload per data rate and rules out the data rates
+//!   without a payload under dwell time (AS923 DR0-1); its MaxEIRP is not modelled. Elsewhere it
+//!   gets no answer, nor do NewChannelReq and DlChannelReq in fixed-channel regions, which do
+//!   not implement them.
 
 use std::sync::Arc;
 
@@ -198,6 +201,8 @@ pub struct DeviceMac {
     rx2_frequency: u32,
     rx1_delay: u8,
     max_duty_cycle: u8,
+    /// The 400 ms uplink dwell-time limit applies (RP002-1.0.4 AS923 default, TxParamSetupReq).
+    uplink_dwell: bool,
     /// Uplinks since the last downlink (ADR_ACK_CNT, LoRaWAN 1.0.4 §4.3.1.1).
     adr_ack_cnt: u32,
     /// Answers sent once, in the next uplink.
@@ -237,6 +242,7 @@ impl DeviceMac {
             rx2_frequency: region.default_rx2_frequency(),
             rx1_delay: 1,
             max_duty_cycle: 0,
+            uplink_dwell: region.default_dwell_time().uplink,
             adr_ack_cnt: 0,
             answers: Vec::new(),
             sticky: Vec::new(),
@@ -290,9 +296,14 @@ impl DeviceMac {
         self.last_device_time
     }
 
-    /// Largest FOpts + FRMPayload at `dr` (RP002-1.0.4 N, no repeater); 0 for an unknown DR.
+    /// Largest FOpts + FRMPayload at `dr` (RP002-1.0.4 N, no repeater) under the device's
+    /// uplink dwell time; 0 for an unknown DR or one dwell time rules out.
     pub fn max_payload(&self, dr: u8) -> usize {
-        self.plan.region.max_payload_size(dr).map_or(0, |m| m.n)
+        self.plan.region.max_payload_size_for(dr, self.uplink_dwell).map_or(0, |m| m.n)
+    }
+
+    pub fn uplink_dwell_time(&self) -> bool {
+        self.uplink_dwell
     }
 
     /// A new session from a join-accept (LoRaWAN 1.0.4 §6.2.5): everything back to the
@@ -362,8 +373,9 @@ impl DeviceMac {
         self.tx(dr, self.config.initial_tx_power, channel)
     }
 
+    /// The slowest data rate the device may send at (AS923 under dwell time: DR2).
     fn lowest_dr(&self) -> u8 {
-        (0..=15).find(|&dr| self.plan.is_uplink_dr(dr)).unwrap_or(0)
+        (0..=15).find(|&dr| self.plan.is_uplink_dr(dr) && self.max_payload(dr) > 0).unwrap_or(0)
     }
 
     /// The SNR the network reported for the last uplink; DevStatusAns reports it as margin.
@@ -397,7 +409,7 @@ impl DeviceMac {
     fn backoff_step(&mut self) {
         if self.tx_power != 0 {
             self.tx_power = 0;
-        } else if self.dr > 0 {
+        } else if self.dr > self.lowest_dr() {
             self.dr -= 1;
         } else {
             self.nb_trans = 1;
@@ -498,6 +510,10 @@ impl DeviceMac {
                     let ans = self.dl_channel(r);
                     self.sticky.push(UplinkMacCommand::DlChannelAns(ans));
                 }
+                D::TxParamSetupReq(r) if self.plan.region.implements_tx_param_setup() => {
+                    self.uplink_dwell = r.uplink_dwell_time;
+                    self.answers.push(UplinkMacCommand::TxParamSetupAns);
+                }
                 D::TxParamSetupReq(_) => {}
                 D::LinkCheckAns(a) => self.last_link_check = Some(a),
                 D::DeviceTimeAns(a) => self.last_device_time = Some(a),
@@ -576,6 +592,7 @@ impl DeviceMac {
         let dr_ok = (last.dr == KEEP || self.config.adr)
             && dr <= self.config.max_dr
             && self.plan.is_uplink_dr(dr)
+            && self.max_payload(dr) > 0
             && self.channels.iter().enumerate().any(|(i, c)| usable_mask & (1u128 << i) != 0 && c.is_some_and(|c| c.allows(dr)));
         let power_ok = (last.tx_power == KEEP || self.config.adr) && tx_power <= self.plan.region.max_tx_power_index();
         let ans = LinkAdrAns { power_ack: power_ok, dr_ack: dr_ok, ch_mask_ack: mask_ok };
@@ -1279,5 +1296,31 @@ mod tests {
         let got: Vec<u32> = (n..n + 5).filter_map(|i| d.channel(i).map(|c| c.frequency)).collect();
         assert_eq!(got, extra);
         assert_eq!(d.enabled_channels(), (0..(n + 5) as u8).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn as923_devices_follow_tx_param_setup_and_its_uplink_dwell_time() {
+        use loraflow_network_server::mac::TxParamSetupReq;
+        let plan = Arc::new(RadioPlan::from_id("as923").unwrap());
+        let mut d = DeviceMac::for_plan(MacConfig { adr: true, max_dr: 5, initial_dr: 2, ..MacConfig::default() }, plan);
+        let dwell = d.uplink_dwell_time();
+        assert_eq!(dwell, d.plan().region.default_dwell_time().uplink);
+        // Dwell time off: DR0 carries 51 bytes and can be asked for.
+        let off = TxParamSetupReq { downlink_dwell_time: false, uplink_dwell_time: false, max_eirp_index: 5 };
+        let report = d.downlink_received(&down(&[D::TxParamSetupReq(off)]));
+        assert_eq!(report.answers, vec![U::TxParamSetupAns]);
+        assert_eq!((d.uplink_dwell_time(), d.max_payload(0), d.max_payload(2)), (false, 51, 115));
+        assert_eq!(d.downlink_received(&down(&[D::LinkAdrReq(req(0, 0, 0x0003, 0, 1))])).answers, vec![U::LinkAdrAns(ans(0b111))]);
+        // Dwell time on (RP002-1.0.4 AS923 payload table): DR0-1 carry nothing and are refused.
+        let on = TxParamSetupReq { uplink_dwell_time: true, ..off };
+        d.downlink_received(&down(&[D::TxParamSetupReq(on)]));
+        assert_eq!((d.uplink_dwell_time(), d.max_payload(0), d.max_payload(2)), (true, 0, 11));
+        assert_eq!(d.downlink_received(&down(&[D::LinkAdrReq(req(1, 0, 0x0003, 0, 1))])).answers, vec![U::LinkAdrAns(ans(0b101))]);
+        assert_eq!(d.downlink_received(&down(&[D::LinkAdrReq(req(2, 0, 0x0003, 0, 1))])).answers, vec![U::LinkAdrAns(ans(0b111))]);
+        // The ADR backoff stops at DR2.
+        for _ in 0..400 {
+            d.next_uplink();
+        }
+        assert_eq!(d.dr(), 2);
     }
 }
