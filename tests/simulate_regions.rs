@@ -106,9 +106,14 @@ enabled_uplink_channels = [8, 9, 10, 11, 12, 13, 14, 15, 65]
 
 /// Runs `simulate` for `region` against `server`; returns the JSON report.
 async fn simulate(server: &TestServer, region: &str) -> Value {
+    simulate_with(server, region, &[]).await
+}
+
+async fn simulate_with(server: &TestServer, region: &str, extra: &[&str]) -> Value {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loraflow"))
         .args(["simulate", "--server", &server.gateway.to_string(), "--api", &server.url(""), "--token", TOKEN])
         .args(["--region", region, "--devices", "2", "--interval", "1", "--seconds", "4", "--json"])
+        .args(extra)
         .current_dir(server.state_dir())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -186,4 +191,27 @@ async fn as923_devices_join_and_send_on_the_default_and_cf_list_channels() {
         used.insert(f);
     }
     assert!(used.len() >= 2, "devices hop over the channels: {used:?}");
+}
+
+/// US915 DR4 (SF8BW500) runs only on the sub-band's 500 kHz channel 65, 904.6 MHz; its
+/// join-accept comes on RX1 923.9 MHz (923.3 + 0.6 × (65 mod 8)) at DR13 (SF7BW500), which the
+/// simulator checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn us915_dr4_devices_use_the_500khz_channel() {
+    let env = [("LORAFLOW_NETWORK__REGION", "US915"), ("LORAFLOW_NETWORK__EXTRA_CHANNELS", "")];
+    let server = TestServer::start(Backend::Sqlite, &env).await;
+    let mut events = Subscriber::connect(server.mqtt.expect("embedded MQTT broker"), "application/+/device/+/event/up", false).await;
+    let report = simulate_with(&server, "us915_1", &["--dr", "4", "--max-dr", "4"]).await;
+    assert_eq!((report["joined"].as_u64(), report["errors"].as_u64()), (Some(2), Some(0)), "{report}");
+    let mut n = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some((_, payload))) = tokio::time::timeout_at(deadline, events.messages.recv()).await {
+        let up: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(up["txInfo"]["frequency"], 904_600_000, "{up}");
+        assert_eq!(up["txInfo"]["modulation"]["lora"]["bandwidth"], 500_000, "{up}");
+        assert_eq!(up["txInfo"]["modulation"]["lora"]["spreadingFactor"], 8, "{up}");
+        assert_eq!(up["dr"], 4, "{up}");
+        n += 1;
+    }
+    assert!(n >= 2, "uplinks of both devices: {n}");
 }
