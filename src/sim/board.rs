@@ -48,8 +48,9 @@ pub struct DeviceRow {
     pub downlinks: u64,
     /// Of those, the ones heard outside RX1/RX2: immediate downlinks on RX2 (Class C).
     pub class_c_downlinks: u64,
-    /// Downlinks for this device sent where it was not listening (frequency, data rate or
-    /// timing of no open window); they are dropped like a real radio would.
+    /// Downlinks for this device sent where it was not listening (a frequency or data rate of
+    /// no open window, or immediate to a Class A device); dropped as a real radio would. The
+    /// simulator does not check `tmst` timing.
     pub refused_downlinks: u64,
     /// Uplinks that carried ADRACKReq.
     pub adr_ack_reqs: u64,
