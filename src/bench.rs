@@ -32,7 +32,9 @@ use loraflow_network_server::types::Eui64;
 
 use crate::sim::device::{random_key, Session, VirtualDevice};
 use crate::sim::gateway::Gateways;
-use crate::sim::provision::{abp_dev_addr, Api};
+use crate::sim::mac::MacConfig;
+use crate::sim::plan::RadioPlan;
+use crate::sim::provision::{abp_dev_addr, Api, ProfileSpec};
 use crate::sim::router::Router;
 use crate::sim::{join, Radio, Stats};
 
@@ -57,6 +59,10 @@ pub struct BenchArgs {
     /// Number of devices the uplinks are spread across.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub devices: u32,
+    /// Region and channel plan of the devices (`eu868`, `us915_1`, `as923_2`, … or a common
+    /// name, as for `simulate`); a child server is configured with the same region and channels.
+    #[arg(long, default_value = "eu868", value_name = "ID")]
+    pub region: String,
     /// Number of gateways hearing every uplink.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub gateways: u32,
@@ -155,6 +161,8 @@ pub struct Latency {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BenchReport {
+    /// The `--region` id.
+    pub region: String,
     pub devices: u32,
     pub gateways: u32,
     pub activation: &'static str,
@@ -212,12 +220,15 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     let _mqtt_guard = mqtt_stop.clone().drop_guard();
     subscribe(&target.mqtt, collector.clone(), mqtt_stop.clone()).await.context("subscribing to the MQTT up events")?;
 
+    let plan = bench_plan(args)?;
     let api = Api::new(&target.api, &target.token);
     let application_id = api.ensure_application(NAME).await.context("creating the application")?;
-    let profile_id = api.ensure_device_profile(NAME, "NONE").await.context("creating the device profile")?;
+    let spec = ProfileSpec { region: plan.common_name(), ..ProfileSpec::default() };
+    let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
     let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, target.udp).await.context("binding gateway sockets")?;
+    let region_config = crate::simulate::gateway_region_config(&api, &plan).await?;
     for (i, eui) in gateways.euis().into_iter().enumerate() {
-        api.ensure_gateway(eui, &format!("bench-gw-{i}")).await.context("registering gateways")?;
+        api.ensure_gateway_in(eui, &format!("bench-gw-{i}"), region_config.as_deref()).await.context("registering gateways")?;
     }
     let stats = Arc::new(Stats::default());
     let radio = Radio { gateways: gateways.clone(), router: Arc::new(Router::default()), stats: stats.clone() };
@@ -228,7 +239,7 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
         bail!("the server did not answer PULL_DATA at {} within 5 s", target.udp);
     }
 
-    let devices = activate(args, &api, &application_id, &profile_id, &radio, stop).await?;
+    let devices = activate(args, &plan, &api, &application_id, &profile_id, &radio, stop).await?;
     let inactive = args.devices - devices.len() as u32;
     if devices.is_empty() {
         bail!("no device could be activated");
@@ -279,6 +290,7 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     }
     let last = steps.last().cloned().ok_or_else(|| anyhow!("no step ran"))?;
     Ok(BenchReport {
+        region: plan.id.clone(),
         devices: args.devices,
         gateways: args.gateways,
         activation: if args.otaa { "otaa" } else { "abp" },
@@ -297,6 +309,7 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
 /// Registers the devices and activates them: ABP with random keys, or OTAA joins.
 async fn activate(
     args: &BenchArgs,
+    plan: &Arc<RadioPlan>,
     api: &Api,
     application_id: &str,
     profile_id: &str,
@@ -310,6 +323,9 @@ async fn activate(
             let bar = bar.clone();
             async move {
                 let dev_eui = Eui64::from_u64(DEVICE_EUI_PREFIX + u64::from(i));
+                // The fastest 125 kHz LoRa rate of the region, as before in EU868 (DR5).
+                let fast = plan.region.max_adr_dr();
+                let config = MacConfig { max_dr: fast, initial_dr: fast, ..MacConfig::default() };
                 let existed = api.ensure_device(dev_eui, &format!("bench-dev-{i}"), application_id, profile_id).await?;
                 let dev = if args.otaa {
                     let app_key = random_key();
@@ -323,6 +339,7 @@ async fn activate(
                     api.activate_abp(dev_eui, &session).await?;
                     VirtualDevice::abp(dev_eui, session)
                 };
+                let dev = dev.with_plan(plan.clone()).with_mac(config);
                 bar.inc(1);
                 anyhow::Ok(dev)
             }
@@ -351,6 +368,25 @@ async fn activate(
         .await;
     bar.finish_and_clear();
     Ok(joined.into_iter().flatten().collect())
+}
+
+fn bench_plan(args: &BenchArgs) -> anyhow::Result<Arc<RadioPlan>> {
+    RadioPlan::from_id(&args.region).map(Arc::new).map_err(|e| anyhow!("--region: {e}"))
+}
+
+/// The child server's region settings for `plan` (DESIGN.md §8 keys): `network.region`, its
+/// default extra channels (none in fixed-channel regions), and for fixed-channel regions the
+/// enabled uplink channels of the sub-band.
+fn server_region_env(plan: &RadioPlan) -> Vec<(&'static str, String)> {
+    let join = |v: Vec<String>| v.join(",");
+    let mut env = vec![
+        ("LORAFLOW_NETWORK__REGION", plan.common_name().to_string()),
+        ("LORAFLOW_NETWORK__EXTRA_CHANNELS", join(plan.region.default_extra_channels().iter().map(u32::to_string).collect())),
+    ];
+    if plan.layout.is_fixed() {
+        env.push(("LORAFLOW_NETWORK__ENABLED_UPLINK_CHANNELS", join(plan.enabled.iter().map(u8::to_string).collect())));
+    }
+    env
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
@@ -477,7 +513,7 @@ async fn send_paced(
             next = (next + 1) % len;
             done += 1;
             let payload = (done as u32).to_be_bytes();
-            let (phy, f_cnt) = match dev.uplink(1, &payload) {
+            let up = match dev.next_uplink(1, &payload, &mut rand::thread_rng()) {
                 Ok(x) => x,
                 Err(e) => {
                     radio.stats.error();
@@ -485,11 +521,11 @@ async fn send_paced(
                     continue;
                 }
             };
-            collector.expect(dev.dev_eui, f_cnt, Instant::now());
-            if radio.transmit(&phy).await {
+            collector.expect(dev.dev_eui, up.f_cnt, Instant::now());
+            if radio.transmit(&up.phy, &up.tx).await {
                 sent.fetch_add(1, Ordering::Relaxed);
             } else {
-                collector.forget(dev.dev_eui, f_cnt);
+                collector.forget(dev.dev_eui, up.f_cnt);
             }
         }
     }
@@ -731,6 +767,7 @@ impl Target {
             Some(u) => bail!("--database: expected sqlite://… or postgres://…, got {u:?}"),
         };
         let token = hex::encode(rand::random::<[u8; 16]>());
+        let plan = bench_plan(args)?;
         let exe = std::env::current_exe().context("locating the loraflow executable")?;
         let mut cmd = tokio::process::Command::new(exe);
         if let Some(c) = &args.config_file {
@@ -744,6 +781,7 @@ impl Target {
             .env("LORAFLOW_API__ADMIN_TOKEN", &token)
             .env("LORAFLOW_DATABASE__URL", &database_url)
             .env("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", args.dedup_ms.to_string())
+            .envs(server_region_env(&plan))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1006,6 +1044,24 @@ mod tests {
         assert_eq!(proc_stat_cpu_ticks(stat), Some(290));
         let status = "Name:\tloraflow\nVmPeak:\t  900 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
         assert_eq!(proc_status_kib(status, "VmHWM:"), Some(51200));
+    }
+
+    #[test]
+    fn the_child_server_gets_the_region_of_the_devices() {
+        let env = server_region_env(&RadioPlan::default());
+        assert_eq!(
+            env,
+            [
+                ("LORAFLOW_NETWORK__REGION", "EU868".to_string()),
+                ("LORAFLOW_NETWORK__EXTRA_CHANNELS", "867100000,867300000,867500000,867700000,867900000".to_string())
+            ]
+        );
+        if let Ok(plan) = RadioPlan::from_id("us915_0") {
+            let env = server_region_env(&plan);
+            assert_eq!(env[0], ("LORAFLOW_NETWORK__REGION", "US915".to_string()));
+            assert_eq!(env[1], ("LORAFLOW_NETWORK__EXTRA_CHANNELS", String::new()));
+            assert_eq!(env[2], ("LORAFLOW_NETWORK__ENABLED_UPLINK_CHANNELS", "0,1,2,3,4,5,6,7,64".to_string()));
+        }
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! bit, start at DR0 and follow LinkADRReq, so ADR can be watched converging: the progress line
 //! shows how many devices use each data rate, `--verbose` a per-device table, `--json` the
 //! final state of every device.
+//!
+//! `--region` picks the region and channel plan (`eu868`, `us915_1` = US915 sub-band 2, …, see
+//! `sim::plan`): devices send on its channels and data rates, follow the join-accept's CFList,
+//! and hear a downlink only on the frequency and data rate of a window they have open, so a
+//! downlink the server sends elsewhere shows up as refused. `--class-c` devices also listen on
+//! RX2 all the time.
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
@@ -28,11 +34,11 @@ use loraflow_network_server::types::Eui64;
 
 use crate::sim::board::{dr_distribution, table, DeviceRow, DeviceSlot};
 use crate::sim::device::{random_key, VirtualDevice};
-use crate::sim::eu868;
 use crate::sim::gateway::{Gateways, DEFAULT_SNR};
-use crate::sim::mac::MacConfig;
+use crate::sim::mac::{MacConfig, RxWindow};
 use crate::sim::payload::PayloadKind;
-use crate::sim::provision::Api;
+use crate::sim::plan::RadioPlan;
+use crate::sim::provision::{Api, ProfileSpec};
 use crate::sim::router::Router;
 use crate::sim::{join_at, Radio, Snapshot, Stats};
 
@@ -42,8 +48,6 @@ pub const GATEWAY_EUI_PREFIX: u64 = 0x4c46_5349_4d47_0000;
 pub const DEVICE_EUI_PREFIX: u64 = 0x4c46_5349_4d44_0000;
 /// Name of the application and device profile the simulator creates.
 pub const NAME: &str = "loraflow-simulator";
-/// Largest FRMPayload at EU868 DR5 (RP002-1.0.3 §2.4.6, no repeater, no FOpts).
-const MAX_PAYLOAD: usize = 242;
 /// REST calls in flight while registering devices.
 const PROVISION_CONCURRENCY: usize = 8;
 /// How often `--verbose` prints the device table while running.
@@ -65,6 +69,15 @@ pub struct SimulateArgs {
     /// Admin API token (Bearer).
     #[arg(long, env = "LORAFLOW_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// Region and channel plan: a region config id as ChirpStack names them (`eu868`,
+    /// `us915_1` = US915 sub-band 2 = channels 8-15 and 65, `au915_0`, `as923_2`, …) or a
+    /// common name (`US915`: the region's usual gateway plan).
+    #[arg(long, default_value = "eu868", value_name = "ID")]
+    pub region: String,
+    /// Class C devices: they listen on RX2 whenever they do not send, so the server can send
+    /// them downlinks at any time; the device profile says supportsClassC.
+    #[arg(long)]
+    pub class_c: bool,
     /// Number of virtual gateways; every device is heard by all of them.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub gateways: u32,
@@ -94,15 +107,19 @@ pub struct SimulateArgs {
     /// allows ADR.
     #[arg(long)]
     pub adr: bool,
-    /// Data rate after the join (EU868 DR0 = SF12BW125 … DR5 = SF7BW125; default: 0 with
-    /// --adr, else 5).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=7))]
+    /// Data rate after the join, in the region's numbering (EU868 DR0 = SF12BW125 … DR5 =
+    /// SF7BW125; US915 DR0 = SF10BW125 … DR3 = SF7BW125, DR4 = SF8BW500). Default: 0 with
+    /// --adr, else the fastest 125 kHz LoRa rate (EU868 5, US915 3).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=15))]
     pub dr: Option<u8>,
-    /// Highest data rate the devices support: 5 (LoRa 125 kHz), 6 (SF7BW250) or 7 (FSK).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(5..=7))]
-    pub max_dr: u8,
-    /// TXPower index after the join: 0 is the maximum, each step 2 dB less (EU868 0..=7).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=7))]
+    /// Highest data rate the devices support, from the fastest 125 kHz LoRa rate up to the
+    /// region's fastest LoRa/FSK one (EU868 5-7: 6 = SF7BW250, 7 = FSK; US915 3-4). Default:
+    /// the fastest 125 kHz LoRa rate.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=15))]
+    pub max_dr: Option<u8>,
+    /// TXPower index after the join: 0 is the maximum, each step 2 dB less (EU868 0..=7,
+    /// US915 0..=14).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=15))]
     pub tx_power: u8,
     /// SNR in dB at the nearest gateway of a device sending at maximum power; each further
     /// gateway hears 3 dB less, each TXPower step costs 2 dB.
@@ -124,6 +141,8 @@ pub struct SimulateArgs {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// The `--region` id.
+    pub region: String,
     pub sent: u64,
     pub joined: u64,
     /// PULL_RESPs the gateways received (join-accepts included).
@@ -134,7 +153,12 @@ pub struct Report {
 }
 
 impl SimulateArgs {
-    fn payload_kind(&self) -> anyhow::Result<PayloadKind> {
+    /// The region and channel plan of `--region`.
+    pub fn plan(&self) -> anyhow::Result<Arc<RadioPlan>> {
+        RadioPlan::from_id(&self.region).map(Arc::new).map_err(|e| anyhow::anyhow!("--region: {e}"))
+    }
+
+    fn payload_kind(&self, plan: &RadioPlan) -> anyhow::Result<PayloadKind> {
         if self.lpp {
             return Ok(PayloadKind::Lpp);
         }
@@ -142,43 +166,68 @@ impl SimulateArgs {
             None => Ok(PayloadKind::Counter),
             Some(h) => {
                 let bytes = hex::decode(h.trim()).context("--payload: expected hex bytes, e.g. 0102ff")?;
-                if bytes.len() > MAX_PAYLOAD {
-                    bail!("--payload: {} bytes is more than the {MAX_PAYLOAD} an EU868 uplink can carry", bytes.len());
-                }
-                // ADR devices may back off to DR0, where less fits.
-                let floor_dr = if self.adr { 0 } else { self.initial_dr() };
-                let max = eu868::max_frm_payload(floor_dr);
+                // ADR devices may back off to the slowest data rate, where less fits.
+                let floor_dr = if self.adr { slowest_dr(plan) } else { self.initial_dr(plan) };
+                let max = uplink_payload(plan, floor_dr);
                 if bytes.len() > max {
-                    bail!("--payload: {} bytes do not fit DR{floor_dr} (at most {max})", bytes.len());
+                    bail!("--payload: {} bytes do not fit {} DR{floor_dr} (at most {max})", bytes.len(), plan.region.common_name());
                 }
                 Ok(PayloadKind::Fixed(bytes))
             }
         }
     }
 
-    fn initial_dr(&self) -> u8 {
-        self.dr.unwrap_or(if self.adr { 0 } else { 5 })
+    fn initial_dr(&self, plan: &RadioPlan) -> u8 {
+        self.dr.unwrap_or(if self.adr { slowest_dr(plan) } else { plan.region.max_adr_dr() })
     }
 
-    /// What every simulated device is, from the flags.
-    pub fn mac_config(&self) -> anyhow::Result<MacConfig> {
-        let initial_dr = self.initial_dr();
-        if initial_dr > self.max_dr {
-            bail!("--dr {initial_dr} is above --max-dr {}", self.max_dr);
+    /// What every simulated device is, from the flags and the region.
+    pub fn mac_config(&self, plan: &RadioPlan) -> anyhow::Result<MacConfig> {
+        let region = plan.common_name();
+        let (low, high) = (plan.region.max_adr_dr(), plan.max_uplink_dr());
+        let max_dr = self.max_dr.unwrap_or(low);
+        if !(low..=high).contains(&max_dr) {
+            bail!("--max-dr {max_dr}: {region} devices support DR{low} to DR{high} at most");
+        }
+        let initial_dr = self.initial_dr(plan);
+        if !plan.is_uplink_dr(initial_dr) {
+            bail!("--dr {initial_dr} is not a LoRa or FSK uplink data rate of {region}");
+        }
+        if uplink_payload(plan, initial_dr) == 0 {
+            bail!("--dr {initial_dr}: {region} devices cannot send at DR{initial_dr} under the uplink dwell time");
+        }
+        if initial_dr > max_dr {
+            bail!("--dr {initial_dr} is above --max-dr {max_dr}");
+        }
+        let top_power = plan.region.max_tx_power_index();
+        if self.tx_power > top_power {
+            bail!("--tx-power {}: {region} defines TXPower 0 to {top_power}", self.tx_power);
         }
         if !self.snr.is_finite() {
             bail!("--snr: expected dB, got {}", self.snr);
         }
-        Ok(MacConfig { adr: self.adr, max_dr: self.max_dr, initial_dr, initial_tx_power: self.tx_power, battery: self.battery })
+        Ok(MacConfig { adr: self.adr, max_dr, initial_dr, initial_tx_power: self.tx_power, battery: self.battery, class_c: self.class_c })
     }
+}
+
+/// Bytes of FOpts + FRMPayload at `dr` for a device just activated (with the region's default
+/// uplink dwell time).
+fn uplink_payload(plan: &RadioPlan, dr: u8) -> usize {
+    plan.region.max_payload_size_for(dr, plan.region.default_dwell_time().uplink).map_or(0, |m| m.n)
+}
+
+/// The slowest data rate a device just activated can send at: DR0, or AS923 DR2 under dwell time.
+fn slowest_dr(plan: &RadioPlan) -> u8 {
+    (0..=15).find(|&dr| plan.is_uplink_dr(dr) && uplink_payload(plan, dr) > 0).unwrap_or(0)
 }
 
 /// Runs the simulation until Ctrl-C, `--seconds` or every device's `--uplinks`; prints a line
 /// per second and a final `simulate done: sent=… joined=… downlinks=… errors=…` (on stderr
 /// with `--json`, which prints the [`Report`] on stdout instead).
 pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
-    let payload = args.payload_kind()?;
-    let mac_config = args.mac_config()?;
+    let plan = args.plan()?;
+    let payload = args.payload_kind(&plan)?;
+    let mac_config = args.mac_config(&plan)?;
     if !(args.interval.is_finite() && args.interval >= 0.01) {
         bail!("--interval: expected seconds >= 0.01, got {}", args.interval);
     }
@@ -191,16 +240,19 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
 
     let codec = if args.lpp { "CAYENNE_LPP" } else { "NONE" };
     let application_id = api.ensure_application(NAME).await.context("creating the application")?;
-    let profile_id = api.ensure_device_profile_with(NAME, codec, args.adr).await.context("creating the device profile")?;
+    let spec = ProfileSpec { codec, adr: args.adr, class_c: args.class_c, region: plan.region.common_name() };
+    let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
 
     let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, server).await.context("binding gateway sockets")?;
+    let region_config = gateway_region_config(&api, &plan).await?;
     for (i, eui) in gateways.euis().into_iter().enumerate() {
-        api.ensure_gateway(eui, &format!("sim-gw-{i}")).await.context("registering gateways")?;
+        api.ensure_gateway_in(eui, &format!("sim-gw-{i}"), region_config.as_deref()).await.context("registering gateways")?;
     }
 
     let devices: Vec<VirtualDevice> = stream::iter(0..args.devices)
         .map(|i| {
             let api = api.clone();
+            let plan = plan.clone();
             let (application_id, profile_id) = (application_id.clone(), profile_id.clone());
             async move {
                 let dev_eui = Eui64::from_u64(DEVICE_EUI_PREFIX + u64::from(i));
@@ -210,7 +262,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
                 if existed {
                     api.clear_dev_nonces(dev_eui).await?;
                 }
-                anyhow::Ok(VirtualDevice::otaa(dev_eui, app_key).with_mac(mac_config))
+                anyhow::Ok(VirtualDevice::otaa(dev_eui, app_key).with_plan(plan).with_mac(mac_config))
             }
         })
         .buffered(PROVISION_CONCURRENCY)
@@ -269,6 +321,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
     out.say(&done);
     if out.json {
         let report = Report {
+            region: plan.id.clone(),
             sent: s.uplinks_sent,
             joined: s.joined,
             downlinks: s.downlinks,
@@ -279,6 +332,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(s)
+}
+
+/// The server region config the gateways belong to, when the server has region configs.
+pub async fn gateway_region_config(api: &Api, plan: &RadioPlan) -> anyhow::Result<Option<String>> {
+    let Some(configs) = api.region_configs().await.context("reading the server's region configs")? else { return Ok(None) };
+    crate::sim::provision::region_config_for(plan, &configs).map(Some).map_err(|e| anyhow::anyhow!("--region {}: {e}", plan.id))
 }
 
 /// Where and what the simulator prints.
@@ -379,7 +438,7 @@ async fn run_device(mut dev: VirtualDevice, ctx: DeviceCtx, shutdown: Cancellati
             _ = sleep_until_opt(repeat_at) => {
                 if let Some(r) = repeat.as_mut() {
                     // Frequency hopping for every transmission (LoRaWAN 1.0.4 §5.2).
-                    let tx = dev.mac.choose_channel(&mut rng);
+                    let tx = dev.repeat_tx(&mut rng);
                     if ctx.radio.transmit_as(&r.phy, &tx, ctx.link_snr).await.is_some() {
                         slot.repeat();
                     }
@@ -391,11 +450,23 @@ async fn run_device(mut dev: VirtualDevice, ctx: DeviceCtx, shutdown: Cancellati
                 }
             }
             msg = rx.recv() => {
-                let Some(phy) = msg else { return };
-                match dev.read_downlink(&phy) {
+                let Some(down) = msg else { return };
+                // A radio hears only the windows it has open; elsewhere the frame is lost.
+                let window = match dev.hears(&down.radio, false) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        stats.error();
+                        stats.refused_downlinks.fetch_add(1, Ordering::Relaxed);
+                        slot.refused();
+                        tracing::warn!(dev_eui = %dev.dev_eui, error = %e, "downlink outside the receive windows");
+                        continue;
+                    }
+                };
+                match dev.read_downlink(&down.phy) {
                     Ok(d) => {
                         stats.device_downlinks.fetch_add(1, Ordering::Relaxed);
-                        slot.downlink();
+                        slot.downlink(window == RxWindow::ClassC);
+                        tracing::debug!(dev_eui = %dev.dev_eui, ?window, f_cnt = d.f_cnt, "downlink received");
                         slot.radio(&dev.mac);
                         // A downlink ends the repetitions of the frame it answers (§5.2).
                         repeat = None;
@@ -542,24 +613,39 @@ mod tests {
         Cli::try_parse_from(argv).map(|c| c.args)
     }
 
+    /// The flags resolved against their `--region`, as `run` does.
+    trait Resolved {
+        fn pk(&self) -> anyhow::Result<PayloadKind>;
+        fn mc(&self) -> anyhow::Result<MacConfig>;
+    }
+
+    impl Resolved for SimulateArgs {
+        fn pk(&self) -> anyhow::Result<PayloadKind> {
+            self.payload_kind(&*self.plan()?)
+        }
+        fn mc(&self) -> anyhow::Result<MacConfig> {
+            self.mac_config(&*self.plan()?)
+        }
+    }
+
     #[test]
     fn defaults_are_one_gateway_one_device_every_five_seconds_forever() {
         let a = parse(&[]).unwrap();
         assert_eq!((a.gateways, a.devices, a.interval, a.seconds, a.f_port), (1, 1, 5.0, 0, 1));
-        assert_eq!(a.payload_kind().unwrap(), PayloadKind::Counter);
+        assert_eq!(a.pk().unwrap(), PayloadKind::Counter);
     }
 
     #[test]
     fn payload_and_lpp_exclude_each_other() {
         assert!(parse(&["--payload", "01", "--lpp"]).is_err());
-        assert_eq!(parse(&["--lpp"]).unwrap().payload_kind().unwrap(), PayloadKind::Lpp);
-        assert_eq!(parse(&["--payload", "01ff"]).unwrap().payload_kind().unwrap(), PayloadKind::Fixed(vec![1, 0xff]));
+        assert_eq!(parse(&["--lpp"]).unwrap().pk().unwrap(), PayloadKind::Lpp);
+        assert_eq!(parse(&["--payload", "01ff"]).unwrap().pk().unwrap(), PayloadKind::Fixed(vec![1, 0xff]));
     }
 
     #[test]
     fn bad_payload_hex_and_zero_gateways_are_refused() {
-        assert!(parse(&["--payload", "zz"]).unwrap().payload_kind().is_err());
-        assert!(parse(&["--payload", &"00".repeat(243)]).unwrap().payload_kind().is_err());
+        assert!(parse(&["--payload", "zz"]).unwrap().pk().is_err());
+        assert!(parse(&["--payload", &"00".repeat(243)]).unwrap().pk().is_err());
         assert!(parse(&["--gateways", "0"]).is_err());
     }
 
@@ -580,30 +666,69 @@ mod tests {
         let table: [(&[&str], u8, bool); 4] =
             [(&[], 5, false), (&["--adr"], 0, true), (&["--adr", "--dr", "3"], 3, true), (&["--dr", "2"], 2, false)];
         for (flags, dr, adr) in table {
-            let c = parse(flags).unwrap().mac_config().unwrap();
+            let c = parse(flags).unwrap().mc().unwrap();
             assert_eq!((c.initial_dr, c.adr, c.max_dr, c.initial_tx_power, c.battery), (dr, adr, 5, 0, 254), "{flags:?}");
         }
         let c = parse(&["--max-dr", "7", "--dr", "7", "--tx-power", "3", "--battery", "0", "--snr", "-12.5"]).unwrap();
         assert_eq!(c.snr, -12.5);
-        let c = c.mac_config().unwrap();
+        let c = c.mc().unwrap();
         assert_eq!((c.initial_dr, c.max_dr, c.initial_tx_power, c.battery), (7, 7, 3, 0));
     }
 
     #[test]
     fn radio_flags_out_of_range_are_refused() {
-        assert!(parse(&["--dr", "8"]).is_err());
-        assert!(parse(&["--max-dr", "4"]).is_err());
-        assert!(parse(&["--tx-power", "8"]).is_err());
+        assert!(parse(&["--dr", "16"]).is_err());
+        assert!(parse(&["--dr", "8"]).unwrap().mc().is_err(), "EU868 DR8 is LR-FHSS");
+        assert!(parse(&["--max-dr", "4"]).unwrap().mc().is_err());
+        assert!(parse(&["--max-dr", "8"]).unwrap().mc().is_err());
+        assert!(parse(&["--tx-power", "8"]).unwrap().mc().is_err(), "EU868 TXPower 8 is RFU");
         assert!(parse(&["--battery", "256"]).is_err());
-        assert!(parse(&["--dr", "6"]).unwrap().mac_config().is_err(), "DR6 needs --max-dr 6");
-        assert!(parse(&["--snr", "NaN"]).unwrap().mac_config().is_err());
+        assert!(parse(&["--dr", "6"]).unwrap().mc().is_err(), "DR6 needs --max-dr 6");
+        assert!(parse(&["--snr", "NaN"]).unwrap().mc().is_err());
     }
 
     #[test]
     fn an_adr_payload_must_fit_dr0() {
-        assert!(parse(&["--payload", &"00".repeat(242)]).unwrap().payload_kind().is_ok());
-        assert!(parse(&["--adr", "--payload", &"00".repeat(51)]).unwrap().payload_kind().is_ok());
-        assert!(parse(&["--adr", "--payload", &"00".repeat(52)]).unwrap().payload_kind().is_err());
-        assert!(parse(&["--dr", "3", "--payload", &"00".repeat(116)]).unwrap().payload_kind().is_err());
+        assert!(parse(&["--payload", &"00".repeat(242)]).unwrap().pk().is_ok());
+        assert!(parse(&["--adr", "--payload", &"00".repeat(51)]).unwrap().pk().is_ok());
+        assert!(parse(&["--adr", "--payload", &"00".repeat(52)]).unwrap().pk().is_err());
+        assert!(parse(&["--dr", "3", "--payload", &"00".repeat(116)]).unwrap().pk().is_err());
+    }
+
+    #[test]
+    fn the_region_flag_takes_ids_and_names_and_class_c_reaches_the_devices() {
+        assert_eq!(parse(&[]).unwrap().plan().unwrap().id, "eu868");
+        let err = parse(&["--region", "mars433"]).unwrap().plan().unwrap_err().to_string();
+        assert!(err.starts_with("--region: unknown region \"mars433\""), "{err}");
+        assert!(parse(&["--region", "EU868"]).unwrap().mc().is_ok());
+        assert!(!parse(&[]).unwrap().mc().unwrap().class_c);
+        assert!(parse(&["--class-c"]).unwrap().mc().unwrap().class_c);
+    }
+
+    /// Runs once the US915 table exists in the network server (branch regions-fixed).
+    #[test]
+    fn us915_devices_default_to_dr3_and_know_dr4_and_fourteen_power_steps() {
+        if loraflow_network_server::region::region_by_name("US915").is_none() {
+            return;
+        }
+        let c = parse(&["--region", "us915_1"]).unwrap().mc().unwrap();
+        assert_eq!((c.initial_dr, c.max_dr), (3, 3), "DR3 = SF7BW125 is the fastest 125 kHz rate");
+        assert_eq!(parse(&["--region", "us915_1", "--adr"]).unwrap().mc().unwrap().initial_dr, 0);
+        let c = parse(&["--region", "us915_1", "--max-dr", "4", "--dr", "4", "--tx-power", "14"]).unwrap().mc().unwrap();
+        assert_eq!((c.initial_dr, c.max_dr, c.initial_tx_power), (4, 4, 14));
+        assert!(parse(&["--region", "us915_1", "--dr", "5"]).unwrap().mc().is_err(), "US915 DR5 is LR-FHSS");
+        // 11 bytes fit DR0 (SF10BW125), 12 do not.
+        assert!(parse(&["--region", "us915_1", "--adr", "--payload", &"00".repeat(11)]).unwrap().pk().is_ok());
+        assert!(parse(&["--region", "us915_1", "--adr", "--payload", &"00".repeat(12)]).unwrap().pk().is_err());
+    }
+
+    #[test]
+    fn as923_adr_devices_start_at_dr2_under_the_default_uplink_dwell_time() {
+        let c = parse(&["--region", "as923", "--adr"]).unwrap().mc().unwrap();
+        assert_eq!((c.initial_dr, c.max_dr), (2, 5), "DR0-1 carry nothing with dwell time (RP002-1.0.4 §2.10.6)");
+        assert!(parse(&["--region", "as923", "--dr", "1"]).unwrap().mc().is_err());
+        // DR2 under dwell time carries 11 bytes.
+        assert!(parse(&["--region", "as923", "--adr", "--payload", &"00".repeat(11)]).unwrap().pk().is_ok());
+        assert!(parse(&["--region", "as923", "--adr", "--payload", &"00".repeat(12)]).unwrap().pk().is_err());
     }
 }

@@ -96,10 +96,12 @@ impl Relay {
         Relay { addr, seen, front, gateways }
     }
 
-    /// Sends `phy` to the first simulator gateway in a PULL_RESP, as the server would.
+    /// Sends `phy` to the first simulator gateway in a PULL_RESP, as the server would, in the
+    /// device's RX2 (869.525 MHz, DR0): a Class A device hears nothing outside its windows.
+    /// The virtual gateway sends at once whatever `tmst` says.
     async fn inject_downlink(&self, phy: &[u8]) {
         let gateway = self.gateways.lock().unwrap()[0];
-        let txpk = serde_json::json!({"imme": true, "freq": 869.525, "rfch": 0, "powe": 14, "modu": "LORA", "datr": "SF12BW125",
+        let txpk = serde_json::json!({"tmst": 2_000_000, "freq": 869.525, "rfch": 0, "powe": 14, "modu": "LORA", "datr": "SF12BW125",
                                       "codr": "4/5", "ipol": true, "size": phy.len(),
                                       "data": base64::engine::general_purpose::STANDARD.encode(phy)});
         let mut datagram = vec![2, 0xab, 0xcd, 0x03];

@@ -25,6 +25,8 @@ pub struct DeviceSlot {
     uplinks: AtomicU64,
     repeats: AtomicU64,
     downlinks: AtomicU64,
+    class_c_downlinks: AtomicU64,
+    refused_downlinks: AtomicU64,
     adr_ack_reqs: AtomicU64,
 }
 
@@ -42,8 +44,14 @@ pub struct DeviceRow {
     pub uplinks: u64,
     /// Repetitions sent because NbTrans > 1.
     pub repeats: u64,
-    /// Data downlinks accepted (join-accepts not counted).
+    /// Data downlinks accepted (join-accepts not counted), Class C ones included.
     pub downlinks: u64,
+    /// Of those, the ones heard outside RX1/RX2: immediate downlinks on RX2 (Class C).
+    pub class_c_downlinks: u64,
+    /// Downlinks for this device sent where it was not listening (a frequency or data rate of
+    /// no open window, or immediate to a Class A device); dropped as a real radio would. The
+    /// simulator does not check `tmst` timing.
+    pub refused_downlinks: u64,
     /// Uplinks that carried ADRACKReq.
     pub adr_ack_reqs: u64,
 }
@@ -61,6 +69,8 @@ impl DeviceSlot {
             uplinks: AtomicU64::new(0),
             repeats: AtomicU64::new(0),
             downlinks: AtomicU64::new(0),
+            class_c_downlinks: AtomicU64::new(0),
+            refused_downlinks: AtomicU64::new(0),
             adr_ack_reqs: AtomicU64::new(0),
         }
     }
@@ -89,8 +99,15 @@ impl DeviceSlot {
         self.repeats.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn downlink(&self) {
+    pub fn downlink(&self, class_c: bool) {
         self.downlinks.fetch_add(1, Ordering::Relaxed);
+        if class_c {
+            self.class_c_downlinks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn refused(&self) {
+        self.refused_downlinks.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn finish(&self) {
@@ -116,6 +133,8 @@ impl DeviceSlot {
             uplinks: self.uplinks.load(Ordering::Relaxed),
             repeats: self.repeats.load(Ordering::Relaxed),
             downlinks: self.downlinks.load(Ordering::Relaxed),
+            class_c_downlinks: self.class_c_downlinks.load(Ordering::Relaxed),
+            refused_downlinks: self.refused_downlinks.load(Ordering::Relaxed),
             adr_ack_reqs: self.adr_ack_reqs.load(Ordering::Relaxed),
         }
     }
@@ -132,12 +151,12 @@ pub fn dr_distribution(rows: &[DeviceRow]) -> String {
 
 /// A fixed-width table, one line per device.
 pub fn table(rows: &[DeviceRow]) -> String {
-    let mut out = String::from("DevEUI            DevAddr   DR  TXPower  NbTrans  Uplinks  Downlinks  ADRACKReq\n");
+    let mut out = String::from("DevEUI            DevAddr   DR  TXPower  NbTrans  Uplinks  Downlinks  ClassC  Refused  ADRACKReq\n");
     for r in rows {
         let addr = r.dev_addr.map_or_else(|| "-".to_string(), |a| a.to_string());
         let _ = writeln!(
             out,
-            "{:<16}  {:<8}  {:>2}  {:>7}  {:>7}  {:>7}  {:>9}  {:>9}",
+            "{:<16}  {:<8}  {:>2}  {:>7}  {:>7}  {:>7}  {:>9}  {:>6}  {:>7}  {:>9}",
             r.dev_eui.to_string(),
             addr,
             r.dr,
@@ -145,6 +164,8 @@ pub fn table(rows: &[DeviceRow]) -> String {
             r.nb_trans,
             r.uplinks,
             r.downlinks,
+            r.class_c_downlinks,
+            r.refused_downlinks,
             r.adr_ack_reqs
         );
     }
@@ -166,6 +187,8 @@ mod tests {
             uplinks: 10 * i,
             repeats: 0,
             downlinks: i,
+            class_c_downlinks: i / 2,
+            refused_downlinks: 0,
             adr_ack_reqs: 0,
         }
     }
@@ -183,7 +206,10 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("DevEUI") && lines[0].ends_with("ADRACKReq"), "{t}");
-        assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["0000000000000001", "26010001", "5", "1", "1", "10", "1", "0"]);
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["0000000000000001", "26010001", "5", "1", "1", "10", "1", "0", "0", "0"]
+        );
         assert_eq!(lines[2].split_whitespace().nth(1), Some("-"));
     }
 
@@ -196,14 +222,18 @@ mod tests {
         slot.uplink(false);
         slot.uplink(true);
         slot.repeat();
-        slot.downlink();
+        slot.downlink(false);
+        slot.downlink(true);
+        slot.refused();
         let r = slot.row();
         assert_eq!((r.dev_addr, r.dr, r.tx_power, r.nb_trans), (Some(DevAddr::from_u32(7)), 0, 2, 1));
-        assert_eq!((r.uplinks, r.repeats, r.downlinks, r.adr_ack_reqs), (2, 1, 1, 1));
+        assert_eq!((r.uplinks, r.repeats, r.downlinks, r.adr_ack_reqs), (2, 1, 2, 1));
+        assert_eq!((r.class_c_downlinks, r.refused_downlinks), (1, 1));
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(
             (json["devEui"].as_str(), json["devAddr"].as_str(), json["txPower"].as_u64()),
             (Some("0000000000000009"), Some("00000007"), Some(2))
         );
+        assert_eq!((json["classCDownlinks"].as_u64(), json["refusedDownlinks"].as_u64()), (Some(1), Some(1)));
     }
 }

@@ -6,7 +6,10 @@ use loraflow_network_server::lorawan::{self, DataUplink, Phy};
 use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
 use rand::Rng;
 
-use super::mac::{place, DeviceMac, MacConfig, MacReport, Placement, TxParams};
+use std::sync::Arc;
+
+use super::mac::{place, DeviceMac, DownlinkRadio, MacConfig, MacReport, Placement, RxWindow, TxParams, WindowError};
+use super::plan::RadioPlan;
 
 /// An activated session, from a join-accept or from ABP keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub struct VirtualDevice {
     ack_pending: bool,
     /// Data rate, power, channels, ADR and the MAC answers to send.
     pub mac: DeviceMac,
+    /// The last transmission, whose receive windows the device listens to.
+    last_tx: Option<TxParams>,
 }
 
 impl VirtualDevice {
@@ -101,12 +106,41 @@ impl VirtualDevice {
             f_cnt_down: None,
             ack_pending: false,
             mac: DeviceMac::new(MacConfig::default()),
+            last_tx: None,
         }
     }
 
-    /// The same device with another MAC configuration (ADR, data rates, battery).
+    /// The same device with another MAC configuration (ADR, data rates, battery, class).
     pub fn with_mac(self, config: MacConfig) -> VirtualDevice {
-        VirtualDevice { mac: DeviceMac::new(config), ..self }
+        let plan = self.mac.plan().clone();
+        VirtualDevice { mac: DeviceMac::for_plan(config, plan), ..self }
+    }
+
+    /// The same device in another region and channel plan.
+    pub fn with_plan(self, plan: Arc<RadioPlan>) -> VirtualDevice {
+        let config = *self.mac.config();
+        VirtualDevice { mac: DeviceMac::for_plan(config, plan), ..self }
+    }
+
+    /// Channel, data rate and power of the next join-request, remembered for its windows.
+    pub fn join_tx(&mut self, rng: &mut impl Rng) -> TxParams {
+        let tx = self.mac.join_tx(rng);
+        self.last_tx = Some(tx);
+        tx
+    }
+
+    /// A new channel for a repetition of the last frame (frequency hopping, LoRaWAN 1.0.4
+    /// §5.2), remembered for its windows.
+    pub fn repeat_tx(&mut self, rng: &mut impl Rng) -> TxParams {
+        let tx = self.mac.choose_channel(rng);
+        self.last_tx = Some(tx);
+        tx
+    }
+
+    /// The window in which the device hears a downlink sent on `radio`, after its last
+    /// transmission (a join-request when `join`), or why it does not hear it.
+    pub fn hears(&self, radio: &DownlinkRadio, join: bool) -> Result<RxWindow, WindowError> {
+        self.mac.rx_window(self.last_tx.as_ref(), radio, join)
     }
 
     pub fn abp(dev_eui: Eui64, session: Session) -> VirtualDevice {
@@ -157,17 +191,17 @@ impl VirtualDevice {
     /// current data rate and power on a channel chosen with `rng`.
     pub fn next_uplink(&mut self, f_port: u8, payload: &[u8], rng: &mut impl Rng) -> Result<Uplink, DeviceError> {
         let s = self.session.as_mut().ok_or(DeviceError::NotActivated)?;
-        let max = super::eu868::max_frm_payload(self.mac.dr());
+        let max = self.mac.max_payload(self.mac.dr());
         if payload.len() > max {
             return Err(DeviceError::PayloadTooLong { len: payload.len(), dr: self.mac.dr(), max });
         }
         let mac = self.mac.next_uplink();
-        let (f_opts, f_port, frm_payload, app_payload_sent) = match place(mac.commands, payload.len(), mac.dr) {
+        let (f_opts, f_port, frm_payload, app_payload_sent) = match place(mac.commands, payload.len(), self.mac.max_payload(mac.dr)) {
             Placement::FOpts(f_opts) => (f_opts, Some(f_port), payload.to_vec(), true),
             Placement::Port0(cmds) => (Vec::new(), Some(0), cmds, false),
         };
         // Backoff may just have lowered the data rate, or the answers alone may be too long.
-        let max = super::eu868::max_frm_payload(mac.dr);
+        let max = self.mac.max_payload(mac.dr);
         if f_opts.len() + frm_payload.len() > max {
             return Err(DeviceError::PayloadTooLong { len: f_opts.len() + frm_payload.len(), dr: mac.dr, max });
         }
@@ -191,7 +225,9 @@ impl VirtualDevice {
         )
         .map_err(|e| DeviceError::Build(e.to_string()))?;
         s.f_cnt_up = s.f_cnt_up.wrapping_add(1);
-        Ok(Uplink { phy, f_cnt, tx: self.mac.choose_channel(rng), adr_ack_req: mac.adr_ack_req, nb_trans: mac.nb_trans, app_payload_sent })
+        let tx = self.mac.choose_channel(rng);
+        self.last_tx = Some(tx);
+        Ok(Uplink { phy, f_cnt, tx, adr_ack_req: mac.adr_ack_req, nb_trans: mac.nb_trans, app_payload_sent })
     }
 
     /// Checks and decrypts a data downlink for our session.

@@ -1,7 +1,7 @@
-//! The EU863-870 facts a simulated end device needs (RP002-1.0.4 §2.4): data rates, TX power
-//! steps, default channels, payload limits. The device side only; the server has its own
-//! region module, kept apart so that the simulator checks the server rather than sharing its
-//! tables.
+//! The EU863-870 numbers (RP002-1.0.4 §2.4) written out by hand from the specification: data
+//! rates, TX power steps, default channels, payload limits. The simulated devices use the
+//! network server's region tables for every region; this copy stays as a cross-check of the
+//! server's EU868 table, which the simulator would otherwise take on trust.
 
 use std::ops::RangeInclusive;
 
@@ -85,5 +85,31 @@ mod tests {
     #[test]
     fn payload_limits_follow_the_data_rate() {
         assert_eq!([0, 2, 3, 4, 5, 7].map(max_frm_payload), [51, 51, 115, 242, 242, 242]);
+    }
+
+    #[test]
+    fn the_server_eu868_table_agrees_with_this_copy() {
+        use loraflow_network_server::region::{Eu868, Modulation as M, Region};
+        let r = Eu868;
+        for dr in 0..=15u8 {
+            let server = r.data_rate(dr).filter(|d| d.uplink && d.downlink).map(|d| match d.modulation {
+                M::Lora { spreading_factor, bandwidth } => Modulation::Lora { spreading_factor, bandwidth_khz: bandwidth / 1000 },
+                M::Fsk { bitrate } => Modulation::Fsk { bit_rate: bitrate },
+                M::LrFhss { .. } => unreachable!("LR-FHSS is uplink only"),
+            });
+            assert_eq!(server, modulation(dr), "DR{dr}");
+            if dr <= MAX_DR {
+                assert_eq!(r.max_payload_size(dr).map(|m| m.n), Some(max_frm_payload(dr)), "DR{dr}");
+            }
+        }
+        let channels: Vec<u32> = r.default_uplink_channels().iter().map(|c| c.frequency).collect();
+        assert_eq!(channels, DEFAULT_CHANNELS);
+        assert_eq!((r.default_rx2_frequency(), r.default_rx2_dr(), r.max_rx1_dr_offset()), (RX2_FREQUENCY, RX2_DR, MAX_RX1_DR_OFFSET));
+        assert_eq!(r.max_tx_power_index(), MAX_TX_POWER_INDEX);
+        for i in 0..=MAX_TX_POWER_INDEX {
+            assert_eq!(r.tx_power_offset(i), Some(-(TX_POWER_STEP_DB as i32) * i32::from(i)), "TXPower {i}");
+        }
+        assert!(BAND.contains(&r.default_rx2_frequency()));
+        assert_eq!(MAX_CHANNELS, 16);
     }
 }

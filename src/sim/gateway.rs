@@ -17,8 +17,9 @@ use rand::Rng;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::eu868::{self, Modulation, TX_POWER_STEP_DB};
-use super::mac::TxParams;
+use loraflow_network_server::region::Modulation;
+
+use super::mac::{DownlinkRadio, TxParams};
 use super::router::{Delivery, Router};
 use super::Stats;
 
@@ -39,27 +40,27 @@ pub struct Signal {
 impl Signal {
     /// Gateway 0 hears best, each further one about 12 dB weaker in RSSI and 3 dB in SNR, with a
     /// little jitter so that the best gateway is still mostly, not always, the same one.
-    /// `link_snr` is the SNR at gateway 0 when the device sends at maximum power; every TXPower
-    /// step below that costs 2 dB of both RSSI and SNR (RP002-1.0.4 §2.4.3), so that ADR sees a
-    /// quieter device.
-    pub fn for_gateway(index: usize, link_snr: f32, tx_power: u8, rng: &mut impl Rng) -> Signal {
+    /// `link_snr` is the SNR at gateway 0 when the device sends at maximum power;
+    /// `power_offset_db` (≤ 0, the region's TX power table: EU868 and US915 2 dB per TXPower
+    /// step) lowers both RSSI and SNR, so that ADR sees a quieter device.
+    pub fn for_gateway(index: usize, link_snr: f32, power_offset_db: i32, rng: &mut impl Rng) -> Signal {
         let step = index.min(8) as f32;
-        let power_loss = TX_POWER_STEP_DB * f32::from(tx_power);
+        let power_loss = -power_offset_db.min(0) as f32;
         let rssi = -50.0 + (link_snr - DEFAULT_SNR) - 12.0 * step - power_loss + rng.gen_range(-3.0f32..=3.0);
         let snr = link_snr - 3.0 * step - power_loss + rng.gen_range(-1.0f32..1.0);
         Signal { rssi: rssi.round() as i32, snr: (snr * 10.0).round() / 10.0 }
     }
 }
 
-/// The rxpk `modu`, `datr` and `codr` of an EU868 data rate (RP002-1.0.4 §2.4.3).
-fn rxpk_modulation(dr: u8) -> (&'static str, Datr, Option<String>) {
-    match eu868::modulation(dr) {
-        Some(Modulation::Fsk { bit_rate }) => ("FSK", Datr::Bps(bit_rate), None),
-        Some(Modulation::Lora { spreading_factor, bandwidth_khz }) => {
-            ("LORA", Datr::Name(format!("SF{spreading_factor}BW{bandwidth_khz}")), Some("4/5".into()))
+/// The rxpk `modu`, `datr` and `codr` of a modulation: `SF10BW125`, `SF8BW500`, FSK bit/s.
+/// LR-FHSS is not simulated; devices never pick it.
+fn rxpk_modulation(m: &Modulation) -> (&'static str, Datr, Option<String>) {
+    match *m {
+        Modulation::Fsk { bitrate } => ("FSK", Datr::Bps(bitrate), None),
+        Modulation::Lora { spreading_factor, bandwidth } => {
+            ("LORA", Datr::Name(format!("SF{spreading_factor}BW{}", bandwidth / 1000)), Some("4/5".into()))
         }
-        // Data rates are validated before they reach the radio; DR5 is the simulator's default.
-        None => ("LORA", Datr::Name("SF7BW125".into()), Some("4/5".into())),
+        Modulation::LrFhss { .. } => ("LORA", Datr::Name("SF12BW125".into()), Some("4/5".into())),
     }
 }
 
@@ -110,7 +111,7 @@ impl VirtualGateway {
     /// A PUSH_DATA datagram with one rxpk: the frequency, channel and data rate the device sent
     /// on, and what this gateway measured.
     pub fn push_data(&self, phy: &[u8], signal: Signal, tx: &TxParams) -> Vec<u8> {
-        let (modu, datr, codr) = rxpk_modulation(tx.dr);
+        let (modu, datr, codr) = rxpk_modulation(&tx.modulation);
         let rxpk = Rxpk {
             time: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
             tmms: None,
@@ -206,7 +207,13 @@ impl VirtualGateway {
             stats.error();
             return;
         };
-        match router.deliver(&phy) {
+        let Some(modulation) = resp.txpk.modulation().as_ref().and_then(Modulation::from_frame) else {
+            stats.error();
+            tracing::warn!(gateway = %self.eui, modu = %resp.txpk.modu, datr = ?resp.txpk.datr, "PULL_RESP with an unknown modulation");
+            return;
+        };
+        let radio = DownlinkRadio { frequency: resp.txpk.freq, modulation, immediate: resp.txpk.imme };
+        match router.deliver(&phy, radio) {
             Delivery::Delivered => {}
             Delivery::Unclaimed => {
                 stats.unclaimed_downlinks.fetch_add(1, Ordering::Relaxed);
@@ -267,7 +274,7 @@ impl Gateways {
     pub async fn transmit(&self, phy: &[u8], tx: &TxParams, link_snr: f32) -> Heard {
         let signals: Vec<Signal> = {
             let mut rng = rand::thread_rng();
-            self.0.iter().map(|g| Signal::for_gateway(g.index, link_snr, tx.tx_power, &mut rng)).collect()
+            self.0.iter().map(|g| Signal::for_gateway(g.index, link_snr, tx.power_offset_db, &mut rng)).collect()
         };
         let mut heard = Heard { sent: 0, error: None, best_snr: None };
         for (g, s) in self.0.iter().zip(signals) {
@@ -289,10 +296,18 @@ impl Gateways {
 mod tests {
     use super::*;
 
+    fn lora(spreading_factor: u8, bandwidth: u32) -> Modulation {
+        Modulation::Lora { spreading_factor, bandwidth }
+    }
+
+    fn tx(modulation: Modulation, channel: u8, frequency: u32) -> TxParams {
+        TxParams { dr: 0, tx_power: 0, channel, frequency, modulation, power_offset_db: 0 }
+    }
+
     #[tokio::test]
     async fn push_data_carries_the_frame_and_the_gateway_eui() {
         let gw = VirtualGateway::bind(Eui64::from_u64(0x0102), 0, "127.0.0.1:9".parse().unwrap()).await.unwrap();
-        let tx = TxParams { dr: 5, tx_power: 0, channel: 1, frequency: 868_300_000 };
+        let tx = tx(lora(7, 125_000), 1, 868_300_000);
         let bytes = gw.push_data(&[1, 2, 3], Signal { rssi: -60, snr: 7.5 }, &tx);
         let p = PushData::decode(&bytes).unwrap();
         assert_eq!(p.gateway_id, Eui64::from_u64(0x0102));
@@ -305,19 +320,20 @@ mod tests {
     #[tokio::test]
     async fn the_rxpk_carries_the_data_rate_and_channel_the_device_used() {
         let gw = VirtualGateway::bind(Eui64::from_u64(1), 0, "127.0.0.1:9".parse().unwrap()).await.unwrap();
-        // (DR, modu, datr, codr)
+        // (modulation, modu, datr, codr): EU868 DR0, DR3, DR6, DR7 and US915 DR0, DR4.
         let table = [
-            (0, "LORA", Datr::Name("SF12BW125".into()), Some("4/5")),
-            (3, "LORA", Datr::Name("SF9BW125".into()), Some("4/5")),
-            (6, "LORA", Datr::Name("SF7BW250".into()), Some("4/5")),
-            (7, "FSK", Datr::Bps(50_000), None),
+            (lora(12, 125_000), "LORA", Datr::Name("SF12BW125".into()), Some("4/5")),
+            (lora(9, 125_000), "LORA", Datr::Name("SF9BW125".into()), Some("4/5")),
+            (lora(7, 250_000), "LORA", Datr::Name("SF7BW250".into()), Some("4/5")),
+            (Modulation::Fsk { bitrate: 50_000 }, "FSK", Datr::Bps(50_000), None),
+            (lora(10, 125_000), "LORA", Datr::Name("SF10BW125".into()), Some("4/5")),
+            (lora(8, 500_000), "LORA", Datr::Name("SF8BW500".into()), Some("4/5")),
         ];
-        for (dr, modu, datr, codr) in table {
-            let tx = TxParams { dr, tx_power: 0, channel: 4, frequency: 867_300_000 };
-            let p = PushData::decode(&gw.push_data(&[1], Signal { rssi: -60, snr: 7.5 }, &tx)).unwrap();
+        for (m, modu, datr, codr) in table {
+            let p = PushData::decode(&gw.push_data(&[1], Signal { rssi: -60, snr: 7.5 }, &tx(m, 4, 867_300_000))).unwrap();
             let rx = &p.payload.rxpk[0];
-            assert_eq!((rx.modu.as_str(), &rx.datr, rx.codr.as_deref()), (modu, &datr, codr), "DR{dr}");
-            assert_eq!((rx.freq, rx.chan), (867_300_000, 4), "DR{dr}");
+            assert_eq!((rx.modu.as_str(), &rx.datr, rx.codr.as_deref()), (modu, &datr, codr), "{m:?}");
+            assert_eq!((rx.freq, rx.chan), (867_300_000, 4), "{m:?}");
         }
     }
 
@@ -338,12 +354,12 @@ mod tests {
         let table = [(9.5, 0, 9.5), (9.5, 3, 3.5), (9.5, 7, -4.5), (-20.0, 0, -20.0), (12.0, 1, 10.0)];
         for (link, power, want) in table {
             for _ in 0..50 {
-                let s = Signal::for_gateway(0, link, power, &mut rng);
+                let s = Signal::for_gateway(0, link, -2 * power, &mut rng);
                 assert!((s.snr - want).abs() <= 1.0, "link {link} power {power}: {s:?}");
             }
         }
         let loud = Signal::for_gateway(0, 9.5, 0, &mut rng);
-        let quiet = Signal::for_gateway(0, 9.5, 7, &mut rng);
+        let quiet = Signal::for_gateway(0, 9.5, -14, &mut rng);
         assert!(loud.rssi - quiet.rssi >= 14 - 6, "RSSI drops with power too: {loud:?} {quiet:?}");
     }
 
@@ -378,7 +394,9 @@ mod tests {
         let ack = TxAck::decode(&buf[..n]).unwrap();
         assert_eq!((ack.token, ack.gateway_id), (0x1234, Eui64::from_u64(7)));
         assert_eq!(ack.payload.unwrap().txpk_ack.unwrap().error.as_deref(), Some("NONE"));
-        assert_eq!(tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap(), ja);
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap().unwrap();
+        assert_eq!(got.phy, ja);
+        assert_eq!(got.radio, DownlinkRadio { frequency: 869_525_000, modulation: lora(12, 125_000), immediate: true });
         assert!(gw.has_pull_ack());
         assert_eq!(stats.downlinks.load(Ordering::Relaxed), 1);
         shutdown.cancel();

@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //! - `device`: an end device (join, uplinks, downlinks), pure.
-//! - `mac`: the device side of the MAC commands and ADR backoff, pure.
-//! - `eu868`: the regional facts a device needs (data rates, power steps, channels).
+//! - `mac`: the device side of the MAC commands, ADR backoff and receive windows, pure.
+//! - `plan`: the region and channel plan of a `--region` id (`us915_1` = sub-band 2), pure.
+//! - `eu868`: a hand-written copy of the EU868 numbers, a test cross-check of the server's.
 //! - `gateway`: a gateway with its own UDP socket (PUSH_DATA, PULL_DATA, TX_ACK).
 //! - `router`: gives each received downlink to the device it is for.
 //! - `provision`: REST calls that register gateways and devices.
@@ -13,10 +14,12 @@
 
 pub mod board;
 pub mod device;
-pub mod eu868;
+#[cfg(test)]
+mod eu868;
 pub mod gateway;
 pub mod mac;
 pub mod payload;
+pub mod plan;
 pub mod provision;
 pub mod router;
 
@@ -30,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use device::{Session, VirtualDevice};
 use gateway::{Gateways, DEFAULT_SNR};
 use mac::TxParams;
-use router::{DownlinkSender, Router};
+use router::{Downlink, DownlinkSender, Router};
 
 /// How long a device waits for its join-accept before it tries again with a new DevNonce.
 /// The server answers within its dedup window plus processing; RX1 for a join-accept is 5 s
@@ -52,6 +55,8 @@ pub struct Stats {
     pub device_downlinks: AtomicU64,
     /// Downlinks no device waited for.
     pub unclaimed_downlinks: AtomicU64,
+    /// Downlinks for a device sent on a frequency or data rate it was not listening to.
+    pub refused_downlinks: AtomicU64,
     pub push_acks: AtomicU64,
     pub errors: AtomicU64,
 }
@@ -66,6 +71,7 @@ pub struct Snapshot {
     pub downlinks: u64,
     pub device_downlinks: u64,
     pub unclaimed_downlinks: u64,
+    pub refused_downlinks: u64,
     pub push_acks: u64,
     pub errors: u64,
 }
@@ -85,6 +91,7 @@ impl Stats {
             downlinks: l(&self.downlinks),
             device_downlinks: l(&self.device_downlinks),
             unclaimed_downlinks: l(&self.unclaimed_downlinks),
+            refused_downlinks: l(&self.refused_downlinks),
             push_acks: l(&self.push_acks),
             errors: l(&self.errors),
         }
@@ -101,12 +108,10 @@ pub struct Radio {
 }
 
 impl Radio {
-    /// Sends a frame through every gateway on a random EU868 default channel at DR5 and
-    /// maximum power, heard at [`DEFAULT_SNR`]. Returns whether at least one copy left.
-    pub async fn transmit(&self, phy: &[u8]) -> bool {
-        let channel = rand::Rng::gen_range(&mut rand::thread_rng(), 0..eu868::DEFAULT_CHANNELS.len());
-        let tx = TxParams { dr: 5, tx_power: 0, channel: channel as u8, frequency: eu868::DEFAULT_CHANNELS[channel] };
-        self.transmit_as(phy, &tx, DEFAULT_SNR).await.is_some()
+    /// Sends a frame through every gateway with the device's radio parameters, heard at
+    /// [`DEFAULT_SNR`]. Returns whether at least one copy left.
+    pub async fn transmit(&self, phy: &[u8], tx: &TxParams) -> bool {
+        self.transmit_as(phy, tx, DEFAULT_SNR).await.is_some()
     }
 
     /// Sends a frame through every gateway with the device's radio parameters, for a device
@@ -137,7 +142,7 @@ pub async fn join(
     dev: &mut VirtualDevice,
     radio: &Radio,
     tx: &DownlinkSender,
-    rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    rx: &mut mpsc::UnboundedReceiver<Downlink>,
     max_attempts: u32,
     shutdown: &CancellationToken,
 ) -> Result<Session, JoinError> {
@@ -150,7 +155,7 @@ pub async fn join_at(
     radio: &Radio,
     link_snr: f32,
     tx: &DownlinkSender,
-    rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    rx: &mut mpsc::UnboundedReceiver<Downlink>,
     max_attempts: u32,
     shutdown: &CancellationToken,
 ) -> Result<Session, JoinError> {
@@ -161,7 +166,7 @@ pub async fn join_at(
         }
         attempts += 1;
         let request = dev.join_request();
-        let join_tx = dev.mac.join_tx(&mut rand::thread_rng());
+        let join_tx = dev.join_tx(&mut rand::thread_rng());
         radio.router.expect_join(dev.dev_eui, dev.app_key, tx.clone());
         radio.stats.join_requests.fetch_add(1, Ordering::Relaxed);
         radio.transmit_as(&request, &join_tx, link_snr).await;
@@ -179,8 +184,15 @@ pub async fn join_at(
                     break;
                 }
                 msg = rx.recv() => {
-                    let Some(phy) = msg else { return Err(JoinError::Stopped) };
-                    match dev.accept(&phy) {
+                    let Some(down) = msg else { return Err(JoinError::Stopped) };
+                    // The device hears only its join-accept windows (LoRaWAN 1.0.4 §6.2.5).
+                    if let Err(e) = dev.hears(&down.radio, true) {
+                        radio.stats.error();
+                        radio.stats.refused_downlinks.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(dev_eui = %dev.dev_eui, error = %e, "join-accept outside the receive windows");
+                        continue;
+                    }
+                    match dev.accept(&down.phy) {
                         Ok(session) => {
                             radio.router.activate(session.dev_addr, tx.clone());
                             radio.stats.joined.fetch_add(1, Ordering::Relaxed);

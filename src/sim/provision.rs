@@ -5,7 +5,10 @@ use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use std::collections::BTreeSet;
+
 use super::device::Session;
+use super::plan::RadioPlan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,6 +23,23 @@ pub enum ApiError {
     Status { method: Method, path: String, status: StatusCode, body: String },
     #[error("{method} {path}: unexpected response {body}")]
     Shape { method: Method, path: String, body: String },
+}
+
+/// What the simulator's device profile says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileSpec<'a> {
+    /// `NONE`, `CAYENNE_LPP`.
+    pub codec: &'a str,
+    pub adr: bool,
+    pub class_c: bool,
+    /// The region's common name, e.g. `US915`.
+    pub region: &'a str,
+}
+
+impl Default for ProfileSpec<'_> {
+    fn default() -> Self {
+        ProfileSpec { codec: "NONE", adr: false, class_c: false, region: "EU868" }
+    }
 }
 
 /// A REST client with the admin token.
@@ -102,13 +122,20 @@ impl Api {
 
     /// [`Api::ensure_device_profile`] with ADR allowed (`adrEnabled`) or not.
     pub async fn ensure_device_profile_with(&self, name: &str, codec: &str, adr: bool) -> Result<String, ApiError> {
+        self.ensure_device_profile_spec(name, &ProfileSpec { codec, adr, ..ProfileSpec::default() }).await
+    }
+
+    /// The id of the LoRaWAN 1.0.3 OTAA profile called `name`, created, or updated when it
+    /// differs from `spec`.
+    pub async fn ensure_device_profile_spec(&self, name: &str, spec: &ProfileSpec<'_>) -> Result<String, ApiError> {
         let path = "/api/device-profiles";
-        let body = json!({"name": name, "region": "EU868", "macVersion": "1.0.3", "regParamsRevision": "RP002-1.0.3",
-                          "supportsOtaa": true, "supportsClassC": false, "adrEnabled": adr,
-                          "payloadCodec": codec, "payloadCodecScript": ""});
+        let body = json!({"name": name, "region": spec.region, "macVersion": "1.0.3", "regParamsRevision": "RP002-1.0.3",
+                          "supportsOtaa": true, "supportsClassC": spec.class_c, "adrEnabled": spec.adr,
+                          "payloadCodec": spec.codec, "payloadCodecScript": ""});
         if let Some(p) = self.list_all(path).await?.into_iter().find(|p| p["name"] == name) {
             let id = Self::id_of(Method::GET, path, &p)?;
-            if p["payloadCodec"] != codec || p["adrEnabled"] != adr || p["supportsOtaa"] != true {
+            let same = ["payloadCodec", "adrEnabled", "supportsOtaa", "supportsClassC", "region"].iter().all(|k| p[*k] == body[*k]);
+            if !same {
                 self.expect(Method::PUT, &format!("{path}/{id}"), Some(body), &[StatusCode::OK, StatusCode::NO_CONTENT]).await?;
             }
             return Ok(id);
@@ -119,8 +146,39 @@ impl Api {
 
     /// Registers a gateway; an existing one is fine.
     pub async fn ensure_gateway(&self, eui: Eui64, name: &str) -> Result<(), ApiError> {
-        let body = json!({"gatewayId": eui.to_string(), "name": name, "description": "virtual gateway (loraflow simulate/bench)"});
-        self.expect(Method::POST, "/api/gateways", Some(body), &[StatusCode::CREATED, StatusCode::CONFLICT]).await.map(drop)
+        self.ensure_gateway_in(eui, name, None).await
+    }
+
+    /// Registers a gateway in region config `region_config_id` (`None`: the server's default),
+    /// moving an existing one there.
+    pub async fn ensure_gateway_in(&self, eui: Eui64, name: &str, region_config_id: Option<&str>) -> Result<(), ApiError> {
+        let mut body = json!({"gatewayId": eui.to_string(), "name": name, "description": "virtual gateway (loraflow simulate/bench)"});
+        if let Some(id) = region_config_id {
+            body["regionConfigId"] = json!(id);
+        }
+        let (status, _) =
+            self.expect(Method::POST, "/api/gateways", Some(body.clone()), &[StatusCode::CREATED, StatusCode::CONFLICT]).await?;
+        if status == StatusCode::CONFLICT && region_config_id.is_some() {
+            self.expect(Method::PUT, &format!("/api/gateways/{eui}"), Some(body), &[StatusCode::OK, StatusCode::NO_CONTENT]).await?;
+        }
+        Ok(())
+    }
+
+    /// The server's region configs (`GET /api/regions`), or `None` from a server without the
+    /// endpoint (one region, before region configs existed).
+    pub async fn region_configs(&self) -> Result<Option<Vec<Value>>, ApiError> {
+        let path = "/api/regions";
+        let (status, v) = self.call(Method::GET, path, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if status != StatusCode::OK {
+            return Err(ApiError::Status { method: Method::GET, path: path.into(), status, body: v.to_string() });
+        }
+        match v["result"].as_array() {
+            Some(items) => Ok(Some(items.clone())),
+            None => Err(ApiError::Shape { method: Method::GET, path: path.into(), body: v.to_string() }),
+        }
     }
 
     /// Creates the device, or moves an existing one into `application_id` / `profile_id`.
@@ -159,6 +217,27 @@ impl Api {
     }
 }
 
+/// The server region config (from `GET /api/regions`) the simulated gateways belong to: the
+/// one with the plan's id, else the one of the same region listening on the plan's channels.
+/// An error names what the server has instead, since devices on channels no gateway config
+/// enables are dropped by the server.
+pub fn region_config_for(plan: &RadioPlan, configs: &[Value]) -> Result<String, String> {
+    if configs.iter().any(|c| c["id"].as_str() == Some(plan.id.as_str())) {
+        return Ok(plan.id.clone());
+    }
+    let wanted: BTreeSet<u64> = plan.enabled_frequencies().into_iter().map(|(_, f)| u64::from(f)).collect();
+    let same_region = |c: &&Value| c["commonName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(plan.common_name()));
+    let channels = |c: &Value| -> BTreeSet<u64> {
+        c["uplinkChannels"].as_array().into_iter().flatten().filter_map(|ch| ch["frequency"].as_u64()).collect()
+    };
+    if let Some(c) = configs.iter().filter(same_region).find(|c| channels(c) == wanted) {
+        return c["id"].as_str().map(str::to_string).ok_or_else(|| format!("region config without an id: {c}"));
+    }
+    let have: Vec<String> =
+        configs.iter().map(|c| format!("{} ({})", c["id"].as_str().unwrap_or("?"), c["commonName"].as_str().unwrap_or("?"))).collect();
+    Err(format!("the server has no {} region config on the channels of {:?} (it has: {})", plan.common_name(), plan.id, have.join(", ")))
+}
+
 /// A DevAddr for ABP device `index`: NetID 000000 (type 0, NwkID 0, LoRaWAN Backend Interfaces
 /// 1.0 §13) leaves 25 bits of NwkAddr; `offset` spreads runs apart.
 pub fn abp_dev_addr(offset: u32, index: u32) -> DevAddr {
@@ -168,6 +247,26 @@ pub fn abp_dev_addr(offset: u32, index: u32) -> DevAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(id: &str, common_name: &str, frequencies: &[u32]) -> Value {
+        let channels: Vec<Value> = frequencies.iter().map(|f| json!({"frequency": f})).collect();
+        json!({"id": id, "commonName": common_name, "uplinkChannels": channels})
+    }
+
+    #[test]
+    fn gateways_go_to_the_config_with_the_plans_id_or_channels() {
+        let eu = RadioPlan::default();
+        let eu_freqs: Vec<u32> = eu.enabled_frequencies().into_iter().map(|(_, f)| f).collect();
+        let configs = [config("eu868", "EU868", &eu_freqs), config("us915_1", "US915", &[903_900_000])];
+        assert_eq!(region_config_for(&eu, &configs), Ok("eu868".into()));
+        // Another id for the same plan: found by its channels.
+        let configs = [config("main", "EU868", &eu_freqs)];
+        assert_eq!(region_config_for(&eu, &configs), Ok("main".into()));
+        // Same region, other channels: an error naming what there is.
+        let err = region_config_for(&eu, &[config("eu3", "EU868", &eu_freqs[..3])]).unwrap_err();
+        assert!(err.contains("no EU868 region config") && err.contains("eu3 (EU868)"), "{err}");
+        assert!(region_config_for(&eu, &[]).is_err());
+    }
 
     #[test]
     fn abp_addresses_stay_inside_net_id_zero() {

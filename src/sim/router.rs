@@ -11,8 +11,16 @@ use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
 use tokio::sync::mpsc;
 
 use super::device::VirtualDevice;
+use super::mac::DownlinkRadio;
 
-pub type DownlinkSender = mpsc::UnboundedSender<Vec<u8>>;
+/// A downlink as it reaches a device: the frame and how the gateway sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downlink {
+    pub phy: Vec<u8>,
+    pub radio: DownlinkRadio,
+}
+
+pub type DownlinkSender = mpsc::UnboundedSender<Downlink>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -49,18 +57,21 @@ impl Router {
         self.lock().active.insert(dev_addr, tx);
     }
 
-    pub fn deliver(&self, phy: &[u8]) -> Delivery {
+    /// Gives `phy`, sent on `radio`, to the device it is for; whether that device listens on
+    /// `radio` is the device's check.
+    pub fn deliver(&self, phy: &[u8], radio: DownlinkRadio) -> Delivery {
+        let down = || Downlink { phy: phy.to_vec(), radio };
         let mut inner = self.lock();
         match lorawan::parse(phy) {
             Ok(Phy::JoinAccept(_)) => {
                 let found = inner.joining.iter().find(|(_, (key, _))| VirtualDevice::is_my_join_accept(key, phy)).map(|(eui, _)| *eui);
                 match found.and_then(|eui| inner.joining.remove(&eui)) {
-                    Some((_, tx)) if tx.send(phy.to_vec()).is_ok() => Delivery::Delivered,
+                    Some((_, tx)) if tx.send(down()).is_ok() => Delivery::Delivered,
                     _ => Delivery::Unclaimed,
                 }
             }
             Ok(Phy::Data(d)) if !d.is_uplink() => match inner.active.get(&d.dev_addr) {
-                Some(tx) if tx.send(phy.to_vec()).is_ok() => Delivery::Delivered,
+                Some(tx) if tx.send(down()).is_ok() => Delivery::Delivered,
                 _ => Delivery::Unclaimed,
             },
             _ => Delivery::Malformed,
@@ -77,6 +88,13 @@ impl Router {
 mod tests {
     use super::*;
     use loraflow_network_server::lorawan::{build_data_downlink, build_join_accept, DataDownlink, JoinAcceptFields};
+    use loraflow_network_server::region::Modulation;
+
+    const RADIO: DownlinkRadio = DownlinkRadio {
+        frequency: 869_525_000,
+        modulation: Modulation::Lora { spreading_factor: 12, bandwidth: 125_000 },
+        immediate: false,
+    };
 
     #[test]
     fn a_join_accept_reaches_only_the_device_whose_key_matches() {
@@ -86,11 +104,11 @@ mod tests {
         router.expect_join(Eui64::from_u64(1), AesKey([1; 16]), tx_a);
         router.expect_join(Eui64::from_u64(2), AesKey([2; 16]), tx_b);
         let ja = build_join_accept(&AesKey([2; 16]), &JoinAcceptFields::default()).unwrap();
-        assert_eq!(router.deliver(&ja), Delivery::Delivered);
-        assert_eq!(rx_b.try_recv().unwrap(), ja);
+        assert_eq!(router.deliver(&ja, RADIO), Delivery::Delivered);
+        assert_eq!(rx_b.try_recv().unwrap(), Downlink { phy: ja.clone(), radio: RADIO });
         assert!(rx_a.try_recv().is_err());
         // Delivered once: the device stops listening for join-accepts.
-        assert_eq!(router.deliver(&ja), Delivery::Unclaimed);
+        assert_eq!(router.deliver(&ja, RADIO), Delivery::Unclaimed);
     }
 
     #[test]
@@ -106,9 +124,9 @@ mod tests {
             )
             .unwrap()
         };
-        assert_eq!(router.deliver(&phy(5)), Delivery::Delivered);
-        assert_eq!(rx.try_recv().unwrap(), phy(5));
-        assert_eq!(router.deliver(&phy(6)), Delivery::Unclaimed);
-        assert_eq!(router.deliver(&[0xff]), Delivery::Malformed);
+        assert_eq!(router.deliver(&phy(5), RADIO), Delivery::Delivered);
+        assert_eq!(rx.try_recv().unwrap().phy, phy(5));
+        assert_eq!(router.deliver(&phy(6), RADIO), Delivery::Unclaimed);
+        assert_eq!(router.deliver(&[0xff], RADIO), Delivery::Malformed);
     }
 }
