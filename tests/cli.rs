@@ -31,6 +31,9 @@ fn a_bad_value_exits_2_with_one_line_naming_the_key() {
         ("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "-5", "network.dedup_window_ms"),
         ("LORAFLOW_DATABASE__URL", "mysql://x", "database.url"),
         ("LORAFLOW_GATEWAY__UPLINK_QUEUE", "0", "gateway.uplink_queue"),
+        ("LORAFLOW_NETWORK__REGION", "XX999", "network.region"),
+        ("LORAFLOW_NETWORK__ENABLED_UPLINK_CHANNELS", "0,1,99", "network.enabled_uplink_channels"),
+        ("LORAFLOW_NETWORK__EXTRA_CHANNELS", "915000000", "network.extra_channels"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = loraflow().current_dir(dir.path()).env(key, value).output().unwrap();
@@ -38,6 +41,23 @@ fn a_bad_value_exits_2_with_one_line_naming_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains(name), "{err}");
+    }
+}
+
+#[test]
+fn a_bad_regions_entry_exits_2_naming_it() {
+    for (toml, name) in [
+        ("[[regions]]\nid = \"a\"\ncommon_name = \"EU868\"\n[[regions]]\nid = \"a\"\ncommon_name = \"US915\"\n", "regions[1].id"),
+        ("[[regions]]\nid = \"us\"\ncommonName = \"US915\"\nenabled_uplink_channels = [8, 72]\n", "regions[0].enabled_uplink_channels"),
+        ("[[regions]]\nid = \"eu\"\ncommon_name = \"EU868\"\ndownlink_dwell_time = true\n", "regions[0].downlink_dwell_time"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("loraflow.toml"), toml).unwrap();
+        let out = loraflow().current_dir(dir.path()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(name), "{name}: {err}");
     }
 }
 

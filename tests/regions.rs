@@ -336,3 +336,25 @@ async fn as923_downlink_dwell_time_limits_the_queued_payload() {
     .await;
     assert!(emptied.is_some(), "the oversized item is removed from the queue");
 }
+
+#[tokio::test]
+async fn a_gateways_region_config_is_read_back_after_a_restart() {
+    let server = TestServer::start_with_config(Backend::Sqlite, &[("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "50")], TWO_REGIONS).await;
+    let api = server.client();
+    let us = application_and_profile(&api, Some("US915"), "1.0.3").await;
+    let (s, b) = api.post("/api/gateways", json!({"gatewayId": "00000000000000f1", "name": "us", "regionConfigId": "us915_1"})).await;
+    assert_eq!(s, 201, "{b}");
+    let mut dev = otaa_device(&api, &us, "70b3d57ed0000401").await;
+
+    let server = server.restart();
+    let api = server.client();
+    let (_, g) = api.get("/api/gateways/00000000000000f1").await;
+    assert_eq!(g["regionConfigId"], "us915_1");
+    let mut gw = FakeGateway::new("00000000000000f1", server.gateway).await;
+    let t = gw.pull_data().await;
+    gw.expect_ack(PULL_ACK, t).await;
+    let jr = dev.join_request();
+    send(&mut gw, rxpk_on(&jr, 1_000_000, 904.3, "SF10BW125")).await;
+    let ja = gw.next_pull_resp(Duration::from_secs(5)).await.expect("US915 join-accept after the restart");
+    assert_txpk(&ja, 924.5, "SF10BW500", 6_000_000);
+}

@@ -165,7 +165,11 @@ fn build(d: Draft) -> Result<RegionConfig, InvalidConfig> {
     let k = d.key.as_str();
     let name_key = if k == "network." { "region" } else { "common_name" };
     let region = build_region(d.common_name, d.uplink_dwell_time, d.downlink_dwell_time).map_err(|r| {
-        let field = if d.uplink_dwell_time.is_some() || d.downlink_dwell_time.is_some() { "uplink_dwell_time" } else { name_key };
+        let field = match (d.uplink_dwell_time, d.downlink_dwell_time) {
+            (Some(_), _) => "uplink_dwell_time",
+            (None, Some(_)) => "downlink_dwell_time",
+            (None, None) => name_key,
+        };
         invalid(k, if region::region_by_name(d.common_name).is_none() { name_key } else { field }, r)
     })?;
     let count = region.default_uplink_channels().len();
@@ -474,6 +478,7 @@ mod tests {
             (vec![RegionEntry { rx2_dr: Some(9), ..eu("a") }], "regions[0].rx2_dr"),
             (vec![RegionEntry { rx1_dr_offset: Some(7), ..eu("a") }], "regions[0].rx1_dr_offset"),
             (vec![RegionEntry { uplink_dwell_time: Some(true), ..eu("a") }], "regions[0].uplink_dwell_time"),
+            (vec![RegionEntry { downlink_dwell_time: Some(false), ..eu("a") }], "regions[0].downlink_dwell_time"),
             (
                 vec![RegionEntry { common_name: "US915".into(), enabled_uplink_channels: Some(vec![72]), ..eu("a") }],
                 "regions[0].enabled_uplink_channels",

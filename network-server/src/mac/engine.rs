@@ -680,6 +680,84 @@ mod tests {
         }
     }
 
+    /// US915 sub-band 2 (channels 8-15 and 65), as a fixed-channel region configuration says.
+    fn sub_band_2() -> Vec<u8> {
+        (8..16).chain([65]).collect()
+    }
+
+    fn run_us915(state: &MacState, up: &UplinkFacts, target: Option<AdrTarget>, s: &MacSettings, is_otaa: bool) -> MacOutput {
+        use crate::region::Us915;
+        let rx = RxParams::region_defaults(&Us915);
+        run(&MacInput { region: &Us915, state, rx, is_otaa, uplink: up, adr_target: target, settings: s, now: now() })
+    }
+
+    fn us915_settings() -> MacSettings {
+        use crate::region::Us915;
+        MacSettings {
+            desired_rx: RxParams::region_defaults(&Us915),
+            extra_channels: vec![],
+            confined_channels: Some(sub_band_2()),
+            adr_enabled: false,
+            ..settings()
+        }
+    }
+
+    fn us915_uplink(dr: u8, adr: bool) -> UplinkFacts {
+        UplinkFacts { dr, frequency: 903_900_000, adr, ..uplink(vec![]) }
+    }
+
+    #[test]
+    fn a_fixed_channel_device_on_all_channels_is_confined_even_with_adr_off() {
+        let s = us915_settings();
+        // ABP: the device was told nothing and uses all 72 channels.
+        let o = run_us915(&MacState::default(), &us915_uplink(2, false), None, &s, false);
+        let link_adr: Vec<Request> = requests(&o).into_iter().filter(|r| matches!(r, Request::LinkAdr { .. })).collect();
+        assert_eq!(
+            link_adr,
+            vec![Request::LinkAdr {
+                dr: 2,
+                tx_power_index: 0,
+                nb_trans: 1,
+                masks: vec![ChMaskBlock { cntl: 7, mask: 0x0002 }, ChMaskBlock { cntl: 0, mask: 0xff00 }],
+            }],
+            "current DR, power and NbTrans with the sub-band-2 blocks"
+        );
+
+        // Accepted (one LinkADRAns per block): the device has exactly sub-band 2 and nothing
+        // more is asked.
+        let all: Vec<&Candidate> = o.candidates.iter().collect();
+        let sent = record_sent(&o.state, &all, 1, 10, now());
+        let ok = LinkAdrAns { power_ack: true, dr_ack: true, ch_mask_ack: true };
+        let up = UplinkFacts { f_cnt: 11, ..us915_uplink(2, false) };
+        let up = UplinkFacts { commands: vec![UplinkMacCommand::LinkAdrAns(ok), UplinkMacCommand::LinkAdrAns(ok)], ..up };
+        let o = run_us915(&sent, &up, None, &s, false);
+        let enabled = enabled_indices(o.state.channels.as_ref().unwrap());
+        assert_eq!(enabled, sub_band_2());
+        assert!(!requests(&o).iter().any(|r| matches!(r, Request::LinkAdr { .. })), "{:?}", requests(&o));
+    }
+
+    #[test]
+    fn a_device_that_got_the_channel_mask_cf_list_is_left_alone_and_adr_keeps_the_mask() {
+        use crate::region::Us915;
+        let s = us915_settings();
+        let joined = MacState::with_enabled_channels(&Us915, &sub_band_2());
+        let o = run_us915(&joined, &us915_uplink(1, false), None, &s, true);
+        assert!(!requests(&o).iter().any(|r| matches!(r, Request::LinkAdr { .. })));
+
+        // ADR asks for DR3: its LinkADRReq carries the sub-band-2 blocks too.
+        let s = MacSettings { adr_enabled: true, ..s };
+        let target = AdrTarget { dr: 3, tx_power_index: 2, nb_trans: 1 };
+        let o = run_us915(&joined, &us915_uplink(1, true), Some(target), &s, true);
+        let masks: Vec<Vec<ChMaskBlock>> = requests(&o)
+            .into_iter()
+            .filter_map(|r| match r {
+                Request::LinkAdr { dr: 3, tx_power_index: 2, masks, .. } => Some(masks),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(masks, vec![vec![ChMaskBlock { cntl: 7, mask: 0x0002 }, ChMaskBlock { cntl: 0, mask: 0xff00 }]]);
+    }
+
     #[test]
     fn link_adr_needs_the_adr_bit_the_profile_and_a_change() {
         let target = AdrTarget { dr: 5, tx_power_index: 0, nb_trans: 1 };
