@@ -238,7 +238,9 @@ async fn rest_and_mqtt_downlinks_go_out_at_once(backend: Backend) {
     let published = Instant::now();
     publisher.client.publish(topic, rumqttc::QoS::AtLeastOnce, false, cmd.to_string()).await.unwrap();
     let (gw, resp) = next_downlink(&net, Duration::from_secs(2)).await.expect("MQTT-queued Class C downlink");
-    assert!(published.elapsed() < Duration::from_millis(500), "PULL_RESP {:?} after the MQTT command", published.elapsed());
+    // Measured from the publish call, so the client's own send is included.
+    let latency = published.elapsed();
+    assert!(latency <= Duration::from_millis(100), "PULL_RESP {latency:?} after the MQTT command");
     assert_eq!(gw, BEST);
     assert_class_c(&resp);
     let dl = net.class_c.read_downlink(&resp.phy_payload(), 3);

@@ -219,7 +219,7 @@ pub fn direction(before: AdrDecision, after: AdrDecision) -> AdrDirection {
 pub fn decide(input: &AdrInput) -> AdrDecision {
     let region = input.region;
     let max_dr = input.max_dr.min(region.max_adr_dr());
-    let min_dr = input.min_dr.min(max_dr);
+    let min_dr = input.min_dr.max(region.min_adr_dr()).min(max_dr);
     let max_tx_power_index = region.max_tx_power_index();
 
     let dr = input.dr.clamp(min_dr, max_dr);
@@ -455,6 +455,25 @@ mod tests {
             assert_eq!(out.dr, want, "DR{dr} in {min_dr}..={max_dr} at SNR {snr}: {out:?}");
             assert!(out.dr >= min_dr.min(max_dr) && out.dr <= max_dr.min(5));
         }
+    }
+
+    #[test]
+    fn an_uplink_dwell_time_limit_keeps_adr_at_dr2_or_faster() {
+        use crate::region::{region_with, RegionOptions};
+        let au915 = region_with("AU915", &RegionOptions::default()).unwrap();
+        assert_eq!(au915.min_adr_dr(), 2);
+        let as923 =
+            region_with("AS923", &RegionOptions { dwell_time: Some(crate::region::DwellTime { uplink: true, downlink: false }) }).unwrap();
+        assert_eq!(as923.min_adr_dr(), 2);
+        let as923_free = region_with("AS923", &RegionOptions { dwell_time: Some(crate::region::DwellTime::default()) }).unwrap();
+        assert_eq!(as923_free.min_adr_dr(), 0);
+        assert_eq!(Eu868.min_adr_dr(), 0);
+        // A device heard at DR0 with no SNR history yet is moved up to DR2, the profile's
+        // DR0 minimum notwithstanding.
+        let h = AdrHistory::default();
+        let mut i = input(&h, 0, 0);
+        i.region = au915.as_ref();
+        assert_eq!(decide(&i).dr, 2);
     }
 
     #[test]

@@ -255,6 +255,15 @@ pub trait Region: Send + Sync + fmt::Debug {
     /// Highest data rate ADR steps a device up to: the fastest LoRa 125 kHz data rate every
     /// default channel allows (ChirpStack's default ADR likewise stays on LoRa 125 kHz).
     fn max_adr_dr(&self) -> u8;
+    /// Lowest data rate ADR may set: the slowest uplink data rate allowed under the uplink
+    /// dwell time the network imposes (AS923/AU915 with the 400 ms limit: DR2, because DR0 and
+    /// DR1 have no payload there and a device refuses a LinkADRReq for them); DR0 elsewhere.
+    fn min_adr_dr(&self) -> u8 {
+        let dwell = self.dwell_time().uplink;
+        (0..=self.max_adr_dr())
+            .find(|&dr| self.data_rate(dr).is_some_and(|d| d.uplink) && self.max_payload_size_for(dr, dwell).is_some())
+            .unwrap_or(0)
+    }
     /// SNR (dB) the gateway's demodulator needs at an uplink data rate; `None` for data rates
     /// that are not LoRa.
     fn required_snr(&self, dr: u8) -> Option<f32> {
