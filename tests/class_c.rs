@@ -16,7 +16,7 @@ mod mqtt_support;
 use std::time::{Duration, Instant};
 
 use common::device::Device;
-use common::gateway::{b64, rxpk, FakeGateway, PullResp, PULL_ACK, PUSH_ACK};
+use common::gateway::{b64, GatewayPair, PullResp};
 use common::{eventually, metric, Api, Backend, TestServer};
 use mqtt_support::Subscriber;
 use serde_json::{json, Value};
@@ -39,8 +39,7 @@ const ON_AIR: Duration = Duration::from_millis(1_500);
 struct Net {
     server: TestServer,
     api: Api,
-    best: FakeGateway,
-    second: FakeGateway,
+    gateways: GatewayPair,
     app_id: String,
     class_c: Device,
     class_a: Device,
@@ -82,18 +81,13 @@ async fn setup(backend: Backend) -> Net {
         let (s, b) = api.post("/api/gateways", json!({"gatewayId": gw, "name": gw})).await;
         assert_eq!(s, 201, "{b}");
     }
-    let mut best = FakeGateway::new(BEST, server.gateway).await;
-    let mut second = FakeGateway::new(SECOND, server.gateway).await;
-    for gw in [&mut best, &mut second] {
-        let t = gw.pull_data().await;
-        gw.expect_ack(PULL_ACK, t).await;
-    }
+    let mut gateways = GatewayPair::new(BEST, SECOND, server.gateway).await;
+    gateways.connect(server.gateway).await;
     let events = Subscriber::connect(server.mqtt.expect("embedded broker"), &format!("application/{app_id}/#"), false).await;
     Net {
         server,
         api,
-        best,
-        second,
+        gateways,
         app_id,
         class_c: Device::abp(CLASS_C.0, CLASS_C.1, NWK_S_KEY, APP_S_KEY),
         class_a: Device::abp(CLASS_A.0, CLASS_A.1, NWK_S_KEY, APP_S_KEY),
@@ -103,10 +97,7 @@ async fn setup(backend: Backend) -> Net {
 
 /// An uplink (SF7, 868.1 MHz) heard well by BEST and poorly by SECOND.
 async fn heard(net: &mut Net, phy: &[u8], tmst: u32) {
-    let t = net.best.push_rxpk(vec![rxpk(phy, tmst, -60, 9.0)]).await;
-    net.best.expect_ack(PUSH_ACK, t).await;
-    let t = net.second.push_rxpk(vec![rxpk(phy, tmst.wrapping_add(1_000), -110, -4.0)]).await;
-    net.second.expect_ack(PUSH_ACK, t).await;
+    net.gateways.hear(phy, tmst, 1_000).await;
 }
 
 /// An uplink of the Class C device; returns once the server handles it (its `up` event), with
@@ -134,17 +125,12 @@ async fn queue(api: &Api, dev_eui: &str) -> Vec<Value> {
     q["result"].as_array().unwrap().clone()
 }
 
-/// The next PULL_RESP from either gateway, with the gateway's id.
 async fn next_downlink(net: &Net, timeout: Duration) -> Option<(&'static str, PullResp)> {
-    tokio::select! {
-        r = net.best.next_pull_resp(timeout) => r.map(|r| (BEST, r)),
-        r = net.second.next_pull_resp(timeout) => r.map(|r| (SECOND, r)),
-    }
+    net.gateways.next_downlink(timeout).await
 }
 
 async fn tx_ack(net: &Net, gw: &str, resp: &PullResp, error: &str) {
-    let g = if gw == BEST { &net.best } else { &net.second };
-    g.tx_ack(resp.token, error).await;
+    net.gateways.tx_ack(gw, resp, error).await;
 }
 
 async fn event(net: &mut Net, dev_eui: &str, kind: &str) -> Value {

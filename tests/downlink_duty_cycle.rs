@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::device::Device;
-use common::gateway::{b64, rxpk, FakeGateway, PullResp, PULL_ACK, PUSH_ACK};
+use common::gateway::{b64, GatewayPair, PullResp};
 use common::{eventually, metric, Api, Backend, TestServer};
 use loraflow_network_server::mac::DownlinkMacCommand;
 use mqtt_support::Subscriber;
@@ -33,8 +33,7 @@ const SECOND_TMST_OFFSET: u32 = 123_457;
 struct Net {
     server: TestServer,
     api: Api,
-    best: FakeGateway,
-    second: FakeGateway,
+    gateways: GatewayPair,
     app_id: String,
     dev: Device,
 }
@@ -69,42 +68,29 @@ async fn setup(backend: Backend, env: &[(&str, &str)]) -> Net {
         let (s, b) = api.post("/api/gateways", json!({"gatewayId": gw, "name": gw})).await;
         assert_eq!(s, 201, "{b}");
     }
-    let best = FakeGateway::new(BEST, server.gateway).await;
-    let second = FakeGateway::new(SECOND, server.gateway).await;
-    let mut net = Net { server, api, best, second, app_id, dev: Device::abp(DEV_EUI, DEV_ADDR, NWK_S_KEY, APP_S_KEY) };
+    let gateways = GatewayPair::new(BEST, SECOND, server.gateway).await;
+    let mut net = Net { server, api, gateways, app_id, dev: Device::abp(DEV_EUI, DEV_ADDR, NWK_S_KEY, APP_S_KEY) };
     connect(&mut net).await;
     net
 }
 
 /// PULL_DATA from both gateways, to the server's current address.
 async fn connect(net: &mut Net) {
-    for gw in [&mut net.best, &mut net.second] {
-        gw.server = net.server.gateway;
-        let t = gw.pull_data().await;
-        gw.expect_ack(PULL_ACK, t).await;
-    }
+    net.gateways.connect(net.server.gateway).await;
 }
 
 /// One uplink (SF7, 868.1 MHz) heard well by BEST and poorly by SECOND.
 async fn uplink(net: &mut Net, tmst: u32) {
     let phy = net.dev.uplink(false, 1, b"d");
-    let t = net.best.push_rxpk(vec![rxpk(&phy, tmst, -60, 9.0)]).await;
-    net.best.expect_ack(PUSH_ACK, t).await;
-    let t = net.second.push_rxpk(vec![rxpk(&phy, tmst.wrapping_add(SECOND_TMST_OFFSET), -110, -4.0)]).await;
-    net.second.expect_ack(PUSH_ACK, t).await;
+    net.gateways.hear(&phy, tmst, SECOND_TMST_OFFSET).await;
 }
 
-/// The next PULL_RESP from either gateway, with the gateway's id.
 async fn next_downlink(net: &Net, timeout: Duration) -> Option<(&'static str, PullResp)> {
-    tokio::select! {
-        r = net.best.next_pull_resp(timeout) => r.map(|r| (BEST, r)),
-        r = net.second.next_pull_resp(timeout) => r.map(|r| (SECOND, r)),
-    }
+    net.gateways.next_downlink(timeout).await
 }
 
 async fn tx_ack(net: &Net, gw: &str, resp: &PullResp, error: &str) {
-    let g = if gw == BEST { &net.best } else { &net.second };
-    g.tx_ack(resp.token, error).await;
+    net.gateways.tx_ack(gw, resp, error).await;
 }
 
 async fn enqueue(api: &Api, data: &[u8]) -> String {
@@ -355,10 +341,7 @@ async fn join_accept_refused_by_the_best_gateway(backend: Backend) {
     let mut dev = Device::otaa(OTAA_EUI, APP_KEY);
     let jr = dev.join_request();
     let tmst = 20_000_000u32;
-    let t = net.best.push_rxpk(vec![rxpk(&jr, tmst, -60, 9.0)]).await;
-    net.best.expect_ack(PUSH_ACK, t).await;
-    let t = net.second.push_rxpk(vec![rxpk(&jr, tmst + SECOND_TMST_OFFSET, -110, -4.0)]).await;
-    net.second.expect_ack(PUSH_ACK, t).await;
+    net.gateways.hear(&jr, tmst, SECOND_TMST_OFFSET).await;
 
     // JOIN_ACCEPT_DELAY1 = 5 s, RX2 one second later.
     let (gw, rx1) = next_downlink(&net, Duration::from_secs(5)).await.expect("RX1 on the best gateway");

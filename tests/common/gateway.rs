@@ -135,3 +135,50 @@ impl FakeGateway {
         }
     }
 }
+
+/// Two gateways that hear the same uplinks, one well and one poorly: the setting of the
+/// downlink tests where the best gateway is tried first and the other after a refusal.
+pub struct GatewayPair {
+    pub best: FakeGateway,
+    pub second: FakeGateway,
+    ids: [&'static str; 2],
+}
+
+impl GatewayPair {
+    /// Both gateways (EUIs in hex), not yet connected.
+    pub async fn new(best: &'static str, second: &'static str, server: SocketAddr) -> GatewayPair {
+        GatewayPair { best: FakeGateway::new(best, server).await, second: FakeGateway::new(second, server).await, ids: [best, second] }
+    }
+
+    /// PULL_DATA from both, to `server` (which may have moved after a restart).
+    pub async fn connect(&mut self, server: SocketAddr) {
+        for gw in [&mut self.best, &mut self.second] {
+            gw.server = server;
+            let t = gw.pull_data().await;
+            gw.expect_ack(PULL_ACK, t).await;
+        }
+    }
+
+    /// `phy` heard by the best gateway at `tmst` (RSSI -60, SNR 9) and by the second one on its
+    /// own clock, `second_offset` µs later (RSSI -110, SNR -4).
+    pub async fn hear(&mut self, phy: &[u8], tmst: u32, second_offset: u32) {
+        let t = self.best.push_rxpk(vec![rxpk(phy, tmst, -60, 9.0)]).await;
+        self.best.expect_ack(PUSH_ACK, t).await;
+        let t = self.second.push_rxpk(vec![rxpk(phy, tmst.wrapping_add(second_offset), -110, -4.0)]).await;
+        self.second.expect_ack(PUSH_ACK, t).await;
+    }
+
+    /// The next PULL_RESP from either gateway, with that gateway's id.
+    pub async fn next_downlink(&self, timeout: Duration) -> Option<(&'static str, PullResp)> {
+        tokio::select! {
+            r = self.best.next_pull_resp(timeout) => r.map(|r| (self.ids[0], r)),
+            r = self.second.next_pull_resp(timeout) => r.map(|r| (self.ids[1], r)),
+        }
+    }
+
+    /// TX_ACK from gateway `id` for `resp`, with `error` ("NONE" for success).
+    pub async fn tx_ack(&self, id: &str, resp: &PullResp, error: &str) {
+        let g = if id == self.ids[0] { &self.best } else { &self.second };
+        g.tx_ack(resp.token, error).await;
+    }
+}
