@@ -409,11 +409,14 @@ impl PacketForwarder {
         }
     }
 
-    /// Updates the gateway table and emits a throttled `Seen` event.
+    /// Updates the gateway table and emits a throttled `Seen` event. A PULL_DATA that brings a
+    /// gateway back online updates the online gauge at once rather than at the next refresh.
     fn seen(&self, gateway_id: GatewayId, now: DateTime<Utc>, pull_from: Option<SocketAddr>, drops: &mut DatagramLog) {
-        let emit_seen = {
+        let offline_after = self.shared.offline_after();
+        let (emit_seen, came_online) = {
             let mut gateways = self.shared.gateways_write();
             let entry = gateways.entry(gateway_id).or_default();
+            let came_online = pull_from.is_some() && !entry.online(offline_after);
             entry.last_seen_at = Some(now);
             if let Some(addr) = pull_from {
                 if entry.pull_addr != Some(addr) {
@@ -429,8 +432,11 @@ impl PacketForwarder {
             if due {
                 entry.last_seen_event = Some(Instant::now());
             }
-            due
+            (due, came_online)
         };
+        if came_online {
+            self.shared.refresh();
+        }
         if emit_seen {
             let src = pull_from.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             self.emit(GatewayEvent::Seen { gateway_id, at: now }, src, drops);
