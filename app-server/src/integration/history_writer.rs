@@ -714,7 +714,7 @@ mod tests {
 
     use async_trait::async_trait;
     use chrono::{DateTime, Utc};
-    use loraflow_network_server::storage::{self, DatabaseConfig, Storage};
+    use loraflow_network_server::storage::{self, DatabaseConfig, EventKind, HistoryQuery, Storage};
     use loraflow_network_server::types::Eui64;
     use tokio::time::sleep;
     use uuid::Uuid;
@@ -768,11 +768,17 @@ mod tests {
             }
             self.record(uplinks.len() + events.len())
         }
-        async fn list_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<UplinkRecord>> {
+        async fn uplinks_page(&self, _: &HistoryQuery) -> storage::Result<Vec<UplinkRecord>> {
             Ok(vec![])
         }
-        async fn list_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<EventRecord>> {
+        async fn count_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>) -> storage::Result<u64> {
+            Ok(0)
+        }
+        async fn events_page(&self, _: &HistoryQuery, _: Option<EventKind>) -> storage::Result<Vec<EventRecord>> {
             Ok(vec![])
+        }
+        async fn count_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: Option<EventKind>) -> storage::Result<u64> {
+            Ok(0)
         }
     }
 
@@ -952,11 +958,17 @@ mod tests {
         fn concurrent_writes(&self) -> usize {
             2
         }
-        async fn list_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<UplinkRecord>> {
+        async fn uplinks_page(&self, _: &HistoryQuery) -> storage::Result<Vec<UplinkRecord>> {
             Ok(vec![])
         }
-        async fn list_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<EventRecord>> {
+        async fn count_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>) -> storage::Result<u64> {
+            Ok(0)
+        }
+        async fn events_page(&self, _: &HistoryQuery, _: Option<EventKind>) -> storage::Result<Vec<EventRecord>> {
             Ok(vec![])
+        }
+        async fn count_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: Option<EventKind>) -> storage::Result<u64> {
+            Ok(0)
         }
     }
 
@@ -1134,11 +1146,17 @@ mod tests {
             log.extend(rows.iter().map(|r| format!("stored {}", r.body["n"])));
             Ok(())
         }
-        async fn list_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<UplinkRecord>> {
+        async fn uplinks_page(&self, _: &HistoryQuery) -> storage::Result<Vec<UplinkRecord>> {
             Ok(vec![])
         }
-        async fn list_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: u32) -> storage::Result<Vec<EventRecord>> {
+        async fn count_uplinks(&self, _: Eui64, _: Option<DateTime<Utc>>) -> storage::Result<u64> {
+            Ok(0)
+        }
+        async fn events_page(&self, _: &HistoryQuery, _: Option<EventKind>) -> storage::Result<Vec<EventRecord>> {
             Ok(vec![])
+        }
+        async fn count_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: Option<EventKind>) -> storage::Result<u64> {
+            Ok(0)
         }
     }
 

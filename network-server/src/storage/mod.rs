@@ -183,9 +183,21 @@ pub trait HistoryRepo: Send + Sync {
     async fn insert_events(&self, rows: &[EventRecord]) -> Result<()> {
         self.insert_history(&[], rows).await
     }
-    /// Newest first, optionally only rows with `time >= since`.
-    async fn list_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<UplinkRecord>>;
-    async fn list_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<EventRecord>>;
+    /// One page of a device's uplinks, newest first by (time, deduplication_id).
+    async fn uplinks_page(&self, q: &HistoryQuery) -> Result<Vec<UplinkRecord>>;
+    /// How many uplinks of the device have `time >= since`, whatever the page.
+    async fn count_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>) -> Result<u64>;
+    /// One page of a device's events, newest first by (time, id), optionally of one kind.
+    async fn events_page(&self, q: &HistoryQuery, kind: Option<EventKind>) -> Result<Vec<EventRecord>>;
+    /// How many events of the device (of `kind`, if given) have `time >= since`.
+    async fn count_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, kind: Option<EventKind>) -> Result<u64>;
+    /// The newest `limit` uplinks, optionally only rows with `time >= since`.
+    async fn list_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<UplinkRecord>> {
+        self.uplinks_page(&HistoryQuery { dev_eui, since, after: None, limit }).await
+    }
+    async fn list_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<EventRecord>> {
+        self.events_page(&HistoryQuery { dev_eui, since, after: None, limit }, None).await
+    }
 }
 
 #[async_trait]

@@ -181,6 +181,64 @@ pub struct EventRecord {
     pub body: serde_json::Value,
 }
 
+/// What a stored event is about (the `kind` column of `events`; `up` lives in `uplinks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Join,
+    Ack,
+    TxAck,
+    Status,
+    Log,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [EventKind::Join, EventKind::Ack, EventKind::TxAck, EventKind::Status, EventKind::Log];
+
+    /// The stored and published name (`txack`, not `txAck`: it is the MQTT topic segment).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Join => "join",
+            EventKind::Ack => "ack",
+            EventKind::TxAck => "txack",
+            EventKind::Status => "status",
+            EventKind::Log => "log",
+        }
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = UnknownEventKind;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownEventKind(s.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event kind {0:?} (expected join, ack, txack, status or log)")]
+pub struct UnknownEventKind(pub String);
+
+/// A position in a device's history, newest first: a page starts strictly after (older
+/// than) this row. The id breaks ties between rows stored with the same time, so paging
+/// neither skips nor repeats a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryCursor {
+    pub time: DateTime<Utc>,
+    /// `deduplication_id` of an uplink, `id` of an event.
+    pub id: Uuid,
+}
+
+/// One page of a device's uplinks or events, newest first by (time, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub dev_eui: Eui64,
+    /// Only rows with `time >= since`.
+    pub since: Option<DateTime<Utc>>,
+    /// Only rows older than this one (the last row of the previous page).
+    pub after: Option<HistoryCursor>,
+    pub limit: u32,
+}
+
 /// Everything the uplink path needs about a device in one read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceContext {

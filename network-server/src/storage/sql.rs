@@ -19,6 +19,33 @@ pub(crate) struct Store<DB: sqlx::Database> {
 /// under SQLite's 32 766 and PostgreSQL's 65 535.
 pub(crate) const INSERT_CHUNK: usize = 500;
 
+/// The WHERE clause of a history page and the number of its next placeholder. Placeholders
+/// in this order: dev_eui, since, cursor time, cursor id, kind.
+pub(crate) struct HistoryWhere {
+    pub(crate) sql: String,
+    pub(crate) next: usize,
+}
+
+pub(crate) fn history_where(id_col: &str, since: bool, after: bool, kind: bool) -> HistoryWhere {
+    let mut sql = String::from("dev_eui = $1");
+    let mut next = 2;
+    if since {
+        sql += &format!(" AND time >= ${next}");
+        next += 1;
+    }
+    if after {
+        // `time <= t` alone can use the (dev_eui, time DESC) index; the OR breaks ties.
+        let (t, id) = (next, next + 1);
+        sql += &format!(" AND time <= ${t} AND (time < ${t} OR {id_col} < ${id})");
+        next += 2;
+    }
+    if kind {
+        sql += &format!(" AND kind = ${next}");
+        next += 1;
+    }
+    HistoryWhere { sql, next }
+}
+
 /// PostgreSQL keeps microseconds; truncating on both backends makes a value read back
 /// equal to the one written, whichever backend is used.
 pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -1144,43 +1171,91 @@ macro_rules! impl_repos {
                     Store::<Db>::HISTORY_CONCURRENT_WRITES
                 }
 
-                async fn list_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<UplinkRecord>> {
-                    let r = match since {
-                        Some(since) => sqlx::query(
-                            "SELECT * FROM uplinks WHERE dev_eui = $1 AND time >= $2 \
-                             ORDER BY time DESC LIMIT $3",
-                        )
-                        .bind(&dev_eui.0[..])
-                        .bind(s::ts(since))
-                        .bind(i64::from(limit)),
-                        None => sqlx::query("SELECT * FROM uplinks WHERE dev_eui = $1 ORDER BY time DESC LIMIT $2")
-                            .bind(&dev_eui.0[..])
-                            .bind(i64::from(limit)),
-                    }
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(s::db_err)?;
+                async fn uplinks_page(&self, q: &HistoryQuery) -> Result<Vec<UplinkRecord>> {
+                    let w = s::history_where("deduplication_id", q.since.is_some(), q.after.is_some(), false);
+                    let sql = format!("SELECT * FROM uplinks WHERE {} ORDER BY time DESC, deduplication_id DESC LIMIT ${}", w.sql, w.next);
+                    let r = bind_history(sqlx::query(&sql), q.dev_eui, q.since, q.after, None)
+                        .bind(i64::from(q.limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(s::db_err)?;
                     rows(r, uplink_row)
                 }
 
-                async fn list_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<EventRecord>> {
-                    let r = match since {
-                        Some(since) => sqlx::query(
-                            "SELECT * FROM events WHERE dev_eui = $1 AND time >= $2 \
-                             ORDER BY time DESC LIMIT $3",
-                        )
-                        .bind(&dev_eui.0[..])
-                        .bind(s::ts(since))
-                        .bind(i64::from(limit)),
-                        None => sqlx::query("SELECT * FROM events WHERE dev_eui = $1 ORDER BY time DESC LIMIT $2")
-                            .bind(&dev_eui.0[..])
-                            .bind(i64::from(limit)),
-                    }
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(s::db_err)?;
+                async fn count_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>) -> Result<u64> {
+                    let w = s::history_where("deduplication_id", since.is_some(), false, false);
+                    let sql = format!("SELECT COUNT(*) FROM uplinks WHERE {}", w.sql);
+                    let n: i64 = bind_history_scalar(sqlx::query_scalar(&sql), dev_eui, since, None, None)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(s::db_err)?;
+                    Ok(n as u64)
+                }
+
+                async fn events_page(&self, q: &HistoryQuery, kind: Option<EventKind>) -> Result<Vec<EventRecord>> {
+                    let w = s::history_where("id", q.since.is_some(), q.after.is_some(), kind.is_some());
+                    let sql = format!("SELECT * FROM events WHERE {} ORDER BY time DESC, id DESC LIMIT ${}", w.sql, w.next);
+                    let r = bind_history(sqlx::query(&sql), q.dev_eui, q.since, q.after, kind)
+                        .bind(i64::from(q.limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(s::db_err)?;
                     rows(r, event_row)
                 }
+
+                async fn count_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, kind: Option<EventKind>) -> Result<u64> {
+                    let w = s::history_where("id", since.is_some(), false, kind.is_some());
+                    let sql = format!("SELECT COUNT(*) FROM events WHERE {}", w.sql);
+                    let n: i64 = bind_history_scalar(sqlx::query_scalar(&sql), dev_eui, since, None, kind)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(s::db_err)?;
+                    Ok(n as u64)
+                }
+            }
+
+            type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
+            type Scalar<'q> = sqlx::query::QueryScalar<'q, Db, i64, <Db as sqlx::Database>::Arguments<'q>>;
+
+            /// Binds in the order of [`s::history_where`]'s placeholders.
+            fn bind_history(
+                mut q: Query<'_>,
+                dev_eui: Eui64,
+                since: Option<DateTime<Utc>>,
+                after: Option<HistoryCursor>,
+                kind: Option<EventKind>,
+            ) -> Query<'_> {
+                q = q.bind(dev_eui.0.to_vec());
+                if let Some(since) = since {
+                    q = q.bind(s::ts(since));
+                }
+                if let Some(c) = after {
+                    q = q.bind(s::ts(c.time)).bind(c.id);
+                }
+                if let Some(kind) = kind {
+                    q = q.bind(kind.as_str());
+                }
+                q
+            }
+
+            fn bind_history_scalar(
+                mut q: Scalar<'_>,
+                dev_eui: Eui64,
+                since: Option<DateTime<Utc>>,
+                after: Option<HistoryCursor>,
+                kind: Option<EventKind>,
+            ) -> Scalar<'_> {
+                q = q.bind(dev_eui.0.to_vec());
+                if let Some(since) = since {
+                    q = q.bind(s::ts(since));
+                }
+                if let Some(c) = after {
+                    q = q.bind(s::ts(c.time)).bind(c.id);
+                }
+                if let Some(kind) = kind {
+                    q = q.bind(kind.as_str());
+                }
+                q
             }
 
             #[async_trait]

@@ -108,6 +108,8 @@ on_both_backends!(
     queue_is_oldest_first_and_items_update,
     uplink_history_is_newest_first_with_since_and_limit,
     event_history_is_newest_first_with_since_and_limit,
+    uplink_pages_walk_every_row_once_across_equal_times,
+    event_pages_filter_by_kind_and_count_honestly,
     a_history_batch_is_stored_all_or_nothing,
     data_survives_close_and_reconnect,
     api_key_exists_only_for_the_stored_hash,
@@ -773,6 +775,90 @@ async fn event_history_is_newest_first_with_since_and_limit(db: &mut TestDb) {
     let since = s.history.list_events(d.dev_eui, Some(t(3)), 10).await.unwrap();
     assert_eq!(since, vec![rows[1].clone(), rows[3].clone(), rows[4].clone()]);
     assert!(s.history.list_events(eui(0xdead), None, 10).await.unwrap().is_empty());
+}
+
+/// Walks `page` from the newest row to the end, `limit` rows at a time.
+async fn walk<T, F, Fut>(limit: usize, mut page: F, key: fn(&T) -> HistoryCursor) -> Vec<Vec<T>>
+where
+    F: FnMut(Option<HistoryCursor>) -> Fut,
+    Fut: std::future::Future<Output = Vec<T>>,
+{
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let rows = page(after).await;
+        assert!(rows.len() <= limit);
+        let full = rows.len() == limit;
+        after = rows.last().map(key);
+        pages.push(rows);
+        if !full {
+            return pages;
+        }
+        assert!(pages.len() < 1000, "paging does not end");
+    }
+}
+
+async fn uplink_pages_walk_every_row_once_across_equal_times(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 2).await;
+    let (d, other) = (&devs[0], &devs[1]);
+    // Groups of four uplinks share a time, so a page boundary falls inside a group.
+    let rows: Vec<UplinkRecord> = (0..23u32).map(|i| uplink(d, i, t(i64::from(i / 4)))).collect();
+    s.history.insert_uplinks(&rows).await.unwrap();
+    s.history.insert_uplinks(&[uplink(other, 0, t(1))]).await.unwrap();
+
+    let key = |u: &UplinkRecord| HistoryCursor { time: u.time, id: u.deduplication_id };
+    let q = |after, since| HistoryQuery { dev_eui: d.dev_eui, since, after, limit: 3 };
+    let pages = walk(3, |after| async move { s.history.uplinks_page(&q(after, None)).await.unwrap() }, key).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 3, 3, 3, 3, 3, 2]);
+    let walked: Vec<UplinkRecord> = pages.concat();
+    let mut f_cnts: Vec<u32> = walked.iter().map(|u| u.f_cnt).collect();
+    f_cnts.sort_unstable();
+    assert_eq!(f_cnts, (0..23).collect::<Vec<_>>(), "every uplink exactly once");
+    assert!(walked.windows(2).all(|w| (w[0].time, w[0].deduplication_id) > (w[1].time, w[1].deduplication_id)), "newest first");
+    assert_eq!(s.history.count_uplinks(d.dev_eui, None).await.unwrap(), 23);
+
+    // `since` and the cursor together: times 3..=5 are f_cnt 12..=22.
+    let pages = walk(3, |after| async move { s.history.uplinks_page(&q(after, Some(t(3)))).await.unwrap() }, key).await;
+    let mut f_cnts: Vec<u32> = pages.concat().iter().map(|u| u.f_cnt).collect();
+    f_cnts.sort_unstable();
+    assert_eq!(f_cnts, (12..23).collect::<Vec<_>>());
+    assert_eq!(s.history.count_uplinks(d.dev_eui, Some(t(3))).await.unwrap(), 11);
+    assert_eq!(s.history.count_uplinks(eui(0xdead), None).await.unwrap(), 0);
+}
+
+async fn event_pages_filter_by_kind_and_count_honestly(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 1).await;
+    let d = &devs[0];
+    let ev = |i: i64, kind: EventKind| EventRecord {
+        id: Uuid::new_v4(),
+        time: t(i / 2),
+        dev_eui: d.dev_eui,
+        application_id: d.application_id,
+        kind: kind.as_str().into(),
+        body: json!({"n": i}),
+    };
+    let rows: Vec<EventRecord> = (0..10).map(|i| ev(i, EventKind::ALL[i as usize % 5])).chain((10..17).map(|i| ev(i, EventKind::Log))).collect();
+    s.history.insert_events(&rows).await.unwrap();
+
+    let key = |e: &EventRecord| HistoryCursor { time: e.time, id: e.id };
+    let q = |after| HistoryQuery { dev_eui: d.dev_eui, since: None, after, limit: 2 };
+    let logs = walk(2, |after| async move { s.history.events_page(&q(after), Some(EventKind::Log)).await.unwrap() }, key).await.concat();
+    let mut ns: Vec<i64> = logs.iter().map(|e| e.body["n"].as_i64().unwrap()).collect();
+    ns.sort_unstable();
+    assert_eq!(ns, vec![4, 9, 10, 11, 12, 13, 14, 15, 16]);
+    assert!(logs.iter().all(|e| e.kind == "log"));
+    assert_eq!(s.history.count_events(d.dev_eui, None, Some(EventKind::Log)).await.unwrap(), 9);
+    assert_eq!(s.history.count_events(d.dev_eui, None, Some(EventKind::Join)).await.unwrap(), 2);
+    assert_eq!(s.history.count_events(d.dev_eui, None, None).await.unwrap(), 17);
+    assert_eq!(s.history.count_events(d.dev_eui, Some(t(5)), None).await.unwrap(), 7, "times 5..=8");
+
+    let all = walk(2, |after| async move { s.history.events_page(&q(after), None).await.unwrap() }, key).await.concat();
+    let mut ids: Vec<Uuid> = all.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 17, "every event exactly once");
 }
 
 async fn a_history_batch_is_stored_all_or_nothing(db: &mut TestDb) {
