@@ -7,13 +7,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use loraflow_network_server::storage::UplinkRecord;
+use loraflow_network_server::storage::{HistoryCursor, UplinkRecord};
 
 use super::devices::existing_device;
 use super::error::ApiError;
 use super::extract::QueryMap;
 use super::gateways::parse_eui;
-use super::{ApiState, ListResponse};
+use super::history::{history_query, one_more, page, HistoryPage};
+use super::ApiState;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -71,23 +72,17 @@ impl From<UplinkRecord> for UplinkJson {
     }
 }
 
-/// `?limit=` (default 100, at most 1000) and `?since=` (RFC 3339, inclusive).
+/// `?limit=`, `?since=` and `?cursor=` as in [`history_query`].
 pub async fn list(
     State(state): State<ApiState>,
     Path(dev_eui): Path<String>,
     q: QueryMap,
-) -> Result<Json<ListResponse<UplinkJson>>, ApiError> {
+) -> Result<Json<HistoryPage<UplinkJson>>, ApiError> {
     let dev_eui = parse_eui("devEui", &dev_eui)?;
-    let paging = q.paging()?;
-    let since = match q.get("since") {
-        None => None,
-        Some(s) => Some(
-            DateTime::parse_from_rfc3339(s)
-                .map_err(|_| ApiError::field("since", format!("expected an RFC 3339 time, got {s:?}")))?
-                .with_timezone(&Utc),
-        ),
-    };
+    let query = history_query(dev_eui, &q)?;
     existing_device(&state, dev_eui).await?;
-    let rows = state.storage.history.list_uplinks(dev_eui, since, paging.limit).await?;
-    Ok(Json(ListResponse { total_count: rows.len() as u64, result: rows.into_iter().map(Into::into).collect() }))
+    let history = &state.storage.history;
+    let fetch = one_more(&query);
+    let (rows, total) = tokio::try_join!(history.uplinks_page(&fetch), history.count_uplinks(dev_eui, query.since))?;
+    Ok(Json(page(rows, query.limit, total, |r| HistoryCursor { time: r.time, id: r.deduplication_id })))
 }

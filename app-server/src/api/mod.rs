@@ -4,6 +4,7 @@ pub mod applications;
 pub mod auth;
 pub mod connections;
 pub mod device_activation;
+pub mod device_events;
 pub mod device_keys;
 pub mod device_profiles;
 pub mod device_queue;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod gateways;
 pub mod health;
+pub mod history;
 pub mod regions;
 pub mod text;
 
@@ -159,6 +161,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{dev_eui}/activation", get(device_activation::get))
         .route("/devices/{dev_eui}/queue", get(device_queue::list).post(device_queue::enqueue).delete(device_queue::flush))
         .route("/devices/{dev_eui}/uplinks", get(device_uplinks::list))
+        .route("/devices/{dev_eui}/events", get(device_events::list))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
     Router::new()

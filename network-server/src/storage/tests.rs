@@ -839,7 +839,8 @@ async fn event_pages_filter_by_kind_and_count_honestly(db: &mut TestDb) {
         kind: kind.as_str().into(),
         body: json!({"n": i}),
     };
-    let rows: Vec<EventRecord> = (0..10).map(|i| ev(i, EventKind::ALL[i as usize % 5])).chain((10..17).map(|i| ev(i, EventKind::Log))).collect();
+    let rows: Vec<EventRecord> =
+        (0..10).map(|i| ev(i, EventKind::ALL[i as usize % 5])).chain((10..17).map(|i| ev(i, EventKind::Log))).collect();
     s.history.insert_events(&rows).await.unwrap();
 
     let key = |e: &EventRecord| HistoryCursor { time: e.time, id: e.id };

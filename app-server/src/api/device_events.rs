@@ -1,0 +1,50 @@
+//! `/api/devices/{devEui}/events`: the stored join, ack, txack, status and log events of a
+//! device, newest first, paged like its uplinks.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use loraflow_network_server::storage::{EventKind, EventRecord, HistoryCursor};
+
+use super::devices::existing_device;
+use super::error::ApiError;
+use super::extract::QueryMap;
+use super::gateways::parse_eui;
+use super::history::{history_query, one_more, page, HistoryPage};
+use super::ApiState;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJson {
+    id: Uuid,
+    time: DateTime<Utc>,
+    kind: String,
+    /// The event as it was published over MQTT.
+    body: serde_json::Value,
+}
+
+impl From<EventRecord> for EventJson {
+    fn from(r: EventRecord) -> Self {
+        EventJson { id: r.id, time: r.time, kind: r.kind, body: r.body }
+    }
+}
+
+/// `?kind=` (join, ack, txack, status or log; all when absent), and `?limit=`, `?since=`,
+/// `?cursor=` as in [`history_query`].
+pub async fn list(
+    State(state): State<ApiState>,
+    Path(dev_eui): Path<String>,
+    q: QueryMap,
+) -> Result<Json<HistoryPage<EventJson>>, ApiError> {
+    let dev_eui = parse_eui("devEui", &dev_eui)?;
+    let query = history_query(dev_eui, &q)?;
+    let kind: Option<EventKind> = q.get("kind").map(|k| k.parse().map_err(|e| ApiError::field("kind", e))).transpose()?;
+    existing_device(&state, dev_eui).await?;
+    let history = &state.storage.history;
+    let fetch = one_more(&query);
+    let (rows, total) = tokio::try_join!(history.events_page(&fetch, kind), history.count_events(dev_eui, query.since, kind))?;
+    Ok(Json(page(rows, query.limit, total, |r| HistoryCursor { time: r.time, id: r.id })))
+}
