@@ -188,6 +188,14 @@ pub trait HistoryRepo: Send + Sync {
     async fn list_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<EventRecord>>;
 }
 
+/// The stored series of the measurements table (rows are written with their uplink by
+/// [`HistoryRepo::insert_history`]).
+#[async_trait]
+pub trait MeasurementRepo: Send + Sync {
+    /// Every series of the device with its newest value, ordered by name.
+    async fn latest_measurements(&self, dev_eui: Eui64) -> Result<Vec<StoredMeasurement>>;
+}
+
 #[async_trait]
 pub trait ApiKeyRepo: Send + Sync {
     /// Stores the SHA-256 of a token.
@@ -206,6 +214,7 @@ pub struct Storage {
     pub sessions: Arc<dyn SessionRepo>,
     pub queue: Arc<dyn QueueRepo>,
     pub history: Arc<dyn HistoryRepo>,
+    pub measurements: Arc<dyn MeasurementRepo>,
     pub api_keys: Arc<dyn ApiKeyRepo>,
     pool: Pool,
     timescale: bool,
@@ -245,7 +254,16 @@ impl Storage {
 
     fn from_store<S>(store: Arc<S>, pool: Pool, timescale: bool) -> Storage
     where
-        S: GatewayRepo + ApplicationRepo + DeviceProfileRepo + DeviceRepo + SessionRepo + QueueRepo + HistoryRepo + ApiKeyRepo + 'static,
+        S: GatewayRepo
+            + ApplicationRepo
+            + DeviceProfileRepo
+            + DeviceRepo
+            + SessionRepo
+            + QueueRepo
+            + HistoryRepo
+            + MeasurementRepo
+            + ApiKeyRepo
+            + 'static,
     {
         Storage {
             gateways: store.clone(),
@@ -255,6 +273,7 @@ impl Storage {
             sessions: store.clone(),
             queue: store.clone(),
             history: store.clone(),
+            measurements: store.clone(),
             api_keys: store,
             pool,
             timescale,

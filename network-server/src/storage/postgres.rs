@@ -53,9 +53,13 @@ impl Store<Postgres> {
                    $7::int2[], $8::bool[], $9::int2[], $10::int8[], $11::int4[], $12::float4[], $13::int8[], $14::bytea[], \
                    $15::jsonb[], $16::jsonb[], $17::jsonb[], $18::int2[], $19::int2[], $20::int2[])), \
              e AS (INSERT INTO events (time, id, dev_eui, application_id, kind, body) \
-                 SELECT * FROM UNNEST($21::timestamptz[], $22::uuid[], $23::bytea[], $24::uuid[], $25::text[], $26::jsonb[])) \
+                 SELECT * FROM UNNEST($21::timestamptz[], $22::uuid[], $23::bytea[], $24::uuid[], $25::text[], $26::jsonb[])), \
+             m AS (INSERT INTO measurements (time, dev_eui, application_id, name, kind, value, text_value) \
+                 SELECT * FROM UNNEST($27::timestamptz[], $28::bytea[], $29::uuid[], $30::text[], $31::text[], \
+                   $32::float8[], $33::text[])) \
              SELECT count(*) FROM no_flush_wait";
         let u = uplinks;
+        let m = s::measurement_rows(uplinks);
         sqlx::query(SQL)
             .bind(u.iter().map(|r| s::ts(r.time)).collect::<Vec<_>>())
             .bind(u.iter().map(|r| r.deduplication_id).collect::<Vec<_>>())
@@ -83,6 +87,13 @@ impl Store<Postgres> {
             .bind(events.iter().map(|e| e.application_id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| Json(&e.body)).collect::<Vec<_>>())
+            .bind(m.iter().map(|(u, _)| s::ts(u.time)).collect::<Vec<_>>())
+            .bind(m.iter().map(|(u, _)| u.dev_eui.0.to_vec()).collect::<Vec<_>>())
+            .bind(m.iter().map(|(u, _)| u.application_id).collect::<Vec<_>>())
+            .bind(m.iter().map(|(_, x)| x.name.as_str()).collect::<Vec<_>>())
+            .bind(m.iter().map(|(_, x)| x.kind.as_str()).collect::<Vec<_>>())
+            .bind(m.iter().map(|(_, x)| s::measurement_number(x)).collect::<Vec<_>>())
+            .bind(m.iter().map(|(_, x)| s::measurement_text(x)).collect::<Vec<_>>())
             .execute(&self.pool)
             .await
             .map_err(s::db_err)?;

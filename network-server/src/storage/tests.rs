@@ -109,6 +109,8 @@ on_both_backends!(
     uplink_history_is_newest_first_with_since_and_limit,
     event_history_is_newest_first_with_since_and_limit,
     a_history_batch_is_stored_all_or_nothing,
+    measurements_are_stored_with_their_uplink_and_read_back_latest_first,
+    profile_measurement_definitions_round_trip,
     data_survives_close_and_reconnect,
     api_key_exists_only_for_the_stored_hash,
 );
@@ -157,6 +159,8 @@ fn profile() -> DeviceProfile {
         class_c_timeout: 5,
         payload_codec: "JS".into(),
         payload_codec_script: "function decodeUplink(i) { return {data: {}}; }".into(),
+        measurements: Default::default(),
+        auto_detect_measurements: true,
         created_at: t(0),
         updated_at: t(0),
     }
@@ -244,6 +248,7 @@ fn uplink(dev: &Device, f_cnt: u32, time: DateTime<Utc>) -> UplinkRecord {
             tx_power_index: 2,
             nb_trans: 1 + (f_cnt % 3) as u8,
         }),
+        measurements: Vec::new(),
     }
 }
 
@@ -821,6 +826,64 @@ async fn a_history_batch_is_stored_all_or_nothing(db: &mut TestDb) {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "a write waited for a lock");
     assert_eq!(s.history.list_uplinks(d.dev_eui, None, 10_000).await.unwrap().len(), n as usize + 8);
+}
+
+async fn measurements_are_stored_with_their_uplink_and_read_back_latest_first(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 2).await;
+    let (d, other) = (&devs[0], &devs[1]);
+    let num = |name: &str, kind: MeasurementKind, v: f64| Measurement { name: name.into(), kind, value: MeasurementValue::Number(v) };
+    let with = |dev: &Device, f_cnt: u32, time: i64, ms: Vec<Measurement>| UplinkRecord { measurements: ms, ..uplink(dev, f_cnt, t(time)) };
+    let batch = [
+        with(d, 1, 10, vec![num("temp", MeasurementKind::Gauge, 20.5), num("energy", MeasurementKind::Counter, 100.0)]),
+        with(
+            d,
+            2,
+            20,
+            vec![
+                num("temp", MeasurementKind::Gauge, 21.25),
+                Measurement { name: "state".into(), kind: MeasurementKind::String, value: MeasurementValue::Text("open".into()) },
+            ],
+        ),
+        with(other, 1, 30, vec![num("temp", MeasurementKind::Gauge, -3.0)]),
+    ];
+    s.history.insert_uplinks(&batch).await.unwrap();
+    let latest = s.measurements.latest_measurements(d.dev_eui).await.unwrap();
+    let sm = |time: i64, name: &str, kind: MeasurementKind, value: MeasurementValue| StoredMeasurement {
+        time: t(time),
+        name: name.into(),
+        kind,
+        value,
+    };
+    assert_eq!(
+        latest,
+        [
+            sm(10, "energy", MeasurementKind::Counter, MeasurementValue::Number(100.0)),
+            sm(20, "state", MeasurementKind::String, MeasurementValue::Text("open".into())),
+            sm(20, "temp", MeasurementKind::Gauge, MeasurementValue::Number(21.25)),
+        ]
+    );
+    assert_eq!(s.measurements.latest_measurements(other.dev_eui).await.unwrap().len(), 1);
+    assert!(s.measurements.latest_measurements(eui(99)).await.unwrap().is_empty());
+}
+
+async fn profile_measurement_definitions_round_trip(db: &mut TestDb) {
+    let s = &db.s;
+    let mut dp = profile();
+    s.device_profiles.create(&dp).await.unwrap();
+    let got = s.device_profiles.get(dp.id).await.unwrap();
+    assert!(got.measurements.is_empty() && got.auto_detect_measurements);
+    dp.measurements = std::collections::BTreeMap::from([
+        ("temperatureSensor.1".to_string(), MeasurementDefinition { name: "room".into(), kind: MeasurementKind::Absolute }),
+        ("state".to_string(), MeasurementDefinition { name: "state".into(), kind: MeasurementKind::String }),
+    ]);
+    dp.auto_detect_measurements = false;
+    s.device_profiles.update(&dp).await.unwrap();
+    assert_eq!(s.device_profiles.get(dp.id).await.unwrap(), dp);
+    let (app, _, _) = fleet(s, 0).await;
+    let d = device(5, &app, &dp);
+    s.devices.create(&d).await.unwrap();
+    assert_eq!(s.devices.context(d.dev_eui).await.unwrap().profile, dp);
 }
 
 async fn data_survives_close_and_reconnect(db: &mut TestDb) {
