@@ -5,6 +5,7 @@ pub mod auth;
 pub mod connections;
 pub mod device_activation;
 pub mod device_keys;
+pub mod device_measurements;
 pub mod device_profiles;
 pub mod device_queue;
 pub mod device_uplinks;
@@ -159,6 +160,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{dev_eui}/activation", get(device_activation::get))
         .route("/devices/{dev_eui}/queue", get(device_queue::list).post(device_queue::enqueue).delete(device_queue::flush))
         .route("/devices/{dev_eui}/uplinks", get(device_uplinks::list))
+        .route("/devices/{dev_eui}/measurements", get(device_measurements::latest))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
     Router::new()

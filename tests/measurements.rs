@@ -1,0 +1,140 @@
+//! Measurements end to end: Cayenne LPP uplinks become named series with no set-up, a
+//! profile definition renames a path and changes its kind, and the latest value of every
+//! series is read over REST, on both backends.
+
+mod common;
+
+use std::time::Duration;
+
+use common::device::Device;
+use common::gateway::{rxpk, FakeGateway, PUSH_ACK};
+use common::provision::{self, Provisioned};
+use common::{Api, Backend, TestServer};
+use serde_json::{json, Value};
+
+const GATEWAY: &str = "00000000000000c1";
+const DEV_EUI: &str = "70b3d57ed0000a01";
+const DEV_ADDR: &str = "26011a01";
+const NWK_S_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
+const APP_S_KEY: &str = "000102030405060708090a0b0c0d0e0f";
+
+/// Cayenne LPP: temperature (`tenths` / 10 °C) on channel 3, humidity 48.5 % on channel 5.
+fn lpp(tenths: i16) -> Vec<u8> {
+    let t = tenths.to_be_bytes();
+    vec![0x03, 0x67, t[0], t[1], 0x05, 0x68, 0x61]
+}
+
+struct World {
+    _server: TestServer,
+    api: Api,
+    gw: FakeGateway,
+    p: Provisioned,
+    dev: Device,
+    tmst: u32,
+}
+
+async fn world(backend: Backend) -> World {
+    let server = TestServer::start(backend, &[("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "50")]).await;
+    let api = server.client();
+    let p = provision::application_and_profile(&api, "CAYENNE_LPP", "").await;
+    provision::gateway(&api, GATEWAY).await;
+    provision::abp_device(&api, &p, DEV_EUI, DEV_ADDR, NWK_S_KEY, APP_S_KEY).await;
+    let gw = FakeGateway::new(GATEWAY, server.gateway).await;
+    World { _server: server, api, gw, p, dev: Device::abp(DEV_EUI, DEV_ADDR, NWK_S_KEY, APP_S_KEY), tmst: 1_000_000 }
+}
+
+async fn send(w: &mut World, payload: &[u8]) {
+    let phy = w.dev.uplink(false, 2, payload);
+    w.tmst += 5_000_000;
+    let t = w.gw.push_rxpk(vec![rxpk(&phy, w.tmst, -60, 7.5)]).await;
+    w.gw.expect_ack(PUSH_ACK, t).await;
+}
+
+/// The device's series by name, once `done` holds for them.
+async fn series_when(api: &Api, done: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/api/devices/{DEV_EUI}/measurements");
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (s, body) = api.get(&path).await;
+        assert_eq!(s, 200, "{body}");
+        let by_name: serde_json::Map<String, Value> =
+            body["result"].as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap().to_string(), m.clone())).collect();
+        assert_eq!(body["totalCount"], by_name.len(), "{body}");
+        let by_name = Value::Object(by_name);
+        if done(&by_name) {
+            return by_name;
+        }
+        last = by_name;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("series never reached the expected state; last: {last}");
+}
+
+async fn measurements(backend: Backend) {
+    let mut w = world(backend).await;
+
+    // No set-up: the LPP channels become GAUGE series named after their paths.
+    send(&mut w, &lpp(272)).await;
+    let s = series_when(&w.api, |s| s.as_object().unwrap().len() == 2).await;
+    assert_eq!(s["temperature_sensor_3"]["value"], 27.2, "{s}");
+    assert_eq!(s["temperature_sensor_3"]["kind"], "GAUGE", "{s}");
+    assert_eq!(s["humidity_sensor_5"]["value"], 48.5, "{s}");
+    assert_eq!(s["humidity_sensor_5"]["kind"], "GAUGE", "{s}");
+    let first_humidity_time = s["humidity_sensor_5"]["time"].clone();
+
+    // The next uplink's value is the latest.
+    send(&mut w, &lpp(-15)).await;
+    let s = series_when(&w.api, |s| s["temperature_sensor_3"]["value"] == -1.5).await;
+    assert_ne!(s["humidity_sensor_5"]["time"], first_humidity_time, "humidity stored again: {s}");
+
+    // A definition renames the temperature path and makes it ABSOLUTE; with auto-detection
+    // off the humidity is no longer stored.
+    let profile_path = format!("/api/device-profiles/{}", w.p.device_profile_id);
+    let (_, mut profile) = w.api.get(&profile_path).await;
+    assert_eq!((profile["measurements"].clone(), profile["autoDetectMeasurements"].clone()), (json!({}), json!(true)), "{profile}");
+    profile["measurements"] = json!({"temperatureSensor.3": {"name": "room_temperature", "kind": "ABSOLUTE"}});
+    profile["autoDetectMeasurements"] = json!(false);
+    let (st, updated) = w.api.put(&profile_path, profile.clone()).await;
+    assert_eq!(st, 200, "{updated}");
+    let (_, got) = w.api.get(&profile_path).await;
+    assert_eq!(got["measurements"], json!({"temperatureSensor.3": {"name": "room_temperature", "kind": "ABSOLUTE"}}), "{got}");
+    assert_eq!(got["autoDetectMeasurements"], false);
+    let humidity_before = series_when(&w.api, |_| true).await["humidity_sensor_5"].clone();
+
+    send(&mut w, &lpp(195)).await;
+    let s = series_when(&w.api, |s| s.get("room_temperature").is_some()).await;
+    assert_eq!(s["room_temperature"]["value"], 19.5, "{s}");
+    assert_eq!(s["room_temperature"]["kind"], "ABSOLUTE", "{s}");
+    assert_eq!(s["temperature_sensor_3"]["value"], -1.5, "the old series keeps its values: {s}");
+    assert_eq!(s["humidity_sensor_5"], humidity_before, "no auto-detected value was stored: {s}");
+
+    // Bad definitions: 400 naming the path and member; the profile is unchanged.
+    for (defs, field) in [
+        (json!({"temperatureSensor.3": {"name": "t", "kind": "RATE"}}), "measurements.temperatureSensor.3.kind"),
+        (json!({"temperatureSensor.3": {"name": "a/b", "kind": "GAUGE"}}), "measurements.temperatureSensor.3.name"),
+        (json!({"temperatureSensor.3": {"kind": "GAUGE"}}), "measurements.temperatureSensor.3.name"),
+        (json!(["x"]), "measurements"),
+    ] {
+        let mut body = profile.clone();
+        body["measurements"] = defs;
+        let (st, e) = w.api.put(&profile_path, body).await;
+        assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with(&format!("{field}:")), "{field}: {st} {e}");
+    }
+    assert_eq!(w.api.get(&profile_path).await.1["measurements"], got["measurements"]);
+
+    // Unknown and malformed devices.
+    let (st, _) = w.api.get("/api/devices/0102030405060708/measurements").await;
+    assert_eq!(st, 404);
+    let (st, e) = w.api.get("/api/devices/xyz/measurements").await;
+    assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with("devEui"), "{st} {e}");
+}
+
+#[tokio::test]
+async fn lpp_uplinks_become_series_and_definitions_rename_them_on_sqlite() {
+    measurements(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn lpp_uplinks_become_series_and_definitions_rename_them_on_postgres() {
+    measurements(Backend::Postgres).await;
+}
