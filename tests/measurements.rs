@@ -81,11 +81,16 @@ async fn measurements(backend: Backend) {
     assert_eq!(s["humidity_sensor_5"]["value"], 48.5, "{s}");
     assert_eq!(s["humidity_sensor_5"]["kind"], "GAUGE", "{s}");
     let first_humidity_time = s["humidity_sensor_5"]["time"].clone();
+    let mut temperatures = vec![(s["temperature_sensor_3"]["time"].clone(), 27.2)];
 
     // The next uplink's value is the latest.
     send(&mut w, &lpp(-15)).await;
     let s = series_when(&w.api, |s| s["temperature_sensor_3"]["value"] == -1.5).await;
     assert_ne!(s["humidity_sensor_5"]["time"], first_humidity_time, "humidity stored again: {s}");
+    temperatures.push((s["temperature_sensor_3"]["time"].clone(), -1.5));
+    if backend == Backend::Postgres {
+        docs_hourly_average_query(&w._server.database_url, &temperatures).await;
+    }
 
     // A definition renames the temperature path and makes it ABSOLUTE; with auto-detection
     // off the humidity is no longer stored.
@@ -127,6 +132,28 @@ async fn measurements(backend: Backend) {
     assert_eq!(st, 404);
     let (st, e) = w.api.get("/api/devices/xyz/measurements").await;
     assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with("devEui"), "{st} {e}");
+}
+
+/// The "average temperature per hour" SQL of docs/data.md, as written there, returns the
+/// hourly averages of the values the test sent (with their stored times).
+async fn docs_hourly_average_query(database_url: &str, temperatures: &[(Value, f64)]) {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/data.md")).unwrap();
+    let sql = docs.split("```sql\n").nth(1).and_then(|rest| rest.split("```").next()).expect("an SQL block in docs/data.md");
+    let sql = sql.trim().trim_end_matches(';').replace("70b3d57ed0000a01", DEV_EUI);
+    let pool = sqlx::PgPool::connect(database_url).await.unwrap();
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(&sql).fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    let mut want: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for (time, v) in temperatures {
+        let t: chrono::DateTime<chrono::Utc> = time.as_str().unwrap().parse().unwrap();
+        want.entry(t.format("%Y-%m-%dT%H").to_string()).or_default().push(*v);
+    }
+    let got: Vec<(String, f64)> = rows.into_iter().map(|(h, avg)| (h.format("%Y-%m-%dT%H").to_string(), avg)).collect();
+    let want: Vec<(String, f64)> = want.into_iter().map(|(h, vs)| (h, vs.iter().sum::<f64>() / vs.len() as f64)).collect();
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for ((gh, g), (wh, w)) in got.iter().zip(&want) {
+        assert!(gh == wh && (g - w).abs() < 1e-9, "{got:?} vs {want:?}");
+    }
 }
 
 #[tokio::test]
