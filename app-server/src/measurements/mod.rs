@@ -8,6 +8,7 @@
 //! status string or flag is rarely something to chart, and a profile can name it.
 
 pub mod flatten;
+pub mod query;
 
 use std::collections::{BTreeMap, HashSet};
 
