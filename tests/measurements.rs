@@ -91,6 +91,7 @@ async fn measurements(backend: Backend) {
     if backend == Backend::Postgres {
         docs_hourly_average_query(&w._server.database_url, &temperatures).await;
     }
+    series_queries(&mut w).await;
 
     // A definition renames the temperature path and makes it ABSOLUTE; with auto-detection
     // off the humidity is no longer stored.
@@ -110,7 +111,7 @@ async fn measurements(backend: Backend) {
     let s = series_when(&w.api, |s| s.get("room_temperature").is_some()).await;
     assert_eq!(s["room_temperature"]["value"], 19.5, "{s}");
     assert_eq!(s["room_temperature"]["kind"], "ABSOLUTE", "{s}");
-    assert_eq!(s["temperature_sensor_3"]["value"], -1.5, "the old series keeps its values: {s}");
+    assert_eq!(s["temperature_sensor_3"]["value"], 30.1, "the old series keeps its values: {s}");
     assert_eq!(s["humidity_sensor_5"], humidity_before, "no auto-detected value was stored: {s}");
 
     // Bad definitions: 400 naming the path and member; the profile is unchanged.
@@ -132,6 +133,96 @@ async fn measurements(backend: Backend) {
     assert_eq!(st, 404);
     let (st, e) = w.api.get("/api/devices/xyz/measurements").await;
     assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with("devEui"), "{st} {e}");
+}
+
+/// Raw points and buckets of one series, checked against values the test computes itself
+/// from what it sent; bad parameters get a 400 naming them.
+async fn series_queries(w: &mut World) {
+    for tenths in [100, 125, 301] {
+        send(w, &lpp(tenths)).await;
+    }
+    let path = format!("/api/devices/{DEV_EUI}/measurements/temperature_sensor_3");
+    let mut raw = Value::Null;
+    for _ in 0..100 {
+        let (s, body) = w.api.get(&path).await;
+        assert_eq!(s, 200, "{body}");
+        if body["result"].as_array().unwrap().len() == 5 {
+            raw = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let points: Vec<(chrono::DateTime<chrono::Utc>, f64)> = raw["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("five points never stored: {raw}"))
+        .iter()
+        .map(|p| (p["time"].as_str().unwrap().parse().unwrap(), p["value"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(points.iter().map(|p| p.1).collect::<Vec<_>>(), [27.2, -1.5, 10.0, 12.5, 30.1], "oldest first: {raw}");
+
+    // Paging of raw points.
+    let (_, page) = w.api.get(&format!("{path}?limit=2&offset=3")).await;
+    let page: Vec<f64> = page["result"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert_eq!(page, [12.5, 30.1]);
+
+    // Buckets, computed here as floor(unix seconds / bucket) in UTC.
+    for (bucket, secs) in [("1m", 60i64), ("1d", 86_400)] {
+        for agg in ["avg", "min", "max", "sum", "count", "last"] {
+            let (s, body) = w.api.get(&format!("{path}?bucket={bucket}&agg={agg}")).await;
+            assert_eq!(s, 200, "{body}");
+            let mut groups: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+            for (t, v) in &points {
+                groups.entry(t.timestamp().div_euclid(secs) * secs).or_default().push(*v);
+            }
+            let want: Vec<(i64, f64)> = groups
+                .into_iter()
+                .map(|(start, vs)| {
+                    let v = match agg {
+                        "avg" => vs.iter().sum::<f64>() / vs.len() as f64,
+                        "min" => vs.iter().cloned().fold(f64::MAX, f64::min),
+                        "max" => vs.iter().cloned().fold(f64::MIN, f64::max),
+                        "sum" => vs.iter().sum(),
+                        "count" => vs.len() as f64,
+                        _ => *vs.last().unwrap(),
+                    };
+                    (start, v)
+                })
+                .collect();
+            let got: Vec<(i64, f64)> = body["result"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["time"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap().timestamp(),
+                        p["value"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(got.len(), want.len(), "{bucket} {agg}: {body}");
+            for (g, wv) in got.iter().zip(&want) {
+                assert!(g.0 == wv.0 && (g.1 - wv.1).abs() < 1e-9, "{bucket} {agg}: got {got:?}, want {want:?}");
+            }
+        }
+    }
+
+    // Bad parameters name themselves.
+    for (params, field) in [
+        ("bucket=30s", "bucket"),
+        ("bucket=2d", "bucket"),
+        ("bucket=1h&agg=median", "agg"),
+        ("agg=avg", "agg"),
+        ("from=yesterday", "from"),
+        ("to=2026-13-01T00:00:00Z", "to"),
+        ("from=2026-11-30T10:00:00Z&to=2026-11-30T09:00:00Z", "from"),
+        ("limit=10001", "limit"),
+        ("bucket=1m&from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z", "bucket"),
+    ] {
+        let (st, e) = w.api.get(&format!("{path}?{params}")).await;
+        assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with(&format!("{field}:")), "{params}: {st} {e}");
+    }
+    let (st, e) = w.api.get(&format!("/api/devices/{DEV_EUI}/measurements/a%20b")).await;
+    assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with("name:"), "{st} {e}");
 }
 
 /// The "average temperature per hour" SQL of docs/data.md, as written there, returns the

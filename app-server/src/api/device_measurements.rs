@@ -2,13 +2,23 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
+use chrono::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use loraflow_network_server::storage::{MeasurementKind, MeasurementValue, StoredMeasurement};
 
+use crate::measurements::query::{self, Agg};
+
+/// Raw points per page: at most, and by default.
+const MAX_POINTS: u32 = 10_000;
+const DEFAULT_POINTS: u32 = 1000;
+/// Rows a bucketed query may read; beyond it the range must be narrowed.
+const MAX_ROWS_READ: u32 = 500_000;
+
 use super::devices::existing_device;
 use super::error::ApiError;
+use super::extract::QueryMap;
 use super::gateways::parse_eui;
 use super::{ApiState, ListResponse};
 
@@ -38,4 +48,100 @@ pub async fn latest(State(state): State<ApiState>, Path(dev_eui): Path<String>) 
     existing_device(&state, dev_eui).await?;
     let rows = state.storage.measurements.latest_measurements(dev_eui).await?;
     Ok(Json(ListResponse { total_count: rows.len() as u64, result: rows.into_iter().map(Into::into).collect() }))
+}
+
+/// A point of a series: a bucket's start and aggregate, or a raw value.
+#[derive(Debug, Serialize)]
+pub struct PointJson {
+    time: DateTime<Utc>,
+    value: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesQueryJson {
+    name: String,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// The bucket as given (`1h`), absent for raw points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agg: Option<&'static str>,
+    result: Vec<PointJson>,
+}
+
+fn number(n: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+fn time_param(q: &QueryMap, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    q.get(key)
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::field(key, format!("expected an RFC 3339 time, got {s:?}")))
+        })
+        .transpose()
+}
+
+/// `?from=&to=` (RFC 3339, default the last 24 hours, `to` exclusive), `bucket=` (1m..1d,
+/// epoch-aligned in UTC) with `agg=` (avg, the default, min, max, sum, count, last); without
+/// `bucket` the raw points, oldest first, paged by `limit` (default 1000, at most 10,000) and
+/// `offset`.
+pub async fn series(
+    State(state): State<ApiState>,
+    Path((dev_eui, name)): Path<(String, String)>,
+    q: QueryMap,
+) -> Result<Json<SeriesQueryJson>, ApiError> {
+    let dev_eui = parse_eui("devEui", &dev_eui)?;
+    if !crate::measurements::valid_name(&name) {
+        return Err(ApiError::field("name", format!("{name:?} is not a series name")));
+    }
+    let to = time_param(&q, "to")?.unwrap_or_else(Utc::now);
+    let from = time_param(&q, "from")?.unwrap_or(to - Duration::hours(24));
+    if from >= to {
+        return Err(ApiError::field("from", "must be before to"));
+    }
+    let bucket = q
+        .get("bucket")
+        .map(|b| {
+            query::parse_bucket(b).map(|secs| (b.to_string(), secs)).ok_or_else(|| {
+                ApiError::field("bucket", format!("{b:?} is not a whole number of minutes (m), hours (h) or days (d) from 1m to 1d"))
+            })
+        })
+        .transpose()?;
+    let agg = match q.get("agg") {
+        Some(_) if bucket.is_none() => return Err(ApiError::field("agg", "needs a bucket")),
+        Some(a) => Agg::parse(a).ok_or_else(|| ApiError::field("agg", format!("{a:?} is not one of avg, min, max, sum, count, last")))?,
+        None => Agg::Avg,
+    };
+    existing_device(&state, dev_eui).await?;
+    let Some((bucket_text, secs)) = bucket else {
+        let limit = q.number("limit")?.unwrap_or(DEFAULT_POINTS);
+        if limit > MAX_POINTS {
+            return Err(ApiError::field("limit", format!("must be at most {MAX_POINTS}")));
+        }
+        let offset = q.number("offset")?.unwrap_or(0);
+        let rows = state.storage.measurements.series(dev_eui, &name, from, to, limit, offset).await?;
+        let result = rows.into_iter().map(|m| PointJson { time: m.time, value: SeriesJson::from(m).value }).collect();
+        return Ok(Json(SeriesQueryJson { name, from, to, bucket: None, agg: None, result }));
+    };
+    let count = query::bucket_count(from, to, secs);
+    if count > query::MAX_BUCKETS {
+        return Err(ApiError::field("bucket", format!("{count} buckets between from and to; at most {}", query::MAX_BUCKETS)));
+    }
+    let rows = state.storage.measurements.series(dev_eui, &name, from, to, MAX_ROWS_READ + 1, 0).await?;
+    if rows.len() > MAX_ROWS_READ as usize {
+        return Err(ApiError::field("from", format!("more than {MAX_ROWS_READ} values in the range; narrow from/to")));
+    }
+    let points: Vec<_> = rows
+        .into_iter()
+        .filter_map(|m| match m.value {
+            MeasurementValue::Number(n) => Some((m.time, n)),
+            MeasurementValue::Text(_) => None,
+        })
+        .collect();
+    let result = query::aggregate(&points, secs, agg).into_iter().map(|(time, v)| PointJson { time, value: number(v) }).collect();
+    Ok(Json(SeriesQueryJson { name, from, to, bucket: Some(bucket_text), agg: Some(agg.as_str()), result }))
 }

@@ -22,6 +22,17 @@ pub enum Agg {
 }
 
 impl Agg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Agg::Avg => "avg",
+            Agg::Min => "min",
+            Agg::Max => "max",
+            Agg::Sum => "sum",
+            Agg::Count => "count",
+            Agg::Last => "last",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Agg> {
         Some(match s {
             "avg" => Agg::Avg,

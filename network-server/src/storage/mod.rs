@@ -194,6 +194,17 @@ pub trait HistoryRepo: Send + Sync {
 pub trait MeasurementRepo: Send + Sync {
     /// Every series of the device with its newest value, ordered by name.
     async fn latest_measurements(&self, dev_eui: Eui64) -> Result<Vec<StoredMeasurement>>;
+    /// The values of one series with `from <= time < to`, oldest first, skipping `offset`,
+    /// at most `limit`.
+    async fn series(
+        &self,
+        dev_eui: Eui64,
+        name: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<StoredMeasurement>>;
 }
 
 #[async_trait]

@@ -1205,6 +1205,32 @@ macro_rules! impl_repos {
                     all.dedup_by(|a, b| a.name == b.name);
                     Ok(all)
                 }
+
+                async fn series(
+                    &self,
+                    dev_eui: Eui64,
+                    name: &str,
+                    from: DateTime<Utc>,
+                    to: DateTime<Utc>,
+                    limit: u32,
+                    offset: u32,
+                ) -> Result<Vec<StoredMeasurement>> {
+                    let r = sqlx::query(
+                        "SELECT time, name, kind, value, text_value FROM measurements \
+                         WHERE dev_eui = $1 AND name = $2 AND time >= $3 AND time < $4 \
+                         ORDER BY time LIMIT $5 OFFSET $6",
+                    )
+                    .bind(&dev_eui.0[..])
+                    .bind(name)
+                    .bind(s::ts(from))
+                    .bind(s::ts(to))
+                    .bind(i64::from(limit))
+                    .bind(i64::from(offset))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(s::db_err)?;
+                    rows(r, measurement_row)
+                }
             }
 
             #[async_trait]
