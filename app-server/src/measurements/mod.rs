@@ -43,7 +43,7 @@ pub fn measurements(
             None if auto_detect => match leaf {
                 Leaf::Number(n) => {
                     let name = flatten::series_name(path);
-                    (!name.is_empty() && !defined.contains(name.as_str()) && name.len() <= MAX_NAME_LEN).then(|| Measurement {
+                    (!name.is_empty() && !defined.contains(name.as_str()) && name.len() <= MAX_NAME_LEN).then_some(Measurement {
                         name,
                         kind: MeasurementKind::Gauge,
                         value: MeasurementValue::Number(*n),
