@@ -92,6 +92,7 @@ async fn measurements(backend: Backend) {
         docs_hourly_average_query(&w._server.database_url, &temperatures).await;
     }
     series_queries(&mut w).await;
+    application_series(&mut w).await;
 
     // A definition renames the temperature path and makes it ABSOLUTE; with auto-detection
     // off the humidity is no longer stored.
@@ -223,6 +224,51 @@ async fn series_queries(w: &mut World) {
     }
     let (st, e) = w.api.get(&format!("/api/devices/{DEV_EUI}/measurements/a%20b")).await;
     assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with("name:"), "{st} {e}");
+}
+
+/// The application-wide query returns one series per device, with its EUI and name.
+async fn application_series(w: &mut World) {
+    const OTHER: (&str, &str) = ("70b3d57ed0000a02", "26011a02");
+    provision::abp_device(&w.api, &w.p, OTHER.0, OTHER.1, NWK_S_KEY, APP_S_KEY).await;
+    let mut other = Device::abp(OTHER.0, OTHER.1, NWK_S_KEY, APP_S_KEY);
+    let phy = other.uplink(false, 2, &lpp(50));
+    w.tmst += 5_000_000;
+    let t = w.gw.push_rxpk(vec![rxpk(&phy, w.tmst, -60, 7.5)]).await;
+    w.gw.expect_ack(PUSH_ACK, t).await;
+
+    let path = format!("/api/applications/{}/measurements/temperature_sensor_3", w.p.application_id);
+    let mut body = Value::Null;
+    for _ in 0..100 {
+        body = w.api.get(&format!("{path}?bucket=1d&agg=count")).await.1;
+        if body["result"].as_array().is_some_and(|r| r.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let result = body["result"].as_array().unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(result.len(), 2, "{body}");
+    let by_eui: std::collections::BTreeMap<&str, &Value> = result.iter().map(|d| (d["devEui"].as_str().unwrap(), d)).collect();
+    let count = |d: &Value| d["points"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).sum::<f64>();
+    assert_eq!(count(by_eui[DEV_EUI]), 5.0, "{body}");
+    assert_eq!(count(by_eui[OTHER.0]), 1.0, "{body}");
+    assert_eq!(by_eui[DEV_EUI]["deviceName"], format!("dev-{DEV_EUI}"));
+    assert_eq!(by_eui[OTHER.0]["deviceName"], format!("dev-{}", OTHER.0));
+    let (_, raw) = w.api.get(&path).await;
+    let values: Vec<f64> = raw["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["devEui"] == OTHER.0)
+        .map(|d| d["points"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect())
+        .unwrap();
+    assert_eq!(values, [5.0], "{raw}");
+
+    let (st, _) = w.api.get("/api/applications/00000000-0000-0000-0000-000000000000/measurements/temperature_sensor_3").await;
+    assert_eq!(st, 404);
+    let (st, e) = w.api.get("/api/applications/nope/measurements/temperature_sensor_3").await;
+    assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with("applicationId:"), "{st} {e}");
+    let (st, e) = w.api.get(&format!("{path}?bucket=7m&agg=avg&from=2026-01-01T00:00:00Z&to=2026-12-31T00:00:00Z")).await;
+    assert!(st == 400 && e["error"].as_str().unwrap_or_default().starts_with("bucket:"), "{st} {e}");
 }
 
 /// The "average temperature per hour" SQL of docs/data.md, as written there, returns the

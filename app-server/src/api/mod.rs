@@ -162,6 +162,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{dev_eui}/uplinks", get(device_uplinks::list))
         .route("/devices/{dev_eui}/measurements", get(device_measurements::latest))
         .route("/devices/{dev_eui}/measurements/{name}", get(device_measurements::series))
+        .route("/applications/{application_id}/measurements/{name}", get(device_measurements::application_series))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
     Router::new()

@@ -205,6 +205,17 @@ pub trait MeasurementRepo: Send + Sync {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<StoredMeasurement>>;
+    /// The values of one series of every device of an application with `from <= time < to`,
+    /// by device EUI then oldest first, with the device's name (`None` once it is deleted).
+    async fn application_series(
+        &self,
+        application_id: Uuid,
+        name: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<(Eui64, Option<String>, StoredMeasurement)>>;
 }
 
 #[async_trait]

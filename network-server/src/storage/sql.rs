@@ -1231,6 +1231,33 @@ macro_rules! impl_repos {
                     .map_err(s::db_err)?;
                     rows(r, measurement_row)
                 }
+
+                async fn application_series(
+                    &self,
+                    application_id: Uuid,
+                    name: &str,
+                    from: DateTime<Utc>,
+                    to: DateTime<Utc>,
+                    limit: u32,
+                    offset: u32,
+                ) -> Result<Vec<(Eui64, Option<String>, StoredMeasurement)>> {
+                    let r = sqlx::query(
+                        "SELECT m.dev_eui, d.name AS device_name, m.time, m.name, m.kind, m.value, m.text_value \
+                         FROM measurements m LEFT JOIN devices d ON d.dev_eui = m.dev_eui \
+                         WHERE m.application_id = $1 AND m.name = $2 AND m.time >= $3 AND m.time < $4 \
+                         ORDER BY m.dev_eui, m.time LIMIT $5 OFFSET $6",
+                    )
+                    .bind(application_id)
+                    .bind(name)
+                    .bind(s::ts(from))
+                    .bind(s::ts(to))
+                    .bind(i64::from(limit))
+                    .bind(i64::from(offset))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(s::db_err)?;
+                    rows(r, |r| Ok((s::eui(r.try_get("dev_eui")?)?, r.try_get("device_name")?, measurement_row(r)?)))
+                }
             }
 
             #[async_trait]
