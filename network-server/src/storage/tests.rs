@@ -865,6 +865,19 @@ async fn measurements_are_stored_with_their_uplink_and_read_back_latest_first(db
     );
     assert_eq!(s.measurements.latest_measurements(other.dev_eui).await.unwrap().len(), 1);
     assert!(s.measurements.latest_measurements(eui(99)).await.unwrap().is_empty());
+
+    // A series in a half-open range, oldest first, paged; and per application by device.
+    let temps = |r: Vec<StoredMeasurement>| r.into_iter().map(|m| (m.time, m.value)).collect::<Vec<_>>();
+    let n = |v: f64| MeasurementValue::Number(v);
+    assert_eq!(temps(s.measurements.series(d.dev_eui, "temp", t(10), t(20), 100, 0).await.unwrap()), [(t(10), n(20.5))], "to is exclusive");
+    assert_eq!(temps(s.measurements.series(d.dev_eui, "temp", t(0), t(21), 100, 0).await.unwrap()), [(t(10), n(20.5)), (t(20), n(21.25))]);
+    assert_eq!(temps(s.measurements.series(d.dev_eui, "temp", t(0), t(21), 1, 1).await.unwrap()), [(t(20), n(21.25))]);
+    assert!(s.measurements.series(d.dev_eui, "temp", t(11), t(20), 100, 0).await.unwrap().is_empty());
+    let app = s.measurements.application_series(d.application_id, "temp", t(0), t(100), 100, 0).await.unwrap();
+    let mut want = vec![(d.dev_eui, t(10), n(20.5)), (d.dev_eui, t(20), n(21.25)), (other.dev_eui, t(30), n(-3.0))];
+    want.sort_by_key(|w| (w.0 .0, w.1));
+    assert_eq!(app.iter().map(|(e, _, m)| (*e, m.time, m.value.clone())).collect::<Vec<_>>(), want);
+    assert!(app.iter().all(|(e, name, _)| name.as_deref() == Some(if *e == d.dev_eui { d.name.as_str() } else { other.name.as_str() })));
 }
 
 async fn profile_measurement_definitions_round_trip(db: &mut TestDb) {
