@@ -93,6 +93,8 @@ mod tests {
             class_c_timeout: 5,
             payload_codec: codec.into(),
             payload_codec_script: script.into(),
+            measurements: Default::default(),
+            auto_detect_measurements: true,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

@@ -2,4 +2,5 @@ pub mod api;
 pub mod codec;
 pub mod downlink_queue;
 pub mod integration;
+pub mod measurements;
 pub mod mqtt;

@@ -72,6 +72,8 @@ fn context(class_c: bool) -> Arc<DeviceContext> {
             class_c_timeout: 5,
             payload_codec: "CAYENNE_LPP".into(),
             payload_codec_script: String::new(),
+            measurements: Default::default(),
+            auto_detect_measurements: true,
             created_at: t,
             updated_at: t,
         },

@@ -4,13 +4,15 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use loraflow_network_server::region::region_by_name;
 use loraflow_network_server::region_config::Regions;
-use loraflow_network_server::storage::DeviceProfile;
+use loraflow_network_server::storage::{DeviceProfile, MeasurementDefinition, MeasurementKind};
 
 use super::applications::{parse_uuid, required_name};
 use super::error::ApiError;
@@ -37,6 +39,10 @@ const MAX_DEV_STATUS_REQ_FREQ: i64 = 288;
 const DEFAULT_CLASS_C_TIMEOUT: u32 = 5;
 /// Longest `classCTimeout`: an hour; beyond it a lost ACK would hold the queue for good.
 const MAX_CLASS_C_TIMEOUT: i64 = 3600;
+/// Definitions per profile: more than any decoder emits, and each costs a lookup per leaf.
+const MAX_MEASUREMENT_DEFINITIONS: usize = 256;
+/// Longest decoded-object path a definition may name.
+const MAX_MEASUREMENT_PATH: usize = 256;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -57,6 +63,9 @@ pub struct DeviceProfileBody {
     payload_codec: Option<String>,
     #[serde(default)]
     payload_codec_script: String,
+    /// Checked by [`measurement_definitions`] so that an error names the path.
+    measurements: Option<serde_json::Value>,
+    auto_detect_measurements: Option<bool>,
     // Read-only fields a client may echo back from a GET.
     #[serde(default)]
     #[allow(dead_code)]
@@ -87,6 +96,8 @@ pub struct DeviceProfileJson {
     class_c_timeout: u32,
     payload_codec: String,
     payload_codec_script: String,
+    measurements: BTreeMap<String, MeasurementDefinition>,
+    auto_detect_measurements: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -109,6 +120,8 @@ impl From<DeviceProfile> for DeviceProfileJson {
             class_c_timeout: p.class_c_timeout,
             payload_codec: p.payload_codec,
             payload_codec_script: p.payload_codec_script,
+            measurements: p.measurements,
+            auto_detect_measurements: p.auto_detect_measurements,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -132,6 +145,8 @@ struct ProfileFields {
     class_c_timeout: u32,
     payload_codec: String,
     payload_codec_script: String,
+    measurements: BTreeMap<String, MeasurementDefinition>,
+    auto_detect_measurements: bool,
 }
 
 /// Case-insensitive match against a fixed set, returning the canonical spelling.
@@ -229,6 +244,8 @@ fn validated(body: DeviceProfileBody, script_max: usize, regions: &Regions) -> R
         class_c_timeout,
         payload_codec: payload_codec.to_string(),
         payload_codec_script: body.payload_codec_script,
+        measurements: measurement_definitions(body.measurements)?,
+        auto_detect_measurements: body.auto_detect_measurements.unwrap_or(true),
     })
 }
 
@@ -247,6 +264,56 @@ fn apply(p: &mut DeviceProfile, f: ProfileFields) {
     p.class_c_timeout = f.class_c_timeout;
     p.payload_codec = f.payload_codec;
     p.payload_codec_script = f.payload_codec_script;
+    p.measurements = f.measurements;
+    p.auto_detect_measurements = f.auto_detect_measurements;
+}
+
+/// `measurements`: an object of decoded-object path → `{"name", "kind"}`; omitted or null is
+/// none. Errors name the path (`measurements.temperatureSensor.1.kind`).
+fn measurement_definitions(value: Option<serde_json::Value>) -> Result<BTreeMap<String, MeasurementDefinition>, ApiError> {
+    let entries = match value {
+        None | Some(serde_json::Value::Null) => return Ok(BTreeMap::new()),
+        Some(serde_json::Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::field("measurements", "must be an object of decoded-object path to {name, kind}")),
+    };
+    if entries.len() > MAX_MEASUREMENT_DEFINITIONS {
+        return Err(ApiError::field("measurements", format!("{} definitions, at most {MAX_MEASUREMENT_DEFINITIONS}", entries.len())));
+    }
+    let mut out = BTreeMap::new();
+    let mut paths_by_name: BTreeMap<String, String> = BTreeMap::new();
+    for (path, def) in entries {
+        let field = format!("measurements.{path}");
+        if path.trim().is_empty() || path.len() > MAX_MEASUREMENT_PATH {
+            return Err(ApiError::field(&field, format!("path must be 1-{MAX_MEASUREMENT_PATH} bytes")));
+        }
+        let serde_json::Value::Object(def) = def else { return Err(ApiError::field(&field, "must be an object {name, kind}")) };
+        if let Some(other) = def.keys().find(|k| !matches!(k.as_str(), "name" | "kind")) {
+            return Err(ApiError::field(&format!("{field}.{other}"), "unknown field (expected name, kind)"));
+        }
+        let name = match def.get("name") {
+            Some(serde_json::Value::String(n)) if crate::measurements::valid_name(n) => n.clone(),
+            Some(serde_json::Value::String(n)) => {
+                return Err(ApiError::field(
+                    &format!("{field}.name"),
+                    format!("{n:?} must be 1-{} ASCII letters, digits, '_', '-' or '.'", crate::measurements::MAX_NAME_LEN),
+                ))
+            }
+            Some(_) => return Err(ApiError::field(&format!("{field}.name"), "must be a string")),
+            None => return Err(ApiError::field(&format!("{field}.name"), "is required")),
+        };
+        let allowed = || MeasurementKind::ALL.map(MeasurementKind::as_str).join(", ");
+        let kind = match def.get("kind") {
+            Some(serde_json::Value::String(k)) => MeasurementKind::parse(&k.trim().to_ascii_uppercase())
+                .ok_or_else(|| ApiError::field(&format!("{field}.kind"), format!("{k:?} is not one of {}", allowed())))?,
+            Some(_) => return Err(ApiError::field(&format!("{field}.kind"), format!("must be one of {}", allowed()))),
+            None => return Err(ApiError::field(&format!("{field}.kind"), format!("is required (one of {})", allowed()))),
+        };
+        if let Some(other) = paths_by_name.insert(name.clone(), path.clone()) {
+            return Err(ApiError::field(&format!("{field}.name"), format!("{name:?} is also the name of {other:?}")));
+        }
+        out.insert(path, MeasurementDefinition { name, kind });
+    }
+    Ok(out)
 }
 
 /// The profile, or 404 naming what was missing.
@@ -279,6 +346,8 @@ pub async fn create(
         class_c_timeout: f.class_c_timeout,
         payload_codec: f.payload_codec,
         payload_codec_script: f.payload_codec_script,
+        measurements: f.measurements,
+        auto_detect_measurements: f.auto_detect_measurements,
         created_at: now,
         updated_at: now,
     };
@@ -370,6 +439,8 @@ mod tests {
                 class_c_timeout: 5,
                 payload_codec: "NONE".into(),
                 payload_codec_script: String::new(),
+                measurements: BTreeMap::new(),
+                auto_detect_measurements: true,
             }
         );
     }
@@ -447,6 +518,46 @@ mod tests {
             let e = error_of(&format!(r#"{{"name":"p",{fields}}}"#));
             assert!(e.starts_with(want), "{fields}: {e}");
         }
+    }
+
+    #[test]
+    fn measurement_definitions_are_taken_with_kinds_in_any_case() {
+        let f = validated(body(
+            r#"{"name":"p","autoDetectMeasurements":false,"measurements":{"temperatureSensor.1":{"name":"room","kind":"counter"}}}"#,
+        ))
+        .unwrap();
+        assert!(!f.auto_detect_measurements);
+        assert_eq!(
+            f.measurements,
+            BTreeMap::from([(
+                "temperatureSensor.1".to_string(),
+                MeasurementDefinition { name: "room".into(), kind: MeasurementKind::Counter }
+            )])
+        );
+    }
+
+    #[test]
+    fn bad_measurement_definitions_name_the_path_and_member() {
+        let cases = [
+            (r#"[1]"#, "measurements: "),
+            (r#"{"a.b":{"name":"x","kind":"RATE"}}"#, "measurements.a.b.kind: \"RATE\" is not one of GAUGE, COUNTER, ABSOLUTE, STRING"),
+            (r#"{"a.b":{"name":"x"}}"#, "measurements.a.b.kind: is required"),
+            (r#"{"a.b":{"name":"x","kind":3}}"#, "measurements.a.b.kind: "),
+            (r#"{"a.b":{"kind":"GAUGE"}}"#, "measurements.a.b.name: is required"),
+            (r#"{"a.b":{"name":"x/y","kind":"GAUGE"}}"#, "measurements.a.b.name: "),
+            (r#"{"a.b":{"name":"x","kind":"GAUGE","unit":"C"}}"#, "measurements.a.b.unit: unknown field"),
+            (r#"{"a.b":"x"}"#, "measurements.a.b: must be an object"),
+            (r#"{"":{"name":"x","kind":"GAUGE"}}"#, "measurements.: path must be"),
+            (
+                r#"{"a":{"name":"x","kind":"GAUGE"},"b":{"name":"x","kind":"GAUGE"}}"#,
+                "measurements.b.name: \"x\" is also the name of \"a\"",
+            ),
+        ];
+        for (defs, want) in cases {
+            let e = error_of(&format!(r#"{{"name":"p","measurements":{defs}}}"#));
+            assert!(e.starts_with(want), "{defs}: {e}");
+        }
+        assert!(error_of(r#"{"name":"p","autoDetectMeasurements":"yes"}"#).starts_with("autoDetectMeasurements: "));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod connections;
 pub mod device_activation;
 pub mod device_events;
 pub mod device_keys;
+pub mod device_measurements;
 pub mod device_profiles;
 pub mod device_queue;
 pub mod device_uplinks;
@@ -162,6 +163,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{dev_eui}/queue", get(device_queue::list).post(device_queue::enqueue).delete(device_queue::flush))
         .route("/devices/{dev_eui}/uplinks", get(device_uplinks::list))
         .route("/devices/{dev_eui}/events", get(device_events::list))
+        .route("/devices/{dev_eui}/measurements", get(device_measurements::latest))
+        .route("/devices/{dev_eui}/measurements/{name}", get(device_measurements::series))
+        .route("/applications/{application_id}/measurements/{name}", get(device_measurements::application_series))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
     Router::new()

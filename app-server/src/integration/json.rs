@@ -498,6 +498,8 @@ pub(crate) mod tests {
                 class_c_timeout: 5,
                 payload_codec: codec.into(),
                 payload_codec_script: script.into(),
+                measurements: Default::default(),
+                auto_detect_measurements: true,
                 created_at: t0(),
                 updated_at: t0(),
             },

@@ -336,6 +336,10 @@ fn uplink_record(up: &DataUp, event: &json::UplinkEvent, object: Option<Map<Stri
     let ctx = &*up.device;
     let first = up.rx_info.first();
     let gateways: BTreeSet<_> = up.rx_info.iter().map(|rx| rx.gateway_id).collect();
+    let measurements = object
+        .as_ref()
+        .map(|o| crate::measurements::measurements(o, &ctx.profile.measurements, ctx.profile.auto_detect_measurements))
+        .unwrap_or_default();
     UplinkRecord {
         deduplication_id: up.deduplication_id,
         time: up.time,
@@ -355,6 +359,7 @@ fn uplink_record(up: &DataUp, event: &json::UplinkEvent, object: Option<Map<Stri
         rx_info: serde_json::to_value(&event.rx_info).unwrap_or(Value::Null),
         tx_info: serde_json::to_value(&event.tx_info).unwrap_or(Value::Null),
         adr_decision: up.adr_decision,
+        measurements,
     }
 }
 

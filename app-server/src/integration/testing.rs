@@ -83,6 +83,8 @@ pub(crate) async fn insert_device_with_codec(storage: &Storage, codec: &str, scr
         class_c_timeout: 5,
         payload_codec: codec.into(),
         payload_codec_script: script.into(),
+        measurements: Default::default(),
+        auto_detect_measurements: true,
         created_at: now,
         updated_at: now,
     };
@@ -126,6 +128,7 @@ pub(crate) fn uplink_record(dev_eui: Eui64, application_id: Uuid, f_cnt: u32) ->
         rx_info: json!([]),
         tx_info: json!({}),
         adr_decision: None,
+        measurements: Vec::new(),
     }
 }
 

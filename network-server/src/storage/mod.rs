@@ -200,6 +200,36 @@ pub trait HistoryRepo: Send + Sync {
     }
 }
 
+/// The stored series of the measurements table (rows are written with their uplink by
+/// [`HistoryRepo::insert_history`]).
+#[async_trait]
+pub trait MeasurementRepo: Send + Sync {
+    /// Every series of the device with its newest value, ordered by name.
+    async fn latest_measurements(&self, dev_eui: Eui64) -> Result<Vec<StoredMeasurement>>;
+    /// The values of one series with `from <= time < to`, oldest first, skipping `offset`,
+    /// at most `limit`.
+    async fn series(
+        &self,
+        dev_eui: Eui64,
+        name: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<StoredMeasurement>>;
+    /// The values of one series of every device of an application with `from <= time < to`,
+    /// by device EUI then oldest first, with the device's name (`None` once it is deleted).
+    async fn application_series(
+        &self,
+        application_id: Uuid,
+        name: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<(Eui64, Option<String>, StoredMeasurement)>>;
+}
+
 #[async_trait]
 pub trait ApiKeyRepo: Send + Sync {
     /// Stores the SHA-256 of a token.
@@ -218,6 +248,7 @@ pub struct Storage {
     pub sessions: Arc<dyn SessionRepo>,
     pub queue: Arc<dyn QueueRepo>,
     pub history: Arc<dyn HistoryRepo>,
+    pub measurements: Arc<dyn MeasurementRepo>,
     pub api_keys: Arc<dyn ApiKeyRepo>,
     pool: Pool,
     timescale: bool,
@@ -257,7 +288,16 @@ impl Storage {
 
     fn from_store<S>(store: Arc<S>, pool: Pool, timescale: bool) -> Storage
     where
-        S: GatewayRepo + ApplicationRepo + DeviceProfileRepo + DeviceRepo + SessionRepo + QueueRepo + HistoryRepo + ApiKeyRepo + 'static,
+        S: GatewayRepo
+            + ApplicationRepo
+            + DeviceProfileRepo
+            + DeviceRepo
+            + SessionRepo
+            + QueueRepo
+            + HistoryRepo
+            + MeasurementRepo
+            + ApiKeyRepo
+            + 'static,
     {
         Storage {
             gateways: store.clone(),
@@ -267,6 +307,7 @@ impl Storage {
             sessions: store.clone(),
             queue: store.clone(),
             history: store.clone(),
+            measurements: store.clone(),
             api_keys: store,
             pool,
             timescale,

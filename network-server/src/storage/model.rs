@@ -1,7 +1,10 @@
 //! Rows as the rest of loraflow sees them. Times are UTC; counters are u32 as in LoRaWAN
 //! (stored as BIGINT/INTEGER because PostgreSQL has no unsigned types).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::types::{AesKey, DevAddr, Eui64};
@@ -62,8 +65,76 @@ pub struct DeviceProfile {
     /// "NONE" | "CAYENNE_LPP" | "JS"
     pub payload_codec: String,
     pub payload_codec_script: String,
+    /// Decoded-object path (`temperatureSensor.1`) → the series it is stored as.
+    pub measurements: BTreeMap<String, MeasurementDefinition>,
+    /// Numeric leaves without a definition become GAUGE series named after their path.
+    pub auto_detect_measurements: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How the values of a series are meant to be read; the names are ChirpStack's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MeasurementKind {
+    /// A value at a point in time (temperature).
+    Gauge,
+    /// An ever-increasing total (energy meter); the interesting figure is its increase.
+    Counter,
+    /// A count since the previous uplink (pulses since the last report).
+    Absolute,
+    /// Text (a state name); stored in `text_value`.
+    String,
+}
+
+impl MeasurementKind {
+    pub const ALL: [MeasurementKind; 4] =
+        [MeasurementKind::Gauge, MeasurementKind::Counter, MeasurementKind::Absolute, MeasurementKind::String];
+
+    /// The stored and JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeasurementKind::Gauge => "GAUGE",
+            MeasurementKind::Counter => "COUNTER",
+            MeasurementKind::Absolute => "ABSOLUTE",
+            MeasurementKind::String => "STRING",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MeasurementKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What a profile says about one decoded-object path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasurementDefinition {
+    pub name: String,
+    pub kind: MeasurementKind,
+}
+
+/// One value of a series taken from an uplink's decoded object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MeasurementValue {
+    Number(f64),
+    Text(String),
+}
+
+/// A measurement row of an uplink; time, device and application are the uplink's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub name: String,
+    pub kind: MeasurementKind,
+    pub value: MeasurementValue,
+}
+
+/// A stored value of a series, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMeasurement {
+    pub time: DateTime<Utc>,
+    pub name: String,
+    pub kind: MeasurementKind,
+    pub value: MeasurementValue,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +238,8 @@ pub struct UplinkRecord {
     /// The ADR decision the server made on this uplink (DR, TX power index, NbTrans it
     /// wants the device to use next); `None` when ADR did not run for it.
     pub adr_decision: Option<crate::mac::adr::AdrDecision>,
+    /// The series values taken from `object`, stored with the uplink in one transaction.
+    pub measurements: Vec<Measurement>,
 }
 
 /// One stored integration event (join, ack, txack, status, log; `up` lives in uplinks).

@@ -16,8 +16,29 @@ use crate::types::Eui64;
 
 super::sql::impl_repos!(sqlx::Postgres);
 
-/// The tables that become hypertables, partitioned on `time`.
-const HYPERTABLES: [&str; 2] = ["uplinks", "events"];
+/// The tables that become hypertables, partitioned on `time`, with the columns their
+/// compressed segments are keyed by: measurements per device AND series, so a chart of one
+/// series reads one segment per chunk.
+const HYPERTABLES: [(&str, &str); 3] = [("uplinks", "dev_eui"), ("events", "dev_eui"), ("measurements", "dev_eui, name")];
+
+/// The hourly continuous aggregate of `measurements`: numeric values only (`value` is NULL
+/// for STRING series, so `count` counts numbers). `last(value, time)` is TimescaleDB's.
+/// Created empty and filled by its refresh policy.
+const MEASUREMENTS_HOURLY: &str = "CREATE MATERIALIZED VIEW IF NOT EXISTS measurements_hourly \
+     WITH (timescaledb.continuous) AS \
+     SELECT time_bucket(INTERVAL '1 hour', time) AS bucket, dev_eui, application_id, name, \
+       avg(value) AS avg, min(value) AS min, max(value) AS max, sum(value) AS sum, count(value) AS count, \
+       last(value, time) AS last \
+     FROM measurements GROUP BY bucket, dev_eui, application_id, name \
+     WITH NO DATA";
+
+/// Refreshed every 30 minutes over the last 3 days up to an hour ago (the open hour is still
+/// filling; uplinks arrive in time order, so older hours do not change after 3 days). No
+/// retention on the aggregate itself: hourly rows are small and outlive the raw rows on
+/// purpose, as ChirpStack's device metrics do.
+const MEASUREMENTS_HOURLY_POLICY: &str = "SELECT add_continuous_aggregate_policy('measurements_hourly', \
+     start_offset => INTERVAL '3 days', end_offset => INTERVAL '1 hour', \
+     schedule_interval => INTERVAL '30 minutes', if_not_exists => TRUE)";
 
 impl Store<Postgres> {
     /// READ COMMITTED: an `UPDATE … WHERE f_cnt_up = $expected` that waited for a
@@ -53,9 +74,13 @@ impl Store<Postgres> {
                    $7::int2[], $8::bool[], $9::int2[], $10::int8[], $11::int4[], $12::float4[], $13::int8[], $14::bytea[], \
                    $15::jsonb[], $16::jsonb[], $17::jsonb[], $18::int2[], $19::int2[], $20::int2[])), \
              e AS (INSERT INTO events (time, id, dev_eui, application_id, kind, body) \
-                 SELECT * FROM UNNEST($21::timestamptz[], $22::uuid[], $23::bytea[], $24::uuid[], $25::text[], $26::jsonb[])) \
+                 SELECT * FROM UNNEST($21::timestamptz[], $22::uuid[], $23::bytea[], $24::uuid[], $25::text[], $26::jsonb[])), \
+             m AS (INSERT INTO measurements (time, dev_eui, application_id, name, kind, value, text_value) \
+                 SELECT * FROM UNNEST($27::timestamptz[], $28::bytea[], $29::uuid[], $30::text[], $31::text[], \
+                   $32::float8[], $33::text[])) \
              SELECT count(*) FROM no_flush_wait";
         let u = uplinks;
+        let m = s::measurement_rows(uplinks);
         sqlx::query(SQL)
             .bind(u.iter().map(|r| s::ts(r.time)).collect::<Vec<_>>())
             .bind(u.iter().map(|r| r.deduplication_id).collect::<Vec<_>>())
@@ -83,6 +108,13 @@ impl Store<Postgres> {
             .bind(events.iter().map(|e| e.application_id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| Json(&e.body)).collect::<Vec<_>>())
+            .bind(m.iter().map(|(u, _)| s::ts(u.time)).collect::<Vec<_>>())
+            .bind(m.iter().map(|(u, _)| u.dev_eui.0.to_vec()).collect::<Vec<_>>())
+            .bind(m.iter().map(|(u, _)| u.application_id).collect::<Vec<_>>())
+            .bind(m.iter().map(|(_, x)| x.name.as_str()).collect::<Vec<_>>())
+            .bind(m.iter().map(|(_, x)| x.kind.as_str()).collect::<Vec<_>>())
+            .bind(m.iter().map(|(_, x)| s::measurement_number(x)).collect::<Vec<_>>())
+            .bind(m.iter().map(|(_, x)| s::measurement_text(x)).collect::<Vec<_>>())
             .execute(&self.pool)
             .await
             .map_err(s::db_err)?;
@@ -137,7 +169,7 @@ async fn setup_timescale(pool: &PgPool, cfg: &DatabaseConfig) -> Result<bool> {
     }
     // Table names are the constants above and the intervals are integers from the config,
     // so formatting them into the statements cannot inject anything.
-    for table in HYPERTABLES {
+    for (table, segment_by) in HYPERTABLES {
         sqlx::query(&format!("SELECT create_hypertable('{table}', 'time', if_not_exists => TRUE, migrate_data => TRUE)"))
             .execute(pool)
             .await?;
@@ -154,7 +186,7 @@ async fn setup_timescale(pool: &PgPool, cfg: &DatabaseConfig) -> Result<bool> {
             if enabled != Some(true) {
                 sqlx::query(&format!(
                     "ALTER TABLE {table} SET (timescaledb.compress, \
-                     timescaledb.compress_segmentby = 'dev_eui', timescaledb.compress_orderby = 'time DESC')"
+                     timescaledb.compress_segmentby = '{segment_by}', timescaledb.compress_orderby = 'time DESC')"
                 ))
                 .execute(pool)
                 .await?;
@@ -174,6 +206,12 @@ async fn setup_timescale(pool: &PgPool, cfg: &DatabaseConfig) -> Result<bool> {
                 .await?;
         }
     }
-    info!(compress_after_days = cfg.compress_after_days, retention_days = cfg.retention_days, "TimescaleDB enabled for uplinks and events");
+    sqlx::query(MEASUREMENTS_HOURLY).execute(pool).await?;
+    sqlx::query(MEASUREMENTS_HOURLY_POLICY).execute(pool).await?;
+    info!(
+        compress_after_days = cfg.compress_after_days,
+        retention_days = cfg.retention_days,
+        "TimescaleDB enabled for uplinks, events and measurements (hourly continuous aggregate measurements_hourly)"
+    );
     Ok(true)
 }

@@ -56,7 +56,7 @@ pub(crate) fn now() -> DateTime<Utc> {
     ts(Utc::now())
 }
 
-fn decode_err(what: &str, detail: impl std::fmt::Display) -> sqlx::Error {
+pub(crate) fn decode_err(what: &str, detail: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("{what}: {detail}").into())
 }
 
@@ -91,6 +91,40 @@ pub(crate) fn mac_state(v: Option<sqlx::types::Json<serde_json::Value>>) -> crat
             tracing::warn!(error = %e, "stored MAC state unreadable; starting from defaults");
             Default::default()
         }
+    }
+}
+
+/// A profile's measurement definitions, stored as JSON text (`{"path": {"name", "kind"}}`).
+/// Only the REST API writes them, after validating them, so unreadable text is corrupt data.
+pub(crate) fn measurement_definitions(
+    text: String,
+) -> Result<std::collections::BTreeMap<String, crate::storage::MeasurementDefinition>, sqlx::Error> {
+    serde_json::from_str(&text).map_err(|e| decode_err("measurements", e))
+}
+
+pub(crate) fn measurement_definitions_text(defs: &std::collections::BTreeMap<String, crate::storage::MeasurementDefinition>) -> String {
+    // A map of strings and unit enums always serialises.
+    serde_json::to_string(defs).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// Every measurement of a batch of uplinks, with the uplink it belongs to.
+pub(crate) fn measurement_rows(
+    uplinks: &[crate::storage::UplinkRecord],
+) -> Vec<(&crate::storage::UplinkRecord, &crate::storage::Measurement)> {
+    uplinks.iter().flat_map(|u| u.measurements.iter().map(move |m| (u, m))).collect()
+}
+
+pub(crate) fn measurement_number(m: &crate::storage::Measurement) -> Option<f64> {
+    match m.value {
+        crate::storage::MeasurementValue::Number(n) => Some(n),
+        crate::storage::MeasurementValue::Text(_) => None,
+    }
+}
+
+pub(crate) fn measurement_text(m: &crate::storage::Measurement) -> Option<&str> {
+    match &m.value {
+        crate::storage::MeasurementValue::Number(_) => None,
+        crate::storage::MeasurementValue::Text(t) => Some(t),
     }
 }
 
@@ -236,6 +270,8 @@ macro_rules! impl_repos {
                     class_c_timeout: s::u32_of(r.try_get(c("class_c_timeout").as_str())?)?,
                     payload_codec: r.try_get(c("payload_codec").as_str())?,
                     payload_codec_script: r.try_get(c("payload_codec_script").as_str())?,
+                    measurements: s::measurement_definitions(r.try_get(c("measurements").as_str())?)?,
+                    auto_detect_measurements: r.try_get(c("auto_detect_measurements").as_str())?,
                     created_at: r.try_get(c("created_at").as_str())?,
                     updated_at: r.try_get(c("updated_at").as_str())?,
                 })
@@ -322,10 +358,24 @@ macro_rules! impl_repos {
                     rx_info: r.try_get::<Json<serde_json::Value>, _>("rx_info")?.0,
                     tx_info: r.try_get::<Json<serde_json::Value>, _>("tx_info")?.0,
                     adr_decision: adr_decision_of(r)?,
+                    // Read through the measurement queries, not with the uplink.
+                    measurements: Vec::new(),
                 })
             }
 
             /// The three ADR columns are written together: all set or all NULL.
+            fn measurement_row(r: &DbRow) -> RowResult<StoredMeasurement> {
+                let kind: String = r.try_get("kind")?;
+                let kind =
+                    MeasurementKind::parse(&kind).ok_or_else(|| s::decode_err("kind", format!("{kind:?} is not a measurement kind")))?;
+                let value = match (r.try_get::<Option<f64>, _>("value")?, r.try_get::<Option<String>, _>("text_value")?) {
+                    (Some(n), _) => MeasurementValue::Number(n),
+                    (None, Some(t)) => MeasurementValue::Text(t),
+                    (None, None) => return Err(s::decode_err("value", "neither value nor text_value is set")),
+                };
+                Ok(StoredMeasurement { time: r.try_get("time")?, name: r.try_get("name")?, kind, value })
+            }
+
             fn adr_decision_of(r: &DbRow) -> RowResult<Option<crate::mac::adr::AdrDecision>> {
                 let dr: Option<i16> = r.try_get("adr_dr")?;
                 let tx: Option<i16> = r.try_get("adr_tx_power_index")?;
@@ -557,8 +607,8 @@ macro_rules! impl_repos {
                         "INSERT INTO device_profiles (id, name, region, mac_version, reg_params_revision, \
                          supports_otaa, supports_class_c, adr_enabled, payload_codec, payload_codec_script, \
                          created_at, updated_at, adr_min_dr, adr_max_dr, adr_installation_margin_db, dev_status_req_freq, \
-                         class_c_timeout) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                         class_c_timeout, measurements, auto_detect_measurements) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
                     )
                     .bind(dp.id)
                     .bind(&dp.name)
@@ -577,6 +627,8 @@ macro_rules! impl_repos {
                     .bind(dp.adr_installation_margin_db)
                     .bind(i64::from(dp.dev_status_req_freq))
                     .bind(i64::from(dp.class_c_timeout))
+                    .bind(s::measurement_definitions_text(&dp.measurements))
+                    .bind(dp.auto_detect_measurements)
                     .execute(&self.pool)
                     .await
                     .map_err(s::db_err)?;
@@ -610,7 +662,7 @@ macro_rules! impl_repos {
                          reg_params_revision = $5, supports_otaa = $6, supports_class_c = $7, adr_enabled = $8, \
                          payload_codec = $9, payload_codec_script = $10, updated_at = $11, adr_min_dr = $12, \
                          adr_max_dr = $13, adr_installation_margin_db = $14, dev_status_req_freq = $15, \
-                         class_c_timeout = $16 WHERE id = $1",
+                         class_c_timeout = $16, measurements = $17, auto_detect_measurements = $18 WHERE id = $1",
                     )
                     .bind(dp.id)
                     .bind(&dp.name)
@@ -628,6 +680,8 @@ macro_rules! impl_repos {
                     .bind(dp.adr_installation_margin_db)
                     .bind(i64::from(dp.dev_status_req_freq))
                     .bind(i64::from(dp.class_c_timeout))
+                    .bind(s::measurement_definitions_text(&dp.measurements))
+                    .bind(dp.auto_detect_measurements)
                     .execute(&self.pool)
                     .await
                     .map_err(s::db_err)?;
@@ -763,6 +817,7 @@ macro_rules! impl_repos {
                          p.adr_min_dr AS p_adr_min_dr, p.adr_max_dr AS p_adr_max_dr, \
                          p.adr_installation_margin_db AS p_adr_installation_margin_db, \
                          p.dev_status_req_freq AS p_dev_status_req_freq, p.class_c_timeout AS p_class_c_timeout, \
+                         p.measurements AS p_measurements, p.auto_detect_measurements AS p_auto_detect_measurements, \
                          p.created_at AS p_created_at, p.updated_at AS p_updated_at \
                          FROM devices d \
                          JOIN applications a ON a.id = d.application_id \
@@ -1155,6 +1210,80 @@ macro_rules! impl_repos {
                 async fn delete(&self, id: Uuid) -> Result<()> {
                     let r = sqlx::query("DELETE FROM device_queue WHERE id = $1").bind(id).execute(&self.pool).await.map_err(s::db_err)?;
                     affected_one(r.rows_affected())
+                }
+            }
+
+            #[async_trait]
+            impl MeasurementRepo for Store<Db> {
+                async fn latest_measurements(&self, dev_eui: Eui64) -> Result<Vec<StoredMeasurement>> {
+                    // One index range scan per series on (dev_eui, name, time DESC).
+                    let r = sqlx::query(
+                        "SELECT m.time, m.name, m.kind, m.value, m.text_value FROM measurements m \
+                         WHERE m.dev_eui = $1 AND m.time = (SELECT max(x.time) FROM measurements x \
+                           WHERE x.dev_eui = m.dev_eui AND x.name = m.name) \
+                         ORDER BY m.name",
+                    )
+                    .bind(&dev_eui.0[..])
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(s::db_err)?;
+                    let mut all = rows(r, measurement_row)?;
+                    // Two values of one series at the same instant: keep one.
+                    all.dedup_by(|a, b| a.name == b.name);
+                    Ok(all)
+                }
+
+                async fn series(
+                    &self,
+                    dev_eui: Eui64,
+                    name: &str,
+                    from: DateTime<Utc>,
+                    to: DateTime<Utc>,
+                    limit: u32,
+                    offset: u32,
+                ) -> Result<Vec<StoredMeasurement>> {
+                    let r = sqlx::query(
+                        "SELECT time, name, kind, value, text_value FROM measurements \
+                         WHERE dev_eui = $1 AND name = $2 AND time >= $3 AND time < $4 \
+                         ORDER BY time LIMIT $5 OFFSET $6",
+                    )
+                    .bind(&dev_eui.0[..])
+                    .bind(name)
+                    .bind(s::ts(from))
+                    .bind(s::ts(to))
+                    .bind(i64::from(limit))
+                    .bind(i64::from(offset))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(s::db_err)?;
+                    rows(r, measurement_row)
+                }
+
+                async fn application_series(
+                    &self,
+                    application_id: Uuid,
+                    name: &str,
+                    from: DateTime<Utc>,
+                    to: DateTime<Utc>,
+                    limit: u32,
+                    offset: u32,
+                ) -> Result<Vec<(Eui64, Option<String>, StoredMeasurement)>> {
+                    let r = sqlx::query(
+                        "SELECT m.dev_eui, d.name AS device_name, m.time, m.name, m.kind, m.value, m.text_value \
+                         FROM measurements m LEFT JOIN devices d ON d.dev_eui = m.dev_eui \
+                         WHERE m.application_id = $1 AND m.name = $2 AND m.time >= $3 AND m.time < $4 \
+                         ORDER BY m.dev_eui, m.time LIMIT $5 OFFSET $6",
+                    )
+                    .bind(application_id)
+                    .bind(name)
+                    .bind(s::ts(from))
+                    .bind(s::ts(to))
+                    .bind(i64::from(limit))
+                    .bind(i64::from(offset))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(s::db_err)?;
+                    rows(r, |r| Ok((s::eui(r.try_get("dev_eui")?)?, r.try_get("device_name")?, measurement_row(r)?)))
                 }
             }
 

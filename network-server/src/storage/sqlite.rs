@@ -83,6 +83,19 @@ impl Store<Sqlite> {
             });
             qb.push("; ");
         }
+        for chunk in s::measurement_rows(uplinks).chunks(s::INSERT_CHUNK) {
+            qb.push("INSERT INTO measurements (time, dev_eui, application_id, name, kind, value, text_value) ");
+            qb.push_values(chunk, |mut b, (u, m)| {
+                b.push_bind(s::ts(u.time))
+                    .push_bind(u.dev_eui.0.to_vec())
+                    .push_bind(u.application_id)
+                    .push_bind(m.name.clone())
+                    .push_bind(m.kind.as_str())
+                    .push_bind(s::measurement_number(m))
+                    .push_bind(s::measurement_text(m).map(str::to_string));
+            });
+            qb.push("; ");
+        }
         qb.push("COMMIT");
         let pool = self.pool.clone();
         let write = tokio::spawn(async move {

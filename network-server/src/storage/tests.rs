@@ -111,6 +111,8 @@ on_both_backends!(
     uplink_pages_walk_every_row_once_across_equal_times,
     event_pages_filter_by_kind_and_count_honestly,
     a_history_batch_is_stored_all_or_nothing,
+    measurements_are_stored_with_their_uplink_and_read_back_latest_first,
+    profile_measurement_definitions_round_trip,
     data_survives_close_and_reconnect,
     api_key_exists_only_for_the_stored_hash,
 );
@@ -159,6 +161,8 @@ fn profile() -> DeviceProfile {
         class_c_timeout: 5,
         payload_codec: "JS".into(),
         payload_codec_script: "function decodeUplink(i) { return {data: {}}; }".into(),
+        measurements: Default::default(),
+        auto_detect_measurements: true,
         created_at: t(0),
         updated_at: t(0),
     }
@@ -246,6 +250,7 @@ fn uplink(dev: &Device, f_cnt: u32, time: DateTime<Utc>) -> UplinkRecord {
             tx_power_index: 2,
             nb_trans: 1 + (f_cnt % 3) as u8,
         }),
+        measurements: Vec::new(),
     }
 }
 
@@ -908,6 +913,77 @@ async fn a_history_batch_is_stored_all_or_nothing(db: &mut TestDb) {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "a write waited for a lock");
     assert_eq!(s.history.list_uplinks(d.dev_eui, None, 10_000).await.unwrap().len(), n as usize + 8);
+}
+
+async fn measurements_are_stored_with_their_uplink_and_read_back_latest_first(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 2).await;
+    let (d, other) = (&devs[0], &devs[1]);
+    let num = |name: &str, kind: MeasurementKind, v: f64| Measurement { name: name.into(), kind, value: MeasurementValue::Number(v) };
+    let with = |dev: &Device, f_cnt: u32, time: i64, ms: Vec<Measurement>| UplinkRecord { measurements: ms, ..uplink(dev, f_cnt, t(time)) };
+    let batch = [
+        with(d, 1, 10, vec![num("temp", MeasurementKind::Gauge, 20.5), num("energy", MeasurementKind::Counter, 100.0)]),
+        with(
+            d,
+            2,
+            20,
+            vec![
+                num("temp", MeasurementKind::Gauge, 21.25),
+                Measurement { name: "state".into(), kind: MeasurementKind::String, value: MeasurementValue::Text("open".into()) },
+            ],
+        ),
+        with(other, 1, 30, vec![num("temp", MeasurementKind::Gauge, -3.0)]),
+    ];
+    s.history.insert_uplinks(&batch).await.unwrap();
+    let latest = s.measurements.latest_measurements(d.dev_eui).await.unwrap();
+    let sm = |time: i64, name: &str, kind: MeasurementKind, value: MeasurementValue| StoredMeasurement {
+        time: t(time),
+        name: name.into(),
+        kind,
+        value,
+    };
+    assert_eq!(
+        latest,
+        [
+            sm(10, "energy", MeasurementKind::Counter, MeasurementValue::Number(100.0)),
+            sm(20, "state", MeasurementKind::String, MeasurementValue::Text("open".into())),
+            sm(20, "temp", MeasurementKind::Gauge, MeasurementValue::Number(21.25)),
+        ]
+    );
+    assert_eq!(s.measurements.latest_measurements(other.dev_eui).await.unwrap().len(), 1);
+    assert!(s.measurements.latest_measurements(eui(99)).await.unwrap().is_empty());
+
+    // A series in a half-open range, oldest first, paged; and per application by device.
+    let temps = |r: Vec<StoredMeasurement>| r.into_iter().map(|m| (m.time, m.value)).collect::<Vec<_>>();
+    let n = |v: f64| MeasurementValue::Number(v);
+    assert_eq!(temps(s.measurements.series(d.dev_eui, "temp", t(10), t(20), 100, 0).await.unwrap()), [(t(10), n(20.5))], "to is exclusive");
+    assert_eq!(temps(s.measurements.series(d.dev_eui, "temp", t(0), t(21), 100, 0).await.unwrap()), [(t(10), n(20.5)), (t(20), n(21.25))]);
+    assert_eq!(temps(s.measurements.series(d.dev_eui, "temp", t(0), t(21), 1, 1).await.unwrap()), [(t(20), n(21.25))]);
+    assert!(s.measurements.series(d.dev_eui, "temp", t(11), t(20), 100, 0).await.unwrap().is_empty());
+    let app = s.measurements.application_series(d.application_id, "temp", t(0), t(100), 100, 0).await.unwrap();
+    let mut want = vec![(d.dev_eui, t(10), n(20.5)), (d.dev_eui, t(20), n(21.25)), (other.dev_eui, t(30), n(-3.0))];
+    want.sort_by_key(|w| (w.0 .0, w.1));
+    assert_eq!(app.iter().map(|(e, _, m)| (*e, m.time, m.value.clone())).collect::<Vec<_>>(), want);
+    assert!(app.iter().all(|(e, name, _)| name.as_deref() == Some(if *e == d.dev_eui { d.name.as_str() } else { other.name.as_str() })));
+}
+
+async fn profile_measurement_definitions_round_trip(db: &mut TestDb) {
+    let s = &db.s;
+    let mut dp = profile();
+    s.device_profiles.create(&dp).await.unwrap();
+    let got = s.device_profiles.get(dp.id).await.unwrap();
+    assert!(got.measurements.is_empty() && got.auto_detect_measurements);
+    dp.measurements = std::collections::BTreeMap::from([
+        ("temperatureSensor.1".to_string(), MeasurementDefinition { name: "room".into(), kind: MeasurementKind::Absolute }),
+        ("state".to_string(), MeasurementDefinition { name: "state".into(), kind: MeasurementKind::String }),
+    ]);
+    dp.auto_detect_measurements = false;
+    s.device_profiles.update(&dp).await.unwrap();
+    assert_eq!(s.device_profiles.get(dp.id).await.unwrap(), dp);
+    let (app, _, _) = fleet(s, 0).await;
+    let d = device(5, &app, &dp);
+    s.devices.create(&d).await.unwrap();
+    assert_eq!(s.devices.context(d.dev_eui).await.unwrap().profile, dp);
 }
 
 async fn data_survives_close_and_reconnect(db: &mut TestDb) {

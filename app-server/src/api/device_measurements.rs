@@ -1,0 +1,232 @@
+//! `/api/devices/{devEui}/measurements`: the series taken from a device's decoded uplinks.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::Duration;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use loraflow_network_server::storage::{MeasurementKind, MeasurementValue, StoredMeasurement};
+
+use crate::measurements::query::{self, Agg};
+
+/// Raw points per page: at most, and by default.
+const MAX_POINTS: u32 = 10_000;
+const DEFAULT_POINTS: u32 = 1000;
+/// Rows a bucketed query may read; beyond it the range must be narrowed.
+const MAX_ROWS_READ: u32 = 500_000;
+
+use super::devices::existing_device;
+use super::error::ApiError;
+use super::extract::QueryMap;
+use super::gateways::parse_eui;
+use super::{ApiState, ListResponse};
+
+/// A series with its newest value: `value` is a number, or text for kind STRING.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesJson {
+    name: String,
+    kind: MeasurementKind,
+    time: DateTime<Utc>,
+    value: serde_json::Value,
+}
+
+impl From<StoredMeasurement> for SeriesJson {
+    fn from(m: StoredMeasurement) -> Self {
+        let value = match m.value {
+            MeasurementValue::Number(n) => serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            MeasurementValue::Text(t) => serde_json::Value::String(t),
+        };
+        SeriesJson { name: m.name, kind: m.kind, time: m.time, value }
+    }
+}
+
+/// Every series of the device with its latest value and time, ordered by name.
+pub async fn latest(State(state): State<ApiState>, Path(dev_eui): Path<String>) -> Result<Json<ListResponse<SeriesJson>>, ApiError> {
+    let dev_eui = parse_eui("devEui", &dev_eui)?;
+    existing_device(&state, dev_eui).await?;
+    let rows = state.storage.measurements.latest_measurements(dev_eui).await?;
+    Ok(Json(ListResponse { total_count: rows.len() as u64, result: rows.into_iter().map(Into::into).collect() }))
+}
+
+/// A point of a series: a bucket's start and aggregate, or a raw value.
+#[derive(Debug, Serialize)]
+pub struct PointJson {
+    time: DateTime<Utc>,
+    value: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesQueryJson<T> {
+    name: String,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// The bucket as given (`1h`), absent for raw points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agg: Option<&'static str>,
+    result: Vec<T>,
+}
+
+fn number(n: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+fn time_param(q: &QueryMap, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    q.get(key)
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::field(key, format!("expected an RFC 3339 time, got {s:?}")))
+        })
+        .transpose()
+}
+
+/// The validated query of a series request (shared by the device and application routes).
+struct SeriesParams {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    /// As given (`1h`) and in seconds; `None`: raw points.
+    bucket: Option<(String, i64)>,
+    agg: Agg,
+    /// Rows to read and skip.
+    limit: u32,
+    offset: u32,
+}
+
+impl SeriesParams {
+    /// `?from=&to=` (RFC 3339, default the last 24 hours, `to` exclusive), `bucket=` (1m..1d,
+    /// epoch-aligned in UTC) with `agg=` (avg, the default, min, max, sum, count, last);
+    /// without `bucket` raw points, oldest first, paged by `limit` (default 1000, at most
+    /// 10,000) and `offset`.
+    fn parse(name: &str, q: &QueryMap) -> Result<SeriesParams, ApiError> {
+        if !crate::measurements::valid_name(name) {
+            return Err(ApiError::field("name", format!("{name:?} is not a series name")));
+        }
+        let to = time_param(q, "to")?.unwrap_or_else(Utc::now);
+        let from = time_param(q, "from")?.unwrap_or(to - Duration::hours(24));
+        if from >= to {
+            return Err(ApiError::field("from", "must be before to"));
+        }
+        let bucket = q
+            .get("bucket")
+            .map(|b| {
+                query::parse_bucket(b).map(|secs| (b.to_string(), secs)).ok_or_else(|| {
+                    ApiError::field("bucket", format!("{b:?} is not a whole number of minutes (m), hours (h) or days (d) from 1m to 1d"))
+                })
+            })
+            .transpose()?;
+        let agg = match q.get("agg") {
+            Some(_) if bucket.is_none() => return Err(ApiError::field("agg", "needs a bucket")),
+            Some(a) => {
+                Agg::parse(a).ok_or_else(|| ApiError::field("agg", format!("{a:?} is not one of avg, min, max, sum, count, last")))?
+            }
+            None => Agg::Avg,
+        };
+        let (limit, offset) = match &bucket {
+            None => {
+                let limit = q.number("limit")?.unwrap_or(DEFAULT_POINTS);
+                if limit > MAX_POINTS {
+                    return Err(ApiError::field("limit", format!("must be at most {MAX_POINTS}")));
+                }
+                (limit, q.number("offset")?.unwrap_or(0))
+            }
+            Some((_, secs)) => {
+                let count = query::bucket_count(from, to, *secs);
+                if count > query::MAX_BUCKETS {
+                    return Err(ApiError::field("bucket", format!("{count} buckets between from and to; at most {}", query::MAX_BUCKETS)));
+                }
+                // One more than allowed, to tell a full range from one beyond the bound.
+                (MAX_ROWS_READ + 1, 0)
+            }
+        };
+        Ok(SeriesParams { from, to, bucket, agg, limit, offset })
+    }
+
+    /// Refuses a bucketed read that hit the bound (after the rows are read).
+    fn check_read(&self, rows: usize) -> Result<(), ApiError> {
+        if self.bucket.is_some() && rows > MAX_ROWS_READ as usize {
+            return Err(ApiError::field("from", format!("more than {MAX_ROWS_READ} values in the range; narrow from/to")));
+        }
+        Ok(())
+    }
+
+    /// The raw points, or the buckets of their numeric values.
+    fn points(&self, rows: Vec<StoredMeasurement>) -> Vec<PointJson> {
+        let Some((_, secs)) = self.bucket else {
+            return rows.into_iter().map(|m| PointJson { time: m.time, value: SeriesJson::from(m).value }).collect();
+        };
+        let numbers: Vec<_> = rows
+            .into_iter()
+            .filter_map(|m| match m.value {
+                MeasurementValue::Number(n) => Some((m.time, n)),
+                MeasurementValue::Text(_) => None,
+            })
+            .collect();
+        query::aggregate(&numbers, secs, self.agg).into_iter().map(|(time, v)| PointJson { time, value: number(v) }).collect()
+    }
+
+    fn answer<T>(self, name: String, result: Vec<T>) -> SeriesQueryJson<T> {
+        let agg = self.bucket.as_ref().map(|_| self.agg.as_str());
+        SeriesQueryJson { name, from: self.from, to: self.to, bucket: self.bucket.map(|(b, _)| b), agg, result }
+    }
+}
+
+/// One series of a device (query in [`SeriesParams::parse`]).
+pub async fn series(
+    State(state): State<ApiState>,
+    Path((dev_eui, name)): Path<(String, String)>,
+    q: QueryMap,
+) -> Result<Json<SeriesQueryJson<PointJson>>, ApiError> {
+    let dev_eui = parse_eui("devEui", &dev_eui)?;
+    let p = SeriesParams::parse(&name, &q)?;
+    existing_device(&state, dev_eui).await?;
+    let rows = state.storage.measurements.series(dev_eui, &name, p.from, p.to, p.limit, p.offset).await?;
+    p.check_read(rows.len())?;
+    let points = p.points(rows);
+    Ok(Json(p.answer(name, points)))
+}
+
+/// One device's part of an application-wide series.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceSeriesJson {
+    dev_eui: String,
+    /// `null` once the device is deleted (its values stay).
+    device_name: Option<String>,
+    points: Vec<PointJson>,
+}
+
+/// One series of every device of an application, for "all rooms" charts: one entry per
+/// device with values in the range, by device EUI.
+pub async fn application_series(
+    State(state): State<ApiState>,
+    Path((application_id, name)): Path<(String, String)>,
+    q: QueryMap,
+) -> Result<Json<SeriesQueryJson<DeviceSeriesJson>>, ApiError> {
+    let application_id = super::applications::parse_uuid("applicationId", &application_id)?;
+    let p = SeriesParams::parse(&name, &q)?;
+    match state.storage.applications.get(application_id).await {
+        Err(loraflow_network_server::storage::StorageError::NotFound) => {
+            return Err(ApiError::NotFound(format!("application {application_id} not found")))
+        }
+        other => other?,
+    };
+    let rows = state.storage.measurements.application_series(application_id, &name, p.from, p.to, p.limit, p.offset).await?;
+    p.check_read(rows.len())?;
+    let mut devices: Vec<(loraflow_network_server::types::Eui64, Option<String>, Vec<StoredMeasurement>)> = Vec::new();
+    for (eui, device_name, m) in rows {
+        match devices.last_mut() {
+            Some((last, _, ms)) if *last == eui => ms.push(m),
+            _ => devices.push((eui, device_name, vec![m])),
+        }
+    }
+    let result = devices
+        .into_iter()
+        .map(|(eui, device_name, ms)| DeviceSeriesJson { dev_eui: eui.to_string(), device_name, points: p.points(ms) })
+        .collect();
+    Ok(Json(p.answer(name, result)))
+}
