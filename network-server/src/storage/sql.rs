@@ -1314,10 +1314,8 @@ macro_rules! impl_repos {
                 async fn count_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>) -> Result<u64> {
                     let w = s::history_where("deduplication_id", since.is_some(), false, false);
                     let sql = format!("SELECT COUNT(*) FROM uplinks WHERE {}", w.sql);
-                    let n: i64 = bind_history_scalar(sqlx::query_scalar(&sql), dev_eui, since, None, None)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(s::db_err)?;
+                    let row = bind_history(sqlx::query(&sql), dev_eui, since, None, None).fetch_one(&self.pool).await.map_err(s::db_err)?;
+                    let n: i64 = row.try_get(0).map_err(s::db_err)?;
                     Ok(n as u64)
                 }
 
@@ -1335,16 +1333,13 @@ macro_rules! impl_repos {
                 async fn count_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, kind: Option<EventKind>) -> Result<u64> {
                     let w = s::history_where("id", since.is_some(), false, kind.is_some());
                     let sql = format!("SELECT COUNT(*) FROM events WHERE {}", w.sql);
-                    let n: i64 = bind_history_scalar(sqlx::query_scalar(&sql), dev_eui, since, None, kind)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(s::db_err)?;
+                    let row = bind_history(sqlx::query(&sql), dev_eui, since, None, kind).fetch_one(&self.pool).await.map_err(s::db_err)?;
+                    let n: i64 = row.try_get(0).map_err(s::db_err)?;
                     Ok(n as u64)
                 }
             }
 
             type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
-            type Scalar<'q> = sqlx::query::QueryScalar<'q, Db, i64, <Db as sqlx::Database>::Arguments<'q>>;
 
             /// Binds in the order of [`s::history_where`]'s placeholders.
             fn bind_history(
@@ -1354,26 +1349,6 @@ macro_rules! impl_repos {
                 after: Option<HistoryCursor>,
                 kind: Option<EventKind>,
             ) -> Query<'_> {
-                q = q.bind(dev_eui.0.to_vec());
-                if let Some(since) = since {
-                    q = q.bind(s::ts(since));
-                }
-                if let Some(c) = after {
-                    q = q.bind(s::ts(c.time)).bind(c.id);
-                }
-                if let Some(kind) = kind {
-                    q = q.bind(kind.as_str());
-                }
-                q
-            }
-
-            fn bind_history_scalar(
-                mut q: Scalar<'_>,
-                dev_eui: Eui64,
-                since: Option<DateTime<Utc>>,
-                after: Option<HistoryCursor>,
-                kind: Option<EventKind>,
-            ) -> Scalar<'_> {
                 q = q.bind(dev_eui.0.to_vec());
                 if let Some(since) = since {
                     q = q.bind(s::ts(since));
