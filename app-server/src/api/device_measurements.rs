@@ -6,7 +6,10 @@ use chrono::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use loraflow_network_server::storage::{MeasurementKind, MeasurementValue, StoredMeasurement};
+use std::collections::HashMap;
+
+use loraflow_network_server::storage::{MeasurementKind, MeasurementValue, SeriesScope, StoredMeasurement};
+use loraflow_network_server::types::Eui64;
 
 use crate::measurements::query::{self, Agg};
 
@@ -106,11 +109,6 @@ impl SeriesParams {
         if !crate::measurements::valid_name(name) {
             return Err(ApiError::field("name", format!("{name:?} is not a series name")));
         }
-        let to = time_param(q, "to")?.unwrap_or_else(Utc::now);
-        let from = time_param(q, "from")?.unwrap_or(to - Duration::hours(24));
-        if from >= to {
-            return Err(ApiError::field("from", "must be before to"));
-        }
         let bucket = q
             .get("bucket")
             .map(|b| {
@@ -119,6 +117,19 @@ impl SeriesParams {
                 })
             })
             .transpose()?;
+        // By default the last 24 hours; with buckets, up to the end of the current one, so
+        // that every bucket is whole (and hourly ones come from the rollup).
+        let to = match time_param(q, "to")? {
+            Some(to) => to,
+            None => match &bucket {
+                Some((_, secs)) => query::bucket_start(Utc::now(), *secs) + Duration::seconds(*secs),
+                None => Utc::now(),
+            },
+        };
+        let from = time_param(q, "from")?.unwrap_or(to - Duration::hours(24));
+        if from >= to {
+            return Err(ApiError::field("from", "must be before to"));
+        }
         let agg = match q.get("agg") {
             Some(_) if bucket.is_none() => return Err(ApiError::field("agg", "needs a bucket")),
             Some(a) => {
@@ -154,25 +165,79 @@ impl SeriesParams {
         Ok(())
     }
 
-    /// The raw points, or the buckets of their numeric values.
-    fn points(&self, rows: Vec<StoredMeasurement>) -> Vec<PointJson> {
-        let Some((_, secs)) = self.bucket else {
-            return rows.into_iter().map(|m| PointJson { time: m.time, value: SeriesJson::from(m).value }).collect();
-        };
-        let numbers: Vec<_> = rows
-            .into_iter()
-            .filter_map(|m| match m.value {
-                MeasurementValue::Number(n) => Some((m.time, n)),
-                MeasurementValue::Text(_) => None,
-            })
-            .collect();
-        query::aggregate(&numbers, secs, self.agg).into_iter().map(|(time, v)| PointJson { time, value: number(v) }).collect()
+    /// The raw points of a page.
+    fn raw_points(rows: Vec<StoredMeasurement>) -> Vec<PointJson> {
+        rows.into_iter().map(|m| PointJson { time: m.time, value: SeriesJson::from(m).value }).collect()
     }
 
     fn answer<T>(self, name: String, result: Vec<T>) -> SeriesQueryJson<T> {
         let agg = self.bucket.as_ref().map(|_| self.agg.as_str());
         SeriesQueryJson { name, from: self.from, to: self.to, bucket: self.bucket.map(|(b, _)| b), agg, result }
     }
+}
+
+/// The buckets of one series of every device of `scope` (that has values in the range), by
+/// device EUI. Whole hours come from the hourly rollup, anything finer from the raw values;
+/// both give the same answer. `sum` of a COUNTER series is its increase per bucket.
+async fn buckets(
+    state: &ApiState,
+    scope: SeriesScope,
+    name: &str,
+    p: &SeriesParams,
+    bucket_secs: i64,
+) -> Result<Vec<(Eui64, Option<String>, Vec<PointJson>)>, ApiError> {
+    let m = &state.storage.measurements;
+    let counter = p.agg == Agg::Sum && m.series_kind(scope, name).await? == Some(MeasurementKind::Counter);
+    // A counter's increase is taken from each bucket's last reading.
+    let agg = if counter { Agg::Last } else { p.agg };
+    let mut series: Vec<(Eui64, Option<String>, Vec<(DateTime<Utc>, f64)>)> = Vec::new();
+    if query::rollup_serves(p.from, p.to, bucket_secs) {
+        let rows = m.hourly_series(scope, name, p.from, p.to, p.limit).await?;
+        p.check_read(rows.len())?;
+        for (eui, device_name, hours) in by_device(rows) {
+            series.push((eui, device_name, query::fold_hours(&hours, bucket_secs, agg)));
+        }
+    } else {
+        let rows = match scope {
+            SeriesScope::Device(eui) => {
+                m.series(eui, name, p.from, p.to, p.limit, p.offset).await?.into_iter().map(|r| (eui, None, r)).collect()
+            }
+            SeriesScope::Application(id) => m.application_series(id, name, p.from, p.to, p.limit, p.offset).await?,
+        };
+        p.check_read(rows.len())?;
+        for (eui, device_name, values) in by_device(rows) {
+            let numbers: Vec<_> = values
+                .into_iter()
+                .filter_map(|v| match v.value {
+                    MeasurementValue::Number(n) => Some((v.time, n)),
+                    MeasurementValue::Text(_) => None,
+                })
+                .collect();
+            series.push((eui, device_name, query::aggregate(&numbers, bucket_secs, agg)));
+        }
+    }
+    let baselines: HashMap<Eui64, f64> =
+        if counter { m.last_values_before(scope, name, p.from).await?.into_iter().collect() } else { HashMap::new() };
+    Ok(series
+        .into_iter()
+        .filter(|(_, _, buckets)| !buckets.is_empty())
+        .map(|(eui, device_name, buckets)| {
+            let buckets = if counter { query::counter_increase(baselines.get(&eui).copied(), &buckets) } else { buckets };
+            (eui, device_name, buckets.into_iter().map(|(time, v)| PointJson { time, value: number(v) }).collect())
+        })
+        .collect())
+}
+
+/// Rows ordered by device, grouped per device.
+fn by_device<T>(rows: Vec<(Eui64, Option<String>, T)>) -> Vec<(Eui64, Option<String>, Vec<T>)> {
+    let mut devices: Vec<(Eui64, Option<String>, Vec<T>)> = Vec::new();
+    for (eui, device_name, row) in rows {
+        match devices.last_mut() {
+            Some((last, _, rows)) if *last == eui => rows.push(row),
+            _ => devices.push((eui, device_name, vec![row])),
+        }
+    }
+    devices
 }
 
 /// One series of a device (query in [`SeriesParams::parse`]).
@@ -184,9 +249,10 @@ pub async fn series(
     let dev_eui = parse_eui("devEui", &dev_eui)?;
     let p = SeriesParams::parse(&name, &q)?;
     existing_device(&state, dev_eui).await?;
-    let rows = state.storage.measurements.series(dev_eui, &name, p.from, p.to, p.limit, p.offset).await?;
-    p.check_read(rows.len())?;
-    let points = p.points(rows);
+    let points = match p.bucket {
+        Some((_, secs)) => buckets(&state, SeriesScope::Device(dev_eui), &name, &p, secs).await?.pop().map(|(_, _, p)| p).unwrap_or_default(),
+        None => SeriesParams::raw_points(state.storage.measurements.series(dev_eui, &name, p.from, p.to, p.limit, p.offset).await?),
+    };
     Ok(Json(p.answer(name, points)))
 }
 
@@ -215,18 +281,13 @@ pub async fn application_series(
         }
         other => other?,
     };
-    let rows = state.storage.measurements.application_series(application_id, &name, p.from, p.to, p.limit, p.offset).await?;
-    p.check_read(rows.len())?;
-    let mut devices: Vec<(loraflow_network_server::types::Eui64, Option<String>, Vec<StoredMeasurement>)> = Vec::new();
-    for (eui, device_name, m) in rows {
-        match devices.last_mut() {
-            Some((last, _, ms)) if *last == eui => ms.push(m),
-            _ => devices.push((eui, device_name, vec![m])),
-        }
-    }
-    let result = devices
-        .into_iter()
-        .map(|(eui, device_name, ms)| DeviceSeriesJson { dev_eui: eui.to_string(), device_name, points: p.points(ms) })
-        .collect();
+    let devices = match p.bucket {
+        Some((_, secs)) => buckets(&state, SeriesScope::Application(application_id), &name, &p, secs).await?,
+        None => by_device(state.storage.measurements.application_series(application_id, &name, p.from, p.to, p.limit, p.offset).await?)
+            .into_iter()
+            .map(|(eui, device_name, rows)| (eui, device_name, SeriesParams::raw_points(rows)))
+            .collect(),
+    };
+    let result = devices.into_iter().map(|(eui, device_name, points)| DeviceSeriesJson { dev_eui: eui.to_string(), device_name, points }).collect();
     Ok(Json(p.answer(name, result)))
 }

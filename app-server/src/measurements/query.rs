@@ -4,6 +4,8 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use loraflow_network_server::storage::HourlyMeasurement;
+
 /// Shortest and longest bucket.
 pub const MIN_BUCKET_SECS: i64 = 60;
 pub const MAX_BUCKET_SECS: i64 = 86_400;
@@ -100,6 +102,61 @@ pub fn aggregate(points: &[(DateTime<Utc>, f64)], bucket_secs: i64, agg: Agg) ->
     out
 }
 
+/// Whether `[from, to)` in `bucket_secs` buckets can be read from the hourly rollup: whole
+/// hours only, so every bucket is a set of complete hours (the answer is then the same as
+/// from the raw values).
+pub fn rollup_serves(from: DateTime<Utc>, to: DateTime<Utc>, bucket_secs: i64) -> bool {
+    let whole_hour = |t: DateTime<Utc>| t.timestamp_subsec_nanos() == 0 && t.timestamp().rem_euclid(3600) == 0;
+    bucket_secs % 3600 == 0 && whole_hour(from) && whole_hour(to)
+}
+
+/// The buckets of hourly rollup rows (hour ascending, whole hours of one series): what
+/// [`aggregate`] gives for the values they were made of.
+pub fn fold_hours(hours: &[HourlyMeasurement], bucket_secs: i64, agg: Agg) -> Vec<(DateTime<Utc>, f64)> {
+    let mut out: Vec<(DateTime<Utc>, HourlyMeasurement)> = Vec::new();
+    for h in hours {
+        let start = bucket_start(h.bucket, bucket_secs);
+        match out.last_mut() {
+            Some((s, acc)) if *s == start => acc.merge(h),
+            _ => out.push((start, *h)),
+        }
+    }
+    out.into_iter()
+        .map(|(start, h)| {
+            let value = match agg {
+                Agg::Avg => h.sum / h.count as f64,
+                Agg::Min => h.min,
+                Agg::Max => h.max,
+                Agg::Sum => h.sum,
+                Agg::Count => h.count as f64,
+                Agg::Last => h.last,
+            };
+            (start, value)
+        })
+        .collect()
+}
+
+/// The increase of a COUNTER per bucket, from the bucket's last reading (`lasts`, bucket
+/// ascending) and the reading before it (`baseline`: the newest before the range, then the
+/// previous bucket's). A reading below the one before means the counter restarted from zero:
+/// its whole value is the increase. With nothing before, a bucket's increase is 0 (a first
+/// reading says where the counter is, not how much it grew).
+pub fn counter_increase(baseline: Option<f64>, lasts: &[(DateTime<Utc>, f64)]) -> Vec<(DateTime<Utc>, f64)> {
+    let mut previous = baseline;
+    lasts
+        .iter()
+        .map(|&(t, v)| {
+            let increase = match previous {
+                None => 0.0,
+                Some(p) if v >= p => v - p,
+                Some(_) => v,
+            };
+            previous = Some(v);
+            (t, increase)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +217,66 @@ mod tests {
             assert_eq!(aggregate(&p, 3600, agg), vec![(at(9), want[0]), (at(10), want[1]), (at(12), want[2])], "{agg:?}");
         }
         assert!(aggregate(&[], 60, Agg::Avg).is_empty());
+    }
+
+    /// Values spread over hours, folded hour by hour as the history writer does.
+    fn hours_of(points: &[(DateTime<Utc>, f64)]) -> Vec<HourlyMeasurement> {
+        let mut hours: Vec<HourlyMeasurement> = Vec::new();
+        for &(t, v) in points {
+            let h = HourlyMeasurement::of(t, v);
+            match hours.last_mut() {
+                Some(last) if last.bucket == h.bucket => last.merge(&h),
+                _ => hours.push(h),
+            }
+        }
+        hours
+    }
+
+    #[test]
+    fn hourly_rollups_give_the_buckets_of_the_raw_values() {
+        let p: Vec<_> = (0..200)
+            .map(|i| (t("2026-11-29T22:10:00Z") + chrono::Duration::minutes(i * 17), ((i * 37) % 23) as f64 - 7.5))
+            .collect();
+        let hours = hours_of(&p);
+        for bucket in [3600, 7200, 6 * 3600, 86_400] {
+            for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Sum, Agg::Count, Agg::Last] {
+                let raw = aggregate(&p, bucket, agg);
+                let folded = fold_hours(&hours, bucket, agg);
+                assert_eq!(raw.len(), folded.len(), "{bucket} {agg:?}");
+                for ((ta, a), (tb, b)) in raw.iter().zip(&folded) {
+                    assert_eq!(ta, tb);
+                    assert!((a - b).abs() < 1e-9, "{bucket} {agg:?} {ta}: {a} != {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn merging_keeps_the_latest_value_whatever_the_order() {
+        let mut a = HourlyMeasurement::of(t("2026-11-30T10:40:00Z"), 5.0);
+        a.merge(&HourlyMeasurement::of(t("2026-11-30T10:10:00Z"), 9.0));
+        assert_eq!((a.last, a.count, a.min, a.max, a.sum), (5.0, 2, 5.0, 9.0, 14.0));
+        assert_eq!(a.bucket, t("2026-11-30T10:00:00Z"));
+        assert_eq!(a.last_time, t("2026-11-30T10:40:00Z"));
+    }
+
+    #[test]
+    fn only_whole_hours_are_read_from_the_rollup() {
+        assert!(rollup_serves(t("2026-11-30T00:00:00Z"), t("2026-12-01T00:00:00Z"), 3600));
+        assert!(rollup_serves(t("2026-11-30T00:00:00Z"), t("2026-12-01T00:00:00Z"), 86_400));
+        assert!(!rollup_serves(t("2026-11-30T00:00:00Z"), t("2026-12-01T00:00:00Z"), 1800));
+        assert!(!rollup_serves(t("2026-11-30T00:30:00Z"), t("2026-12-01T00:00:00Z"), 3600));
+        assert!(!rollup_serves(t("2026-11-30T00:00:00Z"), t("2026-12-01T00:00:00.5Z"), 3600));
+    }
+
+    #[test]
+    fn counter_increase_follows_readings_and_restarts() {
+        let at = |h: u32| t(&format!("2026-11-30T{h:02}:00:00Z"));
+        // 100 before the range; 130, 130, then a restart at 20, then 50.
+        let lasts = [(at(1), 130.0), (at(2), 130.0), (at(3), 20.0), (at(5), 50.0)];
+        assert_eq!(counter_increase(Some(100.0), &lasts), vec![(at(1), 30.0), (at(2), 0.0), (at(3), 20.0), (at(5), 30.0)]);
+        // No reading before the range: the first bucket says where the counter is.
+        assert_eq!(counter_increase(None, &lasts[..2]), vec![(at(1), 0.0), (at(2), 0.0)]);
+        assert!(counter_increase(Some(1.0), &[]).is_empty());
     }
 }

@@ -228,6 +228,21 @@ pub trait MeasurementRepo: Send + Sync {
         limit: u32,
         offset: u32,
     ) -> Result<Vec<(Eui64, Option<String>, StoredMeasurement)>>;
+    /// The hourly rollup of one series over whole hours `from <= bucket < to`, by device EUI
+    /// then hour, with the device's name (`None` once it is deleted); at most `limit` rows.
+    async fn hourly_series(
+        &self,
+        scope: SeriesScope,
+        name: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(Eui64, Option<String>, HourlyMeasurement)>>;
+    /// The kind of the newest value of the series in the scope (`None`: no values).
+    async fn series_kind(&self, scope: SeriesScope, name: &str) -> Result<Option<MeasurementKind>>;
+    /// Per device of the scope, the newest numeric value of the series before `before`: where
+    /// a COUNTER's increase over a range starts from.
+    async fn last_values_before(&self, scope: SeriesScope, name: &str, before: DateTime<Utc>) -> Result<Vec<(Eui64, f64)>>;
 }
 
 #[async_trait]

@@ -137,6 +137,48 @@ pub struct StoredMeasurement {
     pub value: MeasurementValue,
 }
 
+/// One clock hour (UTC) of a numeric series of one device: a row of the hourly rollup
+/// (`measurements_hourly`, TimescaleDB's continuous aggregate of the same name). `avg` is
+/// `sum / count`; `last` is the value at `last_time`, the newest of the hour.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourlyMeasurement {
+    pub bucket: DateTime<Utc>,
+    pub sum: f64,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+    pub last_time: DateTime<Utc>,
+}
+
+impl HourlyMeasurement {
+    /// The hour holding one value.
+    pub fn of(time: DateTime<Utc>, value: f64) -> HourlyMeasurement {
+        let bucket = DateTime::from_timestamp(time.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(time);
+        HourlyMeasurement { bucket, sum: value, count: 1, min: value, max: value, last: value, last_time: time }
+    }
+
+    /// Adds the values of `other` (same device, series and hour); the later `last` wins, and
+    /// of two at the same instant the one added.
+    pub fn merge(&mut self, other: &HourlyMeasurement) {
+        self.sum += other.sum;
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        if other.last_time >= self.last_time {
+            self.last = other.last;
+            self.last_time = other.last_time;
+        }
+    }
+}
+
+/// Whose series a query reads: one device's, or every device's of an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesScope {
+    Device(Eui64),
+    Application(Uuid),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Device {
     pub dev_eui: Eui64,

@@ -21,15 +21,17 @@ super::sql::impl_repos!(sqlx::Postgres);
 /// series reads one segment per chunk.
 const HYPERTABLES: [(&str, &str); 3] = [("uplinks", "dev_eui"), ("events", "dev_eui"), ("measurements", "dev_eui, name")];
 
-/// The hourly continuous aggregate of `measurements`: numeric values only (`value` is NULL
-/// for STRING series, so `count` counts numbers). `last(value, time)` is TimescaleDB's.
-/// Created empty and filled by its refresh policy.
+/// The hourly continuous aggregate of `measurements`, with the columns of the plain
+/// `measurements_hourly` table it replaces (migration 20261130000008), so one query reads
+/// either. Numeric values only. `last(value, time)` is TimescaleDB's. Real-time
+/// (`materialized_only = false`): hours not yet materialized are computed from the raw rows,
+/// so a query sees every value stored, as with the plain table.
 const MEASUREMENTS_HOURLY: &str = "CREATE MATERIALIZED VIEW IF NOT EXISTS measurements_hourly \
-     WITH (timescaledb.continuous) AS \
+     WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS \
      SELECT time_bucket(INTERVAL '1 hour', time) AS bucket, dev_eui, application_id, name, \
-       avg(value) AS avg, min(value) AS min, max(value) AS max, sum(value) AS sum, count(value) AS count, \
-       last(value, time) AS last \
-     FROM measurements GROUP BY bucket, dev_eui, application_id, name \
+       sum(value) AS sum, count(value) AS count, min(value) AS min, max(value) AS max, \
+       last(value, time) AS last, max(time) AS last_time \
+     FROM measurements WHERE value IS NOT NULL GROUP BY bucket, dev_eui, application_id, name \
      WITH NO DATA";
 
 /// Refreshed every 30 minutes over the last 3 days up to an hour ago (the open hour is still
@@ -79,9 +81,23 @@ impl Store<Postgres> {
                  SELECT * FROM UNNEST($27::timestamptz[], $28::bytea[], $29::uuid[], $30::text[], $31::text[], \
                    $32::float8[], $33::text[])) \
              SELECT count(*) FROM no_flush_wait";
+        // The same, and the hourly rollup (not where TimescaleDB's continuous aggregate
+        // takes its place).
+        static WITH_ROLLUP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            SQL.replace(
+                " SELECT count(*) FROM no_flush_wait",
+                &format!(
+                    ", h AS (INSERT INTO measurements_hourly (bucket, dev_eui, application_id, name, sum, count, min, max, last, last_time) \
+                     SELECT * FROM UNNEST($34::timestamptz[], $35::bytea[], $36::uuid[], $37::text[], $38::float8[], $39::int8[], \
+                       $40::float8[], $41::float8[], $42::float8[], $43::timestamptz[]) {}) \
+                     SELECT count(*) FROM no_flush_wait",
+                    s::hourly_upsert("least", "greatest")
+                ),
+            )
+        });
         let u = uplinks;
         let m = s::measurement_rows(uplinks);
-        sqlx::query(SQL)
+        let query = sqlx::query(if self.hourly_rollup { WITH_ROLLUP.as_str() } else { SQL })
             .bind(u.iter().map(|r| s::ts(r.time)).collect::<Vec<_>>())
             .bind(u.iter().map(|r| r.deduplication_id).collect::<Vec<_>>())
             .bind(u.iter().map(|r| r.dev_eui.0.to_vec()).collect::<Vec<_>>())
@@ -114,10 +130,24 @@ impl Store<Postgres> {
             .bind(m.iter().map(|(_, x)| x.name.as_str()).collect::<Vec<_>>())
             .bind(m.iter().map(|(_, x)| x.kind.as_str()).collect::<Vec<_>>())
             .bind(m.iter().map(|(_, x)| s::measurement_number(x)).collect::<Vec<_>>())
-            .bind(m.iter().map(|(_, x)| s::measurement_text(x)).collect::<Vec<_>>())
-            .execute(&self.pool)
-            .await
-            .map_err(s::db_err)?;
+            .bind(m.iter().map(|(_, x)| s::measurement_text(x)).collect::<Vec<_>>());
+        let query = if self.hourly_rollup {
+            let h = s::hourly_rows(uplinks);
+            query
+                .bind(h.iter().map(|r| r.hour.bucket).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.dev_eui.0.to_vec()).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.application_id).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.name).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.hour.sum).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.hour.count as i64).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.hour.min).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.hour.max).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.hour.last).collect::<Vec<_>>())
+                .bind(h.iter().map(|r| r.hour.last_time).collect::<Vec<_>>())
+        } else {
+            query
+        };
+        query.execute(&self.pool).await.map_err(s::db_err)?;
         Ok(())
     }
 
@@ -148,7 +178,7 @@ pub(crate) async fn connect(cfg: &DatabaseConfig) -> Result<(Store<Postgres>, bo
         PgPoolOptions::new().max_connections(cfg.max_connections.max(1)).acquire_timeout(Duration::from_secs(5)).connect_with(opts).await?;
     sqlx::migrate!("../migrations/postgres").run(&pool).await?;
     let timescale = setup_timescale(&pool, cfg).await?;
-    Ok((Store { pool }, timescale))
+    Ok((Store { pool, hourly_rollup: !timescale }, timescale))
 }
 
 /// Turns the history tables into hypertables and (re)applies the compression and retention
@@ -206,7 +236,25 @@ async fn setup_timescale(pool: &PgPool, cfg: &DatabaseConfig) -> Result<bool> {
                 .await?;
         }
     }
-    sqlx::query(MEASUREMENTS_HOURLY).execute(pool).await?;
+    // The plain rollup table of the migrations gives way to the continuous aggregate, which
+    // is then filled once from every stored value (its policy only refreshes recent hours).
+    // An aggregate made before it had `last_time` is made again the same way.
+    let plain_rollup: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'measurements_hourly'")
+            .fetch_optional(pool)
+            .await?;
+    let current: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() \
+         AND table_name = 'measurements_hourly' AND column_name = 'last_time'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if plain_rollup.is_some() || current.is_none() {
+        let drop = if plain_rollup.is_some() { "DROP TABLE measurements_hourly" } else { "DROP MATERIALIZED VIEW IF EXISTS measurements_hourly" };
+        sqlx::query(drop).execute(pool).await?;
+        sqlx::query(MEASUREMENTS_HOURLY).execute(pool).await?;
+        sqlx::query("CALL refresh_continuous_aggregate('measurements_hourly', NULL, NULL)").execute(pool).await?;
+    }
     sqlx::query(MEASUREMENTS_HOURLY_POLICY).execute(pool).await?;
     info!(
         compress_after_days = cfg.compress_after_days,

@@ -13,6 +13,9 @@ use crate::types::{AesKey, DevAddr, Eui64};
 /// One backend's repositories; every repository trait is implemented on it.
 pub(crate) struct Store<DB: sqlx::Database> {
     pub(crate) pool: sqlx::Pool<DB>,
+    /// Whether the history writer keeps `measurements_hourly` up to date itself (false where
+    /// TimescaleDB's continuous aggregate of that name does it).
+    pub(crate) hourly_rollup: bool,
 }
 
 /// Rows per multi-row INSERT. uplinks has 17 columns: 500 rows are 8 500 parameters,
@@ -112,6 +115,50 @@ pub(crate) fn measurement_rows(
     uplinks: &[crate::storage::UplinkRecord],
 ) -> Vec<(&crate::storage::UplinkRecord, &crate::storage::Measurement)> {
     uplinks.iter().flat_map(|u| u.measurements.iter().map(move |m| (u, m))).collect()
+}
+
+/// A batch's rows for the hourly rollup: its numeric values summed up per device, series and
+/// hour (an upsert may touch a row once per statement), ordered by that key so two batches
+/// written at once lock their common rows in the same order and never deadlock.
+pub(crate) fn hourly_rows(uplinks: &[crate::storage::UplinkRecord]) -> Vec<HourlyRow<'_>> {
+    let mut rows: std::collections::BTreeMap<(Eui64, &str, DateTime<Utc>), HourlyRow<'_>> = std::collections::BTreeMap::new();
+    for (u, m) in measurement_rows(uplinks) {
+        let Some(value) = measurement_number(m) else { continue };
+        let hour = crate::storage::HourlyMeasurement::of(ts(u.time), value);
+        rows.entry((u.dev_eui, m.name.as_str(), hour.bucket))
+            .and_modify(|r| r.hour.merge(&hour))
+            .or_insert(HourlyRow { dev_eui: u.dev_eui, application_id: u.application_id, name: &m.name, hour });
+    }
+    rows.into_values().collect()
+}
+
+/// The column a [`crate::storage::SeriesScope`] selects on.
+pub(crate) fn scope_column(scope: crate::storage::SeriesScope) -> &'static str {
+    match scope {
+        crate::storage::SeriesScope::Device(_) => "dev_eui",
+        crate::storage::SeriesScope::Application(_) => "application_id",
+    }
+}
+
+/// A row of [`hourly_rows`].
+#[derive(Debug, PartialEq)]
+pub(crate) struct HourlyRow<'a> {
+    pub(crate) dev_eui: Eui64,
+    pub(crate) application_id: uuid::Uuid,
+    pub(crate) name: &'a str,
+    pub(crate) hour: crate::storage::HourlyMeasurement,
+}
+
+/// How a stored hour takes in a batch's (`excluded`) on both backends; `min`/`max` of two
+/// values are `least`/`greatest` on PostgreSQL (the caller substitutes them).
+pub(crate) fn hourly_upsert(least: &str, greatest: &str) -> String {
+    format!(
+        "ON CONFLICT (dev_eui, name, bucket) DO UPDATE SET \
+         sum = measurements_hourly.sum + excluded.sum, count = measurements_hourly.count + excluded.count, \
+         min = {least}(measurements_hourly.min, excluded.min), max = {greatest}(measurements_hourly.max, excluded.max), \
+         last = CASE WHEN excluded.last_time >= measurements_hourly.last_time THEN excluded.last ELSE measurements_hourly.last END, \
+         last_time = {greatest}(measurements_hourly.last_time, excluded.last_time)"
+    )
 }
 
 pub(crate) fn measurement_number(m: &crate::storage::Measurement) -> Option<f64> {
@@ -397,6 +444,14 @@ macro_rules! impl_repos {
                     kind: r.try_get("kind")?,
                     body: r.try_get::<Json<serde_json::Value>, _>("body")?.0,
                 })
+            }
+
+            /// Binds the key of a [`SeriesScope`] (see [`s::scope_column`]).
+            fn bind_scope(q: Query<'_>, scope: SeriesScope) -> Query<'_> {
+                match scope {
+                    SeriesScope::Device(eui) => q.bind(eui.0.to_vec()),
+                    SeriesScope::Application(id) => q.bind(id),
+                }
             }
 
             fn rows<T>(rows: Vec<DbRow>, f: fn(&DbRow) -> RowResult<T>) -> Result<Vec<T>> {
@@ -1284,6 +1339,65 @@ macro_rules! impl_repos {
                     .await
                     .map_err(s::db_err)?;
                     rows(r, |r| Ok((s::eui(r.try_get("dev_eui")?)?, r.try_get("device_name")?, measurement_row(r)?)))
+                }
+
+                async fn hourly_series(
+                    &self,
+                    scope: SeriesScope,
+                    name: &str,
+                    from: DateTime<Utc>,
+                    to: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<Vec<(Eui64, Option<String>, HourlyMeasurement)>> {
+                    let sql = format!(
+                        "SELECT h.dev_eui, d.name AS device_name, h.bucket, h.sum, h.count, h.min, h.max, h.last, h.last_time \
+                         FROM measurements_hourly h LEFT JOIN devices d ON d.dev_eui = h.dev_eui \
+                         WHERE h.{} = $1 AND h.name = $2 AND h.bucket >= $3 AND h.bucket < $4 \
+                         ORDER BY h.dev_eui, h.bucket LIMIT $5",
+                        s::scope_column(scope)
+                    );
+                    let r = bind_scope(sqlx::query(&sql), scope)
+                        .bind(name)
+                        .bind(s::ts(from))
+                        .bind(s::ts(to))
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(s::db_err)?;
+                    rows(r, |r| {
+                        let count: i64 = r.try_get("count")?;
+                        let hour = HourlyMeasurement {
+                            bucket: r.try_get("bucket")?,
+                            sum: r.try_get("sum")?,
+                            count: u64::try_from(count).map_err(|_| s::decode_err("count", count))?,
+                            min: r.try_get("min")?,
+                            max: r.try_get("max")?,
+                            last: r.try_get("last")?,
+                            last_time: r.try_get("last_time")?,
+                        };
+                        Ok((s::eui(r.try_get("dev_eui")?)?, r.try_get("device_name")?, hour))
+                    })
+                }
+
+                async fn series_kind(&self, scope: SeriesScope, name: &str) -> Result<Option<MeasurementKind>> {
+                    let sql = format!(
+                        "SELECT kind FROM measurements WHERE {} = $1 AND name = $2 ORDER BY time DESC LIMIT 1",
+                        s::scope_column(scope)
+                    );
+                    let kind: Option<String> =
+                        bind_scope(sqlx::query(&sql), scope).bind(name).fetch_optional(&self.pool).await.map_err(s::db_err)?.map(|r| r.try_get(0)).transpose().map_err(s::db_err)?;
+                    kind.map(|k| MeasurementKind::parse(&k).ok_or_else(|| StorageError::Db(s::decode_err("kind", format!("{k:?} is not a measurement kind")))))
+                        .transpose()
+                }
+
+                async fn last_values_before(&self, scope: SeriesScope, name: &str, before: DateTime<Utc>) -> Result<Vec<(Eui64, f64)>> {
+                    // One index probe per device on (dev_eui, name, time DESC).
+                    let newest = "SELECT m.value FROM measurements m WHERE m.dev_eui = d.dev_eui AND m.name = $2 \
+                                  AND m.time < $3 AND m.value IS NOT NULL ORDER BY m.time DESC LIMIT 1";
+                    let sql = format!("SELECT d.dev_eui, ({newest}) AS value FROM devices d WHERE d.{} = $1", s::scope_column(scope));
+                    let r = bind_scope(sqlx::query(&sql), scope).bind(name).bind(s::ts(before)).fetch_all(&self.pool).await.map_err(s::db_err)?;
+                    let all = rows(r, |r| Ok((s::eui(r.try_get("dev_eui")?)?, r.try_get::<Option<f64>, _>("value")?)))?;
+                    Ok(all.into_iter().filter_map(|(eui, v)| v.map(|v| (eui, v))).collect())
                 }
             }
 

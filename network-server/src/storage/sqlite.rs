@@ -96,6 +96,27 @@ impl Store<Sqlite> {
             });
             qb.push("; ");
         }
+        if self.hourly_rollup {
+            let hours = s::hourly_rows(uplinks);
+            for chunk in hours.chunks(s::INSERT_CHUNK) {
+                qb.push("INSERT INTO measurements_hourly (bucket, dev_eui, application_id, name, sum, count, min, max, last, last_time) ");
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.hour.bucket)
+                        .push_bind(r.dev_eui.0.to_vec())
+                        .push_bind(r.application_id)
+                        .push_bind(r.name.to_string())
+                        .push_bind(r.hour.sum)
+                        .push_bind(r.hour.count as i64)
+                        .push_bind(r.hour.min)
+                        .push_bind(r.hour.max)
+                        .push_bind(r.hour.last)
+                        .push_bind(r.hour.last_time);
+                });
+                qb.push(" ");
+                qb.push(s::hourly_upsert("min", "max"));
+                qb.push("; ");
+            }
+        }
         qb.push("COMMIT");
         let pool = self.pool.clone();
         let write = tokio::spawn(async move {
@@ -169,5 +190,5 @@ pub(crate) async fn connect(cfg: &DatabaseConfig) -> Result<Store<Sqlite>> {
         SqlitePoolOptions::new().max_connections(cfg.max_connections.max(1)).connect_with(opts).await?
     };
     sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-    Ok(Store { pool })
+    Ok(Store { pool, hourly_rollup: true })
 }

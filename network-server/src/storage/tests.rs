@@ -112,6 +112,7 @@ on_both_backends!(
     event_pages_filter_by_kind_and_count_honestly,
     a_history_batch_is_stored_all_or_nothing,
     measurements_are_stored_with_their_uplink_and_read_back_latest_first,
+    the_hourly_rollup_sums_every_batch_and_keeps_the_latest_value,
     profile_measurement_definitions_round_trip,
     data_survives_close_and_reconnect,
     api_key_exists_only_for_the_stored_hash,
@@ -965,6 +966,61 @@ async fn measurements_are_stored_with_their_uplink_and_read_back_latest_first(db
     want.sort_by_key(|w| (w.0 .0, w.1));
     assert_eq!(app.iter().map(|(e, _, m)| (*e, m.time, m.value.clone())).collect::<Vec<_>>(), want);
     assert!(app.iter().all(|(e, name, _)| name.as_deref() == Some(if *e == d.dev_eui { d.name.as_str() } else { other.name.as_str() })));
+}
+
+async fn the_hourly_rollup_sums_every_batch_and_keeps_the_latest_value(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 2).await;
+    let (d, other) = (&devs[0], &devs[1]);
+    let num = |name: &str, kind: MeasurementKind, v: f64| Measurement { name: name.into(), kind, value: MeasurementValue::Number(v) };
+    let with = |dev: &Device, f_cnt: u32, time: i64, ms: Vec<Measurement>| UplinkRecord { measurements: ms, ..uplink(dev, f_cnt, t(time)) };
+    let text = Measurement { name: "temp".into(), kind: MeasurementKind::String, value: MeasurementValue::Text("n/a".into()) };
+    // t(0) is 12:00:00.123456: hour 12 gets 20, 24 and (a later batch) 22;
+    // hour 13 gets -1 and a text value (not rolled up); `other` 7 in hour 12. The second batch's 22 is older
+    // than the first batch's 24, so 24 stays the last value.
+    s.history
+        .insert_uplinks(&[
+            with(d, 1, 60, vec![num("temp", MeasurementKind::Gauge, 20.0), num("energy", MeasurementKind::Counter, 5.0)]),
+            with(d, 2, 1200, vec![num("temp", MeasurementKind::Gauge, 24.0)]),
+            with(other, 1, 300, vec![num("temp", MeasurementKind::Gauge, 7.0)]),
+        ])
+        .await
+        .unwrap();
+    s.history
+        .insert_uplinks(&[
+            with(d, 3, 600, vec![num("temp", MeasurementKind::Gauge, 22.0)]),
+            with(d, 4, 3600, vec![num("temp", MeasurementKind::Gauge, -1.0)]),
+            with(d, 5, 3700, vec![text]),
+        ])
+        .await
+        .unwrap();
+    let hour = |h: u32| Utc.with_ymd_and_hms(2026, 3, 1, h, 0, 0).unwrap();
+    let got = s.measurements.hourly_series(SeriesScope::Device(d.dev_eui), "temp", hour(0), hour(23), 100).await.unwrap();
+    let want = [
+        HourlyMeasurement { bucket: hour(12), sum: 66.0, count: 3, min: 20.0, max: 24.0, last: 24.0, last_time: t(1200) },
+        HourlyMeasurement { bucket: hour(13), sum: -1.0, count: 1, min: -1.0, max: -1.0, last: -1.0, last_time: t(3600) },
+    ];
+    assert_eq!(got.iter().map(|(e, _, h)| (*e, *h)).collect::<Vec<_>>(), want.map(|h| (d.dev_eui, h)));
+    assert_eq!(got[0].1.as_deref(), Some(d.name.as_str()));
+    // Half-open on whole hours, and per application by device.
+    let one = s.measurements.hourly_series(SeriesScope::Device(d.dev_eui), "temp", hour(13), hour(14), 100).await.unwrap();
+    assert_eq!(one.len(), 1);
+    let app = s.measurements.hourly_series(SeriesScope::Application(d.application_id), "temp", hour(12), hour(14), 100).await.unwrap();
+    let mut want = vec![(d.dev_eui, hour(12)), (d.dev_eui, hour(13)), (other.dev_eui, hour(12))];
+    want.sort_by_key(|w| (w.0 .0, w.1));
+    assert_eq!(app.iter().map(|(e, _, h)| (*e, h.bucket)).collect::<Vec<_>>(), want);
+    assert_eq!(s.measurements.hourly_series(SeriesScope::Application(d.application_id), "temp", hour(12), hour(14), 2).await.unwrap().len(), 2);
+
+    // The kind of the newest value; the newest number before a time, per device.
+    assert_eq!(s.measurements.series_kind(SeriesScope::Device(d.dev_eui), "energy").await.unwrap(), Some(MeasurementKind::Counter));
+    assert_eq!(s.measurements.series_kind(SeriesScope::Device(d.dev_eui), "temp").await.unwrap(), Some(MeasurementKind::String));
+    assert_eq!(s.measurements.series_kind(SeriesScope::Application(d.application_id), "nothing").await.unwrap(), None);
+    let mut before = s.measurements.last_values_before(SeriesScope::Application(d.application_id), "temp", t(1200)).await.unwrap();
+    before.sort_by_key(|(e, _)| e.0);
+    let mut want = vec![(d.dev_eui, 22.0), (other.dev_eui, 7.0)];
+    want.sort_by_key(|(e, _)| e.0);
+    assert_eq!(before, want);
+    assert_eq!(s.measurements.last_values_before(SeriesScope::Device(d.dev_eui), "temp", t(60)).await.unwrap(), []);
 }
 
 async fn profile_measurement_definitions_round_trip(db: &mut TestDb) {
