@@ -250,7 +250,9 @@ pub async fn series(
     let p = SeriesParams::parse(&name, &q)?;
     existing_device(&state, dev_eui).await?;
     let points = match p.bucket {
-        Some((_, secs)) => buckets(&state, SeriesScope::Device(dev_eui), &name, &p, secs).await?.pop().map(|(_, _, p)| p).unwrap_or_default(),
+        Some((_, secs)) => {
+            buckets(&state, SeriesScope::Device(dev_eui), &name, &p, secs).await?.pop().map(|(_, _, p)| p).unwrap_or_default()
+        }
         None => SeriesParams::raw_points(state.storage.measurements.series(dev_eui, &name, p.from, p.to, p.limit, p.offset).await?),
     };
     Ok(Json(p.answer(name, points)))
@@ -288,6 +290,7 @@ pub async fn application_series(
             .map(|(eui, device_name, rows)| (eui, device_name, SeriesParams::raw_points(rows)))
             .collect(),
     };
-    let result = devices.into_iter().map(|(eui, device_name, points)| DeviceSeriesJson { dev_eui: eui.to_string(), device_name, points }).collect();
+    let result =
+        devices.into_iter().map(|(eui, device_name, points)| DeviceSeriesJson { dev_eui: eui.to_string(), device_name, points }).collect();
     Ok(Json(p.answer(name, result)))
 }

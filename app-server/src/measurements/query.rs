@@ -234,9 +234,8 @@ mod tests {
 
     #[test]
     fn hourly_rollups_give_the_buckets_of_the_raw_values() {
-        let p: Vec<_> = (0..200)
-            .map(|i| (t("2026-11-29T22:10:00Z") + chrono::Duration::minutes(i * 17), ((i * 37) % 23) as f64 - 7.5))
-            .collect();
+        let p: Vec<_> =
+            (0..200).map(|i| (t("2026-11-29T22:10:00Z") + chrono::Duration::minutes(i * 17), ((i * 37) % 23) as f64 - 7.5)).collect();
         let hours = hours_of(&p);
         for bucket in [3600, 7200, 6 * 3600, 86_400] {
             for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Sum, Agg::Count, Agg::Last] {

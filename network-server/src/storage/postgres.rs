@@ -250,7 +250,8 @@ async fn setup_timescale(pool: &PgPool, cfg: &DatabaseConfig) -> Result<bool> {
     .fetch_optional(pool)
     .await?;
     if plain_rollup.is_some() || current.is_none() {
-        let drop = if plain_rollup.is_some() { "DROP TABLE measurements_hourly" } else { "DROP MATERIALIZED VIEW IF EXISTS measurements_hourly" };
+        let drop =
+            if plain_rollup.is_some() { "DROP TABLE measurements_hourly" } else { "DROP MATERIALIZED VIEW IF EXISTS measurements_hourly" };
         sqlx::query(drop).execute(pool).await?;
         sqlx::query(MEASUREMENTS_HOURLY).execute(pool).await?;
         sqlx::query("CALL refresh_continuous_aggregate('measurements_hourly', NULL, NULL)").execute(pool).await?;

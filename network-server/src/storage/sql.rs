@@ -125,9 +125,12 @@ pub(crate) fn hourly_rows(uplinks: &[crate::storage::UplinkRecord]) -> Vec<Hourl
     for (u, m) in measurement_rows(uplinks) {
         let Some(value) = measurement_number(m) else { continue };
         let hour = crate::storage::HourlyMeasurement::of(ts(u.time), value);
-        rows.entry((u.dev_eui, m.name.as_str(), hour.bucket))
-            .and_modify(|r| r.hour.merge(&hour))
-            .or_insert(HourlyRow { dev_eui: u.dev_eui, application_id: u.application_id, name: &m.name, hour });
+        rows.entry((u.dev_eui, m.name.as_str(), hour.bucket)).and_modify(|r| r.hour.merge(&hour)).or_insert(HourlyRow {
+            dev_eui: u.dev_eui,
+            application_id: u.application_id,
+            name: &m.name,
+            hour,
+        });
     }
     rows.into_values().collect()
 }
@@ -1384,10 +1387,19 @@ macro_rules! impl_repos {
                         "SELECT kind FROM measurements WHERE {} = $1 AND name = $2 ORDER BY time DESC LIMIT 1",
                         s::scope_column(scope)
                     );
-                    let kind: Option<String> =
-                        bind_scope(sqlx::query(&sql), scope).bind(name).fetch_optional(&self.pool).await.map_err(s::db_err)?.map(|r| r.try_get(0)).transpose().map_err(s::db_err)?;
-                    kind.map(|k| MeasurementKind::parse(&k).ok_or_else(|| StorageError::Db(s::decode_err("kind", format!("{k:?} is not a measurement kind")))))
+                    let kind: Option<String> = bind_scope(sqlx::query(&sql), scope)
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(s::db_err)?
+                        .map(|r| r.try_get(0))
                         .transpose()
+                        .map_err(s::db_err)?;
+                    kind.map(|k| {
+                        MeasurementKind::parse(&k)
+                            .ok_or_else(|| StorageError::Db(s::decode_err("kind", format!("{k:?} is not a measurement kind"))))
+                    })
+                    .transpose()
                 }
 
                 async fn last_values_before(&self, scope: SeriesScope, name: &str, before: DateTime<Utc>) -> Result<Vec<(Eui64, f64)>> {
@@ -1395,7 +1407,12 @@ macro_rules! impl_repos {
                     let newest = "SELECT m.value FROM measurements m WHERE m.dev_eui = d.dev_eui AND m.name = $2 \
                                   AND m.time < $3 AND m.value IS NOT NULL ORDER BY m.time DESC LIMIT 1";
                     let sql = format!("SELECT d.dev_eui, ({newest}) AS value FROM devices d WHERE d.{} = $1", s::scope_column(scope));
-                    let r = bind_scope(sqlx::query(&sql), scope).bind(name).bind(s::ts(before)).fetch_all(&self.pool).await.map_err(s::db_err)?;
+                    let r = bind_scope(sqlx::query(&sql), scope)
+                        .bind(name)
+                        .bind(s::ts(before))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(s::db_err)?;
                     let all = rows(r, |r| Ok((s::eui(r.try_get("dev_eui")?)?, r.try_get::<Option<f64>, _>("value")?)))?;
                     Ok(all.into_iter().filter_map(|(eui, v)| v.map(|v| (eui, v))).collect())
                 }

@@ -1009,7 +1009,10 @@ async fn the_hourly_rollup_sums_every_batch_and_keeps_the_latest_value(db: &mut 
     let mut want = vec![(d.dev_eui, hour(12)), (d.dev_eui, hour(13)), (other.dev_eui, hour(12))];
     want.sort_by_key(|w| (w.0 .0, w.1));
     assert_eq!(app.iter().map(|(e, _, h)| (*e, h.bucket)).collect::<Vec<_>>(), want);
-    assert_eq!(s.measurements.hourly_series(SeriesScope::Application(d.application_id), "temp", hour(12), hour(14), 2).await.unwrap().len(), 2);
+    assert_eq!(
+        s.measurements.hourly_series(SeriesScope::Application(d.application_id), "temp", hour(12), hour(14), 2).await.unwrap().len(),
+        2
+    );
 
     // The kind of the newest value; the newest number before a time, per device.
     assert_eq!(s.measurements.series_kind(SeriesScope::Device(d.dev_eui), "energy").await.unwrap(), Some(MeasurementKind::Counter));
