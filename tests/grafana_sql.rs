@@ -535,10 +535,15 @@ async fn dashboard(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
     assert_eq!(checked.len(), 2 + 4, "every query variable and panel checked: {checked:?}");
 }
 
+/// The statements of the ```sql blocks of a Markdown page, without their final `;`.
+fn sql_blocks(page: &str) -> Vec<&str> {
+    page.split("```sql\n").skip(1).map(|b| b.split("```").next().unwrap_or_default().trim().trim_end_matches(';')).collect()
+}
+
 /// The ```sql blocks of docs/data.md, in order; each must be one the test knows.
 async fn docs(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
     let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/data.md")).unwrap();
-    let blocks: Vec<&str> = page.split("```sql\n").skip(1).map(|b| b.split("```").next().unwrap().trim().trim_end_matches(';')).collect();
+    let blocks = sql_blocks(&page);
     let since = |d: chrono::Duration| {
         let from = micros(&(now - d));
         move |t: i64| t >= from
@@ -595,4 +600,12 @@ async fn docs(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
         checked += 1;
     }
     assert_eq!(checked, 4, "the four queries of docs/data.md");
+
+    // The README's SQL is one of these, so it is checked too.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme_blocks = sql_blocks(&readme);
+    assert!(!readme_blocks.is_empty(), "README.md shows a query");
+    for sql in readme_blocks {
+        assert!(blocks.contains(&sql), "README.md's query is not one of docs/data.md's (checked here):\n{sql}");
+    }
 }
