@@ -119,30 +119,46 @@ fn check(what: &str, sql: &str, got: &Rows, columns: &[&str], want: &[Vec<Cell>]
     assert_eq!(got.rows, want, "{what}: rows\n{sql}");
 }
 
-/// What the base tables hold, decoded by the test.
+/// One row of `measurements`, decoded by the test.
+struct Point {
+    time: i64,
+    dev_eui: String,
+    name: String,
+    value: Option<f64>,
+}
+
+/// One row of `uplinks`: the gateway ids of its `rx_info`, in order.
+struct Uplink {
+    time: i64,
+    gateways: Vec<String>,
+}
+
+/// What the base tables hold.
 struct Stored {
-    /// (time µs, dev EUI hex, name, value)
-    measurements: Vec<(i64, String, String, Option<f64>)>,
-    /// (time µs, dev EUI hex, gateway ids of rx_info in order)
-    uplinks: Vec<(i64, String, Vec<String>)>,
+    measurements: Vec<Point>,
+    uplinks: Vec<Uplink>,
 }
 
 async fn stored(pool: &PgPool) -> Stored {
-    let m: Vec<(DateTime<Utc>, Vec<u8>, String, Option<f64>)> =
-        sqlx::query_as("SELECT time, dev_eui, name, value FROM measurements").fetch_all(pool).await.unwrap();
-    let u: Vec<(DateTime<Utc>, Vec<u8>, sqlx::types::Json<Value>)> =
-        sqlx::query_as("SELECT time, dev_eui, rx_info FROM uplinks").fetch_all(pool).await.unwrap();
-    Stored {
-        measurements: m.into_iter().map(|(t, d, n, v)| (micros(&t), hex(&d), n, v)).collect(),
-        uplinks: u
-            .into_iter()
-            .map(|(t, d, rx)| {
-                let gateways =
-                    rx.0.as_array().map_or(Vec::new(), |a| a.iter().map(|g| g["gatewayId"].as_str().unwrap().to_string()).collect());
-                (micros(&t), hex(&d), gateways)
-            })
-            .collect(),
-    }
+    let measurements = sqlx::query("SELECT time, dev_eui, name, value FROM measurements")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| Point { time: micros(&r.get("time")), dev_eui: hex(r.get("dev_eui")), name: r.get("name"), value: r.get("value") })
+        .collect();
+    let uplinks = sqlx::query("SELECT time, rx_info FROM uplinks")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let rx: sqlx::types::Json<Value> = r.get("rx_info");
+            let gateways = rx.0.as_array().map_or(Vec::new(), |a| a.iter().map(|g| g["gatewayId"].as_str().unwrap().to_string()).collect());
+            Uplink { time: micros(&r.get("time")), gateways }
+        })
+        .collect();
+    Stored { measurements, uplinks }
 }
 
 /// The dashboard's time range, interval and variable values, and the expansion of its macros.
@@ -300,9 +316,9 @@ fn counts<K: Ord>(keys: impl IntoIterator<Item = K>) -> Vec<(K, i64)> {
 /// The newest stored value of `name` per device for which `keep` holds, by EUI.
 fn latest(s: &Stored, name: &str, keep: impl Fn(i64, &str) -> bool) -> Vec<(String, i64, Option<f64>)> {
     let mut newest: BTreeMap<String, (i64, Option<f64>)> = BTreeMap::new();
-    for (t, d, n, v) in &s.measurements {
-        if n == name && keep(*t, d) && newest.get(d).is_none_or(|(nt, _)| t > nt) {
-            newest.insert(d.clone(), (*t, *v));
+    for m in s.measurements.iter().filter(|m| m.name == name && keep(m.time, &m.dev_eui)) {
+        if newest.get(&m.dev_eui).is_none_or(|(t, _)| m.time > *t) {
+            newest.insert(m.dev_eui.clone(), (m.time, m.value));
         }
     }
     newest.into_iter().map(|(d, (t, v))| (d, t, v)).collect()
@@ -414,8 +430,8 @@ async fn dashboard_and_docs_queries_return_the_expected_rows_on_postgres() {
     let mut temperatures: Vec<(String, f64)> = s
         .measurements
         .iter()
-        .filter(|m| m.2 == TEMPERATURE && m.0 > micros(&(now - chrono::Duration::minutes(5))))
-        .map(|m| (m.1.clone(), m.3.unwrap()))
+        .filter(|m| m.name == TEMPERATURE && m.time > micros(&(now - chrono::Duration::minutes(5))))
+        .map(|m| (m.dev_eui.clone(), m.value.unwrap()))
         .collect();
     temperatures.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let want: Vec<(String, f64)> = vec![
@@ -430,7 +446,7 @@ async fn dashboard_and_docs_queries_return_the_expected_rows_on_postgres() {
     for (got, want) in temperatures.iter().zip(&want) {
         assert!(got.0 == want.0 && (got.1 - want.1).abs() < 1e-9, "{temperatures:?}");
     }
-    assert_eq!(s.uplinks.iter().filter(|u| u.2.len() == 2).count(), 3 + 1, "uplinks heard by two gateways");
+    assert_eq!(s.uplinks.iter().filter(|u| u.gateways.len() == 2).count(), 3 + 1, "uplinks heard by two gateways");
 
     dashboard(&pool, &s, now).await;
     docs(&pool, &s, now).await;
@@ -465,7 +481,7 @@ async fn dashboard(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
         let got = run(pool, &sql).await;
         match name {
             "measurement" => {
-                let names: BTreeSet<&str> = s.measurements.iter().filter(|m| in_range(m.0)).map(|m| m.2.as_str()).collect();
+                let names: BTreeSet<&str> = s.measurements.iter().filter(|m| in_range(m.time)).map(|m| m.name.as_str()).collect();
                 let want: Vec<Vec<Cell>> = names.into_iter().map(|n| vec![text(n)]).collect();
                 assert_eq!(want.len(), 2, "the pressure series lies outside the range");
                 check(name, &sql, &got, &["name"], &want);
@@ -486,7 +502,7 @@ async fn dashboard(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
         assert_eq!(targets.len(), 1, "{title}");
         let sql = g.expand(targets[0]["rawSql"].as_str().unwrap());
         let got = run(pool, &sql).await;
-        let chosen = |m: &&(i64, String, String, Option<f64>)| m.2 == TEMPERATURE && selected.contains(&m.1.as_str()) && in_range(m.0);
+        let chosen = |m: &&Point| m.name == TEMPERATURE && selected.contains(&m.dev_eui.as_str()) && in_range(m.time);
         match title {
             "$measurement per device" => {
                 let bucket = g.interval_secs * 1_000_000;
@@ -494,7 +510,7 @@ async fn dashboard(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
                     s.measurements
                         .iter()
                         .filter(chosen)
-                        .map(|m| ((m.0.div_euclid(bucket) * bucket, device_name(&m.1).unwrap()), m.3.unwrap())),
+                        .map(|m| ((m.time.div_euclid(bucket) * bucket, device_name(&m.dev_eui).unwrap()), m.value.unwrap())),
                 )
                 .into_iter()
                 .map(|((t, name), avg)| vec![Cell::Time(t), text(&name), Cell::Num(Some(avg))])
@@ -512,20 +528,20 @@ async fn dashboard(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
                 check(title, &sql, &got, &["dev_eui", "device_name", "application_name", "time", "value", "text_value"], &want);
             }
             "Uplinks per gateway per minute" => {
-                let want: Vec<Vec<Cell>> =
-                    counts(s.uplinks.iter().filter(|u| in_range(u.0)).flat_map(|u| {
-                        u.2.iter().map(|gw| (u.0.div_euclid(MINUTE) * MINUTE, gateway_name(gw).unwrap_or_else(|| gw.clone())))
-                    }))
-                    .into_iter()
-                    .map(|((t, gw), n)| vec![Cell::Time(t), text(&gw), Cell::Int(n)])
-                    .collect();
+                let want: Vec<Vec<Cell>> = counts(s.uplinks.iter().filter(|u| in_range(u.time)).flat_map(|u| {
+                    u.gateways.iter().map(|gw| (u.time.div_euclid(MINUTE) * MINUTE, gateway_name(gw).unwrap_or_else(|| gw.clone())))
+                }))
+                .into_iter()
+                .map(|((t, gw), n)| vec![Cell::Time(t), text(&gw), Cell::Int(n)])
+                .collect();
                 check(title, &sql, &got, &["time", "metric", "value"], &want);
             }
             "Uplinks per minute" => {
-                let want: Vec<Vec<Cell>> = counts(s.uplinks.iter().filter(|u| in_range(u.0)).map(|u| u.0.div_euclid(MINUTE) * MINUTE))
-                    .into_iter()
-                    .map(|(t, n)| vec![Cell::Time(t), Cell::Int(n)])
-                    .collect();
+                let want: Vec<Vec<Cell>> =
+                    counts(s.uplinks.iter().filter(|u| in_range(u.time)).map(|u| u.time.div_euclid(MINUTE) * MINUTE))
+                        .into_iter()
+                        .map(|(t, n)| vec![Cell::Time(t), Cell::Int(n)])
+                        .collect();
                 check(title, &sql, &got, &["time", "uplinks"], &want);
             }
             other => panic!("panel {other:?}: the test does not check it"),
@@ -560,8 +576,8 @@ async fn docs(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
             let want: Vec<Vec<Cell>> = averages(
                 s.measurements
                     .iter()
-                    .filter(|m| m.1 == DEVICES[0].0 && m.2 == TEMPERATURE && day(m.0))
-                    .map(|m| (m.0.div_euclid(HOUR) * HOUR, m.3.unwrap())),
+                    .filter(|m| m.dev_eui == DEVICES[0].0 && m.name == TEMPERATURE && day(m.time))
+                    .map(|m| (m.time.div_euclid(HOUR) * HOUR, m.value.unwrap())),
             )
             .into_iter()
             .map(|(t, avg)| vec![Cell::Time(t), Cell::Num(Some(avg))])
@@ -571,8 +587,8 @@ async fn docs(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
             let want: Vec<Vec<Cell>> = averages(
                 s.measurements
                     .iter()
-                    .filter(|m| m.2 == TEMPERATURE && day(m.0))
-                    .map(|m| ((m.0.div_euclid(HOUR) * HOUR, m.1.clone()), m.3.unwrap())),
+                    .filter(|m| m.name == TEMPERATURE && day(m.time))
+                    .map(|m| ((m.time.div_euclid(HOUR) * HOUR, m.dev_eui.clone()), m.value.unwrap())),
             )
             .into_iter()
             .map(|((t, d), avg)| vec![Cell::Time(t), text(&d), Cell::Text(device_name(&d)), Cell::Num(Some(avg))])
@@ -588,7 +604,10 @@ async fn docs(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
             check("latest value of every device", &sql, &got, &["dev_eui", "device_name", "time", "value"], &want);
         } else if sql.contains("FROM uplink_gateways") {
             let want: Vec<Vec<Cell>> = counts(
-                s.uplinks.iter().filter(|u| hour(u.0)).flat_map(|u| u.2.iter().map(|gw| (u.0.div_euclid(MINUTE) * MINUTE, gw.clone()))),
+                s.uplinks
+                    .iter()
+                    .filter(|u| hour(u.time))
+                    .flat_map(|u| u.gateways.iter().map(|gw| (u.time.div_euclid(MINUTE) * MINUTE, gw.clone()))),
             )
             .into_iter()
             .map(|((t, gw), n)| vec![Cell::Time(t), text(&gw), Cell::Text(gateway_name(&gw)), Cell::Int(n)])
