@@ -457,6 +457,7 @@ async fn dashboard(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/loraflow.json")).unwrap())
             .unwrap();
+    importable(&json);
     let selected = [DEVICES[0].0, DEVICES[1].0];
     let g = Grafana {
         from: DateTime::from_timestamp(now.timestamp() - 24 * 3600, 0).unwrap(),
@@ -554,6 +555,32 @@ async fn dashboard(pool: &PgPool, s: &Stored, now: DateTime<Utc>) {
 /// The statements of the ```sql blocks of a Markdown page, without their final `;`.
 fn sql_blocks(page: &str) -> Vec<&str> {
     page.split("```sql\n").skip(1).map(|b| b.split("```").next().unwrap_or_default().trim().trim_end_matches(';')).collect()
+}
+
+/// What an import needs beyond valid JSON: identity, the variables the queries use, and every
+/// query on the data source the `datasource` variable picks (no data source uid of ours).
+fn importable(json: &Value) {
+    assert!(json["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "schemaVersion");
+    assert_eq!(json["uid"], "loraflow-measurements");
+    assert!(json["title"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(json.get("id").is_none_or(Value::is_null), "no id: Grafana assigns it on import");
+    let vars = json["templating"]["list"].as_array().unwrap();
+    let var = |name: &str| vars.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("variable {name}"));
+    assert_eq!(var("datasource")["query"], "grafana-postgresql-datasource");
+    assert_eq!((var("device")["multi"].as_bool(), var("device")["includeAll"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(var("measurement")["multi"].as_bool(), Some(false));
+    let postgres = serde_json::json!({"type": "grafana-postgresql-datasource", "uid": "${datasource}"});
+    let mut ids = BTreeSet::new();
+    for p in json["panels"].as_array().unwrap() {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "panel ids are unique");
+        assert_eq!(p["datasource"], postgres, "{}", p["title"]);
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!((&t["datasource"], &t["rawQuery"], &t["editorMode"]), (&postgres, &Value::Bool(true), &Value::from("code")));
+        }
+    }
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        assert_eq!(v["datasource"], postgres, "{}", v["name"]);
+    }
 }
 
 /// The ```sql blocks of docs/data.md, in order; each must be one the test knows.
