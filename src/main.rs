@@ -30,6 +30,16 @@ enum Command {
     Simulate(loraflow::simulate::SimulateArgs),
     /// Measure throughput and latency (UDP uplink in, MQTT event out) of a child or running server.
     Bench(loraflow::bench::BenchArgs),
+    /// Manage the admin API token loraflow generated on first start.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminTokenCommand {
+    /// Print a new admin token and revoke the old one (a running server refuses the old one
+    /// within seconds).
+    Rotate,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +67,17 @@ fn main() -> ExitCode {
             // The child server reads the same file (plus the bench's overrides).
             args.config_file = cli.config.clone();
             run_tool(loraflow::bench::run(args))
+        }
+        Command::AdminToken(AdminTokenCommand::Rotate) => {
+            if !config.api.admin_token.is_empty() {
+                eprintln!("loraflow: api.admin_token is set in the configuration; change it there (nothing was rotated)");
+                return ExitCode::FAILURE;
+            }
+            run_tool(async move {
+                let token = loraflow::server::rotate_admin_token(&config.database).await?;
+                println!("{token}");
+                Ok(())
+            })
         }
         Command::Serve => {
             loraflow::server::init_tracing(&config.log);

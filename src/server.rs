@@ -97,13 +97,6 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .map_err(|e| anyhow::anyhow!("cannot listen on {} ({e}); set api.bind (LORAFLOW_API__BIND) to another address", config.api.bind))?;
     let api_addr = api_listener.local_addr()?;
 
-    let admin_token = Some(config.api.admin_token.as_str()).filter(|t| !t.is_empty());
-    let (auth, generated) = Auth::bootstrap(admin_token, storage.clone()).await?;
-    if let Some(token) = generated {
-        // Printed once, on purpose not through tracing: logs are often shipped elsewhere.
-        println!("loraflow: generated admin API token (shown only once, stored hashed): {token}");
-    }
-
     let regions = config.regions()?;
     let network = NetworkHandle::default();
     // Front components stop on `shutdown`; the back (MQTT, history writer) only after the
@@ -130,6 +123,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         IntegrationDeps { storage: storage.clone(), publisher: Arc::new(mqtt.clone()), codecs: codecs.clone(), network: network.clone() },
         &registry,
     )?;
+
+    // Last of what can fail at start, so that a generated token is not lost to a start that
+    // fails after printing it.
+    let auth = bootstrap_auth(&config, &storage).await?;
 
     let tracker = TaskTracker::new();
     let api_state = ApiState {
@@ -182,6 +179,30 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     storage.close().await;
     tracing::info!("loraflow stopped");
     Ok(())
+}
+
+/// Replaces the generated admin key (`loraflow admin-token rotate`) and returns the new token.
+pub async fn rotate_admin_token(database: &loraflow_network_server::storage::DatabaseConfig) -> anyhow::Result<String> {
+    let storage =
+        Storage::connect(database).await.with_context(|| format!("opening the database (database.url = {})", redact_url(&database.url)))?;
+    let token = loraflow_app_server::api::auth::rotate_generated(&storage).await?;
+    storage.close().await;
+    Ok(token)
+}
+
+async fn bootstrap_auth(config: &Config, storage: &Storage) -> anyhow::Result<Auth> {
+    let admin_token = Some(config.api.admin_token.as_str()).filter(|t| !t.is_empty());
+    let (auth, generated) = Auth::bootstrap(admin_token, storage.clone()).await?;
+    match generated {
+        // Printed once, on purpose not through tracing: logs are often shipped elsewhere.
+        Some(token) => println!("loraflow: generated admin API token (shown only once, stored hashed): {token}"),
+        None if admin_token.is_none() && storage.api_keys.list().await?.iter().any(|k| k.generated) => tracing::info!(
+            "the admin API token was generated and printed on the first start; \
+             `loraflow admin-token rotate` prints a new one (and revokes the old) if it is lost"
+        ),
+        None => {}
+    }
+    Ok(auth)
 }
 
 fn bind_api(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -108,3 +108,64 @@ async fn a_token_is_generated_on_first_start_and_printed_once() {
     assert!(!server.stdout_lines.iter().any(|l| l.contains("generated admin API token")));
     assert_eq!(server.client().with_token(Some(&token)).get("/api/gateways").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_start_that_fails_keeps_no_token_and_the_next_one_prints_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mqtt = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("loraflow.db").display());
+    let run = |mqtt_bind: &str| {
+        loraflow()
+            .current_dir(dir.path())
+            .env("LORAFLOW_DATABASE__URL", &db)
+            .env("LORAFLOW_API__BIND", "127.0.0.1:0")
+            .env("LORAFLOW_GATEWAY__BIND", "127.0.0.1:0")
+            .env("LORAFLOW_MQTT__EMBEDDED_BIND", mqtt_bind)
+            .output()
+            .unwrap()
+    };
+    // The embedded broker cannot listen: the start fails after the database is ready.
+    let out = run(&mqtt);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("generated admin API token"), "a token nobody can use was printed");
+    drop(taken);
+    // Started for real (the same database): the token is generated now and shown.
+    let server = TestServer::start(Backend::Sqlite, &[("LORAFLOW_API__ADMIN_TOKEN", ""), ("LORAFLOW_DATABASE__URL", &db)]).await;
+    let line = server.stdout_lines.iter().find(|l| l.contains("generated admin API token")).expect("token printed");
+    let token = line.rsplit(' ').next().unwrap();
+    assert_eq!(server.client().with_token(Some(token)).get("/api/gateways").await.0, 200);
+}
+
+#[tokio::test]
+async fn admin_token_rotate_prints_a_new_token_and_revokes_the_old() {
+    let server = TestServer::start(Backend::Sqlite, &[("LORAFLOW_API__ADMIN_TOKEN", "")]).await;
+    let line = server.stdout_lines.iter().find(|l| l.contains("generated admin API token")).expect("token printed");
+    let old = line.rsplit(' ').next().unwrap().to_string();
+    let old_api = server.client().with_token(Some(&old));
+    assert_eq!(old_api.get("/api/gateways").await.0, 200);
+
+    // While the server runs, on its database.
+    let out = loraflow().arg("admin-token").arg("rotate").env("LORAFLOW_DATABASE__URL", &server.database_url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(new.starts_with("lf_") && new != old, "{new}");
+    let new_api = server.client().with_token(Some(&new));
+    assert_eq!(new_api.get("/api/gateways").await.0, 200);
+    // The running server trusts a confirmed key for at most 5 s.
+    let refused =
+        common::eventually(std::time::Duration::from_secs(8), || async { (old_api.get("/api/gateways").await.0 == 401).then_some(()) })
+            .await;
+    assert!(refused.is_some(), "the old token still works");
+
+    // A configured token is not rotated here.
+    let out = loraflow()
+        .args(["admin-token", "rotate"])
+        .env("LORAFLOW_DATABASE__URL", &server.database_url)
+        .env("LORAFLOW_API__ADMIN_TOKEN", "configured-secret")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("api.admin_token"));
+    assert_eq!(new_api.get("/api/gateways").await.0, 200);
+}

@@ -180,7 +180,7 @@ async fn answers(backend: Backend) -> BTreeMap<String, Vec<(i64, f64)>> {
             assert_eq!(s, 200, "{body}");
             let got = points(&body["result"]);
             let lasts = expected(&energy(), f, t, secs, "last");
-            let mut previous = energy().iter().filter(|(t, _)| *t < f).last().map(|(_, v)| *v);
+            let mut previous = energy().iter().rfind(|(t, _)| *t < f).map(|(_, v)| *v);
             let want: Vec<(i64, f64)> = lasts
                 .iter()
                 .map(|&(b, v)| {

@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,7 @@ use uuid::Uuid;
 
 use loraflow_network_server::storage::Application;
 
+use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
 use super::text;
@@ -69,8 +71,22 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     Ok(Json(app.into()))
 }
 
-pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<ApplicationJson>>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
+    q: QueryMap,
+) -> Result<Json<ListResponse<ApplicationJson>>, ApiError> {
     let p = q.paging()?;
+    // A key limited to one application lists that one.
+    if let Some(own) = principal.application_id {
+        let result: Vec<ApplicationJson> = state.storage.applications.get(own).await.map(|a| vec![a.into()]).or_else(|e| match e {
+            loraflow_network_server::storage::StorageError::NotFound => Ok(Vec::new()),
+            e => Err(e),
+        })?;
+        let total_count = result.len() as u64;
+        let result = result.into_iter().skip(p.offset as usize).take(p.limit as usize).collect();
+        return Ok(Json(ListResponse { total_count, result }));
+    }
     let page = state.storage.applications.list(p.limit, p.offset).await?;
     Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(Into::into).collect() }))
 }
@@ -106,6 +122,7 @@ pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Re
         }
     }
     state.storage.applications.delete(id).await?;
+    state.auth.application_deleted(id);
     for dev_eui in devices {
         state.network.device_changed(dev_eui);
     }

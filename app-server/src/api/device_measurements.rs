@@ -176,6 +176,9 @@ impl SeriesParams {
     }
 }
 
+/// A device's EUI, name and buckets (start, value).
+type DeviceBuckets = (Eui64, Option<String>, Vec<(DateTime<Utc>, f64)>);
+
 /// The buckets of one series of every device of `scope` (that has values in the range), by
 /// device EUI. Whole hours come from the hourly rollup, anything finer from the raw values;
 /// both give the same answer. `sum` of a COUNTER series is its increase per bucket.
@@ -190,7 +193,7 @@ async fn buckets(
     let counter = p.agg == Agg::Sum && m.series_kind(scope, name).await? == Some(MeasurementKind::Counter);
     // A counter's increase is taken from each bucket's last reading.
     let agg = if counter { Agg::Last } else { p.agg };
-    let mut series: Vec<(Eui64, Option<String>, Vec<(DateTime<Utc>, f64)>)> = Vec::new();
+    let mut series: Vec<DeviceBuckets> = Vec::new();
     if query::rollup_serves(p.from, p.to, bucket_secs) {
         let rows = m.hourly_series(scope, name, p.from, p.to, p.limit).await?;
         p.check_read(rows.len())?;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,9 @@ use uuid::Uuid;
 use loraflow_network_server::storage::{Device, StorageError};
 use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
 
+use super::access;
 use super::applications::{parse_uuid, required_name};
+use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
 use super::gateways::parse_eui;
@@ -190,10 +193,15 @@ fn apply(d: &mut Device, f: DeviceFields) {
     d.tags = f.tags;
 }
 
-pub async fn create(State(state): State<ApiState>, ApiJson(body): ApiJson<DeviceBody>) -> Result<(StatusCode, Json<DeviceJson>), ApiError> {
+pub async fn create(
+    State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(body): ApiJson<DeviceBody>,
+) -> Result<(StatusCode, Json<DeviceJson>), ApiError> {
     let id = body.dev_eui.clone().ok_or_else(|| ApiError::field("devEui", "is required"))?;
     let dev_eui = parse_eui("devEui", &id)?;
     let fields = validated(body)?;
+    access::require_application(&principal, fields.application_id)?;
     check_references(&state, &fields).await?;
     let now = Utc::now();
     let dev = Device {
@@ -222,15 +230,25 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     Ok(Json(dev.into()))
 }
 
-pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<DeviceJson>>, ApiError> {
+pub async fn list(
+    State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
+    q: QueryMap,
+) -> Result<Json<ListResponse<DeviceJson>>, ApiError> {
     let p = q.paging()?;
-    let application_id = q.get("applicationId").map(|s| parse_uuid("applicationId", s)).transpose()?;
+    let asked = q.get("applicationId").map(|s| parse_uuid("applicationId", s)).transpose()?;
+    if let Some(id) = asked {
+        access::require_application(&principal, id)?;
+    }
+    // A key limited to one application lists its devices only.
+    let application_id = asked.or(principal.application_id);
     let page = state.storage.devices.list(application_id, p.limit, p.offset).await?;
     Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(Into::into).collect() }))
 }
 
 pub async fn update(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DeviceBody>,
 ) -> Result<Json<DeviceJson>, ApiError> {
@@ -241,6 +259,8 @@ pub async fn update(
         }
     }
     let fields = validated(body)?;
+    // Not into another application (the device itself was checked before the handler).
+    access::require_application(&principal, fields.application_id)?;
     let mut dev = existing_device(&state, dev_eui).await?;
     check_references(&state, &fields).await?;
     apply(&mut dev, fields);

@@ -1,5 +1,7 @@
 //! REST API (DESIGN.md §3) on axum: `/health`, `/metrics`, and the bearer-protected `/api/*`.
 
+pub mod access;
+pub mod api_keys;
 pub mod applications;
 pub mod auth;
 pub mod connections;
@@ -35,7 +37,7 @@ use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::storage::Storage;
 use loraflow_packet_forwarder::{Handle as GatewayHandle, KnownGateways};
 
-pub use auth::Auth;
+pub use auth::{Auth, Principal};
 pub use error::ApiError;
 
 /// `[api]` section.
@@ -150,6 +152,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/regions", get(regions::list))
         .route("/regions/{id}", get(regions::get))
         .route("/gateways/{gateway_id}", get(gateways::get).put(gateways::update).delete(gateways::delete))
+        .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api-keys/{id}", axum::routing::delete(api_keys::delete))
         .route("/applications", get(applications::list).post(applications::create))
         .route("/applications/{id}", get(applications::get).put(applications::update).delete(applications::delete))
         .route("/device-profiles", get(device_profiles::list).post(device_profiles::create))

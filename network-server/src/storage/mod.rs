@@ -247,9 +247,16 @@ pub trait MeasurementRepo: Send + Sync {
 
 #[async_trait]
 pub trait ApiKeyRepo: Send + Sync {
-    /// Stores the SHA-256 of a token.
-    async fn insert(&self, id: Uuid, name: &str, token_sha256: &[u8]) -> Result<()>;
-    async fn exists(&self, token_sha256: &[u8]) -> Result<bool>;
+    /// Stores a key by the SHA-256 of its token (the token itself is never stored).
+    /// `Conflict("applicationId…")` when its application does not exist.
+    async fn insert(&self, key: &ApiKey, token_sha256: &[u8]) -> Result<()>;
+    /// The key whose token has this SHA-256.
+    async fn find(&self, token_sha256: &[u8]) -> Result<Option<ApiKey>>;
+    /// Every key, oldest first.
+    async fn list(&self) -> Result<Vec<ApiKey>>;
+    async fn delete(&self, id: Uuid) -> Result<()>;
+    /// Replaces the generated admin key(s) by `key` in one transaction.
+    async fn replace_generated(&self, key: &ApiKey, token_sha256: &[u8]) -> Result<()>;
     async fn count(&self) -> Result<u64>;
 }
 

@@ -137,6 +137,27 @@ pub struct StoredMeasurement {
     pub value: MeasurementValue,
 }
 
+/// A REST/MQTT API key (its token is stored only as a SHA-256 digest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    /// Only this application's resources; `None`: every resource (an admin key).
+    pub application_id: Option<Uuid>,
+    /// Reads only.
+    pub read_only: bool,
+    /// The admin token loraflow generated on first start (replaced by `admin-token rotate`).
+    pub generated: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ApiKey {
+    /// A new admin key with a fresh id, made now.
+    pub fn new(name: impl Into<String>) -> ApiKey {
+        ApiKey { id: Uuid::new_v4(), name: name.into(), application_id: None, read_only: false, generated: false, created_at: Utc::now() }
+    }
+}
+
 /// One clock hour (UTC) of a numeric series of one device: a row of the hourly rollup
 /// (`measurements_hourly`, TimescaleDB's continuous aggregate of the same name). `avg` is
 /// `sum / count`; `last` is the value at `last_time`, the newest of the hour.

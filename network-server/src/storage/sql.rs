@@ -449,6 +449,38 @@ macro_rules! impl_repos {
                 })
             }
 
+            async fn insert_api_key<'e, E: sqlx::Executor<'e, Database = Db>>(
+                ex: E,
+                key: &ApiKey,
+                token_sha256: &[u8],
+            ) -> sqlx::Result<()> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, name, token_sha256, created_at, application_id, read_only, generated) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(key.id)
+                .bind(&key.name)
+                .bind(token_sha256)
+                .bind(s::ts(key.created_at))
+                .bind(key.application_id)
+                .bind(key.read_only)
+                .bind(key.generated)
+                .execute(ex)
+                .await
+                .map(|_| ())
+            }
+
+            fn api_key_row(r: &DbRow) -> RowResult<ApiKey> {
+                Ok(ApiKey {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    application_id: r.try_get("application_id")?,
+                    read_only: r.try_get("read_only")?,
+                    generated: r.try_get("generated")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            }
+
             /// Binds the key of a [`SeriesScope`] (see [`s::scope_column`]).
             fn bind_scope(q: Query<'_>, scope: SeriesScope) -> Query<'_> {
                 match scope {
@@ -1495,25 +1527,36 @@ macro_rules! impl_repos {
 
             #[async_trait]
             impl ApiKeyRepo for Store<Db> {
-                async fn insert(&self, id: Uuid, name: &str, token_sha256: &[u8]) -> Result<()> {
-                    sqlx::query("INSERT INTO api_keys (id, name, token_sha256, created_at) VALUES ($1, $2, $3, $4)")
-                        .bind(id)
-                        .bind(name)
-                        .bind(token_sha256)
-                        .bind(s::now())
-                        .execute(&self.pool)
+                async fn insert(&self, key: &ApiKey, token_sha256: &[u8]) -> Result<()> {
+                    insert_api_key(&self.pool, key, token_sha256)
                         .await
-                        .map_err(s::db_err)?;
-                    Ok(())
+                        .map_err(|e| s::fk_or(e, StorageError::Conflict("applicationId: no such application".into())))
                 }
 
-                async fn exists(&self, token_sha256: &[u8]) -> Result<bool> {
-                    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE token_sha256 = $1")
+                async fn find(&self, token_sha256: &[u8]) -> Result<Option<ApiKey>> {
+                    let r = sqlx::query("SELECT * FROM api_keys WHERE token_sha256 = $1")
                         .bind(token_sha256)
-                        .fetch_one(&self.pool)
+                        .fetch_optional(&self.pool)
                         .await
                         .map_err(s::db_err)?;
-                    Ok(n > 0)
+                    r.as_ref().map(api_key_row).transpose().map_err(StorageError::Db)
+                }
+
+                async fn list(&self) -> Result<Vec<ApiKey>> {
+                    let r = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id").fetch_all(&self.pool).await.map_err(s::db_err)?;
+                    rows(r, api_key_row)
+                }
+
+                async fn delete(&self, id: Uuid) -> Result<()> {
+                    let r = sqlx::query("DELETE FROM api_keys WHERE id = $1").bind(id).execute(&self.pool).await.map_err(s::db_err)?;
+                    affected_one(r.rows_affected())
+                }
+
+                async fn replace_generated(&self, key: &ApiKey, token_sha256: &[u8]) -> Result<()> {
+                    let mut tx = self.pool.begin().await.map_err(s::db_err)?;
+                    sqlx::query("DELETE FROM api_keys WHERE generated").execute(&mut *tx).await.map_err(s::db_err)?;
+                    insert_api_key(&mut *tx, key, token_sha256).await.map_err(s::db_err)?;
+                    tx.commit().await.map_err(s::db_err)
                 }
 
                 async fn count(&self) -> Result<u64> {

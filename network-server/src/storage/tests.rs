@@ -1051,7 +1051,7 @@ async fn data_survives_close_and_reconnect(db: &mut TestDb) {
     db.s.sessions.save(&session(d, 0x2601_0001)).await.unwrap();
     assert_eq!(db.s.sessions.cas_f_cnt_up(&[FCntUpdate { dev_eui: d, expected: 10, next: 11 }]).await.unwrap(), vec![true]);
     db.s.history.insert_uplinks(&[uplink(&devs[0], 11, t(1))]).await.unwrap();
-    db.s.api_keys.insert(Uuid::new_v4(), "admin", &[7; 32]).await.unwrap();
+    db.s.api_keys.insert(&ApiKey::new("admin"), &[7; 32]).await.unwrap();
 
     db.reconnect().await;
     let s = &db.s;
@@ -1060,7 +1060,7 @@ async fn data_survives_close_and_reconnect(db: &mut TestDb) {
     assert_eq!(s.devices.get(d).await.unwrap().dev_addr, Some(DevAddr::from_u32(0x2601_0001)));
     assert_eq!(s.sessions.get(d).await.unwrap().f_cnt_up, 11);
     assert_eq!(s.history.list_uplinks(d, None, 10).await.unwrap().len(), 1);
-    assert!(s.api_keys.exists(&[7; 32]).await.unwrap());
+    assert!(s.api_keys.find(&[7; 32]).await.unwrap().is_some());
     // Migrations already applied are not applied again.
     db.reconnect().await;
     assert_eq!(db.s.devices.list(None, 10, 0).await.unwrap().total_count, 1);
@@ -1069,13 +1069,37 @@ async fn data_survives_close_and_reconnect(db: &mut TestDb) {
 async fn api_key_exists_only_for_the_stored_hash(db: &mut TestDb) {
     let s = &db.s;
     assert_eq!(s.api_keys.count().await.unwrap(), 0);
-    assert!(!s.api_keys.exists(&[1; 32]).await.unwrap());
-    s.api_keys.insert(Uuid::new_v4(), "admin", &[1; 32]).await.unwrap();
-    assert!(s.api_keys.exists(&[1; 32]).await.unwrap());
-    assert!(!s.api_keys.exists(&[2; 32]).await.unwrap());
+    assert_eq!(s.api_keys.find(&[1; 32]).await.unwrap(), None);
+    let admin = ApiKey { generated: true, ..ApiKey::new("admin") };
+    s.api_keys.insert(&admin, &[1; 32]).await.unwrap();
+    let mut found = s.api_keys.find(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!((found.id, found.generated, found.application_id, found.read_only), (admin.id, true, None, false));
+    assert!(s.api_keys.find(&[2; 32]).await.unwrap().is_none());
     assert_eq!(s.api_keys.count().await.unwrap(), 1);
-    assert!(matches!(s.api_keys.insert(Uuid::new_v4(), "again", &[1; 32]).await, Err(StorageError::AlreadyExists)));
+    assert!(matches!(s.api_keys.insert(&ApiKey::new("again"), &[1; 32]).await, Err(StorageError::AlreadyExists)));
     assert_eq!(s.api_keys.count().await.unwrap(), 1);
+
+    // Scoped keys need their application and go with it.
+    let (app, _, _) = fleet(s, 0).await;
+    let scoped = ApiKey { application_id: Some(app.id), read_only: true, ..ApiKey::new("reader") };
+    s.api_keys.insert(&scoped, &[3; 32]).await.unwrap();
+    let nowhere = ApiKey { application_id: Some(Uuid::new_v4()), ..ApiKey::new("lost") };
+    assert!(is_conflict_on(&s.api_keys.insert(&nowhere, &[4; 32]).await.unwrap_err(), "applicationId"));
+    assert_eq!(s.api_keys.list().await.unwrap().iter().map(|k| k.id).collect::<Vec<_>>(), [admin.id, scoped.id]);
+    s.applications.delete(app.id).await.unwrap();
+    assert_eq!(s.api_keys.find(&[3; 32]).await.unwrap(), None);
+
+    // Rotation replaces the generated key only; a deleted key is gone at once.
+    let other = ApiKey::new("ci");
+    s.api_keys.insert(&other, &[5; 32]).await.unwrap();
+    let rotated = ApiKey { generated: true, ..ApiKey::new("admin (generated)") };
+    s.api_keys.replace_generated(&rotated, &[6; 32]).await.unwrap();
+    assert_eq!(s.api_keys.find(&[1; 32]).await.unwrap(), None);
+    found = s.api_keys.find(&[6; 32]).await.unwrap().unwrap();
+    assert_eq!(found.id, rotated.id);
+    s.api_keys.delete(other.id).await.unwrap();
+    assert!(matches!(s.api_keys.delete(other.id).await, Err(StorageError::NotFound)));
+    assert_eq!(s.api_keys.list().await.unwrap().len(), 1);
 }
 
 #[tokio::test]

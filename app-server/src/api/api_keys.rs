@@ -1,0 +1,91 @@
+//! `/api/api-keys` (admin keys only, see `access`): keys for people and programs, optionally
+//! limited to one application and to reading. The token is answered once, at creation.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use loraflow_network_server::storage::{ApiKey, StorageError};
+
+use super::applications::{parse_uuid, required_name};
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::{ApiState, ListResponse};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeyBody {
+    name: Option<String>,
+    application_id: Option<String>,
+    #[serde(default)]
+    read_only: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyJson {
+    id: Uuid,
+    name: String,
+    application_id: Option<Uuid>,
+    read_only: bool,
+    /// The admin token loraflow generated on first start.
+    generated: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl From<ApiKey> for ApiKeyJson {
+    fn from(k: ApiKey) -> Self {
+        ApiKeyJson {
+            id: k.id,
+            name: k.name,
+            application_id: k.application_id,
+            read_only: k.read_only,
+            generated: k.generated,
+            created_at: k.created_at,
+        }
+    }
+}
+
+/// A new key with its token, the only time the token is shown.
+#[derive(Debug, Serialize)]
+pub struct CreatedJson {
+    #[serde(flatten)]
+    key: ApiKeyJson,
+    token: String,
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    ApiJson(body): ApiJson<ApiKeyBody>,
+) -> Result<(StatusCode, Json<CreatedJson>), ApiError> {
+    let name = required_name(body.name)?;
+    let application_id = body.application_id.as_deref().map(|s| parse_uuid("applicationId", s)).transpose()?;
+    if let Some(id) = application_id {
+        match state.storage.applications.get(id).await {
+            Err(StorageError::NotFound) => return Err(ApiError::field("applicationId", format!("no application {id}"))),
+            other => other?,
+        };
+    }
+    let (key, token) = state.auth.create(name, application_id, body.read_only).await.map_err(|e| match e {
+        // Deleted between the check and the insert.
+        StorageError::Conflict(m) => ApiError::BadRequest(m),
+        other => other.into(),
+    })?;
+    Ok((StatusCode::CREATED, Json(CreatedJson { key: key.into(), token })))
+}
+
+pub async fn list(State(state): State<ApiState>) -> Result<Json<ListResponse<ApiKeyJson>>, ApiError> {
+    let keys = state.auth.list().await?;
+    Ok(Json(ListResponse { total_count: keys.len() as u64, result: keys.into_iter().map(Into::into).collect() }))
+}
+
+pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_uuid("id", &id)?;
+    match state.auth.revoke(id).await {
+        Err(StorageError::NotFound) => Err(ApiError::NotFound(format!("API key {id} not found"))),
+        other => other.map(|()| StatusCode::NO_CONTENT).map_err(Into::into),
+    }
+}
