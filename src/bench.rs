@@ -33,6 +33,7 @@ use loraflow_network_server::types::Eui64;
 use crate::sim::device::{random_key, Session, VirtualDevice};
 use crate::sim::gateway::Gateways;
 use crate::sim::mac::MacConfig;
+use crate::sim::payload::PayloadKind;
 use crate::sim::plan::RadioPlan;
 use crate::sim::provision::{abp_dev_addr, Api, ProfileSpec};
 use crate::sim::router::Router;
@@ -92,6 +93,11 @@ pub struct BenchArgs {
     /// Activate devices by OTAA joins over the virtual gateways instead of ABP.
     #[arg(long)]
     pub otaa: bool,
+    /// What the devices send: `counter` (4 bytes, codec NONE) or `lpp` (Cayenne LPP
+    /// temperature and humidity on a CAYENNE_LPP profile: two measurements per uplink, and
+    /// every event must carry both decoded values).
+    #[arg(long, value_enum, default_value_t = BenchPayload::Counter)]
+    pub payload: BenchPayload,
     /// Raise the rate step by step (×--step-factor) until events are lost or p99 exceeds
     /// --max-p99-ms; report the last good rate.
     #[arg(long)]
@@ -124,6 +130,33 @@ pub struct BenchArgs {
     pub config_file: Option<PathBuf>,
 }
 
+/// The uplink payload of the bench's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchPayload {
+    /// The uplink number, 4 bytes; the profile decodes nothing.
+    Counter,
+    /// The simulator's Cayenne LPP reading (temperature on channel 1, humidity on channel 2).
+    Lpp,
+}
+
+impl BenchPayload {
+    fn codec(self) -> &'static str {
+        match self {
+            BenchPayload::Counter => "NONE",
+            BenchPayload::Lpp => "CAYENNE_LPP",
+        }
+    }
+
+    /// The bytes of uplink `n` (counted from 1 within a step) of device `device`.
+    fn bytes(self, device: usize, n: u64) -> Vec<u8> {
+        match self {
+            BenchPayload::Counter => (n as u32).to_be_bytes().to_vec(),
+            BenchPayload::Lpp => PayloadKind::Lpp.payload(device, n as u32),
+        }
+    }
+}
+
 /// One rate step.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -139,6 +172,9 @@ pub struct StepResult {
     pub lost: u64,
     /// Events that matched no pending uplink (duplicates, or late from an earlier step).
     pub unmatched: u64,
+    /// With `--payload lpp`: matched events whose `object` lacks the decoded temperature or
+    /// humidity; null for the counter payload.
+    pub missing_object: Option<u64>,
     /// Events per second while they flowed (first to last event).
     pub achieved_events_per_sec: f64,
     pub latency_ms: Latency,
@@ -166,6 +202,7 @@ pub struct BenchReport {
     pub devices: u32,
     pub gateways: u32,
     pub activation: &'static str,
+    pub payload: BenchPayload,
     pub dedup_ms: u64,
     /// `child` (started here) or `target`.
     pub server: &'static str,
@@ -218,12 +255,12 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     let collector = Arc::new(Collector::default());
     let mqtt_stop = CancellationToken::new();
     let _mqtt_guard = mqtt_stop.clone().drop_guard();
-    subscribe(&target.mqtt, collector.clone(), mqtt_stop.clone()).await.context("subscribing to the MQTT up events")?;
+    subscribe(&target.mqtt, args.payload, collector.clone(), mqtt_stop.clone()).await.context("subscribing to the MQTT up events")?;
 
     let plan = bench_plan(args)?;
     let api = Api::new(&target.api, &target.token);
     let application_id = api.ensure_application(NAME).await.context("creating the application")?;
-    let spec = ProfileSpec { region: plan.common_name(), ..ProfileSpec::default() };
+    let spec = ProfileSpec { region: plan.common_name(), codec: args.payload.codec(), ..ProfileSpec::default() };
     let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
     let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, target.udp).await.context("binding gateway sockets")?;
     let region_config = crate::simulate::gateway_region_config(&api, &plan).await?;
@@ -267,7 +304,10 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
         let total = (rate * args.seconds).round().max(1.0) as u64;
         let (step, back) = run_step(args, rate, total, &format!("{rate:.0} uplinks/s"), groups, &radio, &collector, target, stop).await;
         groups = back;
-        let good = step.sent > 0 && step.lost == 0 && step.latency_ms.p99.is_some_and(|p| p <= args.max_p99_ms);
+        let good = step.sent > 0
+            && step.lost == 0
+            && step.missing_object.unwrap_or(0) == 0
+            && step.latency_ms.p99.is_some_and(|p| p <= args.max_p99_ms);
         if !args.json && args.find_max {
             eprintln!(
                 "step {:>8.1}/s: sent={} lost={} p99={} ms -> {}",
@@ -294,6 +334,7 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
         devices: args.devices,
         gateways: args.gateways,
         activation: if args.otaa { "otaa" } else { "abp" },
+        payload: args.payload,
         dedup_ms: args.dedup_ms,
         server: if target.child.is_some() { "child" } else { "target" },
         server_pid: target.pid(),
@@ -429,7 +470,8 @@ async fn run_step(
         .map(|(t, devices)| {
             let share = total / n + u64::from((t as u64) < total % n);
             let task_rate = rate * share as f64 / total as f64;
-            tokio::spawn(send_paced(devices, share, task_rate, radio.clone(), collector.clone(), sent.clone(), stop.clone()))
+            let pace = Pace { count: share, rate: task_rate, payload: args.payload };
+            tokio::spawn(send_paced(devices, pace, radio.clone(), collector.clone(), sent.clone(), stop.clone()))
         })
         .collect();
     let ticker = {
@@ -472,6 +514,7 @@ async fn run_step(
         _ => None,
     };
     let (received, unmatched, lost, latencies, rate_achieved) = collector.finish(dedup);
+    let missing_object = collector.missing_object.load(Ordering::Relaxed);
     let step = StepResult {
         rate,
         send_seconds,
@@ -479,6 +522,7 @@ async fn run_step(
         received,
         lost,
         unmatched,
+        missing_object: (args.payload == BenchPayload::Lpp).then_some(missing_object),
         achieved_events_per_sec: rate_achieved,
         latency_ms: percentiles(latencies),
         server_cpu_seconds_per_1000_uplinks: cpu,
@@ -488,17 +532,25 @@ async fn run_step(
     (step, groups)
 }
 
-/// Sends `count` uplinks at `rate` per second, round-robin over `devices`, paced against the
-/// clock (1 ms ticks, catching up on late ticks) so that a slow tick does not lower the rate.
-async fn send_paced(
-    mut devices: Vec<VirtualDevice>,
+/// What one sender task sends: `count` uplinks at `rate` per second.
+struct Pace {
     count: u64,
     rate: f64,
+    payload: BenchPayload,
+}
+
+/// Sends `pace.count` uplinks at `pace.rate` per second, round-robin over `devices`, paced
+/// against the clock (1 ms ticks, catching up on late ticks) so that a slow tick does not lower
+/// the rate.
+async fn send_paced(
+    mut devices: Vec<VirtualDevice>,
+    pace: Pace,
     radio: Radio,
     collector: Arc<Collector>,
     sent: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> Vec<VirtualDevice> {
+    let Pace { count, rate, payload } = pace;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let start = Instant::now();
@@ -512,8 +564,9 @@ async fn send_paced(
             let dev = &mut devices[next];
             next = (next + 1) % len;
             done += 1;
-            let payload = (done as u32).to_be_bytes();
-            let up = match dev.next_uplink(1, &payload, &mut rand::thread_rng()) {
+            // The device's number (its EUI past the prefix) makes LPP readings differ by device.
+            let bytes = payload.bytes(dev.dev_eui.as_u64().wrapping_sub(DEVICE_EUI_PREFIX) as usize, done);
+            let up = match dev.next_uplink(1, &bytes, &mut rand::thread_rng()) {
                 Ok(x) => x,
                 Err(e) => {
                     radio.stats.error();
@@ -541,6 +594,8 @@ struct Collector {
     first_last: Mutex<Option<(Instant, Instant)>>,
     matched: AtomicU64,
     unmatched: AtomicU64,
+    /// Matched events without the decoded values the payload must give.
+    missing_object: AtomicU64,
 }
 
 impl Collector {
@@ -554,6 +609,7 @@ impl Collector {
         *Self::lock(&self.first_last) = None;
         self.matched.store(0, Ordering::Relaxed);
         self.unmatched.store(0, Ordering::Relaxed);
+        self.missing_object.store(0, Ordering::Relaxed);
     }
 
     fn expect(&self, dev_eui: Eui64, f_cnt: u32, at: Instant) {
@@ -572,10 +628,15 @@ impl Collector {
         Self::lock(&self.first_last).map(|(_, l)| l)
     }
 
-    fn event(&self, dev_eui: Eui64, f_cnt: u32, at: Instant) {
+    /// An `up` event of `dev_eui`/`f_cnt` arrived `at`; `decoded` says whether it carries the
+    /// values the payload must decode to.
+    fn event(&self, dev_eui: Eui64, f_cnt: u32, decoded: bool, at: Instant) {
         let sent_at = Self::lock(&self.pending).remove(&(dev_eui, f_cnt));
         match sent_at {
             Some(t) => {
+                if !decoded {
+                    self.missing_object.fetch_add(1, Ordering::Relaxed);
+                }
                 Self::lock(&self.latencies).push(at.saturating_duration_since(t));
                 let mut fl = Self::lock(&self.first_last);
                 *fl = Some(fl.map_or((at, at), |(f, _)| (f, at)));
@@ -655,7 +716,7 @@ impl MqttTarget {
 
 /// Subscribes to every `up` event (QoS 1) and feeds the collector until `stop`; returns once
 /// the subscription is acknowledged.
-async fn subscribe(target: &MqttTarget, collector: Arc<Collector>, stop: CancellationToken) -> anyhow::Result<()> {
+async fn subscribe(target: &MqttTarget, payload: BenchPayload, collector: Arc<Collector>, stop: CancellationToken) -> anyhow::Result<()> {
     let mut opts = MqttOptions::new(format!("loraflow-bench-{}", uuid::Uuid::new_v4().simple()), &target.host, target.port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(true);
@@ -676,8 +737,9 @@ async fn subscribe(target: &MqttTarget, collector: Arc<Collector>, stop: Cancell
             match ev {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let at = Instant::now();
-                    if let Some((dev_eui, f_cnt)) = parse_up_event(&p.topic, &p.payload) {
-                        collector.event(dev_eui, f_cnt, at);
+                    if let Some(up) = parse_up_event(&p.topic, &p.payload) {
+                        let decoded = payload == BenchPayload::Counter || up.lpp_decoded;
+                        collector.event(up.dev_eui, up.f_cnt, decoded, at);
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -698,16 +760,29 @@ async fn subscribe(target: &MqttTarget, collector: Arc<Collector>, stop: Cancell
     Ok(())
 }
 
-/// devEui from `application/{id}/device/{devEui}/event/up`, fCnt from the JSON.
-fn parse_up_event(topic: &str, payload: &[u8]) -> Option<(Eui64, u32)> {
+/// What the bench reads from an `up` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UpEvent {
+    dev_eui: Eui64,
+    f_cnt: u32,
+    /// Whether `object` holds the decoded LPP temperature (channel 1) and humidity (channel 2).
+    lpp_decoded: bool,
+}
+
+/// devEui from `application/{id}/device/{devEui}/event/up`, fCnt and the decoded object from
+/// the JSON.
+fn parse_up_event(topic: &str, payload: &[u8]) -> Option<UpEvent> {
     #[derive(serde::Deserialize)]
     struct Up {
         #[serde(rename = "fCnt")]
         f_cnt: u32,
+        #[serde(default)]
+        object: Option<serde_json::Value>,
     }
     let dev_eui = topic.split('/').nth(3)?.to_ascii_lowercase().parse().ok()?;
     let up: Up = serde_json::from_slice(payload).ok()?;
-    Some((dev_eui, up.f_cnt))
+    let lpp_decoded = up.object.is_some_and(|o| o["temperatureSensor"]["1"].is_number() && o["humiditySensor"]["2"].is_number());
+    Some(UpEvent { dev_eui, f_cnt: up.f_cnt, lpp_decoded })
 }
 
 /// The server under test.
@@ -933,24 +1008,29 @@ fn table(r: &BenchReport, args: &BenchArgs) -> String {
         None => format!("target {}", args.target_api.as_deref().unwrap_or("")),
     };
     out.push_str(&format!(
-        "loraflow bench: {} devices ({}), {} gateways, dedup {} ms, server: {server}\n",
-        r.devices, r.activation, r.gateways, r.dedup_ms
+        "loraflow bench: {} devices ({}, {} payload), {} gateways, dedup {} ms, server: {server}\n",
+        r.devices,
+        r.activation,
+        args.payload.codec(),
+        r.gateways,
+        r.dedup_ms
     ));
     if r.inactive_devices > 0 {
         out.push_str(&format!("  {} devices could not join and sent nothing\n", r.inactive_devices));
     }
     out.push_str(&format!(
-        "{:>10} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
-        "rate/s", "sent", "received", "lost", "events/s", "p50 ms", "p99 ms", "max ms", "cpu s/1k", "rss MiB"
+        "{:>10} {:>9} {:>9} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+        "rate/s", "sent", "received", "lost", "no object", "events/s", "p50 ms", "p99 ms", "max ms", "cpu s/1k", "rss MiB"
     ));
     let rows = r.warmup.iter().map(|w| ("warm-up ", w)).chain(r.steps.iter().map(|s| ("", s)));
     for (label, s) in rows {
         out.push_str(&format!(
-            "{:>10} {:>9} {:>9} {:>7} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+            "{:>10} {:>9} {:>9} {:>7} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
             format!("{label}{:.1}", s.rate),
             s.sent,
             s.received,
             s.lost,
+            s.missing_object.map_or_else(|| "-".to_string(), |n| n.to_string()),
             s.achieved_events_per_sec,
             fmt_opt(s.latency_ms.p50, 1),
             fmt_opt(s.latency_ms.p99, 1),
@@ -961,9 +1041,12 @@ fn table(r: &BenchReport, args: &BenchArgs) -> String {
     }
     if args.find_max {
         match r.knee {
-            Some(k) => out.push_str(&format!("knee: {k:.1} uplinks/s (highest step with no loss and p99 <= {} ms)\n", args.max_p99_ms)),
+            Some(k) => out.push_str(&format!(
+                "knee: {k:.1} uplinks/s (highest step with no loss, no missing object and p99 <= {} ms)\n",
+                args.max_p99_ms
+            )),
             None => out.push_str(&format!(
-                "knee: none (the first step, {:.1}/s, already lost events or exceeded p99 {} ms)\n",
+                "knee: none (the first step, {:.1}/s, already lost events, missed objects or exceeded p99 {} ms)\n",
                 args.rate, args.max_p99_ms
             )),
         }
@@ -998,10 +1081,11 @@ mod tests {
         let dev = Eui64::from_u64(1);
         c.expect(dev, 0, t0);
         c.expect(dev, 1, t0);
-        c.event(dev, 0, t0 + Duration::from_millis(230));
-        c.event(dev, 0, t0 + Duration::from_millis(240));
+        c.event(dev, 0, false, t0 + Duration::from_millis(230));
+        c.event(dev, 0, true, t0 + Duration::from_millis(240));
         let (received, unmatched, lost, lat, _) = c.finish(Duration::from_millis(200));
         assert_eq!((received, unmatched, lost), (1, 1, 1));
+        assert_eq!(c.missing_object.load(Ordering::Relaxed), 1, "the matched event lacked its values");
         assert!((lat[0] - 30.0).abs() < 1e-6, "{lat:?}");
         assert_eq!(c.pending_len(), 0);
     }
@@ -1009,7 +1093,12 @@ mod tests {
     #[test]
     fn up_events_give_dev_eui_and_fcnt() {
         let topic = "application/5d3c/device/4C46424E43440001/event/up";
-        assert_eq!(parse_up_event(topic, br#"{"fCnt": 7, "data": "AA=="}"#), Some((Eui64::from_u64(0x4c46_424e_4344_0001), 7)));
+        let dev_eui = Eui64::from_u64(0x4c46_424e_4344_0001);
+        assert_eq!(parse_up_event(topic, br#"{"fCnt": 7, "data": "AA=="}"#), Some(UpEvent { dev_eui, f_cnt: 7, lpp_decoded: false }));
+        let lpp = br#"{"fCnt": 8, "object": {"temperatureSensor": {"1": 21.5}, "humiditySensor": {"2": 48.0}}}"#;
+        assert_eq!(parse_up_event(topic, lpp), Some(UpEvent { dev_eui, f_cnt: 8, lpp_decoded: true }));
+        let half = br#"{"fCnt": 9, "object": {"temperatureSensor": {"1": 21.5}}}"#;
+        assert_eq!(parse_up_event(topic, half).map(|u| u.lpp_decoded), Some(false));
         assert_eq!(parse_up_event(topic, b"{}"), None);
         assert_eq!(parse_up_event("application/x/event/up", br#"{"fCnt": 7}"#), None);
     }
