@@ -1,9 +1,10 @@
 //! `loraflow bench`: end-to-end throughput and latency of a server, measured the way users see
 //! it: Semtech UDP uplinks in, MQTT `up` events out.
 //!
-//! By default the server under test is this same binary started as a child process (`serve`
-//! on ephemeral ports with a temporary SQLite file or a fresh PostgreSQL database), so that its
-//! CPU time and peak RSS can be read from `/proc/<pid>` apart from the load generator's own.
+//! By default the server under test is this same binary started as a child process
+//! (`crate::child_server`: `serve` on ephemeral ports with a temporary SQLite file or a fresh
+//! PostgreSQL database), so that its CPU time and peak RSS can be read from `/proc/<pid>`
+//! apart from the load generator's own.
 //! `--target-api`/`--target-udp` point it at a server that is already running instead.
 //!
 //! Latency is from the moment the first gateway copy of an uplink is sent to the moment its
@@ -14,7 +15,6 @@ use loraflow_network_server::storage::config::with_database;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,12 +24,12 @@ use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use loraflow_network_server::types::Eui64;
 
+use crate::child_server::{create_postgres_database, drop_postgres_database, ChildServer, ChildSpec};
 use crate::sim::device::{random_key, Session, VirtualDevice};
 use crate::sim::gateway::Gateways;
 use crate::sim::mac::MacConfig;
@@ -52,7 +52,6 @@ const JOIN_ATTEMPTS: u32 = 3;
 /// (plus the dedup window), or after `DRAIN_MAX` in all.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 const DRAIN_MAX: Duration = Duration::from_secs(30);
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Load-test a server: uplinks over Semtech UDP, `up` events over MQTT.
 #[derive(Debug, Clone, clap::Args)]
@@ -791,15 +790,13 @@ struct Target {
     udp: SocketAddr,
     token: String,
     mqtt: MqttTarget,
-    child: Option<ChildServer>,
+    child: Option<Child>,
     database_kind: String,
 }
 
-struct ChildServer {
-    process: tokio::process::Child,
-    pid: u32,
-    _dir: tempfile::TempDir,
-    /// A PostgreSQL database created for this run: (server URL, database name).
+/// A server started here, and the PostgreSQL database created for it: (server URL, name).
+struct Child {
+    server: ChildServer,
     created_database: Option<(String, String)>,
 }
 
@@ -828,172 +825,76 @@ impl Target {
     }
 
     async fn spawn_child(args: &BenchArgs) -> anyhow::Result<Target> {
-        let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let mut created_database = None;
         let (database_url, database_kind) = match args.database.as_deref() {
-            None => (format!("sqlite://{}", dir.path().join("bench.db").display()), "sqlite".to_string()),
+            None => (None, "sqlite".to_string()),
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
                 let name = format!("loraflow_bench_{}", uuid::Uuid::new_v4().simple());
                 create_postgres_database(u, &name).await?;
                 created_database = Some((u.to_string(), name.clone()));
-                (with_database(u, &name), "postgres".to_string())
+                (Some(with_database(u, &name)), "postgres".to_string())
             }
-            Some(u) if u.starts_with("sqlite:") => (u.to_string(), "sqlite".to_string()),
+            Some(u) if u.starts_with("sqlite:") => (Some(u.to_string()), "sqlite".to_string()),
             Some(u) => bail!("--database: expected sqlite://… or postgres://…, got {u:?}"),
         };
-        let token = hex::encode(rand::random::<[u8; 16]>());
         let plan = bench_plan(args)?;
-        let exe = std::env::current_exe().context("locating the loraflow executable")?;
-        let mut cmd = tokio::process::Command::new(exe);
-        if let Some(c) = &args.config_file {
-            cmd.arg("--config").arg(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
-        }
-        cmd.arg("serve")
-            .current_dir(dir.path())
-            .env("RUST_LOG", &args.server_log)
-            .env("LORAFLOW_GATEWAY__BIND", "127.0.0.1:0")
-            .env("LORAFLOW_API__BIND", "127.0.0.1:0")
-            .env("LORAFLOW_API__ADMIN_TOKEN", &token)
-            .env("LORAFLOW_DATABASE__URL", &database_url)
-            .env("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", args.dedup_ms.to_string())
-            .envs(server_region_env(&plan))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        match &args.mqtt {
-            Some(url) => cmd.env("LORAFLOW_MQTT__URL", url),
-            None => cmd.env("LORAFLOW_MQTT__URL", "").env("LORAFLOW_MQTT__EMBEDDED_BIND", "127.0.0.1:0"),
+        let mut env = server_region_env(&plan);
+        env.push(("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", args.dedup_ms.to_string()));
+        let spec = ChildSpec {
+            config_file: args.config_file.as_deref(),
+            database_url: database_url.as_deref(),
+            log: &args.server_log,
+            mqtt_url: args.mqtt.as_deref(),
+            env,
         };
-        let mut process = cmd.spawn().context("starting the server process")?;
-        let pid = process.id().ok_or_else(|| anyhow!("the server process exited at once"))?;
-        let stdout = process.stdout.take().ok_or_else(|| anyhow!("no stdout of the server process"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(READY_TIMEOUT, async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(rest) = line.strip_prefix("loraflow ready: ") {
-                    return anyhow::Ok(Some(rest.to_string()));
+        let server = match ChildServer::spawn(spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some((url, name)) = &created_database {
+                    let _ = drop_postgres_database(url, name).await;
                 }
+                return Err(e);
             }
-            Ok(None)
-        })
-        .await;
-        let ready = match ready {
-            Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                let status = process.wait().await.ok();
-                bail!("the server exited before it was ready ({status:?}); its errors are above");
-            }
-            Err(_) => bail!("the server was not ready within {} s", READY_TIMEOUT.as_secs()),
         };
-        // Keep reading so that the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let ready = ReadyLine::parse(&ready)?;
         let mqtt = match &args.mqtt {
             Some(url) => MqttTarget::parse(url)?,
             None => {
-                let m = ready.mqtt.ok_or_else(|| anyhow!("the server started no embedded MQTT broker"))?;
+                let m = server.mqtt_embedded.ok_or_else(|| anyhow!("the server started no embedded MQTT broker"))?;
                 MqttTarget { host: m.ip().to_string(), port: m.port(), credentials: None }
             }
         };
         Ok(Target {
-            api: format!("http://{}", ready.api),
-            udp: ready.gateway,
-            token,
+            api: server.api.clone(),
+            udp: server.gateway,
+            token: server.token.clone(),
             mqtt,
-            child: Some(ChildServer { process, pid, _dir: dir, created_database }),
+            child: Some(Child { server, created_database }),
             database_kind,
         })
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.pid)
+        self.child.as_ref().map(|c| c.server.pid())
     }
 
-    /// User + system CPU seconds of the child server so far (`/proc/<pid>/stat` fields 14, 15).
     fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        let ticks = proc_stat_cpu_ticks(&stat)?;
-        // SAFETY: sysconf only reads a system constant.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        (hz > 0).then(|| ticks as f64 / hz as f64)
+        self.child.as_ref()?.server.cpu_seconds()
     }
 
-    /// Peak resident set of the child server (`VmHWM` in `/proc/<pid>/status`).
     fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        proc_status_kib(&status, "VmHWM:").map(|kib| (kib as f64 / 1024.0 * 10.0).round() / 10.0)
+        self.child.as_ref()?.server.peak_rss_mib()
     }
 
-    /// Stops the child server (SIGTERM, then SIGKILL after 10 s) and drops a database
-    /// created for it.
+    /// Stops the child server and drops a database created for it.
     async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe {
-            libc::kill(child.pid as libc::pid_t, libc::SIGTERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(10), child.process.wait()).await.is_err() {
-            let _ = child.process.kill().await;
-        }
+        let Some(child) = self.child.take() else { return };
+        child.server.stop().await;
         if let Some((server, name)) = child.created_database {
             if let Err(e) = drop_postgres_database(&server, &name).await {
                 eprintln!("loraflow bench: could not drop database {name}: {e:#}");
             }
         }
     }
-}
-
-/// The addresses in `loraflow ready: api=http://… gateway_udp=… mqtt_embedded=…`.
-#[derive(Debug, PartialEq, Eq)]
-struct ReadyLine {
-    api: SocketAddr,
-    gateway: SocketAddr,
-    mqtt: Option<SocketAddr>,
-}
-
-impl ReadyLine {
-    fn parse(rest: &str) -> anyhow::Result<ReadyLine> {
-        let field = |name: &str| -> Option<SocketAddr> {
-            rest.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.trim_start_matches("http://").parse().ok())
-        };
-        Ok(ReadyLine {
-            api: field("api").ok_or_else(|| anyhow!("no api address in the ready line {rest:?}"))?,
-            gateway: field("gateway_udp").ok_or_else(|| anyhow!("no gateway_udp address in the ready line {rest:?}"))?,
-            mqtt: field("mqtt_embedded"),
-        })
-    }
-}
-
-/// utime + stime from `/proc/<pid>/stat`; the command name may contain spaces and
-/// parentheses, so fields are counted after the last `)`.
-fn proc_stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Field 3 (state) is the first after the name: utime is field 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn proc_status_kib(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
-}
-
-async fn create_postgres_database(server: &str, name: &str) -> anyhow::Result<()> {
-    use sqlx::{Connection, Executor};
-    let mut conn = sqlx::PgConnection::connect(server).await.with_context(|| "--database: cannot connect to PostgreSQL")?;
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.with_context(|| format!("--database: cannot create database {name}"))?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
-async fn drop_postgres_database(server: &str, name: &str) -> anyhow::Result<()> {
-    use sqlx::{Connection, Executor};
-    let mut conn = sqlx::PgConnection::connect(server).await?;
-    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
-    let _ = conn.close().await;
-    Ok(())
 }
 
 fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
@@ -1104,16 +1005,6 @@ mod tests {
     }
 
     #[test]
-    fn ready_line_gives_the_bound_addresses() {
-        let r = ReadyLine::parse("api=http://127.0.0.1:4000 gateway_udp=127.0.0.1:4001 mqtt_embedded=127.0.0.1:4002").unwrap();
-        assert_eq!(r.api.port(), 4000);
-        assert_eq!(r.gateway.port(), 4001);
-        assert_eq!(r.mqtt.map(|m| m.port()), Some(4002));
-        assert_eq!(ReadyLine::parse("api=http://127.0.0.1:4000 gateway_udp=127.0.0.1:4001").unwrap().mqtt, None);
-        assert!(ReadyLine::parse("api=http://127.0.0.1:4000").is_err());
-    }
-
-    #[test]
     fn mqtt_urls_parse_with_and_without_credentials() {
         assert_eq!(
             MqttTarget::parse("mqtt://127.0.0.1:1883").unwrap(),
@@ -1125,14 +1016,6 @@ mod tests {
         );
         assert!(MqttTarget::parse("mqtts://broker:8883").is_err());
         assert!(MqttTarget::parse("mqtt://broker:x").is_err());
-    }
-
-    #[test]
-    fn proc_files_give_cpu_ticks_and_peak_rss() {
-        let stat = "1234 (loraflow (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 40 0 0 20 0 8 0 100 0 0";
-        assert_eq!(proc_stat_cpu_ticks(stat), Some(290));
-        let status = "Name:\tloraflow\nVmPeak:\t  900 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
-        assert_eq!(proc_status_kib(status, "VmHWM:"), Some(51200));
     }
 
     #[test]
