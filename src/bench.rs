@@ -429,7 +429,7 @@ fn server_region_env(plan: &RadioPlan) -> Vec<(&'static str, String)> {
     env
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix:>18} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")

@@ -30,6 +30,8 @@ enum Command {
     Simulate(loraflow::simulate::SimulateArgs),
     /// Measure throughput and latency (UDP uplink in, MQTT event out) of a child or running server.
     Bench(loraflow::bench::BenchArgs),
+    /// Time the hourly measurement queries over a day of values of many devices (PostgreSQL).
+    BenchQuery(loraflow::bench_query::BenchQueryArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,10 @@ fn main() -> ExitCode {
             // The child server reads the same file (plus the bench's overrides).
             args.config_file = cli.config.clone();
             run_tool(loraflow::bench::run(args))
+        }
+        Command::BenchQuery(mut args) => {
+            args.config_file = cli.config.clone();
+            run_tool(loraflow::bench_query::run(args))
         }
         Command::Serve => {
             loraflow::server::init_tracing(&config.log);
