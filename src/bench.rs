@@ -309,10 +309,11 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
             && step.latency_ms.p99.is_some_and(|p| p <= args.max_p99_ms);
         if !args.json && args.find_max {
             eprintln!(
-                "step {:>8.1}/s: sent={} lost={} p99={} ms -> {}",
+                "step {:>8.1}/s: sent={} lost={}{} p99={} ms -> {}",
                 step.rate,
                 step.sent,
                 step.lost,
+                step.missing_object.map_or_else(String::new, |n| format!(" no_object={n}")),
                 fmt_opt(step.latency_ms.p99, 1),
                 if good { "ok" } else { "over the limit" }
             );
