@@ -1,9 +1,10 @@
 //! `loraflow bench`: end-to-end throughput and latency of a server, measured the way users see
 //! it: Semtech UDP uplinks in, MQTT `up` events out.
 //!
-//! By default the server under test is this same binary started as a child process (`serve`
-//! on ephemeral ports with a temporary SQLite file or a fresh PostgreSQL database), so that its
-//! CPU time and peak RSS can be read from `/proc/<pid>` apart from the load generator's own.
+//! By default the server under test is this same binary started as a child process
+//! (`crate::child_server`: `serve` on ephemeral ports with a temporary SQLite file or a fresh
+//! PostgreSQL database), so that its CPU time and peak RSS can be read from `/proc/<pid>`
+//! apart from the load generator's own.
 //! `--target-api`/`--target-udp` point it at a server that is already running instead.
 //!
 //! Latency is from the moment the first gateway copy of an uplink is sent to the moment its
@@ -14,7 +15,6 @@ use loraflow_network_server::storage::config::with_database;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,15 +24,16 @@ use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use loraflow_network_server::types::Eui64;
 
+use crate::child_server::{create_postgres_database, drop_postgres_database, ChildServer, ChildSpec};
 use crate::sim::device::{random_key, Session, VirtualDevice};
 use crate::sim::gateway::Gateways;
 use crate::sim::mac::MacConfig;
+use crate::sim::payload::PayloadKind;
 use crate::sim::plan::RadioPlan;
 use crate::sim::provision::{abp_dev_addr, Api, ProfileSpec};
 use crate::sim::router::Router;
@@ -51,7 +52,6 @@ const JOIN_ATTEMPTS: u32 = 3;
 /// (plus the dedup window), or after `DRAIN_MAX` in all.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 const DRAIN_MAX: Duration = Duration::from_secs(30);
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Load-test a server: uplinks over Semtech UDP, `up` events over MQTT.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +92,11 @@ pub struct BenchArgs {
     /// Activate devices by OTAA joins over the virtual gateways instead of ABP.
     #[arg(long)]
     pub otaa: bool,
+    /// What the devices send: `counter` (4 bytes, codec NONE) or `lpp` (Cayenne LPP
+    /// temperature and humidity on a CAYENNE_LPP profile: two measurements per uplink, and
+    /// every event must carry both decoded values).
+    #[arg(long, value_enum, default_value_t = BenchPayload::Counter)]
+    pub payload: BenchPayload,
     /// Raise the rate step by step (×--step-factor) until events are lost or p99 exceeds
     /// --max-p99-ms; report the last good rate.
     #[arg(long)]
@@ -124,6 +129,33 @@ pub struct BenchArgs {
     pub config_file: Option<PathBuf>,
 }
 
+/// The uplink payload of the bench's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchPayload {
+    /// The uplink number, 4 bytes; the profile decodes nothing.
+    Counter,
+    /// The simulator's Cayenne LPP reading (temperature on channel 1, humidity on channel 2).
+    Lpp,
+}
+
+impl BenchPayload {
+    fn codec(self) -> &'static str {
+        match self {
+            BenchPayload::Counter => "NONE",
+            BenchPayload::Lpp => "CAYENNE_LPP",
+        }
+    }
+
+    /// The bytes of uplink `n` (counted from 1 within a step) of device `device`.
+    fn bytes(self, device: usize, n: u64) -> Vec<u8> {
+        match self {
+            BenchPayload::Counter => (n as u32).to_be_bytes().to_vec(),
+            BenchPayload::Lpp => PayloadKind::Lpp.payload(device, n as u32),
+        }
+    }
+}
+
 /// One rate step.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -139,6 +171,9 @@ pub struct StepResult {
     pub lost: u64,
     /// Events that matched no pending uplink (duplicates, or late from an earlier step).
     pub unmatched: u64,
+    /// With `--payload lpp`: matched events whose `object` lacks the decoded temperature or
+    /// humidity; null for the counter payload.
+    pub missing_object: Option<u64>,
     /// Events per second while they flowed (first to last event).
     pub achieved_events_per_sec: f64,
     pub latency_ms: Latency,
@@ -166,6 +201,7 @@ pub struct BenchReport {
     pub devices: u32,
     pub gateways: u32,
     pub activation: &'static str,
+    pub payload: BenchPayload,
     pub dedup_ms: u64,
     /// `child` (started here) or `target`.
     pub server: &'static str,
@@ -218,12 +254,12 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     let collector = Arc::new(Collector::default());
     let mqtt_stop = CancellationToken::new();
     let _mqtt_guard = mqtt_stop.clone().drop_guard();
-    subscribe(&target.mqtt, collector.clone(), mqtt_stop.clone()).await.context("subscribing to the MQTT up events")?;
+    subscribe(&target.mqtt, args.payload, collector.clone(), mqtt_stop.clone()).await.context("subscribing to the MQTT up events")?;
 
     let plan = bench_plan(args)?;
     let api = Api::new(&target.api, &target.token);
     let application_id = api.ensure_application(NAME).await.context("creating the application")?;
-    let spec = ProfileSpec { region: plan.common_name(), ..ProfileSpec::default() };
+    let spec = ProfileSpec { region: plan.common_name(), codec: args.payload.codec(), ..ProfileSpec::default() };
     let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
     let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, target.udp).await.context("binding gateway sockets")?;
     let region_config = crate::simulate::gateway_region_config(&api, &plan).await?;
@@ -267,13 +303,17 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
         let total = (rate * args.seconds).round().max(1.0) as u64;
         let (step, back) = run_step(args, rate, total, &format!("{rate:.0} uplinks/s"), groups, &radio, &collector, target, stop).await;
         groups = back;
-        let good = step.sent > 0 && step.lost == 0 && step.latency_ms.p99.is_some_and(|p| p <= args.max_p99_ms);
+        let good = step.sent > 0
+            && step.lost == 0
+            && step.missing_object.unwrap_or(0) == 0
+            && step.latency_ms.p99.is_some_and(|p| p <= args.max_p99_ms);
         if !args.json && args.find_max {
             eprintln!(
-                "step {:>8.1}/s: sent={} lost={} p99={} ms -> {}",
+                "step {:>8.1}/s: sent={} lost={}{} p99={} ms -> {}",
                 step.rate,
                 step.sent,
                 step.lost,
+                step.missing_object.map_or_else(String::new, |n| format!(" no_object={n}")),
                 fmt_opt(step.latency_ms.p99, 1),
                 if good { "ok" } else { "over the limit" }
             );
@@ -294,6 +334,7 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
         devices: args.devices,
         gateways: args.gateways,
         activation: if args.otaa { "otaa" } else { "abp" },
+        payload: args.payload,
         dedup_ms: args.dedup_ms,
         server: if target.child.is_some() { "child" } else { "target" },
         server_pid: target.pid(),
@@ -389,7 +430,7 @@ fn server_region_env(plan: &RadioPlan) -> Vec<(&'static str, String)> {
     env
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix:>18} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
@@ -429,7 +470,8 @@ async fn run_step(
         .map(|(t, devices)| {
             let share = total / n + u64::from((t as u64) < total % n);
             let task_rate = rate * share as f64 / total as f64;
-            tokio::spawn(send_paced(devices, share, task_rate, radio.clone(), collector.clone(), sent.clone(), stop.clone()))
+            let pace = Pace { count: share, rate: task_rate, payload: args.payload };
+            tokio::spawn(send_paced(devices, pace, radio.clone(), collector.clone(), sent.clone(), stop.clone()))
         })
         .collect();
     let ticker = {
@@ -472,6 +514,7 @@ async fn run_step(
         _ => None,
     };
     let (received, unmatched, lost, latencies, rate_achieved) = collector.finish(dedup);
+    let missing_object = collector.missing_object.load(Ordering::Relaxed);
     let step = StepResult {
         rate,
         send_seconds,
@@ -479,6 +522,7 @@ async fn run_step(
         received,
         lost,
         unmatched,
+        missing_object: (args.payload == BenchPayload::Lpp).then_some(missing_object),
         achieved_events_per_sec: rate_achieved,
         latency_ms: percentiles(latencies),
         server_cpu_seconds_per_1000_uplinks: cpu,
@@ -488,17 +532,25 @@ async fn run_step(
     (step, groups)
 }
 
-/// Sends `count` uplinks at `rate` per second, round-robin over `devices`, paced against the
-/// clock (1 ms ticks, catching up on late ticks) so that a slow tick does not lower the rate.
-async fn send_paced(
-    mut devices: Vec<VirtualDevice>,
+/// What one sender task sends: `count` uplinks at `rate` per second.
+struct Pace {
     count: u64,
     rate: f64,
+    payload: BenchPayload,
+}
+
+/// Sends `pace.count` uplinks at `pace.rate` per second, round-robin over `devices`, paced
+/// against the clock (1 ms ticks, catching up on late ticks) so that a slow tick does not lower
+/// the rate.
+async fn send_paced(
+    mut devices: Vec<VirtualDevice>,
+    pace: Pace,
     radio: Radio,
     collector: Arc<Collector>,
     sent: Arc<AtomicU64>,
     stop: CancellationToken,
 ) -> Vec<VirtualDevice> {
+    let Pace { count, rate, payload } = pace;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let start = Instant::now();
@@ -512,8 +564,9 @@ async fn send_paced(
             let dev = &mut devices[next];
             next = (next + 1) % len;
             done += 1;
-            let payload = (done as u32).to_be_bytes();
-            let up = match dev.next_uplink(1, &payload, &mut rand::thread_rng()) {
+            // The device's number (its EUI past the prefix) makes LPP readings differ by device.
+            let bytes = payload.bytes(dev.dev_eui.as_u64().wrapping_sub(DEVICE_EUI_PREFIX) as usize, done);
+            let up = match dev.next_uplink(1, &bytes, &mut rand::thread_rng()) {
                 Ok(x) => x,
                 Err(e) => {
                     radio.stats.error();
@@ -541,6 +594,8 @@ struct Collector {
     first_last: Mutex<Option<(Instant, Instant)>>,
     matched: AtomicU64,
     unmatched: AtomicU64,
+    /// Matched events without the decoded values the payload must give.
+    missing_object: AtomicU64,
 }
 
 impl Collector {
@@ -554,6 +609,7 @@ impl Collector {
         *Self::lock(&self.first_last) = None;
         self.matched.store(0, Ordering::Relaxed);
         self.unmatched.store(0, Ordering::Relaxed);
+        self.missing_object.store(0, Ordering::Relaxed);
     }
 
     fn expect(&self, dev_eui: Eui64, f_cnt: u32, at: Instant) {
@@ -572,10 +628,15 @@ impl Collector {
         Self::lock(&self.first_last).map(|(_, l)| l)
     }
 
-    fn event(&self, dev_eui: Eui64, f_cnt: u32, at: Instant) {
+    /// An `up` event of `dev_eui`/`f_cnt` arrived `at`; `decoded` says whether it carries the
+    /// values the payload must decode to.
+    fn event(&self, dev_eui: Eui64, f_cnt: u32, decoded: bool, at: Instant) {
         let sent_at = Self::lock(&self.pending).remove(&(dev_eui, f_cnt));
         match sent_at {
             Some(t) => {
+                if !decoded {
+                    self.missing_object.fetch_add(1, Ordering::Relaxed);
+                }
                 Self::lock(&self.latencies).push(at.saturating_duration_since(t));
                 let mut fl = Self::lock(&self.first_last);
                 *fl = Some(fl.map_or((at, at), |(f, _)| (f, at)));
@@ -655,7 +716,7 @@ impl MqttTarget {
 
 /// Subscribes to every `up` event (QoS 1) and feeds the collector until `stop`; returns once
 /// the subscription is acknowledged.
-async fn subscribe(target: &MqttTarget, collector: Arc<Collector>, stop: CancellationToken) -> anyhow::Result<()> {
+async fn subscribe(target: &MqttTarget, payload: BenchPayload, collector: Arc<Collector>, stop: CancellationToken) -> anyhow::Result<()> {
     let mut opts = MqttOptions::new(format!("loraflow-bench-{}", uuid::Uuid::new_v4().simple()), &target.host, target.port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(true);
@@ -676,8 +737,9 @@ async fn subscribe(target: &MqttTarget, collector: Arc<Collector>, stop: Cancell
             match ev {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let at = Instant::now();
-                    if let Some((dev_eui, f_cnt)) = parse_up_event(&p.topic, &p.payload) {
-                        collector.event(dev_eui, f_cnt, at);
+                    if let Some(up) = parse_up_event(&p.topic, &p.payload) {
+                        let decoded = payload == BenchPayload::Counter || up.lpp_decoded;
+                        collector.event(up.dev_eui, up.f_cnt, decoded, at);
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
@@ -698,16 +760,29 @@ async fn subscribe(target: &MqttTarget, collector: Arc<Collector>, stop: Cancell
     Ok(())
 }
 
-/// devEui from `application/{id}/device/{devEui}/event/up`, fCnt from the JSON.
-fn parse_up_event(topic: &str, payload: &[u8]) -> Option<(Eui64, u32)> {
+/// What the bench reads from an `up` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UpEvent {
+    dev_eui: Eui64,
+    f_cnt: u32,
+    /// Whether `object` holds the decoded LPP temperature (channel 1) and humidity (channel 2).
+    lpp_decoded: bool,
+}
+
+/// devEui from `application/{id}/device/{devEui}/event/up`, fCnt and the decoded object from
+/// the JSON.
+fn parse_up_event(topic: &str, payload: &[u8]) -> Option<UpEvent> {
     #[derive(serde::Deserialize)]
     struct Up {
         #[serde(rename = "fCnt")]
         f_cnt: u32,
+        #[serde(default)]
+        object: Option<serde_json::Value>,
     }
     let dev_eui = topic.split('/').nth(3)?.to_ascii_lowercase().parse().ok()?;
     let up: Up = serde_json::from_slice(payload).ok()?;
-    Some((dev_eui, up.f_cnt))
+    let lpp_decoded = up.object.is_some_and(|o| o["temperatureSensor"]["1"].is_number() && o["humiditySensor"]["2"].is_number());
+    Some(UpEvent { dev_eui, f_cnt: up.f_cnt, lpp_decoded })
 }
 
 /// The server under test.
@@ -716,15 +791,13 @@ struct Target {
     udp: SocketAddr,
     token: String,
     mqtt: MqttTarget,
-    child: Option<ChildServer>,
+    child: Option<Child>,
     database_kind: String,
 }
 
-struct ChildServer {
-    process: tokio::process::Child,
-    pid: u32,
-    _dir: tempfile::TempDir,
-    /// A PostgreSQL database created for this run: (server URL, database name).
+/// A server started here, and the PostgreSQL database created for it: (server URL, name).
+struct Child {
+    server: ChildServer,
     created_database: Option<(String, String)>,
 }
 
@@ -753,172 +826,76 @@ impl Target {
     }
 
     async fn spawn_child(args: &BenchArgs) -> anyhow::Result<Target> {
-        let dir = tempfile::tempdir().context("creating a temporary directory")?;
         let mut created_database = None;
         let (database_url, database_kind) = match args.database.as_deref() {
-            None => (format!("sqlite://{}", dir.path().join("bench.db").display()), "sqlite".to_string()),
+            None => (None, "sqlite".to_string()),
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
                 let name = format!("loraflow_bench_{}", uuid::Uuid::new_v4().simple());
                 create_postgres_database(u, &name).await?;
                 created_database = Some((u.to_string(), name.clone()));
-                (with_database(u, &name), "postgres".to_string())
+                (Some(with_database(u, &name)), "postgres".to_string())
             }
-            Some(u) if u.starts_with("sqlite:") => (u.to_string(), "sqlite".to_string()),
+            Some(u) if u.starts_with("sqlite:") => (Some(u.to_string()), "sqlite".to_string()),
             Some(u) => bail!("--database: expected sqlite://… or postgres://…, got {u:?}"),
         };
-        let token = hex::encode(rand::random::<[u8; 16]>());
         let plan = bench_plan(args)?;
-        let exe = std::env::current_exe().context("locating the loraflow executable")?;
-        let mut cmd = tokio::process::Command::new(exe);
-        if let Some(c) = &args.config_file {
-            cmd.arg("--config").arg(std::path::absolute(c).unwrap_or_else(|_| c.clone()));
-        }
-        cmd.arg("serve")
-            .current_dir(dir.path())
-            .env("RUST_LOG", &args.server_log)
-            .env("LORAFLOW_GATEWAY__BIND", "127.0.0.1:0")
-            .env("LORAFLOW_API__BIND", "127.0.0.1:0")
-            .env("LORAFLOW_API__ADMIN_TOKEN", &token)
-            .env("LORAFLOW_DATABASE__URL", &database_url)
-            .env("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", args.dedup_ms.to_string())
-            .envs(server_region_env(&plan))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        match &args.mqtt {
-            Some(url) => cmd.env("LORAFLOW_MQTT__URL", url),
-            None => cmd.env("LORAFLOW_MQTT__URL", "").env("LORAFLOW_MQTT__EMBEDDED_BIND", "127.0.0.1:0"),
+        let mut env = server_region_env(&plan);
+        env.push(("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", args.dedup_ms.to_string()));
+        let spec = ChildSpec {
+            config_file: args.config_file.as_deref(),
+            database_url: database_url.as_deref(),
+            log: &args.server_log,
+            mqtt_url: args.mqtt.as_deref(),
+            env,
         };
-        let mut process = cmd.spawn().context("starting the server process")?;
-        let pid = process.id().ok_or_else(|| anyhow!("the server process exited at once"))?;
-        let stdout = process.stdout.take().ok_or_else(|| anyhow!("no stdout of the server process"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(READY_TIMEOUT, async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(rest) = line.strip_prefix("loraflow ready: ") {
-                    return anyhow::Ok(Some(rest.to_string()));
+        let server = match ChildServer::spawn(spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some((url, name)) = &created_database {
+                    let _ = drop_postgres_database(url, name).await;
                 }
+                return Err(e);
             }
-            Ok(None)
-        })
-        .await;
-        let ready = match ready {
-            Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                let status = process.wait().await.ok();
-                bail!("the server exited before it was ready ({status:?}); its errors are above");
-            }
-            Err(_) => bail!("the server was not ready within {} s", READY_TIMEOUT.as_secs()),
         };
-        // Keep reading so that the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let ready = ReadyLine::parse(&ready)?;
         let mqtt = match &args.mqtt {
             Some(url) => MqttTarget::parse(url)?,
             None => {
-                let m = ready.mqtt.ok_or_else(|| anyhow!("the server started no embedded MQTT broker"))?;
+                let m = server.mqtt_embedded.ok_or_else(|| anyhow!("the server started no embedded MQTT broker"))?;
                 MqttTarget { host: m.ip().to_string(), port: m.port(), credentials: None }
             }
         };
         Ok(Target {
-            api: format!("http://{}", ready.api),
-            udp: ready.gateway,
-            token,
+            api: server.api.clone(),
+            udp: server.gateway,
+            token: server.token.clone(),
             mqtt,
-            child: Some(ChildServer { process, pid, _dir: dir, created_database }),
+            child: Some(Child { server, created_database }),
             database_kind,
         })
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.pid)
+        self.child.as_ref().map(|c| c.server.pid())
     }
 
-    /// User + system CPU seconds of the child server so far (`/proc/<pid>/stat` fields 14, 15).
     fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        let ticks = proc_stat_cpu_ticks(&stat)?;
-        // SAFETY: sysconf only reads a system constant.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        (hz > 0).then(|| ticks as f64 / hz as f64)
+        self.child.as_ref()?.server.cpu_seconds()
     }
 
-    /// Peak resident set of the child server (`VmHWM` in `/proc/<pid>/status`).
     fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        proc_status_kib(&status, "VmHWM:").map(|kib| (kib as f64 / 1024.0 * 10.0).round() / 10.0)
+        self.child.as_ref()?.server.peak_rss_mib()
     }
 
-    /// Stops the child server (SIGTERM, then SIGKILL after 10 s) and drops a database
-    /// created for it.
+    /// Stops the child server and drops a database created for it.
     async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        unsafe {
-            libc::kill(child.pid as libc::pid_t, libc::SIGTERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(10), child.process.wait()).await.is_err() {
-            let _ = child.process.kill().await;
-        }
+        let Some(child) = self.child.take() else { return };
+        child.server.stop().await;
         if let Some((server, name)) = child.created_database {
             if let Err(e) = drop_postgres_database(&server, &name).await {
                 eprintln!("loraflow bench: could not drop database {name}: {e:#}");
             }
         }
     }
-}
-
-/// The addresses in `loraflow ready: api=http://… gateway_udp=… mqtt_embedded=…`.
-#[derive(Debug, PartialEq, Eq)]
-struct ReadyLine {
-    api: SocketAddr,
-    gateway: SocketAddr,
-    mqtt: Option<SocketAddr>,
-}
-
-impl ReadyLine {
-    fn parse(rest: &str) -> anyhow::Result<ReadyLine> {
-        let field = |name: &str| -> Option<SocketAddr> {
-            rest.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.trim_start_matches("http://").parse().ok())
-        };
-        Ok(ReadyLine {
-            api: field("api").ok_or_else(|| anyhow!("no api address in the ready line {rest:?}"))?,
-            gateway: field("gateway_udp").ok_or_else(|| anyhow!("no gateway_udp address in the ready line {rest:?}"))?,
-            mqtt: field("mqtt_embedded"),
-        })
-    }
-}
-
-/// utime + stime from `/proc/<pid>/stat`; the command name may contain spaces and
-/// parentheses, so fields are counted after the last `)`.
-fn proc_stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Field 3 (state) is the first after the name: utime is field 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn proc_status_kib(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
-}
-
-async fn create_postgres_database(server: &str, name: &str) -> anyhow::Result<()> {
-    use sqlx::{Connection, Executor};
-    let mut conn = sqlx::PgConnection::connect(server).await.with_context(|| "--database: cannot connect to PostgreSQL")?;
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.with_context(|| format!("--database: cannot create database {name}"))?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
-async fn drop_postgres_database(server: &str, name: &str) -> anyhow::Result<()> {
-    use sqlx::{Connection, Executor};
-    let mut conn = sqlx::PgConnection::connect(server).await?;
-    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await?;
-    let _ = conn.close().await;
-    Ok(())
 }
 
 fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
@@ -933,24 +910,29 @@ fn table(r: &BenchReport, args: &BenchArgs) -> String {
         None => format!("target {}", args.target_api.as_deref().unwrap_or("")),
     };
     out.push_str(&format!(
-        "loraflow bench: {} devices ({}), {} gateways, dedup {} ms, server: {server}\n",
-        r.devices, r.activation, r.gateways, r.dedup_ms
+        "loraflow bench: {} devices ({}, {} payload), {} gateways, dedup {} ms, server: {server}\n",
+        r.devices,
+        r.activation,
+        args.payload.codec(),
+        r.gateways,
+        r.dedup_ms
     ));
     if r.inactive_devices > 0 {
         out.push_str(&format!("  {} devices could not join and sent nothing\n", r.inactive_devices));
     }
     out.push_str(&format!(
-        "{:>10} {:>9} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
-        "rate/s", "sent", "received", "lost", "events/s", "p50 ms", "p99 ms", "max ms", "cpu s/1k", "rss MiB"
+        "{:>10} {:>9} {:>9} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+        "rate/s", "sent", "received", "lost", "no object", "events/s", "p50 ms", "p99 ms", "max ms", "cpu s/1k", "rss MiB"
     ));
     let rows = r.warmup.iter().map(|w| ("warm-up ", w)).chain(r.steps.iter().map(|s| ("", s)));
     for (label, s) in rows {
         out.push_str(&format!(
-            "{:>10} {:>9} {:>9} {:>7} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+            "{:>10} {:>9} {:>9} {:>7} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
             format!("{label}{:.1}", s.rate),
             s.sent,
             s.received,
             s.lost,
+            s.missing_object.map_or_else(|| "-".to_string(), |n| n.to_string()),
             s.achieved_events_per_sec,
             fmt_opt(s.latency_ms.p50, 1),
             fmt_opt(s.latency_ms.p99, 1),
@@ -961,9 +943,12 @@ fn table(r: &BenchReport, args: &BenchArgs) -> String {
     }
     if args.find_max {
         match r.knee {
-            Some(k) => out.push_str(&format!("knee: {k:.1} uplinks/s (highest step with no loss and p99 <= {} ms)\n", args.max_p99_ms)),
+            Some(k) => out.push_str(&format!(
+                "knee: {k:.1} uplinks/s (highest step with no loss, no missing object and p99 <= {} ms)\n",
+                args.max_p99_ms
+            )),
             None => out.push_str(&format!(
-                "knee: none (the first step, {:.1}/s, already lost events or exceeded p99 {} ms)\n",
+                "knee: none (the first step, {:.1}/s, already lost events, missed objects or exceeded p99 {} ms)\n",
                 args.rate, args.max_p99_ms
             )),
         }
@@ -998,10 +983,11 @@ mod tests {
         let dev = Eui64::from_u64(1);
         c.expect(dev, 0, t0);
         c.expect(dev, 1, t0);
-        c.event(dev, 0, t0 + Duration::from_millis(230));
-        c.event(dev, 0, t0 + Duration::from_millis(240));
+        c.event(dev, 0, false, t0 + Duration::from_millis(230));
+        c.event(dev, 0, true, t0 + Duration::from_millis(240));
         let (received, unmatched, lost, lat, _) = c.finish(Duration::from_millis(200));
         assert_eq!((received, unmatched, lost), (1, 1, 1));
+        assert_eq!(c.missing_object.load(Ordering::Relaxed), 1, "the matched event lacked its values");
         assert!((lat[0] - 30.0).abs() < 1e-6, "{lat:?}");
         assert_eq!(c.pending_len(), 0);
     }
@@ -1009,19 +995,14 @@ mod tests {
     #[test]
     fn up_events_give_dev_eui_and_fcnt() {
         let topic = "application/5d3c/device/4C46424E43440001/event/up";
-        assert_eq!(parse_up_event(topic, br#"{"fCnt": 7, "data": "AA=="}"#), Some((Eui64::from_u64(0x4c46_424e_4344_0001), 7)));
+        let dev_eui = Eui64::from_u64(0x4c46_424e_4344_0001);
+        assert_eq!(parse_up_event(topic, br#"{"fCnt": 7, "data": "AA=="}"#), Some(UpEvent { dev_eui, f_cnt: 7, lpp_decoded: false }));
+        let lpp = br#"{"fCnt": 8, "object": {"temperatureSensor": {"1": 21.5}, "humiditySensor": {"2": 48.0}}}"#;
+        assert_eq!(parse_up_event(topic, lpp), Some(UpEvent { dev_eui, f_cnt: 8, lpp_decoded: true }));
+        let half = br#"{"fCnt": 9, "object": {"temperatureSensor": {"1": 21.5}}}"#;
+        assert_eq!(parse_up_event(topic, half).map(|u| u.lpp_decoded), Some(false));
         assert_eq!(parse_up_event(topic, b"{}"), None);
         assert_eq!(parse_up_event("application/x/event/up", br#"{"fCnt": 7}"#), None);
-    }
-
-    #[test]
-    fn ready_line_gives_the_bound_addresses() {
-        let r = ReadyLine::parse("api=http://127.0.0.1:4000 gateway_udp=127.0.0.1:4001 mqtt_embedded=127.0.0.1:4002").unwrap();
-        assert_eq!(r.api.port(), 4000);
-        assert_eq!(r.gateway.port(), 4001);
-        assert_eq!(r.mqtt.map(|m| m.port()), Some(4002));
-        assert_eq!(ReadyLine::parse("api=http://127.0.0.1:4000 gateway_udp=127.0.0.1:4001").unwrap().mqtt, None);
-        assert!(ReadyLine::parse("api=http://127.0.0.1:4000").is_err());
     }
 
     #[test]
@@ -1036,14 +1017,6 @@ mod tests {
         );
         assert!(MqttTarget::parse("mqtts://broker:8883").is_err());
         assert!(MqttTarget::parse("mqtt://broker:x").is_err());
-    }
-
-    #[test]
-    fn proc_files_give_cpu_ticks_and_peak_rss() {
-        let stat = "1234 (loraflow (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 40 0 0 20 0 8 0 100 0 0";
-        assert_eq!(proc_stat_cpu_ticks(stat), Some(290));
-        let status = "Name:\tloraflow\nVmPeak:\t  900 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n";
-        assert_eq!(proc_status_kib(status, "VmHWM:"), Some(51200));
     }
 
     #[test]

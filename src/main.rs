@@ -30,6 +30,8 @@ enum Command {
     Simulate(loraflow::simulate::SimulateArgs),
     /// Measure throughput and latency (UDP uplink in, MQTT event out) of a child or running server.
     Bench(loraflow::bench::BenchArgs),
+    /// Time the hourly measurement queries over a day of values of many devices (PostgreSQL).
+    BenchQuery(loraflow::bench_query::BenchQueryArgs),
     /// Manage the admin API token loraflow generated on first start.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
@@ -67,6 +69,10 @@ fn main() -> ExitCode {
             // The child server reads the same file (plus the bench's overrides).
             args.config_file = cli.config.clone();
             run_tool(loraflow::bench::run(args))
+        }
+        Command::BenchQuery(mut args) => {
+            args.config_file = cli.config.clone();
+            run_tool(loraflow::bench_query::run(args))
         }
         Command::AdminToken(AdminTokenCommand::Rotate) => {
             if !config.api.admin_token.is_empty() {

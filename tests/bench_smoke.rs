@@ -1,7 +1,13 @@
 //! `loraflow bench` end to end: it starts its own server, sends uplinks through two virtual
 //! gateways, matches the MQTT events and reports without loss.
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::process::Command;
+
+use common::{Backend, TestServer, TOKEN};
+use loraflow::bench::DEVICE_EUI_PREFIX;
 
 #[test]
 fn a_short_bench_run_reports_every_event_with_latencies() {
@@ -51,4 +57,44 @@ fn a_bench_run_in_us915_sub_band_2_joins_every_device_and_loses_nothing() {
     assert_eq!((r["region"].as_str(), r["activation"].as_str()), (Some("us915_1"), Some("otaa")), "{r}");
     assert_eq!(r["inactiveDevices"], 0, "every device joined: {r}");
     assert_eq!((r["sent"].as_u64(), r["lost"].as_u64()), (Some(20), Some(0)), "{r}");
+}
+
+/// `--payload lpp` against a running server: the devices get a CAYENNE_LPP profile, every
+/// event carries both decoded values, and the server stores them as two series per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_lpp_bench_run_checks_decoded_objects_and_leaves_two_series_per_device() {
+    let server = TestServer::start(Backend::Sqlite, &[("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", "200")]).await;
+    let mqtt = format!("mqtt://{}", server.mqtt.expect("embedded MQTT broker"));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loraflow"))
+        .args(["bench", "--payload", "lpp", "--devices", "4", "--rate", "20", "--seconds", "1", "--json"])
+        .args(["--target-api", &server.url(""), "--target-udp", &server.gateway.to_string(), "--token", TOKEN, "--mqtt", &mqtt])
+        .current_dir(server.state_dir())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .expect("run loraflow bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!((r["payload"].as_str(), r["server"].as_str()), (Some("lpp"), Some("target")), "{r}");
+    assert_eq!((r["sent"].as_u64(), r["received"].as_u64(), r["lost"].as_u64()), (Some(20), Some(20), Some(0)), "{r}");
+    assert_eq!(r["missingObject"], 0, "every event carried both decoded values: {r}");
+    assert_eq!((r["warmup"]["sent"].as_u64(), r["warmup"]["missingObject"].as_u64()), (Some(4), Some(0)), "{r}");
+
+    // One sender per device: each sent 1 warm-up + 5 measured uplinks, two values each.
+    let api = server.client();
+    for i in 0..4u64 {
+        let dev_eui = format!("{:016x}", DEVICE_EUI_PREFIX + i);
+        let (status, body) = api.get(&format!("/api/devices/{dev_eui}/measurements")).await;
+        assert_eq!(status, 200, "{body}");
+        let series: BTreeMap<&str, f64> =
+            body["result"].as_array().unwrap().iter().map(|m| (m["name"].as_str().unwrap(), m["value"].as_f64().unwrap())).collect();
+        assert_eq!(series.keys().copied().collect::<Vec<_>>(), ["humidity_sensor_2", "temperature_sensor_1"], "{body}");
+        assert!((18.0..=28.0).contains(&series["temperature_sensor_1"]), "a room temperature: {body}");
+        assert!((40.0..=70.0).contains(&series["humidity_sensor_2"]), "a relative humidity: {body}");
+        let (_, counts) = api.get(&format!("/api/devices/{dev_eui}/measurements/temperature_sensor_1?bucket=1d&agg=count")).await;
+        let count: f64 = counts["result"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).sum();
+        assert_eq!(count, 6.0, "{counts}");
+    }
 }

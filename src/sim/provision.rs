@@ -103,11 +103,20 @@ impl Api {
         v["id"].as_str().map(str::to_string).ok_or_else(|| ApiError::Shape { method, path: path.to_string(), body: v.to_string() })
     }
 
+    /// The id of the application called `name`, if there is one.
+    pub async fn find_application(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let path = "/api/applications";
+        match self.list_all(path).await?.into_iter().find(|a| a["name"] == name) {
+            Some(app) => Self::id_of(Method::GET, path, &app).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The id of the application called `name`, created if there is none.
     pub async fn ensure_application(&self, name: &str) -> Result<String, ApiError> {
         let path = "/api/applications";
-        if let Some(app) = self.list_all(path).await?.into_iter().find(|a| a["name"] == name) {
-            return Self::id_of(Method::GET, path, &app);
+        if let Some(id) = self.find_application(name).await? {
+            return Ok(id);
         }
         let body = json!({"name": name, "description": "created by loraflow simulate/bench"});
         let (_, v) = self.expect(Method::POST, path, Some(body), &[StatusCode::CREATED]).await?;
