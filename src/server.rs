@@ -126,7 +126,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     // Last of what can fail at start, so that a generated token is not lost to a start that
     // fails after printing it.
-    let auth = bootstrap_auth(&config, &storage).await?;
+    let auth = Arc::new(bootstrap_auth(&config, &storage).await?);
+    mqtt.set_authenticator(auth.clone());
 
     let tracker = TaskTracker::new();
     let api_state = ApiState {
@@ -134,7 +135,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         known_gateways: known.clone(),
         gateway_status: Some(forwarder.handle()),
         registry: registry.clone(),
-        auth: Arc::new(auth),
+        auth,
         network: network.clone(),
         network_config: Arc::new(config.network.clone()),
         regions,

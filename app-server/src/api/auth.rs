@@ -156,3 +156,20 @@ pub async fn require_bearer(State(state): State<ApiState>, req: Request, next: N
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }
+
+/// Clients of the embedded broker authenticate with an API key: user name = the key's
+/// application id (any user name for an admin key or the admin token).
+impl crate::mqtt::gate::MqttAuthenticator for Auth {
+    fn authenticate<'a>(&'a self, username: &'a str, password: &'a str) -> crate::mqtt::gate::AuthFuture<'a> {
+        use crate::mqtt::gate::Grant;
+        Box::pin(async move {
+            let principal = Auth::authenticate(self, password).await.ok().flatten()?;
+            match principal.application_id {
+                None if principal.read_only => Some(Grant::ReadAll),
+                None => Some(Grant::Everything),
+                Some(id) if username.parse::<Uuid>().ok() == Some(id) => Some(Grant::Application { id, read_only: principal.read_only }),
+                Some(_) => None,
+            }
+        })
+    }
+}

@@ -15,6 +15,10 @@ pub struct MqttConfig {
     /// Client connections the embedded broker accepts on `embedded_bind` (loraflow's own
     /// client is not counted).
     pub embedded_max_connections: usize,
+    /// Whether clients of the embedded broker may connect without credentials (and then
+    /// see and publish everything). Unset: only while `embedded_bind` is a loopback address.
+    /// With credentials a client is limited to its application (see `mqtt::gate`).
+    pub embedded_allow_anonymous: Option<bool>,
     /// Overrides the user name in `url`.
     pub username: String,
     /// Overrides the password in `url`.
@@ -38,6 +42,7 @@ impl Default for MqttConfig {
             url: String::new(),
             embedded_bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
             embedded_max_connections: 1000,
+            embedded_allow_anonymous: None,
             username: String::new(),
             password: String::new(),
             client_id: String::new(),
@@ -47,5 +52,12 @@ impl Default for MqttConfig {
             tls_key_file: String::new(),
             keep_alive_secs: 30,
         }
+    }
+}
+
+impl MqttConfig {
+    /// `embedded_allow_anonymous`, or its default for `embedded_bind`.
+    pub fn allows_anonymous(&self) -> bool {
+        self.embedded_allow_anonymous.unwrap_or_else(|| self.embedded_bind.ip().is_loopback())
     }
 }

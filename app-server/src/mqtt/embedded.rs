@@ -37,6 +37,7 @@ use tracing::{error, info, warn};
 
 use super::connect::MAX_OUTGOING_PACKET;
 use super::front::{Front, Generation};
+use super::gate::Gate;
 use super::metrics::MqttMetrics;
 use super::probe::{probe, ProbeError};
 use super::MqttError;
@@ -73,7 +74,13 @@ pub(crate) struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts rumqttd, its fronts and its supervisor on `bind` (port 0 = any free port).
     /// Everything stops accepting when `stop` is cancelled.
-    pub async fn start(bind: SocketAddr, max_connections: usize, metrics: MqttMetrics, stop: CancellationToken) -> Result<Self, MqttError> {
+    pub async fn start(
+        bind: SocketAddr,
+        max_connections: usize,
+        gate: Arc<Gate>,
+        metrics: MqttMetrics,
+        stop: CancellationToken,
+    ) -> Result<Self, MqttError> {
         let bind_err = |source| MqttError::EmbeddedBind { addr: bind, source };
         let public = bind_listener(bind).map_err(bind_err)?;
         let listen = public.local_addr().map_err(bind_err)?;
@@ -86,8 +93,8 @@ impl EmbeddedBroker {
         let healthy = Arc::new(AtomicBool::new(true));
 
         let limit = Arc::new(Semaphore::new(max_connections));
-        for (listener, limit) in [(public, Some(limit)), (own, None)] {
-            let front = Front { listener, route: route_rx.clone(), limit, metrics: metrics.clone(), stop: stop.clone() };
+        for (listener, limit, gate) in [(public, Some(limit), Some(gate)), (own, None, None)] {
+            let front = Front { listener, route: route_rx.clone(), limit, gate, metrics: metrics.clone(), stop: stop.clone() };
             tokio::spawn(front.run());
         }
         let supervisor = Supervisor { backend, max_connections, route: route_tx, healthy: healthy.clone(), metrics, stop };
@@ -303,18 +310,23 @@ pub(crate) mod tests {
         MqttMetrics::register(&Registry::new()).unwrap()
     }
 
+    /// Anonymous clients may do everything (what these tests are not about).
+    fn open_gate() -> Arc<Gate> {
+        Arc::new(Gate { allow_anonymous: true, authenticator: std::sync::OnceLock::new(), denied: metrics().embedded_denied })
+    }
+
     #[tokio::test]
     async fn an_address_in_use_is_refused_naming_it_and_the_key_that_moves_it() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let e = EmbeddedBroker::start(addr, 10, metrics(), CancellationToken::new()).await.err().unwrap().to_string();
+        let e = EmbeddedBroker::start(addr, 10, open_gate(), metrics(), CancellationToken::new()).await.err().unwrap().to_string();
         assert!(e.contains(&addr.to_string()), "{e}");
         assert!(e.contains("mqtt.embedded_bind") && e.contains("LORAFLOW_MQTT__EMBEDDED_BIND"), "{e}");
     }
 
     #[tokio::test]
     async fn port_zero_becomes_a_real_port_that_answers_mqtt() {
-        let b = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), 10, metrics(), CancellationToken::new()).await.unwrap();
+        let b = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), 10, open_gate(), metrics(), CancellationToken::new()).await.unwrap();
         assert_ne!(b.listen.port(), 0);
         assert_eq!(b.public_connect_addr(), b.listen);
         probe(b.listen, "t1", PROBE_TIMEOUT).await.unwrap();
@@ -323,7 +335,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_wildcard_listen_address_is_reached_on_loopback() {
-        let b = EmbeddedBroker::start("0.0.0.0:0".parse().unwrap(), 10, metrics(), CancellationToken::new()).await.unwrap();
+        let b = EmbeddedBroker::start("0.0.0.0:0".parse().unwrap(), 10, open_gate(), metrics(), CancellationToken::new()).await.unwrap();
         assert_eq!(b.public_connect_addr().ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(b.public_connect_addr().port(), b.listen.port());
     }
@@ -331,7 +343,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn connections_beyond_the_limit_are_closed_but_the_own_front_is_not_limited() {
         let m = metrics();
-        let b = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), 2, m.clone(), CancellationToken::new()).await.unwrap();
+        let b = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), 2, open_gate(), m.clone(), CancellationToken::new()).await.unwrap();
         let _held: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(b.listen).unwrap()).collect();
         // The relay tasks take their permits asynchronously.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -361,7 +373,7 @@ pub(crate) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_broken_rumqttd_is_replaced_on_the_same_address_within_a_second_or_two() {
         let m = metrics();
-        let b = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), 10, m.clone(), CancellationToken::new()).await.unwrap();
+        let b = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), 10, open_gate(), m.clone(), CancellationToken::new()).await.unwrap();
         // A client whose relayed connection must be closed by the restart.
         let mut before = tokio::net::TcpStream::connect(b.listen).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut before, &connect_packet("victim", 30)).await.unwrap();

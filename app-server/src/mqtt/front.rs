@@ -15,6 +15,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::gate::{Denied, Gate, Session, Verdict};
 use super::metrics::MqttMetrics;
 use loraflow_packet_forwarder::log_limit::LogLimiter;
 
@@ -36,6 +40,8 @@ pub(crate) struct Front {
     pub route: watch::Receiver<Generation>,
     /// `None`: no limit (the private front for loraflow's own client).
     pub limit: Option<Arc<Semaphore>>,
+    /// Access control of client connections (`None` for loraflow's own client).
+    pub gate: Option<Arc<Gate>>,
     pub metrics: MqttMetrics,
     pub stop: CancellationToken,
 }
@@ -81,11 +87,12 @@ impl Front {
             let generation = self.route.borrow().clone();
             let metrics = self.metrics.clone();
             let stop = self.stop.clone();
+            let gate = self.gate.clone();
             tokio::spawn(async move {
                 if permit.is_some() {
                     metrics.embedded_connections.inc();
                 }
-                relay(client, peer, generation, stop).await;
+                relay(client, peer, generation, stop, gate).await;
                 if permit.is_some() {
                     metrics.embedded_connections.dec();
                 }
@@ -95,7 +102,7 @@ impl Front {
     }
 }
 
-async fn relay(mut client: TcpStream, peer: SocketAddr, generation: Generation, stop: CancellationToken) {
+async fn relay(mut client: TcpStream, peer: SocketAddr, generation: Generation, stop: CancellationToken, gate: Option<Arc<Gate>>) {
     client.set_nodelay(true).ok();
     let mut backend = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(generation.backend)).await {
         Ok(Ok(s)) => s,
@@ -106,11 +113,107 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, generation: Generation, 
         Err(_) => return,
     };
     backend.set_nodelay(true).ok();
+    if let Some(gate) = gate {
+        tokio::select! {
+            _ = gated(client, backend, gate, peer) => {}
+            _ = generation.retired.cancelled() => {}
+            _ = stop.cancelled() => {}
+        }
+        return;
+    }
     // copy_bidirectional passes an EOF on as a half-close, so a client that sends CONNECT
     // and leaves still lets rumqttd write its CONNACK (see `embedded` on why that matters).
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut backend) => {}
         _ = generation.retired.cancelled() => {}
         _ = stop.cancelled() => {}
+    }
+}
+
+/// Relays a client connection through the [`Gate`]: its CONNECT first (a refusal is
+/// answered by the gate and never reaches rumqttd), then every packet it sends, checked,
+/// while what rumqttd sends flows back unread.
+async fn gated(client: TcpStream, backend: TcpStream, gate: Arc<Gate>, peer: SocketAddr) {
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut backend_rx, mut backend_tx) = backend.into_split();
+    let mut session = Session::new(gate.clone());
+    let mut buf = BytesMut::with_capacity(4096);
+    let refuse = |reason: Denied| {
+        gate.denied.with_label_values(&[reason.as_str()]).inc();
+        debug!(%peer, reason = reason.as_str(), "embedded MQTT broker: client refused");
+    };
+    // Until its CONNECT is decided rumqttd has nothing to say, so the client's side can
+    // still take the gate's refusal.
+    let rest = loop {
+        match session.next(&mut buf).await {
+            Ok(Some((frame, Verdict::Forward))) => {
+                if backend_tx.write_all(&frame).await.is_err() {
+                    return;
+                }
+                break false;
+            }
+            Ok(Some((frame, Verdict::ForwardRest))) => {
+                if backend_tx.write_all(&frame).await.is_err() {
+                    return;
+                }
+                break true;
+            }
+            Ok(Some((_, Verdict::Refuse(reason, reply)))) => {
+                refuse(reason);
+                if let Some(reply) = reply {
+                    let _ = client_tx.write_all(reply).await;
+                    let _ = client_tx.shutdown().await;
+                }
+                return;
+            }
+            Err(reason) => return refuse(reason),
+            Ok(None) => match client_rx.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut backend_rx, &mut client_tx).await;
+        let _ = client_tx.shutdown().await;
+    };
+    let up = async {
+        if rest {
+            if backend_tx.write_all(&buf).await.is_ok() {
+                let _ = tokio::io::copy(&mut client_rx, &mut backend_tx).await;
+            }
+            let _ = backend_tx.shutdown().await;
+            return false;
+        }
+        loop {
+            match session.next(&mut buf).await {
+                Ok(Some((frame, Verdict::Forward | Verdict::ForwardRest))) => {
+                    if backend_tx.write_all(&frame).await.is_err() {
+                        return false;
+                    }
+                }
+                Ok(Some((_, Verdict::Refuse(reason, _)))) | Err(reason) => {
+                    refuse(reason);
+                    return true;
+                }
+                Ok(None) => match client_rx.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = backend_tx.shutdown().await;
+                        return false;
+                    }
+                    Ok(_) => {}
+                },
+            }
+        }
+    };
+    // A refused packet ends the connection (both sockets close when this returns); a client
+    // that half-closes still gets what rumqttd has left to send.
+    tokio::pin!(down, up);
+    let refused = tokio::select! {
+        refused = &mut up => refused,
+        () = &mut down => return,
+    };
+    if !refused {
+        down.await;
     }
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the MQTT transport, registered in the caller's registry.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub(crate) struct MqttMetrics {
@@ -27,6 +27,8 @@ pub(crate) struct MqttMetrics {
     pub embedded_connections: IntGauge,
     /// Embedded broker: connections refused at `mqtt.embedded_max_connections`.
     pub embedded_refused: IntCounter,
+    /// Embedded broker: clients refused by the access rules, by reason.
+    pub embedded_denied: IntCounterVec,
 }
 
 impl MqttMetrics {
@@ -65,7 +67,18 @@ impl MqttMetrics {
                 "loraflow_mqtt_embedded_refused_total",
                 "Connections refused by the embedded MQTT broker at mqtt.embedded_max_connections",
             )?,
+            embedded_denied: IntCounterVec::new(
+                Opts::new(
+                    "loraflow_mqtt_embedded_denied_total",
+                    "Embedded MQTT broker clients refused by the access rules (bad or missing credentials, a topic of another application)",
+                ),
+                &["reason"],
+            )?,
         };
+        // Every reason shows from the start, at 0.
+        for reason in super::gate::Denied::ALL {
+            m.embedded_denied.with_label_values(&[reason.as_str()]);
+        }
         registry.register(Box::new(m.published.clone()))?;
         registry.register(Box::new(m.publish_failures.clone()))?;
         registry.register(Box::new(m.queue_depth.clone()))?;
@@ -78,6 +91,7 @@ impl MqttMetrics {
         registry.register(Box::new(m.embedded_restarts.clone()))?;
         registry.register(Box::new(m.embedded_connections.clone()))?;
         registry.register(Box::new(m.embedded_refused.clone()))?;
+        registry.register(Box::new(m.embedded_denied.clone()))?;
         Ok(m)
     }
 }
@@ -105,6 +119,7 @@ mod tests {
             "loraflow_mqtt_embedded_restarts_total",
             "loraflow_mqtt_embedded_connections",
             "loraflow_mqtt_embedded_refused_total",
+            "loraflow_mqtt_embedded_denied_total",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
         }

@@ -39,6 +39,7 @@ mod connect;
 mod embedded;
 mod error;
 mod front;
+pub mod gate;
 mod metrics;
 mod probe;
 mod tracker;

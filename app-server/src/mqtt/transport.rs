@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use super::command::{DownlinkCommand, COMMAND_FILTER};
 use super::connect::{client_options, Broker, MAX_INFLIGHT};
 use super::embedded::EmbeddedBroker;
+use super::gate::{Gate, MqttAuthenticator};
 use super::metrics::MqttMetrics;
 use super::tracker::{Outbound, Tracked, Tracker};
 use super::{MqttConfig, MqttError, MqttQueueFull};
@@ -80,9 +81,15 @@ impl MqttIntegration {
         let metrics = MqttMetrics::register(registry)?;
         // Stopped with the transport (after its flush), not with `shutdown`.
         let broker_stop = CancellationToken::new();
+        let gate = Arc::new(Gate {
+            allow_anonymous: cfg.allows_anonymous(),
+            authenticator: std::sync::OnceLock::new(),
+            denied: metrics.embedded_denied.clone(),
+        });
         let (options, embedded) = if cfg.url.is_empty() {
             let broker =
-                EmbeddedBroker::start(cfg.embedded_bind, cfg.embedded_max_connections, metrics.clone(), broker_stop.clone()).await?;
+                EmbeddedBroker::start(cfg.embedded_bind, cfg.embedded_max_connections, gate.clone(), metrics.clone(), broker_stop.clone())
+                    .await?;
             (client_options(cfg, Broker::Embedded(broker.connect_addr()))?, Some(broker))
         } else {
             (client_options(cfg, Broker::External(&cfg.url))?, None)
@@ -118,6 +125,7 @@ impl MqttIntegration {
             invalid_warning: LogLimiter::new(WARN_INTERVAL),
             metrics: metrics.clone(),
             status: status.clone(),
+            gate,
         });
 
         // Cancelled by `shutdown`, or by us when start-up fails after the tasks exist.
@@ -171,7 +179,17 @@ pub struct MqttHandle {
     shared: Arc<Shared>,
 }
 
+impl MqttHandle {
+    /// Lets clients of the embedded broker in with credentials, checked by `authenticator`
+    /// (until then only anonymous clients, where allowed). Set once; later calls are ignored.
+    pub fn set_authenticator(&self, authenticator: Arc<dyn MqttAuthenticator>) {
+        let _ = self.shared.gate.authenticator.set(authenticator);
+    }
+}
+
 struct Shared {
+    /// The embedded broker's access rules (unused with an external broker).
+    gate: Arc<Gate>,
     queue: mpsc::Sender<Outbound>,
     queue_size: usize,
     /// Accepted by `publish` and not yet acknowledged by the broker.

@@ -18,17 +18,26 @@ pub fn free_port() -> u16 {
 /// so that a persistent subscriber session survives a broker restart.
 pub struct Mosquitto {
     pub port: u16,
-    dir: PathBuf,
+    pub dir: PathBuf,
     child: Option<Child>,
+    /// Configuration lines after the listener's (`allow_anonymous true` unless they say).
+    extra_conf: String,
 }
 
 impl Mosquitto {
     pub fn start_new() -> Self {
+        Self::start_with(|_| String::new())
+    }
+
+    /// With configuration lines made from the broker's own directory (for password and ACL
+    /// files the test writes there).
+    pub fn start_with(conf: impl FnOnce(&std::path::Path) -> String) -> Self {
         let dir = std::env::temp_dir().join(format!("loraflow-mosquitto-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         // Mosquitto started as root drops to its own user, which must still write here.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let mut m = Mosquitto { port: free_port(), dir, child: None };
+        let extra_conf = conf(&dir);
+        let mut m = Mosquitto { port: free_port(), dir, child: None, extra_conf };
         m.restart();
         m
     }
@@ -48,10 +57,12 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-                 max_queued_messages 1000000\nlog_dest none\n",
+                "listener {} 127.0.0.1\n{}persistence true\npersistence_location {}/\n\
+                 max_queued_messages 1000000\nlog_dest none\n{}\n",
                 self.port,
-                self.dir.display()
+                if self.extra_conf.contains("allow_anonymous") { "" } else { "allow_anonymous true\n" },
+                self.dir.display(),
+                self.extra_conf
             ),
         )
         .unwrap();
