@@ -171,24 +171,7 @@ async fn series_queries(w: &mut World) {
         for agg in ["avg", "min", "max", "sum", "count", "last"] {
             let (s, body) = w.api.get(&format!("{path}?bucket={bucket}&agg={agg}")).await;
             assert_eq!(s, 200, "{body}");
-            let mut groups: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
-            for (t, v) in &points {
-                groups.entry(t.timestamp().div_euclid(secs) * secs).or_default().push(*v);
-            }
-            let want: Vec<(i64, f64)> = groups
-                .into_iter()
-                .map(|(start, vs)| {
-                    let v = match agg {
-                        "avg" => vs.iter().sum::<f64>() / vs.len() as f64,
-                        "min" => vs.iter().cloned().fold(f64::MAX, f64::min),
-                        "max" => vs.iter().cloned().fold(f64::MIN, f64::max),
-                        "sum" => vs.iter().sum(),
-                        "count" => vs.len() as f64,
-                        _ => *vs.last().unwrap(),
-                    };
-                    (start, v)
-                })
-                .collect();
+            let want = common::expected_buckets(&points, secs, agg);
             let got: Vec<(i64, f64)> = body["result"]
                 .as_array()
                 .unwrap()

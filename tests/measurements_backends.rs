@@ -87,24 +87,8 @@ async fn store_readings(database_url: &str, application_id: Uuid) {
 
 /// What a bucketed query must answer, computed here from the readings in `[from, to)`.
 fn expected(points: &[(DateTime<Utc>, f64)], from: DateTime<Utc>, to: DateTime<Utc>, secs: i64, agg: &str) -> Vec<(i64, f64)> {
-    let mut groups: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
-    for (t, v) in points.iter().filter(|(t, _)| *t >= from && *t < to) {
-        groups.entry(t.timestamp().div_euclid(secs) * secs).or_default().push(*v);
-    }
-    groups
-        .into_iter()
-        .map(|(start, vs)| {
-            let v = match agg {
-                "avg" => vs.iter().sum::<f64>() / vs.len() as f64,
-                "min" => vs.iter().cloned().fold(f64::MAX, f64::min),
-                "max" => vs.iter().cloned().fold(f64::MIN, f64::max),
-                "sum" => vs.iter().sum(),
-                "count" => vs.len() as f64,
-                _ => *vs.last().unwrap(),
-            };
-            (start, v)
-        })
-        .collect()
+    let in_range: Vec<_> = points.iter().copied().filter(|(t, _)| *t >= from && *t < to).collect();
+    common::expected_buckets(&in_range, secs, agg)
 }
 
 fn points(v: &Value) -> Vec<(i64, f64)> {

@@ -308,3 +308,28 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The buckets a series query must answer for `points` (time ascending): each bucket's start
+/// (Unix seconds, `floor(t / secs) * secs`) and the `agg` of its values, computed independently
+/// of the server.
+pub fn expected_buckets(points: &[(chrono::DateTime<chrono::Utc>, f64)], secs: i64, agg: &str) -> Vec<(i64, f64)> {
+    let mut groups: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+    for (t, v) in points {
+        groups.entry(t.timestamp().div_euclid(secs) * secs).or_default().push(*v);
+    }
+    groups
+        .into_iter()
+        .map(|(start, vs)| {
+            let v = match agg {
+                "avg" => vs.iter().sum::<f64>() / vs.len() as f64,
+                "min" => vs.iter().cloned().fold(f64::MAX, f64::min),
+                "max" => vs.iter().cloned().fold(f64::MIN, f64::max),
+                "sum" => vs.iter().sum(),
+                "count" => vs.len() as f64,
+                "last" => *vs.last().unwrap(),
+                other => panic!("no aggregate {other}"),
+            };
+            (start, v)
+        })
+        .collect()
+}
