@@ -118,7 +118,7 @@ proptest! {
                 prop_assert_eq!(&f.mic[..], &b[b.len() - 4..]);
                 prop_assert!(f.f_opts.len() <= 15);
                 prop_assert!(f.f_port.is_some() || f.frm_payload.is_empty());
-                prop_assert!(!(f.f_port == Some(0) && !f.f_opts.is_empty()));
+                prop_assert!(f.f_port != Some(0) || f.f_opts.is_empty(), "FOpts with FPort 0");
                 prop_assert_eq!(8 + f.f_opts.len() + usize::from(f.f_port.is_some()) + f.frm_payload.len() + 4, b.len());
             }
             Ok(Phy::JoinRequest(_)) => prop_assert_eq!(b.len(), 23),
