@@ -20,6 +20,8 @@ pub mod gateway;
 pub mod mac;
 pub mod payload;
 pub mod plan;
+#[cfg(test)]
+mod proptests;
 pub mod provision;
 pub mod router;
 

@@ -234,6 +234,9 @@ pub fn encode(object: &Value) -> Result<Vec<u8>, CayenneError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

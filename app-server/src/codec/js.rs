@@ -595,6 +595,9 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::super::{Codecs, PayloadCodec};
     use super::*;

@@ -10,6 +10,9 @@
 pub mod flatten;
 pub mod query;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Map, Value};

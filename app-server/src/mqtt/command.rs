@@ -60,3 +60,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_topic_is_a_command_or_not(topic in prop_oneof![".{0,60}", "(application|device|command|down|[a-z0-9+#-]{0,4})(/(application|device|command|down|[a-z0-9+#-]{0,4})){0,7}"]) {
+            if let Some(c) = DownlinkCommand::from_publish(&topic, b"x") {
+                prop_assert_eq!(format!("application/{}/device/{}/command/down", c.application_id, c.dev_eui), topic);
+            }
+        }
+
+        #[test]
+        fn a_command_topic_gives_back_its_parts(app in "[^/]{0,40}", eui in "[^/]{0,20}", payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let topic = format!("application/{app}/device/{eui}/command/down");
+            prop_assert_eq!(
+                DownlinkCommand::from_publish(&topic, &payload),
+                Some(DownlinkCommand { application_id: app, dev_eui: eui, payload })
+            );
+        }
+    }
+}

@@ -17,6 +17,8 @@ mod crypto;
 mod data;
 pub mod dev_nonce;
 mod join;
+#[cfg(test)]
+mod proptests;
 
 pub use crypto::{data_mic, derive_session_keys_1_0, encrypt_frm_payload, SessionKeys};
 pub use data::{build_data_downlink, build_data_uplink, data_mic_valid, BuildError, DataDownlink, DataFrame, DataMType, DataUplink, FCtrl};

@@ -15,6 +15,8 @@ pub mod engine;
 pub mod link_adr;
 pub mod link_check;
 pub mod new_channel;
+#[cfg(test)]
+mod proptests;
 pub mod rx_param_setup;
 pub mod rx_timing_setup;
 pub mod state;

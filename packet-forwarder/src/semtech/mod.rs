@@ -26,6 +26,9 @@ pub mod stat;
 pub mod tx_ack;
 pub mod txpk;
 
+#[cfg(test)]
+mod proptests;
+
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 pub use datr::Datr;

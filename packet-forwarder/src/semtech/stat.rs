@@ -90,4 +90,13 @@ mod tests {
     fn negative_counters_are_rejected() {
         assert!(serde_json::from_str::<Stat>(r#"{"rxnb":-1}"#).is_err());
     }
+
+    #[test]
+    fn positions_read_back_as_the_exact_doubles_written() {
+        // Found by the property tests: without serde_json's `float_roundtrip` this altitude
+        // read back one unit in the last place off (…957e-87 became …955e-87).
+        let s = Stat { alti: Some(1.3676852706813957e-87), ..Stat::default() };
+        let back: Stat = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
 }
