@@ -108,6 +108,44 @@ fn request_span(request: &Request<Body>) -> Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    fn policy() -> HttpPolicy {
+        HttpPolicy {
+            max_body_bytes: 16,
+            body_timeout: Duration::from_secs(5),
+            handler_timeout: Duration::from_millis(50),
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+
+    async fn answer(router: Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = router.oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn a_slow_handler_answers_503_in_the_error_model() {
+        let slow = Router::new().route("/slow", get(|| tokio::time::sleep(Duration::from_secs(5))));
+        let (status, headers, body) = answer(apply(slow, &policy()), Request::get("/slow").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert!(body["error"].is_string(), "{body}");
+        assert!(headers.contains_key("x-request-id"));
+    }
+
+    #[tokio::test]
+    async fn a_declared_large_body_answers_413_before_the_handler() {
+        let echo = Router::new().route("/echo", post(|body: axum::body::Bytes| async move { body }));
+        let request = Request::post("/echo").header(header::CONTENT_LENGTH, "17").body(Body::from("x".repeat(17))).unwrap();
+        let (status, headers, body) = answer(apply(echo, &policy()), request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert!(body["error"].is_string(), "{body}");
+    }
 
     #[test]
     fn origins_are_scheme_host_and_port_only() {
