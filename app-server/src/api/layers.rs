@@ -76,7 +76,7 @@ pub fn apply(router: Router, policy: &HttpPolicy) -> Router {
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(policy.cors_allowed_origins.clone()))
                 .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, REQUEST_ID])
                 .expose_headers([REQUEST_ID, header::RETRY_AFTER])
                 .max_age(CORS_MAX_AGE),
         );
