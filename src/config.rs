@@ -231,6 +231,34 @@ mod tests {
     }
 
     #[test]
+    fn api_hardening_keys_are_checked() {
+        let c = Config::load_from(
+            no_file(),
+            env(&[("LORAFLOW_API__MAX_BODY_BYTES", "65536"), ("LORAFLOW_API__AUTH_FAILURES_PER_MINUTE", "0")]),
+        )
+        .unwrap();
+        assert_eq!((c.api.max_body_bytes, c.api.auth_failures_per_minute), (65536, 0));
+        // A 408 or 503 must come before the connection's own deadline closes it.
+        for (key, name) in
+            [("LORAFLOW_API__HANDLER_TIMEOUT_SECS", "handler_timeout_secs"), ("LORAFLOW_API__BODY_TIMEOUT_SECS", "body_timeout_secs")]
+        {
+            let e = Config::load_from(no_file(), env(&[(key, "60")])).unwrap_err();
+            assert!(e.to_string().contains(&format!("`api.{name}`")), "{e}");
+            assert!(Config::load_from(no_file(), env(&[(key, "20"), ("LORAFLOW_API__REQUEST_TIMEOUT_SECS", "40")])).is_ok());
+        }
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_API__MAX_BODY_BYTES", "10")])).unwrap_err();
+        assert!(e.to_string().contains("`api.max_body_bytes`"), "{e}");
+        let e = Config::load_from(no_file(), env(&[("LORAFLOW_API__TLS_CERT", "/etc/loraflow/api.pem")])).unwrap_err();
+        assert!(e.to_string().contains("`api.tls_key`"), "{e}");
+        let c = Config::load_from(
+            no_file(),
+            env(&[("LORAFLOW_API__TLS_CERT", "/etc/loraflow/api.pem"), ("LORAFLOW_API__TLS_KEY", "/etc/loraflow/api.key")]),
+        )
+        .unwrap();
+        assert_eq!(c.api.tls_key.as_deref(), Some(std::path::Path::new("/etc/loraflow/api.key")));
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let e = Config::load_from(no_file(), env(&[("LORAFLOW_API__BINDD", "x")])).unwrap_err();
         assert!(e.to_string().contains("bindd"), "{e}");

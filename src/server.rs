@@ -62,13 +62,16 @@ pub fn init_tracing(log: &LogConfig) {
 #[derive(Debug, Clone)]
 pub struct Listening {
     pub api: SocketAddr,
+    /// The API speaks HTTPS.
+    pub api_tls: bool,
     pub gateway: SocketAddr,
     pub mqtt: Option<SocketAddr>,
 }
 
 impl std::fmt::Display for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "api=http://{} gateway_udp={}", self.api, self.gateway)?;
+        let scheme = if self.api_tls { "https" } else { "http" };
+        write!(f, "api={scheme}://{} gateway_udp={}", self.api, self.gateway)?;
         if let Some(m) = self.mqtt {
             write!(f, " mqtt_embedded={m}")?;
         }
@@ -80,6 +83,13 @@ impl std::fmt::Display for Listening {
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let api_limits = api_limits(&config);
+    // Read before anything is stored (the generated admin token): a bad certificate stops the
+    // start early.
+    let api_tls = match (&config.api.tls_cert, &config.api.tls_key) {
+        (Some(cert), Some(key)) => Some(api::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let api_policy = api::layers::HttpPolicy::from_config(&config.api);
     let storage = Storage::connect(&config.database)
         .await
         .with_context(|| format!("opening the database (database.url = {})", redact_url(&config.database.url)))?;
@@ -136,6 +146,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         gateway_status: Some(forwarder.handle()),
         registry: registry.clone(),
         auth,
+        auth_failures: Arc::new(api::auth_limit::FailedAuthLimiter::new(config.api.auth_failures_per_minute)),
         network: network.clone(),
         network_config: Arc::new(config.network.clone()),
         regions,
@@ -150,14 +161,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     {
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            if let Err(e) = api::serve(api_listener, api_state, api_limits, shutdown).await {
+            if let Err(e) = api::serve(api_listener, api_state, &api_policy, api_limits, api_tls, shutdown).await {
                 tracing::error!(error = %e, "REST API stopped");
             }
         });
     }
     tracker.close();
 
-    let listening = Listening { api: api_addr, gateway: gateway_addr, mqtt: mqtt_addr };
+    let listening = Listening { api: api_addr, api_tls: config.api.tls_cert.is_some(), gateway: gateway_addr, mqtt: mqtt_addr };
     tracing::info!(%listening, "loraflow started");
     println!("loraflow ready: {listening}");
 

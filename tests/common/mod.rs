@@ -147,7 +147,7 @@ impl TestServer {
         let field = |name: &str| -> Option<SocketAddr> {
             ready.split_whitespace().find_map(|kv| {
                 let v = kv.strip_prefix(name)?.strip_prefix('=')?;
-                v.trim_start_matches("http://").parse().ok()
+                v.trim_start_matches("http://").trim_start_matches("https://").parse().ok()
             })
         };
         TestServer {

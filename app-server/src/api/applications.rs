@@ -38,7 +38,9 @@ pub struct ApplicationJson {
     id: Uuid,
     name: String,
     description: String,
+    #[serde(serialize_with = "super::time_format::utc")]
     created_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::time_format::utc")]
     updated_at: DateTime<Utc>,
 }
 

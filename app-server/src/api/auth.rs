@@ -4,10 +4,11 @@
 //! cache never outlives a revocation made here.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use rand::RngCore;
@@ -101,6 +102,10 @@ impl Auth {
                 return Ok(Some(Principal::ADMIN));
             }
         }
+        // Looking digests up (here and in the database index) is not a timing oracle: the
+        // time may tell how much of a stored *digest* an attempt's digest matches, but
+        // SHA-256 gives no way to choose a token for a wanted digest prefix, so that tells
+        // nothing about any token.
         if let Some((p, at)) = self.known.read().expect("auth cache poisoned").get(&d) {
             if at.elapsed() < CACHE_TTL {
                 return Ok(Some(*p));
@@ -140,6 +145,14 @@ impl Auth {
     }
 }
 
+/// The token of an `Authorization: Bearer …` header; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Authenticates the bearer token, checks what its key may do on this route
 /// ([`access::decide`]) and hands the [`Principal`] to the handler.
 pub async fn require_bearer(State(state): State<ApiState>, req: Request, next: Next) -> Result<Response, ApiError> {
@@ -147,11 +160,20 @@ pub async fn require_bearer(State(state): State<ApiState>, req: Request, next: N
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .and_then(bearer_token)
         .ok_or(ApiError::Unauthorized)?;
-    let principal = state.auth.authenticate(token).await?.ok_or(ApiError::Unauthorized)?;
+    // The client address comes from the accept loop (absent only when the router is driven
+    // without it, as in unit tests).
+    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(retry_after_secs) = client.and_then(|ip| state.auth_failures.retry_after(ip, Instant::now())) {
+        return Err(ApiError::TooManyRequests { retry_after_secs });
+    }
+    let Some(principal) = state.auth.authenticate(token).await? else {
+        if let Some(ip) = client {
+            state.auth_failures.record_failure(ip, Instant::now());
+        }
+        return Err(ApiError::Unauthorized);
+    };
     let mut req = access::check(&state, principal, req).await?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
@@ -171,5 +193,20 @@ impl crate::mqtt::gate::MqttAuthenticator for Auth {
                 Some(_) => None,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("bEaReR  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }

@@ -5,9 +5,13 @@
 //! At the limit the connection idle the longest is closed to make room for the new one; only
 //! when every connection has a request in flight is the new one closed at once. An attacker
 //! holding idle connections therefore cannot lock out a client that sends a request.
+//!
+//! With TLS the handshake counts as waiting for the first request head. Every request
+//! carries its client address (`ConnectInfo<SocketAddr>`) for the failed-auth limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -15,17 +19,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus::{IntCounterVec, IntGauge, Opts};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use super::tls::TlsAcceptor;
 
 /// How long a connection asked to close may finish what it is writing before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -53,6 +60,7 @@ pub struct ConnectionLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CloseReason {
     HeaderTimeout,
+    TlsHandshake,
     IdleTimeout,
     RequestTimeout,
     Evicted,
@@ -63,6 +71,7 @@ impl CloseReason {
     fn label(self) -> &'static str {
         match self {
             CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::TlsHandshake => "tls_handshake",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::RequestTimeout => "request_timeout",
             CloseReason::Evicted => "evicted",
@@ -83,7 +92,7 @@ impl Metrics {
         let closed = IntCounterVec::new(
             Opts::new(
                 "loraflow_api_connections_closed_total",
-                "REST connections closed or refused by the server, by reason (timeouts, eviction at the limit, refused)",
+                "REST connections closed or refused by the server, by reason (timeouts, failed TLS handshakes, eviction at the limit, refused)",
             ),
             &["reason"],
         )
@@ -277,6 +286,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     registry: &prometheus::Registry,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -294,8 +304,8 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             r = listener.accept() => r,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Per-connection errors (reset before accept) need no pause; EMFILE and the
                 // like do, and are logged at most once a second.
@@ -318,9 +328,15 @@ pub async fn serve(
         let conn = Arc::new(Conn::new(id, &table, shutdown.child_token()));
         lock(&table).register(conn.clone());
         metrics.open.inc();
-        let (table, metrics, router, shutdown) = (table.clone(), metrics.clone(), router.clone(), shutdown.clone());
+        let (table, metrics, router, shutdown, tls) = (table.clone(), metrics.clone(), router.clone(), shutdown.clone(), tls.clone());
         tracker.spawn(async move {
-            let reason = serve_connection(stream, conn, router, &limits, &shutdown).await;
+            let reason = match tls {
+                None => serve_connection(stream, peer, conn, router, &limits, &shutdown).await,
+                Some(tls) => match handshake(&tls, stream, &conn, &limits, &shutdown).await {
+                    Ok(stream) => serve_connection(stream, peer, conn, router, &limits, &shutdown).await,
+                    Err(reason) => Some(reason),
+                },
+            };
             release(&table, id);
             metrics.open.dec();
             if let Some(reason) = reason {
@@ -334,18 +350,46 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection until the client closes it (None) or the server does (the reason).
-async fn serve_connection(
+/// The TLS handshake, within the time a connection has for its first request head.
+async fn handshake(
+    tls: &TlsAcceptor,
     stream: TcpStream,
+    conn: &Conn,
+    limits: &ConnectionLimits,
+    shutdown: &CancellationToken,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, CloseReason> {
+    tokio::select! {
+        result = tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)) => match result {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => {
+                // Plain HTTP to the HTTPS port, an untrusted certificate, a scanner: the
+                // client's business, hence debug.
+                tracing::debug!(error = %e, "REST TLS handshake failed");
+                Err(CloseReason::TlsHandshake)
+            }
+            Err(_) => Err(CloseReason::HeaderTimeout),
+        },
+        _ = conn.close.cancelled() => Err(if shutdown.is_cancelled() { CloseReason::Shutdown } else { CloseReason::Evicted }),
+    }
+}
+
+/// Serves one connection until the client closes it (None) or the server does (the reason).
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
     conn: Arc<Conn>,
     router: Router,
     limits: &ConnectionLimits,
     shutdown: &CancellationToken,
-) -> Option<CloseReason> {
+) -> Option<CloseReason>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let conn = conn.clone();
-        hyper::service::service_fn(move |req: Request<Incoming>| {
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let guard = conn.begin_request();
+            req.extensions_mut().insert(ConnectInfo(peer));
             let router = router.clone();
             async move {
                 let response = router.oneshot(req.map(Body::new)).await.unwrap_or_else(|never| match never {});

@@ -20,6 +20,7 @@ use super::ApiState;
 #[serde(rename_all = "camelCase")]
 pub struct EventJson {
     id: Uuid,
+    #[serde(serialize_with = "super::time_format::utc")]
     time: DateTime<Utc>,
     kind: String,
     /// The event as it was published over MQTT.
@@ -31,6 +32,9 @@ impl From<EventRecord> for EventJson {
         EventJson { id: r.id, time: r.time, kind: r.kind, body: r.body }
     }
 }
+
+/// The query parameters of [`list`]: those of [`history_query`] and `kind`.
+pub const LIST_QUERY: &[&str] = &["limit", "since", "cursor", "kind"];
 
 /// `?kind=` (join, ack, txack, status or log; all when absent), and `?limit=`, `?since=`,
 /// `?cursor=` as in [`history_query`].

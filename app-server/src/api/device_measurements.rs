@@ -31,6 +31,7 @@ use super::{ApiState, ListResponse};
 pub struct SeriesJson {
     name: String,
     kind: MeasurementKind,
+    #[serde(serialize_with = "super::time_format::utc")]
     time: DateTime<Utc>,
     value: serde_json::Value,
 }
@@ -56,6 +57,7 @@ pub async fn latest(State(state): State<ApiState>, Path(dev_eui): Path<String>) 
 /// A point of a series: a bucket's start and aggregate, or a raw value.
 #[derive(Debug, Serialize)]
 pub struct PointJson {
+    #[serde(serialize_with = "super::time_format::utc")]
     time: DateTime<Utc>,
     value: serde_json::Value,
 }
@@ -64,7 +66,9 @@ pub struct PointJson {
 #[serde(rename_all = "camelCase")]
 pub struct SeriesQueryJson<T> {
     name: String,
+    #[serde(serialize_with = "super::time_format::utc")]
     from: DateTime<Utc>,
+    #[serde(serialize_with = "super::time_format::utc")]
     to: DateTime<Utc>,
     /// The bucket as given (`1h`), absent for raw points.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +103,9 @@ struct SeriesParams {
     limit: u32,
     offset: u32,
 }
+
+/// The query parameters of [`SeriesParams::parse`].
+pub const SERIES_QUERY: &[&str] = &["from", "to", "bucket", "agg", "limit", "offset"];
 
 impl SeriesParams {
     /// `?from=&to=` (RFC 3339, default the last 24 hours, `to` exclusive), `bucket=` (1m..1d,

@@ -98,7 +98,9 @@ pub struct DeviceProfileJson {
     payload_codec_script: String,
     measurements: BTreeMap<String, MeasurementDefinition>,
     auto_detect_measurements: bool,
+    #[serde(serialize_with = "super::time_format::utc")]
     created_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::time_format::utc")]
     updated_at: DateTime<Utc>,
 }
 

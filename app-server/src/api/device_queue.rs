@@ -58,6 +58,7 @@ pub struct QueueItemJson {
     data: String,
     f_cnt_down: Option<u32>,
     is_pending: bool,
+    #[serde(serialize_with = "super::time_format::utc")]
     created_at: DateTime<Utc>,
 }
 
@@ -242,7 +243,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"id": Uuid::nil(), "fPort": 5, "confirmed": true, "data": "AQID", "fCntDown": null,
-                "isPending": false, "createdAt": "1970-01-01T00:00:00Z"})
+                "isPending": false, "createdAt": "1970-01-01T00:00:00.000000Z"})
         );
     }
 }

@@ -20,6 +20,7 @@ use super::ApiState;
 #[serde(rename_all = "camelCase")]
 pub struct UplinkJson {
     deduplication_id: Uuid,
+    #[serde(serialize_with = "super::time_format::utc")]
     time: DateTime<Utc>,
     dev_addr: String,
     f_cnt: u32,

@@ -83,9 +83,12 @@ pub struct DeviceJson {
     skip_fcnt_check: bool,
     is_disabled: bool,
     tags: serde_json::Value,
+    #[serde(serialize_with = "super::time_format::option::utc")]
     last_seen_at: Option<DateTime<Utc>>,
     dev_addr: Option<DevAddr>,
+    #[serde(serialize_with = "super::time_format::utc")]
     created_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::time_format::utc")]
     updated_at: DateTime<Utc>,
 }
 
@@ -229,6 +232,9 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     let dev = existing_device(&state, parse_eui("devEui", &id)?).await?;
     Ok(Json(dev.into()))
 }
+
+/// The query parameters of [`list`].
+pub const LIST_QUERY: &[&str] = &["limit", "offset", "applicationId"];
 
 pub async fn list(
     State(state): State<ApiState>,

@@ -1,7 +1,9 @@
 //! The REST error model (DESIGN.md §3): `{"error": "..."}` with 400 naming the field,
-//! 401, 403, 404, 409; 5xx bodies stay generic while the cause is logged once here.
+//! 401, 403, 404, 405, 408, 409, 413, 415, 429; 5xx bodies stay generic while the cause is
+//! logged once here. Answers made outside the handlers (axum's 405, tower-http's 408/413/503)
+//! get the same body from [`json_error_bodies`].
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use loraflow_network_server::storage::StorageError;
@@ -20,6 +22,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("content-type must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body not received in time")]
+    RequestTimeout,
+    #[error("too many failed authentication attempts from this address; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("storage: {0}")]
     Storage(#[source] StorageError),
     #[error("{0}")]
@@ -51,6 +61,10 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = if status.is_server_error() {
@@ -60,9 +74,39 @@ impl IntoResponse for ApiError {
             self.to_string()
         };
         let mut resp = (status, Json(serde_json::json!({ "error": message }))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
         }
         resp
     }
+}
+
+/// Gives every error answer without a JSON body (axum's 405 with its `Allow` header,
+/// tower-http's 408, 413 and 503, a 404 of the router) the error model's body, keeping the
+/// status and headers. Answers that already are JSON pass unchanged.
+pub async fn json_error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed; see the Allow header",
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large",
+        StatusCode::REQUEST_TIMEOUT => "request body not received in time",
+        StatusCode::SERVICE_UNAVAILABLE => "the request took too long; try again",
+        StatusCode::NOT_FOUND => "no such endpoint",
+        other => other.canonical_reason().unwrap_or("error"),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = serde_json::json!({ "error": message }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

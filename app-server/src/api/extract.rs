@@ -1,7 +1,9 @@
 //! Request extractors whose rejections follow the error model: a JSON body error names the
-//! field (via `serde_path_to_error`), list paging is checked here once.
+//! field (via `serde_path_to_error`), list paging is checked here once. Which query
+//! parameters a route accepts is declared in [`super::query_params`].
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -16,9 +18,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// `application/json` or a `+json` type, with any parameters (`; charset=utf-8`).
+fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A body that could not be read: too large (413; the limit layer's error), stalled (408;
+/// the body timeout's error) or broken off (400).
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::RequestTimeout;
+        }
+        source = e.source();
+    }
+    ApiError::BadRequest(format!("body: {rejection}"))
 }
 
 /// Parses a body: JSON syntax first, then the text rules of [`super::text`] on every string
@@ -54,6 +82,9 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
 fn url_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
     form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
 }
+
+/// The query parameters of [`QueryMap::paging`].
+pub const PAGING_QUERY: &[&str] = &["limit", "offset"];
 
 /// `limit` (default 100, at most 1000) and `offset` of a list request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +151,21 @@ mod tests {
         assert!(q.paging().unwrap_err().to_string().starts_with("limit:"));
         let q = QueryMap([("offset".to_string(), "x".to_string())].into());
         assert!(q.paging().unwrap_err().to_string().starts_with("offset:"));
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let headers = |v: &'static str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(v));
+            h
+        };
+        assert!(is_json_content_type(&headers("application/json")));
+        assert!(is_json_content_type(&headers("Application/JSON; charset=utf-8")));
+        assert!(is_json_content_type(&headers("application/merge-patch+json")));
+        assert!(!is_json_content_type(&headers("text/plain")));
+        assert!(!is_json_content_type(&headers("application/jsonx")));
+        assert!(!is_json_content_type(&axum::http::HeaderMap::new()));
     }
 
     #[test]

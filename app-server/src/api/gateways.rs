@@ -56,8 +56,11 @@ pub struct GatewayJson {
     description: String,
     location: Option<LocationJson>,
     region_config_id: String,
+    #[serde(serialize_with = "super::time_format::utc")]
     created_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::time_format::utc")]
     updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::time_format::option::utc")]
     last_seen_at: Option<DateTime<Utc>>,
     /// `ONLINE` (PULL_DATA within the offline timeout), `OFFLINE`, or `NEVER_SEEN`.
     state: &'static str,

@@ -31,6 +31,9 @@ pub struct HistoryPage<T> {
     pub result: Vec<T>,
 }
 
+/// The query parameters of [`history_query`].
+pub const HISTORY_QUERY: &[&str] = &["limit", "since", "cursor"];
+
 /// `?limit=` (1 to 1000, default 100), `?since=` (RFC 3339, inclusive) and `?cursor=`
 /// (a `nextCursor` of an earlier page).
 pub fn history_query(dev_eui: Eui64, q: &QueryMap) -> Result<HistoryQuery, ApiError> {

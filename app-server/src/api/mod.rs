@@ -4,6 +4,7 @@ pub mod access;
 pub mod api_keys;
 pub mod applications;
 pub mod auth;
+pub mod auth_limit;
 pub mod connections;
 pub mod device_activation;
 pub mod device_events;
@@ -18,10 +19,15 @@ pub mod extract;
 pub mod gateways;
 pub mod health;
 pub mod history;
+pub mod layers;
+pub mod query_params;
 pub mod regions;
 pub mod text;
+pub mod time_format;
+pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -56,6 +62,22 @@ pub struct ApiConfig {
     pub idle_timeout_secs: u64,
     /// Seconds from a request head until its response is written (covers slow bodies too).
     pub request_timeout_secs: u64,
+    /// Seconds a request body may stall between two chunks: 408 (the client is too slow).
+    pub body_timeout_secs: u64,
+    /// Seconds a handler may take to produce its answer: 503 (the server is too slow).
+    pub handler_timeout_secs: u64,
+    /// Largest request body in bytes; a larger one answers 413.
+    pub max_body_bytes: usize,
+    /// PEM certificate chain and private key: both set serves HTTPS only, neither plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Browser origins (`https://host[:port]`) allowed to call the API; empty: no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// Wrong bearer tokens one client address (an IPv6 /64) may send per minute before it
+    /// gets 429 until the minute is over; 0 disables the limit.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +89,13 @@ impl Default for ApiConfig {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
             request_timeout_secs: 60,
+            body_timeout_secs: 10,
+            handler_timeout_secs: 30,
+            max_body_bytes: 2 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            cors_allowed_origins: Vec::new(),
+            auth_failures_per_minute: 10,
         }
     }
 }
@@ -96,6 +125,25 @@ impl ApiConfig {
                 return Err(ApiConfigError { key, reason: format!("must be between 1 and {MAX_TIMEOUT_SECS} seconds, got {secs}") });
             }
         }
+        // Beyond the connection's request deadline the connection is closed before the
+        // 408 or 503 could be written.
+        for (key, secs) in [("body_timeout_secs", self.body_timeout_secs), ("handler_timeout_secs", self.handler_timeout_secs)] {
+            if secs == 0 || secs >= self.request_timeout_secs {
+                let reason = format!("must be at least 1 and below request_timeout_secs ({}), got {secs}", self.request_timeout_secs);
+                return Err(ApiConfigError { key, reason });
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ApiConfigError { key: "max_body_bytes", reason: format!("must be at least 1024, got {}", self.max_body_bytes) });
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(ApiConfigError { key: "tls_key", reason: "must be set together with api.tls_cert".into() }),
+            (None, Some(_)) => return Err(ApiConfigError { key: "tls_cert", reason: "must be set together with api.tls_key".into() }),
+            _ => {}
+        }
+        for origin in &self.cors_allowed_origins {
+            layers::parse_origin(origin).map_err(|reason| ApiConfigError { key: "cors_allowed_origins", reason })?;
+        }
         Ok(())
     }
 
@@ -121,6 +169,8 @@ pub struct ApiState {
     pub gateway_status: Option<GatewayHandle>,
     pub registry: prometheus::Registry,
     pub auth: Arc<Auth>,
+    /// Wrong tokens per client address (`api.auth_failures_per_minute`).
+    pub auth_failures: Arc<auth_limit::FailedAuthLimiter>,
     /// Tells the network server about device, profile and queue changes (cache coherence).
     pub network: NetworkHandle,
     pub network_config: Arc<NetworkConfig>,
@@ -146,7 +196,7 @@ pub struct ListResponse<T> {
     pub result: Vec<T>,
 }
 
-pub fn router(state: ApiState) -> Router {
+pub fn router(state: ApiState, policy: &layers::HttpPolicy) -> Router {
     let api = Router::new()
         .route("/gateways", get(gateways::list).post(gateways::create))
         .route("/regions", get(regions::list))
@@ -171,13 +221,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/devices/{dev_eui}/measurements/{name}", get(device_measurements::series))
         .route("/applications/{application_id}/measurements/{name}", get(device_measurements::application_series))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
-    Router::new()
+        .route_layer(middleware::from_fn(query_params::reject_unknown))
+        // `layer`, not `route_layer`: unknown paths under /api answer 401 without a valid
+        // token too, so that the API's shape is not visible to anyone.
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))
         .nest("/api", api)
-        .with_state(state)
+        .with_state(state);
+    layers::apply(router, policy)
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
@@ -190,14 +244,16 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-/// Serves the API within `limits` until `shutdown` is cancelled, then lets in-flight requests
-/// finish.
+/// Serves the API within `limits` (over TLS when `tls` is set) until `shutdown` is
+/// cancelled, then lets in-flight requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    policy: &layers::HttpPolicy,
     limits: connections::ConnectionLimits,
+    tls: Option<tls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
-    connections::serve(listener, router(state), limits, &registry, shutdown).await
+    connections::serve(listener, router(state, policy), limits, tls, &registry, shutdown).await
 }
