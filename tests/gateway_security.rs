@@ -54,7 +54,8 @@ async fn allowed_networks_are_validated_stored_applied_at_once_and_after_a_resta
     let api = server.client();
 
     // 400 naming the entry; nothing is created.
-    let (s, e) = api.post("/api/gateways", json!({"gatewayId": GW, "name": "roof", "allowedNetworks": ["10.0.0.0/8", "10.0.0.0/33"]})).await;
+    let (s, e) =
+        api.post("/api/gateways", json!({"gatewayId": GW, "name": "roof", "allowedNetworks": ["10.0.0.0/8", "10.0.0.0/33"]})).await;
     assert_eq!(s, 400, "{e}");
     assert!(e["error"].as_str().unwrap().starts_with("allowedNetworks[1]"), "{e}");
     let (s, e) = api.post("/api/gateways", json!({"gatewayId": GW, "name": "roof", "allowedNetworks": "10.0.0.0/8"})).await;
@@ -221,7 +222,8 @@ async fn absurd_stat_values_are_rejected_and_counted_and_plausible_ones_are_kept
         s.real.expect_ack(PUSH_ACK, t).await;
     }
     expect_metric(&s.api, "loraflow_gateway_udp_dropped_total", &dropped("bad_stat"), absurd.len() as f64).await;
-    let t = s.real.push_json(&json!({"stat": {"lati": 52.1, "long": 5.2, "alti": 12, "rxnb": 7, "rxok": 6, "rxfw": 6, "ackr": 100.0}})).await;
+    let t =
+        s.real.push_json(&json!({"stat": {"lati": 52.1, "long": 5.2, "alti": 12, "rxnb": 7, "rxok": 6, "rxfw": 6, "ackr": 100.0}})).await;
     s.real.expect_ack(PUSH_ACK, t).await;
     expect_metric(&s.api, "loraflow_gateway_stat_rx_received_total", &[], 7.0).await;
 }
@@ -281,7 +283,8 @@ async fn a_push_data_flood_is_limited_while_another_gateway_keeps_working() {
 #[tokio::test]
 async fn a_join_request_flood_for_one_dev_eui_is_limited() {
     // Join-accepts are not TX_ACKed here: a short timeout keeps each one from holding up the next.
-    let mut s = setup(&[("LORAFLOW_NETWORK__JOIN_REQUESTS_PER_DEV_EUI_PER_MINUTE", "3"), ("LORAFLOW_GATEWAY__TX_ACK_TIMEOUT_MS", "100")]).await;
+    let mut s =
+        setup(&[("LORAFLOW_NETWORK__JOIN_REQUESTS_PER_DEV_EUI_PER_MINUTE", "3"), ("LORAFLOW_GATEWAY__TX_ACK_TIMEOUT_MS", "100")]).await;
     for i in 0..8u32 {
         let jr = s.dev.join_request();
         let t = s.real.push_rxpk(vec![rxpk(&jr, 10_000_000 + i, -60, 9.0)]).await;

@@ -47,7 +47,7 @@ pub(crate) enum PullOutcome {
 impl PullOutcome {
     /// Whether the PULL_DATA came from (what is now) the downlink address: only those keep
     /// the gateway online, so that a forger elsewhere cannot keep a dead gateway ONLINE.
-    pub(crate) fn from_downlink_address(self) -> bool {
+    pub(crate) fn came_from_downlink_address(self) -> bool {
         !matches!(self, PullOutcome::Pending { .. })
     }
 }
@@ -136,10 +136,10 @@ mod tests {
         let old = addr("192.0.2.1:4000");
         let new = addr("192.0.2.1:4711");
         p.on_pull_data(old, t, WINDOW);
-        assert!(!p.on_pull_data(new, t + Duration::from_secs(10), WINDOW).from_downlink_address());
+        assert!(!p.on_pull_data(new, t + Duration::from_secs(10), WINDOW).came_from_downlink_address());
         let moved = p.on_pull_data(new, t + Duration::from_secs(20), WINDOW);
         assert_eq!(moved, PullOutcome::Moved { from: old });
-        assert!(moved.from_downlink_address());
+        assert!(moved.came_from_downlink_address());
         assert_eq!(p.current(), Some(new));
         // The old address is now the stranger.
         assert_eq!(p.on_pull_data(old, t + Duration::from_secs(21), WINDOW), PullOutcome::Pending { current: new, seen: 1 });

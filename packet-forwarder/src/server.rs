@@ -507,7 +507,7 @@ impl PacketForwarder {
             let was_online = entry.online(offline_after);
             let outcome = entry.pull.on_pull_data(src, Instant::now(), offline_after);
             let mut emit_seen = false;
-            if outcome.from_downlink_address() {
+            if outcome.came_from_downlink_address() {
                 entry.last_pull_at = Some(now);
                 entry.last_pull = Some(Instant::now());
                 emit_seen = entry.touch(now);
