@@ -5,8 +5,9 @@
 //! datagram would hand the gateway's downlinks to whoever sent the last one (issue 12), so a
 //! new address only takes over once it has sent [`CONFIRMATIONS`] PULL_DATA in a row, the
 //! second within `window` of the first, with none from the current address in between. A
-//! gateway whose NAT mapping changed sends PULL_DATA every few seconds (10 s by default) from
-//! the new address and is followed after its second one; one forged datagram never moves the
+//! gateway whose NAT mapping changed (or that restarted, with a new source port) sends
+//! PULL_DATA every `keepalive_interval` (5-10 s) from the new address and is followed after its
+//! second one; one forged datagram never moves the
 //! path. This is a pure state machine: the caller passes the time and does the I/O.
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! A virtual gateway speaking Semtech UDP protocol v2 (packet_forwarder PROTOCOL.TXT) from the
 //! gateway side: PUSH_DATA for what its radio "hears", PULL_DATA every 5 s on the same socket
-//! to keep the downlink path open (§5.2), a TX_ACK for every PULL_RESP (§5.5), and the
+//! to keep the downlink path open (§5.2; two at start), a TX_ACK for every PULL_RESP (§5.5), and the
 //! downlink handed to the [`Router`].
 
 use std::net::SocketAddr;
@@ -146,13 +146,21 @@ impl VirtualGateway {
         let mut pull = tokio::time::interval(PULL_INTERVAL);
         pull.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 65_536];
+        // A server that knows this EUI from another socket (an earlier run against the same
+        // server) moves the downlink path only after two PULL_DATA in a row from the new one
+        // (docs/operations.md, "Gateway security"). A real forwarder gets there at its second
+        // keepalive; the simulator sends two at once so that its first joins are answered.
+        let mut first = true;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = pull.tick() => {
-                    if let Err(e) = self.pull_data().await {
-                        stats.error();
-                        tracing::warn!(gateway = %self.eui, error = %e, "PULL_DATA not sent");
+                    let count = if std::mem::take(&mut first) { 2 } else { 1 };
+                    for _ in 0..count {
+                        if let Err(e) = self.pull_data().await {
+                            stats.error();
+                            tracing::warn!(gateway = %self.eui, error = %e, "PULL_DATA not sent");
+                        }
                     }
                 }
                 r = self.socket.recv_from(&mut buf) => match r {
