@@ -385,11 +385,17 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(gw.clone().run(router.clone(), stats.clone(), shutdown.clone()));
 
+        // Two PULL_DATA at start, so that a server that knew the EUI elsewhere moves the path.
         let mut buf = [0u8; 2048];
-        let (n, gw_addr) = server.recv_from(&mut buf).await.unwrap();
-        let pull = PullData::decode(&buf[..n]).unwrap();
-        assert_eq!(pull.gateway_id, Eui64::from_u64(7));
-        server.send_to(&[2, buf[1], buf[2], 4], gw_addr).await.unwrap();
+        let mut gw_addr = None;
+        for _ in 0..2 {
+            let (n, from) = server.recv_from(&mut buf).await.unwrap();
+            let pull = PullData::decode(&buf[..n]).unwrap();
+            assert_eq!(pull.gateway_id, Eui64::from_u64(7));
+            server.send_to(&[2, buf[1], buf[2], 4], from).await.unwrap();
+            gw_addr = Some(from);
+        }
+        let gw_addr = gw_addr.unwrap();
 
         let ja = build_join_accept(&AesKey([3; 16]), &JoinAcceptFields::default()).unwrap();
         let txpk = serde_json::json!({"imme": true, "freq": 869.525, "rfch": 0, "powe": 14, "modu": "LORA", "datr": "SF12BW125",
