@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use loraflow_app_server::api::{self, ApiState, Auth};
 use loraflow_app_server::codec::Codecs;
+use loraflow_app_server::gateway_registry::GatewayRegistry;
 use loraflow_app_server::integration::{Integration, IntegrationDeps};
 use loraflow_app_server::mqtt::MqttIntegration;
 use loraflow_network_server::handle::NetworkHandle;
@@ -97,7 +98,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let registry = prometheus::Registry::new();
     let known = KnownGateways::new(config.network.allow_unknown_gateways);
-    known.replace_all(storage.gateways.all_ids().await?);
+    let network = NetworkHandle::default();
+    let gateways = GatewayRegistry::new(storage.gateways.clone(), known.clone(), network.clone());
+    gateways.load().await?;
 
     let (forwarder, gateway_events) =
         PacketForwarder::bind(&config.gateway, &registry, known.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -108,7 +111,6 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let api_addr = api_listener.local_addr()?;
 
     let regions = config.regions()?;
-    let network = NetworkHandle::default();
     // Front components stop on `shutdown`; the back (MQTT, history writer) only after the
     // network server and integration have drained, so that nothing in flight is lost.
     let integration_shutdown = CancellationToken::new();
@@ -142,7 +144,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     let api_state = ApiState {
         storage: storage.clone(),
-        known_gateways: known.clone(),
+        gateways,
         gateway_status: Some(forwarder.handle()),
         registry: registry.clone(),
         auth,

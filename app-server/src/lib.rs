@@ -1,6 +1,7 @@
 pub mod api;
 pub mod codec;
 pub mod downlink_queue;
+pub mod gateway_registry;
 pub mod integration;
 pub mod measurements;
 pub mod mqtt;

@@ -46,6 +46,9 @@ pub struct NetworkConfig {
     /// Share (1..=100 %) of each sub-band's legal hourly airtime a gateway may spend on this
     /// server's downlinks; the rest is headroom for what else the gateway sends.
     pub duty_cycle_budget_percent: u8,
+    /// Join-requests (with a valid MIC) accepted per DevEUI and minute, in bursts of as many;
+    /// the excess is rejected as `rate_limited`. 0 = no limit.
+    pub join_requests_per_dev_eui_per_minute: u32,
 }
 
 /// A list of numbers from TOML (`[867100000, ...]`) or from an environment variable
@@ -120,6 +123,10 @@ impl Default for NetworkConfig {
             mac_command_max_attempts: 3,
             max_duty_cycle: None,
             duty_cycle_budget_percent: 100,
+            // A real device backs off between join attempts (LoRaWAN 1.0.4, "retransmissions
+            // back-off": a 1 % aggregated duty cycle in the first hour, a few a minute even
+            // at SF7); the simulator retries every 7 s.
+            join_requests_per_dev_eui_per_minute: 20,
         }
     }
 }

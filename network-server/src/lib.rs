@@ -11,6 +11,7 @@ pub mod events;
 pub mod fcnt;
 pub mod fcnt_writer;
 pub mod handle;
+mod join_rate;
 pub mod lorawan;
 pub mod mac;
 pub mod metrics;

@@ -75,6 +75,11 @@ pub struct Context {
     /// Storage failures while handling uplinks are logged at most once per interval: in a
     /// database outage every frame would otherwise write its own ERROR line.
     storage_errors: LogLimiter,
+    /// `network.join_requests_per_dev_eui_per_minute`.
+    pub(crate) join_rate: crate::join_rate::JoinRateLimit,
+    /// Rate-limited join-requests are logged at most once per interval: a flood would
+    /// otherwise write one line each.
+    pub(crate) join_rate_log: LogLimiter,
 }
 
 /// At most one storage-error line per this interval (the rest are counted in it).
@@ -149,6 +154,7 @@ impl NetworkServer {
         let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone(), metrics.fcnt_unpersisted.clone());
         let dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
         let duty_cycle = SharedDutyCycleLedger::with_budget_percent(config.duty_cycle_budget_percent);
+        let join_rate = crate::join_rate::JoinRateLimit::new(config.join_requests_per_dev_eui_per_minute);
         let ctx = Context {
             config,
             net_id,
@@ -164,6 +170,8 @@ impl NetworkServer {
             duty_cycle,
             class_c: ClassC::default(),
             storage_errors: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),
+            join_rate,
+            join_rate_log: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),
         };
         Ok(NetworkServer { ctx: Arc::new(ctx), dedup })
     }

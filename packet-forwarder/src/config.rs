@@ -21,6 +21,16 @@ pub struct GatewayConfig {
     pub uplink_queue: usize,
     /// Requested kernel receive buffer of the UDP socket (capped by `net.core.rmem_max`).
     pub receive_buffer_bytes: usize,
+    /// PUSH_DATA datagrams a second accepted from one gateway; the excess is dropped as
+    /// `rate_limited_gateway`. 0 = no limit.
+    pub push_data_rate_per_gateway: u32,
+    /// Bucket size of the per-gateway limit (datagrams); 0 = one second's worth.
+    pub push_data_burst_per_gateway: u32,
+    /// PUSH_DATA datagrams a second accepted from all gateways together; the excess is
+    /// dropped as `rate_limited_global`. 0 = no limit.
+    pub push_data_rate_global: u32,
+    /// Bucket size of the global limit (datagrams); 0 = one second's worth.
+    pub push_data_burst_global: u32,
 }
 
 impl Default for GatewayConfig {
@@ -32,6 +42,13 @@ impl Default for GatewayConfig {
             offline_after_secs: 60,
             uplink_queue: 65536,
             receive_buffer_bytes: 8 * 1024 * 1024,
+            // Far above what a real gateway sends (one PUSH_DATA carries every packet its
+            // forwarder fetched from the concentrator at once), and above `loraflow bench` at 10,000 uplinks/s
+            // (one datagram per uplink and gateway): the defaults only stop floods.
+            push_data_rate_per_gateway: 20_000,
+            push_data_burst_per_gateway: 0,
+            push_data_rate_global: 60_000,
+            push_data_burst_global: 0,
         }
     }
 }
@@ -85,6 +102,8 @@ mod tests {
         assert_eq!(c.tx_ack_timeout_ms, 1000);
         assert_eq!(c.offline_after_secs, 60);
         assert_eq!(c.uplink_queue, 65536);
+        assert_eq!((c.push_data_rate_per_gateway, c.push_data_burst_per_gateway), (20_000, 0));
+        assert_eq!((c.push_data_rate_global, c.push_data_burst_global), (60_000, 0));
         assert_eq!(c.validate(), Ok(()));
     }
 

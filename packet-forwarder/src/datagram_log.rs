@@ -26,13 +26,15 @@ pub(crate) enum Notice {
     TxAckUnknownError,
     TxAckNotPending,
     PullDataFromUnknownGateway,
-    PullAddressChanged,
+    PullAddressSet,
+    PullAddressPending,
+    PullAddressMoved,
     PeerUnreachable,
     ReplyFailed,
 }
 
 impl Notice {
-    const COUNT: usize = 6;
+    const COUNT: usize = 8;
 
     fn index(self) -> usize {
         self as usize

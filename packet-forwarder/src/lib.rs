@@ -10,7 +10,11 @@
 //!   virtual gateway can be written with this crate.
 //! - [`server`]: the tokio UDP server ([`PacketForwarder`]) and its [`Handle`] for downlinks and
 //!   gateway state.
-//! - [`known`]: the allow-list of gateways ([`KnownGateways`]).
+//! - [`known`]: the allow-list of gateways ([`KnownGateways`]) with each one's
+//!   [`AllowedNetworks`] (`allowed_networks`).
+//! - `pull_address`: where a gateway's downlinks go, and the rule for moving it (two PULL_DATA
+//!   in a row from a new address).
+//! - `rate_limit`: the PUSH_DATA token buckets (`gateway.push_data_rate_*`).
 //! - [`config`]: the `[gateway]` configuration section ([`GatewayConfig`]).
 //! - `datagram_log`: rate-limited log lines for single datagrams (drops, odd TX_ACKs).
 //! - `metrics`: Prometheus metrics, registered into the registry given to
@@ -39,16 +43,20 @@
 //! # }
 //! ```
 
+pub mod allowed_networks;
 pub mod config;
 mod datagram_log;
 pub mod frame;
 pub mod known;
 pub mod log_limit;
 mod metrics;
+mod pull_address;
+mod rate_limit;
 pub mod semtech;
 pub mod server;
 
+pub use allowed_networks::{AllowedNetworks, CidrError};
 pub use config::{ConfigError, GatewayConfig};
-pub use known::KnownGateways;
-pub use metrics::{DropReason, MODULATIONS, PACKET_TYPES};
+pub use known::{Admission, KnownGateways};
+pub use metrics::{DropReason, ADDRESS_CHANGE_RESULTS, MODULATIONS, PACKET_TYPES};
 pub use server::{Error, GatewayState, Handle, PacketForwarder};

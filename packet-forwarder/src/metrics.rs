@@ -19,10 +19,22 @@ pub enum DropReason {
     Oversized,
     UnknownGateway,
     ChannelFull,
+    /// A registered gateway's datagram from outside its `allowedNetworks`.
+    SourceNotAllowed,
+    /// Over `gateway.push_data_rate_per_gateway`.
+    RateLimitedGateway,
+    /// Over `gateway.push_data_rate_global`.
+    RateLimitedGlobal,
+    /// A `stat` that cannot be read or reports values no gateway reports.
+    BadStat,
+    /// A `stat` from another IP address than the gateway's PULL_DATA.
+    StatSourceMismatch,
+    /// A TX_ACK from another address than the one its PULL_RESP went to.
+    TxAckWrongAddress,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::TooShort,
         DropReason::WrongVersion,
         DropReason::UnknownType,
@@ -33,6 +45,12 @@ impl DropReason {
         DropReason::Oversized,
         DropReason::UnknownGateway,
         DropReason::ChannelFull,
+        DropReason::SourceNotAllowed,
+        DropReason::RateLimitedGateway,
+        DropReason::RateLimitedGlobal,
+        DropReason::BadStat,
+        DropReason::StatSourceMismatch,
+        DropReason::TxAckWrongAddress,
     ];
 
     /// The `reason` label value.
@@ -48,6 +66,12 @@ impl DropReason {
             DropReason::Oversized => "oversized",
             DropReason::UnknownGateway => "unknown_gateway",
             DropReason::ChannelFull => "channel_full",
+            DropReason::SourceNotAllowed => "source_not_allowed",
+            DropReason::RateLimitedGateway => "rate_limited_gateway",
+            DropReason::RateLimitedGlobal => "rate_limited_global",
+            DropReason::BadStat => "bad_stat",
+            DropReason::StatSourceMismatch => "stat_source_mismatch",
+            DropReason::TxAckWrongAddress => "tx_ack_wrong_address",
         }
     }
 
@@ -60,6 +84,11 @@ impl DropReason {
 /// `invalid` counts datagrams whose header could not be read.
 pub const PACKET_TYPES: [&str; 7] = ["push_data", "push_ack", "pull_data", "pull_resp", "pull_ack", "tx_ack", "invalid"];
 
+/// The `result` label values of `loraflow_gateway_address_changes_total`: a PULL_DATA from
+/// another address than the gateway's downlink address either left the downlink path where it
+/// was (`pending`: a first one, possibly forged) or moved it (`moved`: confirmed).
+pub const ADDRESS_CHANGE_RESULTS: [&str; 2] = ["pending", "moved"];
+
 /// The `modulation` label values of `loraflow_gateway_uplinks_total`.
 pub const MODULATIONS: [&str; 3] = ["lora", "fsk", "lr_fhss"];
 
@@ -69,6 +98,7 @@ pub(crate) struct Metrics {
     dropped: Vec<IntCounter>,
     uplinks: IntCounterVec,
     tx_ack: IntCounterVec,
+    address_changes: IntCounterVec,
     pub(crate) online: IntGauge,
     stat_rx_received: IntCounter,
     stat_rx_ok: IntCounter,
@@ -93,6 +123,13 @@ impl Metrics {
         )?;
         let tx_ack =
             IntCounterVec::new(Opts::new("loraflow_gateway_tx_ack_total", "Downlink outcomes (TX_ACK status), by status"), &["status"])?;
+        let address_changes = IntCounterVec::new(
+            Opts::new(
+                "loraflow_gateway_address_changes_total",
+                "PULL_DATA from another address than the gateway's downlink address, by result (pending or moved)",
+            ),
+            &["result"],
+        )?;
         let online = IntGauge::new("loraflow_gateway_online", "Gateways that sent PULL_DATA recently")?;
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
         let stat_rx_received = counter(
@@ -118,6 +155,7 @@ impl Metrics {
         registry.register(Box::new(dropped_vec.clone()))?;
         registry.register(Box::new(uplinks.clone()))?;
         registry.register(Box::new(tx_ack.clone()))?;
+        registry.register(Box::new(address_changes.clone()))?;
         registry.register(Box::new(online.clone()))?;
         for c in [&stat_rx_received, &stat_rx_ok, &stat_rx_forwarded, &stat_tx_received, &stat_tx_emitted] {
             registry.register(Box::new(c.clone()))?;
@@ -130,6 +168,9 @@ impl Metrics {
         for m in MODULATIONS {
             uplinks.with_label_values(&[m]);
         }
+        for r in ADDRESS_CHANGE_RESULTS {
+            address_changes.with_label_values(&[r]);
+        }
         let dropped = DropReason::ALL.iter().map(|r| dropped_vec.with_label_values(&[r.as_str()])).collect();
 
         Ok(Metrics {
@@ -137,6 +178,7 @@ impl Metrics {
             dropped,
             uplinks,
             tx_ack,
+            address_changes,
             online,
             stat_rx_received,
             stat_rx_ok,
@@ -165,6 +207,11 @@ impl Metrics {
 
     pub(crate) fn tx_ack(&self, status: TxAckStatus) {
         self.tx_ack.with_label_values(&[status.as_str()]).inc();
+    }
+
+    /// `moved`: the downlink path followed the new address; otherwise it stayed.
+    pub(crate) fn address_change(&self, moved: bool) {
+        self.address_changes.with_label_values(&[ADDRESS_CHANGE_RESULTS[usize::from(moved)]]).inc();
     }
 
     pub(crate) fn stats(&self, s: &GatewayStats) {

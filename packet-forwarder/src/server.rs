@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, GatewayConfig};
 use crate::datagram_log::{untrusted, DatagramLog, Notice, LOG_INTERVAL};
 use crate::frame::{DownlinkFrame, GatewayEvent, GatewayId, TxAckStatus};
-use crate::known::KnownGateways;
+use crate::known::{Admission, KnownGateways};
 use crate::metrics::{DropReason, Metrics};
+use crate::pull_address::{PullAddress, PullOutcome};
+use crate::rate_limit::PushDataLimits;
 use crate::semtech::{
     Header, HeaderError, Identifier, PullAck, PullResp, PushAck, RawPushDataPayload, Rxpk, Stat, TxAck, TxAckPayload, Txpk,
 };
@@ -46,18 +48,20 @@ pub enum Error {
 /// What the server knows about one gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayState {
-    /// Source address of the last PULL_DATA: where PULL_RESP goes.
+    /// Where PULL_RESP goes: the source of the gateway's PULL_DATA, moved to a new source
+    /// only once that has sent PULL_DATA twice in a row (`pull_address`).
     pub pull_addr: Option<SocketAddr>,
+    /// Last PULL_DATA from the downlink address.
     pub last_pull_at: Option<DateTime<Utc>>,
-    /// Last PUSH_DATA or PULL_DATA.
+    /// Last PUSH_DATA, or PULL_DATA from the downlink address.
     pub last_seen_at: Option<DateTime<Utc>>,
-    /// A PULL_DATA came within `gateway.offline_after_secs`.
+    /// A PULL_DATA came from the downlink address within `gateway.offline_after_secs`.
     pub online: bool,
 }
 
 #[derive(Default)]
 struct GatewayEntry {
-    pull_addr: Option<SocketAddr>,
+    pull: PullAddress,
     last_pull_at: Option<DateTime<Utc>>,
     last_pull: Option<Instant>,
     last_seen_at: Option<DateTime<Utc>>,
@@ -68,9 +72,26 @@ impl GatewayEntry {
     fn online(&self, offline_after: Duration) -> bool {
         self.last_pull.is_some_and(|t| t.elapsed() < offline_after)
     }
+
+    /// Records a sign of life; `true` when a `Seen` event is due.
+    fn touch(&mut self, now: DateTime<Utc>) -> bool {
+        self.last_seen_at = Some(now);
+        let due = self.last_seen_event.is_none_or(|t| t.elapsed() >= SEEN_EVENT_INTERVAL);
+        if due {
+            self.last_seen_event = Some(Instant::now());
+        }
+        due
+    }
 }
 
 type PendingKey = (GatewayId, u16);
+
+/// A downlink waiting for its TX_ACK: who waits, and where its PULL_RESP went (the only
+/// address whose TX_ACK counts).
+struct Pending {
+    waiter: oneshot::Sender<TxAckStatus>,
+    sent_to: SocketAddr,
+}
 
 struct Shared {
     socket: Arc<UdpSocket>,
@@ -80,7 +101,8 @@ struct Shared {
     /// Only gateways that are allowed get an entry, so that spoofed EUIs cannot grow it.
     gateways: RwLock<HashMap<GatewayId, GatewayEntry>>,
     /// Downlinks waiting for their TX_ACK.
-    pending: Mutex<HashMap<PendingKey, oneshot::Sender<TxAckStatus>>>,
+    pending: Mutex<HashMap<PendingKey, Pending>>,
+    push_limits: PushDataLimits,
 }
 
 impl Shared {
@@ -94,7 +116,7 @@ impl Shared {
         self.gateways.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<PendingKey, oneshot::Sender<TxAckStatus>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<PendingKey, Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -107,19 +129,27 @@ impl Shared {
         self.gateways_read().values().filter(|g| g.online(offline_after)).count()
     }
 
-    /// Recomputes the online gauge and forgets gateways that were removed from the allow-list.
+    /// Recomputes the online gauge, forgets gateways that were removed from the allow-list
+    /// and downlink addresses outside a gateway's (changed) allowed networks.
     fn refresh(&self) {
         let offline_after = self.offline_after();
         let mut gateways = self.gateways_write();
         gateways.retain(|id, _| self.known.is_allowed(*id));
+        for (id, g) in gateways.iter_mut() {
+            if g.pull.current().is_some_and(|a| self.known.admission(*id, a.ip()) != Admission::Allowed) {
+                g.pull.forget();
+                g.last_pull = None;
+            }
+        }
         let online = gateways.values().filter(|g| g.online(offline_after)).count();
         drop(gateways);
         self.metrics.online.set(online as i64);
+        self.push_limits.forget_idle();
     }
 
     async fn send(&self, frame: DownlinkFrame) -> TxAckStatus {
         let gateway_id = frame.gateway_id;
-        let addr = self.gateways_read().get(&gateway_id).and_then(|g| g.pull_addr);
+        let addr = self.gateways_read().get(&gateway_id).and_then(|g| g.pull.current());
         let Some(addr) = addr else {
             tracing::debug!(gateway_id = %gateway_id, downlink_id = frame.downlink_id, "no PULL_DATA address for gateway");
             return TxAckStatus::GatewayNotConnected;
@@ -132,7 +162,7 @@ impl Shared {
             }
         };
         let (tx, rx) = oneshot::channel();
-        let Some(token) = self.register_pending(gateway_id, tx) else {
+        let Some(token) = self.register_pending(gateway_id, Pending { waiter: tx, sent_to: addr }) else {
             tracing::warn!(gateway_id = %gateway_id, "every PULL_RESP token is in use for this gateway");
             return TxAckStatus::Unknown;
         };
@@ -151,11 +181,11 @@ impl Shared {
     }
 
     /// Picks a random token not already waiting for a TX_ACK from this gateway.
-    fn register_pending(&self, gateway_id: GatewayId, tx: oneshot::Sender<TxAckStatus>) -> Option<u16> {
+    fn register_pending(&self, gateway_id: GatewayId, entry: Pending) -> Option<u16> {
         let mut pending = self.pending();
         let start: u16 = rand::random();
         let token = (0..=u16::MAX).map(|i| start.wrapping_add(i)).find(|t| !pending.contains_key(&(gateway_id, *t)))?;
-        pending.insert((gateway_id, token), tx);
+        pending.insert((gateway_id, token), entry);
         Some(token)
     }
 }
@@ -221,6 +251,7 @@ impl PacketForwarder {
             metrics,
             gateways: RwLock::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            push_limits: PushDataLimits::new(config),
         });
         tracing::info!(%local_addr, "Semtech UDP packet-forwarder listening");
         Ok((PacketForwarder { shared, events, local_addr }, rx))
@@ -324,15 +355,26 @@ impl PacketForwarder {
         }
     }
 
-    /// PROTOCOL.TXT §3.2/§3.3: ACK first, then look at the content.
+    /// PROTOCOL.TXT §3.2/§3.3: ACK first, then look at the content. From a new address a
+    /// PUSH_DATA is taken like any other (within the allowed networks) but never moves the
+    /// downlink path: only PULL_DATA does.
     async fn on_push_data(&self, token: u16, gateway_id: GatewayId, body: &[u8], src: SocketAddr, drops: &mut DatagramLog) {
         self.reply(&PushAck { token }.encode(), src, drops).await;
-        if !self.shared.known.is_allowed(gateway_id) {
-            self.drop_input(DropReason::UnknownGateway, src, &format_args!("gateway {gateway_id} is not registered"), drops);
+        match self.shared.known.admission(gateway_id, src.ip()) {
+            Admission::Allowed => {}
+            Admission::UnknownGateway => {
+                self.drop_input(DropReason::UnknownGateway, src, &format_args!("gateway {gateway_id} is not registered"), drops);
+                return;
+            }
+            Admission::SourceNotAllowed => return self.drop_source_not_allowed(gateway_id, src, drops),
+        }
+        // Before any parsing: the limits are there to keep floods cheap.
+        if let Some(reason) = self.shared.push_limits.check(gateway_id) {
+            self.drop_input(reason, src, &format_args!("PUSH_DATA from {gateway_id} over the rate limit"), drops);
             return;
         }
         let now = Utc::now();
-        self.seen(gateway_id, now, None, drops);
+        self.seen(gateway_id, now, drops);
         let payload = match RawPushDataPayload::parse(body) {
             Ok(p) => p,
             Err(e) => {
@@ -354,31 +396,64 @@ impl PacketForwarder {
             }
         }
         if let Some(value) = payload.stat {
-            match Stat::from_value(value) {
-                Ok(stat) => {
-                    let stats = stat.to_gateway_stats();
-                    self.shared.metrics.stats(&stats);
-                    self.emit(GatewayEvent::Stats { gateway_id, stats, at: now }, src, drops);
-                }
-                Err(e) => self.drop_input(DropReason::BadJson, src, &format_args!("stat from {gateway_id}: {e}"), drops),
-            }
+            self.on_stat(gateway_id, value, now, src, drops);
         }
     }
 
-    /// PROTOCOL.TXT §5.2/§5.3: the source address of PULL_DATA is where downlinks go.
+    /// PROTOCOL.TXT §4. A stat is only believed when its values are plausible and, once the
+    /// gateway has a downlink address, when it comes from that address's host (a forwarder
+    /// sends PUSH_DATA and PULL_DATA from two sockets: same IP, different ports), so that a
+    /// forger elsewhere cannot inflate the gateway's counters.
+    fn on_stat(&self, gateway_id: GatewayId, value: serde_json::Value, now: DateTime<Utc>, src: SocketAddr, drops: &mut DatagramLog) {
+        let stat = match Stat::from_value(value) {
+            Ok(stat) => stat,
+            Err(e) => return self.drop_input(DropReason::BadStat, src, &format_args!("stat from {gateway_id}: {e}"), drops),
+        };
+        if let Err(e) = stat.check() {
+            return self.drop_input(DropReason::BadStat, src, &format_args!("stat from {gateway_id}: {e}"), drops);
+        }
+        let pull_ip = self.shared.gateways_read().get(&gateway_id).and_then(|g| g.pull.current()).map(|a| a.ip().to_canonical());
+        if pull_ip.is_some_and(|ip| ip != src.ip().to_canonical()) {
+            let detail = format_args!("stat from {gateway_id} not from the host of its PULL_DATA");
+            return self.drop_input(DropReason::StatSourceMismatch, src, &detail, drops);
+        }
+        let stats = stat.to_gateway_stats();
+        self.shared.metrics.stats(&stats);
+        self.emit(GatewayEvent::Stats { gateway_id, stats, at: now }, src, drops);
+    }
+
+    /// PROTOCOL.TXT §5.2/§5.3: the source address of PULL_DATA is where downlinks go, once
+    /// it has proven itself (`pull_address`).
     async fn on_pull_data(&self, token: u16, gateway_id: GatewayId, src: SocketAddr, drops: &mut DatagramLog) {
         self.reply(&PullAck { token }.encode(), src, drops).await;
-        if !self.shared.known.is_allowed(gateway_id) {
-            if let Some(count) = drops.notice(Notice::PullDataFromUnknownGateway) {
-                tracing::debug!(gateway_id = %gateway_id, %src, count, "PULL_DATA from an unregistered gateway");
+        match self.shared.known.admission(gateway_id, src.ip()) {
+            Admission::Allowed => self.pulled(gateway_id, Utc::now(), src, drops),
+            Admission::UnknownGateway => {
+                if let Some(count) = drops.notice(Notice::PullDataFromUnknownGateway) {
+                    tracing::debug!(gateway_id = %gateway_id, %src, count, "PULL_DATA from an unregistered gateway");
+                }
             }
-            return;
+            Admission::SourceNotAllowed => self.drop_source_not_allowed(gateway_id, src, drops),
         }
-        self.seen(gateway_id, Utc::now(), Some(src), drops);
     }
 
-    /// PROTOCOL.TXT §5.5: hands the verdict to the `Handle::send` waiting on this token.
+    fn drop_source_not_allowed(&self, gateway_id: GatewayId, src: SocketAddr, drops: &mut DatagramLog) {
+        let detail = format_args!("gateway {gateway_id} is not allowed to send from {}", src.ip());
+        self.drop_input(DropReason::SourceNotAllowed, src, &detail, drops);
+    }
+
+    /// PROTOCOL.TXT §5.5: hands the verdict to the `Handle::send` waiting on this token. Only
+    /// the address the PULL_RESP went to can give it: anyone else could spray all 65,536
+    /// tokens and mark real downlinks as failed.
     fn on_tx_ack(&self, token: u16, gateway_id: GatewayId, body: &[u8], src: SocketAddr, drops: &mut DatagramLog) {
+        if self.shared.known.admission(gateway_id, src.ip()) == Admission::SourceNotAllowed {
+            return self.drop_source_not_allowed(gateway_id, src, drops);
+        }
+        let sent_to = self.shared.pending().get(&(gateway_id, token)).map(|p| p.sent_to);
+        if sent_to.is_some_and(|to| to != src) {
+            let detail = format_args!("TX_ACK for {gateway_id} token {token} not from the address of its PULL_RESP");
+            return self.drop_input(DropReason::TxAckWrongAddress, src, &detail, drops);
+        }
         let status = match TxAckPayload::parse(body) {
             Ok(payload) => {
                 let ack = TxAck { token, gateway_id, payload };
@@ -398,8 +473,8 @@ impl PacketForwarder {
         };
         let waiting = self.shared.pending().remove(&(gateway_id, token));
         match waiting {
-            Some(tx) => {
-                let _ = tx.send(status);
+            Some(p) => {
+                let _ = p.waiter.send(status);
             }
             None => {
                 if let Some(count) = drops.notice(Notice::TxAckNotPending) {
@@ -409,36 +484,66 @@ impl PacketForwarder {
         }
     }
 
-    /// Updates the gateway table and emits a throttled `Seen` event. A PULL_DATA that brings a
-    /// gateway back online updates the online gauge at once rather than at the next refresh.
-    fn seen(&self, gateway_id: GatewayId, now: DateTime<Utc>, pull_from: Option<SocketAddr>, drops: &mut DatagramLog) {
+    /// A PUSH_DATA was taken: updates `lastSeenAt` (throttled `Seen` event).
+    fn seen(&self, gateway_id: GatewayId, now: DateTime<Utc>, drops: &mut DatagramLog) {
+        let emit_seen = {
+            let mut gateways = self.shared.gateways_write();
+            gateways.entry(gateway_id).or_default().touch(now)
+        };
+        if emit_seen {
+            self.emit(GatewayEvent::Seen { gateway_id, at: now }, SocketAddr::from(([0, 0, 0, 0], 0)), drops);
+        }
+    }
+
+    /// A PULL_DATA from an allowed source: runs the downlink-address state machine. Only a
+    /// PULL_DATA from (what is now) the downlink address counts as a sign of life; one from
+    /// elsewhere is logged and counted. A PULL_DATA that brings a gateway back online updates
+    /// the online gauge at once rather than at the next refresh.
+    fn pulled(&self, gateway_id: GatewayId, now: DateTime<Utc>, src: SocketAddr, drops: &mut DatagramLog) {
         let offline_after = self.shared.offline_after();
-        let (emit_seen, came_online) = {
+        let (outcome, emit_seen, came_online) = {
             let mut gateways = self.shared.gateways_write();
             let entry = gateways.entry(gateway_id).or_default();
-            let came_online = pull_from.is_some() && !entry.online(offline_after);
-            entry.last_seen_at = Some(now);
-            if let Some(addr) = pull_from {
-                if entry.pull_addr != Some(addr) {
-                    if let Some(count) = drops.notice(Notice::PullAddressChanged) {
-                        tracing::info!(gateway_id = %gateway_id, %addr, count, "gateway pull address");
-                    }
-                }
-                entry.pull_addr = Some(addr);
+            let was_online = entry.online(offline_after);
+            let outcome = entry.pull.on_pull_data(src, Instant::now(), offline_after);
+            let mut emit_seen = false;
+            if outcome.came_from_downlink_address() {
                 entry.last_pull_at = Some(now);
                 entry.last_pull = Some(Instant::now());
+                emit_seen = entry.touch(now);
             }
-            let due = entry.last_seen_event.is_none_or(|t| t.elapsed() >= SEEN_EVENT_INTERVAL);
-            if due {
-                entry.last_seen_event = Some(Instant::now());
-            }
-            (due, came_online)
+            (outcome, emit_seen, !was_online && entry.online(offline_after))
         };
+        match outcome {
+            PullOutcome::Current => {}
+            PullOutcome::Established => {
+                if let Some(count) = drops.notice(Notice::PullAddressSet) {
+                    tracing::info!(gateway_id = %gateway_id, addr = %src, count, "gateway downlink address");
+                }
+            }
+            PullOutcome::Pending { current, seen } => {
+                self.shared.metrics.address_change(false);
+                if let Some(count) = drops.notice(Notice::PullAddressPending) {
+                    tracing::warn!(
+                        gateway_id = %gateway_id, old_addr = %current, new_addr = %src, seen, count,
+                        "PULL_DATA from another address than the gateway's downlink address (NAT rebinding or spoofing); downlinks stay until it is confirmed"
+                    );
+                }
+            }
+            PullOutcome::Moved { from } => {
+                self.shared.metrics.address_change(true);
+                if let Some(count) = drops.notice(Notice::PullAddressMoved) {
+                    tracing::warn!(
+                        gateway_id = %gateway_id, old_addr = %from, new_addr = %src, count,
+                        "gateway downlink address moved after consecutive PULL_DATA from the new address"
+                    );
+                }
+            }
+        }
         if came_online {
             self.shared.refresh();
         }
         if emit_seen {
-            let src = pull_from.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
             self.emit(GatewayEvent::Seen { gateway_id, at: now }, src, drops);
         }
     }
@@ -493,7 +598,7 @@ impl Handle {
     pub fn gateway_state(&self, id: GatewayId) -> Option<GatewayState> {
         let offline_after = self.shared.offline_after();
         self.shared.gateways_read().get(&id).map(|g| GatewayState {
-            pull_addr: g.pull_addr,
+            pull_addr: g.pull.current(),
             last_pull_at: g.last_pull_at,
             last_seen_at: g.last_seen_at,
             online: g.online(offline_after),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use loraflow_packet_forwarder::frame::{DownlinkFrame, Eui64, GatewayEvent, GatewayId, Modulation, Timing, TxAckStatus, UplinkFrame};
 use loraflow_packet_forwarder::semtech::{Datr, Packet, PullData, PushData, PushDataPayload, Rxpk, Stat, TxAck, PROTOCOL_VERSION};
-use loraflow_packet_forwarder::{GatewayConfig, Handle, KnownGateways, PacketForwarder};
+use loraflow_packet_forwarder::{AllowedNetworks, GatewayConfig, Handle, KnownGateways, PacketForwarder};
 use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -381,7 +381,7 @@ async fn a_cancelled_send_does_not_leak_its_pending_entry() {
 #[tokio::test]
 async fn unknown_gateways_are_acked_but_not_forwarded() {
     let known = KnownGateways::new(false);
-    known.insert(Eui64::from_u64(11));
+    known.insert(Eui64::from_u64(11), AllowedNetworks::anywhere());
     let mut server = start(known.clone(), |_| {}).await;
     let registered = VirtualGateway::new(11, server.addr).await;
     let stranger = VirtualGateway::new(12, server.addr).await;
@@ -403,7 +403,7 @@ async fn unknown_gateways_are_acked_but_not_forwarded() {
     assert_eq!(server.counter("loraflow_gateway_udp_dropped_total", "reason", "unknown_gateway"), 1);
 
     // Registering it at run time takes effect at once.
-    known.insert(stranger.id);
+    known.insert(stranger.id, AllowedNetworks::anywhere());
     stranger.push_json(9, &json!({"rxpk":[lora_rxpk(3, "BQY=")]})).await;
     assert_eq!(server.next_uplink().await.rx_info.gateway_id, stranger.id);
 }

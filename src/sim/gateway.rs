@@ -1,6 +1,6 @@
 //! A virtual gateway speaking Semtech UDP protocol v2 (packet_forwarder PROTOCOL.TXT) from the
 //! gateway side: PUSH_DATA for what its radio "hears", PULL_DATA every 5 s on the same socket
-//! to keep the downlink path open (§5.2), a TX_ACK for every PULL_RESP (§5.5), and the
+//! to keep the downlink path open (§5.2; two at start), a TX_ACK for every PULL_RESP (§5.5), and the
 //! downlink handed to the [`Router`].
 
 use std::net::SocketAddr;
@@ -146,13 +146,21 @@ impl VirtualGateway {
         let mut pull = tokio::time::interval(PULL_INTERVAL);
         pull.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 65_536];
+        // A server that knows this EUI from another socket (an earlier run against the same
+        // server) moves the downlink path only after two PULL_DATA in a row from the new one
+        // (docs/operations.md, "Gateway security"). A real forwarder gets there at its second
+        // keepalive; the simulator sends two at once so that its first joins are answered.
+        let mut first = true;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = pull.tick() => {
-                    if let Err(e) = self.pull_data().await {
-                        stats.error();
-                        tracing::warn!(gateway = %self.eui, error = %e, "PULL_DATA not sent");
+                    let count = if std::mem::take(&mut first) { 2 } else { 1 };
+                    for _ in 0..count {
+                        if let Err(e) = self.pull_data().await {
+                            stats.error();
+                            tracing::warn!(gateway = %self.eui, error = %e, "PULL_DATA not sent");
+                        }
                     }
                 }
                 r = self.socket.recv_from(&mut buf) => match r {
@@ -377,11 +385,17 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(gw.clone().run(router.clone(), stats.clone(), shutdown.clone()));
 
+        // Two PULL_DATA at start, so that a server that knew the EUI elsewhere moves the path.
         let mut buf = [0u8; 2048];
-        let (n, gw_addr) = server.recv_from(&mut buf).await.unwrap();
-        let pull = PullData::decode(&buf[..n]).unwrap();
-        assert_eq!(pull.gateway_id, Eui64::from_u64(7));
-        server.send_to(&[2, buf[1], buf[2], 4], gw_addr).await.unwrap();
+        let mut gw_addr = None;
+        for _ in 0..2 {
+            let (n, from) = server.recv_from(&mut buf).await.unwrap();
+            let pull = PullData::decode(&buf[..n]).unwrap();
+            assert_eq!(pull.gateway_id, Eui64::from_u64(7));
+            server.send_to(&[2, buf[1], buf[2], 4], from).await.unwrap();
+            gw_addr = Some(from);
+        }
+        let gw_addr = gw_addr.unwrap();
 
         let ja = build_join_accept(&AesKey([3; 16]), &JoinAcceptFields::default()).unwrap();
         let txpk = serde_json::json!({"imme": true, "freq": 869.525, "rfch": 0, "powe": 14, "modu": "LORA", "datr": "SF12BW125",

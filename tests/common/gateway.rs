@@ -48,9 +48,15 @@ pub fn rxpk(phy: &[u8], tmst: u32, rssi: i32, lsnr: f64) -> serde_json::Value {
 
 impl FakeGateway {
     pub async fn new(eui_hex: &str, server: SocketAddr) -> FakeGateway {
+        Self::bound_to(eui_hex, "127.0.0.1", server).await
+    }
+
+    /// A gateway sending from another loopback address (e.g. `127.0.0.2`, which Linux routes
+    /// without set-up): a NAT rebinding, or a forger using the gateway's EUI.
+    pub async fn bound_to(eui_hex: &str, ip: &str, server: SocketAddr) -> FakeGateway {
         let mut eui = [0u8; 8];
         hex::decode_to_slice(eui_hex, &mut eui).unwrap();
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = UdpSocket::bind((ip, 0)).await.unwrap();
         FakeGateway { eui, socket, server, next_token: 1 }
     }
 

@@ -6,7 +6,7 @@ use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
-use loraflow_network_server::storage::{Gateway, Location};
+use loraflow_network_server::storage::{AllowedNetworks, Gateway, Location};
 use loraflow_network_server::types::Eui64;
 
 use super::applications::required_name;
@@ -28,6 +28,10 @@ pub struct GatewayBody {
     location: Option<LocationJson>,
     /// The region configuration the gateway belongs to; omitted = the first configured one.
     region_config_id: Option<String>,
+    /// CIDR networks its Semtech UDP datagrams may come from; `[]` = anywhere. Omitted: anywhere
+    /// on create, unchanged on update (a client that does not know the field must not open a
+    /// gateway to everywhere by accident).
+    allowed_networks: Option<Vec<String>>,
     // Read-only fields a client may echo back from a GET.
     #[serde(default)]
     created_at: Option<serde::de::IgnoredAny>,
@@ -56,6 +60,7 @@ pub struct GatewayJson {
     description: String,
     location: Option<LocationJson>,
     region_config_id: String,
+    allowed_networks: Vec<String>,
     #[serde(serialize_with = "super::time_format::utc")]
     created_at: DateTime<Utc>,
     #[serde(serialize_with = "super::time_format::utc")]
@@ -79,6 +84,11 @@ fn validated_location(loc: Option<LocationJson>) -> Result<Option<Location>, Api
         return Err(ApiError::field("location.longitude", "must be between -180 and 180"));
     }
     Ok(Some(Location { latitude: l.latitude, longitude: l.longitude, altitude: l.altitude }))
+}
+
+fn validated_networks(networks: Option<Vec<String>>) -> Result<Option<AllowedNetworks>, ApiError> {
+    let Some(networks) = networks else { return Ok(None) };
+    AllowedNetworks::parse(&networks).map(Some).map_err(|e| ApiError::field(&format!("allowedNetworks[{}]", e.index), e))
 }
 
 /// A configured region config id; `None` (the first) when omitted.
@@ -114,6 +124,7 @@ fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
         location: gw.location.map(|l| LocationJson { latitude: l.latitude, longitude: l.longitude, altitude: l.altitude }),
         // A configuration removed from the config file: the gateway is served by the first.
         region_config_id: state.region_config_of(gw.region_config_id.as_deref()),
+        allowed_networks: gw.allowed_networks.to_strings(),
         created_at: gw.created_at,
         updated_at: gw.updated_at,
         last_seen_at,
@@ -131,6 +142,7 @@ pub async fn create(
     text::description(&body.description)?;
     let location = validated_location(body.location)?;
     let region_config_id = validated_region(&state, body.region_config_id)?;
+    let allowed_networks = validated_networks(body.allowed_networks)?.unwrap_or_default();
     let now = Utc::now();
     let gw = Gateway {
         gateway_id,
@@ -141,21 +153,20 @@ pub async fn create(
         updated_at: now,
         last_seen_at: None,
         region_config_id,
+        allowed_networks,
     };
-    state.storage.gateways.create(&gw).await?;
-    state.network.gateway_region_changed(gateway_id, gw.region_config_id.as_deref());
-    state.known_gateways.insert(gateway_id);
+    state.gateways.create(&gw).await?;
     Ok((StatusCode::CREATED, Json(to_json(&state, gw))))
 }
 
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<GatewayJson>, ApiError> {
-    let gw = state.storage.gateways.get(parse_eui("gatewayId", &id)?).await?;
+    let gw = state.gateways.storage().get(parse_eui("gatewayId", &id)?).await?;
     Ok(Json(to_json(&state, gw)))
 }
 
 pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<GatewayJson>>, ApiError> {
     let p = q.paging()?;
-    let page = state.storage.gateways.list(p.limit, p.offset).await?;
+    let page = state.gateways.storage().list(p.limit, p.offset).await?;
     Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(|g| to_json(&state, g)).collect() }))
 }
 
@@ -174,22 +185,23 @@ pub async fn update(
     text::description(&body.description)?;
     let location = validated_location(body.location)?;
     let region_config_id = validated_region(&state, body.region_config_id)?;
-    let mut gw = state.storage.gateways.get(gateway_id).await?;
+    let allowed_networks = validated_networks(body.allowed_networks)?;
+    let mut gw = state.gateways.storage().get(gateway_id).await?;
     gw.name = name;
     gw.description = body.description;
     gw.location = location;
     // Like the other fields, an update sets it: omitted = the first configuration.
     gw.region_config_id = region_config_id;
+    if let Some(networks) = allowed_networks {
+        gw.allowed_networks = networks;
+    }
     gw.updated_at = Utc::now();
-    state.storage.gateways.update(&gw).await?;
-    state.network.gateway_region_changed(gateway_id, gw.region_config_id.as_deref());
+    state.gateways.update(&gw).await?;
     Ok(Json(to_json(&state, gw)))
 }
 
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let gateway_id = parse_eui("gatewayId", &id)?;
-    state.storage.gateways.delete(gateway_id).await?;
-    state.known_gateways.remove(gateway_id);
-    state.network.gateway_region_changed(gateway_id, None);
+    state.gateways.delete(gateway_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use loraflow_network_server::config::NetworkConfig;
 use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::storage::Storage;
-use loraflow_packet_forwarder::{Handle as GatewayHandle, KnownGateways};
+use loraflow_packet_forwarder::Handle as GatewayHandle;
 
 pub use auth::{Auth, Principal};
 pub use error::ApiError;
@@ -164,7 +164,8 @@ impl ApiConfig {
 #[derive(Clone)]
 pub struct ApiState {
     pub storage: Storage,
-    pub known_gateways: KnownGateways,
+    /// Gateway registrations: every change goes through it to storage and the running server.
+    pub gateways: crate::gateway_registry::GatewayRegistry,
     /// Live gateway state (pull address, online) from the packet-forwarder.
     pub gateway_status: Option<GatewayHandle>,
     pub registry: prometheus::Registry,

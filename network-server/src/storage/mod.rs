@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use config::DatabaseConfig;
+pub use loraflow_packet_forwarder::AllowedNetworks;
 pub use model::*;
 
 use crate::types::{DevAddr, Eui64};
@@ -62,10 +63,13 @@ pub trait GatewayRepo: Send + Sync {
     async fn get(&self, id: Eui64) -> Result<Gateway>;
     /// Oldest first.
     async fn list(&self, limit: u32, offset: u32) -> Result<Page<Gateway>>;
-    /// Updates name, description, location, region configuration and updated_at.
+    /// Updates name, description, location, region configuration, allowed networks and
+    /// updated_at.
     async fn update(&self, gw: &Gateway) -> Result<()>;
     async fn delete(&self, id: Eui64) -> Result<()>;
     async fn all_ids(&self) -> Result<Vec<Eui64>>;
+    /// Every gateway with its allowed source networks: the UDP allow-list at start.
+    async fn allowed_networks(&self) -> Result<Vec<(Eui64, AllowedNetworks)>>;
     /// The gateways that name a region configuration, with its id.
     async fn region_config_ids(&self) -> Result<Vec<(Eui64, String)>>;
     /// Batch update of last_seen_at (only moves forward). Unknown ids are ignored.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use loraflow_packet_forwarder::AllowedNetworks;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -28,6 +29,8 @@ pub struct Gateway {
     /// The region configuration (`[[regions]]` id) the gateway belongs to; `None` = the
     /// first configured one.
     pub region_config_id: Option<String>,
+    /// Where its Semtech UDP datagrams may come from; empty = anywhere.
+    pub allowed_networks: AllowedNetworks,
 }
 
 #[derive(Debug, Clone, PartialEq)]

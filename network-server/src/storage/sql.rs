@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+use loraflow_packet_forwarder::AllowedNetworks;
+
 use super::StorageError;
 use crate::types::{AesKey, DevAddr, Eui64};
 
@@ -103,6 +105,17 @@ pub(crate) fn measurement_definitions(
     text: String,
 ) -> Result<std::collections::BTreeMap<String, crate::storage::MeasurementDefinition>, sqlx::Error> {
     serde_json::from_str(&text).map_err(|e| decode_err("measurements", e))
+}
+
+/// A gateway's allowed networks, stored as a JSON array of CIDR strings. Only the REST API
+/// writes them, after parsing them, so unreadable text is corrupt data.
+pub(crate) fn allowed_networks(text: String) -> Result<AllowedNetworks, sqlx::Error> {
+    serde_json::from_str(&text).map_err(|e| decode_err("allowed_networks", e))
+}
+
+pub(crate) fn allowed_networks_text(networks: &AllowedNetworks) -> String {
+    // A list of networks always serialises.
+    serde_json::to_string(networks).unwrap_or_else(|_| "[]".to_string())
 }
 
 pub(crate) fn measurement_definitions_text(defs: &std::collections::BTreeMap<String, crate::storage::MeasurementDefinition>) -> String {
@@ -288,6 +301,7 @@ macro_rules! impl_repos {
                     updated_at: r.try_get("updated_at")?,
                     last_seen_at: r.try_get("last_seen_at")?,
                     region_config_id: r.try_get("region_config_id")?,
+                    allowed_networks: s::allowed_networks(r.try_get("allowed_networks")?)?,
                 })
             }
 
@@ -540,7 +554,8 @@ macro_rules! impl_repos {
                     let (lat, lon, alt) = location_cols(&gw.location);
                     sqlx::query(
                         "INSERT INTO gateways (gateway_id, name, description, latitude, longitude, altitude, \
-                         created_at, updated_at, last_seen_at, region_config_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                         created_at, updated_at, last_seen_at, region_config_id, allowed_networks) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     )
                     .bind(&gw.gateway_id.0[..])
                     .bind(&gw.name)
@@ -552,6 +567,7 @@ macro_rules! impl_repos {
                     .bind(s::ts(gw.updated_at))
                     .bind(gw.last_seen_at.map(s::ts))
                     .bind(&gw.region_config_id)
+                    .bind(s::allowed_networks_text(&gw.allowed_networks))
                     .execute(&self.pool)
                     .await
                     .map_err(s::db_err)?;
@@ -583,7 +599,7 @@ macro_rules! impl_repos {
                     let (lat, lon, alt) = location_cols(&gw.location);
                     let r = sqlx::query(
                         "UPDATE gateways SET name = $2, description = $3, latitude = $4, longitude = $5, \
-                         altitude = $6, updated_at = $7, region_config_id = $8 WHERE gateway_id = $1",
+                         altitude = $6, updated_at = $7, region_config_id = $8, allowed_networks = $9 WHERE gateway_id = $1",
                     )
                     .bind(&gw.gateway_id.0[..])
                     .bind(&gw.name)
@@ -593,6 +609,7 @@ macro_rules! impl_repos {
                     .bind(alt)
                     .bind(s::ts(gw.updated_at))
                     .bind(&gw.region_config_id)
+                    .bind(s::allowed_networks_text(&gw.allowed_networks))
                     .execute(&self.pool)
                     .await
                     .map_err(s::db_err)?;
@@ -614,6 +631,17 @@ macro_rules! impl_repos {
                         .await
                         .map_err(s::db_err)?;
                     ids.into_iter().map(|v| s::eui(v).map_err(StorageError::Db)).collect()
+                }
+
+                async fn allowed_networks(&self) -> Result<Vec<(Eui64, AllowedNetworks)>> {
+                    let rows: Vec<(Vec<u8>, String)> =
+                        sqlx::query_as("SELECT gateway_id, allowed_networks FROM gateways ORDER BY gateway_id")
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(s::db_err)?;
+                    rows.into_iter()
+                        .map(|(g, n)| Ok((s::eui(g).map_err(StorageError::Db)?, s::allowed_networks(n).map_err(StorageError::Db)?)))
+                        .collect()
                 }
 
                 async fn region_config_ids(&self) -> Result<Vec<(Eui64, String)>> {

@@ -137,6 +137,7 @@ fn gateway(n: u64, created: i64) -> Gateway {
         updated_at: t(created),
         last_seen_at: None,
         region_config_id: None,
+        allowed_networks: AllowedNetworks::anywhere(),
     }
 }
 
@@ -277,8 +278,15 @@ async fn gateway_crud_round_trips(db: &mut TestDb) {
     assert_eq!(ids, vec![a.gateway_id, b.gateway_id, c.gateway_id]);
 
     assert_eq!(s.gateways.region_config_ids().await.unwrap(), vec![]);
+    let anywhere = AllowedNetworks::anywhere();
+    assert_eq!(
+        s.gateways.allowed_networks().await.unwrap(),
+        vec![(a.gateway_id, anywhere.clone()), (b.gateway_id, anywhere.clone()), (c.gateway_id, anywhere.clone())]
+    );
+    let networks = AllowedNetworks::parse(&["192.0.2.0/24", "2001:db8::/32"]).unwrap();
     let changed = Gateway {
         region_config_id: Some("us915_1".into()),
+        allowed_networks: networks.clone(),
         name: "renamed".into(),
         description: "mast".into(),
         location: None,
@@ -292,6 +300,7 @@ async fn gateway_crud_round_trips(db: &mut TestDb) {
     let got = s.gateways.get(a.gateway_id).await.unwrap();
     assert_eq!(got, Gateway { created_at: a.created_at, last_seen_at: None, ..changed });
     assert_eq!(s.gateways.region_config_ids().await.unwrap(), vec![(a.gateway_id, "us915_1".to_string())]);
+    assert_eq!(s.gateways.allowed_networks().await.unwrap()[0], (a.gateway_id, networks));
 
     s.gateways.delete(a.gateway_id).await.unwrap();
     assert!(matches!(s.gateways.get(a.gateway_id).await, Err(StorageError::NotFound)));

@@ -15,9 +15,21 @@ use crate::region_config::RegionConfig;
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, StorageError};
 
+/// The `reason` of a join-request over `network.join_requests_per_dev_eui_per_minute`.
+const RATE_LIMITED: &str = "rate_limited";
+
 pub async fn handle(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: JoinRequest) {
     match process(ctx, region, up, &jr).await {
         Ok(()) => ctx.metrics.joins_accepted.inc(),
+        Err(RATE_LIMITED) => {
+            ctx.metrics.joins_rejected.with_label_values(&[RATE_LIMITED]).inc();
+            if let Some(suppressed) = ctx.join_rate_log.allow() {
+                tracing::warn!(
+                    dev_eui = %jr.dev_eui, suppressed_since_last_line = suppressed,
+                    "join request over network.join_requests_per_dev_eui_per_minute, rejected"
+                );
+            }
+        }
         Err(reason) => {
             ctx.metrics.joins_rejected.with_label_values(&[reason]).inc();
             tracing::info!(dev_eui = %jr.dev_eui, reason, "join request rejected");
@@ -61,6 +73,9 @@ async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: &
     };
     if !lorawan::join_request_mic_valid(&up.phy_payload, &keys.app_key) {
         return Err(reject(ctx, &device, "mic", "join-request MIC is invalid, make sure the AppKey is correct".into(), up).await);
+    }
+    if !ctx.join_rate.allow(jr.dev_eui) {
+        return Err(RATE_LIMITED);
     }
     check_dev_nonce(ctx, up, jr, &device).await?;
 

@@ -39,7 +39,7 @@ pub use pull_resp::PullResp;
 pub use push_ack::PushAck;
 pub use push_data::{PushData, PushDataPayload, RawPushDataPayload};
 pub use rxpk::{Rsig, Rxpk, RxpkError};
-pub use stat::Stat;
+pub use stat::{Stat, StatError};
 pub use tx_ack::{TxAck, TxAckPayload, TxpkAck};
 pub use txpk::{Txpk, TxpkError};
 
