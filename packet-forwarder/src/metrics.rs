@@ -130,6 +130,9 @@ impl Metrics {
         for m in MODULATIONS {
             uplinks.with_label_values(&[m]);
         }
+        for s in TxAckStatus::ALL {
+            tx_ack.with_label_values(&[s.as_str()]);
+        }
         let dropped = DropReason::ALL.iter().map(|r| dropped_vec.with_label_values(&[r.as_str()])).collect();
 
         Ok(Metrics {

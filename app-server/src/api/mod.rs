@@ -16,6 +16,7 @@ pub mod extract;
 pub mod gateways;
 pub mod health;
 pub mod history;
+pub mod http_metrics;
 pub mod regions;
 pub mod text;
 
@@ -173,6 +174,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))
         .nest("/api", api)
+        .layer(middleware::from_fn_with_state(http_metrics::HttpMetrics::register(&state.registry), http_metrics::track))
         .with_state(state)
 }
 

@@ -1,0 +1,33 @@
+// Records the git commit for `loraflow_build_info{git=…}`. `LORAFLOW_GIT_COMMIT` wins (a
+// Docker build or a source tarball has no `.git`); without either the label is `unknown`.
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LORAFLOW_GIT_COMMIT");
+    let commit = std::env::var("LORAFLOW_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=LORAFLOW_GIT_COMMIT={commit}");
+    // Rerun when HEAD moves: HEAD itself (branch switch) and the branch it points at.
+    for path in [
+        git(&["rev-parse", "--git-path", "HEAD"]),
+        git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        println!("cargo:rerun-if-changed={path}");
+    }
+    // A commit through `packed-refs` only (after `git gc`) moves no loose ref file.
+    if let Some(packed) = git(&["rev-parse", "--git-path", "packed-refs"]) {
+        println!("cargo:rerun-if-changed={packed}");
+    }
+}
