@@ -16,18 +16,14 @@ fn main() {
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LORAFLOW_GIT_COMMIT={commit}");
-    // Rerun when HEAD moves: HEAD itself (branch switch) and the branch it points at.
-    for path in [
-        git(&["rev-parse", "--git-path", "HEAD"]),
-        git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        println!("cargo:rerun-if-changed={path}");
-    }
-    // A commit through `packed-refs` only (after `git gc`) moves no loose ref file.
-    if let Some(packed) = git(&["rev-parse", "--git-path", "packed-refs"]) {
-        println!("cargo:rerun-if-changed={packed}");
+    // Rerun when HEAD moves: HEAD itself (branch switch), the branch it points at, and
+    // packed-refs (a ref may live only there after `git gc`). Only existing files: cargo
+    // reruns a build script on every build while a watched path is missing.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    let watched = [Some("HEAD"), branch.as_deref(), Some("packed-refs")];
+    for path in watched.into_iter().flatten().filter_map(|r| git(&["rev-parse", "--git-path", r])) {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
 }
