@@ -131,11 +131,30 @@ impl Config {
         if !(1..=100_000).contains(&self.mqtt.embedded_max_connections) {
             return Err(ConfigError::Invalid { key: "mqtt.embedded_max_connections".into(), reason: "must be 1..=100000".into() });
         }
+        validate_log_level(&self.log.level).map_err(|reason| ConfigError::Invalid { key: "log.level".into(), reason })?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid { key: "log.format".into(), reason: "expected text or json".into() });
         }
         Ok(())
     }
+}
+
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A `log.level` the filter accepts, stricter than `EnvFilter` itself: there a bare word
+/// is a target name, so a typo such as `level = "verbose"` would silence every log line
+/// instead of failing. Bare directives must be a level; targets take `target=level`.
+fn validate_log_level(level: &str) -> Result<(), String> {
+    if level.trim().is_empty() {
+        return Err(format!("expected a level ({}) or target=level directives", LOG_LEVELS.join(", ")));
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains('=') && !directive.contains('[');
+        if bare && !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(format!("{directive:?} is not a level ({}); a target takes target=level", LOG_LEVELS.join(", ")));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder().parse(level).map(|_| ()).map_err(|e| format!("{level:?}: {e}"))
 }
 
 /// `LORAFLOW_API__BIND=…` → `{"api": {"bind": "…"}}`. Unknown sections/keys are kept so
@@ -329,6 +348,91 @@ mod tests {
         std::fs::write(&p, "[[regions]]\nid = \"a\"\ncommon_name = \"Mars\"\n").unwrap();
         let e = Config::load_from(Some(&p), env(&[])).unwrap_err();
         assert!(e.to_string().contains("`regions[0].common_name`"), "{e}");
+    }
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/loraflow.example.toml");
+
+    /// `section.key` (and `regions[].key`) for every key of a TOML document.
+    fn key_paths(doc: &toml::Table) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (section, value) in doc {
+            match value {
+                toml::Value::Table(t) => out.extend(t.keys().map(|k| format!("{section}.{k}"))),
+                toml::Value::Array(entries) => {
+                    for e in entries.iter().filter_map(toml::Value::as_table) {
+                        out.extend(e.keys().map(|k| format!("{section}[].{k}")));
+                    }
+                }
+                _ => {
+                    out.insert(section.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The example with its commented-out settings (`# key = …`, `# [[regions]]`) enabled.
+    fn uncommented(example: &str) -> String {
+        example
+            .lines()
+            .map(|line| {
+                let rest = line.strip_prefix("# ").unwrap_or("");
+                let is_setting = rest.starts_with('[')
+                    || rest.split_once(" = ").is_some_and(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+                if is_setting {
+                    rest
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_example_config_states_exactly_the_defaults() {
+        // Loaded as a config file: unknown keys and bad values fail as they would at start.
+        let c = Config::load_from(Some(Path::new(EXAMPLE)), env(&[])).unwrap();
+        assert_eq!(c, Config::default(), "a value in deploy/loraflow.example.toml is not the default");
+    }
+
+    #[test]
+    fn the_example_config_documents_every_key() {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let example: toml::Table = toml::from_str(&uncommented(&text)).unwrap();
+        let documented = key_paths(&example);
+        let defaults = key_paths(&toml::Table::try_from(Config::default()).unwrap());
+        let missing: Vec<_> = defaults.difference(&documented).collect();
+        assert!(missing.is_empty(), "config keys missing from deploy/loraflow.example.toml: {missing:?}");
+        assert!(documented.contains("regions[].common_name") && documented.contains("network.max_duty_cycle"), "{documented:?}");
+    }
+
+    #[test]
+    fn the_example_configs_commented_out_settings_are_real_and_valid() {
+        let text = std::fs::read_to_string(EXAMPLE).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("all.toml");
+        std::fs::write(&p, uncommented(&text)).unwrap();
+        let c = Config::load_from(Some(&p), env(&[])).unwrap_or_else(|e| panic!("uncommented example: {e}"));
+        c.regions().unwrap();
+        assert_eq!(c.network.max_duty_cycle, Some(0));
+        assert_eq!(c.regions.len(), 1);
+        // Every setting written in the file is one the typed config keeps (none ignored).
+        let example: toml::Table = toml::from_str(&uncommented(&text)).unwrap();
+        let kept = key_paths(&toml::Table::try_from(&c).unwrap());
+        let dropped: Vec<_> = key_paths(&example).into_iter().filter(|k| !kept.contains(k)).collect();
+        assert!(dropped.is_empty(), "{dropped:?}");
+    }
+
+    #[test]
+    fn log_level_is_checked_naming_the_key() {
+        for good in ["info", "WARN", "loraflow_network_server=debug,info", "off", "warn,sqlx=error"] {
+            Config::load_from(no_file(), env(&[("LORAFLOW_LOG__LEVEL", good)])).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in ["verbose", "", "info,loud", "x=notalevel"] {
+            let e = Config::load_from(no_file(), env(&[("LORAFLOW_LOG__LEVEL", bad)])).unwrap_err();
+            assert!(e.to_string().contains("`log.level`"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - `config`: the typed configuration (TOML + `LORAFLOW_<SECTION>__<KEY>` overrides).
 //! - `log_format`: text-log field formatting that escapes control characters.
 //! - `fd_limit`: the file-descriptor limit and the share REST connections may use.
+//! - `process_metrics`: `loraflow_build_info` and the `process_*` metrics.
 //! - `server`: start-up, wiring of the components, graceful shutdown.
 //! - `sim`: virtual gateways and devices; `simulate` and `bench` are the CLI tools built on them.
 //! - `bench_query`: `loraflow bench-query`, the measurement queries timed over a day of values.
@@ -19,6 +20,7 @@ pub mod child_server;
 pub mod config;
 pub mod fd_limit;
 pub mod log_format;
+pub mod process_metrics;
 pub mod server;
 pub mod sim;
 pub mod simulate;

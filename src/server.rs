@@ -52,7 +52,9 @@ pub fn init_tracing(log: &LogConfig) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let _ = if log.format == "json" {
-        builder.json().try_init()
+        // Flat: `{"timestamp","level","message","dev_eui",…,"target"}` rather than the event's
+        // fields nested under `fields`, which is what log shippers index without a pipeline.
+        builder.json().flatten_event(true).try_init()
     } else {
         // Values from the network must never start a line of their own.
         builder.fmt_fields(crate::log_format::escaped_fields()).try_init()
@@ -97,6 +99,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tracing::info!(backend = storage.backend_name(), "storage ready");
 
     let registry = prometheus::Registry::new();
+    crate::process_metrics::register(&registry)?;
     let known = KnownGateways::new(config.network.allow_unknown_gateways);
     let network = NetworkHandle::default();
     let gateways = GatewayRegistry::new(storage.gateways.clone(), known.clone(), network.clone());

@@ -34,6 +34,47 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c:
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
+        let m = Self::register(registry);
+        m.touch_known_labels();
+        m
+    }
+
+    /// Creates every series whose label values are known up front, at 0, so that dashboards
+    /// and `rate()` see zeros rather than missing series until the first event. Left out:
+    /// the duty-cycle refusals by sub-band (the sub-bands depend on the regions configured).
+    fn touch_known_labels(&self) {
+        use crate::uplink::{data::Dropped, join, FRAME_REJECT_REASONS};
+        for d in Dropped::REJECTED {
+            self.uplinks_rejected.with_label_values(&[d.reason()]);
+        }
+        for r in FRAME_REJECT_REASONS {
+            self.uplinks_rejected.with_label_values(&[r]);
+        }
+        for r in join::REJECT_REASONS {
+            self.joins_rejected.with_label_values(&[r]);
+        }
+        for w in [crate::downlink_attempts::RxWindow::Rx1, crate::downlink_attempts::RxWindow::Rx2] {
+            for s in loraflow_packet_forwarder::frame::TxAckStatus::ALL {
+                self.downlinks.with_label_values(&[w.as_str(), s.as_str()]);
+            }
+        }
+        {
+            use crate::mac::engine::Outcome;
+            for name in crate::mac::MacCommandName::ALL {
+                self.mac_commands.with_label_values(&[name.as_str(), Outcome::Sent.as_str()]);
+                if name.is_request() {
+                    for o in [Outcome::Answered, Outcome::Nak, Outcome::Unanswered] {
+                        self.mac_commands.with_label_values(&[name.as_str(), o.as_str()]);
+                    }
+                }
+            }
+        }
+        for o in [crate::class_c::Outcome::Sent, crate::class_c::Outcome::NotSent, crate::class_c::Outcome::Expired] {
+            self.class_c_downlinks.with_label_values(&[o.as_str()]);
+        }
+    }
+
+    fn register(registry: &Registry) -> Metrics {
         Metrics {
             uplinks_accepted: reg(
                 registry,
@@ -149,6 +190,24 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejections_downlinks_and_class_c_results_show_at_zero_from_the_start() {
+        let registry = Registry::new();
+        Metrics::new(&registry);
+        let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+        for series in [
+            r#"loraflow_uplinks_rejected_total{reason="mic"} 0"#,
+            r#"loraflow_uplinks_rejected_total{reason="parse_error"} 0"#,
+            r#"loraflow_joins_rejected_total{reason="dev_nonce"} 0"#,
+            r#"loraflow_downlinks_total{status="TOO_LATE",window="rx2"} 0"#,
+            r#"loraflow_class_c_downlinks_total{result="expired"} 0"#,
+            r#"loraflow_mac_commands_total{command="LinkADRReq",outcome="nak"} 0"#,
+            r#"loraflow_mac_commands_total{command="DeviceTimeAns",outcome="sent"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing: {text}");
+        }
+    }
 
     #[test]
     fn duty_cycle_refusals_are_exported_by_sub_band() {

@@ -179,6 +179,21 @@ pub enum TxAckStatus {
 }
 
 impl TxAckStatus {
+    /// Every status, e.g. to export each metric series from the start.
+    pub const ALL: [TxAckStatus; 11] = [
+        TxAckStatus::Ok,
+        TxAckStatus::TooLate,
+        TxAckStatus::TooEarly,
+        TxAckStatus::CollisionPacket,
+        TxAckStatus::CollisionBeacon,
+        TxAckStatus::TxFreq,
+        TxAckStatus::TxPower,
+        TxAckStatus::GpsUnlocked,
+        TxAckStatus::GatewayNotConnected,
+        TxAckStatus::Timeout,
+        TxAckStatus::Unknown,
+    ];
+
     /// The name used on the wire and in events, e.g. `TOO_LATE`.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -171,6 +171,9 @@ impl Metrics {
         for r in ADDRESS_CHANGE_RESULTS {
             address_changes.with_label_values(&[r]);
         }
+        for s in TxAckStatus::ALL {
+            tx_ack.with_label_values(&[s.as_str()]);
+        }
         let dropped = DropReason::ALL.iter().map(|r| dropped_vec.with_label_values(&[r.as_str()])).collect();
 
         Ok(Metrics {

@@ -97,6 +97,12 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        for reason in
+            [CloseReason::HeaderTimeout, CloseReason::IdleTimeout, CloseReason::RequestTimeout, CloseReason::Evicted, CloseReason::Shutdown]
+        {
+            closed.with_label_values(&[reason.label()]);
+        }
+        closed.with_label_values(&["refused"]);
         // A second server on the same registry (tests) shares the already registered ones.
         let _ = registry.register(Box::new(open.clone()));
         let _ = registry.register(Box::new(closed.clone()));

@@ -1,10 +1,14 @@
 //! `/health` (liveness) and `/health/ready` (readiness).
 //!
 //! `/health` answers 200 as long as the process serves HTTP: a restart would not bring an
-//! unreachable MQTT broker back, so it must not fail liveness. It still shows the broker
-//! connection for people looking. `/health/ready` answers 503 with the reason while
-//! loraflow cannot publish events (the MQTT broker is unreachable, or the embedded broker
-//! is being restarted): what a load balancer or an orchestrator's readiness check wants.
+//! unreachable MQTT broker or database back, so neither may fail liveness. It still shows
+//! the broker connection for people looking. `/health/ready` answers 503 with the reasons
+//! while loraflow cannot do its work: the database does not answer a `SELECT 1` within
+//! [`DATABASE_CHECK_TIMEOUT`], or events cannot be published (the MQTT broker is
+//! unreachable, or the embedded broker is being restarted). That is what a load balancer or
+//! an orchestrator's readiness check wants.
+
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,16 +27,43 @@ pub async fn health(State(state): State<ApiState>) -> Json<Value> {
     Json(body)
 }
 
+/// How long the database may take to answer `SELECT 1` before the server is not ready.
+/// Short: a readiness probe that hangs is worse than one that says no (the pool would
+/// otherwise wait its whole acquire timeout for a connection to a dead server).
+pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
-    let Some(mqtt) = state.mqtt.as_ref().map(|m| m.health()) else {
-        return (StatusCode::OK, Json(json!({ "status": "ready", "checks": {} })));
-    };
-    let ok = mqtt.connected;
-    let body = json!({
-        "status": if ok { "ready" } else { "unavailable" },
-        "checks": { "mqtt": mqtt_check(&mqtt) },
-    });
+    let database = database_check(&state).await;
+    let mut ok = database["status"] == "up";
+    let mut checks = json!({ "database": database });
+    if let Some(mqtt) = state.mqtt.as_ref().map(|m| m.health()) {
+        ok &= mqtt.connected;
+        checks["mqtt"] = mqtt_check(&mqtt);
+    }
+    let body = json!({ "status": if ok { "ready" } else { "unavailable" }, "checks": checks });
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+async fn database_check(state: &ApiState) -> Value {
+    let started = Instant::now();
+    let outcome = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.storage.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", DATABASE_CHECK_TIMEOUT.as_millis())),
+    };
+    db_check(state.storage.backend_name(), started.elapsed(), outcome)
+}
+
+fn db_check(backend: &str, took: Duration, outcome: Result<(), String>) -> Value {
+    let mut check = json!({
+        "status": if outcome.is_ok() { "up" } else { "down" },
+        "backend": backend,
+        "latencyMs": took.as_millis() as u64,
+    });
+    if let Err(reason) = outcome {
+        check["reason"] = json!(reason);
+    }
+    check
 }
 
 fn mqtt_check(h: &MqttHealth) -> Value {
@@ -60,6 +91,15 @@ mod tests {
             reason: Some("Connection refused".into()),
         });
         assert_eq!(c, json!({"status": "down", "broker": "127.0.0.1:1883", "forSecs": 3, "reason": "Connection refused"}));
+    }
+
+    #[test]
+    fn a_down_database_check_gives_the_reason() {
+        let c = db_check("postgres", Duration::from_millis(1000), Err("no answer within 1000 ms".into()));
+        assert_eq!(c, json!({"status": "down", "backend": "postgres", "latencyMs": 1000, "reason": "no answer within 1000 ms"}));
+        let c = db_check("sqlite", Duration::from_millis(2), Ok(()));
+        assert_eq!(c["status"], "up");
+        assert!(c.get("reason").is_none());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod extract;
 pub mod gateways;
 pub mod health;
 pub mod history;
+pub mod http_metrics;
 pub mod layers;
 pub mod query_params;
 pub mod regions;
@@ -231,6 +232,7 @@ pub fn router(state: ApiState, policy: &layers::HttpPolicy) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))
         .nest("/api", api)
+        .layer(middleware::from_fn_with_state(http_metrics::HttpMetrics::register(&state.registry), http_metrics::track))
         .with_state(state);
     layers::apply(router, policy)
 }

@@ -2,6 +2,13 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+/// The `kind` values of `loraflow_events_published_total`.
+pub const EVENT_KINDS: [&str; 6] = ["up", "join", "ack", "txack", "status", "log"];
+/// The `reason` values of `loraflow_history_dropped_total`.
+pub const HISTORY_DROP_REASONS: [&str; 3] = ["buffer_full", "rejected", "shutdown"];
+/// The `outcome` values of `loraflow_downlink_commands_total`.
+pub const DOWNLINK_COMMAND_OUTCOMES: [&str; 3] = ["queued", "invalid", "error"];
+
 #[derive(Clone)]
 pub struct IntegrationMetrics {
     pub uplinks_published: IntCounter,
@@ -63,6 +70,16 @@ impl IntegrationMetrics {
         registry.register(Box::new(m.history_buffer_depth.clone()))?;
         registry.register(Box::new(m.history_dropped.clone()))?;
         registry.register(Box::new(m.downlink_commands.clone()))?;
+        // Every known series from the start, at 0 (dashboards and rate() need no first event).
+        for kind in EVENT_KINDS {
+            m.events_published.with_label_values(&[kind]);
+        }
+        for reason in HISTORY_DROP_REASONS {
+            m.history_dropped.with_label_values(&[reason]);
+        }
+        for outcome in DOWNLINK_COMMAND_OUTCOMES {
+            m.downlink_commands.with_label_values(&[outcome]);
+        }
         Ok(m)
     }
 }

@@ -66,6 +66,26 @@ pub enum MacCommandName {
 }
 
 impl MacCommandName {
+    /// Every command the network server sends.
+    pub const ALL: [MacCommandName; 10] = [
+        MacCommandName::LinkCheckAns,
+        MacCommandName::LinkAdrReq,
+        MacCommandName::DutyCycleReq,
+        MacCommandName::RxParamSetupReq,
+        MacCommandName::DevStatusReq,
+        MacCommandName::NewChannelReq,
+        MacCommandName::RxTimingSetupReq,
+        MacCommandName::TxParamSetupReq,
+        MacCommandName::DlChannelReq,
+        MacCommandName::DeviceTimeAns,
+    ];
+
+    /// Whether the device answers it (a request), so it can also be answered, refused
+    /// (`nak`) or never answered.
+    pub fn is_request(&self) -> bool {
+        !matches!(self, MacCommandName::LinkCheckAns | MacCommandName::DeviceTimeAns)
+    }
+
     pub fn as_str(&self) -> &'static str {
         use MacCommandName as N;
         match self {

@@ -40,7 +40,20 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    fn reason(&self) -> &'static str {
+    /// Every reason counted in `loraflow_uplinks_rejected_total` (repeats have their own counter).
+    pub const REJECTED: [Dropped; 9] = [
+        Dropped::UnknownDevAddr,
+        Dropped::Mic,
+        Dropped::Replay,
+        Dropped::Retransmission,
+        Dropped::FCntRace,
+        Dropped::DeviceDisabled,
+        Dropped::Storage,
+        Dropped::UnknownModulation,
+        Dropped::RegionMismatch,
+    ];
+
+    pub fn reason(&self) -> &'static str {
         match self {
             Dropped::UnknownDevAddr => "unknown_dev_addr",
             Dropped::Mic => "mic",

@@ -18,6 +18,20 @@ use crate::storage::{DeviceContext, DeviceSession, StorageError};
 /// The `reason` of a join-request over `network.join_requests_per_dev_eui_per_minute`.
 const RATE_LIMITED: &str = "rate_limited";
 
+/// Every `loraflow_joins_rejected_total` reason (a test keeps it in step with this file).
+pub const REJECT_REASONS: [&str; 10] = [
+    "unknown_device",
+    "storage_error",
+    "device_disabled",
+    "region_mismatch",
+    "otaa_not_supported",
+    "no_keys",
+    "mic",
+    "build_error",
+    "dev_nonce",
+    RATE_LIMITED,
+];
+
 pub async fn handle(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: JoinRequest) {
     match process(ctx, region, up, &jr).await {
         Ok(()) => ctx.metrics.joins_accepted.inc(),
@@ -175,4 +189,31 @@ async fn check_dev_nonce(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest, de
         return Err(reject(ctx, device, "dev_nonce", text, up).await);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The reasons this file rejects with: `Err("…")` and `reject(ctx, device, "…", …)`.
+    fn reasons_in_source() -> Vec<String> {
+        let src = include_str!("join.rs");
+        let src = &src[..src.find("#[cfg(test)]").expect("test module")];
+        let mut out = Vec::new();
+        for line in src.lines() {
+            if let Some((_, rest)) = line.split_once("Err(\"") {
+                out.extend(rest.split('"').next().map(str::to_owned));
+            } else if let Some((_, rest)) = line.split_once("reject(ctx,") {
+                out.extend(rest.split('"').nth(1).map(str::to_owned));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_reject_reason_is_pre_registered() {
+        let found = reasons_in_source();
+        assert!(found.len() >= 9, "{found:?}");
+        for r in &found {
+            assert!(super::REJECT_REASONS.contains(&r.as_str()), "join reject reason {r:?} missing from REJECT_REASONS");
+        }
+    }
 }

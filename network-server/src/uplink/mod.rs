@@ -12,6 +12,9 @@ use crate::lorawan::{Phy, PhyError};
 use crate::region_config::{GatewayRegions, RegionConfig, Regions};
 use crate::server::Context;
 
+/// `loraflow_uplinks_rejected_total` reasons decided before the message type is known.
+pub const FRAME_REJECT_REASONS: [&str; 3] = ["channel_not_enabled", "unsupported_type", "parse_error"];
+
 /// Handles one uplink, whose PHYPayload the run loop already parsed (to order it by device).
 pub async fn handle(ctx: &Context, up: DedupedUplink, phy: Result<Phy, PhyError>) {
     let span = tracing::debug_span!("uplink", dedup_id = %up.deduplication_id, dev_eui = tracing::field::Empty);
