@@ -9,47 +9,85 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::ApiState;
 use crate::mqtt::MqttHealth;
 
-pub async fn health(State(state): State<ApiState>) -> Json<Value> {
-    let mqtt = state.mqtt.as_ref().map(|m| if m.health().connected { "connected" } else { "disconnected" });
-    let mut body = json!({ "status": "ok" });
-    if let Some(mqtt) = mqtt {
-        body["mqtt"] = json!(mqtt);
-    }
-    Json(body)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthJson {
+    /// Always `ok`.
+    status: &'static str,
+    /// `connected` or `disconnected`; absent without an MQTT transport.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt: Option<&'static str>,
 }
 
-pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyJson {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    checks: ReadyChecks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyChecks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt: Option<MqttCheck>,
+}
+
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttCheck {
+    /// `up` or `down`.
+    status: &'static str,
+    broker: String,
+    /// Seconds in this state.
+    for_secs: u64,
+    /// Why the broker is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Liveness: 200 while the process serves HTTP.
+#[utoipa::path(operation_id = "health", get, path = "/health", tag = "meta", security(()), responses((status = 200, body = HealthJson)))]
+pub async fn health(State(state): State<ApiState>) -> Json<HealthJson> {
+    let mqtt = state.mqtt.as_ref().map(|m| if m.health().connected { "connected" } else { "disconnected" });
+    Json(HealthJson { status: "ok", mqtt })
+}
+
+/// Readiness: 503 while events cannot be published.
+#[utoipa::path(
+    operation_id = "ready",
+    get,
+    path = "/health/ready",
+    tag = "meta",
+    security(()),
+    responses((status = 200, body = ReadyJson), (status = 503, description = "The MQTT broker is unreachable", body = ReadyJson))
+)]
+pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<ReadyJson>) {
     let Some(mqtt) = state.mqtt.as_ref().map(|m| m.health()) else {
-        return (StatusCode::OK, Json(json!({ "status": "ready", "checks": {} })));
+        return (StatusCode::OK, Json(ReadyJson { status: "ready", checks: ReadyChecks { mqtt: None } }));
     };
     let ok = mqtt.connected;
-    let body = json!({
-        "status": if ok { "ready" } else { "unavailable" },
-        "checks": { "mqtt": mqtt_check(&mqtt) },
-    });
+    let body = ReadyJson { status: if ok { "ready" } else { "unavailable" }, checks: ReadyChecks { mqtt: Some(mqtt_check(&mqtt)) } };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
-fn mqtt_check(h: &MqttHealth) -> Value {
-    let mut check = json!({
-        "status": if h.connected { "up" } else { "down" },
-        "broker": h.broker,
-        "forSecs": h.for_secs,
-    });
-    if let Some(reason) = &h.reason {
-        check["reason"] = json!(reason);
+fn mqtt_check(h: &MqttHealth) -> MqttCheck {
+    MqttCheck {
+        status: if h.connected { "up" } else { "down" },
+        broker: h.broker.clone(),
+        for_secs: h.for_secs,
+        reason: h.reason.clone(),
     }
-    check
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_down_broker_check_names_the_broker_and_the_reason() {
@@ -59,12 +97,16 @@ mod tests {
             for_secs: 3,
             reason: Some("Connection refused".into()),
         });
-        assert_eq!(c, json!({"status": "down", "broker": "127.0.0.1:1883", "forSecs": 3, "reason": "Connection refused"}));
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            json!({"status": "down", "broker": "127.0.0.1:1883", "forSecs": 3, "reason": "Connection refused"})
+        );
     }
 
     #[test]
     fn an_up_broker_check_has_no_reason() {
         let c = mqtt_check(&MqttHealth { broker: "b".into(), connected: true, for_secs: 0, reason: None });
+        let c = serde_json::to_value(c).unwrap();
         assert_eq!(c["status"], "up");
         assert!(c.get("reason").is_none());
     }
