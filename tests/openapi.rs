@@ -123,6 +123,25 @@ async fn the_document_is_public_openapi_3_1_and_matches_the_router_and_readme() 
     assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]), "the API needs the bearer token by default");
     check_refs(&doc, &doc, "#");
 
+    // Operation ids are unique, and every response link names one of them.
+    let operation_ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| METHODS.iter().filter_map(|m| item.get(*m)))
+        .map(|op| op["operationId"].as_str().expect("operationId"))
+        .collect();
+    assert_eq!(operation_ids.iter().collect::<BTreeSet<_>>().len(), operation_ids.len(), "duplicate operationId: {operation_ids:?}");
+    let mut links = 0;
+    for op in doc["paths"].as_object().unwrap().values().flat_map(|item| METHODS.iter().filter_map(|m| item.get(*m))) {
+        for link in op["responses"].as_object().unwrap().values().filter_map(|r| r["links"].as_object()).flat_map(|l| l.values()) {
+            let target = link["operationId"].as_str().unwrap_or_else(|| panic!("a link without operationId: {link}"));
+            assert!(operation_ids.contains(&target), "a link to the unknown operation {target}");
+            links += 1;
+        }
+    }
+    assert!(links > 0, "the create operations link to what reads their result");
+
     let ops = documented(&doc);
     let readme = readme_operations();
     let undocumented: Vec<_> = readme.difference(&ops).collect();

@@ -10,9 +10,8 @@ use std::process::Command;
 use common::{Backend, TestServer, TOKEN};
 
 fn schemathesis_available() -> bool {
-    let installed = || {
-        Command::new("python3").args(["-c", "import schemathesis.cli"]).output().map(|o| o.status.success()).unwrap_or(false)
-    };
+    let installed =
+        || Command::new("python3").args(["-c", "import schemathesis.cli"]).output().map(|o| o.status.success()).unwrap_or(false);
     if installed() {
         return true;
     }

@@ -13,8 +13,8 @@ use loraflow_network_server::storage::{ApiKey, StorageError};
 
 use super::applications::{parse_uuid, required_name};
 use super::error::ApiError;
-use super::openapi::{ReadErrors, WriteErrors};
 use super::extract::ApiJson;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::{ApiState, ListResponse};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -64,11 +64,12 @@ pub struct CreatedJson {
 
 #[utoipa::path(
     operation_id = "api_keys_create",
+    summary = "Create an API key (admin only); the token is answered only here",
     post,
     path = "/api-keys",
     tag = "api-keys",
     request_body = ApiKeyBody,
-    responses((status = 201, description = "The key with its token, shown only here", body = CreatedJson), WriteErrors)
+    responses((status = 201, description = "The key with its token, shown only here", body = CreatedJson, links(("api_keys_delete" = (operation_id = "api_keys_delete", parameters(("id" = "$response.body#/id")))))), WriteErrors)
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -92,6 +93,7 @@ pub async fn create(
 
 #[utoipa::path(
     operation_id = "api_keys_list",
+    summary = "List the API keys, without their tokens (admin only)",
     get,
     path = "/api-keys",
     tag = "api-keys",
@@ -104,6 +106,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<ListResponse<Api
 
 #[utoipa::path(
     operation_id = "api_keys_delete",
+    summary = "Revoke an API key (admin only)",
     delete,
     path = "/api-keys/{id}",
     tag = "api-keys",

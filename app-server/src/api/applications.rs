@@ -13,8 +13,8 @@ use loraflow_network_server::storage::Application;
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::openapi::{ReadErrors, WriteErrors};
 use super::extract::{ApiJson, QueryMap};
+use super::openapi::{ReadErrors, WriteErrors};
 use super::text;
 use super::{ApiState, ListResponse};
 
@@ -65,11 +65,12 @@ pub use super::text::required_name;
 
 #[utoipa::path(
     operation_id = "applications_create",
+    summary = "Create an application",
     post,
     path = "/applications",
     tag = "applications",
     request_body = ApplicationBody,
-    responses((status = 201, body = ApplicationJson), WriteErrors)
+    responses((status = 201, body = ApplicationJson, links(("applications_get" = (operation_id = "applications_get", parameters(("id" = "$response.body#/id")))), ("applications_update" = (operation_id = "applications_update", parameters(("id" = "$response.body#/id")))), ("applications_delete" = (operation_id = "applications_delete", parameters(("id" = "$response.body#/id")))))), WriteErrors)
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -85,6 +86,7 @@ pub async fn create(
 
 #[utoipa::path(
     operation_id = "applications_get",
+    summary = "Get an application",
     get,
     path = "/applications/{id}",
     tag = "applications",
@@ -98,6 +100,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 
 #[utoipa::path(
     operation_id = "applications_list",
+    summary = "List the applications",
     get,
     path = "/applications",
     tag = "applications",
@@ -126,6 +129,7 @@ pub async fn list(
 
 #[utoipa::path(
     operation_id = "applications_update",
+    summary = "Replace an application",
     put,
     path = "/applications/{id}",
     tag = "applications",
@@ -152,6 +156,7 @@ pub async fn update(
 
 #[utoipa::path(
     operation_id = "applications_delete",
+    summary = "Delete an application with its devices",
     delete,
     path = "/applications/{id}",
     tag = "applications",

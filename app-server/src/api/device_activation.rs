@@ -15,9 +15,9 @@ use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
 use super::device_profiles::existing_profile;
 use super::devices::{existing_device, parse_dev_addr, parse_key};
 use super::error::ApiError;
-use super::openapi::{ReadErrors, WriteErrors};
 use super::extract::ApiJson;
 use super::gateways::parse_eui;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::ApiState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -166,6 +166,7 @@ fn session(dev_eui: Eui64, abp: &Abp, mac_version: String, region: &dyn Region) 
 
 #[utoipa::path(
     operation_id = "device_activation_activate",
+    summary = "Activate a device by personalization (ABP, LoRaWAN 1.0.x)",
     post,
     path = "/devices/{dev_eui}/activate",
     tag = "devices",
@@ -201,6 +202,7 @@ pub async fn activate(
 
 #[utoipa::path(
     operation_id = "device_activation_get",
+    summary = "Get a device's current session (OTAA or ABP)",
     get,
     path = "/devices/{dev_eui}/activation",
     tag = "devices",

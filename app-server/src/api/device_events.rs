@@ -12,10 +12,10 @@ use loraflow_network_server::storage::{EventKind, EventRecord, HistoryCursor};
 
 use super::devices::existing_device;
 use super::error::ApiError;
-use super::openapi::{ReadErrors};
 use super::extract::QueryMap;
 use super::gateways::parse_eui;
 use super::history::{history_query, one_more, page, HistoryPage};
+use super::openapi::ReadErrors;
 use super::ApiState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,6 +38,8 @@ impl From<EventRecord> for EventJson {
 /// `?cursor=` as in [`history_query`].
 #[utoipa::path(
     operation_id = "device_events_list",
+    summary = "List a device's stored events, newest first",
+    description = "Paged by cursor: follow `nextCursor` until it is null.",
     get,
     path = "/devices/{dev_eui}/events",
     tag = "devices",

@@ -12,9 +12,9 @@ use loraflow_network_server::types::{AesKey, Eui64};
 
 use super::devices::{existing_device, parse_key};
 use super::error::ApiError;
-use super::openapi::{ReadErrors, WriteErrors};
 use super::extract::ApiJson;
 use super::gateways::parse_eui;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::ApiState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -64,6 +64,7 @@ fn validated(dev_eui: Eui64, body: KeysBody) -> Result<DeviceKeys, ApiError> {
 
 #[utoipa::path(
     operation_id = "device_keys_put",
+    summary = "Set a device's OTAA root keys",
     put,
     path = "/devices/{dev_eui}/keys",
     tag = "devices",
@@ -86,6 +87,7 @@ pub async fn put(
 
 #[utoipa::path(
     operation_id = "device_keys_get",
+    summary = "Get a device's OTAA root keys",
     get,
     path = "/devices/{dev_eui}/keys",
     tag = "devices",
@@ -103,6 +105,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 
 #[utoipa::path(
     operation_id = "device_keys_delete_dev_nonces",
+    summary = "Forget the DevNonces a device used, so that a reset device can join again",
     delete,
     path = "/devices/{dev_eui}/dev-nonces",
     tag = "devices",

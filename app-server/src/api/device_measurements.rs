@@ -22,9 +22,9 @@ const MAX_ROWS_READ: u32 = 500_000;
 
 use super::devices::existing_device;
 use super::error::ApiError;
-use super::openapi::{ReadErrors};
 use super::extract::QueryMap;
 use super::gateways::parse_eui;
+use super::openapi::ReadErrors;
 use super::{ApiState, ListResponse};
 
 /// A series with its newest value: `value` is a number, or text for kind STRING.
@@ -53,6 +53,7 @@ impl From<StoredMeasurement> for SeriesJson {
 /// Every series of the device with its latest value and time, ordered by name.
 #[utoipa::path(
     operation_id = "device_measurements_latest",
+    summary = "List a device's measurement series with their latest values",
     get,
     path = "/devices/{dev_eui}/measurements",
     tag = "measurements",
@@ -261,6 +262,8 @@ fn by_device<T>(rows: Vec<(Eui64, Option<String>, T)>) -> Vec<(Eui64, Option<Str
 /// One series of a device (query in [`SeriesParams::parse`]).
 #[utoipa::path(
     operation_id = "device_measurements_series",
+    summary = "Query one measurement series of a device, raw or in time buckets",
+    description = "`from`/`to` default to the last 24 hours; with `bucket` the buckets holding values (at most 10,000), else the raw points, oldest first.",
     get,
     path = "/devices/{dev_eui}/measurements/{name}",
     tag = "measurements",
@@ -298,6 +301,8 @@ pub struct DeviceSeriesJson {
 /// device with values in the range, by device EUI.
 #[utoipa::path(
     operation_id = "device_measurements_application_series",
+    summary = "Query one measurement series of every device of an application",
+    description = "Parameters and limits as for one device, counted over all devices; one entry per device with values, by DevEUI.",
     get,
     path = "/applications/{application_id}/measurements/{name}",
     tag = "measurements",

@@ -17,8 +17,8 @@ use loraflow_network_server::storage::{DeviceProfile, MeasurementDefinition, Mea
 
 use super::applications::{parse_uuid, required_name};
 use super::error::ApiError;
-use super::openapi::{ReadErrors, WriteErrors};
 use super::extract::{ApiJson, QueryMap};
+use super::openapi::{ReadErrors, WriteErrors};
 use super::text;
 use super::{ApiState, ListResponse};
 
@@ -372,11 +372,12 @@ pub(crate) async fn existing_profile(state: &ApiState, id: Uuid) -> Result<Devic
 
 #[utoipa::path(
     operation_id = "device_profiles_create",
+    summary = "Create a device profile",
     post,
     path = "/device-profiles",
     tag = "device-profiles",
     request_body = DeviceProfileBody,
-    responses((status = 201, body = DeviceProfileJson), WriteErrors)
+    responses((status = 201, body = DeviceProfileJson, links(("device_profiles_get" = (operation_id = "device_profiles_get", parameters(("id" = "$response.body#/id")))), ("device_profiles_update" = (operation_id = "device_profiles_update", parameters(("id" = "$response.body#/id")))), ("device_profiles_delete" = (operation_id = "device_profiles_delete", parameters(("id" = "$response.body#/id")))))), WriteErrors)
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -411,6 +412,7 @@ pub async fn create(
 
 #[utoipa::path(
     operation_id = "device_profiles_get",
+    summary = "Get a device profile",
     get,
     path = "/device-profiles/{id}",
     tag = "device-profiles",
@@ -424,6 +426,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 
 #[utoipa::path(
     operation_id = "device_profiles_list",
+    summary = "List the device profiles",
     get,
     path = "/device-profiles",
     tag = "device-profiles",
@@ -438,6 +441,7 @@ pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<Lis
 
 #[utoipa::path(
     operation_id = "device_profiles_update",
+    summary = "Replace a device profile",
     put,
     path = "/device-profiles/{id}",
     tag = "device-profiles",
@@ -462,6 +466,7 @@ pub async fn update(
 
 #[utoipa::path(
     operation_id = "device_profiles_delete",
+    summary = "Delete a device profile no device uses",
     delete,
     path = "/device-profiles/{id}",
     tag = "device-profiles",

@@ -14,9 +14,9 @@ use loraflow_network_server::storage::{Device, QueueItem};
 use super::device_profiles::existing_profile;
 use super::devices::existing_device;
 use super::error::ApiError;
-use super::openapi::{ReadErrors, WriteErrors};
 use super::extract::ApiJson;
 use super::gateways::parse_eui;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::{ApiState, ListResponse};
 use crate::downlink_queue::{self, EncodeError, MAX_PAYLOAD};
 
@@ -146,6 +146,7 @@ async fn encoded(state: &ApiState, device: &Device, f_port: u8, object: serde_js
 
 #[utoipa::path(
     operation_id = "device_queue_enqueue",
+    summary = "Queue a downlink (base64 data, or an object for the profile's codec)",
     post,
     path = "/devices/{dev_eui}/queue",
     tag = "devices",
@@ -177,6 +178,7 @@ pub async fn enqueue(
 
 #[utoipa::path(
     operation_id = "device_queue_list",
+    summary = "List a device's queued downlinks",
     get,
     path = "/devices/{dev_eui}/queue",
     tag = "devices",
@@ -192,6 +194,7 @@ pub async fn list(State(state): State<ApiState>, Path(id): Path<String>) -> Resu
 
 #[utoipa::path(
     operation_id = "device_queue_flush",
+    summary = "Delete every queued downlink of a device",
     delete,
     path = "/devices/{dev_eui}/queue",
     tag = "devices",

@@ -12,10 +12,10 @@ use loraflow_network_server::storage::{HistoryCursor, UplinkRecord};
 
 use super::devices::existing_device;
 use super::error::ApiError;
-use super::openapi::{ReadErrors};
 use super::extract::QueryMap;
 use super::gateways::parse_eui;
 use super::history::{history_query, one_more, page, HistoryPage};
+use super::openapi::ReadErrors;
 use super::ApiState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -78,6 +78,8 @@ impl From<UplinkRecord> for UplinkJson {
 /// `?limit=`, `?since=` and `?cursor=` as in [`history_query`].
 #[utoipa::path(
     operation_id = "device_uplinks_list",
+    summary = "List a device's stored uplinks, newest first",
+    description = "Paged by cursor: follow `nextCursor` until it is null.",
     get,
     path = "/devices/{dev_eui}/uplinks",
     tag = "devices",

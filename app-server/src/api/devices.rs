@@ -18,9 +18,9 @@ use super::access;
 use super::applications::{parse_uuid, required_name};
 use super::auth::Principal;
 use super::error::ApiError;
-use super::openapi::{ReadErrors, WriteErrors};
 use super::extract::{ApiJson, QueryMap};
 use super::gateways::parse_eui;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::text;
 use super::{ApiState, ListResponse};
 
@@ -216,11 +216,12 @@ fn apply(d: &mut Device, f: DeviceFields) {
 
 #[utoipa::path(
     operation_id = "devices_create",
+    summary = "Create a device",
     post,
     path = "/devices",
     tag = "devices",
     request_body = DeviceBody,
-    responses((status = 201, body = DeviceJson), WriteErrors)
+    responses((status = 201, body = DeviceJson, links(("devices_get" = (operation_id = "devices_get", parameters(("dev_eui" = "$response.body#/devEui")))), ("devices_update" = (operation_id = "devices_update", parameters(("dev_eui" = "$response.body#/devEui")))), ("devices_delete" = (operation_id = "devices_delete", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_keys_put" = (operation_id = "device_keys_put", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_keys_get" = (operation_id = "device_keys_get", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_activation_activate" = (operation_id = "device_activation_activate", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_queue_enqueue" = (operation_id = "device_queue_enqueue", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_queue_list" = (operation_id = "device_queue_list", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_uplinks_list" = (operation_id = "device_uplinks_list", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_events_list" = (operation_id = "device_events_list", parameters(("dev_eui" = "$response.body#/devEui")))))), WriteErrors)
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -256,6 +257,7 @@ pub async fn create(
 
 #[utoipa::path(
     operation_id = "devices_get",
+    summary = "Get a device",
     get,
     path = "/devices/{dev_eui}",
     tag = "devices",
@@ -269,6 +271,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 
 #[utoipa::path(
     operation_id = "devices_list",
+    summary = "List the devices, of one application or of all",
     get,
     path = "/devices",
     tag = "devices",
@@ -293,6 +296,7 @@ pub async fn list(
 
 #[utoipa::path(
     operation_id = "devices_update",
+    summary = "Replace a device",
     put,
     path = "/devices/{dev_eui}",
     tag = "devices",
@@ -326,6 +330,7 @@ pub async fn update(
 
 #[utoipa::path(
     operation_id = "devices_delete",
+    summary = "Delete a device with its keys, session and queue",
     delete,
     path = "/devices/{dev_eui}",
     tag = "devices",

@@ -12,8 +12,8 @@ use loraflow_network_server::types::Eui64;
 
 use super::applications::required_name;
 use super::error::ApiError;
-use super::openapi::{ReadErrors, WriteErrors};
 use super::extract::{ApiJson, QueryMap};
+use super::openapi::{ReadErrors, WriteErrors};
 use super::text;
 use super::{ApiState, ListResponse};
 
@@ -132,11 +132,12 @@ fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
 
 #[utoipa::path(
     operation_id = "gateways_create",
+    summary = "Register a gateway",
     post,
     path = "/gateways",
     tag = "gateways",
     request_body = GatewayBody,
-    responses((status = 201, body = GatewayJson), WriteErrors)
+    responses((status = 201, body = GatewayJson, links(("gateways_get" = (operation_id = "gateways_get", parameters(("gateway_id" = "$response.body#/gatewayId")))), ("gateways_update" = (operation_id = "gateways_update", parameters(("gateway_id" = "$response.body#/gatewayId")))), ("gateways_delete" = (operation_id = "gateways_delete", parameters(("gateway_id" = "$response.body#/gatewayId")))))), WriteErrors)
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -167,6 +168,7 @@ pub async fn create(
 
 #[utoipa::path(
     operation_id = "gateways_get",
+    summary = "Get a gateway with its live state",
     get,
     path = "/gateways/{gateway_id}",
     tag = "gateways",
@@ -180,6 +182,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 
 #[utoipa::path(
     operation_id = "gateways_list",
+    summary = "List the gateways",
     get,
     path = "/gateways",
     tag = "gateways",
@@ -194,6 +197,7 @@ pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<Lis
 
 #[utoipa::path(
     operation_id = "gateways_update",
+    summary = "Replace a gateway",
     put,
     path = "/gateways/{gateway_id}",
     tag = "gateways",
@@ -230,6 +234,7 @@ pub async fn update(
 
 #[utoipa::path(
     operation_id = "gateways_delete",
+    summary = "Delete a gateway",
     delete,
     path = "/gateways/{gateway_id}",
     tag = "gateways",

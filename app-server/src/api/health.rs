@@ -76,12 +76,7 @@ pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<ReadyJson
 }
 
 fn mqtt_check(h: &MqttHealth) -> MqttCheck {
-    MqttCheck {
-        status: if h.connected { "up" } else { "down" },
-        broker: h.broker.clone(),
-        for_secs: h.for_secs,
-        reason: h.reason.clone(),
-    }
+    MqttCheck { status: if h.connected { "up" } else { "down" }, broker: h.broker.clone(), for_secs: h.for_secs, reason: h.reason.clone() }
 }
 
 #[cfg(test)]

@@ -93,6 +93,30 @@ impl utoipa::IntoResponses for WriteErrors {
     }
 }
 
+/// The document as JSON. utoipa 5.5 writes a response link's `operationId`, `operationRef`
+/// and `requestBody` under their Rust names (`operation_id`, ...), which OpenAPI tools do not
+/// read; they are renamed here.
+pub fn to_json(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    let operations = value.get_mut("paths").and_then(|p| p.as_object_mut()).into_iter().flat_map(|p| p.values_mut());
+    let responses = operations
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+        .flat_map(|r| r.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else { continue };
+        for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (from, to) in [("operation_id", "operationId"), ("operation_ref", "operationRef"), ("request_body", "requestBody")] {
+                if let Some(v) = link.remove(from) {
+                    link.insert(to.to_string(), v);
+                }
+            }
+        }
+    }
+    value
+}
+
 /// The serialized document, built once when the router is.
 #[derive(Clone)]
 pub struct OpenApiJson(pub Arc<str>);

@@ -10,7 +10,7 @@ use loraflow_network_server::region::{CfListType, Modulation};
 use loraflow_network_server::region_config::RegionConfig;
 
 use super::error::ApiError;
-use super::openapi::{ReadErrors};
+use super::openapi::ReadErrors;
 use super::{ApiState, ListResponse};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,6 +114,7 @@ pub fn to_json(r: &RegionConfig) -> RegionJson {
 
 #[utoipa::path(
     operation_id = "regions_list",
+    summary = "List the region configurations and their channel plans",
     get,
     path = "/regions",
     tag = "regions",
@@ -126,6 +127,7 @@ pub async fn list(State(state): State<ApiState>) -> Json<ListResponse<RegionJson
 
 #[utoipa::path(
     operation_id = "regions_get",
+    summary = "Get a region configuration",
     get,
     path = "/regions/{id}",
     tag = "regions",
