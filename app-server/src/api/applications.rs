@@ -26,8 +26,8 @@ pub struct ApplicationBody {
     /// Required: 1-100 bytes of UTF-8 on one line, not blank.
     #[schema(value_type = String, required = true, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     name: Option<String>,
-    /// At most 10,000 bytes of UTF-8.
-    #[schema(max_length = 10000)]
+    /// At most 10,000 bytes of UTF-8; of the control characters only tab, line feed and carriage return.
+    #[schema(max_length = 10000, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$")]
     #[serde(default)]
     description: String,
     #[serde(default)]
@@ -104,7 +104,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     get,
     path = "/applications",
     tag = "applications",
-    params(("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000), ("offset" = Option<u64>, Query, description = "Rows to skip (below 2^32)")),
+    params(("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000), ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0)),
     responses((status = 200, body = ListResponse<ApplicationJson>), ReadErrors)
 )]
 pub async fn list(

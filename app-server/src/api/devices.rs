@@ -58,8 +58,8 @@ pub struct DeviceBody {
     /// 16 hex characters.
     #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     join_eui: Option<String>,
-    /// At most 10,000 bytes of UTF-8.
-    #[schema(max_length = 10000)]
+    /// At most 10,000 bytes of UTF-8; of the control characters only tab, line feed and carriage return.
+    #[schema(max_length = 10000, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$")]
     #[serde(default)]
     description: String,
     #[serde(default)]
@@ -275,7 +275,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     get,
     path = "/devices",
     tag = "devices",
-    params(("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000), ("offset" = Option<u64>, Query, description = "Rows to skip (below 2^32)"), ("applicationId" = Option<uuid::Uuid>, Query, description = "Only the devices of this application")),
+    params(("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000), ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0), ("applicationId" = Option<uuid::Uuid>, Query, description = "Only the devices of this application")),
     responses((status = 200, body = ListResponse<DeviceJson>), ReadErrors)
 )]
 pub async fn list(
