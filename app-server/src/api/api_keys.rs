@@ -69,7 +69,12 @@ pub struct CreatedJson {
     path = "/api-keys",
     tag = "api-keys",
     request_body = ApiKeyBody,
-    responses((status = 201, description = "The key with its token, shown only here", body = CreatedJson, links(("api_keys_delete" = (operation_id = "api_keys_delete", parameters(("id" = "$response.body#/id")))))), WriteErrors)
+    responses(
+        (status = 201, description = "The key with its token, shown only here", body = CreatedJson, links(
+            ("api_keys_delete" = (operation_id = "api_keys_delete", parameters(("id" = "$response.body#/id"))))
+        )),
+        WriteErrors
+    )
 )]
 pub async fn create(
     State(state): State<ApiState>,

@@ -70,7 +70,14 @@ pub use super::text::required_name;
     path = "/applications",
     tag = "applications",
     request_body = ApplicationBody,
-    responses((status = 201, body = ApplicationJson, links(("applications_get" = (operation_id = "applications_get", parameters(("id" = "$response.body#/id")))), ("applications_update" = (operation_id = "applications_update", parameters(("id" = "$response.body#/id")))), ("applications_delete" = (operation_id = "applications_delete", parameters(("id" = "$response.body#/id")))))), WriteErrors)
+    responses(
+        (status = 201, body = ApplicationJson, links(
+            ("applications_get" = (operation_id = "applications_get", parameters(("id" = "$response.body#/id")))),
+            ("applications_update" = (operation_id = "applications_update", parameters(("id" = "$response.body#/id")))),
+            ("applications_delete" = (operation_id = "applications_delete", parameters(("id" = "$response.body#/id"))))
+        )),
+        WriteErrors
+    )
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -104,7 +111,10 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     get,
     path = "/applications",
     tag = "applications",
-    params(("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000), ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0)),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000),
+        ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0),
+    ),
     responses((status = 200, body = ListResponse<ApplicationJson>), ReadErrors)
 )]
 pub async fn list(

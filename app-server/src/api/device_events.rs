@@ -43,7 +43,13 @@ impl From<EventRecord> for EventJson {
     get,
     path = "/devices/{dev_eui}/events",
     tag = "devices",
-    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"), ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000), ("since" = Option<String>, Query, format = DateTime, description = "Only rows at or after this RFC 3339 time"), ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page", pattern = "^[A-Za-z0-9_-]{32}$"), ("kind" = Option<String>, Query, description = "join, ack, txack, status or log; all when absent", pattern = "^(join|ack|txack|status|log)$")),
+    params(
+        ("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
+        ("since" = Option<String>, Query, format = DateTime, description = "Only rows at or after this RFC 3339 time"),
+        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page", pattern = "^[A-Za-z0-9_-]{32}$"),
+        ("kind" = Option<String>, Query, description = "join, ack, txack, status or log; all when absent", pattern = "^(join|ack|txack|status|log)$"),
+    ),
     responses((status = 200, body = HistoryPage<EventJson>), ReadErrors)
 )]
 pub async fn list(

@@ -267,7 +267,16 @@ fn by_device<T>(rows: Vec<(Eui64, Option<String>, T)>) -> Vec<(Eui64, Option<Str
     get,
     path = "/devices/{dev_eui}/measurements/{name}",
     tag = "measurements",
-    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"), ("name" = String, Path, description = "Series name", pattern = "^[A-Za-z0-9_.-]{1,100}$"), ("from" = Option<String>, Query, format = DateTime, description = "Start, RFC 3339 (default: 24 hours before to)"), ("to" = Option<String>, Query, format = DateTime, description = "End (exclusive), RFC 3339 (default: now)"), ("bucket" = Option<String>, Query, description = "Aggregate into buckets of whole minutes, hours or days from 1m to 1d (e.g. 15m, 1h)", pattern = "^[0-9]+[mhd]$"), ("agg" = Option<String>, Query, description = "With bucket: avg (default), min, max, sum, count or last", pattern = "^(avg|min|max|sum|count|last)$"), ("limit" = Option<u32>, Query, description = "Raw points per page (default 1000)", maximum = 10000), ("offset" = Option<u64>, Query, description = "Raw points to skip", maximum = 4294967295.0)),
+    params(
+        ("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"),
+        ("name" = String, Path, description = "Series name", pattern = "^[A-Za-z0-9_.-]{1,100}$"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Start, RFC 3339 (default: 24 hours before to)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "End (exclusive), RFC 3339 (default: now)"),
+        ("bucket" = Option<String>, Query, description = "Aggregate into buckets of whole minutes, hours or days from 1m to 1d (e.g. 15m, 1h)", pattern = "^[0-9]+[mhd]$"),
+        ("agg" = Option<String>, Query, description = "With bucket: avg (default), min, max, sum, count or last", pattern = "^(avg|min|max|sum|count|last)$"),
+        ("limit" = Option<u32>, Query, description = "Raw points per page (default 1000)", maximum = 10000),
+        ("offset" = Option<u64>, Query, description = "Raw points to skip", maximum = 4294967295.0),
+    ),
     responses((status = 200, body = SeriesQueryJson<PointJson>), ReadErrors)
 )]
 pub async fn series(
@@ -306,7 +315,16 @@ pub struct DeviceSeriesJson {
     get,
     path = "/applications/{application_id}/measurements/{name}",
     tag = "measurements",
-    params(("application_id" = uuid::Uuid, Path, description = "Application id"), ("name" = String, Path, description = "Series name", pattern = "^[A-Za-z0-9_.-]{1,100}$"), ("from" = Option<String>, Query, format = DateTime, description = "Start, RFC 3339 (default: 24 hours before to)"), ("to" = Option<String>, Query, format = DateTime, description = "End (exclusive), RFC 3339 (default: now)"), ("bucket" = Option<String>, Query, description = "Aggregate into buckets of whole minutes, hours or days from 1m to 1d (e.g. 15m, 1h)", pattern = "^[0-9]+[mhd]$"), ("agg" = Option<String>, Query, description = "With bucket: avg (default), min, max, sum, count or last", pattern = "^(avg|min|max|sum|count|last)$"), ("limit" = Option<u32>, Query, description = "Raw points per page (default 1000)", maximum = 10000), ("offset" = Option<u64>, Query, description = "Raw points to skip", maximum = 4294967295.0)),
+    params(
+        ("application_id" = uuid::Uuid, Path, description = "Application id"),
+        ("name" = String, Path, description = "Series name", pattern = "^[A-Za-z0-9_.-]{1,100}$"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Start, RFC 3339 (default: 24 hours before to)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "End (exclusive), RFC 3339 (default: now)"),
+        ("bucket" = Option<String>, Query, description = "Aggregate into buckets of whole minutes, hours or days from 1m to 1d (e.g. 15m, 1h)", pattern = "^[0-9]+[mhd]$"),
+        ("agg" = Option<String>, Query, description = "With bucket: avg (default), min, max, sum, count or last", pattern = "^(avg|min|max|sum|count|last)$"),
+        ("limit" = Option<u32>, Query, description = "Raw points per page (default 1000)", maximum = 10000),
+        ("offset" = Option<u64>, Query, description = "Raw points to skip", maximum = 4294967295.0),
+    ),
     responses((status = 200, body = SeriesQueryJson<DeviceSeriesJson>), ReadErrors)
 )]
 pub async fn application_series(

@@ -377,7 +377,14 @@ pub(crate) async fn existing_profile(state: &ApiState, id: Uuid) -> Result<Devic
     path = "/device-profiles",
     tag = "device-profiles",
     request_body = DeviceProfileBody,
-    responses((status = 201, body = DeviceProfileJson, links(("device_profiles_get" = (operation_id = "device_profiles_get", parameters(("id" = "$response.body#/id")))), ("device_profiles_update" = (operation_id = "device_profiles_update", parameters(("id" = "$response.body#/id")))), ("device_profiles_delete" = (operation_id = "device_profiles_delete", parameters(("id" = "$response.body#/id")))))), WriteErrors)
+    responses(
+        (status = 201, body = DeviceProfileJson, links(
+            ("device_profiles_get" = (operation_id = "device_profiles_get", parameters(("id" = "$response.body#/id")))),
+            ("device_profiles_update" = (operation_id = "device_profiles_update", parameters(("id" = "$response.body#/id")))),
+            ("device_profiles_delete" = (operation_id = "device_profiles_delete", parameters(("id" = "$response.body#/id"))))
+        )),
+        WriteErrors
+    )
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -430,7 +437,10 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     get,
     path = "/device-profiles",
     tag = "device-profiles",
-    params(("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000), ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0)),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000),
+        ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0),
+    ),
     responses((status = 200, body = ListResponse<DeviceProfileJson>), ReadErrors)
 )]
 pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<DeviceProfileJson>>, ApiError> {

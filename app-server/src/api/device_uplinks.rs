@@ -83,7 +83,12 @@ impl From<UplinkRecord> for UplinkJson {
     get,
     path = "/devices/{dev_eui}/uplinks",
     tag = "devices",
-    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"), ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000), ("since" = Option<String>, Query, format = DateTime, description = "Only rows at or after this RFC 3339 time"), ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page", pattern = "^[A-Za-z0-9_-]{32}$")),
+    params(
+        ("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
+        ("since" = Option<String>, Query, format = DateTime, description = "Only rows at or after this RFC 3339 time"),
+        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page", pattern = "^[A-Za-z0-9_-]{32}$"),
+    ),
     responses((status = 200, body = HistoryPage<UplinkJson>), ReadErrors)
 )]
 pub async fn list(

@@ -221,7 +221,21 @@ fn apply(d: &mut Device, f: DeviceFields) {
     path = "/devices",
     tag = "devices",
     request_body = DeviceBody,
-    responses((status = 201, body = DeviceJson, links(("devices_get" = (operation_id = "devices_get", parameters(("dev_eui" = "$response.body#/devEui")))), ("devices_update" = (operation_id = "devices_update", parameters(("dev_eui" = "$response.body#/devEui")))), ("devices_delete" = (operation_id = "devices_delete", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_keys_put" = (operation_id = "device_keys_put", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_keys_get" = (operation_id = "device_keys_get", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_activation_activate" = (operation_id = "device_activation_activate", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_queue_enqueue" = (operation_id = "device_queue_enqueue", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_queue_list" = (operation_id = "device_queue_list", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_uplinks_list" = (operation_id = "device_uplinks_list", parameters(("dev_eui" = "$response.body#/devEui")))), ("device_events_list" = (operation_id = "device_events_list", parameters(("dev_eui" = "$response.body#/devEui")))))), WriteErrors)
+    responses(
+        (status = 201, body = DeviceJson, links(
+            ("devices_get" = (operation_id = "devices_get", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("devices_update" = (operation_id = "devices_update", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("devices_delete" = (operation_id = "devices_delete", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_keys_put" = (operation_id = "device_keys_put", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_keys_get" = (operation_id = "device_keys_get", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_activation_activate" = (operation_id = "device_activation_activate", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_queue_enqueue" = (operation_id = "device_queue_enqueue", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_queue_list" = (operation_id = "device_queue_list", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_uplinks_list" = (operation_id = "device_uplinks_list", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_events_list" = (operation_id = "device_events_list", parameters(("dev_eui" = "$response.body#/devEui"))))
+        )),
+        WriteErrors
+    )
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -275,7 +289,11 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     get,
     path = "/devices",
     tag = "devices",
-    params(("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000), ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0), ("applicationId" = Option<uuid::Uuid>, Query, description = "Only the devices of this application")),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000),
+        ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0),
+        ("applicationId" = Option<uuid::Uuid>, Query, description = "Only the devices of this application"),
+    ),
     responses((status = 200, body = ListResponse<DeviceJson>), ReadErrors)
 )]
 pub async fn list(

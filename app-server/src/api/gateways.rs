@@ -137,7 +137,14 @@ fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
     path = "/gateways",
     tag = "gateways",
     request_body = GatewayBody,
-    responses((status = 201, body = GatewayJson, links(("gateways_get" = (operation_id = "gateways_get", parameters(("gateway_id" = "$response.body#/gatewayId")))), ("gateways_update" = (operation_id = "gateways_update", parameters(("gateway_id" = "$response.body#/gatewayId")))), ("gateways_delete" = (operation_id = "gateways_delete", parameters(("gateway_id" = "$response.body#/gatewayId")))))), WriteErrors)
+    responses(
+        (status = 201, body = GatewayJson, links(
+            ("gateways_get" = (operation_id = "gateways_get", parameters(("gateway_id" = "$response.body#/gatewayId")))),
+            ("gateways_update" = (operation_id = "gateways_update", parameters(("gateway_id" = "$response.body#/gatewayId")))),
+            ("gateways_delete" = (operation_id = "gateways_delete", parameters(("gateway_id" = "$response.body#/gatewayId"))))
+        )),
+        WriteErrors
+    )
 )]
 pub async fn create(
     State(state): State<ApiState>,
@@ -186,7 +193,10 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     get,
     path = "/gateways",
     tag = "gateways",
-    params(("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000), ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0)),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000),
+        ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0),
+    ),
     responses((status = 200, body = ListResponse<GatewayJson>), ReadErrors)
 )]
 pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<GatewayJson>>, ApiError> {

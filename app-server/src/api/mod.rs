@@ -186,11 +186,6 @@ fn documented_router(state: ApiState) -> (Router<ApiState>, utoipa::openapi::Ope
         .split_for_parts()
 }
 
-/// The OpenAPI 3.1 document of the API, as `GET /api/openapi.json` answers it.
-pub fn openapi_document(state: ApiState) -> serde_json::Value {
-    openapi::to_json(&documented_router(state).1)
-}
-
 pub fn router(state: ApiState) -> Router {
     let (router, doc) = documented_router(state.clone());
     let json = openapi::to_json(&doc).to_string();
