@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use loraflow_network_server::storage::{ApiKey, StorageError};
@@ -13,18 +14,22 @@ use loraflow_network_server::storage::{ApiKey, StorageError};
 use super::applications::{parse_uuid, required_name};
 use super::error::ApiError;
 use super::extract::ApiJson;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::{ApiState, ListResponse};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiKeyBody {
+    /// Required: 1-100 bytes of UTF-8 on one line, not blank.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     name: Option<String>,
+    #[schema(value_type = Option<uuid::Uuid>)]
     application_id: Option<String>,
     #[serde(default)]
     read_only: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyJson {
     id: Uuid,
@@ -50,13 +55,27 @@ impl From<ApiKey> for ApiKeyJson {
 }
 
 /// A new key with its token, the only time the token is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedJson {
     #[serde(flatten)]
     key: ApiKeyJson,
     token: String,
 }
 
+#[utoipa::path(
+    operation_id = "api_keys_create",
+    summary = "Create an API key (admin only); the token is answered only here",
+    post,
+    path = "/api-keys",
+    tag = "api-keys",
+    request_body = ApiKeyBody,
+    responses(
+        (status = 201, description = "The key with its token, shown only here", body = CreatedJson, links(
+            ("api_keys_delete" = (operation_id = "api_keys_delete", parameters(("id" = "$response.body#/id"))))
+        )),
+        WriteErrors
+    )
+)]
 pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<ApiKeyBody>,
@@ -77,11 +96,28 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(CreatedJson { key: key.into(), token })))
 }
 
+#[utoipa::path(
+    operation_id = "api_keys_list",
+    summary = "List the API keys, without their tokens (admin only)",
+    get,
+    path = "/api-keys",
+    tag = "api-keys",
+    responses((status = 200, body = ListResponse<ApiKeyJson>), ReadErrors)
+)]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<ListResponse<ApiKeyJson>>, ApiError> {
     let keys = state.auth.list().await?;
     Ok(Json(ListResponse { total_count: keys.len() as u64, result: keys.into_iter().map(Into::into).collect() }))
 }
 
+#[utoipa::path(
+    operation_id = "api_keys_delete",
+    summary = "Revoke an API key (admin only)",
+    delete,
+    path = "/api-keys/{id}",
+    tag = "api-keys",
+    params(("id" = uuid::Uuid, Path, description = "API key id")),
+    responses((status = 204, description = "Revoked"), WriteErrors)
+)]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id = parse_uuid("id", &id)?;
     match state.auth.revoke(id).await {

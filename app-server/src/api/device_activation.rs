@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use loraflow_network_server::dev_addr;
 use loraflow_network_server::mac::state::{MacState, RxParams};
@@ -16,13 +17,20 @@ use super::devices::{existing_device, parse_dev_addr, parse_key};
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::gateways::parse_eui;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::ApiState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ActivateBody {
+    /// 8 hex characters.
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{8}$")]
     dev_addr: Option<String>,
+    /// 32 hex characters.
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{32}$")]
     app_s_key: Option<String>,
+    /// 32 hex characters; for LoRaWAN 1.0.x the one network session key.
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{32}$")]
     nwk_s_key: Option<String>,
     #[serde(default)]
     f_cnt_up: u32,
@@ -30,25 +38,38 @@ pub struct ActivateBody {
     f_cnt_down: u32,
     // LoRaWAN 1.1 session keys. A GET of a 1.0.x session shows them all equal to nwkSKey,
     // so an echoed GET body is accepted; anything else is a 1.1 activation.
+    /// 32 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     f_nwk_s_int_key: Option<String>,
+    /// 32 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     s_nwk_s_int_key: Option<String>,
+    /// 32 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     nwk_s_enc_key: Option<String>,
     /// Shown by GET; ignored here so that an echoed GET body is accepted (an activation starts
     /// from the region's defaults).
     #[allow(dead_code)]
+    #[schema(ignore)]
     radio: Option<serde::de::IgnoredAny>,
 }
 
 /// The session as `GET .../activation` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivationJson {
+    #[schema(value_type = String)]
     dev_addr: DevAddr,
+    #[schema(value_type = String)]
     app_s_key: AesKey,
     /// For 1.0.x the one network session key; equal to the three 1.1 keys below.
+    #[schema(value_type = String)]
     nwk_s_key: AesKey,
+    #[schema(value_type = String)]
     f_nwk_s_int_key: AesKey,
+    #[schema(value_type = String)]
     s_nwk_s_int_key: AesKey,
+    #[schema(value_type = String)]
     nwk_s_enc_key: AesKey,
     /// Next expected uplink frame counter.
     f_cnt_up: u32,
@@ -59,7 +80,7 @@ pub struct ActivationJson {
 
 /// The radio settings the network server believes the device uses: those of the last
 /// LinkADRReq the device acknowledged (ADR, LoRaWAN 1.0.4 §5.3).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RadioJson {
     /// Data rate set by the last acknowledged LinkADRReq; null before any.
@@ -143,6 +164,16 @@ fn session(dev_eui: Eui64, abp: &Abp, mac_version: String, region: &dyn Region) 
     }
 }
 
+#[utoipa::path(
+    operation_id = "device_activation_activate",
+    summary = "Activate a device by personalization (ABP, LoRaWAN 1.0.x)",
+    post,
+    path = "/devices/{dev_eui}/activate",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    request_body = ActivateBody,
+    responses((status = 200, description = "The new ABP session", body = ActivationJson), WriteErrors)
+)]
 pub async fn activate(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -169,6 +200,15 @@ pub async fn activate(
     Ok(Json((&s).into()))
 }
 
+#[utoipa::path(
+    operation_id = "device_activation_get",
+    summary = "Get a device's current session (OTAA or ABP)",
+    get,
+    path = "/devices/{dev_eui}/activation",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 200, body = ActivationJson), ReadErrors)
+)]
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<ActivationJson>, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
     existing_device(&state, dev_eui).await?;

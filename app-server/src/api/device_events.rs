@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use loraflow_network_server::storage::{EventKind, EventRecord, HistoryCursor};
@@ -14,9 +15,10 @@ use super::error::ApiError;
 use super::extract::QueryMap;
 use super::gateways::parse_eui;
 use super::history::{history_query, one_more, page, HistoryPage};
+use super::openapi::ReadErrors;
 use super::ApiState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventJson {
     id: Uuid,
@@ -38,6 +40,22 @@ pub const LIST_QUERY: &[&str] = &["limit", "since", "cursor", "kind"];
 
 /// `?kind=` (join, ack, txack, status or log; all when absent), and `?limit=`, `?since=`,
 /// `?cursor=` as in [`history_query`].
+#[utoipa::path(
+    operation_id = "device_events_list",
+    summary = "List a device's stored events, newest first",
+    description = "Paged by cursor: follow `nextCursor` until it is null.",
+    get,
+    path = "/devices/{dev_eui}/events",
+    tag = "devices",
+    params(
+        ("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
+        ("since" = Option<String>, Query, format = DateTime, description = "Only rows at or after this RFC 3339 time"),
+        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page", pattern = "^[A-Za-z0-9_-]{32}$"),
+        ("kind" = Option<String>, Query, description = "join, ack, txack, status or log; all when absent", pattern = "^(join|ack|txack|status|log)$"),
+    ),
+    responses((status = 200, body = HistoryPage<EventJson>), ReadErrors)
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Path(dev_eui): Path<String>,

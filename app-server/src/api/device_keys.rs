@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use loraflow_network_server::storage::{DeviceKeys, StorageError};
 use loraflow_network_server::types::{AesKey, Eui64};
@@ -13,24 +14,34 @@ use super::devices::{existing_device, parse_key};
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::gateways::parse_eui;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::ApiState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeysBody {
+    /// 32 hex characters.
+    #[schema(value_type = String, required = true, pattern = "^[0-9a-fA-F]{32}$")]
     app_key: Option<String>,
     /// LoRaWAN 1.1 only; `null` (as a GET of a 1.0.x device shows) means none.
+    /// 32 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     nwk_key: Option<String>,
     // Read-only field a client may echo back from a GET.
     #[serde(default)]
+    /// 16 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     dev_eui: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeysJson {
+    #[schema(value_type = String)]
     dev_eui: Eui64,
+    #[schema(value_type = String)]
     app_key: AesKey,
+    #[schema(value_type = Option<String>)]
     nwk_key: Option<AesKey>,
 }
 
@@ -51,6 +62,16 @@ fn validated(dev_eui: Eui64, body: KeysBody) -> Result<DeviceKeys, ApiError> {
     Ok(DeviceKeys { dev_eui, app_key, nwk_key })
 }
 
+#[utoipa::path(
+    operation_id = "device_keys_put",
+    summary = "Set a device's OTAA root keys",
+    put,
+    path = "/devices/{dev_eui}/keys",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    request_body = KeysBody,
+    responses((status = 200, body = KeysJson), WriteErrors)
+)]
 pub async fn put(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -64,6 +85,15 @@ pub async fn put(
     Ok(Json(keys.into()))
 }
 
+#[utoipa::path(
+    operation_id = "device_keys_get",
+    summary = "Get a device's OTAA root keys",
+    get,
+    path = "/devices/{dev_eui}/keys",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 200, body = KeysJson), ReadErrors)
+)]
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<KeysJson>, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
     existing_device(&state, dev_eui).await?;
@@ -73,6 +103,15 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     }
 }
 
+#[utoipa::path(
+    operation_id = "device_keys_delete_dev_nonces",
+    summary = "Forget the DevNonces a device used, so that a reset device can join again",
+    delete,
+    path = "/devices/{dev_eui}/dev-nonces",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 204, description = "The used DevNonces are forgotten"), WriteErrors)
+)]
 pub async fn delete_dev_nonces(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
     existing_device(&state, dev_eui).await?;

@@ -5,6 +5,7 @@ use axum::Json;
 use chrono::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use std::collections::HashMap;
 
@@ -23,16 +24,20 @@ use super::devices::existing_device;
 use super::error::ApiError;
 use super::extract::QueryMap;
 use super::gateways::parse_eui;
+use super::openapi::ReadErrors;
 use super::{ApiState, ListResponse};
 
 /// A series with its newest value: `value` is a number, or text for kind STRING.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeriesJson {
     name: String,
+    #[schema(value_type = super::device_profiles::MeasurementKindJson)]
     kind: MeasurementKind,
     #[serde(serialize_with = "super::time_format::utc")]
     time: DateTime<Utc>,
+    /// A number, text for kind STRING, or null for a value JSON cannot hold.
+    #[schema(value_type = Option<Value>)]
     value: serde_json::Value,
 }
 
@@ -47,6 +52,15 @@ impl From<StoredMeasurement> for SeriesJson {
 }
 
 /// Every series of the device with its latest value and time, ordered by name.
+#[utoipa::path(
+    operation_id = "device_measurements_latest",
+    summary = "List a device's measurement series with their latest values",
+    get,
+    path = "/devices/{dev_eui}/measurements",
+    tag = "measurements",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 200, body = ListResponse<SeriesJson>), ReadErrors)
+)]
 pub async fn latest(State(state): State<ApiState>, Path(dev_eui): Path<String>) -> Result<Json<ListResponse<SeriesJson>>, ApiError> {
     let dev_eui = parse_eui("devEui", &dev_eui)?;
     existing_device(&state, dev_eui).await?;
@@ -55,14 +69,16 @@ pub async fn latest(State(state): State<ApiState>, Path(dev_eui): Path<String>) 
 }
 
 /// A point of a series: a bucket's start and aggregate, or a raw value.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PointJson {
     #[serde(serialize_with = "super::time_format::utc")]
     time: DateTime<Utc>,
+    /// A number (null for a value JSON cannot hold) or, for a raw STRING series, text.
+    #[schema(value_type = Option<Value>)]
     value: serde_json::Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SeriesQueryJson<T> {
     name: String,
@@ -251,6 +267,25 @@ fn by_device<T>(rows: Vec<(Eui64, Option<String>, T)>) -> Vec<(Eui64, Option<Str
 }
 
 /// One series of a device (query in [`SeriesParams::parse`]).
+#[utoipa::path(
+    operation_id = "device_measurements_series",
+    summary = "Query one measurement series of a device, raw or in time buckets",
+    description = "`from`/`to` default to the last 24 hours; with `bucket` the buckets holding values (at most 10,000), else the raw points, oldest first.",
+    get,
+    path = "/devices/{dev_eui}/measurements/{name}",
+    tag = "measurements",
+    params(
+        ("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"),
+        ("name" = String, Path, description = "Series name", pattern = "^[A-Za-z0-9_.-]{1,100}$"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Start, RFC 3339 (default: 24 hours before to)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "End (exclusive), RFC 3339 (default: now)"),
+        ("bucket" = Option<String>, Query, description = "Aggregate into buckets of whole minutes, hours or days from 1m to 1d (e.g. 15m, 1h)", pattern = "^[0-9]+[mhd]$"),
+        ("agg" = Option<String>, Query, description = "With bucket: avg (default), min, max, sum, count or last", pattern = "^(avg|min|max|sum|count|last)$"),
+        ("limit" = Option<u32>, Query, description = "Raw points per page (default 1000)", maximum = 10000),
+        ("offset" = Option<u64>, Query, description = "Raw points to skip", maximum = 4294967295.0),
+    ),
+    responses((status = 200, body = SeriesQueryJson<PointJson>), ReadErrors)
+)]
 pub async fn series(
     State(state): State<ApiState>,
     Path((dev_eui, name)): Path<(String, String)>,
@@ -269,7 +304,7 @@ pub async fn series(
 }
 
 /// One device's part of an application-wide series.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceSeriesJson {
     dev_eui: String,
@@ -280,6 +315,25 @@ pub struct DeviceSeriesJson {
 
 /// One series of every device of an application, for "all rooms" charts: one entry per
 /// device with values in the range, by device EUI.
+#[utoipa::path(
+    operation_id = "device_measurements_application_series",
+    summary = "Query one measurement series of every device of an application",
+    description = "Parameters and limits as for one device, counted over all devices; one entry per device with values, by DevEUI.",
+    get,
+    path = "/applications/{application_id}/measurements/{name}",
+    tag = "measurements",
+    params(
+        ("application_id" = uuid::Uuid, Path, description = "Application id"),
+        ("name" = String, Path, description = "Series name", pattern = "^[A-Za-z0-9_.-]{1,100}$"),
+        ("from" = Option<String>, Query, format = DateTime, description = "Start, RFC 3339 (default: 24 hours before to)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "End (exclusive), RFC 3339 (default: now)"),
+        ("bucket" = Option<String>, Query, description = "Aggregate into buckets of whole minutes, hours or days from 1m to 1d (e.g. 15m, 1h)", pattern = "^[0-9]+[mhd]$"),
+        ("agg" = Option<String>, Query, description = "With bucket: avg (default), min, max, sum, count or last", pattern = "^(avg|min|max|sum|count|last)$"),
+        ("limit" = Option<u32>, Query, description = "Raw points per page (default 1000)", maximum = 10000),
+        ("offset" = Option<u64>, Query, description = "Raw points to skip", maximum = 4294967295.0),
+    ),
+    responses((status = 200, body = SeriesQueryJson<DeviceSeriesJson>), ReadErrors)
+)]
 pub async fn application_series(
     State(state): State<ApiState>,
     Path((application_id, name)): Path<(String, String)>,

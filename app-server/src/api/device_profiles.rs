@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use loraflow_network_server::region::region_by_name;
@@ -17,6 +18,7 @@ use loraflow_network_server::storage::{DeviceProfile, MeasurementDefinition, Mea
 use super::applications::{parse_uuid, required_name};
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
+use super::openapi::{ReadErrors, WriteErrors};
 use super::text;
 use super::{ApiState, ListResponse};
 
@@ -44,41 +46,63 @@ const MAX_MEASUREMENT_DEFINITIONS: usize = 256;
 /// Longest decoded-object path a definition may name.
 const MAX_MEASUREMENT_PATH: usize = 256;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceProfileBody {
+    /// Required: 1-100 bytes of UTF-8 on one line, not blank.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     name: Option<String>,
     region: Option<String>,
+    /// LoRaWAN version; default 1.0.3.
+    #[schema(value_type = Option<String>)]
     mac_version: Option<String>,
+    /// Regional Parameters revision; default RP002-1.0.3.
+    #[schema(value_type = Option<String>)]
     reg_params_revision: Option<String>,
     supports_otaa: Option<bool>,
     supports_class_c: Option<bool>,
     adr_enabled: Option<bool>,
     // Wider than the stored types, so that out-of-range values get a message with the range.
+    /// Within the region's ADR range; default DR0.
+    #[schema(minimum = 0, maximum = 15)]
     adr_min_dr: Option<i64>,
+    /// Within the region's ADR range; default its fastest rate.
+    #[schema(minimum = 0, maximum = 15)]
     adr_max_dr: Option<i64>,
+    /// dB; default 10.
+    #[schema(minimum = 0, maximum = 30)]
     adr_installation_margin_db: Option<f64>,
+    /// DevStatusReq per day, 0 = never; default 1.
+    #[schema(minimum = 0, maximum = 288)]
     dev_status_req_freq: Option<i64>,
+    /// Seconds a confirmed Class C downlink waits for its ACK; default 5.
+    #[schema(minimum = 1, maximum = 3600)]
     class_c_timeout: Option<i64>,
+    /// NONE (default), CAYENNE_LPP or JS, any case.
+    #[schema(value_type = Option<String>)]
     payload_codec: Option<String>,
     #[serde(default)]
     payload_codec_script: String,
     /// Checked by [`measurement_definitions`] so that an error names the path.
+    #[schema(value_type = Option<BTreeMap<String, MeasurementDefinitionJson>>)]
     measurements: Option<serde_json::Value>,
     auto_detect_measurements: Option<bool>,
     // Read-only fields a client may echo back from a GET.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     id: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     created_at: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     updated_at: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceProfileJson {
     id: Uuid,
@@ -96,6 +120,8 @@ pub struct DeviceProfileJson {
     class_c_timeout: u32,
     payload_codec: String,
     payload_codec_script: String,
+    /// Decoded-object path to `{name, kind}`.
+    #[schema(value_type = BTreeMap<String, MeasurementDefinitionJson>)]
     measurements: BTreeMap<String, MeasurementDefinition>,
     auto_detect_measurements: bool,
     #[serde(serialize_with = "super::time_format::utc")]
@@ -128,6 +154,26 @@ impl From<DeviceProfile> for DeviceProfileJson {
             updated_at: p.updated_at,
         }
     }
+}
+
+/// How a profile's `measurements` entry reads (and is written): the series name and its kind.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Documentation only: the entries are checked by `measurement_definitions`.
+pub struct MeasurementDefinitionJson {
+    name: String,
+    #[schema(value_type = MeasurementKindJson)]
+    kind: String,
+}
+
+/// The kind of a measurement series (ChirpStack's names); accepted in any case.
+#[derive(ToSchema)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(dead_code)] // Documentation only: `MeasurementKind` is the stored type.
+pub enum MeasurementKindJson {
+    Gauge,
+    Counter,
+    Absolute,
+    String,
 }
 
 /// The validated, defaulted content of a body (everything but id and times).
@@ -326,6 +372,22 @@ pub(crate) async fn existing_profile(state: &ApiState, id: Uuid) -> Result<Devic
     }
 }
 
+#[utoipa::path(
+    operation_id = "device_profiles_create",
+    summary = "Create a device profile",
+    post,
+    path = "/device-profiles",
+    tag = "device-profiles",
+    request_body = DeviceProfileBody,
+    responses(
+        (status = 201, body = DeviceProfileJson, links(
+            ("device_profiles_get" = (operation_id = "device_profiles_get", parameters(("id" = "$response.body#/id")))),
+            ("device_profiles_update" = (operation_id = "device_profiles_update", parameters(("id" = "$response.body#/id")))),
+            ("device_profiles_delete" = (operation_id = "device_profiles_delete", parameters(("id" = "$response.body#/id"))))
+        )),
+        WriteErrors
+    )
+)]
 pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<DeviceProfileBody>,
@@ -357,17 +419,48 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(dp.into())))
 }
 
+#[utoipa::path(
+    operation_id = "device_profiles_get",
+    summary = "Get a device profile",
+    get,
+    path = "/device-profiles/{id}",
+    tag = "device-profiles",
+    params(("id" = uuid::Uuid, Path, description = "Device profile id")),
+    responses((status = 200, body = DeviceProfileJson), ReadErrors)
+)]
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<DeviceProfileJson>, ApiError> {
     let dp = existing_profile(&state, parse_uuid("id", &id)?).await?;
     Ok(Json(dp.into()))
 }
 
+#[utoipa::path(
+    operation_id = "device_profiles_list",
+    summary = "List the device profiles",
+    get,
+    path = "/device-profiles",
+    tag = "device-profiles",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000),
+        ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0),
+    ),
+    responses((status = 200, body = ListResponse<DeviceProfileJson>), ReadErrors)
+)]
 pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<DeviceProfileJson>>, ApiError> {
     let p = q.paging()?;
     let page = state.storage.device_profiles.list(p.limit, p.offset).await?;
     Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(Into::into).collect() }))
 }
 
+#[utoipa::path(
+    operation_id = "device_profiles_update",
+    summary = "Replace a device profile",
+    put,
+    path = "/device-profiles/{id}",
+    tag = "device-profiles",
+    params(("id" = uuid::Uuid, Path, description = "Device profile id")),
+    request_body = DeviceProfileBody,
+    responses((status = 200, body = DeviceProfileJson), WriteErrors)
+)]
 pub async fn update(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -383,6 +476,15 @@ pub async fn update(
     Ok(Json(dp.into()))
 }
 
+#[utoipa::path(
+    operation_id = "device_profiles_delete",
+    summary = "Delete a device profile no device uses",
+    delete,
+    path = "/device-profiles/{id}",
+    tag = "device-profiles",
+    params(("id" = uuid::Uuid, Path, description = "Device profile id")),
+    responses((status = 204, description = "Deleted"), WriteErrors)
+)]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id = parse_uuid("id", &id)?;
     match state.storage.device_profiles.delete(id).await {

@@ -6,6 +6,7 @@ use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use loraflow_network_server::storage::{Device, QueueItem};
@@ -15,41 +16,53 @@ use super::devices::existing_device;
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::gateways::parse_eui;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::{ApiState, ListResponse};
 use crate::downlink_queue::{self, EncodeError, MAX_PAYLOAD};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnqueueBody {
     /// Kept wide so that 0 or 300 get our message rather than serde's u8 range error.
+    #[schema(value_type = u8, required = true, minimum = 1, maximum = 223)]
     f_port: Option<i64>,
     #[serde(default)]
     confirmed: bool,
+    /// Base64 of the payload; or give `object`.
+    #[schema(format = Byte)]
     data: Option<String>,
+    /// Encoded by the device profile's codec.
+    #[schema(value_type = Option<Object>)]
     object: Option<serde_json::Value>,
     // Fields a client may copy from a queue listing or an MQTT downlink command.
     #[serde(default)]
+    /// 16 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     dev_eui: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     id: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     f_cnt_down: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     is_pending: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     created_at: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EnqueueJson {
     id: Uuid,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueItemJson {
     id: Uuid,
@@ -132,6 +145,16 @@ async fn encoded(state: &ApiState, device: &Device, f_port: u8, object: serde_js
     })
 }
 
+#[utoipa::path(
+    operation_id = "device_queue_enqueue",
+    summary = "Queue a downlink (base64 data, or an object for the profile's codec)",
+    post,
+    path = "/devices/{dev_eui}/queue",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    request_body = EnqueueBody,
+    responses((status = 201, body = EnqueueJson), WriteErrors)
+)]
 pub async fn enqueue(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -154,6 +177,15 @@ pub async fn enqueue(
     Ok((StatusCode::CREATED, Json(EnqueueJson { id: item.id })))
 }
 
+#[utoipa::path(
+    operation_id = "device_queue_list",
+    summary = "List a device's queued downlinks",
+    get,
+    path = "/devices/{dev_eui}/queue",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 200, body = ListResponse<QueueItemJson>), ReadErrors)
+)]
 pub async fn list(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<ListResponse<QueueItemJson>>, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
     existing_device(&state, dev_eui).await?;
@@ -161,6 +193,15 @@ pub async fn list(State(state): State<ApiState>, Path(id): Path<String>) -> Resu
     Ok(Json(ListResponse { total_count: items.len() as u64, result: items.into_iter().map(Into::into).collect() }))
 }
 
+#[utoipa::path(
+    operation_id = "device_queue_flush",
+    summary = "Delete every queued downlink of a device",
+    delete,
+    path = "/devices/{dev_eui}/queue",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 204, description = "The queue is empty"), WriteErrors)
+)]
 pub async fn flush(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
     existing_device(&state, dev_eui).await?;

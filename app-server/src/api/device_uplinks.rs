@@ -5,6 +5,7 @@ use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use loraflow_network_server::storage::{HistoryCursor, UplinkRecord};
@@ -14,9 +15,10 @@ use super::error::ApiError;
 use super::extract::QueryMap;
 use super::gateways::parse_eui;
 use super::history::{history_query, one_more, page, HistoryPage};
+use super::openapi::ReadErrors;
 use super::ApiState;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UplinkJson {
     deduplication_id: Uuid,
@@ -34,6 +36,7 @@ pub struct UplinkJson {
     /// Base64 of the decrypted FRMPayload.
     data: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     object: Option<serde_json::Value>,
     rx_info: serde_json::Value,
     tx_info: serde_json::Value,
@@ -42,7 +45,7 @@ pub struct UplinkJson {
     adr_decision: Option<AdrDecisionJson>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdrDecisionJson {
     dr: u8,
@@ -74,6 +77,21 @@ impl From<UplinkRecord> for UplinkJson {
 }
 
 /// `?limit=`, `?since=` and `?cursor=` as in [`history_query`].
+#[utoipa::path(
+    operation_id = "device_uplinks_list",
+    summary = "List a device's stored uplinks, newest first",
+    description = "Paged by cursor: follow `nextCursor` until it is null.",
+    get,
+    path = "/devices/{dev_eui}/uplinks",
+    tag = "devices",
+    params(
+        ("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$"),
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 1, maximum = 1000),
+        ("since" = Option<String>, Query, format = DateTime, description = "Only rows at or after this RFC 3339 time"),
+        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page", pattern = "^[A-Za-z0-9_-]{32}$"),
+    ),
+    responses((status = 200, body = HistoryPage<UplinkJson>), ReadErrors)
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Path(dev_eui): Path<String>,

@@ -8,6 +8,7 @@ use axum::Extension;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use loraflow_network_server::storage::{Device, StorageError};
@@ -19,6 +20,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
 use super::gateways::parse_eui;
+use super::openapi::{ReadErrors, WriteErrors};
 use super::text;
 use super::{ApiState, ListResponse};
 
@@ -39,52 +41,71 @@ pub(crate) async fn existing_device(state: &ApiState, dev_eui: Eui64) -> Result<
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceBody {
     /// Required on create; on update it must match the path when present.
+    /// 16 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     dev_eui: Option<String>,
+    /// Required: 1-100 bytes of UTF-8 on one line, not blank.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     name: Option<String>,
+    #[schema(value_type = uuid::Uuid, required = true)]
     application_id: Option<String>,
+    #[schema(value_type = uuid::Uuid, required = true)]
     device_profile_id: Option<String>,
+    /// 16 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     join_eui: Option<String>,
+    /// At most 10,000 bytes of UTF-8; of the control characters only tab, line feed and carriage return.
+    #[schema(max_length = 10000, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$")]
     #[serde(default)]
     description: String,
     #[serde(default)]
     skip_fcnt_check: bool,
     #[serde(default)]
     is_disabled: bool,
+    /// At most 32; keys 1-64 bytes, values at most 256, on one line; 4,096 bytes in all.
     #[serde(default)]
     tags: BTreeMap<String, String>,
     // Read-only fields a client may echo back from a GET.
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     last_seen_at: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     dev_addr: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     created_at: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schema(ignore)]
     updated_at: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceJson {
+    #[schema(value_type = String)]
     dev_eui: Eui64,
     name: String,
     description: String,
     application_id: Uuid,
     device_profile_id: Uuid,
+    #[schema(value_type = String)]
     join_eui: Eui64,
     skip_fcnt_check: bool,
     is_disabled: bool,
+    #[schema(value_type = BTreeMap<String, String>)]
     tags: serde_json::Value,
     #[serde(serialize_with = "super::time_format::option::utc")]
     last_seen_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<String>)]
     dev_addr: Option<DevAddr>,
     #[serde(serialize_with = "super::time_format::utc")]
     created_at: DateTime<Utc>,
@@ -196,6 +217,29 @@ fn apply(d: &mut Device, f: DeviceFields) {
     d.tags = f.tags;
 }
 
+#[utoipa::path(
+    operation_id = "devices_create",
+    summary = "Create a device",
+    post,
+    path = "/devices",
+    tag = "devices",
+    request_body = DeviceBody,
+    responses(
+        (status = 201, body = DeviceJson, links(
+            ("devices_get" = (operation_id = "devices_get", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("devices_update" = (operation_id = "devices_update", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("devices_delete" = (operation_id = "devices_delete", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_keys_put" = (operation_id = "device_keys_put", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_keys_get" = (operation_id = "device_keys_get", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_activation_activate" = (operation_id = "device_activation_activate", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_queue_enqueue" = (operation_id = "device_queue_enqueue", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_queue_list" = (operation_id = "device_queue_list", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_uplinks_list" = (operation_id = "device_uplinks_list", parameters(("dev_eui" = "$response.body#/devEui")))),
+            ("device_events_list" = (operation_id = "device_events_list", parameters(("dev_eui" = "$response.body#/devEui"))))
+        )),
+        WriteErrors
+    )
+)]
 pub async fn create(
     State(state): State<ApiState>,
     Extension(principal): Extension<Principal>,
@@ -228,6 +272,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(dev.into())))
 }
 
+#[utoipa::path(
+    operation_id = "devices_get",
+    summary = "Get a device",
+    get,
+    path = "/devices/{dev_eui}",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 200, body = DeviceJson), ReadErrors)
+)]
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<DeviceJson>, ApiError> {
     let dev = existing_device(&state, parse_eui("devEui", &id)?).await?;
     Ok(Json(dev.into()))
@@ -236,6 +289,19 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 /// The query parameters of [`list`].
 pub const LIST_QUERY: &[&str] = &["limit", "offset", "applicationId"];
 
+#[utoipa::path(
+    operation_id = "devices_list",
+    summary = "List the devices, of one application or of all",
+    get,
+    path = "/devices",
+    tag = "devices",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000),
+        ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0),
+        ("applicationId" = Option<uuid::Uuid>, Query, description = "Only the devices of this application"),
+    ),
+    responses((status = 200, body = ListResponse<DeviceJson>), ReadErrors)
+)]
 pub async fn list(
     State(state): State<ApiState>,
     Extension(principal): Extension<Principal>,
@@ -252,6 +318,16 @@ pub async fn list(
     Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(Into::into).collect() }))
 }
 
+#[utoipa::path(
+    operation_id = "devices_update",
+    summary = "Replace a device",
+    put,
+    path = "/devices/{dev_eui}",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    request_body = DeviceBody,
+    responses((status = 200, body = DeviceJson), WriteErrors)
+)]
 pub async fn update(
     State(state): State<ApiState>,
     Extension(principal): Extension<Principal>,
@@ -276,6 +352,15 @@ pub async fn update(
     Ok(Json(dev.into()))
 }
 
+#[utoipa::path(
+    operation_id = "devices_delete",
+    summary = "Delete a device with its keys, session and queue",
+    delete,
+    path = "/devices/{dev_eui}",
+    tag = "devices",
+    params(("dev_eui" = String, Path, description = "DevEUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 204, description = "Deleted"), WriteErrors)
+)]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
     match state.storage.devices.delete(dev_eui).await {

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use loraflow_network_server::storage::{AllowedNetworks, Gateway, Location};
 use loraflow_network_server::types::Eui64;
@@ -12,17 +13,24 @@ use loraflow_network_server::types::Eui64;
 use super::applications::required_name;
 use super::error::ApiError;
 use super::extract::{ApiJson, QueryMap};
+use super::openapi::{ReadErrors, WriteErrors};
 use super::text;
 use super::{ApiState, ListResponse};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 // Read-only fields echoed back from a GET are accepted and ignored.
 #[allow(dead_code)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayBody {
     /// Required on create; on update it must match the path when present.
+    /// 16 hex characters.
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     gateway_id: Option<String>,
+    /// Required: 1-100 bytes of UTF-8 on one line, not blank.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     name: Option<String>,
+    /// At most 10,000 bytes of UTF-8; of the control characters only tab, line feed and carriage return.
+    #[schema(max_length = 10000, pattern = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f]*$")]
     #[serde(default)]
     description: String,
     location: Option<LocationJson>,
@@ -34,16 +42,20 @@ pub struct GatewayBody {
     allowed_networks: Option<Vec<String>>,
     // Read-only fields a client may echo back from a GET.
     #[serde(default)]
+    #[schema(ignore)]
     created_at: Option<serde::de::IgnoredAny>,
     #[serde(default)]
+    #[schema(ignore)]
     updated_at: Option<serde::de::IgnoredAny>,
     #[serde(default)]
+    #[schema(ignore)]
     last_seen_at: Option<serde::de::IgnoredAny>,
     #[serde(default)]
+    #[schema(ignore)]
     state: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationJson {
     latitude: f64,
@@ -52,7 +64,7 @@ pub struct LocationJson {
     altitude: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayJson {
     gateway_id: String,
@@ -132,6 +144,22 @@ fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
     }
 }
 
+#[utoipa::path(
+    operation_id = "gateways_create",
+    summary = "Register a gateway",
+    post,
+    path = "/gateways",
+    tag = "gateways",
+    request_body = GatewayBody,
+    responses(
+        (status = 201, body = GatewayJson, links(
+            ("gateways_get" = (operation_id = "gateways_get", parameters(("gateway_id" = "$response.body#/gatewayId")))),
+            ("gateways_update" = (operation_id = "gateways_update", parameters(("gateway_id" = "$response.body#/gatewayId")))),
+            ("gateways_delete" = (operation_id = "gateways_delete", parameters(("gateway_id" = "$response.body#/gatewayId"))))
+        )),
+        WriteErrors
+    )
+)]
 pub async fn create(
     State(state): State<ApiState>,
     ApiJson(body): ApiJson<GatewayBody>,
@@ -159,17 +187,48 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(to_json(&state, gw))))
 }
 
+#[utoipa::path(
+    operation_id = "gateways_get",
+    summary = "Get a gateway with its live state",
+    get,
+    path = "/gateways/{gateway_id}",
+    tag = "gateways",
+    params(("gateway_id" = String, Path, description = "Gateway EUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 200, body = GatewayJson), ReadErrors)
+)]
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<GatewayJson>, ApiError> {
     let gw = state.gateways.storage().get(parse_eui("gatewayId", &id)?).await?;
     Ok(Json(to_json(&state, gw)))
 }
 
+#[utoipa::path(
+    operation_id = "gateways_list",
+    summary = "List the gateways",
+    get,
+    path = "/gateways",
+    tag = "gateways",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size (default 100)", minimum = 0, maximum = 1000),
+        ("offset" = Option<u64>, Query, description = "Rows to skip", maximum = 4294967295.0),
+    ),
+    responses((status = 200, body = ListResponse<GatewayJson>), ReadErrors)
+)]
 pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<GatewayJson>>, ApiError> {
     let p = q.paging()?;
     let page = state.gateways.storage().list(p.limit, p.offset).await?;
     Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(|g| to_json(&state, g)).collect() }))
 }
 
+#[utoipa::path(
+    operation_id = "gateways_update",
+    summary = "Replace a gateway",
+    put,
+    path = "/gateways/{gateway_id}",
+    tag = "gateways",
+    params(("gateway_id" = String, Path, description = "Gateway EUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    request_body = GatewayBody,
+    responses((status = 200, body = GatewayJson), WriteErrors)
+)]
 pub async fn update(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -200,6 +259,15 @@ pub async fn update(
     Ok(Json(to_json(&state, gw)))
 }
 
+#[utoipa::path(
+    operation_id = "gateways_delete",
+    summary = "Delete a gateway",
+    delete,
+    path = "/gateways/{gateway_id}",
+    tag = "gateways",
+    params(("gateway_id" = String, Path, description = "Gateway EUI, 16 hex characters", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 204, description = "Deleted"), WriteErrors)
+)]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let gateway_id = parse_eui("gatewayId", &id)?;
     state.gateways.delete(gateway_id).await?;

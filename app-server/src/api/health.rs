@@ -13,38 +13,92 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::ApiState;
 use crate::mqtt::MqttHealth;
-
-pub async fn health(State(state): State<ApiState>) -> Json<Value> {
-    let mqtt = state.mqtt.as_ref().map(|m| if m.health().connected { "connected" } else { "disconnected" });
-    let mut body = json!({ "status": "ok" });
-    if let Some(mqtt) = mqtt {
-        body["mqtt"] = json!(mqtt);
-    }
-    Json(body)
-}
 
 /// How long the database may take to answer `SELECT 1` before the server is not ready.
 /// Short: a readiness probe that hangs is worse than one that says no (the pool would
 /// otherwise wait its whole acquire timeout for a connection to a dead server).
 pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthJson {
+    /// Always `ok`.
+    status: &'static str,
+    /// `connected` or `disconnected`; absent without an MQTT transport.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyJson {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    checks: ReadyChecks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyChecks {
+    database: DatabaseCheck,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt: Option<MqttCheck>,
+}
+
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseCheck {
+    /// `up` or `down`.
+    status: &'static str,
+    /// `sqlite` or `postgres`.
+    backend: String,
+    /// How long the check took.
+    latency_ms: u64,
+    /// Why the database is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MqttCheck {
+    /// `up` or `down`.
+    status: &'static str,
+    broker: String,
+    /// Seconds in this state.
+    for_secs: u64,
+    /// Why the broker is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// Liveness: 200 while the process serves HTTP.
+#[utoipa::path(operation_id = "health", get, path = "/health", tag = "meta", security(()), responses((status = 200, body = HealthJson)))]
+pub async fn health(State(state): State<ApiState>) -> Json<HealthJson> {
+    let mqtt = state.mqtt.as_ref().map(|m| if m.health().connected { "connected" } else { "disconnected" });
+    Json(HealthJson { status: "ok", mqtt })
+}
+
+/// Readiness: 503 while the database does not answer or events cannot be published.
+#[utoipa::path(
+    operation_id = "ready",
+    get,
+    path = "/health/ready",
+    tag = "meta",
+    security(()),
+    responses((status = 200, body = ReadyJson), (status = 503, description = "The database or the MQTT broker is unreachable", body = ReadyJson))
+)]
+pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<ReadyJson>) {
     let database = database_check(&state).await;
-    let mut ok = database["status"] == "up";
-    let mut checks = json!({ "database": database });
-    if let Some(mqtt) = state.mqtt.as_ref().map(|m| m.health()) {
-        ok &= mqtt.connected;
-        checks["mqtt"] = mqtt_check(&mqtt);
-    }
-    let body = json!({ "status": if ok { "ready" } else { "unavailable" }, "checks": checks });
+    let mqtt = state.mqtt.as_ref().map(|m| mqtt_check(&m.health()));
+    let ok = database.status == "up" && mqtt.as_ref().is_none_or(|m| m.status == "up");
+    let body = ReadyJson { status: if ok { "ready" } else { "unavailable" }, checks: ReadyChecks { database, mqtt } };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
-async fn database_check(state: &ApiState) -> Value {
+async fn database_check(state: &ApiState) -> DatabaseCheck {
     let started = Instant::now();
     let outcome = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.storage.ping()).await {
         Ok(Ok(())) => Ok(()),
@@ -54,33 +108,23 @@ async fn database_check(state: &ApiState) -> Value {
     db_check(state.storage.backend_name(), started.elapsed(), outcome)
 }
 
-fn db_check(backend: &str, took: Duration, outcome: Result<(), String>) -> Value {
-    let mut check = json!({
-        "status": if outcome.is_ok() { "up" } else { "down" },
-        "backend": backend,
-        "latencyMs": took.as_millis() as u64,
-    });
-    if let Err(reason) = outcome {
-        check["reason"] = json!(reason);
+fn db_check(backend: &str, took: Duration, outcome: Result<(), String>) -> DatabaseCheck {
+    DatabaseCheck {
+        status: if outcome.is_ok() { "up" } else { "down" },
+        backend: backend.to_string(),
+        latency_ms: took.as_millis() as u64,
+        reason: outcome.err(),
     }
-    check
 }
 
-fn mqtt_check(h: &MqttHealth) -> Value {
-    let mut check = json!({
-        "status": if h.connected { "up" } else { "down" },
-        "broker": h.broker,
-        "forSecs": h.for_secs,
-    });
-    if let Some(reason) = &h.reason {
-        check["reason"] = json!(reason);
-    }
-    check
+fn mqtt_check(h: &MqttHealth) -> MqttCheck {
+    MqttCheck { status: if h.connected { "up" } else { "down" }, broker: h.broker.clone(), for_secs: h.for_secs, reason: h.reason.clone() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_down_broker_check_names_the_broker_and_the_reason() {
@@ -90,21 +134,27 @@ mod tests {
             for_secs: 3,
             reason: Some("Connection refused".into()),
         });
-        assert_eq!(c, json!({"status": "down", "broker": "127.0.0.1:1883", "forSecs": 3, "reason": "Connection refused"}));
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            json!({"status": "down", "broker": "127.0.0.1:1883", "forSecs": 3, "reason": "Connection refused"})
+        );
     }
 
     #[test]
     fn a_down_database_check_gives_the_reason() {
         let c = db_check("postgres", Duration::from_millis(1000), Err("no answer within 1000 ms".into()));
-        assert_eq!(c, json!({"status": "down", "backend": "postgres", "latencyMs": 1000, "reason": "no answer within 1000 ms"}));
-        let c = db_check("sqlite", Duration::from_millis(2), Ok(()));
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            json!({"status": "down", "backend": "postgres", "latencyMs": 1000, "reason": "no answer within 1000 ms"})
+        );
+        let c = serde_json::to_value(db_check("sqlite", Duration::from_millis(2), Ok(()))).unwrap();
         assert_eq!(c["status"], "up");
         assert!(c.get("reason").is_none());
     }
 
     #[test]
     fn an_up_broker_check_has_no_reason() {
-        let c = mqtt_check(&MqttHealth { broker: "b".into(), connected: true, for_secs: 0, reason: None });
+        let c = serde_json::to_value(mqtt_check(&MqttHealth { broker: "b".into(), connected: true, for_secs: 0, reason: None })).unwrap();
         assert_eq!(c["status"], "up");
         assert!(c.get("reason").is_none());
     }

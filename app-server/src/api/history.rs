@@ -8,6 +8,7 @@
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use loraflow_network_server::storage::{HistoryCursor, HistoryQuery};
@@ -23,7 +24,7 @@ const CURSOR_LEN: usize = 24;
 
 /// A page of history: `totalCount` counts every row that matches the filters (`since`,
 /// `kind`), not only this page; `nextCursor` is `null` on the last page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryPage<T> {
     pub total_count: u64,

@@ -22,6 +22,7 @@ pub mod history;
 pub mod http_metrics;
 pub mod layers;
 pub mod query_params;
+pub mod openapi;
 pub mod regions;
 pub mod text;
 pub mod time_format;
@@ -34,7 +35,6 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::{middleware, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -191,52 +191,75 @@ impl ApiState {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListResponse<T> {
     pub total_count: u64,
     pub result: Vec<T>,
 }
 
-pub fn router(state: ApiState, policy: &layers::HttpPolicy) -> Router {
-    let api = Router::new()
-        .route("/gateways", get(gateways::list).post(gateways::create))
-        .route("/regions", get(regions::list))
-        .route("/regions/{id}", get(regions::get))
-        .route("/gateways/{gateway_id}", get(gateways::get).put(gateways::update).delete(gateways::delete))
-        .route("/api-keys", get(api_keys::list).post(api_keys::create))
-        .route("/api-keys/{id}", axum::routing::delete(api_keys::delete))
-        .route("/applications", get(applications::list).post(applications::create))
-        .route("/applications/{id}", get(applications::get).put(applications::update).delete(applications::delete))
-        .route("/device-profiles", get(device_profiles::list).post(device_profiles::create))
-        .route("/device-profiles/{id}", get(device_profiles::get).put(device_profiles::update).delete(device_profiles::delete))
-        .route("/devices", get(devices::list).post(devices::create))
-        .route("/devices/{dev_eui}", get(devices::get).put(devices::update).delete(devices::delete))
-        .route("/devices/{dev_eui}/keys", get(device_keys::get).put(device_keys::put))
-        .route("/devices/{dev_eui}/dev-nonces", axum::routing::delete(device_keys::delete_dev_nonces))
-        .route("/devices/{dev_eui}/activate", axum::routing::post(device_activation::activate))
-        .route("/devices/{dev_eui}/activation", get(device_activation::get))
-        .route("/devices/{dev_eui}/queue", get(device_queue::list).post(device_queue::enqueue).delete(device_queue::flush))
-        .route("/devices/{dev_eui}/uplinks", get(device_uplinks::list))
-        .route("/devices/{dev_eui}/events", get(device_events::list))
-        .route("/devices/{dev_eui}/measurements", get(device_measurements::latest))
-        .route("/devices/{dev_eui}/measurements/{name}", get(device_measurements::series))
-        .route("/applications/{application_id}/measurements/{name}", get(device_measurements::application_series))
+/// The router and the OpenAPI document, both built from the handlers' annotations.
+fn documented_router(state: ApiState) -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let api = OpenApiRouter::new()
+        .routes(routes!(gateways::list, gateways::create))
+        .routes(routes!(gateways::get, gateways::update, gateways::delete))
+        .routes(routes!(regions::list))
+        .routes(routes!(regions::get))
+        .routes(routes!(api_keys::list, api_keys::create))
+        .routes(routes!(api_keys::delete))
+        .routes(routes!(applications::list, applications::create))
+        .routes(routes!(applications::get, applications::update, applications::delete))
+        .routes(routes!(device_profiles::list, device_profiles::create))
+        .routes(routes!(device_profiles::get, device_profiles::update, device_profiles::delete))
+        .routes(routes!(devices::list, devices::create))
+        .routes(routes!(devices::get, devices::update, devices::delete))
+        .routes(routes!(device_keys::get, device_keys::put))
+        .routes(routes!(device_keys::delete_dev_nonces))
+        .routes(routes!(device_activation::activate))
+        .routes(routes!(device_activation::get))
+        .routes(routes!(device_queue::list, device_queue::enqueue, device_queue::flush))
+        .routes(routes!(device_uplinks::list))
+        .routes(routes!(device_events::list))
+        .routes(routes!(device_measurements::latest))
+        .routes(routes!(device_measurements::series))
+        .routes(routes!(device_measurements::application_series))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn(query_params::reject_unknown))
         // `layer`, not `route_layer`: unknown paths under /api answer 401 without a valid
         // token too, so that the API's shape is not visible to anyone.
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer));
-    let router = Router::new()
-        .route("/health", get(health::health))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state, auth::require_bearer))
+        // After the bearer layer: the document is public.
+        .routes(routes!(openapi::document));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(metrics))
         .nest("/api", api)
+        .split_for_parts()
+}
+
+pub fn router(state: ApiState, policy: &layers::HttpPolicy) -> Router {
+    let (router, doc) = documented_router(state.clone());
+    let json = openapi::to_json(&doc).to_string();
+    let router = router
+        .layer(axum::Extension(openapi::OpenApiJson(json.into())))
         .layer(middleware::from_fn_with_state(http_metrics::HttpMetrics::register(&state.registry), http_metrics::track))
         .with_state(state);
     layers::apply(router, policy)
 }
 
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(
+    operation_id = "metrics",
+    get,
+    path = "/metrics",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String))
+)]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     use prometheus::Encoder;
     let encoder = prometheus::TextEncoder::new();

@@ -4,14 +4,16 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use loraflow_network_server::region::{CfListType, Modulation};
 use loraflow_network_server::region_config::RegionConfig;
 
 use super::error::ApiError;
+use super::openapi::ReadErrors;
 use super::{ApiState, ListResponse};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelJson {
     /// Index in the region's channel plan (extra channels follow the default ones).
@@ -22,7 +24,7 @@ pub struct ChannelJson {
     max_dr: u8,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataRateJson {
     dr: u8,
@@ -39,14 +41,14 @@ pub struct DataRateJson {
     downlink: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rx2Json {
     frequency: u32,
     dr: u8,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegionJson {
     id: String,
@@ -110,11 +112,28 @@ pub fn to_json(r: &RegionConfig) -> RegionJson {
     }
 }
 
+#[utoipa::path(
+    operation_id = "regions_list",
+    summary = "List the region configurations and their channel plans",
+    get,
+    path = "/regions",
+    tag = "regions",
+    responses((status = 200, body = ListResponse<RegionJson>), ReadErrors)
+)]
 pub async fn list(State(state): State<ApiState>) -> Json<ListResponse<RegionJson>> {
     let result: Vec<RegionJson> = state.regions.iter().map(|r| to_json(r)).collect();
     Json(ListResponse { total_count: result.len() as u64, result })
 }
 
+#[utoipa::path(
+    operation_id = "regions_get",
+    summary = "Get a region configuration",
+    get,
+    path = "/regions/{id}",
+    tag = "regions",
+    params(("id" = String, Path, description = "Region configuration id, e.g. eu868")),
+    responses((status = 200, body = RegionJson), ReadErrors)
+)]
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<RegionJson>, ApiError> {
     let r = state.regions.get(&id).ok_or_else(|| ApiError::NotFound(format!("region config {id:?} does not exist")))?;
     Ok(Json(to_json(r)))

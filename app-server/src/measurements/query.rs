@@ -50,8 +50,10 @@ impl Agg {
 
 /// `1m`, `15m`, `1h`, `1d`…: a whole number of minutes, hours or days from 1 minute to 1 day.
 pub fn parse_bucket(s: &str) -> Option<i64> {
-    let (n, unit) = s.split_at(s.len().checked_sub(1)?);
-    let n: i64 = n.parse().ok().filter(|n| *n > 0)?;
+    // The unit is the last byte; anything else there (a multi-byte character) is no unit.
+    let (n, unit) = s.split_at(s.len().checked_sub(1).filter(|&i| s.is_char_boundary(i))?);
+    // Digits only: `i64::from_str` would also take a sign.
+    let n: i64 = n.bytes().all(|b| b.is_ascii_digit()).then(|| n.parse().ok()).flatten().filter(|n| *n > 0)?;
     let secs = n.checked_mul(match unit {
         "m" => 60,
         "h" => 3600,
@@ -172,7 +174,7 @@ mod tests {
         assert_eq!(parse_bucket("1h"), Some(3600));
         assert_eq!(parse_bucket("24h"), Some(86_400));
         assert_eq!(parse_bucket("1d"), Some(86_400));
-        for bad in ["", "m", "0m", "-1h", "30s", "2d", "25h", "1.5h", "1H", "h1"] {
+        for bad in ["", "m", "0m", "-1h", "30s", "2d", "25h", "1.5h", "1H", "h1", "1é", "é", "+1h"] {
             assert_eq!(parse_bucket(bad), None, "{bad}");
         }
     }
