@@ -43,7 +43,7 @@ else
   token=schemathesis-admin-token
   # Ephemeral ports; the server prints its addresses on its "loraflow ready:" line.
   LORAFLOW_API__BIND=127.0.0.1:0 LORAFLOW_GATEWAY__BIND=127.0.0.1:0 LORAFLOW_MQTT__EMBEDDED_BIND=127.0.0.1:0 \
-    LORAFLOW_API__ADMIN_TOKEN=$token LORAFLOW_DATABASE__URL="sqlite://$work/loraflow.db" \
+    LORAFLOW_API__AUTH_FAILURES_PER_MINUTE=0 LORAFLOW_API__ADMIN_TOKEN=$token LORAFLOW_DATABASE__URL="sqlite://$work/loraflow.db" \
     "$bin" >"$work/stdout" 2>"$work/stderr" &
   server_pid=$!
   for _ in $(seq 1 300); do

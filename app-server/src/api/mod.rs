@@ -21,8 +21,8 @@ pub mod health;
 pub mod history;
 pub mod http_metrics;
 pub mod layers;
-pub mod query_params;
 pub mod openapi;
+pub mod query_params;
 pub mod regions;
 pub mod text;
 pub mod time_format;
@@ -243,7 +243,9 @@ fn documented_router(state: ApiState) -> (Router<ApiState>, utoipa::openapi::Ope
 
 pub fn router(state: ApiState, policy: &layers::HttpPolicy) -> Router {
     let (router, doc) = documented_router(state.clone());
-    let json = openapi::to_json(&doc).to_string();
+    let document = openapi::to_json(&doc);
+    query_params::set_operations(&document);
+    let json = document.to_string();
     let router = router
         .layer(axum::Extension(openapi::OpenApiJson(json.into())))
         .layer(middleware::from_fn_with_state(http_metrics::HttpMetrics::register(&state.registry), http_metrics::track))

@@ -74,13 +74,17 @@ const FORBIDDEN: (&str, &str) = ("403", "The API key may not do this (admin only
 const NOT_FOUND: (&str, &str) = ("404", "The resource (or one it belongs to) does not exist");
 const CONFLICT: (&str, &str) = ("409", "Conflicts with stored data (already exists, still in use)");
 const INTERNAL: (&str, &str) = ("500", "Internal error (the cause is logged)");
+const TOO_LARGE: (&str, &str) = ("413", "The body is larger than api.max_body_bytes");
+const NOT_JSON: (&str, &str) = ("415", "The body is not application/json");
+const TOO_MANY: (&str, &str) = ("429", "Too many wrong tokens from this address (api.auth_failures_per_minute); see Retry-After");
+const TOO_SLOW: (&str, &str) = ("503", "The answer took longer than api.handler_timeout_secs");
 
 /// The errors any `/api/*` read can answer.
 pub struct ReadErrors;
 
 impl utoipa::IntoResponses for ReadErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, INTERNAL])
+        errors(&[BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, TOO_MANY, INTERNAL, TOO_SLOW])
     }
 }
 
@@ -89,7 +93,7 @@ pub struct WriteErrors;
 
 impl utoipa::IntoResponses for WriteErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, CONFLICT, INTERNAL])
+        errors(&[BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, CONFLICT, TOO_LARGE, NOT_JSON, TOO_MANY, INTERNAL, TOO_SLOW])
     }
 }
 

@@ -36,10 +36,37 @@ fn first_unknown(query: &str, accepted: &[&str]) -> Option<String> {
 }
 
 /// Route layer of `/api`: refuses parameters the matched route does not accept.
+/// The documented operations (method, route template), from the OpenAPI document.
+static OPERATIONS: std::sync::OnceLock<std::collections::HashSet<(Method, String)>> = std::sync::OnceLock::new();
+
+/// Records the operations of the OpenAPI document (`paths` → methods), once.
+pub fn set_operations(document: &serde_json::Value) {
+    let ops = document["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(move |(m, _)| Some((Method::from_bytes(m.to_uppercase().as_bytes()).ok()?, path.clone())))
+        })
+        .collect();
+    let _ = OPERATIONS.set(ops);
+}
+
+/// A method the route does not have (TRACE, PUT on a read-only route…) is let through
+/// unchecked: routing answers it 405.
 pub async fn reject_unknown(req: Request, next: Next) -> Result<Response, ApiError> {
+    // HEAD is answered by the GET handler.
+    let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
+    let route = req.extensions().get::<MatchedPath>().map(|r| r.as_str().to_string()).unwrap_or_default();
+    if OPERATIONS.get().is_some_and(|ops| !ops.contains(&(method.clone(), route))) {
+        return Ok(next.run(req).await);
+    }
     if let (Some(query), Some(route)) = (req.uri().query(), req.extensions().get::<MatchedPath>()) {
-        if let Some(unknown) = first_unknown(query, accepted(req.method(), route.as_str())) {
-            let allowed = accepted(req.method(), route.as_str());
+        if let Some(unknown) = first_unknown(query, accepted(&method, route.as_str())) {
+            let allowed = accepted(&method, route.as_str());
             let reason = if allowed.is_empty() {
                 "unknown query parameter; this endpoint takes none".to_string()
             } else {
