@@ -26,7 +26,7 @@ pub enum CayenneError {
     NotAnObject,
     #[error("unknown Cayenne LPP type name `{0}`")]
     UnknownName(String),
-    #[error("`{name}`: channel `{channel}` is not an integer 0..=255")]
+    #[error("`{name}`: channel `{channel}` is not an integer 0..=255 in decimal without leading zeros")]
     BadChannel { name: String, channel: String },
     #[error("`{name}`.`{channel}`: {reason}")]
     BadValue { name: String, channel: String, reason: String },
@@ -211,7 +211,13 @@ pub fn encode(object: &Value) -> Result<Vec<u8>, CayenneError> {
         })?;
         let mut channels = Vec::with_capacity(by_channel.len());
         for (key, value) in by_channel {
-            let channel: u8 = key.parse().map_err(|_| CayenneError::BadChannel { name: lpp.name.to_string(), channel: key.clone() })?;
+            // Only the decimal form decode writes ("3", not "03" or "+3"): two spellings of one
+            // channel would write two records, of which a decoder keeps only the last.
+            let channel: u8 = key
+                .parse()
+                .ok()
+                .filter(|c: &u8| c.to_string() == *key)
+                .ok_or_else(|| CayenneError::BadChannel { name: lpp.name.to_string(), channel: key.clone() })?;
             channels.push((channel, key, value));
         }
         channels.sort_by_key(|(channel, _, _)| *channel);
@@ -238,6 +244,16 @@ mod proptests;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_channel_has_one_spelling() {
+        let ok = serde_json::json!({"temperatureSensor": {"3": 21.5}});
+        assert_eq!(super::encode(&ok).unwrap(), vec![3, 0x67, 0x00, 0xd7]);
+        for key in ["03", "+3", " 3", "256", "-1"] {
+            let bad = serde_json::json!({"temperatureSensor": {key: 21.5, "3": 20.0}});
+            assert!(matches!(super::encode(&bad), Err(super::CayenneError::BadChannel { .. })), "{key}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 
