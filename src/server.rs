@@ -71,6 +71,19 @@ pub struct Listening {
     pub mqtt: Option<SocketAddr>,
 }
 
+impl Listening {
+    /// Where a browser on this machine opens the console: a wildcard bind address is reached
+    /// through loopback.
+    pub fn console_url(&self) -> String {
+        let scheme = if self.api_tls { "https" } else { "http" };
+        let mut addr = self.api;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        }
+        format!("{scheme}://{addr}/")
+    }
+}
+
 impl std::fmt::Display for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.api_tls { "https" } else { "http" };
@@ -175,6 +188,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let listening = Listening { api: api_addr, api_tls: config.api.tls_cert.is_some(), gateway: gateway_addr, mqtt: mqtt_addr };
     tracing::info!(%listening, "loraflow started");
+    // Before the ready line, which tools wait for: by then everything is printed.
+    let console = listening.console_url();
+    tracing::info!(%console, "web console");
+    println!("loraflow console: {console} (open it and sign in with the admin API token)");
     println!("loraflow ready: {listening}");
 
     shutdown.cancelled().await;
@@ -318,6 +335,14 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_url_of_a_wildcard_bind_is_on_loopback() {
+        let listening = |api: &str, api_tls| Listening { api: api.parse().unwrap(), api_tls, gateway: "127.0.0.1:1700".parse().unwrap(), mqtt: None };
+        assert_eq!(listening("0.0.0.0:8080", false).console_url(), "http://127.0.0.1:8080/");
+        assert_eq!(listening("[::]:8443", true).console_url(), "https://[::1]:8443/");
+        assert_eq!(listening("192.0.2.7:80", false).console_url(), "http://192.0.2.7:80/");
+    }
 
     #[test]
     fn redacts_database_passwords() {

@@ -1,4 +1,5 @@
-//! REST API (DESIGN.md §3) on axum: `/health`, `/metrics`, and the bearer-protected `/api/*`.
+//! REST API (DESIGN.md §3) on axum: `/health`, `/metrics`, the bearer-protected `/api/*`, and
+//! the web console at `/` (public: it asks for a token and calls `/api/*` with it).
 
 pub mod access;
 pub mod api_keys;
@@ -6,6 +7,7 @@ pub mod applications;
 pub mod auth;
 pub mod auth_limit;
 pub mod connections;
+pub mod console;
 pub mod device_activation;
 pub mod device_events;
 pub mod device_keys;
@@ -247,6 +249,9 @@ pub fn router(state: ApiState, policy: &layers::HttpPolicy) -> Router {
     query_params::set_operations(&document);
     let json = document.to_string();
     let router = router
+        // Outside the bearer layer and the OpenAPI document: the console is a page, not an
+        // operation, and asks for the token itself.
+        .merge(console::router())
         .layer(axum::Extension(openapi::OpenApiJson(json.into())))
         .layer(middleware::from_fn_with_state(http_metrics::HttpMetrics::register(&state.registry), http_metrics::track))
         .with_state(state);
