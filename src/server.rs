@@ -168,6 +168,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         network: network.clone(),
         network_config: Arc::new(config.network.clone()),
         regions,
+        codec_tests: Arc::new(tokio::sync::Semaphore::new(api::codec_test::concurrent_tests(&config.codec))),
         codecs: codecs.clone(),
         mqtt: Some(mqtt.clone()),
     };

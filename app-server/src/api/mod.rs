@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod applications;
 pub mod auth;
 pub mod auth_limit;
+pub mod codec_test;
 pub mod connections;
 pub mod console;
 pub mod device_activation;
@@ -17,6 +18,7 @@ pub mod device_queue;
 pub mod device_uplinks;
 pub mod devices;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod gateways;
 pub mod health;
@@ -182,6 +184,9 @@ pub struct ApiState {
     pub regions: loraflow_network_server::region_config::Regions,
     /// Encodes `object` downlinks with the device profile's codec.
     pub codecs: crate::codec::Codecs,
+    /// Codec tests running at once (`codec_test::concurrent_tests`), so that they never
+    /// take every codec worker from the uplink path.
+    pub codec_tests: codec_test::TestPermits,
     /// The MQTT transport, for `/health/ready`; `None` when there is none.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
 }
@@ -216,6 +221,8 @@ fn documented_router(state: ApiState) -> (Router<ApiState>, utoipa::openapi::Ope
         .routes(routes!(applications::get, applications::update, applications::delete))
         .routes(routes!(device_profiles::list, device_profiles::create))
         .routes(routes!(device_profiles::get, device_profiles::update, device_profiles::delete))
+        .routes(routes!(codec_test::test))
+        .routes(routes!(codec_test::test_profile))
         .routes(routes!(devices::list, devices::create))
         .routes(routes!(devices::get, devices::update, devices::delete))
         .routes(routes!(device_keys::get, device_keys::put))
@@ -225,6 +232,7 @@ fn documented_router(state: ApiState) -> (Router<ApiState>, utoipa::openapi::Ope
         .routes(routes!(device_queue::list, device_queue::enqueue, device_queue::flush))
         .routes(routes!(device_uplinks::list))
         .routes(routes!(device_events::list))
+        .routes(routes!(events::list))
         .routes(routes!(device_measurements::latest))
         .routes(routes!(device_measurements::series))
         .routes(routes!(device_measurements::application_series))
