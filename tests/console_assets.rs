@@ -33,6 +33,9 @@ fn attribute_values(html: &str, attr: &str) -> Vec<String> {
 /// Module specifiers of `import … from '…'`, `import '…'`, `export … from '…'` and `import('…')`.
 fn module_imports(js: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // Whole-line comments out of the way, so that a statement after one starts with its keyword.
+    let code: String = js.lines().filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('*')).collect::<Vec<_>>().join("\n");
+    let js = code.as_str();
     for statement in js.split(';') {
         let t = statement.trim_start();
         let is_static = t.starts_with("import ") || t.starts_with("import{") || (t.starts_with("export ") && t.contains(" from "));
@@ -197,10 +200,10 @@ async fn an_unchanged_asset_is_revalidated_with_its_etag() {
 
 #[test]
 fn references_and_imports_are_found_and_resolved() {
-    let html = r#"<link rel="icon" href="/console/favicon.svg"><script type="module" src='/console/app.js'></script><a href="#main" data-src="x">"#;
+    let html = r##"<link rel="icon" href="/console/favicon.svg"><script type="module" src='/console/app.js'></script><a href="#main" data-src="x">"##;
     assert_eq!(attribute_values(html, "href"), ["/console/favicon.svg", "#main"]);
     assert_eq!(attribute_values(html, "src"), ["/console/app.js"]);
-    let js = "import { a } from './a.js';\nimport * as r from \"../r.js\";\nimport './side.js';\nexport { b } from './b.js';\nconst m = import('./lazy.js');\nconst s = 'import x from y';";
+    let js = "// A module.\nimport { a } from './a.js';\nimport * as r from \"../r.js\";\nimport './side.js';\nexport { b } from './b.js';\nconst m = import('./lazy.js');\nconst s = 'import x from y';";
     assert_eq!(module_imports(js), ["./a.js", "../r.js", "./side.js", "./b.js", "./lazy.js"]);
     assert_eq!(resolve("/console/pages/device.js", "../api.js").as_deref(), Some("/console/api.js"));
     assert_eq!(resolve("/console/app.js", "./pages/x.js").as_deref(), Some("/console/pages/x.js"));

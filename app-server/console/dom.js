@@ -1,4 +1,4 @@
-// Building DOM without innerHTML: every server value becomes a text node or an attribute
+// Building DOM without parsing HTML strings: every server value becomes a text node or an attribute
 // value, so nothing the network sends can turn into markup or script.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';

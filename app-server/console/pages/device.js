@@ -417,10 +417,16 @@ function measurementChart(box, devEui, ctx) {
       );
       if (!ctx.active) return;
       const points = res.result.filter((p) => typeof p.value === 'number').map((p) => [Date.parse(p.time), p.value]);
+      const now = Date.now();
+      // A series younger than a quarter of the range is drawn over its own span (at least
+      // 10 minutes): an hour-wide axis would squeeze a new device's points into one corner.
+      let start = from.getTime();
+      const first = points.length ? Math.min(...points.map((p) => p[0])) : start;
+      if (now - first < range / 4) start = Math.max(start, Math.min(now - 10 * 60e3, first - (now - first) * 0.05));
       timeChart(plot, {
         series: [{ name, cls: 's1', points }],
-        from: from.getTime(),
-        to: Date.now(),
+        from: start,
+        to: now,
         label: `${name}, ${rangeSelect.selectedOptions[0].textContent.toLowerCase()}`,
         empty: `No values of ${name} in this range`,
         signal: ctx.signal,

@@ -67,13 +67,15 @@ export async function profileFormPage(main, params, ctx) {
   const regions = REGIONS.includes(p.region) ? REGIONS : [p.region, ...REGIONS];
   const codec = select('payloadCodec', CODECS, p.payloadCodec);
   const script = h('textarea', { name: 'payloadCodecScript', rows: 14, class: 'mono code', spellcheck: 'false', placeholder: CODEC_TEMPLATE }, p.payloadCodecScript || '');
-  const scriptField = field('Codec script (JavaScript)', script, 'decodeUplink(input) and, for object downlinks, encodeDownlink(input), as in ChirpStack v4.');
+  const scriptField = field('Codec script (JavaScript)', script, 'Used with the JavaScript codec: decodeUplink(input) and, for object downlinks, encodeDownlink(input), as in ChirpStack v4.');
   const template = h('button', { type: 'button', class: 'small' }, 'Insert example');
   template.addEventListener('click', () => {
     if (!script.value.trim() || confirm('Replace the script with the example?')) script.value = CODEC_TEMPLATE;
   });
   scriptField.append(template);
-  const syncScript = () => (scriptField.hidden = codec.value !== 'JS');
+  // Dimmed, not hidden, for the other codecs: a script typed first and the codec chosen
+  // after must not be lost or unreachable.
+  const syncScript = () => scriptField.classList.toggle('inactive', codec.value !== 'JS');
   codec.addEventListener('change', syncScript);
 
   const form = h(
@@ -119,7 +121,7 @@ export async function profileFormPage(main, params, ctx) {
       supportsClassC: f.supportsClassC.checked,
       adrEnabled: f.adrEnabled.checked,
       payloadCodec: f.payloadCodec.value,
-      payloadCodecScript: f.payloadCodec.value === 'JS' ? script.value : stored?.payloadCodecScript || '',
+      payloadCodecScript: script.value,
     });
     try {
       const saved = editing ? await put('/device-profiles/' + enc(p.id), body) : await post('/device-profiles', body);
