@@ -181,7 +181,8 @@ fn parse_existing_device(s: &str) -> Result<ExistingDevice, String> {
     let (eui, key) = s.trim().split_once(':').ok_or("expected DEVEUI:APPKEY (16 and 32 hex characters)")?;
     let dev_eui = eui.to_ascii_lowercase().parse::<Eui64>().map_err(|_| format!("DevEUI {eui:?}: expected 16 hex characters"))?;
     // The key is not echoed back: it is a secret.
-    let app_key = key.to_ascii_lowercase().parse::<AesKey>().map_err(|_| format!("AppKey: expected 32 hex characters ({} given)", key.len()))?;
+    let app_key =
+        key.to_ascii_lowercase().parse::<AesKey>().map_err(|_| format!("AppKey: expected 32 hex characters ({} given)", key.len()))?;
     Ok(ExistingDevice { dev_eui, app_key })
 }
 
@@ -350,7 +351,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
 
 /// Registers the simulator's application, profile and `--devices` devices (or finds them from
 /// an earlier run), each with a new AppKey and its DevNonces cleared.
-async fn provision_devices(api: &Api, args: &SimulateArgs, plan: &Arc<RadioPlan>, mac_config: MacConfig) -> anyhow::Result<Vec<VirtualDevice>> {
+async fn provision_devices(
+    api: &Api,
+    args: &SimulateArgs,
+    plan: &Arc<RadioPlan>,
+    mac_config: MacConfig,
+) -> anyhow::Result<Vec<VirtualDevice>> {
     let codec = if args.lpp { "CAYENNE_LPP" } else { "NONE" };
     let application_id = api.ensure_application(NAME).await.context("creating the application")?;
     let spec = ProfileSpec { codec, adr: args.adr, class_c: args.class_c, region: plan.region.common_name() };

@@ -257,7 +257,9 @@ async fn events_and_device_state(backend: Backend) {
     let one = events_once(&api, "limit=1", 1).await;
     assert_eq!((one["totalCount"].as_u64(), one["result"].as_array().unwrap().len()), (Some(3), 1), "{one}");
     assert_eq!(one["result"][0]["devEui"], ABP_EUI);
-    for (query, field) in [("limit=0", "limit"), ("limit=101", "limit"), ("kind=up", "kind"), ("level=error", "level"), ("offset=1", "offset")] {
+    for (query, field) in
+        [("limit=0", "limit"), ("limit=101", "limit"), ("kind=up", "kind"), ("level=error", "level"), ("offset=1", "offset")]
+    {
         let (s, b) = api.get(&format!("/api/events?{query}")).await;
         starts_with_field(s, &b, field);
     }

@@ -27,7 +27,7 @@ use super::extract::ApiJson;
 use super::openapi::WriteErrors;
 use super::text;
 use super::ApiState;
-use crate::codec::{CodecError, CodecConfig, PayloadCodec};
+use crate::codec::{CodecConfig, CodecError, PayloadCodec};
 
 /// The largest FRMPayload of any region and data rate (RP002-1.0.3: N = 242 bytes at most);
 /// no uplink could carry more.
@@ -87,7 +87,9 @@ fn input(body: &TestCodecBody) -> Result<(u8, Vec<u8>), ApiError> {
         (None, None) => return Err(ApiError::field("data", "is required (base64; or give hex)")),
         (Some(d), None) => (
             "data",
-            base64::engine::general_purpose::STANDARD.decode(d.trim()).map_err(|e| ApiError::field("data", format!("invalid base64: {e}")))?,
+            base64::engine::general_purpose::STANDARD
+                .decode(d.trim())
+                .map_err(|e| ApiError::field("data", format!("invalid base64: {e}")))?,
         ),
         (None, Some(h)) => {
             let compact: String = h.chars().filter(|c| !c.is_whitespace()).collect();

@@ -381,7 +381,10 @@ impl std::str::FromStr for LogLevel {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        LogLevel::ALL.into_iter().find(|l| l.as_str() == s).ok_or_else(|| format!("{s:?} is not a log level (expected ERROR, WARNING or INFO)"))
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a log level (expected ERROR, WARNING or INFO)"))
     }
 }
 
