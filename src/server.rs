@@ -16,6 +16,7 @@ use loraflow_app_server::api::{self, ApiState, Auth};
 use loraflow_app_server::codec::Codecs;
 use loraflow_app_server::gateway_registry::GatewayRegistry;
 use loraflow_app_server::integration::{Integration, IntegrationDeps};
+use loraflow_app_server::live::{Live, LivePublisher};
 use loraflow_app_server::mqtt::MqttIntegration;
 use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::server::NetworkServer;
@@ -133,9 +134,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .await?;
     let codecs = Codecs::new(config.codec.clone());
     codecs.register_metrics(&registry)?;
+    // Every event published on MQTT also reaches the device's live watchers (REST streams).
+    let live_devices = loraflow_app_server::live::device_feed::device_feed();
+    let publisher = Arc::new(LivePublisher::new(Arc::new(mqtt.clone()), live_devices.clone()));
     let integration = Integration::new(
         &config.integration,
-        IntegrationDeps { storage: storage.clone(), publisher: Arc::new(mqtt.clone()), codecs: codecs.clone(), network: network.clone() },
+        IntegrationDeps { storage: storage.clone(), publisher, codecs: codecs.clone(), network: network.clone() },
         &registry,
     )?;
 
@@ -157,6 +161,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         regions,
         codecs: codecs.clone(),
         mqtt: Some(mqtt.clone()),
+        live: Live::new(live_devices, api::max_streams_for(&config.api, &api_limits), shutdown.clone()),
     };
     let (uplinks_tx, uplinks_rx) = mpsc::channel(UPLINK_QUEUE);
     tracker.spawn(forwarder.run(shutdown.clone()));
