@@ -16,6 +16,7 @@ use loraflow_app_server::api::{self, ApiState, Auth};
 use loraflow_app_server::codec::Codecs;
 use loraflow_app_server::gateway_registry::GatewayRegistry;
 use loraflow_app_server::integration::{Integration, IntegrationDeps};
+use loraflow_app_server::live::{Live, LivePublisher};
 use loraflow_app_server::mqtt::MqttIntegration;
 use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::server::NetworkServer;
@@ -146,9 +147,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .await?;
     let codecs = Codecs::new(config.codec.clone());
     codecs.register_metrics(&registry)?;
+    // Every event published on MQTT also reaches the device's live watchers (REST streams).
+    let live_devices = loraflow_app_server::live::device_feed::device_feed();
+    let publisher = Arc::new(LivePublisher::new(Arc::new(mqtt.clone()), live_devices.clone()));
     let integration = Integration::new(
         &config.integration,
-        IntegrationDeps { storage: storage.clone(), publisher: Arc::new(mqtt.clone()), codecs: codecs.clone(), network: network.clone() },
+        IntegrationDeps { storage: storage.clone(), publisher, codecs: codecs.clone(), network: network.clone() },
         &registry,
     )?;
 
@@ -171,6 +175,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         codec_tests: Arc::new(tokio::sync::Semaphore::new(api::codec_test::concurrent_tests(&config.codec))),
         codecs: codecs.clone(),
         mqtt: Some(mqtt.clone()),
+        live: Live::new(live_devices, api::max_streams_for(&config.api, &api_limits), shutdown.clone()),
     };
     let (uplinks_tx, uplinks_rx) = mpsc::channel(UPLINK_QUEUE);
     tracker.spawn(forwarder.run(shutdown.clone()));

@@ -70,10 +70,17 @@ pub fn decide(principal: &Principal, method: &Method, route: &str, param: impl F
         ["devices"] => Decision::Allow,
         // The handler lists the key's application's events only.
         ["events"] if read => Decision::Allow,
+        // The live event stream like the device's other reads: its own devices only.
+        ["devices", "{dev_eui}", "events", "stream"] => match param("dev_eui").map(|e| e.parse::<Eui64>()) {
+            Some(Ok(eui)) => Decision::OwnDevice(eui),
+            _ => Decision::Allow,
+        },
         ["devices", "{dev_eui}", ..] => match param("dev_eui").map(|e| e.parse::<Eui64>()) {
             Some(Ok(eui)) => Decision::OwnDevice(eui),
             _ => Decision::Allow,
         },
+        // Network-wide: gateways' frames and statistics show every application's traffic.
+        ["stats"] | ["gateways", ..] => Decision::Forbidden(ADMIN_ONLY),
         _ => Decision::Forbidden(ADMIN_ONLY),
     }
 }
@@ -168,7 +175,21 @@ mod tests {
         assert!(matches!(on(&k, Method::PUT, "/device-profiles/{id}", &[("id", OTHER)]), Decision::Forbidden(_)));
         assert_eq!(on(&k, Method::GET, "/regions", &[]), Decision::Allow);
         assert_eq!(on(&k, Method::GET, "/events", &[]), Decision::Allow);
-        for admin_only in ["/gateways", "/gateways/{gateway_id}", "/api-keys", "/api-keys/{id}", "/some-new-route"] {
+        assert_eq!(
+            on(&scoped(true), Method::GET, "/devices/{dev_eui}/events/stream", &[("dev_eui", "0102030405060708")]),
+            Decision::OwnDevice("0102030405060708".parse().unwrap()),
+            "a read-only scoped key may watch its own devices"
+        );
+        for admin_only in [
+            "/gateways",
+            "/gateways/{gateway_id}",
+            "/gateways/{gateway_id}/frames/stream",
+            "/gateways/{gateway_id}/stats",
+            "/stats",
+            "/api-keys",
+            "/api-keys/{id}",
+            "/some-new-route",
+        ] {
             assert!(matches!(on(&k, Method::GET, admin_only, &[]), Decision::Forbidden(_)), "{admin_only}");
         }
     }

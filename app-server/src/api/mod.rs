@@ -25,9 +25,11 @@ pub mod health;
 pub mod history;
 pub mod http_metrics;
 pub mod layers;
+pub mod live_streams;
 pub mod openapi;
 pub mod query_params;
 pub mod regions;
+pub mod stats;
 pub mod text;
 pub mod time_format;
 pub mod tls;
@@ -73,6 +75,9 @@ pub struct ApiConfig {
     pub handler_timeout_secs: u64,
     /// Largest request body in bytes; a larger one answers 413.
     pub max_body_bytes: usize,
+    /// Live event streams (server-sent events) open at once at most. Each holds a
+    /// connection, so at most half of the connections (`max_streams_for`) are used for them.
+    pub max_streams: usize,
     /// PEM certificate chain and private key: both set serves HTTPS only, neither plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -97,6 +102,7 @@ impl Default for ApiConfig {
             body_timeout_secs: 10,
             handler_timeout_secs: 30,
             max_body_bytes: 2 * 1024 * 1024,
+            max_streams: 256,
             tls_cert: None,
             tls_key: None,
             cors_allowed_origins: Vec::new(),
@@ -138,6 +144,9 @@ impl ApiConfig {
                 return Err(ApiConfigError { key, reason });
             }
         }
+        if self.max_streams == 0 {
+            return Err(ApiConfigError { key: "max_streams", reason: "must be at least 1".into() });
+        }
         if self.max_body_bytes < 1024 {
             return Err(ApiConfigError { key: "max_body_bytes", reason: format!("must be at least 1024, got {}", self.max_body_bytes) });
         }
@@ -165,6 +174,12 @@ impl ApiConfig {
     }
 }
 
+/// Streams allowed with these connection limits: `api.max_streams`, but never more than half
+/// of the connections, so that streams cannot lock out other requests (or `/health`).
+pub fn max_streams_for(config: &ApiConfig, limits: &connections::ConnectionLimits) -> usize {
+    config.max_streams.min(limits.max_connections / 2).max(1)
+}
+
 /// Everything a handler may use; cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
@@ -189,6 +204,8 @@ pub struct ApiState {
     pub codec_tests: codec_test::TestPermits,
     /// The MQTT transport, for `/health/ready`; `None` when there is none.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
+    /// Devices' live event feed, the stream limit and the shutdown that ends streams.
+    pub live: crate::live::Live,
 }
 
 impl ApiState {
@@ -236,6 +253,10 @@ fn documented_router(state: ApiState) -> (Router<ApiState>, utoipa::openapi::Ope
         .routes(routes!(device_measurements::latest))
         .routes(routes!(device_measurements::series))
         .routes(routes!(device_measurements::application_series))
+        .routes(routes!(live_streams::device_events))
+        .routes(routes!(live_streams::gateway_frames))
+        .routes(routes!(stats::network))
+        .routes(routes!(stats::gateway))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn(query_params::reject_unknown))
         // `layer`, not `route_layer`: unknown paths under /api answer 401 without a valid
