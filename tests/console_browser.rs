@@ -337,8 +337,13 @@ async fn a_device_registered_in_the_console_shows_its_join_live_uplinks_chart_an
     .await;
     b.wait_count("table#device-uplinks tbody tr", 1).await;
     let (_, series) = api.get(&format!("/api/devices/{dev_eui}/measurements")).await;
-    let mut names: Vec<String> =
-        series.as_array().expect("measurements list").iter().map(|m| m["name"].as_str().unwrap().to_string()).collect();
+    let mut names: Vec<String> = series["result"]
+        .as_array()
+        .or(series.as_array())
+        .expect("measurements list")
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
     names.sort();
     assert!(names.len() >= 2, "temperature and humidity series: {series}");
     let options = b
@@ -380,7 +385,8 @@ async fn a_device_registered_in_the_console_shows_its_join_live_uplinks_chart_an
     // A fresh uplink after the downlink, for the screenshot's chart and list.
     let n = events.wait(dev_eui, "up", 1, Duration::from_secs(1)).await.len();
     events.wait(dev_eui, "up", n + 1, Duration::from_secs(10)).await;
-    b.screenshot("device").await;
+    b.screenshot_from("device", Some("#device-events")).await;
+    b.screenshot_from("device-chart", Some("#device-chart")).await;
 
     // The overview and the gateway list now have traffic to show.
     b.open("#/").await;
@@ -463,6 +469,10 @@ async fn the_gateway_page_shows_raw_frames_with_the_reason_of_a_bad_mic_frame() 
     let t = gw.push_rxpk(vec![rxpk(&good, tmst, -60, 9.0)]).await;
     gw.expect_ack(PUSH_ACK, t).await;
     b.wait_count("#gateway-frames [data-frame][data-direction=up][data-accepted=true]", 2).await;
+    // The server may answer it (MAC commands); the gateway sends that downlink.
+    if let Some(resp) = gw.next_pull_resp(Duration::from_secs(2)).await {
+        gw.tx_ack(resp.token, "NONE").await;
+    }
     tmst += 2_000_000;
     let mut bad = dev.uplink(false, 2, b"\x03\x04");
     let last = bad.len() - 1;

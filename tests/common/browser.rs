@@ -340,7 +340,21 @@ impl Browser {
     /// Saves a PNG of the page as `<dir>/<name>.png` when LORAFLOW_SCREENSHOTS=<dir> is set
     /// (docs/screenshots is made this way); does nothing otherwise.
     pub async fn screenshot(&self, name: &str) {
+        self.screenshot_from(name, None).await;
+    }
+
+    /// [`screenshot`](Self::screenshot) with the page scrolled so that the section holding
+    /// `css` starts at the top (just below the navigation bar).
+    pub async fn screenshot_from(&self, name: &str, css: Option<&str>) {
         let Ok(dir) = std::env::var("LORAFLOW_SCREENSHOTS") else { return };
+        // A bar that stays on top (fixed or sticky) would hide the section's start.
+        let scroll = "const e = arguments[0] ? document.querySelector(arguments[0]) : null;
+             const s = e ? (e.closest('section, .card') || e) : null;
+             const bar = document.querySelector('header');
+             const pinned = bar && ['fixed', 'sticky'].includes(getComputedStyle(bar).position) ? bar.offsetHeight : 0;
+             window.scrollTo(0, s ? Math.max(0, s.getBoundingClientRect().top + window.scrollY - pinned - 16) : 0);
+             return true";
+        self.js(scroll, vec![json!(css)]).await;
         let dir = Path::new(&dir);
         std::fs::create_dir_all(dir).expect("screenshot dir");
         // Let pending renders and SVG layout settle: two animation frames.
