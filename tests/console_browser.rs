@@ -284,8 +284,7 @@ async fn a_device_registered_in_the_console_shows_its_join_live_uplinks_chart_an
 
     let join = events.wait(dev_eui, "join", 1, Duration::from_secs(20)).await.remove(0);
     let dev_addr = join.json["devAddr"].as_str().expect("join event devAddr").to_string();
-    let (shown, _) =
-        appeared_at(&b, "join", &join.json["deduplicationId"].as_str().unwrap_or(&dev_addr).to_string(), Duration::from_secs(5)).await;
+    let (shown, _) = appeared_at(&b, "join", join.json["deduplicationId"].as_str().unwrap_or(&dev_addr), Duration::from_secs(5)).await;
     let mut latencies = vec![("join".to_string(), shown - join.at_ms)];
 
     // Decoded uplinks, each on the page within 2 s of its publication on MQTT.
