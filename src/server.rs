@@ -344,7 +344,8 @@ mod tests {
 
     #[test]
     fn the_console_url_of_a_wildcard_bind_is_on_loopback() {
-        let listening = |api: &str, api_tls| Listening { api: api.parse().unwrap(), api_tls, gateway: "127.0.0.1:1700".parse().unwrap(), mqtt: None };
+        let listening =
+            |api: &str, api_tls| Listening { api: api.parse().unwrap(), api_tls, gateway: "127.0.0.1:1700".parse().unwrap(), mqtt: None };
         assert_eq!(listening("0.0.0.0:8080", false).console_url(), "http://127.0.0.1:8080/");
         assert_eq!(listening("[::]:8443", true).console_url(), "https://[::1]:8443/");
         assert_eq!(listening("192.0.2.7:80", false).console_url(), "http://192.0.2.7:80/");

@@ -34,7 +34,8 @@ fn attribute_values(html: &str, attr: &str) -> Vec<String> {
 fn module_imports(js: &str) -> Vec<String> {
     let mut out = Vec::new();
     // Whole-line comments out of the way, so that a statement after one starts with its keyword.
-    let code: String = js.lines().filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('*')).collect::<Vec<_>>().join("\n");
+    let code: String =
+        js.lines().filter(|l| !l.trim_start().starts_with("//") && !l.trim_start().starts_with('*')).collect::<Vec<_>>().join("\n");
     let js = code.as_str();
     for statement in js.split(';') {
         let t = statement.trim_start();
@@ -105,7 +106,10 @@ async fn the_console_page_and_every_asset_it_references_are_served_with_strict_h
     let http = reqwest::Client::new();
 
     assert!(
-        server.stdout_lines.iter().any(|l| l == &format!("loraflow console: http://{}/ (open it and sign in with the admin API token)", server.api)),
+        server
+            .stdout_lines
+            .iter()
+            .any(|l| l == &format!("loraflow console: http://{}/ (open it and sign in with the admin API token)", server.api)),
         "console URL printed: {:?}",
         server.stdout_lines
     );
@@ -164,12 +168,16 @@ async fn the_console_page_and_every_asset_it_references_are_served_with_strict_h
             }
         }
     }
-    for module in ["/console/app.js", "/console/api.js", "/console/router.js", "/console/chart.js", "/console/sse.js", "/console/pages/device.js"] {
+    for module in
+        ["/console/app.js", "/console/api.js", "/console/router.js", "/console/chart.js", "/console/sse.js", "/console/pages/device.js"]
+    {
         assert!(seen.contains(module), "{module} not reached from the page; reached {seen:?}");
     }
     assert!(seen.contains("/console/app.css"), "{seen:?}");
 
-    for missing in ["/console/nope.js", "/console/pages/nope.js", "/console/", "/console/index.html", "/console/../Cargo.toml", "/index.html"] {
+    for missing in
+        ["/console/nope.js", "/console/pages/nope.js", "/console/", "/console/index.html", "/console/../Cargo.toml", "/index.html"]
+    {
         let response = http.get(server.url(missing)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{missing}");
     }

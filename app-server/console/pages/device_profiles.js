@@ -203,7 +203,8 @@ function codecTester(profileForm) {
         result.textContent = answer.object === null || answer.object === undefined ? 'null (this codec decodes nothing)' : json(answer.object);
       }
     } catch (e) {
-      showAlert(form, e.unavailable && e.status === 404 ? 'The codec tester is not available on this server.' : e.message);
+      // 404/405: a server without the endpoint (it routes the path as a profile id).
+      showAlert(form, e.status === 404 || e.status === 405 ? 'The codec tester is not available on this server.' : e.message);
     }
   });
   return section('Codec tester', { class: 'card tester' }, h('p', { class: 'muted hint' }, 'Runs the codec currently selected in the form (the script as typed) on these bytes.'), form, result);

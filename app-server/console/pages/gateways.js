@@ -202,7 +202,7 @@ export function setStatus(el, state, detail) {
     connecting: 'connecting…',
     live: 'live',
     reconnecting: `reconnecting in ${detail} s`,
-    unavailable: 'live feed not available on this server',
+    unavailable: 'live feed not available',
     unauthorized: 'signed out',
   }[state] || state;
 }

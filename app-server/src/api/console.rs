@@ -56,9 +56,8 @@ assets! {
     "pages/device_profiles.js" => "text/javascript; charset=utf-8",
 }
 
-static ASSETS: LazyLock<HashMap<&'static str, Asset>> = LazyLock::new(|| {
-    FILES.iter().map(|&(name, content_type, bytes)| (name, Asset { content_type, bytes })).collect()
-});
+static ASSETS: LazyLock<HashMap<&'static str, Asset>> =
+    LazyLock::new(|| FILES.iter().map(|&(name, content_type, bytes)| (name, Asset { content_type, bytes })).collect());
 
 /// Strong validators, computed once: the bytes never change while the process runs.
 static ETAGS: LazyLock<HashMap<&'static str, HeaderValue>> = LazyLock::new(|| {
@@ -93,7 +92,8 @@ fn serve(name: &str, request: &HeaderMap) -> Response {
     let (Some(asset), Some(etag)) = (ASSETS.get(name), ETAGS.get(name)) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let fresh = request.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii() == etag.as_bytes()));
+    let fresh =
+        request.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii() == etag.as_bytes()));
     let mut response = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
