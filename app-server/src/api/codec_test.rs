@@ -70,7 +70,8 @@ pub struct TestCodecBody {
 pub struct TestCodecJson {
     #[schema(value_type = Option<Object>)]
     object: Option<serde_json::Value>,
-    /// What the script threw (`ReferenceError: foo is not defined`), or which limit it hit.
+    /// What the script threw, with the function it was raised in
+    /// (`ReferenceError: foo is not defined (in decodeUplink)`), or which limit it hit.
     error: Option<String>,
 }
 
