@@ -60,11 +60,16 @@ if [ -n "${SCHEMATHESIS_REPORT_DIR:-}" ]; then
   report=(--report junit --report-dir "$SCHEMATHESIS_REPORT_DIR")
 fi
 
+# The live streams (`…/stream`, server-sent events) are left out: an answer to one of an
+# existing device or gateway never ends, so it cannot be checked as a response
+# (tests/live_streams.rs covers them).
+#
 # Schemathesis keeps its example database in the working directory: keep it out of the repo.
 cd "$work"
 "${st[@]}" run "$base_url/api/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks all --exclude-checks positive_data_acceptance \
+  --exclude-path-regex '/stream$' \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-40}" \
   --seed "${SCHEMATHESIS_SEED:-1}" \
   --workers 2 \

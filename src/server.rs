@@ -16,6 +16,7 @@ use loraflow_app_server::api::{self, ApiState, Auth};
 use loraflow_app_server::codec::Codecs;
 use loraflow_app_server::gateway_registry::GatewayRegistry;
 use loraflow_app_server::integration::{Integration, IntegrationDeps};
+use loraflow_app_server::live::{Live, LivePublisher};
 use loraflow_app_server::mqtt::MqttIntegration;
 use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::server::NetworkServer;
@@ -69,6 +70,19 @@ pub struct Listening {
     pub api_tls: bool,
     pub gateway: SocketAddr,
     pub mqtt: Option<SocketAddr>,
+}
+
+impl Listening {
+    /// Where a browser on this machine opens the console: a wildcard bind address is reached
+    /// through loopback.
+    pub fn console_url(&self) -> String {
+        let scheme = if self.api_tls { "https" } else { "http" };
+        let mut addr = self.api;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+        }
+        format!("{scheme}://{addr}/")
+    }
 }
 
 impl std::fmt::Display for Listening {
@@ -133,9 +147,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .await?;
     let codecs = Codecs::new(config.codec.clone());
     codecs.register_metrics(&registry)?;
+    // Every event published on MQTT also reaches the device's live watchers (REST streams).
+    let live_devices = loraflow_app_server::live::device_feed::device_feed();
+    let publisher = Arc::new(LivePublisher::new(Arc::new(mqtt.clone()), live_devices.clone()));
     let integration = Integration::new(
         &config.integration,
-        IntegrationDeps { storage: storage.clone(), publisher: Arc::new(mqtt.clone()), codecs: codecs.clone(), network: network.clone() },
+        IntegrationDeps { storage: storage.clone(), publisher, codecs: codecs.clone(), network: network.clone() },
         &registry,
     )?;
 
@@ -155,8 +172,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         network: network.clone(),
         network_config: Arc::new(config.network.clone()),
         regions,
+        codec_tests: Arc::new(tokio::sync::Semaphore::new(api::codec_test::concurrent_tests(&config.codec))),
         codecs: codecs.clone(),
         mqtt: Some(mqtt.clone()),
+        live: Live::new(live_devices, api::max_streams_for(&config.api, &api_limits), shutdown.clone()),
     };
     let (uplinks_tx, uplinks_rx) = mpsc::channel(UPLINK_QUEUE);
     tracker.spawn(forwarder.run(shutdown.clone()));
@@ -175,6 +194,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let listening = Listening { api: api_addr, api_tls: config.api.tls_cert.is_some(), gateway: gateway_addr, mqtt: mqtt_addr };
     tracing::info!(%listening, "loraflow started");
+    // Before the ready line, which tools wait for: by then everything is printed.
+    let console = listening.console_url();
+    tracing::info!(%console, "web console");
+    println!("loraflow console: {console} (open it and sign in with the admin API token)");
     println!("loraflow ready: {listening}");
 
     shutdown.cancelled().await;
@@ -318,6 +341,15 @@ fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_url_of_a_wildcard_bind_is_on_loopback() {
+        let listening =
+            |api: &str, api_tls| Listening { api: api.parse().unwrap(), api_tls, gateway: "127.0.0.1:1700".parse().unwrap(), mqtt: None };
+        assert_eq!(listening("0.0.0.0:8080", false).console_url(), "http://127.0.0.1:8080/");
+        assert_eq!(listening("[::]:8443", true).console_url(), "https://[::1]:8443/");
+        assert_eq!(listening("192.0.2.7:80", false).console_url(), "http://192.0.2.7:80/");
+    }
 
     #[test]
     fn redacts_database_passwords() {

@@ -10,6 +10,11 @@
 //! shows how many devices use each data rate, `--verbose` a per-device table, `--json` the
 //! final state of every device.
 //!
+//! `--existing-device DEVEUI:APPKEY` simulates one device registered beforehand (through the
+//! console or the REST API, LoRaWAN 1.0.x OTAA with that AppKey) instead of registering its
+//! own: the application, the device profile, the device and its keys stay as they are; only
+//! its used DevNonces are cleared, since the simulator joins from DevNonce 1.
+//!
 //! `--region` picks the region and channel plan (`eu868`, `us915_1` = US915 sub-band 2, …, see
 //! `sim::plan`): devices send on its channels and data rates, follow the join-accept's CFList,
 //! and hear a downlink only on the frequency and data rate of a window they have open, so a
@@ -30,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use loraflow_network_server::types::Eui64;
+use loraflow_network_server::types::{AesKey, Eui64};
 
 use crate::sim::board::{dr_distribution, table, DeviceRow, DeviceSlot};
 use crate::sim::device::{random_key, VirtualDevice};
@@ -84,6 +89,11 @@ pub struct SimulateArgs {
     /// Number of virtual OTAA devices.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub devices: u32,
+    /// Simulate this device, already registered on the server as a LoRaWAN 1.0.x OTAA device
+    /// with this AppKey, instead of registering devices; its profile is left as it is (with
+    /// --lpp only the payload changes). Its used DevNonces are cleared.
+    #[arg(long, value_name = "DEVEUI:APPKEY", value_parser = parse_existing_device)]
+    pub existing_device: Option<ExistingDevice>,
     /// Seconds between two uplinks of one device (devices are staggered).
     #[arg(long, default_value_t = 5.0)]
     pub interval: f64,
@@ -150,6 +160,30 @@ pub struct Report {
     pub errors: u64,
     pub join_retries: u64,
     pub devices: Vec<DeviceRow>,
+}
+
+/// `--existing-device`: a registered device and its AppKey.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExistingDevice {
+    pub dev_eui: Eui64,
+    pub app_key: AesKey,
+}
+
+/// Never prints the key.
+impl std::fmt::Debug for ExistingDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExistingDevice").field("dev_eui", &self.dev_eui).finish_non_exhaustive()
+    }
+}
+
+/// `DEVEUI:APPKEY`, 16 and 32 hex characters, any case.
+fn parse_existing_device(s: &str) -> Result<ExistingDevice, String> {
+    let (eui, key) = s.trim().split_once(':').ok_or("expected DEVEUI:APPKEY (16 and 32 hex characters)")?;
+    let dev_eui = eui.to_ascii_lowercase().parse::<Eui64>().map_err(|_| format!("DevEUI {eui:?}: expected 16 hex characters"))?;
+    // The key is not echoed back: it is a secret.
+    let app_key =
+        key.to_ascii_lowercase().parse::<AesKey>().map_err(|_| format!("AppKey: expected 32 hex characters ({} given)", key.len()))?;
+    Ok(ExistingDevice { dev_eui, app_key })
 }
 
 impl SimulateArgs {
@@ -238,37 +272,18 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
         .with_context(|| format!("--server {}: no address", args.server))?;
     let api = Api::new(&args.api, &args.token);
 
-    let codec = if args.lpp { "CAYENNE_LPP" } else { "NONE" };
-    let application_id = api.ensure_application(NAME).await.context("creating the application")?;
-    let spec = ProfileSpec { codec, adr: args.adr, class_c: args.class_c, region: plan.region.common_name() };
-    let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
-
+    if args.existing_device.is_some() && args.devices > 1 {
+        bail!("--existing-device simulates one device: --devices must be 1, got {}", args.devices);
+    }
     let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, server).await.context("binding gateway sockets")?;
+    let devices = match &args.existing_device {
+        Some(existing) => vec![existing_device(&api, existing).await?.with_plan(plan.clone()).with_mac(mac_config)],
+        None => provision_devices(&api, &args, &plan, mac_config).await?,
+    };
     let region_config = gateway_region_config(&api, &plan).await?;
     for (i, eui) in gateways.euis().into_iter().enumerate() {
         api.ensure_gateway_in(eui, &format!("sim-gw-{i}"), region_config.as_deref()).await.context("registering gateways")?;
     }
-
-    let devices: Vec<VirtualDevice> = stream::iter(0..args.devices)
-        .map(|i| {
-            let api = api.clone();
-            let plan = plan.clone();
-            let (application_id, profile_id) = (application_id.clone(), profile_id.clone());
-            async move {
-                let dev_eui = Eui64::from_u64(DEVICE_EUI_PREFIX + u64::from(i));
-                let app_key = random_key();
-                let existed = api.ensure_device(dev_eui, &format!("sim-dev-{i}"), &application_id, &profile_id).await?;
-                api.set_app_key(dev_eui, &app_key).await?;
-                if existed {
-                    api.clear_dev_nonces(dev_eui).await?;
-                }
-                anyhow::Ok(VirtualDevice::otaa(dev_eui, app_key).with_plan(plan).with_mac(mac_config))
-            }
-        })
-        .buffered(PROVISION_CONCURRENCY)
-        .try_collect()
-        .await
-        .context("registering devices")?;
 
     let stats = Arc::new(Stats::default());
     let radio = Radio { gateways: gateways.clone(), router: Arc::new(Router::default()), stats: stats.clone() };
@@ -332,6 +347,55 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<Snapshot> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(s)
+}
+
+/// Registers the simulator's application, profile and `--devices` devices (or finds them from
+/// an earlier run), each with a new AppKey and its DevNonces cleared.
+async fn provision_devices(
+    api: &Api,
+    args: &SimulateArgs,
+    plan: &Arc<RadioPlan>,
+    mac_config: MacConfig,
+) -> anyhow::Result<Vec<VirtualDevice>> {
+    let codec = if args.lpp { "CAYENNE_LPP" } else { "NONE" };
+    let application_id = api.ensure_application(NAME).await.context("creating the application")?;
+    let spec = ProfileSpec { codec, adr: args.adr, class_c: args.class_c, region: plan.region.common_name() };
+    let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
+    stream::iter(0..args.devices)
+        .map(|i| {
+            let api = api.clone();
+            let plan = plan.clone();
+            let (application_id, profile_id) = (application_id.clone(), profile_id.clone());
+            async move {
+                let dev_eui = Eui64::from_u64(DEVICE_EUI_PREFIX + u64::from(i));
+                let app_key = random_key();
+                let existed = api.ensure_device(dev_eui, &format!("sim-dev-{i}"), &application_id, &profile_id).await?;
+                api.set_app_key(dev_eui, &app_key).await?;
+                if existed {
+                    api.clear_dev_nonces(dev_eui).await?;
+                }
+                anyhow::Ok(VirtualDevice::otaa(dev_eui, app_key).with_plan(plan).with_mac(mac_config))
+            }
+        })
+        .buffered(PROVISION_CONCURRENCY)
+        .try_collect()
+        .await
+        .context("registering devices")
+}
+
+/// The `--existing-device`, as registered: its JoinEUI from the server, its DevNonces cleared
+/// so that it can join from DevNonce 1 however often it joined before.
+async fn existing_device(api: &Api, existing: &ExistingDevice) -> anyhow::Result<VirtualDevice> {
+    let dev_eui = existing.dev_eui;
+    let join_eui = api
+        .device_join_eui(dev_eui)
+        .await
+        .context("reading the --existing-device")?
+        .with_context(|| format!("--existing-device: the server has no device {dev_eui}"))?;
+    api.clear_dev_nonces(dev_eui).await.context("clearing the --existing-device's DevNonces")?;
+    let mut device = VirtualDevice::otaa(dev_eui, existing.app_key);
+    device.join_eui = join_eui;
+    Ok(device)
 }
 
 /// The server region config the gateways belong to, when the server has region configs.

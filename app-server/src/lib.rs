@@ -3,5 +3,6 @@ pub mod codec;
 pub mod downlink_queue;
 pub mod gateway_registry;
 pub mod integration;
+pub mod live;
 pub mod measurements;
 pub mod mqtt;

@@ -27,6 +27,10 @@ pub(crate) struct Shared {
     pub(crate) class_c_wake: tokio::sync::Notify,
     /// The region configuration of each gateway that names one.
     pub(crate) gateway_regions: crate::region_config::GatewayRegions,
+    /// Each watched gateway's raw frames with the server's verdicts.
+    pub(crate) frames: crate::frame_feed::FrameFeed,
+    /// Per-minute traffic counts of the last hour.
+    pub(crate) traffic: crate::traffic::TrafficStats,
 }
 
 #[derive(Clone, Default)]
@@ -57,6 +61,17 @@ impl NetworkHandle {
     /// Which region configuration each gateway belongs to.
     pub fn gateway_regions(&self) -> &crate::region_config::GatewayRegions {
         &self.shared.gateway_regions
+    }
+
+    /// The live feed of each gateway's frames (uplink copies with their verdict, downlinks
+    /// with their TX_ACK).
+    pub fn frames(&self) -> &crate::frame_feed::FrameFeed {
+        &self.shared.frames
+    }
+
+    /// Per-minute counts of accepted uplinks and joins, and of each gateway's traffic.
+    pub fn traffic(&self) -> &crate::traffic::TrafficStats {
+        &self.shared.traffic
     }
 
     /// The device's downlink queue changed (enqueue or flush). A Class C device gets its new

@@ -204,6 +204,17 @@ impl Api {
         Ok(false)
     }
 
+    /// The device's JoinEUI, or `None` when the server has no such device.
+    pub async fn device_join_eui(&self, dev_eui: Eui64) -> Result<Option<Eui64>, ApiError> {
+        let path = format!("/api/devices/{dev_eui}");
+        let (status, v) = self.expect(Method::GET, &path, None, &[StatusCode::OK, StatusCode::NOT_FOUND]).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let shape = || ApiError::Shape { method: Method::GET, path: path.clone(), body: v.to_string() };
+        v["joinEui"].as_str().and_then(|s| s.parse::<Eui64>().ok()).map(Some).ok_or_else(shape)
+    }
+
     pub async fn set_app_key(&self, dev_eui: Eui64, app_key: &AesKey) -> Result<(), ApiError> {
         let path = format!("/api/devices/{dev_eui}/keys");
         self.expect(Method::PUT, &path, Some(json!({"appKey": app_key.to_hex()})), &[StatusCode::OK, StatusCode::NO_CONTENT])

@@ -10,6 +10,15 @@
 //! profiles and regions are shared and readable. A read-only key gets 403 on every write.
 //! Routes not listed here are admin-only, so a new route is closed to scoped keys until
 //! someone decides otherwise.
+//!
+//! The codec tests (`POST /device-profiles/test-codec`, `POST /device-profiles/{id}/test-codec`)
+//! count as reads: they store and publish nothing and show no more than a profile read does
+//! (its script), so read-only and application-scoped keys may use them like `GET
+//! /device-profiles/{id}`. The script they send does run on the server, but in the same
+//! sandbox as an uplink's (time, memory and result limits, abandoned threads past the
+//! deadline) and at most `codec_test::concurrent_tests` at a time, so a key can cost the
+//! server no more than a device profile's script could.
+//! `GET /events` is open to scoped keys: the handler lists their application's events only.
 
 use axum::extract::{MatchedPath, RawPathParams, Request};
 use axum::http::Method;
@@ -35,7 +44,7 @@ const ADMIN_ONLY: &str = "this API key is limited to one application; this resou
 /// The decision for `principal` calling `method` on `route` (the route template without the
 /// `/api` prefix, e.g. `/devices/{dev_eui}/queue`) with its path parameters.
 pub fn decide(principal: &Principal, method: &Method, route: &str, param: impl Fn(&str) -> Option<String>) -> Decision {
-    let read = method == Method::GET || method == Method::HEAD;
+    let read = method == Method::GET || method == Method::HEAD || (method == Method::POST && is_dry_run(route));
     if principal.read_only && !read {
         return Decision::Forbidden("this API key is read-only");
     }
@@ -59,12 +68,26 @@ pub fn decide(principal: &Principal, method: &Method, route: &str, param: impl F
         }
         // The handlers keep listing and creating to the key's application.
         ["devices"] => Decision::Allow,
+        // The handler lists the key's application's events only.
+        ["events"] if read => Decision::Allow,
+        // The live event stream like the device's other reads: its own devices only.
+        ["devices", "{dev_eui}", "events", "stream"] => match param("dev_eui").map(|e| e.parse::<Eui64>()) {
+            Some(Ok(eui)) => Decision::OwnDevice(eui),
+            _ => Decision::Allow,
+        },
         ["devices", "{dev_eui}", ..] => match param("dev_eui").map(|e| e.parse::<Eui64>()) {
             Some(Ok(eui)) => Decision::OwnDevice(eui),
             _ => Decision::Allow,
         },
+        // Network-wide: gateways' frames and statistics show every application's traffic.
+        ["stats"] | ["gateways", ..] => Decision::Forbidden(ADMIN_ONLY),
         _ => Decision::Forbidden(ADMIN_ONLY),
     }
+}
+
+/// Routes that compute an answer from their body and change nothing (module docs).
+fn is_dry_run(route: &str) -> bool {
+    matches!(route, "/device-profiles/test-codec" | "/device-profiles/{id}/test-codec")
 }
 
 /// Applies [`decide`] to a request (after routing: the matched route is known).
@@ -151,8 +174,34 @@ mod tests {
         assert_eq!(on(&k, Method::GET, "/device-profiles/{id}", &[("id", OTHER)]), Decision::Allow);
         assert!(matches!(on(&k, Method::PUT, "/device-profiles/{id}", &[("id", OTHER)]), Decision::Forbidden(_)));
         assert_eq!(on(&k, Method::GET, "/regions", &[]), Decision::Allow);
-        for admin_only in ["/gateways", "/gateways/{gateway_id}", "/api-keys", "/api-keys/{id}", "/some-new-route"] {
+        assert_eq!(on(&k, Method::GET, "/events", &[]), Decision::Allow);
+        assert_eq!(
+            on(&scoped(true), Method::GET, "/devices/{dev_eui}/events/stream", &[("dev_eui", "0102030405060708")]),
+            Decision::OwnDevice("0102030405060708".parse().unwrap()),
+            "a read-only scoped key may watch its own devices"
+        );
+        for admin_only in [
+            "/gateways",
+            "/gateways/{gateway_id}",
+            "/gateways/{gateway_id}/frames/stream",
+            "/gateways/{gateway_id}/stats",
+            "/stats",
+            "/api-keys",
+            "/api-keys/{id}",
+            "/some-new-route",
+        ] {
             assert!(matches!(on(&k, Method::GET, admin_only, &[]), Decision::Forbidden(_)), "{admin_only}");
         }
+    }
+
+    #[test]
+    fn codec_tests_are_reads_for_every_key() {
+        for key in [scoped(false), scoped(true), Principal { read_only: true, ..Principal::ADMIN }] {
+            assert_eq!(on(&key, Method::POST, "/device-profiles/test-codec", &[]), Decision::Allow);
+            assert_eq!(on(&key, Method::POST, "/device-profiles/{id}/test-codec", &[("id", OTHER)]), Decision::Allow);
+            // Still not a way to change profiles.
+            assert!(matches!(on(&key, Method::POST, "/device-profiles", &[]), Decision::Forbidden(_)));
+        }
+        assert!(matches!(on(&scoped(true), Method::POST, "/devices", &[]), Decision::Forbidden(_)));
     }
 }

@@ -6,6 +6,13 @@
 //! when every connection has a request in flight is the new one closed at once. An attacker
 //! holding idle connections therefore cannot lock out a client that sends a request.
 //!
+//! A long-lived answer (a live event stream, marked with [`LongLived`] in its response
+//! extensions) is exempt from the request deadline once its head is written: it lasts as
+//! long as the client keeps reading, or until shutdown, which ends the stream itself (and the
+//! connection is dropped after a short grace if a stalled client never takes the end). Such
+//! connections are busy, so never evicted; `api.max_streams` keeps them from taking every
+//! connection.
+//!
 //! With TLS the handshake counts as waiting for the first request head. Every request
 //! carries its client address (`ConnectInfo<SocketAddr>`) for the failed-auth limit.
 
@@ -55,6 +62,14 @@ pub struct ConnectionLimits {
     /// From a request head until its response has been written.
     pub request_timeout: Duration,
 }
+
+/// Marks a response (in its extensions) whose body streams for as long as the client wants:
+/// no request deadline applies to it.
+#[derive(Debug, Clone, Copy)]
+pub struct LongLived;
+
+/// How far away "no deadline" is (tokio's own far future).
+const NO_DEADLINE: Duration = Duration::from_secs(86400 * 365 * 30);
 
 /// Why the server closed a connection (the `reason` label of the close counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +140,8 @@ struct Conn {
 #[derive(Debug, Clone, Copy)]
 struct Activity {
     in_flight: usize,
+    /// Of those, long-lived answers whose head is written ([`LongLived`]).
+    long_lived: usize,
     served: u64,
     /// When the connection last became idle (or was accepted), or busy.
     since: Instant,
@@ -135,7 +152,7 @@ impl Conn {
         Conn {
             id,
             table: Arc::downgrade(table),
-            activity: Mutex::new(Activity { in_flight: 0, served: 0, since: Instant::now() }),
+            activity: Mutex::new(Activity { in_flight: 0, long_lived: 0, served: 0, since: Instant::now() }),
             changed: Notify::new(),
             close,
         }
@@ -148,7 +165,9 @@ impl Conn {
     /// When the connection must be closed if nothing happens before, and why.
     fn deadline(&self, limits: &ConnectionLimits) -> (Instant, CloseReason) {
         let a = self.activity();
-        if a.in_flight > 0 {
+        if a.in_flight > 0 && a.long_lived >= a.in_flight {
+            (Instant::now() + NO_DEADLINE, CloseReason::RequestTimeout)
+        } else if a.in_flight > 0 {
             (a.since + limits.request_timeout, CloseReason::RequestTimeout)
         } else if a.served == 0 {
             (a.since + limits.header_read_timeout, CloseReason::HeaderTimeout)
@@ -172,28 +191,45 @@ impl Conn {
             a.in_flight += 1;
         }
         self.changed.notify_one();
-        RequestGuard(self.clone())
+        RequestGuard { conn: self.clone(), long_lived: false }
     }
 }
 
 /// Marks a request in flight until its response body has been written (or dropped).
-struct RequestGuard(Arc<Conn>);
+struct RequestGuard {
+    conn: Arc<Conn>,
+    long_lived: bool,
+}
+
+impl RequestGuard {
+    /// The answer is [`LongLived`]: its connection has no deadline while it streams.
+    fn long_lived(&mut self) {
+        if !self.long_lived {
+            self.long_lived = true;
+            self.conn.activity.lock().unwrap_or_else(|p| p.into_inner()).long_lived += 1;
+            self.conn.changed.notify_one();
+        }
+    }
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         let idle_since = {
-            let mut a = self.0.activity.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = self.conn.activity.lock().unwrap_or_else(|p| p.into_inner());
             a.in_flight = a.in_flight.saturating_sub(1);
+            if self.long_lived {
+                a.long_lived = a.long_lived.saturating_sub(1);
+            }
             a.served += 1;
             if a.in_flight == 0 {
                 a.since = Instant::now();
             }
             (a.in_flight == 0).then_some(a.since)
         };
-        if let (Some(since), Some(table)) = (idle_since, self.0.table.upgrade()) {
-            lock(&table).became_idle(since, self.0.id);
+        if let (Some(since), Some(table)) = (idle_since, self.conn.table.upgrade()) {
+            lock(&table).became_idle(since, self.conn.id);
         }
-        self.0.changed.notify_one();
+        self.conn.changed.notify_one();
     }
 }
 
@@ -394,11 +430,14 @@ where
     let service = {
         let conn = conn.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            let guard = conn.begin_request();
+            let mut guard = conn.begin_request();
             req.extensions_mut().insert(ConnectInfo(peer));
             let router = router.clone();
             async move {
                 let response = router.oneshot(req.map(Body::new)).await.unwrap_or_else(|never| match never {});
+                if response.extensions().get::<LongLived>().is_some() {
+                    guard.long_lived();
+                }
                 Ok::<_, Infallible>(response.map(|body| Body::new(GuardedBody { body, _guard: guard })))
             }
         })
@@ -430,7 +469,9 @@ where
     // Closes an idle connection at once; one in the middle of a message gets a moment to
     // finish (at shutdown the caller's own grace period bounds the wait instead).
     connection.as_mut().graceful_shutdown();
-    if reason == CloseReason::Shutdown {
+    // A stream ends itself at shutdown, but a client that stopped reading never takes that
+    // end: it only gets the grace.
+    if reason == CloseReason::Shutdown && conn.activity().long_lived == 0 {
         let _ = connection.await;
     } else {
         let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
@@ -481,6 +522,25 @@ mod tests {
         assert_eq!(conn.deadline(&limits()), (since() + Duration::from_secs(60), CloseReason::IdleTimeout));
         assert!(since() >= accepted);
         assert_eq!(conn.activity().served, 2);
+    }
+
+    #[tokio::test]
+    async fn a_long_lived_answer_has_no_request_deadline_until_it_ends() {
+        let table: ConnTable = Arc::default();
+        let conn = conn(&table, 0);
+        let mut guard = conn.begin_request();
+        assert_eq!(conn.deadline(&limits()).1, CloseReason::RequestTimeout);
+        guard.long_lived();
+        let (deadline, _) = conn.deadline(&limits());
+        assert!(deadline > Instant::now() + Duration::from_secs(86400 * 365), "no deadline while streaming");
+        assert_eq!(conn.idle_since(), None, "a streaming connection is busy: never evicted");
+        // A pipelined ordinary request behind it brings the request deadline back.
+        let second = conn.begin_request();
+        assert!(conn.deadline(&limits()).0 <= Instant::now() + Duration::from_secs(30));
+        drop(second);
+        drop(guard);
+        assert_eq!(conn.activity().long_lived, 0);
+        assert_eq!(conn.deadline(&limits()).1, CloseReason::IdleTimeout);
     }
 
     #[tokio::test]

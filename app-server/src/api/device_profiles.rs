@@ -28,7 +28,7 @@ const MAC_VERSIONS: [&str; 5] = ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4"];
 const MAC_VERSIONS_LATER: [&str; 2] = ["1.1.0", "1.1"];
 /// Regional Parameters revisions: 1.0.2rA/rB are written "A"/"B" as in ChirpStack.
 const REG_PARAMS_REVISIONS: [&str; 7] = ["A", "B", "RP002-1.0.0", "RP002-1.0.1", "RP002-1.0.2", "RP002-1.0.3", "RP002-1.0.4"];
-const PAYLOAD_CODECS: [&str; 3] = ["NONE", "CAYENNE_LPP", "JS"];
+pub(crate) const PAYLOAD_CODECS: [&str; 3] = ["NONE", "CAYENNE_LPP", "JS"];
 /// Default `adrInstallationMarginDb`: ChirpStack's default, enough for ordinary fading.
 const DEFAULT_INSTALLATION_MARGIN_DB: f32 = 10.0;
 /// Beyond 30 dB ADR could never speed up a device anywhere near a gateway.
@@ -198,7 +198,7 @@ struct ProfileFields {
 }
 
 /// Case-insensitive match against a fixed set, returning the canonical spelling.
-fn one_of(field: &str, value: &str, allowed: &[&'static str]) -> Result<&'static str, ApiError> {
+pub(crate) fn one_of(field: &str, value: &str, allowed: &[&'static str]) -> Result<&'static str, ApiError> {
     allowed
         .iter()
         .copied()

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use loraflow_network_server::storage::{Device, StorageError};
+use loraflow_network_server::storage::{Device, DeviceSession, StorageError};
 use loraflow_network_server::types::{AesKey, DevAddr, Eui64};
 
 use super::access;
@@ -86,6 +86,10 @@ pub struct DeviceBody {
     #[allow(dead_code)]
     #[schema(ignore)]
     updated_at: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    #[schema(ignore)]
+    state: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -111,11 +115,86 @@ pub struct DeviceJson {
     created_at: DateTime<Utc>,
     #[serde(serialize_with = "super::time_format::utc")]
     updated_at: DateTime<Utc>,
+    state: DeviceStateJson,
 }
 
-impl From<Device> for DeviceJson {
-    fn from(d: Device) -> Self {
+/// What the network server knows of the device's link: its session and MAC state. Every
+/// field but `joined` is null while the device is not activated.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStateJson {
+    /// Activated: joined (OTAA) or activated by hand (ABP), so it has a session.
+    joined: bool,
+    #[schema(value_type = Option<String>)]
+    dev_addr: Option<DevAddr>,
+    /// The frame counter the next uplink must have at least.
+    f_cnt_up: Option<u32>,
+    /// The frame counter of the next downlink.
+    f_cnt_down: Option<u32>,
+    /// The data rate the last acknowledged LinkADRReq set; null until ADR has set one (the
+    /// device then picks its own).
+    dr: Option<u8>,
+    /// TXPower index the device uses (0 = the region's maximum).
+    tx_power_index: Option<u8>,
+    /// Transmissions per uplink.
+    nb_trans: Option<u8>,
+    /// Whether the network server runs ADR for it (its device profile's `adrEnabled`).
+    adr: Option<bool>,
+    #[serde(serialize_with = "super::time_format::option::utc")]
+    last_seen_at: Option<DateTime<Utc>>,
+}
+
+impl DeviceStateJson {
+    fn of(last_seen_at: Option<DateTime<Utc>>, session: Option<(DeviceSession, bool)>) -> Self {
+        match session {
+            None => DeviceStateJson {
+                joined: false,
+                dev_addr: None,
+                f_cnt_up: None,
+                f_cnt_down: None,
+                dr: None,
+                tx_power_index: None,
+                nb_trans: None,
+                adr: None,
+                last_seen_at,
+            },
+            Some((s, adr)) => DeviceStateJson {
+                joined: true,
+                dev_addr: Some(s.dev_addr),
+                f_cnt_up: Some(s.f_cnt_up),
+                f_cnt_down: Some(s.n_f_cnt_down),
+                dr: s.mac_state.dr,
+                tx_power_index: Some(s.mac_state.tx_power_index),
+                nb_trans: Some(s.mac_state.nb_trans),
+                adr: Some(adr),
+                last_seen_at,
+            },
+        }
+    }
+}
+
+/// The devices with their state, from one query for all their sessions.
+async fn with_state(state: &ApiState, devices: Vec<Device>) -> Result<Vec<DeviceJson>, ApiError> {
+    let euis: Vec<Eui64> = devices.iter().map(|d| d.dev_eui).collect();
+    let mut sessions: std::collections::HashMap<Eui64, (DeviceSession, bool)> =
+        state.storage.sessions.get_many_with_adr(&euis).await?.into_iter().map(|(s, adr)| (s.dev_eui, (s, adr))).collect();
+    Ok(devices
+        .into_iter()
+        .map(|d| {
+            let session = sessions.remove(&d.dev_eui);
+            DeviceJson::new(d, session)
+        })
+        .collect())
+}
+
+async fn one_with_state(state: &ApiState, device: Device) -> Result<DeviceJson, ApiError> {
+    Ok(with_state(state, vec![device]).await?.pop().expect("one device in, one out"))
+}
+
+impl DeviceJson {
+    fn new(d: Device, session: Option<(DeviceSession, bool)>) -> Self {
         DeviceJson {
+            state: DeviceStateJson::of(d.last_seen_at, session),
             dev_eui: d.dev_eui,
             name: d.name,
             description: d.description,
@@ -269,7 +348,8 @@ pub async fn create(
     state.storage.devices.create(&dev).await.map_err(reference_error)?;
     // A device deleted and created again must not be served from a stale cache entry.
     state.network.device_changed(dev_eui);
-    Ok((StatusCode::CREATED, Json(dev.into())))
+    // Its session went with an earlier device of this EUI: a new device is not activated.
+    Ok((StatusCode::CREATED, Json(DeviceJson::new(dev, None))))
 }
 
 #[utoipa::path(
@@ -283,7 +363,7 @@ pub async fn create(
 )]
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<DeviceJson>, ApiError> {
     let dev = existing_device(&state, parse_eui("devEui", &id)?).await?;
-    Ok(Json(dev.into()))
+    Ok(Json(one_with_state(&state, dev).await?))
 }
 
 /// The query parameters of [`list`].
@@ -315,7 +395,7 @@ pub async fn list(
     // A key limited to one application lists its devices only.
     let application_id = asked.or(principal.application_id);
     let page = state.storage.devices.list(application_id, p.limit, p.offset).await?;
-    Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(Into::into).collect() }))
+    Ok(Json(ListResponse { total_count: page.total_count, result: with_state(&state, page.result).await? }))
 }
 
 #[utoipa::path(
@@ -349,7 +429,7 @@ pub async fn update(
     dev.updated_at = Utc::now();
     state.storage.devices.update(&dev).await.map_err(reference_error)?;
     state.network.device_changed(dev_eui);
-    Ok(Json(dev.into()))
+    Ok(Json(one_with_state(&state, dev).await?))
 }
 
 #[utoipa::path(

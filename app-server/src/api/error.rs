@@ -30,6 +30,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("too many failed authentication attempts from this address; retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
+    /// Every live stream slot (`api.max_streams`) is taken: 503, try again later.
+    #[error("too many live streams open (api.max_streams); try again later")]
+    TooManyStreams,
     #[error("storage: {0}")]
     Storage(#[source] StorageError),
     #[error("{0}")]
@@ -66,8 +69,9 @@ impl IntoResponse for ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Storage(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let message = if status.is_server_error() {
+        let message = if status.is_server_error() && !matches!(self, ApiError::TooManyStreams) {
             tracing::error!(error = %self, "request failed");
             "internal error".to_string()
         } else {

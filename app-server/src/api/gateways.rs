@@ -115,7 +115,9 @@ fn validated_region(state: &ApiState, id: Option<String>) -> Result<Option<Strin
     }
 }
 
-fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
+/// When the gateway was last heard (stored or live) and its state: `ONLINE`, `OFFLINE` or
+/// `NEVER_SEEN`.
+pub(crate) fn seen_and_state(state: &ApiState, gw: &Gateway) -> (Option<DateTime<Utc>>, &'static str) {
     let live = state.gateway_status.as_ref().and_then(|h| h.gateway_state(gw.gateway_id));
     let live_seen = live.as_ref().and_then(|l| l.last_seen_at);
     // Microseconds, as stored, so the value does not change when read back after a restart.
@@ -129,6 +131,11 @@ fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
         (false, Some(_)) => "OFFLINE",
         (false, None) => "NEVER_SEEN",
     };
+    (last_seen_at, state_name)
+}
+
+fn to_json(state: &ApiState, gw: Gateway) -> GatewayJson {
+    let (last_seen_at, state_name) = seen_and_state(state, &gw);
     GatewayJson {
         gateway_id: gw.gateway_id.to_string(),
         name: gw.name,

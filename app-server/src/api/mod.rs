@@ -1,11 +1,14 @@
-//! REST API (DESIGN.md §3) on axum: `/health`, `/metrics`, and the bearer-protected `/api/*`.
+//! REST API (DESIGN.md §3) on axum: `/health`, `/metrics`, the bearer-protected `/api/*`, and
+//! the web console at `/` (public: it asks for a token and calls `/api/*` with it).
 
 pub mod access;
 pub mod api_keys;
 pub mod applications;
 pub mod auth;
 pub mod auth_limit;
+pub mod codec_test;
 pub mod connections;
+pub mod console;
 pub mod device_activation;
 pub mod device_events;
 pub mod device_keys;
@@ -15,15 +18,18 @@ pub mod device_queue;
 pub mod device_uplinks;
 pub mod devices;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod gateways;
 pub mod health;
 pub mod history;
 pub mod http_metrics;
 pub mod layers;
+pub mod live_streams;
 pub mod openapi;
 pub mod query_params;
 pub mod regions;
+pub mod stats;
 pub mod text;
 pub mod time_format;
 pub mod tls;
@@ -69,6 +75,9 @@ pub struct ApiConfig {
     pub handler_timeout_secs: u64,
     /// Largest request body in bytes; a larger one answers 413.
     pub max_body_bytes: usize,
+    /// Live event streams (server-sent events) open at once at most. Each holds a
+    /// connection, so at most half of the connections (`max_streams_for`) are used for them.
+    pub max_streams: usize,
     /// PEM certificate chain and private key: both set serves HTTPS only, neither plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -93,6 +102,7 @@ impl Default for ApiConfig {
             body_timeout_secs: 10,
             handler_timeout_secs: 30,
             max_body_bytes: 2 * 1024 * 1024,
+            max_streams: 256,
             tls_cert: None,
             tls_key: None,
             cors_allowed_origins: Vec::new(),
@@ -134,6 +144,9 @@ impl ApiConfig {
                 return Err(ApiConfigError { key, reason });
             }
         }
+        if self.max_streams == 0 {
+            return Err(ApiConfigError { key: "max_streams", reason: "must be at least 1".into() });
+        }
         if self.max_body_bytes < 1024 {
             return Err(ApiConfigError { key: "max_body_bytes", reason: format!("must be at least 1024, got {}", self.max_body_bytes) });
         }
@@ -161,6 +174,12 @@ impl ApiConfig {
     }
 }
 
+/// Streams allowed with these connection limits: `api.max_streams`, but never more than half
+/// of the connections, so that streams cannot lock out other requests (or `/health`).
+pub fn max_streams_for(config: &ApiConfig, limits: &connections::ConnectionLimits) -> usize {
+    config.max_streams.min(limits.max_connections / 2).max(1)
+}
+
 /// Everything a handler may use; cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
@@ -180,8 +199,13 @@ pub struct ApiState {
     pub regions: loraflow_network_server::region_config::Regions,
     /// Encodes `object` downlinks with the device profile's codec.
     pub codecs: crate::codec::Codecs,
+    /// Codec tests running at once (`codec_test::concurrent_tests`), so that they never
+    /// take every codec worker from the uplink path.
+    pub codec_tests: codec_test::TestPermits,
     /// The MQTT transport, for `/health/ready`; `None` when there is none.
     pub mqtt: Option<crate::mqtt::MqttHandle>,
+    /// Devices' live event feed, the stream limit and the shutdown that ends streams.
+    pub live: crate::live::Live,
 }
 
 impl ApiState {
@@ -214,6 +238,8 @@ fn documented_router(state: ApiState) -> (Router<ApiState>, utoipa::openapi::Ope
         .routes(routes!(applications::get, applications::update, applications::delete))
         .routes(routes!(device_profiles::list, device_profiles::create))
         .routes(routes!(device_profiles::get, device_profiles::update, device_profiles::delete))
+        .routes(routes!(codec_test::test))
+        .routes(routes!(codec_test::test_profile))
         .routes(routes!(devices::list, devices::create))
         .routes(routes!(devices::get, devices::update, devices::delete))
         .routes(routes!(device_keys::get, device_keys::put))
@@ -223,9 +249,14 @@ fn documented_router(state: ApiState) -> (Router<ApiState>, utoipa::openapi::Ope
         .routes(routes!(device_queue::list, device_queue::enqueue, device_queue::flush))
         .routes(routes!(device_uplinks::list))
         .routes(routes!(device_events::list))
+        .routes(routes!(events::list))
         .routes(routes!(device_measurements::latest))
         .routes(routes!(device_measurements::series))
         .routes(routes!(device_measurements::application_series))
+        .routes(routes!(live_streams::device_events))
+        .routes(routes!(live_streams::gateway_frames))
+        .routes(routes!(stats::network))
+        .routes(routes!(stats::gateway))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .route_layer(middleware::from_fn(query_params::reject_unknown))
         // `layer`, not `route_layer`: unknown paths under /api answer 401 without a valid
@@ -247,6 +278,9 @@ pub fn router(state: ApiState, policy: &layers::HttpPolicy) -> Router {
     query_params::set_operations(&document);
     let json = document.to_string();
     let router = router
+        // Outside the bearer layer and the OpenAPI document: the console is a page, not an
+        // operation, and asks for the token itself.
+        .merge(console::router())
         .layer(axum::Extension(openapi::OpenApiJson(json.into())))
         .layer(middleware::from_fn_with_state(http_metrics::HttpMetrics::register(&state.registry), http_metrics::track))
         .with_state(state);

@@ -88,6 +88,18 @@ impl utoipa::IntoResponses for ReadErrors {
     }
 }
 
+const NO_STREAM_SLOT: (&str, &str) =
+    ("503", "Every live stream slot (api.max_streams) is taken, or the answer took longer than api.handler_timeout_secs");
+
+/// The errors a live stream (`…/stream`) can answer before it starts.
+pub struct StreamErrors;
+
+impl utoipa::IntoResponses for StreamErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[BAD_REQUEST, UNAUTHORIZED, FORBIDDEN, NOT_FOUND, TOO_MANY, INTERNAL, NO_STREAM_SLOT])
+    }
+}
+
 /// The errors any `/api/*` write can answer.
 pub struct WriteErrors;
 

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::ApiError;
-use super::{device_events, device_measurements, devices, extract, history};
+use super::{device_events, device_measurements, devices, events, extract, history};
 
 /// (method, route as written in the router under `/api`, accepted parameters).
 const ACCEPTED: &[(Method, &str, &[&str])] = &[
@@ -21,6 +21,7 @@ const ACCEPTED: &[(Method, &str, &[&str])] = &[
     (Method::GET, "/api/devices", devices::LIST_QUERY),
     (Method::GET, "/api/devices/{dev_eui}/uplinks", history::HISTORY_QUERY),
     (Method::GET, "/api/devices/{dev_eui}/events", device_events::LIST_QUERY),
+    (Method::GET, "/api/events", events::LIST_QUERY),
     (Method::GET, "/api/devices/{dev_eui}/measurements/{name}", device_measurements::SERIES_QUERY),
     (Method::GET, "/api/applications/{application_id}/measurements/{name}", device_measurements::SERIES_QUERY),
 ];

@@ -492,12 +492,18 @@ impl Instance {
         let message = match error {
             rquickjs::Error::Exception => {
                 let thrown = ctx.catch();
+                // Reading `stack` may run a getter of the script's, still under the deadline.
+                let stack = thrown.as_object().and_then(|o| o.get::<_, Option<String>>("stack").ok().flatten());
                 // Coercing runs user code (a thrown object's toString), still under
                 // the deadline; if it fails too, say so rather than guess.
-                thrown.get::<Coerced<String>>().map(|c| c.0).unwrap_or_else(|_| {
+                let text = thrown.get::<Coerced<String>>().map(|c| c.0).unwrap_or_else(|_| {
                     let _ = ctx.catch();
                     "exception that cannot be converted to a string".to_string()
-                })
+                });
+                match stack.as_deref().and_then(script_function) {
+                    Some(place) => text + &place,
+                    None => text,
+                }
             }
             rquickjs::Error::Allocation => return CodecError::OutOfMemory(config.js_memory_limit_bytes),
             other => return CodecError::Engine(other.to_string()),
@@ -510,6 +516,24 @@ impl Instance {
         }
         CodecError::Exception(message)
     }
+}
+
+/// Functions of [`GLUE`] that never run the script's code: an error raised inside them is
+/// the glue's (a result too deep or too large), not in a function of the script.
+const GLUE_FRAMES: [&str; 4] = ["guard", "guardedStringify", "answer", "plainBytes"];
+
+/// The script function an error was raised in, for its message (` (in helper)`): the
+/// innermost frame of a QuickJS `stack` (`    at helper (eval_script:7:13)`); `None` when
+/// that frame is the glue's, native code or top-level code. Both the glue and the script are
+/// `eval_script`, so they are told apart by function name. No line: QuickJS records positions
+/// only at calls and `throw`, so for an error raised elsewhere (a property of undefined, an
+/// unknown variable) the frame holds the line of the last call before it, which would
+/// point the reader at the wrong line.
+fn script_function(stack: &str) -> Option<String> {
+    let frame = stack.lines().map(str::trim).find(|l| l.starts_with("at "))?;
+    let (function, place) = frame.trim_start_matches("at ").split_once(" (")?;
+    let named = !function.is_empty() && !function.starts_with('<');
+    (named && place.starts_with("eval_script:") && !GLUE_FRAMES.contains(&function)).then(|| format!(" (in {function})"))
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> Result<String, CodecError> {
@@ -876,11 +900,33 @@ function decodeDownlink(input) {
     fn thrown_exception_gives_its_message() {
         let c = codecs();
         let r = decode(&c, &js("function decodeUplink(i) { throw new Error('bad frame'); }"), 1, &[]);
-        assert_eq!(r, Err(CodecError::Exception("Error: bad frame".into())));
+        assert_eq!(r, Err(CodecError::Exception("Error: bad frame (in decodeUplink)".into())));
         let r = decode(&c, &js("function decodeUplink(i) { throw 'plain string'; }"), 1, &[]);
         assert_eq!(r, Err(CodecError::Exception("plain string".into())));
         let r = decode(&c, &js("function decodeUplink(i) { return i.bytes.foo.bar; }"), 1, &[]);
         assert!(matches!(&r, Err(CodecError::Exception(m)) if m.starts_with("TypeError")), "{r:?}");
+    }
+
+    #[test]
+    fn an_exception_names_the_script_function_it_was_raised_in() {
+        let script = "function check(b) {\n  if (b.length < 2) {\n    throw new RangeError('short frame');\n  }\n}\n\
+                      function decodeUplink(i) {\n  check(i.bytes);\n  return { data: { t: foo } };\n}";
+        let r = decode(&codecs(), &js(script), 1, &[1]);
+        assert_eq!(r, Err(CodecError::Exception("RangeError: short frame (in check)".into())));
+        let r = decode(&codecs(), &js(script), 1, &[1, 2]);
+        assert_eq!(r, Err(CodecError::Exception("ReferenceError: foo is not defined (in decodeUplink)".into())));
+    }
+
+    #[test]
+    fn stack_frames_of_the_glue_or_native_code_name_no_function() {
+        assert_eq!(
+            script_function("    at decodeUplink (eval_script:3:9)\n    at decode (eval_script:120:51)\n").as_deref(),
+            Some(" (in decodeUplink)")
+        );
+        assert_eq!(script_function("    at <eval> (eval_script:12:7)\n"), None);
+        assert_eq!(script_function("    at guard (eval_script:80:5)\n    at decodeUplink (eval_script:2:3)\n"), None);
+        assert_eq!(script_function("    at stringify (native)\n"), None);
+        assert_eq!(script_function(""), None);
     }
 
     #[test]

@@ -780,6 +780,12 @@ mod tests {
         async fn count_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: Option<EventKind>) -> storage::Result<u64> {
             Ok(0)
         }
+        async fn recent_events(&self, _: &storage::EventFilter, _: u32) -> storage::Result<Vec<EventRecord>> {
+            Ok(vec![])
+        }
+        async fn count_recent_events(&self, _: &storage::EventFilter) -> storage::Result<u64> {
+            Ok(0)
+        }
     }
 
     impl FakeRepo {
@@ -970,6 +976,12 @@ mod tests {
         async fn count_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: Option<EventKind>) -> storage::Result<u64> {
             Ok(0)
         }
+        async fn recent_events(&self, _: &storage::EventFilter, _: u32) -> storage::Result<Vec<EventRecord>> {
+            Ok(vec![])
+        }
+        async fn count_recent_events(&self, _: &storage::EventFilter) -> storage::Result<u64> {
+            Ok(0)
+        }
     }
 
     impl EventPublisher for TwoLanes {
@@ -1156,6 +1168,12 @@ mod tests {
             Ok(vec![])
         }
         async fn count_events(&self, _: Eui64, _: Option<DateTime<Utc>>, _: Option<EventKind>) -> storage::Result<u64> {
+            Ok(0)
+        }
+        async fn recent_events(&self, _: &storage::EventFilter, _: u32) -> storage::Result<Vec<EventRecord>> {
+            Ok(vec![])
+        }
+        async fn count_recent_events(&self, _: &storage::EventFilter) -> storage::Result<u64> {
             Ok(0)
         }
     }

@@ -24,6 +24,7 @@ use loraflow_packet_forwarder::frame::{DownlinkFrame, GatewayId, TxAckStatus};
 use crate::dedup::DedupedUplink;
 use crate::downlink_attempts::NoAttempt;
 use crate::events::{AppEvent, LogCode, LogInfo, LogLevel, StatusInfo};
+use crate::frame_feed::DownlinkFor;
 use crate::lorawan::{self, DataDownlink};
 use crate::mac::engine::{MacOutput, MacSettings, Outcome, UplinkFacts};
 use crate::mac::state::{MacState, RxParams};
@@ -31,6 +32,7 @@ use crate::region::Modulation as RegionModulation;
 use crate::region_config::RegionConfig;
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, QueueItem};
+use crate::types::DevAddr;
 
 pub mod decide;
 pub mod send;
@@ -59,7 +61,14 @@ pub struct Responding<'a> {
     pub device: &'a Arc<DeviceContext>,
 }
 
-pub async fn send_join_accept(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, device: &Arc<DeviceContext>, phy: Vec<u8>) {
+pub async fn send_join_accept(
+    ctx: &Context,
+    region: &RegionConfig,
+    up: &DedupedUplink,
+    device: &Arc<DeviceContext>,
+    dev_addr: DevAddr,
+    phy: Vec<u8>,
+) {
     let r = Responding { up, region, device };
     let reg = region.region.as_ref();
     let Some(uplink) = up.frames.first().map(|f| &f.tx_info) else { return };
@@ -77,7 +86,8 @@ pub async fn send_join_accept(ctx: &Context, region: &RegionConfig, up: &Deduped
     else {
         return;
     };
-    if let send::Sent::Refused(last) = send::send_attempts(ctx, &attempts, phy).await {
+    let to = DownlinkFor { dev_eui: device.device.dev_eui, dev_addr: Some(dev_addr), f_cnt_down: None };
+    if let send::Sent::Refused(last) = send::send_attempts(ctx, &attempts, phy, &to).await {
         report_refused(ctx, &r, "join-accept", last, None).await;
     }
 }
@@ -332,7 +342,8 @@ pub(crate) async fn transmit(
             return None;
         }
     };
-    match send::send_attempts(ctx, &attempts, phy).await {
+    let to = DownlinkFor { dev_eui: s.dev_eui, dev_addr: Some(s.dev_addr), f_cnt_down: Some(f_cnt_down) };
+    match send::send_attempts(ctx, &attempts, phy, &to).await {
         send::Sent::Accepted(frame) => {
             settle::after_send(ctx, r, d, f_cnt_down, frame.clone()).await;
             Some((f_cnt_down, frame))

@@ -3,6 +3,7 @@
 //! and RX2, skipping windows that would break a gateway's duty cycle), tried in order until a
 //! gateway accepts the frame (LoRaWAN 1.0.4 §3.3, DESIGN §5, issue 9 part 7).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use loraflow_packet_forwarder::frame::{DownlinkFrame, GatewayId, Modulation, Timing, TxAckStatus, UplinkFrame};
@@ -11,6 +12,7 @@ use rand::Rng;
 use super::decide::Window;
 use crate::dedup::DedupedUplink;
 use crate::downlink_attempts::{plan_attempts, Attempt, NoAttempt, WindowRadio};
+use crate::frame_feed::{DownFrame, DownlinkFor, FrameEvent};
 use crate::region_config::RegionConfig;
 use crate::server::Context;
 
@@ -135,7 +137,9 @@ pub enum Sent {
 
 /// Tries the attempts in order until a gateway accepts the frame. An attempt whose window the
 /// ledger no longer allows (another downlink used the airtime since planning) is skipped.
-pub async fn send_attempts(ctx: &Context, attempts: &[Planned<'_>], phy: Vec<u8>) -> Sent {
+/// Every attempt made is counted for its gateway and shown to its live watchers, with its
+/// TX_ACK result.
+pub async fn send_attempts(ctx: &Context, attempts: &[Planned<'_>], phy: Vec<u8>, to: &DownlinkFor) -> Sent {
     let downlink_id: u32 = rand::thread_rng().gen();
     let mut last = None;
     let mut unreachable: Option<GatewayId> = None;
@@ -147,6 +151,10 @@ pub async fn send_attempts(ctx: &Context, attempts: &[Planned<'_>], phy: Vec<u8>
         let Some(frame) = frame_for(p, phy.clone(), downlink_id) else { continue };
         let status = ctx.gateways.send(frame.clone()).await;
         ctx.metrics.downlinks.with_label_values(&[p.window.name.as_str(), status.as_str()]).inc();
+        if status != TxAckStatus::GatewayNotConnected {
+            ctx.handle.traffic().gateway_downlink(a.gateway, chrono::Utc::now());
+        }
+        ctx.handle.frames().send_with(a.gateway, || Arc::new(FrameEvent::Down(DownFrame::new(&frame, to, Some(p.window.dr), status))));
         match next_after(status) {
             Next::Sent => {
                 if let Some(band) = a.sub_band {

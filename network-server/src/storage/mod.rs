@@ -129,6 +129,10 @@ pub trait SessionRepo: Send + Sync {
     async fn get(&self, dev_eui: Eui64) -> Result<DeviceSession>;
     /// The sessions of these devices (those without one are simply absent).
     async fn get_many(&self, dev_euis: &[Eui64]) -> Result<Vec<DeviceSession>>;
+    /// The sessions of these devices, each with whether its device profile enables ADR, in
+    /// one query per 500 devices (those without a session are absent): a page of devices
+    /// with their state.
+    async fn get_many_with_adr(&self, dev_euis: &[Eui64]) -> Result<Vec<(DeviceSession, bool)>>;
     /// Every session using this DevAddr (several devices may share one).
     async fn get_by_dev_addr(&self, dev_addr: DevAddr) -> Result<Vec<DeviceSession>>;
     async fn delete(&self, dev_eui: Eui64) -> Result<()>;
@@ -195,6 +199,11 @@ pub trait HistoryRepo: Send + Sync {
     async fn events_page(&self, q: &HistoryQuery, kind: Option<EventKind>) -> Result<Vec<EventRecord>>;
     /// How many events of the device (of `kind`, if given) have `time >= since`.
     async fn count_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, kind: Option<EventKind>) -> Result<u64>;
+    /// The newest `limit` events across devices (of one application, kind or log level if
+    /// the filter says so), newest first by (time, id).
+    async fn recent_events(&self, filter: &EventFilter, limit: u32) -> Result<Vec<EventRecord>>;
+    /// How many events [`HistoryRepo::recent_events`] could list with this filter.
+    async fn count_recent_events(&self, filter: &EventFilter) -> Result<u64>;
     /// The newest `limit` uplinks, optionally only rows with `time >= since`.
     async fn list_uplinks(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<UplinkRecord>> {
         self.uplinks_page(&HistoryQuery { dev_eui, since, after: None, limit }).await

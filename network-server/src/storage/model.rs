@@ -357,6 +357,47 @@ impl std::str::FromStr for EventKind {
 #[error("unknown event kind {0:?} (expected join, ack, txack, status or log)")]
 pub struct UnknownEventKind(pub String);
 
+/// The level of a `log` event (its body's `level`, as the integration publishes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 3] = [LogLevel::Info, LogLevel::Warning, LogLevel::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not a log level (expected ERROR, WARNING or INFO)"))
+    }
+}
+
+/// Which events a list across devices shows (every filter optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only the events published to this application.
+    pub application_id: Option<Uuid>,
+    pub kind: Option<EventKind>,
+    /// Only `log` events of this level.
+    pub level: Option<LogLevel>,
+}
+
 /// A position in a device's history, newest first: a page starts strictly after (older
 /// than) this row. The id breaks ties between rows stored with the same time, so paging
 /// neither skips nor repeats a row.

@@ -54,6 +54,9 @@ impl Store<Postgres> {
     /// publishing in batch order); more would only add connections and smaller batches.
     pub(crate) const HISTORY_CONCURRENT_WRITES: usize = 2;
 
+    /// The `level` of an event's JSONB body, as text.
+    pub(crate) const LEVEL_OF_BODY: &'static str = "body->>'level'";
+
     /// One statement, so one round trip and one implicit transaction, for the uplink and
     /// the event rows of a batch together. The text is fixed (one array per column,
     /// `UNNEST`ed; an empty array inserts nothing), so it is parsed and planned once per

@@ -51,6 +51,29 @@ pub(crate) fn history_where(id_col: &str, since: bool, after: bool, kind: bool) 
     HistoryWhere { sql, next }
 }
 
+/// The WHERE clause of a list of events across devices ([`crate::storage::EventFilter`]);
+/// placeholders in this order: application_id, kind, level. `level_of_body` is the backend's
+/// expression for the body's `level` text.
+pub(crate) fn recent_events_where(filter: &crate::storage::EventFilter, level_of_body: &str) -> HistoryWhere {
+    let mut clauses = Vec::new();
+    let mut next = 1;
+    if filter.application_id.is_some() {
+        clauses.push(format!("application_id = ${next}"));
+        next += 1;
+    }
+    if filter.kind.is_some() {
+        clauses.push(format!("kind = ${next}"));
+        next += 1;
+    }
+    if filter.level.is_some() {
+        // Only log events have a level.
+        clauses.push(format!("kind = 'log' AND {level_of_body} = ${next}"));
+        next += 1;
+    }
+    let sql = if clauses.is_empty() { "1 = 1".to_string() } else { clauses.join(" AND ") };
+    HistoryWhere { sql, next }
+}
+
 /// PostgreSQL keeps microseconds; truncating on both backends makes a value read back
 /// equal to the one written, whichever backend is used.
 pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -1112,6 +1135,30 @@ macro_rules! impl_repos {
                     Ok(out)
                 }
 
+                async fn get_many_with_adr(&self, dev_euis: &[Eui64]) -> Result<Vec<(DeviceSession, bool)>> {
+                    let mut out = Vec::with_capacity(dev_euis.len());
+                    for chunk in dev_euis.chunks(s::INSERT_CHUNK) {
+                        let mut qb = QueryBuilder::<Db>::new(
+                            "SELECT s.*, p.adr_enabled AS profile_adr_enabled FROM device_sessions s \
+                             JOIN devices d ON d.dev_eui = s.dev_eui \
+                             JOIN device_profiles p ON p.id = d.device_profile_id \
+                             WHERE s.dev_eui IN (",
+                        );
+                        let mut list = qb.separated(", ");
+                        for e in chunk {
+                            list.push_bind(e.0.to_vec());
+                        }
+                        qb.push(")");
+                        let r = qb.build().fetch_all(&self.pool).await.map_err(s::db_err)?;
+                        for row in &r {
+                            let session = session_row(row).map_err(s::db_err)?;
+                            let adr: bool = row.try_get("profile_adr_enabled").map_err(s::db_err)?;
+                            out.push((session, adr));
+                        }
+                    }
+                    Ok(out)
+                }
+
                 async fn get_by_dev_addr(&self, dev_addr: DevAddr) -> Result<Vec<DeviceSession>> {
                     let r = sqlx::query("SELECT * FROM device_sessions WHERE dev_addr = $1 ORDER BY dev_eui")
                         .bind(&dev_addr.0[..])
@@ -1521,6 +1568,25 @@ macro_rules! impl_repos {
                     rows(r, event_row)
                 }
 
+                async fn recent_events(&self, filter: &EventFilter, limit: u32) -> Result<Vec<EventRecord>> {
+                    let w = s::recent_events_where(filter, Store::<Db>::LEVEL_OF_BODY);
+                    let sql = format!("SELECT * FROM events WHERE {} ORDER BY time DESC, id DESC LIMIT ${}", w.sql, w.next);
+                    let r = bind_event_filter(sqlx::query(&sql), filter)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(s::db_err)?;
+                    rows(r, event_row)
+                }
+
+                async fn count_recent_events(&self, filter: &EventFilter) -> Result<u64> {
+                    let w = s::recent_events_where(filter, Store::<Db>::LEVEL_OF_BODY);
+                    let sql = format!("SELECT COUNT(*) FROM events WHERE {}", w.sql);
+                    let row = bind_event_filter(sqlx::query(&sql), filter).fetch_one(&self.pool).await.map_err(s::db_err)?;
+                    let n: i64 = row.try_get(0).map_err(s::db_err)?;
+                    Ok(n as u64)
+                }
+
                 async fn count_events(&self, dev_eui: Eui64, since: Option<DateTime<Utc>>, kind: Option<EventKind>) -> Result<u64> {
                     let w = s::history_where("id", since.is_some(), false, kind.is_some());
                     let sql = format!("SELECT COUNT(*) FROM events WHERE {}", w.sql);
@@ -1531,6 +1597,20 @@ macro_rules! impl_repos {
             }
 
             type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
+
+            /// Binds in the order of [`s::recent_events_where`]'s placeholders.
+            fn bind_event_filter<'q>(mut q: Query<'q>, f: &EventFilter) -> Query<'q> {
+                if let Some(app) = f.application_id {
+                    q = q.bind(app);
+                }
+                if let Some(kind) = f.kind {
+                    q = q.bind(kind.as_str());
+                }
+                if let Some(level) = f.level {
+                    q = q.bind(level.as_str());
+                }
+                q
+            }
 
             /// Binds in the order of [`s::history_where`]'s placeholders.
             fn bind_history(

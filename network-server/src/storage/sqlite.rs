@@ -25,6 +25,9 @@ impl Store<Sqlite> {
     /// One writer: a second history transaction would only wait in SQLite's busy handler.
     pub(crate) const HISTORY_CONCURRENT_WRITES: usize = 1;
 
+    /// The `level` of an event's JSON text body.
+    pub(crate) const LEVEL_OF_BODY: &'static str = "json_extract(body, '$.level')";
+
     /// The single writer lock is shared with the frame-counter compare-and-sets, so the
     /// whole transaction (`BEGIN IMMEDIATE`, one multi-row INSERT per table and 500 rows,
     /// `COMMIT`) is ONE call to the connection's thread: the arguments (JSON included) are

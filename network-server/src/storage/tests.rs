@@ -105,11 +105,13 @@ on_both_backends!(
     next_f_cnt_down_returns_and_increments,
     advance_f_cnt_up_only_moves_forward,
     sessions_are_read_in_bulk,
+    sessions_are_read_in_bulk_with_their_profiles_adr,
     queue_is_oldest_first_and_items_update,
     uplink_history_is_newest_first_with_since_and_limit,
     event_history_is_newest_first_with_since_and_limit,
     uplink_pages_walk_every_row_once_across_equal_times,
     event_pages_filter_by_kind_and_count_honestly,
+    recent_events_span_devices_newest_first_and_filter,
     a_history_batch_is_stored_all_or_nothing,
     measurements_are_stored_with_their_uplink_and_read_back_latest_first,
     the_hourly_rollup_sums_every_batch_and_keeps_the_latest_value,
@@ -662,6 +664,32 @@ async fn sessions_are_read_in_bulk(db: &mut TestDb) {
     assert!(s.sessions.get_many(&[]).await.unwrap().is_empty());
 }
 
+async fn sessions_are_read_in_bulk_with_their_profiles_adr(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, mut dp, devs) = fleet(s, 3).await;
+    dp.adr_enabled = false;
+    s.device_profiles.update(&dp).await.unwrap();
+    let adr_profile = DeviceProfile { adr_enabled: true, ..profile() };
+    s.device_profiles.create(&adr_profile).await.unwrap();
+    let mut moved = devs[2].clone();
+    moved.device_profile_id = adr_profile.id;
+    s.devices.update(&moved).await.unwrap();
+    let mut with_state = session(devs[2].dev_eui, 3);
+    with_state.mac_state.dr = Some(4);
+    with_state.mac_state.nb_trans = 2;
+    s.sessions.save(&session(devs[0].dev_eui, 1)).await.unwrap();
+    s.sessions.save(&with_state).await.unwrap();
+    let ask: Vec<Eui64> = devs.iter().map(|d| d.dev_eui).chain([eui(0xdead)]).collect();
+    let mut got = s.sessions.get_many_with_adr(&ask).await.unwrap();
+    got.sort_by_key(|(x, _)| x.dev_eui);
+    let summary: Vec<(Eui64, bool, Option<u8>, u8)> =
+        got.iter().map(|(x, adr)| (x.dev_eui, *adr, x.mac_state.dr, x.mac_state.nb_trans)).collect();
+    let mut want = vec![(devs[0].dev_eui, false, None, 1), (devs[2].dev_eui, true, Some(4), 2)];
+    want.sort_by_key(|w| w.0);
+    assert_eq!(summary, want);
+    assert!(s.sessions.get_many_with_adr(&[]).await.unwrap().is_empty());
+}
+
 async fn advance_f_cnt_up_only_moves_forward(db: &mut TestDb) {
     let s = &db.s;
     let (_, _, devs) = fleet(s, 2).await;
@@ -875,6 +903,53 @@ async fn event_pages_filter_by_kind_and_count_honestly(db: &mut TestDb) {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 17, "every event exactly once");
+}
+
+async fn recent_events_span_devices_newest_first_and_filter(db: &mut TestDb) {
+    let s = &db.s;
+    let (_, _, devs) = fleet(s, 2).await;
+    let other_app = Uuid::new_v4();
+    let ev = |i: i64, dev: usize, kind: EventKind, level: Option<&str>| EventRecord {
+        id: Uuid::new_v4(),
+        time: t(i),
+        dev_eui: devs[dev].dev_eui,
+        // The second device's events were published to another application.
+        application_id: if dev == 0 { devs[0].application_id } else { other_app },
+        kind: kind.as_str().into(),
+        body: match level {
+            Some(l) => json!({"n": i, "level": l}),
+            None => json!({"n": i}),
+        },
+    };
+    let rows = vec![
+        ev(1, 0, EventKind::Join, None),
+        ev(2, 1, EventKind::Join, None),
+        ev(3, 0, EventKind::Log, Some("ERROR")),
+        ev(4, 1, EventKind::Log, Some("WARNING")),
+        ev(5, 0, EventKind::Status, None),
+        ev(6, 1, EventKind::Log, Some("ERROR")),
+    ];
+    s.history.insert_events(&rows).await.unwrap();
+    let ns = |got: Vec<EventRecord>| got.iter().map(|e| e.body["n"].as_i64().unwrap()).collect::<Vec<_>>();
+
+    let all = EventFilter::default();
+    assert_eq!(ns(s.history.recent_events(&all, 10).await.unwrap()), vec![6, 5, 4, 3, 2, 1]);
+    assert_eq!(ns(s.history.recent_events(&all, 2).await.unwrap()), vec![6, 5]);
+    assert_eq!(s.history.count_recent_events(&all).await.unwrap(), 6);
+
+    let logs = EventFilter { kind: Some(EventKind::Log), ..all };
+    assert_eq!(ns(s.history.recent_events(&logs, 10).await.unwrap()), vec![6, 4, 3]);
+    let errors = EventFilter { level: Some(LogLevel::Error), ..all };
+    assert_eq!(ns(s.history.recent_events(&errors, 10).await.unwrap()), vec![6, 3]);
+    assert_eq!(s.history.count_recent_events(&errors).await.unwrap(), 2);
+    let joins_at_error = EventFilter { kind: Some(EventKind::Join), level: Some(LogLevel::Error), ..all };
+    assert_eq!(s.history.count_recent_events(&joins_at_error).await.unwrap(), 0, "only log events have a level");
+
+    let mine = EventFilter { application_id: Some(devs[0].application_id), ..all };
+    assert_eq!(ns(s.history.recent_events(&mine, 10).await.unwrap()), vec![5, 3, 1]);
+    let mine_errors = EventFilter { level: Some(LogLevel::Error), ..mine };
+    assert_eq!(ns(s.history.recent_events(&mine_errors, 10).await.unwrap()), vec![3]);
+    assert_eq!(s.history.count_recent_events(&EventFilter { application_id: Some(Uuid::new_v4()), ..all }).await.unwrap(), 0);
 }
 
 async fn a_history_batch_is_stored_all_or_nothing(db: &mut TestDb) {

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::dedup::DedupedUplink;
 use crate::downlink::decide::{adr_step, AdrOutcome, AdrProfile};
-use crate::downlink::{self, DataDownlinkPlan};
+use crate::downlink::DataDownlinkPlan;
 use crate::events::{AppEvent, DataUp, LogCode, LogLevel};
 use crate::fcnt::{self, Again};
 use crate::fcnt_writer::CasOutcome;
@@ -20,6 +20,7 @@ use crate::region::Modulation as RegionModulation;
 use crate::region_config::RegionConfig;
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, FCntUpdate};
+use crate::uplink::{Identified, Rejection, Verdict};
 
 /// Why an uplink was not processed further; each is a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +70,28 @@ impl Dropped {
     }
 }
 
-pub async fn handle(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, frame: DataFrame) {
-    if let Err(d) = process(ctx, region, up, &frame).await {
-        if d == Dropped::NbTransRepeat {
-            ctx.metrics.uplink_repeats.inc();
-            return;
+/// Runs the steps and returns the verdict, with the answer to send in the receive windows
+/// (left to the caller, so that the verdict is known before the downlink goes out); counts
+/// a rejection in its metric. `identified` learns the device and full frame counter as soon
+/// as a session's key validates the MIC.
+pub async fn handle(
+    ctx: &Context,
+    region: &RegionConfig,
+    up: &DedupedUplink,
+    frame: &DataFrame,
+    identified: &mut Identified,
+) -> (Verdict, Option<DataDownlinkPlan>) {
+    match process(ctx, region, up, frame, identified).await {
+        Ok(plan) => (Verdict::AcceptedData, Some(plan)),
+        Err(Refused { dropped: d, answer: plan }) => {
+            if d == Dropped::NbTransRepeat {
+                ctx.metrics.uplink_repeats.inc();
+            } else {
+                ctx.metrics.uplinks_rejected.with_label_values(&[d.reason()]).inc();
+                tracing::debug!(reason = d.reason(), dev_addr = %frame.dev_addr, "uplink dropped");
+            }
+            (Verdict::Rejected(Rejection::Data(d)), plan)
         }
-        ctx.metrics.uplinks_rejected.with_label_values(&[d.reason()]).inc();
-        tracing::debug!(reason = d.reason(), dev_addr = %frame.dev_addr, "uplink dropped");
     }
 }
 
@@ -104,7 +119,25 @@ pub fn profile_region_matches(device: &DeviceContext, region: &RegionConfig) -> 
     }
 }
 
-async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, frame: &DataFrame) -> Result<(), Dropped> {
+/// A data uplink not processed, and the ACK it still gets (a repeated confirmed uplink).
+struct Refused {
+    dropped: Dropped,
+    answer: Option<DataDownlinkPlan>,
+}
+
+impl From<Dropped> for Refused {
+    fn from(dropped: Dropped) -> Self {
+        Refused { dropped, answer: None }
+    }
+}
+
+async fn process(
+    ctx: &Context,
+    region: &RegionConfig,
+    up: &DedupedUplink,
+    frame: &DataFrame,
+    identified: &mut Identified,
+) -> Result<DataDownlinkPlan, Refused> {
     // Uplinks of one DevAddr are handled one at a time (`server::UplinkKey`), so a lost
     // compare-and-set means the cached counter was behind the stored one (another instance,
     // a change over REST, counters kept in memory during an outage): the frame is checked
@@ -113,10 +146,11 @@ async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, frame
     let mut second_try = false;
     let (matched, device, dr, checked) = loop {
         let matched = find_session(ctx, up, frame).await?;
+        *identified = Identified { dev_eui: Some(matched.session.dev_eui), f_cnt: Some(matched.f_cnt) };
         let device = device_context(ctx, &matched).await?;
         if let Err(text) = profile_region_matches(&device, region) {
             ctx.log(&device, LogLevel::Error, LogCode::Unknown, &text, [("deduplication_id", up.deduplication_id.to_string())]).await;
-            return Err(Dropped::RegionMismatch);
+            return Err(Dropped::RegionMismatch.into());
         }
         let dr = RegionModulation::from_frame(&first.tx_info.modulation)
             .and_then(|m| region.region.dr_for(&m))
@@ -138,10 +172,9 @@ async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, frame
                 ack_only: true,
                 adr: None,
             };
-            downlink::after_data_uplink(ctx, region, up, plan).await;
-            return Err(d);
+            return Err(Refused { dropped: d, answer: Some(plan) });
         }
-        Err(d) => return Err(d),
+        Err(d) => return Err(d.into()),
     };
     ctx.metrics.uplinks_accepted.inc();
     ctx.device_seen.lock().expect("lock").insert(device.device.dev_eui, Utc::now());
@@ -175,8 +208,7 @@ async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, frame
     }
     ctx.metrics.processing_seconds.observe(up.first_seen_instant.elapsed().as_secs_f64() - ctx.config.dedup_window_ms as f64 / 1000.0);
 
-    downlink::after_data_uplink(ctx, region, up, DataDownlinkPlan { session, device, uplink, ack_only: false, adr }).await;
-    Ok(())
+    Ok(DataDownlinkPlan { session, device, uplink, ack_only: false, adr })
 }
 
 /// The ADR step (`downlink::decide::adr_step`): the uplink joins the session's ADR history and

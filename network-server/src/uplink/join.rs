@@ -8,12 +8,12 @@ use rand::Rng;
 
 use crate::dedup::DedupedUplink;
 use crate::dev_addr;
-use crate::downlink;
 use crate::events::{AppEvent, JoinInfo, LogCode, LogLevel};
 use crate::lorawan::{self, JoinAcceptFields, JoinRequest};
 use crate::region_config::RegionConfig;
 use crate::server::Context;
 use crate::storage::{DeviceContext, DeviceSession, StorageError};
+use crate::uplink::{Rejection, Verdict};
 
 /// The `reason` of a join-request over `network.join_requests_per_dev_eui_per_minute`.
 const RATE_LIMITED: &str = "rate_limited";
@@ -32,21 +32,34 @@ pub const REJECT_REASONS: [&str; 10] = [
     RATE_LIMITED,
 ];
 
-pub async fn handle(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: JoinRequest) {
-    match process(ctx, region, up, &jr).await {
-        Ok(()) => ctx.metrics.joins_accepted.inc(),
-        Err(RATE_LIMITED) => {
-            ctx.metrics.joins_rejected.with_label_values(&[RATE_LIMITED]).inc();
-            if let Some(suppressed) = ctx.join_rate_log.allow() {
-                tracing::warn!(
-                    dev_eui = %jr.dev_eui, suppressed_since_last_line = suppressed,
-                    "join request over network.join_requests_per_dev_eui_per_minute, rejected"
-                );
-            }
+/// A join-accept to send in the join receive windows.
+pub struct JoinAnswer {
+    pub device: Arc<DeviceContext>,
+    pub dev_addr: crate::types::DevAddr,
+    pub phy: Vec<u8>,
+}
+
+/// Runs the steps and returns the verdict, with the join-accept to send (left to the caller,
+/// so that the verdict is known before the downlink goes out); counts it in its metric.
+pub async fn handle(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: &JoinRequest) -> (Verdict, Option<JoinAnswer>) {
+    match process(ctx, region, up, jr).await {
+        Ok(answer) => {
+            ctx.metrics.joins_accepted.inc();
+            (Verdict::AcceptedJoin, Some(answer))
         }
         Err(reason) => {
             ctx.metrics.joins_rejected.with_label_values(&[reason]).inc();
-            tracing::info!(dev_eui = %jr.dev_eui, reason, "join request rejected");
+            if reason == RATE_LIMITED {
+                if let Some(suppressed) = ctx.join_rate_log.allow() {
+                    tracing::warn!(
+                        dev_eui = %jr.dev_eui, suppressed_since_last_line = suppressed,
+                        "join request over network.join_requests_per_dev_eui_per_minute, rejected"
+                    );
+                }
+            } else {
+                tracing::info!(dev_eui = %jr.dev_eui, reason, "join request rejected");
+            }
+            (Verdict::Rejected(Rejection::Join(reason)), None)
         }
     }
 }
@@ -56,7 +69,7 @@ async fn reject(ctx: &Context, device: &Arc<DeviceContext>, reason: &'static str
     reason
 }
 
-async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: &JoinRequest) -> Result<(), &'static str> {
+async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: &JoinRequest) -> Result<JoinAnswer, &'static str> {
     tracing::Span::current().record("dev_eui", tracing::field::display(jr.dev_eui));
     let device = match ctx.cache.context(jr.dev_eui).await {
         Ok(d) => d,
@@ -166,8 +179,7 @@ async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: &
         region_config_id: region.id.clone(),
     }))
     .await;
-    downlink::send_join_accept(ctx, region, up, &device, phy).await;
-    Ok(())
+    Ok(JoinAnswer { device, dev_addr, phy })
 }
 
 /// LoRaWAN 1.0.0–1.0.3: a DevNonce may not be reused; 1.0.4 §6.2.4: it must increase.

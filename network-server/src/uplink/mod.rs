@@ -1,54 +1,163 @@
-//! One deduplicated uplink, by message type.
+//! One deduplicated uplink, by message type. The steps return their [`Verdict`]; [`handle`]
+//! alone turns it into the traffic counts and the live frame feed, once per uplink and one
+//! frame per gateway copy.
 
 pub mod data;
 pub mod join;
+pub mod verdict;
 
 use std::sync::Arc;
 
+use chrono::Utc;
+use loraflow_packet_forwarder::frame::UplinkFrame;
 use tracing::Instrument;
 
 use crate::dedup::DedupedUplink;
+use crate::frame_feed::{FrameEvent, UpFrame, UplinkFacts};
 use crate::lorawan::{Phy, PhyError};
+use crate::region::Modulation as RegionModulation;
 use crate::region_config::{GatewayRegions, RegionConfig, Regions};
 use crate::server::Context;
+use crate::types::Eui64;
+
+pub use verdict::{FrameRejection, Rejection, Verdict};
 
 /// `loraflow_uplinks_rejected_total` reasons decided before the message type is known.
 pub const FRAME_REJECT_REASONS: [&str; 3] = ["channel_not_enabled", "unsupported_type", "parse_error"];
 
-/// Handles one uplink, whose PHYPayload the run loop already parsed (to order it by device).
-pub async fn handle(ctx: &Context, up: DedupedUplink, phy: Result<Phy, PhyError>) {
-    let span = tracing::debug_span!("uplink", dedup_id = %up.deduplication_id, dev_eui = tracing::field::Empty);
-    dispatch(ctx, up, phy).instrument(span).await
+/// Which device an uplink turned out to be from, as far as the steps got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identified {
+    pub dev_eui: Option<Eui64>,
+    /// The full frame counter, once a session's key validated the MIC.
+    pub f_cnt: Option<u32>,
 }
 
-async fn dispatch(ctx: &Context, mut up: DedupedUplink, phy: Result<Phy, PhyError>) {
-    let Some(region) = select_region(&ctx.regions, ctx.handle.gateway_regions(), &mut up) else { return };
-    if !region.accepts_uplink(up.frames[0].tx_info.frequency) {
+/// What is left to do once the verdict is reported: the answer in the receive windows.
+enum Answer {
+    Data(crate::downlink::DataDownlinkPlan),
+    JoinAccept(join::JoinAnswer),
+}
+
+/// Everything [`dispatch`] decided about one uplink.
+struct Decided {
+    verdict: Verdict,
+    answer: Option<Answer>,
+    region: Option<Arc<RegionConfig>>,
+    /// Copies from gateways of other region configurations, left out of the uplink.
+    left_out: Vec<UplinkFrame>,
+    identified: Identified,
+}
+
+/// Handles one uplink, whose PHYPayload the run loop already parsed (to order it by device).
+pub async fn handle(ctx: &Context, mut up: DedupedUplink, phy: Result<Phy, PhyError>) {
+    let span = tracing::debug_span!("uplink", dedup_id = %up.deduplication_id, dev_eui = tracing::field::Empty);
+    async {
+        let mut decided = dispatch(ctx, &mut up, &phy).await;
+        // Reported before the answer goes out: a console shows the uplink, then its downlink.
+        report(ctx, &up, phy.as_ref().ok(), &decided);
+        if let (Some(answer), Some(region)) = (decided.answer.take(), decided.region.as_ref()) {
+            match answer {
+                Answer::Data(plan) => crate::downlink::after_data_uplink(ctx, region, &up, plan).await,
+                Answer::JoinAccept(a) => crate::downlink::send_join_accept(ctx, region, &up, &a.device, a.dev_addr, a.phy).await,
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(ctx: &Context, up: &mut DedupedUplink, phy: &Result<Phy, PhyError>) -> Decided {
+    let mut decided = Decided {
+        verdict: Verdict::Rejected(Rejection::Frame(FrameRejection::ParseError)),
+        answer: None,
+        region: None,
+        left_out: Vec::new(),
+        identified: Identified::default(),
+    };
+    let Some((region, left_out)) = select_region(&ctx.regions, ctx.handle.gateway_regions(), up) else { return decided };
+    decided.region = Some(region.clone());
+    decided.left_out = left_out;
+    decided.verdict = if !region.accepts_uplink(up.frames[0].tx_info.frequency) {
         // Not a channel of the plan: a device of another network, or one whose channels
         // were never confined. Answering would put it on a channel no gateway listens to.
         tracing::debug!(frequency = up.frames[0].tx_info.frequency, region_config_id = %region.id, "uplink on a channel that is not enabled");
-        ctx.metrics.uplinks_rejected.with_label_values(&["channel_not_enabled"]).inc();
-        return;
+        frame_rejected(ctx, FrameRejection::ChannelNotEnabled)
+    } else {
+        match phy {
+            Ok(Phy::JoinRequest(jr)) => {
+                decided.identified.dev_eui = Some(jr.dev_eui);
+                let (verdict, answer) = join::handle(ctx, &region, up, jr).await;
+                decided.answer = answer.map(Answer::JoinAccept);
+                verdict
+            }
+            Ok(Phy::Data(frame)) if frame.is_uplink() => {
+                let (verdict, answer) = data::handle(ctx, &region, up, frame, &mut decided.identified).await;
+                decided.answer = answer.map(Answer::Data);
+                verdict
+            }
+            Ok(_) => frame_rejected(ctx, FrameRejection::UnsupportedType),
+            Err(e) => {
+                tracing::debug!(error = %e, "unparseable PHYPayload");
+                frame_rejected(ctx, FrameRejection::ParseError)
+            }
+        }
+    };
+    decided
+}
+
+fn frame_rejected(ctx: &Context, r: FrameRejection) -> Verdict {
+    ctx.metrics.uplinks_rejected.with_label_values(&[r.reason()]).inc();
+    Verdict::Rejected(Rejection::Frame(r))
+}
+
+/// The traffic counts and, for watched gateways, one frame per copy with its verdict.
+fn report(ctx: &Context, up: &DedupedUplink, phy: Option<&Phy>, decided: &Decided) {
+    let now = Utc::now();
+    let traffic = ctx.handle.traffic();
+    match decided.verdict {
+        Verdict::AcceptedData => traffic.accepted_uplink(now),
+        Verdict::AcceptedJoin => traffic.accepted_join(now),
+        Verdict::Rejected(_) => {}
     }
-    match phy {
-        Ok(Phy::JoinRequest(jr)) => join::handle(ctx, &region, &up, jr).await,
-        Ok(Phy::Data(frame)) if frame.is_uplink() => data::handle(ctx, &region, &up, frame).await,
-        Ok(_) => ctx.metrics.uplinks_rejected.with_label_values(&["unsupported_type"]).inc(),
-        Err(e) => {
-            tracing::debug!(error = %e, "unparseable PHYPayload");
-            ctx.metrics.uplinks_rejected.with_label_values(&["parse_error"]).inc();
+    let left_out = Verdict::Rejected(Rejection::OtherRegionConfig);
+    let copies = up.frames.iter().map(|f| (f, decided.verdict)).chain(decided.left_out.iter().map(|f| (f, left_out)));
+    let feed = ctx.handle.frames();
+    let watched = feed.any_watched();
+    let mut facts = None;
+    for (copy, verdict) in copies {
+        let gateway = copy.rx_info.gateway_id;
+        traffic.gateway_uplink(gateway, verdict.accepted(), now);
+        if watched {
+            let facts = facts.get_or_insert_with(|| UplinkFacts {
+                phy,
+                dev_eui: decided.identified.dev_eui,
+                f_cnt: decided.identified.f_cnt,
+                dr: decided.region.as_ref().and_then(|r| {
+                    RegionModulation::from_frame(&copy.tx_info.modulation).and_then(|m| r.region.dr_for(&m))
+                }),
+                deduplication_id: Some(up.deduplication_id),
+            });
+            feed.send_with(gateway, || Arc::new(FrameEvent::Up(UpFrame::new(copy, facts, verdict.reason()))));
         }
     }
 }
 
 /// The region configuration an uplink is handled with: that of the gateway with the best
-/// copy. Copies from gateways of other configurations are left out (their radios use another
-/// band plan, so they cannot carry the answer). `None` only for an uplink without copies.
-pub fn select_region(regions: &Regions, gateways: &GatewayRegions, up: &mut DedupedUplink) -> Option<Arc<RegionConfig>> {
+/// copy, and the copies left out: those from gateways of other configurations (their radios
+/// use another band plan, so they cannot carry the answer). `None` only for an uplink without
+/// copies.
+pub fn select_region(regions: &Regions, gateways: &GatewayRegions, up: &mut DedupedUplink) -> Option<(Arc<RegionConfig>, Vec<UplinkFrame>)> {
     let best = up.frames.first()?.rx_info.gateway_id;
     let region = gateways.config_of(regions, best).clone();
-    up.frames.retain(|f| Arc::ptr_eq(gateways.config_of(regions, f.rx_info.gateway_id), &region));
-    Some(region)
+    let same = |f: &UplinkFrame| Arc::ptr_eq(gateways.config_of(regions, f.rx_info.gateway_id), &region);
+    // Nearly always every copy is kept: then nothing is moved or allocated.
+    if up.frames.iter().all(same) {
+        return Some((region, Vec::new()));
+    }
+    let (kept, left_out) = std::mem::take(&mut up.frames).into_iter().partition(same);
+    up.frames = kept;
+    Some((region, left_out))
 }
 
 #[cfg(test)]
@@ -107,14 +216,15 @@ mod tests {
 
         // Best copy from gateway 2 (second); gateway 1 (no config: the first) is left out.
         let mut up = uplink(&[2, 1, 3]);
-        let r = select_region(&regions, &gateways, &mut up).unwrap();
+        let (r, left_out) = select_region(&regions, &gateways, &mut up).unwrap();
         assert_eq!(&*r.id, "second");
+        assert_eq!(left_out.len(), 1);
         let kept: Vec<u64> = up.frames.iter().map(|f| f.rx_info.gateway_id.as_u64()).collect();
         assert_eq!(kept, [2, 3]);
 
         // Unknown / unconfigured gateways belong to the first config.
         let mut up = uplink(&[9, 2, 1]);
-        let r = select_region(&regions, &gateways, &mut up).unwrap();
+        let (r, _) = select_region(&regions, &gateways, &mut up).unwrap();
         assert_eq!(&*r.id, "first");
         let kept: Vec<u64> = up.frames.iter().map(|f| f.rx_info.gateway_id.as_u64()).collect();
         assert_eq!(kept, [9, 1]);
