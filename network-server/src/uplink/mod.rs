@@ -133,9 +133,10 @@ fn report(ctx: &Context, up: &DedupedUplink, phy: Option<&Phy>, decided: &Decide
                 phy,
                 dev_eui: decided.identified.dev_eui,
                 f_cnt: decided.identified.f_cnt,
-                dr: decided.region.as_ref().and_then(|r| {
-                    RegionModulation::from_frame(&copy.tx_info.modulation).and_then(|m| r.region.dr_for(&m))
-                }),
+                dr: decided
+                    .region
+                    .as_ref()
+                    .and_then(|r| RegionModulation::from_frame(&copy.tx_info.modulation).and_then(|m| r.region.dr_for(&m))),
                 deduplication_id: Some(up.deduplication_id),
             });
             feed.send_with(gateway, || Arc::new(FrameEvent::Up(UpFrame::new(copy, facts, verdict.reason()))));
@@ -147,7 +148,11 @@ fn report(ctx: &Context, up: &DedupedUplink, phy: Option<&Phy>, decided: &Decide
 /// copy, and the copies left out: those from gateways of other configurations (their radios
 /// use another band plan, so they cannot carry the answer). `None` only for an uplink without
 /// copies.
-pub fn select_region(regions: &Regions, gateways: &GatewayRegions, up: &mut DedupedUplink) -> Option<(Arc<RegionConfig>, Vec<UplinkFrame>)> {
+pub fn select_region(
+    regions: &Regions,
+    gateways: &GatewayRegions,
+    up: &mut DedupedUplink,
+) -> Option<(Arc<RegionConfig>, Vec<UplinkFrame>)> {
     let best = up.frames.first()?.rx_info.gateway_id;
     let region = gateways.config_of(regions, best).clone();
     let same = |f: &UplinkFrame| Arc::ptr_eq(gateways.config_of(regions, f.rx_info.gateway_id), &region);
