@@ -35,7 +35,7 @@ pub struct Identified {
 
 /// What is left to do once the verdict is reported: the answer in the receive windows.
 enum Answer {
-    Data(crate::downlink::DataDownlinkPlan),
+    Data(Box<crate::downlink::DataDownlinkPlan>),
     JoinAccept(join::JoinAnswer),
 }
 
@@ -58,7 +58,7 @@ pub async fn handle(ctx: &Context, mut up: DedupedUplink, phy: Result<Phy, PhyEr
         report(ctx, &up, phy.as_ref().ok(), &decided);
         if let (Some(answer), Some(region)) = (decided.answer.take(), decided.region.as_ref()) {
             match answer {
-                Answer::Data(plan) => crate::downlink::after_data_uplink(ctx, region, &up, plan).await,
+                Answer::Data(plan) => crate::downlink::after_data_uplink(ctx, region, &up, *plan).await,
                 Answer::JoinAccept(a) => crate::downlink::send_join_accept(ctx, region, &up, &a.device, a.dev_addr, a.phy).await,
             }
         }
@@ -93,7 +93,7 @@ async fn dispatch(ctx: &Context, up: &mut DedupedUplink, phy: &Result<Phy, PhyEr
             }
             Ok(Phy::Data(frame)) if frame.is_uplink() => {
                 let (verdict, answer) = data::handle(ctx, &region, up, frame, &mut decided.identified).await;
-                decided.answer = answer.map(Answer::Data);
+                decided.answer = answer.map(|plan| Answer::Data(Box::new(plan)));
                 verdict
             }
             Ok(_) => frame_rejected(ctx, FrameRejection::UnsupportedType),
