@@ -10,6 +10,7 @@ import { openStream } from '../sse.js';
 
 const MAX_FRAMES = 200;
 const COUNTS_REFRESH_MS = 30000;
+const COUNTS_AFTER_FRAME_MS = 2000;
 
 function location(g) {
   const l = g.location;
@@ -172,6 +173,16 @@ export async function gatewayPage(main, params, ctx) {
   };
   ctx.every(COUNTS_REFRESH_MS, loadCounts);
   loadCounts();
+  // A frame in the feed means the counts moved: read them again, at most once per
+  // COUNTS_AFTER_FRAME_MS however busy the gateway is.
+  let countsDue = null;
+  const countsAfterFrame = () => {
+    if (countsDue !== null) return;
+    countsDue = setTimeout(() => {
+      countsDue = null;
+      if (ctx.active) loadCounts();
+    }, COUNTS_AFTER_FRAME_MS);
+  };
 
   openStream(
     `/gateways/${enc(id)}/frames/stream`,
@@ -185,6 +196,7 @@ export async function gatewayPage(main, params, ctx) {
         if (kind !== 'up' && kind !== 'down') return;
         emptyNote.remove();
         frames.prepend(frameItem(kind, data));
+        countsAfterFrame();
         while (frames.childElementCount > MAX_FRAMES) frames.lastElementChild.remove();
       },
     },
