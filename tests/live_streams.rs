@@ -209,7 +209,8 @@ async fn streams_are_authorised_ordered_and_show_the_servers_verdicts() {
     let other = provision::application_and_profile(&admin, "NONE", "").await;
     provision::gateway(&admin, GW).await;
     provision::otaa_device(&admin, &p, DEV, APP_KEY).await;
-    provision::abp_device(&admin, &other, OTHER_DEV, "26011234", "44024241ed4ce9a68c6a8bc055233fd3", "ec925802ae430ca77fd3dd73cb2cc588").await;
+    provision::abp_device(&admin, &other, OTHER_DEV, "26011234", "44024241ed4ce9a68c6a8bc055233fd3", "ec925802ae430ca77fd3dd73cb2cc588")
+        .await;
     let key_a = created(&admin, "/api/api-keys", json!({"name": "a", "applicationId": p.application_id, "readOnly": true})).await;
     let key_b = created(&admin, "/api/api-keys", json!({"name": "b", "applicationId": other.application_id})).await;
     let (key_a, key_b) = (key_a["token"].as_str().unwrap(), key_b["token"].as_str().unwrap());
@@ -297,7 +298,10 @@ async fn streams_are_authorised_ordered_and_show_the_servers_verdicts() {
     let mic = ups.iter().find(|f| f["reason"] == "mic").unwrap();
     assert_eq!((mic["accepted"].clone(), mic["devAddr"].clone()), (json!(false), json!(dev.dev_addr.to_string())));
     let unknown = ups.iter().find(|f| f["reason"] == "unknown_dev_addr").unwrap();
-    assert_eq!((unknown["accepted"].clone(), unknown["devAddr"].clone(), unknown["devEui"].clone()), (json!(false), json!("26999999"), Value::Null));
+    assert_eq!(
+        (unknown["accepted"].clone(), unknown["devAddr"].clone(), unknown["devEui"].clone()),
+        (json!(false), json!("26999999"), Value::Null)
+    );
     let accept_frame = seen.iter().find(|f| f["event"] == "down" && f["mType"] == "JoinAccept").expect("join-accept frame");
     assert_eq!(accept_frame["txAck"], "OK");
     assert_eq!(accept_frame["devEui"], DEV);
@@ -356,7 +360,8 @@ async fn push_rounds(gw: &Arc<FakeGateway>, devices: &mut [(String, Device)], ro
     };
     for round in 0..rounds {
         window.acquire().await.unwrap().forget();
-        let pks: Vec<Value> = devices.iter_mut().map(|(_, d)| rxpk(&d.uplink(false, 2, &round.to_be_bytes()), round * 1000, -80, 5.0)).collect();
+        let pks: Vec<Value> =
+            devices.iter_mut().map(|(_, d)| rxpk(&d.uplink(false, 2, &round.to_be_bytes()), round * 1000, -80, 5.0)).collect();
         let token = round as u16;
         let mut b = vec![2, (token >> 8) as u8, token as u8, PUSH_DATA];
         b.extend_from_slice(&gw.eui);

@@ -47,7 +47,11 @@ impl MinuteRing {
         let slot = &self.slots[(minute % BUCKETS as u64) as usize];
         let _ = slot.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
             let (m, c) = (v >> 32, v & 0xffff_ffff);
-            Some(if m == minute & 0xffff_ffff { pack(m, c.saturating_add(u64::from(n)).min(0xffff_ffff)) } else { pack(minute, u64::from(n)) })
+            Some(if m == minute & 0xffff_ffff {
+                pack(m, c.saturating_add(u64::from(n)).min(0xffff_ffff))
+            } else {
+                pack(minute, u64::from(n))
+            })
         });
     }
 

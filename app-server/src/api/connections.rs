@@ -11,7 +11,9 @@
 //! long as the client keeps reading, or until shutdown, which ends the stream itself (and the
 //! connection is dropped after a short grace if a stalled client never takes the end). Such
 //! connections are busy, so never evicted; `api.max_streams` keeps them from taking every
-//! connection.
+//! connection. Their socket's send buffer is made small ([`STREAM_SEND_BUFFER`]): the kernel
+//! would otherwise grow it to megabytes for a client that stopped reading, holding that much
+//! memory per stalled stream and old events the client should rather be told it missed.
 //!
 //! With TLS the handshake counts as waiting for the first request head. Every request
 //! carries its client address (`ConnectInfo<SocketAddr>`) for the failed-auth limit.
@@ -67,6 +69,9 @@ pub struct ConnectionLimits {
 /// no request deadline applies to it.
 #[derive(Debug, Clone, Copy)]
 pub struct LongLived;
+
+/// Send buffer of a connection once its answer is long-lived (the kernel doubles it).
+pub const STREAM_SEND_BUFFER: usize = 32 * 1024;
 
 /// How far away "no deadline" is (tokio's own far future).
 const NO_DEADLINE: Duration = Duration::from_secs(86400 * 365 * 30);
@@ -135,6 +140,8 @@ struct Conn {
     changed: Notify,
     /// Cancelled to evict the connection, and by server shutdown (child token).
     close: CancellationToken,
+    /// Set once an answer is long-lived: the socket's send buffer is shrunk at its next write.
+    streaming: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -155,6 +162,7 @@ impl Conn {
             activity: Mutex::new(Activity { in_flight: 0, long_lived: 0, served: 0, since: Instant::now() }),
             changed: Notify::new(),
             close,
+            streaming: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -207,6 +215,7 @@ impl RequestGuard {
         if !self.long_lived {
             self.long_lived = true;
             self.conn.activity.lock().unwrap_or_else(|p| p.into_inner()).long_lived += 1;
+            self.conn.streaming.store(true, Ordering::Relaxed);
             self.conn.changed.notify_one();
         }
     }
@@ -230,6 +239,72 @@ impl Drop for RequestGuard {
             lock(&table).became_idle(since, self.conn.id);
         }
         self.conn.changed.notify_one();
+    }
+}
+
+/// The TCP socket under a connection's stream (plain or TLS).
+pub trait TcpOf {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl TcpOf for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl TcpOf for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// A connection's stream that shrinks its socket's send buffer once the connection streams
+/// a long-lived answer (see [`STREAM_SEND_BUFFER`]).
+struct ConnIo<S> {
+    inner: S,
+    conn: Arc<Conn>,
+    shrunk: bool,
+}
+
+impl<S: TcpOf> ConnIo<S> {
+    fn shrink_when_streaming(&mut self) {
+        if !self.shrunk && self.conn.streaming.load(Ordering::Relaxed) {
+            self.shrunk = true;
+            if let Err(e) = socket2::SockRef::from(self.inner.tcp()).set_send_buffer_size(STREAM_SEND_BUFFER) {
+                tracing::debug!(error = %e, "could not shrink the send buffer of a streaming connection");
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + TcpOf + Unpin> AsyncWrite for ConnIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.shrink_when_streaming();
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        self.shrink_when_streaming();
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -425,7 +500,7 @@ async fn serve_connection<S>(
     shutdown: &CancellationToken,
 ) -> Option<CloseReason>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + TcpOf + Unpin + Send + 'static,
 {
     let service = {
         let conn = conn.clone();
@@ -445,7 +520,8 @@ where
     // hyper's own `header_read_timeout` is not used: it restarts for every keep-alive request,
     // so it cannot be a separate first-request and idle timeout, and it does not cover a slow
     // body or a client that never reads its answer. The deadlines below cover all of them.
-    let mut connection = pin!(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+    let mut connection = pin!(hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(ConnIo { inner: stream, conn: conn.clone(), shrunk: false }), service));
     let reason = loop {
         let (deadline, _) = conn.deadline(limits);
         tokio::select! {
@@ -470,8 +546,9 @@ where
     // finish (at shutdown the caller's own grace period bounds the wait instead).
     connection.as_mut().graceful_shutdown();
     // A stream ends itself at shutdown, but a client that stopped reading never takes that
-    // end: it only gets the grace.
-    if reason == CloseReason::Shutdown && conn.activity().long_lived == 0 {
+    // end (nor what was buffered before it): a connection that streamed only gets the grace,
+    // even when its body has already ended and only the socket is full.
+    if reason == CloseReason::Shutdown && !conn.streaming.load(Ordering::Relaxed) {
         let _ = connection.await;
     } else {
         let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;

@@ -35,7 +35,7 @@ pub struct Identified {
 
 /// What is left to do once the verdict is reported: the answer in the receive windows.
 enum Answer {
-    Data(crate::downlink::DataDownlinkPlan),
+    Data(Box<crate::downlink::DataDownlinkPlan>),
     JoinAccept(join::JoinAnswer),
 }
 
@@ -58,7 +58,7 @@ pub async fn handle(ctx: &Context, mut up: DedupedUplink, phy: Result<Phy, PhyEr
         report(ctx, &up, phy.as_ref().ok(), &decided);
         if let (Some(answer), Some(region)) = (decided.answer.take(), decided.region.as_ref()) {
             match answer {
-                Answer::Data(plan) => crate::downlink::after_data_uplink(ctx, region, &up, plan).await,
+                Answer::Data(plan) => crate::downlink::after_data_uplink(ctx, region, &up, *plan).await,
                 Answer::JoinAccept(a) => crate::downlink::send_join_accept(ctx, region, &up, &a.device, a.dev_addr, a.phy).await,
             }
         }
@@ -93,7 +93,7 @@ async fn dispatch(ctx: &Context, up: &mut DedupedUplink, phy: &Result<Phy, PhyEr
             }
             Ok(Phy::Data(frame)) if frame.is_uplink() => {
                 let (verdict, answer) = data::handle(ctx, &region, up, frame, &mut decided.identified).await;
-                decided.answer = answer.map(Answer::Data);
+                decided.answer = answer.map(|plan| Answer::Data(Box::new(plan)));
                 verdict
             }
             Ok(_) => frame_rejected(ctx, FrameRejection::UnsupportedType),
@@ -133,9 +133,10 @@ fn report(ctx: &Context, up: &DedupedUplink, phy: Option<&Phy>, decided: &Decide
                 phy,
                 dev_eui: decided.identified.dev_eui,
                 f_cnt: decided.identified.f_cnt,
-                dr: decided.region.as_ref().and_then(|r| {
-                    RegionModulation::from_frame(&copy.tx_info.modulation).and_then(|m| r.region.dr_for(&m))
-                }),
+                dr: decided
+                    .region
+                    .as_ref()
+                    .and_then(|r| RegionModulation::from_frame(&copy.tx_info.modulation).and_then(|m| r.region.dr_for(&m))),
                 deduplication_id: Some(up.deduplication_id),
             });
             feed.send_with(gateway, || Arc::new(FrameEvent::Up(UpFrame::new(copy, facts, verdict.reason()))));
@@ -147,7 +148,11 @@ fn report(ctx: &Context, up: &DedupedUplink, phy: Option<&Phy>, decided: &Decide
 /// copy, and the copies left out: those from gateways of other configurations (their radios
 /// use another band plan, so they cannot carry the answer). `None` only for an uplink without
 /// copies.
-pub fn select_region(regions: &Regions, gateways: &GatewayRegions, up: &mut DedupedUplink) -> Option<(Arc<RegionConfig>, Vec<UplinkFrame>)> {
+pub fn select_region(
+    regions: &Regions,
+    gateways: &GatewayRegions,
+    up: &mut DedupedUplink,
+) -> Option<(Arc<RegionConfig>, Vec<UplinkFrame>)> {
     let best = up.frames.first()?.rx_info.gateway_id;
     let region = gateways.config_of(regions, best).clone();
     let same = |f: &UplinkFrame| Arc::ptr_eq(gateways.config_of(regions, f.rx_info.gateway_id), &region);

@@ -98,8 +98,9 @@ mod tests {
             assert!(!Verdict::Rejected(r).accepted());
         }
         // The frame-level words are exactly the pre-registered metric labels.
-        let frame: Vec<&str> =
-            [FrameRejection::ChannelNotEnabled, FrameRejection::UnsupportedType, FrameRejection::ParseError].map(FrameRejection::reason).to_vec();
+        let frame: Vec<&str> = [FrameRejection::ChannelNotEnabled, FrameRejection::UnsupportedType, FrameRejection::ParseError]
+            .map(FrameRejection::reason)
+            .to_vec();
         assert_eq!(frame, super::super::FRAME_REJECT_REASONS);
         for d in Dropped::REJECTED {
             assert!(!d.reason().is_empty());
