@@ -496,7 +496,15 @@ async fn the_gateway_page_shows_raw_frames_with_the_reason_of_a_bad_mic_frame() 
         vec![json!(dev.dev_addr.to_string().to_lowercase())],
     )
     .await;
-    b.wait_text("#gateway-counts", &[]).await;
+    // The counts follow the feed while the page is open: both rejected frames and the
+    // join-accept are counted without reloading.
+    b.wait_js(
+        "the gateway counts to include the two rejected frames and the downlink",
+        "const v = Array.from(document.querySelectorAll('#gateway-counts .stat-value')).map(e => Number(e.textContent));
+         return v.length === 3 && v[0] >= 4 && v[1] >= 2 && v[2] >= 1;",
+        vec![],
+    )
+    .await;
     b.screenshot("gateway").await;
 
     // Delete, after confirm().
