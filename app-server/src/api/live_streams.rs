@@ -27,7 +27,7 @@ struct EventId {
 }
 
 fn device_event(e: DeviceEvent) -> Event {
-    let mut event = Event::default().event(&*e.kind);
+    let mut event = Event::default().event(e.kind);
     let id = serde_json::from_str::<EventId>(&e.json).ok().and_then(|i| i.deduplication_id);
     if let Some(id) = id.filter(|i| !i.contains(['\n', '\r', '\0'])) {
         event = event.id(id);

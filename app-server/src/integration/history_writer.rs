@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use loraflow_network_server::storage::{EventRecord, HistoryRepo, StorageError, UplinkRecord};
+use loraflow_network_server::types::Eui64;
 use loraflow_packet_forwarder::log_limit::LogLimiter;
 
 use super::config::IntegrationConfig;
@@ -63,8 +64,10 @@ pub enum HistoryRow {
 /// An MQTT message to publish once the rows handed over with it (and before it) are stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
-    /// Event kind (up, join, log…), for `loraflow_events_published_total`.
+    /// Event kind (up, join, log…), for `loraflow_events_published_total` and the live feeds.
     pub kind: &'static str,
+    /// The device the event is about (the live feed of its watchers).
+    pub dev_eui: Eui64,
     pub topic: String,
     pub payload: Vec<u8>,
 }
@@ -142,9 +145,10 @@ impl HistoryHandle {
 /// Publishes one message and counts it when the transport took it (a refusal is counted
 /// and reported by the transport).
 fn publish(publisher: &dyn EventPublisher, metrics: &IntegrationMetrics, m: Message) {
-    if publisher.publish(m.topic, m.payload).is_ok() {
-        metrics.events_published.with_label_values(&[m.kind]).inc();
-        if m.kind == "up" {
+    let kind = m.kind;
+    if publisher.publish(m).is_ok() {
+        metrics.events_published.with_label_values(&[kind]).inc();
+        if kind == "up" {
             metrics.uplinks_published.inc();
         }
     }
@@ -725,7 +729,7 @@ mod tests {
     struct Discard;
 
     impl EventPublisher for Discard {
-        fn publish(&self, _: String, _: Vec<u8>) -> Result<(), crate::mqtt::MqttQueueFull> {
+        fn publish(&self, _: Message) -> Result<(), crate::mqtt::MqttQueueFull> {
             Ok(())
         }
     }
@@ -902,7 +906,7 @@ mod tests {
     }
 
     fn msg(n: u32) -> Message {
-        Message { kind: "log", topic: format!("t/{n}"), payload: n.to_string().into_bytes() }
+        Message { kind: "log", dev_eui: Eui64::from_u64(n.into()), topic: format!("t/{n}"), payload: n.to_string().into_bytes() }
     }
 
     fn numbers(messages: Vec<Message>) -> Vec<u32> {
@@ -985,8 +989,8 @@ mod tests {
     }
 
     impl EventPublisher for TwoLanes {
-        fn publish(&self, _topic: String, payload: Vec<u8>) -> Result<(), crate::mqtt::MqttQueueFull> {
-            self.log.lock().unwrap().push(format!("published {}", String::from_utf8(payload).unwrap()));
+        fn publish(&self, m: Message) -> Result<(), crate::mqtt::MqttQueueFull> {
+            self.log.lock().unwrap().push(format!("published {}", String::from_utf8(m.payload).unwrap()));
             Ok(())
         }
     }
@@ -1179,8 +1183,8 @@ mod tests {
     }
 
     impl EventPublisher for Journal {
-        fn publish(&self, _topic: String, payload: Vec<u8>) -> Result<(), crate::mqtt::MqttQueueFull> {
-            self.log.lock().unwrap().push(format!("published {}", String::from_utf8(payload).unwrap()));
+        fn publish(&self, m: Message) -> Result<(), crate::mqtt::MqttQueueFull> {
+            self.log.lock().unwrap().push(format!("published {}", String::from_utf8(m.payload).unwrap()));
             Ok(())
         }
     }
@@ -1197,7 +1201,8 @@ mod tests {
     }
 
     fn submit(handle: &HistoryHandle, n: u32) -> bool {
-        let message = Message { kind: "log", topic: format!("t/{n}"), payload: n.to_string().into_bytes() };
+        let message =
+            Message { kind: "log", dev_eui: Eui64::from_u64(n.into()), topic: format!("t/{n}"), payload: n.to_string().into_bytes() };
         handle.submit(Some(event(Eui64::default(), Uuid::nil(), n)), Some(message))
     }
 

@@ -99,12 +99,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Where events are published. [`MqttHandle`] in the program; tests record.
 pub trait EventPublisher: Send + Sync + 'static {
     /// Never waits; `Err` when the message was dropped (the transport counts it).
-    fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), MqttQueueFull>;
+    fn publish(&self, message: Message) -> Result<(), MqttQueueFull>;
 }
 
 impl EventPublisher for MqttHandle {
-    fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), MqttQueueFull> {
-        MqttHandle::publish(self, topic, payload)
+    fn publish(&self, message: Message) -> Result<(), MqttQueueFull> {
+        MqttHandle::publish(self, message.topic, message.payload)
     }
 }
 
@@ -202,7 +202,7 @@ impl Emitter {
         let topic = event_topic(kind, ctx);
         let payload = serde_json::to_vec(&body).expect("a JSON value serialises");
         let size = payload.len();
-        let message = mqtt::publish_fits(&topic, size).then_some(Message { kind, topic, payload });
+        let message = mqtt::publish_fits(&topic, size).then_some(Message { kind, dev_eui: ctx.device.dev_eui, topic, payload });
         let fits = message.is_some();
         let row = EventRecord {
             id: Uuid::new_v4(),
@@ -278,7 +278,7 @@ impl Emitter {
             self.log(ctx, "ERROR", "UPLINK_CODEC", description, context);
         }
         let message = match payload {
-            Ok(p) if mqtt::publish_fits(&topic, p.len()) => Some(Message { kind: "up", topic, payload: p }),
+            Ok(p) if mqtt::publish_fits(&topic, p.len()) => Some(Message { kind: "up", dev_eui: ctx.device.dev_eui, topic, payload: p }),
             Ok(p) => {
                 let description = format!(
                     "up event of {} bytes is above the MQTT limit of {} bytes (device tags too large?); \

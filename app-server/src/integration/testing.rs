@@ -12,7 +12,7 @@ use loraflow_network_server::storage::{self, Application, DatabaseConfig, Device
 use loraflow_network_server::types::{DevAddr, Eui64};
 
 use super::commands::CommandHandler;
-use super::{Emitter, EventPublisher, HistoryWriter, IntegrationConfig, IntegrationMetrics};
+use super::{Emitter, EventPublisher, HistoryWriter, IntegrationConfig, IntegrationMetrics, Message};
 use crate::codec::{CodecConfig, Codecs};
 use crate::mqtt::MqttQueueFull;
 
@@ -45,11 +45,11 @@ pub(crate) struct Recorder {
 }
 
 impl EventPublisher for Recorder {
-    fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), MqttQueueFull> {
+    fn publish(&self, m: Message) -> Result<(), MqttQueueFull> {
         if self.full.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(MqttQueueFull);
         }
-        self.messages.lock().unwrap().push((topic, payload));
+        self.messages.lock().unwrap().push((m.topic, m.payload));
         Ok(())
     }
 }
@@ -163,7 +163,7 @@ impl Harness {
     /// without storing the rows).
     pub(crate) fn published(&self) -> Vec<(String, Vec<u8>)> {
         for m in self.writer.lock().unwrap().take_messages() {
-            let _ = self.recorder.publish(m.topic, m.payload);
+            let _ = self.recorder.publish(m);
         }
         self.recorder.messages.lock().unwrap().clone()
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use loraflow_network_server::feed::Feed;
 use loraflow_network_server::types::Eui64;
 
-use crate::integration::EventPublisher;
+use crate::integration::{EventPublisher, Message};
 use crate::mqtt::MqttQueueFull;
 
 /// Events kept per watched device for its slowest watcher.
@@ -14,7 +14,7 @@ pub const EVENTS_PER_DEVICE: usize = 256;
 /// One published event: its MQTT event name and its JSON exactly as published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceEvent {
-    pub kind: Arc<str>,
+    pub kind: &'static str,
     pub json: Arc<str>,
 }
 
@@ -25,21 +25,9 @@ pub fn device_feed() -> DeviceFeed {
     Feed::new(EVENTS_PER_DEVICE)
 }
 
-/// The device and event name of an event topic,
-/// `application/{applicationId}/device/{devEui}/event/{kind}`; `None` for other topics.
-pub fn device_event_topic(topic: &str) -> Option<(Eui64, &str)> {
-    let mut parts = topic.split('/');
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("application"), Some(_), Some("device"), Some(eui), Some("event"), Some(kind), None) if !kind.is_empty() => {
-            Some((eui.parse().ok()?, kind))
-        }
-        _ => None,
-    }
-}
-
 /// The MQTT publisher with the live feed beside it: every event published goes to the
 /// watchers of its device first (in the same call, so in publication order), then to MQTT.
-/// When nobody watches any device this costs one atomic load: no parsing, no copy.
+/// When nobody watches any device this costs one atomic load: no copy.
 pub struct LivePublisher {
     inner: Arc<dyn EventPublisher>,
     devices: DeviceFeed,
@@ -52,14 +40,13 @@ impl LivePublisher {
 }
 
 impl EventPublisher for LivePublisher {
-    fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), MqttQueueFull> {
+    fn publish(&self, message: Message) -> Result<(), MqttQueueFull> {
         if self.devices.any_watched() {
-            if let Some((dev_eui, kind)) = device_event_topic(&topic) {
-                // The watchers see what was published, even if the MQTT queue is full.
-                self.devices.send_with(dev_eui, || DeviceEvent { kind: kind.into(), json: String::from_utf8_lossy(&payload).into() });
-            }
+            // The watchers see what was published, even if the MQTT queue is full.
+            self.devices
+                .send_with(message.dev_eui, || DeviceEvent { kind: message.kind, json: String::from_utf8_lossy(&message.payload).into() });
         }
-        self.inner.publish(topic, payload)
+        self.inner.publish(message)
     }
 }
 
@@ -73,23 +60,9 @@ mod tests {
     struct Recorder(Mutex<Vec<String>>);
 
     impl EventPublisher for Recorder {
-        fn publish(&self, topic: String, _payload: Vec<u8>) -> Result<(), MqttQueueFull> {
-            self.0.lock().unwrap().push(topic);
+        fn publish(&self, m: Message) -> Result<(), MqttQueueFull> {
+            self.0.lock().unwrap().push(m.topic);
             Ok(())
-        }
-    }
-
-    #[test]
-    fn event_topics_name_their_device_and_kind() {
-        let eui: Eui64 = "0102030405060708".parse().unwrap();
-        assert_eq!(device_event_topic("application/a/device/0102030405060708/event/up"), Some((eui, "up")));
-        for other in [
-            "application/a/device/0102030405060708/command/down",
-            "application/a/device/nothex/event/up",
-            "application/a/device/0102030405060708/event/up/extra",
-            "gateway/x/event/up",
-        ] {
-            assert_eq!(device_event_topic(other), None, "{other}");
         }
     }
 
@@ -100,11 +73,18 @@ mod tests {
         let publisher = LivePublisher::new(mqtt.clone(), feed.clone());
         let watched: Eui64 = "0102030405060708".parse().unwrap();
         let mut watch = feed.watch(watched);
-        publisher.publish("application/a/device/0102030405060708/event/join".into(), b"{\"a\":1}".to_vec()).unwrap();
-        publisher.publish("application/a/device/ffffffffffffffff/event/up".into(), b"{}".to_vec()).unwrap();
-        publisher.publish("application/a/device/0102030405060708/event/up".into(), b"{\"b\":2}".to_vec()).unwrap();
+        let other = Eui64::from_u64(u64::MAX);
+        let message = |kind, dev_eui: Eui64, json: &str| Message {
+            kind,
+            dev_eui,
+            topic: format!("application/a/device/{dev_eui}/event/{kind}"),
+            payload: json.as_bytes().to_vec(),
+        };
+        publisher.publish(message("join", watched, "{\"a\":1}")).unwrap();
+        publisher.publish(message("up", other, "{}")).unwrap();
+        publisher.publish(message("up", watched, "{\"b\":2}")).unwrap();
         assert_eq!(mqtt.0.lock().unwrap().len(), 3);
-        let expect = |kind: &str, json: &str| Some(Next::Item(DeviceEvent { kind: kind.into(), json: json.into() }));
+        let expect = |kind, json: &str| Some(Next::Item(DeviceEvent { kind, json: json.into() }));
         assert_eq!(watch.next().await, expect("join", "{\"a\":1}"));
         assert_eq!(watch.next().await, expect("up", "{\"b\":2}"));
     }
