@@ -78,6 +78,15 @@ export const get = (path, opts) => request('GET', path, undefined, opts);
 export const post = (path, body, opts) => request('POST', path, body, opts);
 export const put = (path, body, opts) => request('PUT', path, body, opts);
 export const del = (path, opts) => request('DELETE', path, undefined, opts);
+/** GET of something that may not exist yet (a device's keys, its session): null on 404. */
+export async function getIfExists(path, opts) {
+  try {
+    return await get(path, opts);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) return null;
+    throw e;
+  }
+}
 
 /** `?a=1&b=2` from an object, skipping empty values. */
 export function query(params) {

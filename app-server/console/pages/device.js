@@ -1,7 +1,7 @@
 // The device page: state, keys or activation, the live event stream, uplink history, the
 // measurement chart and the downlink queue.
 
-import { get, post, put, del, enc, query } from '../api.js';
+import { get, getIfExists, post, put, del, enc, query } from '../api.js';
 import { h, replace, pageHeader, section, field, select, checkbox, facts, showAlert, clearAlert, unavailable, alertBox } from '../dom.js';
 import { go } from '../router.js';
 import { ago, absolute, clock, json, base64ToHex, hexToBytes, bytesToBase64, number, mhz } from '../format.js';
@@ -159,12 +159,12 @@ function secret(value) {
 async function renderKeys(box, device, profile, ctx, onChange) {
   const devEui = device.devEui;
   if (profile?.supportsOtaa === false) return renderActivation(box, devEui, ctx, onChange);
-  let keys = null;
+  let keys;
   try {
-    keys = await get(`/devices/${enc(devEui)}/keys`, { signal: ctx.signal });
+    keys = await getIfExists(`/devices/${enc(devEui)}/keys`, { signal: ctx.signal });
   } catch (e) {
-    if (!ctx.active) return;
-    if (e.status !== 404) return replace(box, alertBox(e.message));
+    if (ctx.active) replace(box, alertBox(e.message));
+    return;
   }
   if (!ctx.active) return;
   const form = h(
@@ -206,12 +206,12 @@ async function renderKeys(box, device, profile, ctx, onChange) {
 }
 
 async function renderActivation(box, devEui, ctx, onChange) {
-  let session = null;
+  let session;
   try {
-    session = await get(`/devices/${enc(devEui)}/activation`, { signal: ctx.signal });
+    session = await getIfExists(`/devices/${enc(devEui)}/activation`, { signal: ctx.signal });
   } catch (e) {
-    if (!ctx.active) return;
-    if (e.status !== 404) return replace(box, alertBox(e.message));
+    if (ctx.active) replace(box, alertBox(e.message));
+    return;
   }
   if (!ctx.active) return;
   const form = h(
