@@ -470,21 +470,8 @@ proptest! {
     }
 
     #[test]
-    fn a_tx_ack_carries_its_status(token in any::<u16>(), gw in eui(), i in 0usize..11) {
-        let statuses = [
-            TxAckStatus::Ok,
-            TxAckStatus::TooLate,
-            TxAckStatus::TooEarly,
-            TxAckStatus::CollisionPacket,
-            TxAckStatus::CollisionBeacon,
-            TxAckStatus::TxFreq,
-            TxAckStatus::TxPower,
-            TxAckStatus::GpsUnlocked,
-            TxAckStatus::GatewayNotConnected,
-            TxAckStatus::Timeout,
-            TxAckStatus::Unknown,
-        ];
-        let status = statuses[i];
+    fn a_tx_ack_carries_its_status(token in any::<u16>(), gw in eui(), i in 0..TxAckStatus::ALL.len()) {
+        let status = TxAckStatus::ALL[i];
         let back = TxAck::decode(&TxAck::new(token, gw, status).encode()).unwrap();
         // Only the names a gateway sends are on the wire; the server's own verdicts
         // (not connected, timeout) read back as an unknown error.
