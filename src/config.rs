@@ -13,6 +13,7 @@ use loraflow_app_server::api::ApiConfig;
 use loraflow_app_server::codec::CodecConfig;
 use loraflow_app_server::integration::IntegrationConfig;
 use loraflow_app_server::mqtt::MqttConfig;
+use loraflow_network_server::cluster::ClusterConfig;
 use loraflow_network_server::config::NetworkConfig;
 use loraflow_network_server::region_config::{RegionEntry, Regions};
 use loraflow_network_server::storage::DatabaseConfig;
@@ -32,6 +33,8 @@ pub struct Config {
     pub regions: Vec<RegionEntry>,
     pub codec: CodecConfig,
     pub integration: IntegrationConfig,
+    /// Several instances on PostgreSQL + Redis + an external broker (`cluster.redis_url`).
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
 
@@ -130,6 +133,23 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.mqtt.embedded_max_connections) {
             return Err(ConfigError::Invalid { key: "mqtt.embedded_max_connections".into(), reason: "must be 1..=100000".into() });
+        }
+        self.cluster.validate().map_err(|e| ConfigError::Invalid { key: format!("cluster.{}", e.key), reason: e.reason })?;
+        if self.cluster.enabled() {
+            // Instances share their state through the database and the broker: a SQLite file or
+            // an embedded broker per instance would split the network silently.
+            if url.starts_with("sqlite:") {
+                return Err(ConfigError::Invalid {
+                    key: "database.url".into(),
+                    reason: "cluster mode (cluster.redis_url) needs a PostgreSQL database shared by every instance".into(),
+                });
+            }
+            if mqtt.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "mqtt.url".into(),
+                    reason: "cluster mode (cluster.redis_url) needs an external MQTT broker shared by every instance".into(),
+                });
+            }
         }
         validate_log_level(&self.log.level).map_err(|reason| ConfigError::Invalid { key: "log.level".into(), reason })?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
@@ -422,6 +442,23 @@ mod tests {
         let kept = key_paths(&toml::Table::try_from(&c).unwrap());
         let dropped: Vec<_> = key_paths(&example).into_iter().filter(|k| !kept.contains(k)).collect();
         assert!(dropped.is_empty(), "{dropped:?}");
+    }
+
+    #[test]
+    fn cluster_mode_needs_postgres_and_an_external_broker() {
+        let redis = ("LORAFLOW_CLUSTER__REDIS_URL", "redis://127.0.0.1:6379/0");
+        let pg = ("LORAFLOW_DATABASE__URL", "postgres://postgres@127.0.0.1/loraflow");
+        let broker = ("LORAFLOW_MQTT__URL", "mqtt://127.0.0.1:1883");
+        let key = |vars: &[(&str, &str)]| match Config::load_from(no_file(), env(vars)) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(key(&[redis, broker]), "database.url");
+        assert_eq!(key(&[redis, pg]), "mqtt.url");
+        assert_eq!(key(&[("LORAFLOW_CLUSTER__REDIS_URL", "127.0.0.1:6379"), pg, broker]), "cluster.redis_url");
+        let c = Config::load_from(no_file(), env(&[redis, pg, broker, ("LORAFLOW_CLUSTER__KEY_PREFIX", "site1")])).unwrap();
+        assert!(c.cluster.enabled());
+        assert_eq!(c.cluster.key_prefix, "site1");
     }
 
     #[test]

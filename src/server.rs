@@ -14,7 +14,6 @@ use tokio_util::task::TaskTracker;
 
 use loraflow_app_server::api::{self, ApiState, Auth};
 use loraflow_app_server::codec::Codecs;
-use loraflow_app_server::gateway_registry::GatewayRegistry;
 use loraflow_app_server::integration::{Integration, IntegrationDeps};
 use loraflow_app_server::live::{Live, LivePublisher};
 use loraflow_app_server::mqtt::MqttIntegration;
@@ -115,9 +114,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let registry = prometheus::Registry::new();
     crate::process_metrics::register(&registry)?;
     let known = KnownGateways::new(config.network.allow_unknown_gateways);
-    let network = NetworkHandle::default();
-    let gateways = GatewayRegistry::new(storage.gateways.clone(), known.clone(), network.clone());
-    gateways.load().await?;
+    let network = NetworkHandle::new(storage.clone(), known.clone());
+    network.load_gateways().await?;
 
     let (forwarder, gateway_events) =
         PacketForwarder::bind(&config.gateway, &registry, known.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -164,7 +162,6 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     let api_state = ApiState {
         storage: storage.clone(),
-        gateways,
         gateway_status: Some(forwarder.handle()),
         registry: registry.clone(),
         auth,

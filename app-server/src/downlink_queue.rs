@@ -6,8 +6,7 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use loraflow_network_server::handle::NetworkHandle;
-use loraflow_network_server::storage::{DeviceProfile, QueueItem, Storage, StorageError};
+use loraflow_network_server::storage::{DeviceProfile, QueueItem};
 use loraflow_network_server::types::Eui64;
 
 use crate::codec::{CodecError, Codecs, PayloadCodec};
@@ -43,14 +42,6 @@ pub fn unsent(id: Uuid, dev_eui: Eui64, f_port: u8, confirmed: bool, data: Vec<u
         retries: 0,
         created_at: Utc::now(),
     }
-}
-
-/// Stores `item` and tells the network server, so that a Class C device or a pending
-/// Class A window picks it up without waiting for its cached queue state to expire.
-pub async fn enqueue(storage: &Storage, network: &NetworkHandle, item: &QueueItem) -> Result<(), StorageError> {
-    storage.queue.enqueue(item).await?;
-    network.queue_changed(item.dev_eui);
-    Ok(())
 }
 
 /// Encodes `object` with the codec of `profile`; `variables` are what the script sees as

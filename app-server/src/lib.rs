@@ -1,7 +1,6 @@
 pub mod api;
 pub mod codec;
 pub mod downlink_queue;
-pub mod gateway_registry;
 pub mod integration;
 pub mod live;
 pub mod measurements;

@@ -27,6 +27,8 @@ pub struct SessionCache {
     /// Set while re-reading changed devices fails (database unreachable): lookups then leave
     /// the re-reading to the background refresher instead of each waiting for the database.
     refresh_failing: AtomicBool,
+    /// The `resync_generation` the cache last re-read everything for.
+    resynced: std::sync::atomic::AtomicU64,
 }
 
 /// How long a lookup waits for changed devices to be re-read before it goes on without.
@@ -47,6 +49,7 @@ impl SessionCache {
             inner: RwLock::new(inner),
             refresh: tokio::sync::Mutex::new(()),
             refresh_failing: AtomicBool::new(false),
+            resynced: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -62,6 +65,7 @@ impl SessionCache {
     /// re-reads while concurrent lookups wait for it; a mark is cleared only after the cache
     /// holds the new state, so no lookup can slip past a half-done refresh.
     pub(crate) async fn refresh_stale(&self) -> Result<(), StorageError> {
+        self.resync_if_asked().await?;
         if self.handle.shared.stale_devices.read().expect("lock").is_empty() {
             return Ok(());
         }
@@ -92,6 +96,30 @@ impl SessionCache {
         if involved.iter().any(|e| stale.contains_key(e)) {
             return Err(error);
         }
+        Ok(())
+    }
+
+    /// After changes may have gone unannounced (`Change::All`: another instance's
+    /// announcements were missed while Redis was away): every session is read again.
+    async fn resync_if_asked(&self) -> Result<(), StorageError> {
+        let wanted = self.handle.shared.resync_generation.load(Ordering::Acquire);
+        if self.resynced.load(Ordering::Acquire) == wanted {
+            return Ok(());
+        }
+        let _refreshing = self.refresh.lock().await;
+        let mut fresh = Inner::default();
+        for s in self.storage.sessions.all().await? {
+            fresh.by_addr.entry(s.dev_addr).or_default().push(s.dev_eui);
+            fresh.sessions.insert(s.dev_eui, s);
+        }
+        let queued = self.storage.queue.devices_with_items().await?;
+        *self.inner.write().expect("cache lock") = fresh;
+        let mut marks = self.handle.shared.queued.write().expect("lock");
+        for dev_eui in queued {
+            marks.entry(dev_eui).or_insert(0);
+        }
+        drop(marks);
+        self.resynced.store(wanted, Ordering::Release);
         Ok(())
     }
 
@@ -155,6 +183,8 @@ impl SessionCache {
     /// Stores a new session (join) in the database, then in the cache.
     pub async fn save(&self, session: DeviceSession) -> Result<(), StorageError> {
         self.storage.sessions.save(&session).await?;
+        // The other instances of a cluster re-read it (the new DevAddr in particular).
+        self.handle.announce(&crate::cluster::Change::Device { dev_eui: session.dev_eui });
         let mut inner = self.inner.write().expect("cache lock");
         remove_session(&mut inner, session.dev_eui);
         inner.contexts.remove(&session.dev_eui);
@@ -191,7 +221,7 @@ impl SessionCache {
 
     /// Forget a device so the next lookup reads the database (after a lost compare-and-set).
     pub fn invalidate(&self, dev_eui: Eui64) {
-        self.handle.device_changed(dev_eui);
+        self.handle.apply(&crate::cluster::Change::Device { dev_eui });
     }
 }
 

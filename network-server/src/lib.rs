@@ -1,6 +1,7 @@
 pub mod airtime;
 pub mod cache;
 pub mod class_c;
+pub mod cluster;
 pub mod config;
 pub mod dedup;
 pub mod dev_addr;

@@ -147,7 +147,7 @@ impl NetworkServer {
     ) -> Result<NetworkServer, StartError> {
         config.validate()?;
         let net_id = config.net_id_bytes()?;
-        handle.gateway_regions().replace_all(storage.gateways.region_config_ids().await?);
+        handle.load_gateways().await?;
         let metrics = Metrics::new(registry);
         let cache = SessionCache::load(storage.clone(), handle.clone()).await?;
         tracing::info!(sessions = cache.len(), "device sessions loaded");

@@ -2,6 +2,7 @@
 //! and talk to it like a gateway (raw Semtech UDP bytes) and a REST client would.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod device;
 pub mod gateway;
 pub mod provision;
@@ -65,9 +66,21 @@ impl TestServer {
         server
     }
 
+    /// Starts a server on an existing database (instances of one cluster share theirs).
+    pub fn start_on(database_url: &str, extra_env: &[(&str, &str)]) -> TestServer {
+        let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut server = Self::stopped_in(dir, database_url.to_string(), extra_env);
+        server.spawn_with_stderr(Stdio::inherit());
+        server
+    }
+
     async fn start_stopped(backend: Backend, extra_env: &[(&str, &str)]) -> TestServer {
         let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
         let database_url = database_url(backend, dir.path()).await;
+        Self::stopped_in(dir, database_url, extra_env)
+    }
+
+    fn stopped_in(dir: std::sync::Arc<tempfile::TempDir>, database_url: String, extra_env: &[(&str, &str)]) -> TestServer {
         let mut env: Vec<(String, String)> = vec![
             ("LORAFLOW_GATEWAY__BIND".into(), "127.0.0.1:0".into()),
             ("LORAFLOW_API__BIND".into(), "127.0.0.1:0".into()),

@@ -89,7 +89,7 @@ pub async fn create(
     text::description(&body.description)?;
     let now = Utc::now();
     let app = Application { id: Uuid::new_v4(), name, description: body.description, created_at: now, updated_at: now };
-    state.storage.applications.create(&app).await?;
+    state.network.create_application(&app).await?;
     Ok((StatusCode::CREATED, Json(app.into())))
 }
 
@@ -161,8 +161,7 @@ pub async fn update(
     app.name = name;
     app.description = body.description;
     app.updated_at = Utc::now();
-    state.storage.applications.update(&app).await?;
-    state.network.profiles_or_applications_changed();
+    state.network.update_application(&app).await?;
     Ok(Json(app.into()))
 }
 
@@ -177,22 +176,9 @@ pub async fn update(
 )]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id = parse_uuid("id", &id)?;
-    // The delete cascades to the devices and their sessions: the network server must forget
-    // their cached sessions too, or it would keep accepting their uplinks.
-    let mut devices = Vec::new();
-    loop {
-        let page = state.storage.devices.list(Some(id), 1000, devices.len() as u32).await?;
-        let n = page.result.len();
-        devices.extend(page.result.into_iter().map(|d| d.dev_eui));
-        if n < 1000 {
-            break;
-        }
-    }
-    state.storage.applications.delete(id).await?;
+    // The delete cascades to the devices and their sessions; the network server forgets
+    // their cached sessions with it.
+    state.network.delete_application(id).await?;
     state.auth.application_deleted(id);
-    for dev_eui in devices {
-        state.network.device_changed(dev_eui);
-    }
-    state.network.profiles_or_applications_changed();
     Ok(StatusCode::NO_CONTENT)
 }

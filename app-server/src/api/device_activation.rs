@@ -194,8 +194,7 @@ pub async fn activate(
     let region = region::region_by_name(&profile.region);
     let region = region.as_deref().unwrap_or(state.regions.first().region.as_ref());
     let s = session(dev_eui, &abp, profile.mac_version, region);
-    state.storage.sessions.save(&s).await?;
-    state.network.device_changed(dev_eui);
+    state.network.activate_device(&s).await?;
     tracing::info!(%dev_eui, dev_addr = %s.dev_addr, "device activated by personalization");
     Ok(Json((&s).into()))
 }

@@ -80,8 +80,7 @@ pub async fn put(
     let dev_eui = parse_eui("devEui", &id)?;
     let keys = validated(dev_eui, body)?;
     existing_device(&state, dev_eui).await?;
-    state.storage.devices.set_keys(&keys).await?;
-    state.network.device_changed(dev_eui);
+    state.network.set_device_keys(&keys).await?;
     Ok(Json(keys.into()))
 }
 
@@ -115,9 +114,9 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 pub async fn delete_dev_nonces(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
     existing_device(&state, dev_eui).await?;
-    state.storage.devices.clear_dev_nonces(dev_eui).await?;
-    // The join path may remember the highest DevNonce (LoRaWAN 1.0.4 §6.2.5) with the device.
-    state.network.device_changed(dev_eui);
+    // The join path may remember the highest DevNonce (LoRaWAN 1.0.4 §6.2.5) with the device:
+    // the network server re-reads it.
+    state.network.clear_dev_nonces(dev_eui).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -415,7 +415,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    state.storage.device_profiles.create(&dp).await?;
+    state.network.create_device_profile(&dp).await?;
     Ok((StatusCode::CREATED, Json(dp.into())))
 }
 
@@ -471,8 +471,7 @@ pub async fn update(
     let mut dp = existing_profile(&state, id).await?;
     apply(&mut dp, f);
     dp.updated_at = Utc::now();
-    state.storage.device_profiles.update(&dp).await?;
-    state.network.profiles_or_applications_changed();
+    state.network.update_device_profile(&dp).await?;
     Ok(Json(dp.into()))
 }
 
@@ -487,7 +486,7 @@ pub async fn update(
 )]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let id = parse_uuid("id", &id)?;
-    match state.storage.device_profiles.delete(id).await {
+    match state.network.delete_device_profile(id).await {
         Err(loraflow_network_server::storage::StorageError::NotFound) => {
             return Err(ApiError::NotFound(format!("device profile {id} not found")))
         }
@@ -496,7 +495,6 @@ pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Re
         }
         other => other?,
     }
-    state.network.profiles_or_applications_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

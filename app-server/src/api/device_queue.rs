@@ -173,7 +173,7 @@ pub async fn enqueue(
         Payload::Object(object) => checked_size("object", encoded(&state, &device, d.f_port, object).await?)?,
     };
     let item = downlink_queue::unsent(Uuid::new_v4(), dev_eui, d.f_port, d.confirmed, data);
-    downlink_queue::enqueue(&state.storage, &state.network, &item).await?;
+    state.network.enqueue(&item).await?;
     Ok((StatusCode::CREATED, Json(EnqueueJson { id: item.id })))
 }
 
@@ -205,8 +205,7 @@ pub async fn list(State(state): State<ApiState>, Path(id): Path<String>) -> Resu
 pub async fn flush(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
     existing_device(&state, dev_eui).await?;
-    state.storage.queue.flush(dev_eui).await?;
-    state.network.queue_changed(dev_eui);
+    state.network.flush_queue(dev_eui).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

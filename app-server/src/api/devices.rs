@@ -345,9 +345,9 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    state.storage.devices.create(&dev).await.map_err(reference_error)?;
-    // A device deleted and created again must not be served from a stale cache entry.
-    state.network.device_changed(dev_eui);
+    // A device deleted and created again is not served from a stale cache entry: the
+    // network server re-reads it.
+    state.network.create_device(&dev).await.map_err(reference_error)?;
     // Its session went with an earlier device of this EUI: a new device is not activated.
     Ok((StatusCode::CREATED, Json(DeviceJson::new(dev, None))))
 }
@@ -427,8 +427,7 @@ pub async fn update(
     check_references(&state, &fields).await?;
     apply(&mut dev, fields);
     dev.updated_at = Utc::now();
-    state.storage.devices.update(&dev).await.map_err(reference_error)?;
-    state.network.device_changed(dev_eui);
+    state.network.update_device(&dev).await.map_err(reference_error)?;
     Ok(Json(one_with_state(&state, dev).await?))
 }
 
@@ -443,12 +442,10 @@ pub async fn update(
 )]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let dev_eui = parse_eui("devEui", &id)?;
-    match state.storage.devices.delete(dev_eui).await {
+    match state.network.delete_device(dev_eui).await {
         Err(StorageError::NotFound) => return Err(ApiError::NotFound(format!("device {dev_eui} not found"))),
         other => other?,
     }
-    state.network.device_changed(dev_eui);
-    state.network.queue_changed(dev_eui);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -190,7 +190,7 @@ pub async fn create(
         region_config_id,
         allowed_networks,
     };
-    state.gateways.create(&gw).await?;
+    state.network.create_gateway(&gw).await?;
     Ok((StatusCode::CREATED, Json(to_json(&state, gw))))
 }
 
@@ -204,7 +204,7 @@ pub async fn create(
     responses((status = 200, body = GatewayJson), ReadErrors)
 )]
 pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<GatewayJson>, ApiError> {
-    let gw = state.gateways.storage().get(parse_eui("gatewayId", &id)?).await?;
+    let gw = state.storage.gateways.get(parse_eui("gatewayId", &id)?).await?;
     Ok(Json(to_json(&state, gw)))
 }
 
@@ -222,7 +222,7 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
 )]
 pub async fn list(State(state): State<ApiState>, q: QueryMap) -> Result<Json<ListResponse<GatewayJson>>, ApiError> {
     let p = q.paging()?;
-    let page = state.gateways.storage().list(p.limit, p.offset).await?;
+    let page = state.storage.gateways.list(p.limit, p.offset).await?;
     Ok(Json(ListResponse { total_count: page.total_count, result: page.result.into_iter().map(|g| to_json(&state, g)).collect() }))
 }
 
@@ -252,7 +252,7 @@ pub async fn update(
     let location = validated_location(body.location)?;
     let region_config_id = validated_region(&state, body.region_config_id)?;
     let allowed_networks = validated_networks(body.allowed_networks)?;
-    let mut gw = state.gateways.storage().get(gateway_id).await?;
+    let mut gw = state.storage.gateways.get(gateway_id).await?;
     gw.name = name;
     gw.description = body.description;
     gw.location = location;
@@ -262,7 +262,7 @@ pub async fn update(
         gw.allowed_networks = networks;
     }
     gw.updated_at = Utc::now();
-    state.gateways.update(&gw).await?;
+    state.network.update_gateway(&gw).await?;
     Ok(Json(to_json(&state, gw)))
 }
 
@@ -277,6 +277,6 @@ pub async fn update(
 )]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let gateway_id = parse_eui("gatewayId", &id)?;
-    state.gateways.delete(gateway_id).await?;
+    state.network.delete_gateway(gateway_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -80,7 +80,7 @@ pub async fn device_events(State(state): State<ApiState>, Path(dev_eui): Path<St
 )]
 pub async fn gateway_frames(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let gateway_id = parse_eui("gatewayId", &id)?;
-    state.gateways.storage().get(gateway_id).await.map_err(|e| match ApiError::from(e) {
+    state.storage.gateways.get(gateway_id).await.map_err(|e| match ApiError::from(e) {
         ApiError::NotFound(_) => ApiError::NotFound(format!("gateway {gateway_id} not found")),
         other => other,
     })?;

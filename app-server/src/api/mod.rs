@@ -184,15 +184,14 @@ pub fn max_streams_for(config: &ApiConfig, limits: &connections::ConnectionLimit
 #[derive(Clone)]
 pub struct ApiState {
     pub storage: Storage,
-    /// Gateway registrations: every change goes through it to storage and the running server.
-    pub gateways: crate::gateway_registry::GatewayRegistry,
     /// Live gateway state (pull address, online) from the packet-forwarder.
     pub gateway_status: Option<GatewayHandle>,
     pub registry: prometheus::Registry,
     pub auth: Arc<Auth>,
     /// Wrong tokens per client address (`api.auth_failures_per_minute`).
     pub auth_failures: Arc<auth_limit::FailedAuthLimiter>,
-    /// Tells the network server about device, profile and queue changes (cache coherence).
+    /// The one owner of network-server state: device, key, activation, queue, application,
+    /// profile and gateway changes go through it (storage, caches, other instances).
     pub network: NetworkHandle,
     pub network_config: Arc<NetworkConfig>,
     /// The region configurations (`[[regions]]`, or the one of `network.region`).

@@ -90,7 +90,7 @@ pub async fn network(State(state): State<ApiState>) -> Result<Json<NetworkStats>
     let mut gateways = GatewayCounts::default();
     let mut offset = 0;
     loop {
-        let page = state.gateways.storage().list(1000, offset).await?;
+        let page = state.storage.gateways.list(1000, offset).await?;
         for gw in &page.result {
             match seen_and_state(&state, gw).1 {
                 "ONLINE" => gateways.online += 1,
@@ -127,7 +127,7 @@ pub async fn network(State(state): State<ApiState>) -> Result<Json<NetworkStats>
 )]
 pub async fn gateway(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<GatewayStats>, ApiError> {
     let gateway_id = parse_eui("gatewayId", &id)?;
-    state.gateways.storage().get(gateway_id).await.map_err(|e| match ApiError::from(e) {
+    state.storage.gateways.get(gateway_id).await.map_err(|e| match ApiError::from(e) {
         ApiError::NotFound(_) => ApiError::NotFound(format!("gateway {gateway_id} not found")),
         other => other,
     })?;

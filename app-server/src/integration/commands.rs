@@ -237,7 +237,7 @@ impl CommandHandler {
         }
 
         let item = downlink_queue::unsent(id, dev_eui, f_port, body.confirmed, data);
-        downlink_queue::enqueue(&self.storage, &self.network, &item).await.map_err(|e| match e {
+        self.network.enqueue(&item).await.map_err(|e| match e {
             StorageError::AlreadyExists => with_device(CommandError::DuplicateId(id)),
             e => with_device(CommandError::Storage(e)),
         })?;

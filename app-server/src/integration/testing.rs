@@ -156,7 +156,12 @@ impl Harness {
     }
 
     pub(crate) fn commands(&self) -> CommandHandler {
-        CommandHandler::new(self.storage.clone(), Codecs::new(CodecConfig::default()), NetworkHandle::default(), self.emitter.clone())
+        CommandHandler::new(
+            self.storage.clone(),
+            Codecs::new(CodecConfig::default()),
+            NetworkHandle::new(self.storage.clone(), loraflow_packet_forwarder::KnownGateways::new(false)),
+            self.emitter.clone(),
+        )
     }
 
     /// What the emitter handed over for publishing so far (passed through the recorder

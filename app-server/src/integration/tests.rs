@@ -47,7 +47,7 @@ fn start_with_codecs(storage: Storage, dir: TempDir, config: IntegrationConfig, 
         storage: storage.clone(),
         publisher: recorder.clone(),
         codecs: Codecs::new(codecs),
-        network: NetworkHandle::default(),
+        network: NetworkHandle::new(storage.clone(), loraflow_packet_forwarder::KnownGateways::new(false)),
     };
     let integration = Integration::new(&config, deps, &registry).unwrap();
     let (events, events_rx) = mpsc::channel(1024);

@@ -151,7 +151,7 @@ async fn process(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, jr: &
         "storage_error"
     })?;
     // Queue items of an earlier session are re-sent with the new session's counters.
-    ctx.handle.queue_changed(jr.dev_eui);
+    ctx.handle.changed(crate::cluster::Change::Queue { dev_eui: jr.dev_eui });
 
     let phy = match lorawan::build_join_accept(
         &keys.app_key,
