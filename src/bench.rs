@@ -7,12 +7,19 @@
 //! apart from the load generator's own.
 //! `--target-api`/`--target-udp` point it at a server that is already running instead.
 //!
+//! Several instances of one network (cluster mode, docs/operations.md "Several instances"):
+//! `--instances N` starts N children on one PostgreSQL database, one Redis key prefix of the
+//! run's own and the `--mqtt` broker; `--target-udp a,b,c` attaches to running ones. Gateway
+//! `i` sits on instance `i mod N`, so with at least N gateways every uplink reaches every
+//! instance and must still be published exactly once: the report counts duplicates (an fCnt
+//! published twice) apart from loss, and sums the CPU time of all instances.
+//!
 //! Latency is from the moment the first gateway copy of an uplink is sent to the moment its
 //! `up` event (matched by devEui + fCnt) arrives over MQTT, minus the deduplication window
 //! the server waits by design.
 
 use loraflow_network_server::storage::config::with_database;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,9 +70,20 @@ pub struct BenchArgs {
     /// name, as for `simulate`); a child server is configured with the same region and channels.
     #[arg(long, default_value = "eu868", value_name = "ID")]
     pub region: String,
-    /// Number of gateways hearing every uplink.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub gateways: u32,
+    /// Number of gateways hearing every uplink, spread over the instances (gateway i on
+    /// instance i mod N). Default: one per instance.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub gateways: Option<u32>,
+    /// Child servers to start as instances of one network (cluster mode): they share the
+    /// --database PostgreSQL database, the --redis Redis (under a key prefix of this run) and
+    /// the --mqtt broker, all three required.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16), conflicts_with = "target_api")]
+    pub instances: u32,
+    /// Redis of the child instances (`cluster.redis_url`); default redis://127.0.0.1:6379/0
+    /// with --instances > 1. Given with one instance, that instance runs in cluster mode too
+    /// (the baseline for the cluster's cost).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
     /// Uplinks per second (each sent once per gateway).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -83,9 +101,10 @@ pub struct BenchArgs {
     /// REST base URL of an already running server to test instead of a child process.
     #[arg(long, value_name = "URL", requires_all = ["target_udp", "token"])]
     pub target_api: Option<String>,
-    /// Semtech UDP address of that server.
-    #[arg(long, value_name = "HOST:PORT", requires = "target_api")]
-    pub target_udp: Option<String>,
+    /// Semtech UDP address of that server; with several instances of one network, their
+    /// addresses separated by commas (the gateways are spread over them).
+    #[arg(long, value_name = "HOST:PORT[,…]", requires = "target_api", value_delimiter = ',')]
+    pub target_udp: Vec<String>,
     /// Admin API token of that server.
     #[arg(long, env = "LORAFLOW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -169,7 +188,10 @@ pub struct StepResult {
     pub received: u64,
     /// Uplinks whose event did not arrive before the drain wait ended.
     pub lost: u64,
-    /// Events that matched no pending uplink (duplicates, or late from an earlier step).
+    /// Further events for an uplink already received in this step (the same devEui and fCnt
+    /// published twice): 0 unless deduplication failed, e.g. across instances.
+    pub duplicates: u64,
+    /// Events that matched no uplink of this step (late from an earlier step).
     pub unmatched: u64,
     /// With `--payload lpp`: matched events whose `object` lacks the decoded temperature or
     /// humidity; null for the counter payload.
@@ -177,9 +199,14 @@ pub struct StepResult {
     /// Events per second while they flowed (first to last event).
     pub achieved_events_per_sec: f64,
     pub latency_ms: Latency,
-    /// Server CPU time (user + system) per 1,000 uplinks; null for a target not started here.
+    /// Server CPU time (user + system) per 1,000 uplinks, summed over all instances; null for a
+    /// target not started here.
     pub server_cpu_seconds_per_1000_uplinks: Option<f64>,
-    /// Server peak resident set (VmHWM) in MiB; null for a target not started here.
+    /// The same for each instance started here, in instance order (how the load was spread).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instance_cpu_seconds_per_1000_uplinks: Vec<f64>,
+    /// Server peak resident set (VmHWM) in MiB, the largest instance's; null for a target not
+    /// started here.
     pub server_peak_rss_mib: Option<f64>,
     /// Uplink copies not sent, and other generator-side failures.
     pub errors: u64,
@@ -205,7 +232,12 @@ pub struct BenchReport {
     pub dedup_ms: u64,
     /// `child` (started here) or `target`.
     pub server: &'static str,
+    /// The first instance's pid.
     pub server_pid: Option<u32>,
+    /// Instances of the network: children started, or --target-udp addresses.
+    pub instances: u32,
+    /// `cluster.key_prefix` of children started in cluster mode.
+    pub cluster_prefix: Option<String>,
     pub database: String,
     /// Devices that could not be activated (OTAA join failures) and sent nothing.
     pub inactive_devices: u32,
@@ -229,6 +261,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     if args.find_max && !(args.step_factor.is_finite() && args.step_factor > 1.0) {
         bail!("--step-factor: expected > 1, got {}", args.step_factor);
     }
+    check_cluster_args(args)?;
     let stop = CancellationToken::new();
     {
         let stop = stop.clone();
@@ -261,7 +294,8 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     let application_id = api.ensure_application(NAME).await.context("creating the application")?;
     let spec = ProfileSpec { region: plan.common_name(), codec: args.payload.codec(), ..ProfileSpec::default() };
     let profile_id = api.ensure_device_profile_spec(NAME, &spec).await.context("creating the device profile")?;
-    let gateways = Gateways::bind(GATEWAY_EUI_PREFIX, args.gateways as usize, target.udp).await.context("binding gateway sockets")?;
+    let n_gateways = gateway_count(args, target.udp.len());
+    let gateways = Gateways::bind_spread(GATEWAY_EUI_PREFIX, n_gateways as usize, &target.udp).await.context("binding gateway sockets")?;
     let region_config = crate::simulate::gateway_region_config(&api, &plan).await?;
     for (i, eui) in gateways.euis().into_iter().enumerate() {
         api.ensure_gateway_in(eui, &format!("bench-gw-{i}"), region_config.as_deref()).await.context("registering gateways")?;
@@ -272,7 +306,9 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     let _gw_guard = gw_stop.clone().drop_guard();
     gateways.spawn(&radio.router, &stats, &gw_stop);
     if !gateways.wait_pull_acks(Duration::from_secs(5)).await {
-        bail!("the server did not answer PULL_DATA at {} within 5 s", target.udp);
+        let silent: Vec<String> =
+            gateways.0.iter().zip(gateways.servers()).filter(|(g, _)| !g.has_pull_ack()).map(|(_, s)| s.to_string()).collect();
+        bail!("the server did not answer PULL_DATA at {} within 5 s", silent.join(", "));
     }
 
     let devices = activate(args, &plan, &api, &application_id, &profile_id, &radio, stop).await?;
@@ -305,14 +341,16 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
         groups = back;
         let good = step.sent > 0
             && step.lost == 0
+            && step.duplicates == 0
             && step.missing_object.unwrap_or(0) == 0
             && step.latency_ms.p99.is_some_and(|p| p <= args.max_p99_ms);
         if !args.json && args.find_max {
             eprintln!(
-                "step {:>8.1}/s: sent={} lost={}{} p99={} ms -> {}",
+                "step {:>8.1}/s: sent={} lost={} duplicates={}{} p99={} ms -> {}",
                 step.rate,
                 step.sent,
                 step.lost,
+                step.duplicates,
                 step.missing_object.map_or_else(String::new, |n| format!(" no_object={n}")),
                 fmt_opt(step.latency_ms.p99, 1),
                 if good { "ok" } else { "over the limit" }
@@ -332,12 +370,14 @@ async fn bench(args: &BenchArgs, target: &Target, stop: &CancellationToken) -> a
     Ok(BenchReport {
         region: plan.id.clone(),
         devices: args.devices,
-        gateways: args.gateways,
+        gateways: n_gateways,
         activation: if args.otaa { "otaa" } else { "abp" },
         payload: args.payload,
         dedup_ms: args.dedup_ms,
-        server: if target.child.is_some() { "child" } else { "target" },
+        server: if target.children.is_empty() { "target" } else { "child" },
         server_pid: target.pid(),
+        instances: target.udp.len() as u32,
+        cluster_prefix: target.cluster_prefix.clone(),
         database: target.database_kind.clone(),
         inactive_devices: inactive,
         knee: if args.find_max { knee } else { None },
@@ -411,6 +451,34 @@ async fn activate(
     Ok(joined.into_iter().flatten().collect())
 }
 
+/// Several instances need what they share: PostgreSQL and an external broker (the embedded
+/// broker and SQLite are one process's own). Redis defaults to the local one.
+fn check_cluster_args(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.instances <= 1 && args.redis.is_none() {
+        return Ok(());
+    }
+    if args.target_api.is_some() {
+        bail!("--instances/--redis start child servers; with --target-api give the instances' addresses in --target-udp");
+    }
+    if !args.database.as_deref().is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+        bail!("--instances/--redis: the instances share one PostgreSQL database; give --database postgres://…");
+    }
+    if args.mqtt.is_none() {
+        bail!("--instances/--redis: the instances publish to one external broker; give --mqtt mqtt://…");
+    }
+    if let Some(g) = args.gateways {
+        if g < args.instances {
+            bail!("--gateways {g} < --instances {}: some instance would hear no uplink", args.instances);
+        }
+    }
+    Ok(())
+}
+
+/// `--gateways`, or one gateway per instance.
+fn gateway_count(args: &BenchArgs, instances: usize) -> u32 {
+    args.gateways.unwrap_or(instances.max(1) as u32)
+}
+
 fn bench_plan(args: &BenchArgs) -> anyhow::Result<Arc<RadioPlan>> {
     RadioPlan::from_id(&args.region).map(Arc::new).map_err(|e| anyhow!("--region: {e}"))
 }
@@ -458,7 +526,7 @@ async fn run_step(
     collector.reset();
     let dedup = Duration::from_millis(args.dedup_ms);
     let n = groups.len() as u64;
-    let cpu_before = target.cpu_seconds();
+    let cpu_before = target.instance_cpu_seconds();
     let errors_before = radio.stats.errors.load(Ordering::Relaxed);
     let sent = Arc::new(AtomicU64::new(0));
     let bar = progress(total, label);
@@ -509,11 +577,9 @@ async fn run_step(
     ticker.abort();
     bar.finish_and_clear();
 
-    let cpu = match (cpu_before, target.cpu_seconds()) {
-        (Some(a), Some(b)) if sent_total > 0 => Some((b - a) / sent_total as f64 * 1000.0),
-        _ => None,
-    };
-    let (received, unmatched, lost, latencies, rate_achieved) = collector.finish(dedup);
+    let per_instance = cpu_per_1000(cpu_before.as_deref(), target.instance_cpu_seconds().as_deref(), sent_total);
+    let cpu = (!per_instance.is_empty()).then(|| per_instance.iter().sum::<f64>());
+    let Finished { received, duplicates, unmatched, lost, latencies, rate: rate_achieved } = collector.finish(dedup);
     let missing_object = collector.missing_object.load(Ordering::Relaxed);
     let step = StepResult {
         rate,
@@ -521,15 +587,26 @@ async fn run_step(
         sent: sent_total,
         received,
         lost,
+        duplicates,
         unmatched,
         missing_object: (args.payload == BenchPayload::Lpp).then_some(missing_object),
         achieved_events_per_sec: rate_achieved,
         latency_ms: percentiles(latencies),
         server_cpu_seconds_per_1000_uplinks: cpu,
+        instance_cpu_seconds_per_1000_uplinks: if per_instance.len() > 1 { per_instance } else { Vec::new() },
         server_peak_rss_mib: target.peak_rss_mib(),
         errors: radio.stats.errors.load(Ordering::Relaxed) - errors_before,
     };
     (step, groups)
+}
+
+/// CPU seconds per 1,000 uplinks of each instance between two readings; empty when an
+/// instance could not be read (it ended) or nothing was sent.
+fn cpu_per_1000(before: Option<&[f64]>, after: Option<&[f64]>, sent: u64) -> Vec<f64> {
+    match (before, after) {
+        (Some(a), Some(b)) if sent > 0 && a.len() == b.len() => a.iter().zip(b).map(|(a, b)| (b - a) / sent as f64 * 1000.0).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// What one sender task sends: `count` uplinks at `rate` per second.
@@ -589,10 +666,13 @@ async fn send_paced(
 #[derive(Default)]
 struct Collector {
     pending: Mutex<HashMap<(Eui64, u32), Instant>>,
+    /// Uplinks of this step whose event arrived: a second event for one is a duplicate.
+    received: Mutex<HashSet<(Eui64, u32)>>,
     /// Latency of each matched event, before subtracting the dedup window.
     latencies: Mutex<Vec<Duration>>,
     first_last: Mutex<Option<(Instant, Instant)>>,
     matched: AtomicU64,
+    duplicates: AtomicU64,
     unmatched: AtomicU64,
     /// Matched events without the decoded values the payload must give.
     missing_object: AtomicU64,
@@ -605,9 +685,11 @@ impl Collector {
 
     fn reset(&self) {
         Self::lock(&self.pending).clear();
+        Self::lock(&self.received).clear();
         Self::lock(&self.latencies).clear();
         *Self::lock(&self.first_last) = None;
         self.matched.store(0, Ordering::Relaxed);
+        self.duplicates.store(0, Ordering::Relaxed);
         self.unmatched.store(0, Ordering::Relaxed);
         self.missing_object.store(0, Ordering::Relaxed);
     }
@@ -634,6 +716,7 @@ impl Collector {
         let sent_at = Self::lock(&self.pending).remove(&(dev_eui, f_cnt));
         match sent_at {
             Some(t) => {
+                Self::lock(&self.received).insert((dev_eui, f_cnt));
                 if !decoded {
                     self.missing_object.fetch_add(1, Ordering::Relaxed);
                 }
@@ -642,15 +725,17 @@ impl Collector {
                 *fl = Some(fl.map_or((at, at), |(f, _)| (f, at)));
                 self.matched.fetch_add(1, Ordering::Relaxed);
             }
+            None if Self::lock(&self.received).contains(&(dev_eui, f_cnt)) => {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
             None => {
                 self.unmatched.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// (received, unmatched, lost, latencies in ms minus `dedup`, events per second); clears
-    /// what is still pending, which counts as lost.
-    fn finish(&self, dedup: Duration) -> (u64, u64, u64, Vec<f64>, f64) {
+    /// The step's counts; clears what is still pending, which counts as lost.
+    fn finish(&self, dedup: Duration) -> Finished {
         let lost = {
             let mut p = Self::lock(&self.pending);
             let n = p.len() as u64;
@@ -663,8 +748,28 @@ impl Collector {
             Some((f, l)) if received > 1 && l > f => (received - 1) as f64 / (l - f).as_secs_f64(),
             _ => received as f64,
         };
-        (received, self.unmatched.load(Ordering::Relaxed), lost, latencies, rate)
+        Finished {
+            received,
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            unmatched: self.unmatched.load(Ordering::Relaxed),
+            lost,
+            latencies,
+            rate,
+        }
     }
+}
+
+/// What [`Collector::finish`] counted.
+#[derive(Debug)]
+struct Finished {
+    received: u64,
+    duplicates: u64,
+    unmatched: u64,
+    lost: u64,
+    /// Milliseconds, minus the dedup window.
+    latencies: Vec<f64>,
+    /// Events per second from the first to the last.
+    rate: f64,
 }
 
 /// p50, p99 and max (nearest-rank), rounded to 0.01 ms.
@@ -785,31 +890,39 @@ fn parse_up_event(topic: &str, payload: &[u8]) -> Option<UpEvent> {
     Some(UpEvent { dev_eui, f_cnt: up.f_cnt, lpp_decoded })
 }
 
-/// The server under test.
+/// The server under test: one or several instances of one network.
 struct Target {
+    /// REST API of the first instance: provisioning goes there, the other instances learn of
+    /// it as in production (cluster invalidation).
     api: String,
-    udp: SocketAddr,
+    /// Semtech UDP address of each instance.
+    udp: Vec<SocketAddr>,
     token: String,
     mqtt: MqttTarget,
-    child: Option<Child>,
-    database_kind: String,
-}
-
-/// A server started here, and the PostgreSQL database created for it: (server URL, name).
-struct Child {
-    server: ChildServer,
+    /// Child servers started here, in instance order; empty for a target.
+    children: Vec<ChildServer>,
+    /// The PostgreSQL database created for the children: (server URL, name).
     created_database: Option<(String, String)>,
+    database_kind: String,
+    /// `cluster.key_prefix` of children in cluster mode.
+    cluster_prefix: Option<String>,
 }
 
 impl Target {
     async fn start(args: &BenchArgs) -> anyhow::Result<Target> {
         if let Some(api) = &args.target_api {
-            let udp_arg = args.target_udp.as_deref().unwrap_or_default();
-            let udp = tokio::net::lookup_host(udp_arg)
-                .await
-                .with_context(|| format!("--target-udp {udp_arg}: cannot resolve"))?
-                .next()
-                .with_context(|| format!("--target-udp {udp_arg}: no address"))?;
+            let mut udp = Vec::new();
+            for a in &args.target_udp {
+                let addr = tokio::net::lookup_host(a)
+                    .await
+                    .with_context(|| format!("--target-udp {a}: cannot resolve"))?
+                    .next()
+                    .with_context(|| format!("--target-udp {a}: no address"))?;
+                udp.push(addr);
+            }
+            if udp.is_empty() {
+                bail!("--target-udp: no address");
+            }
             if args.database.is_some() {
                 tracing::warn!("--database is ignored with --target-api");
             }
@@ -818,14 +931,16 @@ impl Target {
                 udp,
                 token: args.token.clone().unwrap_or_default(),
                 mqtt: MqttTarget::parse(args.mqtt.as_deref().unwrap_or("mqtt://127.0.0.1:1883"))?,
-                child: None,
+                children: Vec::new(),
+                created_database: None,
                 database_kind: "unknown".into(),
+                cluster_prefix: None,
             });
         }
-        Self::spawn_child(args).await
+        Self::spawn_children(args).await
     }
 
-    async fn spawn_child(args: &BenchArgs) -> anyhow::Result<Target> {
+    async fn spawn_children(args: &BenchArgs) -> anyhow::Result<Target> {
         let mut created_database = None;
         let (database_url, database_kind) = match args.database.as_deref() {
             None => (None, "sqlite".to_string()),
@@ -839,62 +954,116 @@ impl Target {
             Some(u) => bail!("--database: expected sqlite://… or postgres://…, got {u:?}"),
         };
         let plan = bench_plan(args)?;
-        let mut env = server_region_env(&plan);
-        env.push(("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", args.dedup_ms.to_string()));
-        let spec = ChildSpec {
-            config_file: args.config_file.as_deref(),
-            database_url: database_url.as_deref(),
-            log: &args.server_log,
-            mqtt_url: args.mqtt.as_deref(),
-            env,
+        let cluster = cluster_run(args);
+        let mut target = Target {
+            api: String::new(),
+            udp: Vec::new(),
+            token: String::new(),
+            mqtt: MqttTarget { host: String::new(), port: 0, credentials: None },
+            children: Vec::new(),
+            created_database,
+            database_kind,
+            cluster_prefix: cluster.as_ref().map(|c| c.prefix.clone()),
         };
-        let server = match ChildServer::spawn(spec).await {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some((url, name)) = &created_database {
-                    let _ = drop_postgres_database(url, name).await;
-                }
-                return Err(e);
+        // One after the other: the first applies the database migrations.
+        for i in 0..args.instances {
+            let mut env = server_region_env(&plan);
+            env.push(("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", args.dedup_ms.to_string()));
+            if let Some(c) = &cluster {
+                env.extend(c.instance_env(i));
             }
-        };
-        let mqtt = match &args.mqtt {
+            let spec = ChildSpec {
+                config_file: args.config_file.as_deref(),
+                database_url: database_url.as_deref(),
+                log: &args.server_log,
+                mqtt_url: args.mqtt.as_deref(),
+                env,
+            };
+            match ChildServer::spawn(spec).await {
+                Ok(server) => target.children.push(server),
+                Err(e) => {
+                    target.stop().await;
+                    return Err(e.context(format!("starting instance {i}")));
+                }
+            }
+        }
+        let first = &target.children[0];
+        target.mqtt = match &args.mqtt {
             Some(url) => MqttTarget::parse(url)?,
             None => {
-                let m = server.mqtt_embedded.ok_or_else(|| anyhow!("the server started no embedded MQTT broker"))?;
+                let m = first.mqtt_embedded.ok_or_else(|| anyhow!("the server started no embedded MQTT broker"))?;
                 MqttTarget { host: m.ip().to_string(), port: m.port(), credentials: None }
             }
         };
-        Ok(Target {
-            api: server.api.clone(),
-            udp: server.gateway,
-            token: server.token.clone(),
-            mqtt,
-            child: Some(Child { server, created_database }),
-            database_kind,
-        })
+        // Every child has its own admin token; REST calls all go to the first.
+        target.api = first.api.clone();
+        target.token = first.token.clone();
+        target.udp = target.children.iter().map(|c| c.gateway).collect();
+        Ok(target)
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.server.pid())
+        self.children.first().map(ChildServer::pid)
     }
 
-    fn cpu_seconds(&self) -> Option<f64> {
-        self.child.as_ref()?.server.cpu_seconds()
+    /// CPU seconds of each instance so far; None for a target or when one has ended.
+    fn instance_cpu_seconds(&self) -> Option<Vec<f64>> {
+        if self.children.is_empty() {
+            return None;
+        }
+        self.children.iter().map(ChildServer::cpu_seconds).collect()
     }
 
+    /// The largest peak resident set of the instances.
     fn peak_rss_mib(&self) -> Option<f64> {
-        self.child.as_ref()?.server.peak_rss_mib()
+        self.children.iter().filter_map(ChildServer::peak_rss_mib).reduce(f64::max)
     }
 
-    /// Stops the child server and drops a database created for it.
+    /// Stops the child servers and drops a database created for them.
     async fn stop(&mut self) {
-        let Some(child) = self.child.take() else { return };
-        child.server.stop().await;
-        if let Some((server, name)) = child.created_database {
+        for child in self.children.drain(..) {
+            child.stop().await;
+        }
+        if let Some((server, name)) = self.created_database.take() {
             if let Err(e) = drop_postgres_database(&server, &name).await {
                 eprintln!("loraflow bench: could not drop database {name}: {e:#}");
             }
         }
+    }
+}
+
+/// The cluster settings shared by the children of one run.
+#[derive(Debug, Clone, PartialEq)]
+struct ClusterRun {
+    redis_url: String,
+    /// Unique per run, so that runs (and tests) on one Redis never see each other's keys.
+    prefix: String,
+}
+
+const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379/0";
+
+/// Cluster mode for the children: with several instances, or with --redis.
+fn cluster_run(args: &BenchArgs) -> Option<ClusterRun> {
+    if args.instances <= 1 && args.redis.is_none() {
+        return None;
+    }
+    Some(ClusterRun {
+        redis_url: args.redis.clone().unwrap_or_else(|| DEFAULT_REDIS.to_string()),
+        prefix: format!("lfbench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+    })
+}
+
+impl ClusterRun {
+    /// `[cluster]` of instance `i`, and an MQTT client id of its own (one id shared by two
+    /// instances would make the broker disconnect one whenever the other connects).
+    fn instance_env(&self, i: u32) -> Vec<(&'static str, String)> {
+        let id = format!("bench{i}");
+        vec![
+            ("LORAFLOW_CLUSTER__REDIS_URL", self.redis_url.clone()),
+            ("LORAFLOW_CLUSTER__KEY_PREFIX", self.prefix.clone()),
+            ("LORAFLOW_MQTT__CLIENT_ID", format!("{}-{id}", self.prefix)),
+            ("LORAFLOW_CLUSTER__INSTANCE_ID", id),
+        ]
     }
 }
 
@@ -905,9 +1074,11 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 /// The human-readable result.
 fn table(r: &BenchReport, args: &BenchArgs) -> String {
     let mut out = String::new();
-    let server = match r.server_pid {
-        Some(pid) => format!("child pid {pid} ({})", r.database),
-        None => format!("target {}", args.target_api.as_deref().unwrap_or("")),
+    let server = match (r.server_pid, &r.cluster_prefix) {
+        (Some(pid), None) => format!("child pid {pid} ({})", r.database),
+        (Some(_), Some(prefix)) => format!("{} child instances ({}, redis prefix {prefix})", r.instances, r.database),
+        (None, _) if r.instances > 1 => format!("target {} ({} UDP addresses)", args.target_api.as_deref().unwrap_or(""), r.instances),
+        (None, _) => format!("target {}", args.target_api.as_deref().unwrap_or("")),
     };
     out.push_str(&format!(
         "loraflow bench: {} devices ({}, {} payload), {} gateways, dedup {} ms, server: {server}\n",
@@ -921,17 +1092,18 @@ fn table(r: &BenchReport, args: &BenchArgs) -> String {
         out.push_str(&format!("  {} devices could not join and sent nothing\n", r.inactive_devices));
     }
     out.push_str(&format!(
-        "{:>10} {:>9} {:>9} {:>7} {:>9} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
-        "rate/s", "sent", "received", "lost", "no object", "events/s", "p50 ms", "p99 ms", "max ms", "cpu s/1k", "rss MiB"
+        "{:>10} {:>9} {:>9} {:>7} {:>6} {:>9} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+        "rate/s", "sent", "received", "lost", "dups", "no object", "events/s", "p50 ms", "p99 ms", "max ms", "cpu s/1k", "rss MiB"
     ));
     let rows = r.warmup.iter().map(|w| ("warm-up ", w)).chain(r.steps.iter().map(|s| ("", s)));
     for (label, s) in rows {
         out.push_str(&format!(
-            "{:>10} {:>9} {:>9} {:>7} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
+            "{:>10} {:>9} {:>9} {:>7} {:>6} {:>9} {:>10.1} {:>8} {:>8} {:>8} {:>10} {:>9}\n",
             format!("{label}{:.1}", s.rate),
             s.sent,
             s.received,
             s.lost,
+            s.duplicates,
             s.missing_object.map_or_else(|| "-".to_string(), |n| n.to_string()),
             s.achieved_events_per_sec,
             fmt_opt(s.latency_ms.p50, 1),
@@ -941,14 +1113,18 @@ fn table(r: &BenchReport, args: &BenchArgs) -> String {
             fmt_opt(s.server_peak_rss_mib, 1),
         ));
     }
+    if r.instances > 1 && !r.last.instance_cpu_seconds_per_1000_uplinks.is_empty() {
+        let each: Vec<String> = r.last.instance_cpu_seconds_per_1000_uplinks.iter().map(|c| format!("{c:.3}")).collect();
+        out.push_str(&format!("cpu s/1k is summed over the instances; last step per instance: {}\n", each.join(" + ")));
+    }
     if args.find_max {
         match r.knee {
             Some(k) => out.push_str(&format!(
-                "knee: {k:.1} uplinks/s (highest step with no loss, no missing object and p99 <= {} ms)\n",
+                "knee: {k:.1} uplinks/s (highest step with no loss, no duplicate, no missing object and p99 <= {} ms)\n",
                 args.max_p99_ms
             )),
             None => out.push_str(&format!(
-                "knee: none (the first step, {:.1}/s, already lost events, missed objects or exceeded p99 {} ms)\n",
+                "knee: none (the first step, {:.1}/s, already lost events, duplicated or missed objects or exceeded p99 {} ms)\n",
                 args.rate, args.max_p99_ms
             )),
         }
@@ -985,11 +1161,16 @@ mod tests {
         c.expect(dev, 1, t0);
         c.event(dev, 0, false, t0 + Duration::from_millis(230));
         c.event(dev, 0, true, t0 + Duration::from_millis(240));
-        let (received, unmatched, lost, lat, _) = c.finish(Duration::from_millis(200));
-        assert_eq!((received, unmatched, lost), (1, 1, 1));
+        c.event(dev, 9, true, t0 + Duration::from_millis(250));
+        let f = c.finish(Duration::from_millis(200));
+        assert_eq!((f.received, f.duplicates, f.unmatched, f.lost), (1, 1, 1, 1), "{f:?}");
         assert_eq!(c.missing_object.load(Ordering::Relaxed), 1, "the matched event lacked its values");
-        assert!((lat[0] - 30.0).abs() < 1e-6, "{lat:?}");
+        assert!((f.latencies[0] - 30.0).abs() < 1e-6, "{f:?}");
         assert_eq!(c.pending_len(), 0);
+        c.reset();
+        c.expect(dev, 0, t0);
+        c.event(dev, 0, true, t0);
+        assert_eq!(c.finish(Duration::ZERO).duplicates, 0, "a new step forgets what the last one received");
     }
 
     #[test]
@@ -1042,6 +1223,52 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--target-api", "http://h:8080"]).is_err());
         assert!(Cli::try_parse_from(["x", "--target-api", "http://h:8080", "--target-udp", "h:1700", "--token", "t"]).is_ok());
         let a = Cli::try_parse_from(["x"]).unwrap().args;
-        assert_eq!((a.devices, a.gateways, a.rate, a.dedup_ms, a.find_max), (100, 1, 100.0, 200, false));
+        assert_eq!((a.devices, a.gateways, a.rate, a.dedup_ms, a.find_max), (100, None, 100.0, 200, false));
+        assert_eq!((a.instances, gateway_count(&a, 1)), (1, 1));
+    }
+
+    /// `x` + the arguments, parsed.
+    fn parse(args: &str) -> BenchArgs {
+        Cli::try_parse_from(std::iter::once("x").chain(args.split_whitespace())).unwrap().args
+    }
+
+    const SHARED: &str = "--database postgres://u@h/db --mqtt mqtt://h:1883";
+
+    #[test]
+    fn several_instances_need_postgres_a_broker_and_a_gateway_each() {
+        assert!(check_cluster_args(&parse("--instances 3")).is_err(), "SQLite cannot be shared");
+        assert!(check_cluster_args(&parse("--instances 3 --database postgres://u@h/db")).is_err(), "no broker");
+        let three = parse(&format!("{SHARED} --instances 3"));
+        check_cluster_args(&three).unwrap();
+        assert_eq!(gateway_count(&three, 3), 3, "one gateway per instance by default");
+        assert!(check_cluster_args(&parse(&format!("{SHARED} --instances 3 --gateways 2"))).is_err());
+        assert!(check_cluster_args(&parse("--redis redis://h")).is_err(), "cluster mode with one instance needs PostgreSQL too");
+        assert!(Cli::try_parse_from(["x", "--instances", "2", "--target-api", "http://h", "--target-udp", "h:1", "--token", "t"]).is_err());
+        let t = parse("--target-api http://h --target-udp a:1700,b:1700 --token t");
+        assert_eq!(t.target_udp, ["a:1700", "b:1700"]);
+        check_cluster_args(&t).unwrap();
+        assert_eq!(gateway_count(&t, 2), 2);
+    }
+
+    #[test]
+    fn each_instance_gets_its_own_id_and_mqtt_client_under_one_prefix() {
+        assert_eq!(cluster_run(&parse(SHARED)), None, "one instance without --redis stays single");
+        assert_eq!(cluster_run(&parse(&format!("{SHARED} --redis redis://r:1"))).map(|c| c.redis_url), Some("redis://r:1".to_string()));
+        let args = parse(&format!("{SHARED} --instances 2"));
+        let c = cluster_run(&args).unwrap();
+        assert_eq!(c.redis_url, DEFAULT_REDIS);
+        let (a, b) = (c.instance_env(0), c.instance_env(1));
+        let get = |env: &[(&str, String)], k: &str| env.iter().find(|(ek, _)| *ek == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(get(&a, "LORAFLOW_CLUSTER__KEY_PREFIX"), get(&b, "LORAFLOW_CLUSTER__KEY_PREFIX"));
+        assert_ne!(get(&a, "LORAFLOW_CLUSTER__INSTANCE_ID"), get(&b, "LORAFLOW_CLUSTER__INSTANCE_ID"));
+        assert_ne!(get(&a, "LORAFLOW_MQTT__CLIENT_ID"), get(&b, "LORAFLOW_MQTT__CLIENT_ID"));
+        assert_ne!(cluster_run(&args).unwrap().prefix, c.prefix, "a prefix per run");
+    }
+
+    #[test]
+    fn cpu_is_read_per_instance_and_missing_when_one_ended() {
+        assert_eq!(cpu_per_1000(Some(&[1.0, 2.0]), Some(&[1.5, 3.0]), 500), [1.0, 2.0]);
+        assert!(cpu_per_1000(Some(&[1.0]), None, 500).is_empty());
+        assert!(cpu_per_1000(Some(&[1.0]), Some(&[2.0]), 0).is_empty());
     }
 }

@@ -249,11 +249,27 @@ pub struct Gateways(pub Vec<Arc<VirtualGateway>>);
 impl Gateways {
     /// Binds `count` gateways with EUIs `prefix + i`.
     pub async fn bind(prefix: u64, count: usize, server: SocketAddr) -> std::io::Result<Gateways> {
+        Self::bind_spread(prefix, count, &[server]).await
+    }
+
+    /// Binds `count` gateways with EUIs `prefix + i`, gateway `i` attached to
+    /// `servers[i % servers.len()]`: with several instances of one network, consecutive
+    /// gateways sit on different instances, so that every uplink (heard by all gateways)
+    /// reaches every instance once `count >= servers.len()`.
+    pub async fn bind_spread(prefix: u64, count: usize, servers: &[SocketAddr]) -> std::io::Result<Gateways> {
+        if servers.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no server address for the gateways"));
+        }
         let mut out = Vec::with_capacity(count);
         for i in 0..count {
-            out.push(VirtualGateway::bind(Eui64::from_u64(prefix + i as u64), i, server).await?);
+            out.push(VirtualGateway::bind(Eui64::from_u64(prefix + i as u64), i, servers[i % servers.len()]).await?);
         }
         Ok(Gateways(out))
+    }
+
+    /// The server address each gateway sends to, in gateway order.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        self.0.iter().map(|g| g.server).collect()
     }
 
     pub fn euis(&self) -> Vec<Eui64> {
@@ -343,6 +359,16 @@ mod tests {
             assert_eq!((rx.modu.as_str(), &rx.datr, rx.codr.as_deref()), (modu, &datr, codr), "{m:?}");
             assert_eq!((rx.freq, rx.chan), (867_300_000, 4), "{m:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn spread_gateways_take_the_instances_in_turn() {
+        let a: SocketAddr = "127.0.0.1:1700".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1701".parse().unwrap();
+        let gws = Gateways::bind_spread(0x10, 5, &[a, b]).await.unwrap();
+        assert_eq!(gws.servers(), [a, b, a, b, a]);
+        assert_eq!(gws.euis()[4], Eui64::from_u64(0x14));
+        assert!(Gateways::bind_spread(0x10, 1, &[]).await.is_err());
     }
 
     #[test]
