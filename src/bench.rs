@@ -261,7 +261,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     if args.find_max && !(args.step_factor.is_finite() && args.step_factor > 1.0) {
         bail!("--step-factor: expected > 1, got {}", args.step_factor);
     }
-    check_cluster_args(args)?;
+    check_cluster_args(&args)?;
     let stop = CancellationToken::new();
     {
         let stop = stop.clone();

@@ -137,7 +137,8 @@ async fn collect_up_events(net: &mut Net, expected: usize) -> BTreeMap<(String, 
         let ev: Value = serde_json::from_slice(&payload).expect("up event JSON");
         let dev = ev["deviceInfo"]["devEui"].as_str().expect("devEui").to_ascii_lowercase();
         let f_cnt = ev["fCnt"].as_u64().expect("fCnt");
-        let gws = ev["rxInfo"].as_array().expect("rxInfo").iter().filter_map(|r| r["gatewayId"].as_str().map(str::to_ascii_lowercase)).collect();
+        let gws =
+            ev["rxInfo"].as_array().expect("rxInfo").iter().filter_map(|r| r["gatewayId"].as_str().map(str::to_ascii_lowercase)).collect();
         got.entry((dev, f_cnt)).or_default().push(gws);
     }
     got
@@ -181,8 +182,11 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
     let round_of = |d: &str, f: u64| sent.iter().find(|(sd, sf, _)| sd == d && *sf == f).map(|s| s.2);
     let lost: Vec<String> =
         expected.iter().filter(|k| !got.contains_key(*k)).map(|(d, f)| format!("{d}/{f} (round {:?})", round_of(d, *f))).collect();
-    let duplicated: Vec<String> =
-        got.iter().filter(|(_, evs)| evs.len() > 1).map(|((d, f), evs)| format!("{d}/{f} x{} (round {:?})", evs.len(), round_of(d, *f))).collect();
+    let duplicated: Vec<String> = got
+        .iter()
+        .filter(|(_, evs)| evs.len() > 1)
+        .map(|((d, f), evs)| format!("{d}/{f} x{} (round {:?})", evs.len(), round_of(d, *f)))
+        .collect();
     let foreign: Vec<&(String, u64)> = got.keys().filter(|k| !expected.contains(*k)).collect();
     assert!(
         lost.is_empty() && duplicated.is_empty() && foreign.is_empty(),
@@ -240,7 +244,11 @@ async fn downlink_leaves_through_the_instance_now_holding_the_gateway(net: &mut 
     net.gateways[0].tx_ack(resp.token, "NONE").await;
 
     let txack = wait_event(net, "txack", Duration::from_secs(5)).await;
-    assert_eq!((txack["gatewayId"].as_str(), txack["queueItemId"].as_str()), (Some(gateway_eui(0).as_str()), Some(item_id.as_str())), "{txack}");
+    assert_eq!(
+        (txack["gatewayId"].as_str(), txack["queueItemId"].as_str()),
+        (Some(gateway_eui(0).as_str()), Some(item_id.as_str())),
+        "{txack}"
+    );
     let up = wait_event(net, "up", Duration::from_secs(1)).await;
     assert_eq!(up["fCnt"], json!(f_cnt_up), "{up}");
     let (s, q) = api.get(&format!("/api/devices/{}/queue", dev_eui(0))).await;
