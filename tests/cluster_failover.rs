@@ -166,10 +166,12 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
         for d in 0..DEVICES {
             let f_cnt = u64::from(net.devices[d].f_cnt_up);
             let phy = net.devices[d].uplink(false, 1, &[r as u8, d as u8]);
-            for (g, gw) in net.gateways.iter_mut().enumerate() {
-                // Nearer gateways louder, so that the best gateway is not always the same instance's.
+            // The first copy to arrive (whose instance leads the deduplication) and the best
+            // one (whose gateway a downlink would take) move round the instances.
+            for k in 0..GATEWAYS {
+                let g = (k + r + d) % GATEWAYS;
                 let rssi = -60 - 5 * ((g + d) % GATEWAYS) as i32;
-                gw.push_rxpk(vec![rxpk(&phy, tmst(g, r), rssi, 8.0 - (g as f64))]).await;
+                net.gateways[g].push_rxpk(vec![rxpk(&phy, tmst(g, r), rssi, 8.0 - ((g + d) % GATEWAYS) as f64)]).await;
             }
             sent.push((dev_eui(d), f_cnt, r));
         }
