@@ -11,6 +11,10 @@
 //! instance was leading when it died). After the move the re-attached gateways' copies are
 //! used, and a downlink for a device best heard by a moved gateway leaves through the instance
 //! that holds the gateway now, queued over REST on yet another instance.
+//!
+//! And with Redis gone (a private `redis-server` the test kills), copies of one uplink that
+//! reach three instances are still published once: each instance deduplicates alone and the
+//! PostgreSQL frame-counter compare-and-set lets only one of them process the frame.
 
 mod common;
 #[path = "../app-server/tests/mqtt_support/mod.rs"]
@@ -18,13 +22,14 @@ mod mqtt_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::device::Device;
 use common::gateway::{b64, rxpk, FakeGateway, PullResp, PULL_ACK, PULL_RESP};
-use common::provision;
-use mqtt_support::{Mosquitto, Subscriber};
+use common::{eventually, provision};
+use mqtt_support::{free_port, Mosquitto, Subscriber};
 use serde_json::{json, Value};
 
 const INSTANCES: usize = 3;
@@ -70,9 +75,15 @@ struct Net {
     unread: Vec<(String, Value)>,
 }
 
-async fn setup() -> Net {
+/// Three instances, six gateways (two per instance, connected), four ABP devices, all
+/// provisioned through instance 0; `redis_url`: a Redis other than the machine's.
+async fn setup(redis_url: Option<&str>) -> Net {
     let broker = Mosquitto::start_new();
-    let cluster = TestCluster::start(INSTANCES, &broker.url(), &[("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", DEDUP_WINDOW_MS)]).await;
+    let mut env = vec![("LORAFLOW_NETWORK__DEDUP_WINDOW_MS", DEDUP_WINDOW_MS)];
+    if let Some(url) = redis_url {
+        env.push(("LORAFLOW_CLUSTER__REDIS_URL", url));
+    }
+    let cluster = TestCluster::start(INSTANCES, &broker.url(), &env).await;
     let events = Subscriber::connect(broker.addr(), "application/+/device/+/event/+", false).await;
     // Provisioned through instance 0 only: the others learn of it as in production.
     let api = cluster.api(0);
@@ -146,7 +157,7 @@ async fn collect_up_events(net: &mut Net, expected: usize) -> BTreeMap<(String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_its_gateways_move() {
-    let mut net = setup().await;
+    let mut net = setup(None).await;
 
     // The stream: every uplink heard by all six gateways, each copy sent to the instance the
     // gateway is attached to at that moment (the dead one's address until the move).
@@ -292,5 +303,88 @@ async fn wait_event(net: &mut Net, kind: &str, within: Duration) -> Value {
             return ev;
         }
         net.unread.push((topic, ev));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_copies_reaching_three_instances_are_still_published_once() {
+    let mut redis = PrivateRedis::start();
+    let mut net = setup(Some(&redis.url())).await;
+    redis.kill();
+    for i in 0..INSTANCES {
+        let api = net.cluster.api(i);
+        eventually(Duration::from_secs(10), || async {
+            let (_, ready) = api.get("/health/ready").await;
+            (ready["checks"]["redis"]["status"] == "down").then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("instance {i} never noticed that Redis is gone"));
+    }
+
+    // Every uplink heard by all six gateways, i.e. by every instance; the first copy at a
+    // different instance each time.
+    let mut sent = Vec::new();
+    for r in 0..10 {
+        for d in 0..DEVICES {
+            let f_cnt = u64::from(net.devices[d].f_cnt_up);
+            let phy = net.devices[d].uplink(false, 1, &[r as u8, d as u8]);
+            for k in 0..GATEWAYS {
+                let g = (k + r + d) % GATEWAYS;
+                net.gateways[g].push_rxpk(vec![rxpk(&phy, tmst(g, r), -60 - g as i32, 5.0)]).await;
+            }
+            sent.push((dev_eui(d), f_cnt, r));
+        }
+        tokio::time::sleep(ROUND).await;
+    }
+    let got = collect_up_events(&mut net, sent.len()).await;
+    let expected: BTreeSet<(String, u64)> = sent.iter().map(|(d, f, _)| (d.clone(), *f)).collect();
+    let lost: Vec<_> = expected.iter().filter(|k| !got.contains_key(*k)).collect();
+    let duplicated: Vec<_> = got.iter().filter(|(_, evs)| evs.len() > 1).map(|(k, evs)| (k, evs.len())).collect();
+    assert!(lost.is_empty() && duplicated.is_empty(), "without Redis: lost {lost:?}, published more than once {duplicated:?}");
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    // Each frame counted once in the database.
+    for d in 0..DEVICES {
+        let (s, act) = net.cluster.api(1).get(&format!("/api/devices/{}/activation", dev_eui(d))).await;
+        assert_eq!((s, act["fCntUp"].as_u64()), (200, Some(u64::from(net.devices[d].f_cnt_up))), "{act}");
+    }
+}
+
+/// A `redis-server` of the test's own, so that it can be killed.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { port, child: Some(child) }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
