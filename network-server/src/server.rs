@@ -62,6 +62,8 @@ pub struct Context {
     pub storage: Storage,
     pub gateways: GatewayHandle,
     pub handle: NetworkHandle,
+    /// The cluster's Redis; `None` when this instance works alone (`cluster.redis_url` empty).
+    pub cluster: Option<crate::cluster::Cluster>,
     pub cache: SessionCache,
     pub fcnt: FCntWriter,
     pub events: mpsc::Sender<AppEvent>,
@@ -144,6 +146,7 @@ impl NetworkServer {
         handle: NetworkHandle,
         events: mpsc::Sender<AppEvent>,
         registry: &prometheus::Registry,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> Result<NetworkServer, StartError> {
         config.validate()?;
         let net_id = config.net_id_bytes()?;
@@ -162,6 +165,7 @@ impl NetworkServer {
             storage,
             gateways,
             handle,
+            cluster,
             cache,
             fcnt,
             events,
