@@ -138,6 +138,8 @@ pub enum StartError {
 }
 
 impl NetworkServer {
+    // The parts start-up wires together; a struct of them would only move the list.
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         config: NetworkConfig,
         regions: Regions,
