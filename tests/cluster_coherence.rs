@@ -344,8 +344,14 @@ async fn without_redis_an_instance_works_alone_says_so_and_catches_up_when_it_is
         .await
         .expect("instance 1 stopped accepting uplinks without Redis");
     assert_eq!(ev["data"], b64(b"alone"));
-    // A change made meanwhile cannot be announced...
-    activate(&a0, dev_eui, "26011ff2", NEW_NWK_S_KEY, NEW_APP_S_KEY).await;
+    // A change made meanwhile cannot be announced: a device created through instance 0 is
+    // unknown to instance 1 (one it never heard, so that only the resync can tell it)...
+    let late_eui = "70b3d57ed00000f2";
+    provision::abp_device(&a0, &p, late_eui, "26011ff3", NEW_NWK_S_KEY, NEW_APP_S_KEY).await;
+    let mut late = Device::abp(late_eui, "26011ff3", NEW_NWK_S_KEY, NEW_APP_S_KEY);
+    let unknown = late.uplink(false, 2, b"unknown");
+    hear(&mut gw, &unknown, 50_000_000).await;
+    assert_eq!(up_event(&mut sub, &late, b"unknown", Duration::from_millis(1500)).await, None, "learnt without Redis?");
 
     redis.restart();
     let (s, ready, _) = eventually(Duration::from_secs(15), || async {
@@ -357,9 +363,8 @@ async fn without_redis_an_instance_works_alone_says_so_and_catches_up_when_it_is
     assert_eq!((s, ready["status"].as_str()), (200, Some("ready")), "{ready}");
     // ... and is made up by the resync after the subscription came back.
     let back = Instant::now();
-    let mut dev = Device::abp(dev_eui, "26011ff2", NEW_NWK_S_KEY, NEW_APP_S_KEY);
-    let (_, took) = first_accepted_uplink(&mut gw, &mut sub, &mut dev, b"after", back, Duration::from_secs(10), |_| true)
+    let (_, took) = first_accepted_uplink(&mut gw, &mut sub, &mut late, b"after", back, Duration::from_secs(10), |_| true)
         .await
-        .expect("instance 1 never learnt the session changed while Redis was away");
-    eprintln!("session changed during the outage, used by 1 {took:?} after Redis answered again");
+        .expect("instance 1 never learnt the device created while Redis was away");
+    eprintln!("device created during the outage, used by 1 {took:?} after Redis answered again");
 }
