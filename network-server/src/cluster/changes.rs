@@ -29,6 +29,8 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often an owed resync request is tried again while no change comes to carry it.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
 /// What shutdown gives the publisher to send what is still queued.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
@@ -133,7 +135,7 @@ async fn publish(cluster: Cluster, mut rx: mpsc::Receiver<Change>, overflowed: A
     let mut conn = cluster.conn();
     // The others may have missed something of ours: they must re-read everything.
     let mut owe_resync = false;
-    let mut retry = tokio::time::interval(BACKOFF_MAX);
+    let mut retry = tokio::time::interval(RESYNC_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let change = tokio::select! {
