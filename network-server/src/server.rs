@@ -62,6 +62,8 @@ pub struct Context {
     pub storage: Storage,
     pub gateways: GatewayHandle,
     pub handle: NetworkHandle,
+    /// The cluster's Redis; `None` when this instance works alone (`cluster.redis_url` empty).
+    pub cluster: Option<crate::cluster::Cluster>,
     pub cache: SessionCache,
     pub fcnt: FCntWriter,
     pub events: mpsc::Sender<AppEvent>,
@@ -136,6 +138,8 @@ pub enum StartError {
 }
 
 impl NetworkServer {
+    // The parts start-up wires together; a struct of them would only move the list.
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         config: NetworkConfig,
         regions: Regions,
@@ -144,6 +148,7 @@ impl NetworkServer {
         handle: NetworkHandle,
         events: mpsc::Sender<AppEvent>,
         registry: &prometheus::Registry,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> Result<NetworkServer, StartError> {
         config.validate()?;
         let net_id = config.net_id_bytes()?;
@@ -162,6 +167,7 @@ impl NetworkServer {
             storage,
             gateways,
             handle,
+            cluster,
             cache,
             fcnt,
             events,
