@@ -203,8 +203,9 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
     let foreign: Vec<&(String, u64)> = got.keys().filter(|k| !expected.contains(*k)).collect();
     assert!(
         lost.is_empty() && duplicated.is_empty() && foreign.is_empty(),
-        "{} uplinks sent (kill at round {KILL_AT}, move at {MOVE_AT}): lost {lost:?}; published more than once {duplicated:?}; unknown {foreign:?}",
-        sent.len()
+        "{} uplinks sent (kill at round {KILL_AT}, move at {MOVE_AT}): lost {lost:?}; published more than once {duplicated:?}; unknown {foreign:?}\n{}",
+        sent.len(),
+        verdicts(&net, 1..INSTANCES).await
     );
 
     // After the move (and a round for the new routes), the moved gateways' copies are used
@@ -340,7 +341,11 @@ async fn without_redis_copies_reaching_three_instances_are_still_published_once(
     let expected: BTreeSet<(String, u64)> = sent.iter().map(|(d, f, _)| (d.clone(), *f)).collect();
     let lost: Vec<_> = expected.iter().filter(|k| !got.contains_key(*k)).collect();
     let duplicated: Vec<_> = got.iter().filter(|(_, evs)| evs.len() > 1).map(|(k, evs)| (k, evs.len())).collect();
-    assert!(lost.is_empty() && duplicated.is_empty(), "without Redis: lost {lost:?}, published more than once {duplicated:?}");
+    assert!(
+        lost.is_empty() && duplicated.is_empty(),
+        "without Redis: lost {lost:?}, published more than once {duplicated:?}\n{}",
+        verdicts(&net, 0..INSTANCES).await
+    );
     assert_eq!(got.len(), expected.len(), "{got:?}");
     // Each frame counted once in the database.
     for d in 0..DEVICES {
@@ -387,4 +392,18 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The instances' counts of rejected uplinks and deduplication roles, for a failure message.
+async fn verdicts(net: &Net, instances: std::ops::Range<usize>) -> String {
+    let mut out = String::new();
+    for i in instances {
+        let text = net.cluster.api(i).metrics().await;
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && (l.contains("rejected_total") || l.contains("cluster_dedup")) && !l.ends_with(" 0"))
+            .collect();
+        out.push_str(&format!("instance {i}: {lines:?}\n"));
+    }
+    out
 }
