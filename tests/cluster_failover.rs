@@ -35,15 +35,20 @@ use serde_json::{json, Value};
 const INSTANCES: usize = 3;
 /// Gateway `g` starts on instance `g % INSTANCES`.
 const GATEWAYS: usize = 6;
-const DEVICES: usize = 4;
-/// One uplink per device per round.
-const ROUNDS: usize = 36;
-const ROUND: Duration = Duration::from_millis(150);
-/// Instance 0 dies at the start of this round…
-const KILL_AT: usize = 12;
-/// …and its gateways PULL from the survivors from this one on (1.2 s later: a load balancer's
-/// health check interval).
-const MOVE_AT: usize = 20;
+const DEVICES: usize = 8;
+/// Devices sending in each round, in turn: each device sends every `DEVICES / PER_ROUND`
+/// rounds (1 s), no faster than a class A device whose receive windows have closed.
+const PER_ROUND: usize = 2;
+const ROUNDS: usize = 40;
+const ROUND: Duration = Duration::from_millis(250);
+/// Instance 0 dies in this round, inside the deduplication window of its uplinks (some of
+/// which it leads)…
+const KILL_AT: usize = 14;
+/// …this long after they were sent…
+const KILL_AFTER: Duration = Duration::from_millis(60);
+/// …and its gateways PULL from the survivors from this one on (2 s later: a load balancer's
+/// health check).
+const MOVE_AT: usize = 22;
 const DEDUP_WINDOW_MS: &str = "200";
 const NWK_S_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
 const APP_S_KEY: &str = "3c4fcf098815f7aba6d2ae2816157e2b";
@@ -128,6 +133,11 @@ async fn connect(gw: &mut FakeGateway) {
     }
 }
 
+/// The devices that send in round `r`.
+fn senders(r: usize) -> impl Iterator<Item = usize> {
+    (0..PER_ROUND).map(move |j| (r * PER_ROUND + j) % DEVICES)
+}
+
 /// The concentrator timestamp of gateway `g` for round `r`: each gateway has its own clock.
 fn tmst(g: usize, r: usize) -> u32 {
     (g as u32 * 7_777_777).wrapping_add(r as u32 * 150_000)
@@ -164,9 +174,6 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
     let mut sent: Vec<(String, u64, usize)> = Vec::new();
     let started = Instant::now();
     for r in 0..ROUNDS {
-        if r == KILL_AT {
-            net.cluster.instances[0].sigkill();
-        }
         if r == MOVE_AT {
             for g in (0..GATEWAYS).filter(|g| g % INSTANCES == 0) {
                 let gw = &mut net.gateways[g];
@@ -174,7 +181,7 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
                 connect(gw).await;
             }
         }
-        for d in 0..DEVICES {
+        for d in senders(r) {
             let f_cnt = u64::from(net.devices[d].f_cnt_up);
             let phy = net.devices[d].uplink(false, 1, &[r as u8, d as u8]);
             // The first copy to arrive (whose instance leads the deduplication) and the best
@@ -185,6 +192,10 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
                 net.gateways[g].push_rxpk(vec![rxpk(&phy, tmst(g, r), rssi, 8.0 - ((g + d) % GATEWAYS) as f64)]).await;
             }
             sent.push((dev_eui(d), f_cnt, r));
+        }
+        if r == KILL_AT {
+            tokio::time::sleep(KILL_AFTER).await;
+            net.cluster.instances[0].sigkill();
         }
         let next = started + ROUND * (r as u32 + 1);
         tokio::time::sleep_until(next.into()).await;
@@ -245,6 +256,9 @@ async fn downlink_leaves_through_the_instance_now_holding_the_gateway(net: &mut 
     while net.events.messages.try_recv().is_ok() {}
     net.unread.clear();
 
+    let (s, act) = api.get(&format!("/api/devices/{}/activation", dev_eui(0))).await;
+    assert_eq!(s, 200, "{act}");
+    let f_cnt_down = act["fCntDown"].as_u64().expect("fCntDown") as u32;
     let f_cnt_up = net.devices[0].f_cnt_up;
     let phy = net.devices[0].uplink(false, 1, b"after-move");
     let t = 500_000_000;
@@ -253,7 +267,7 @@ async fn downlink_leaves_through_the_instance_now_holding_the_gateway(net: &mut 
 
     let (resp, from) = next_pull_resp_from(&net.gateways[0], Duration::from_secs(5)).await.expect("the downlink through gateway 0");
     assert_eq!(from, holder, "gateway 0 is held by instance 1 now: the PULL_RESP must come from there");
-    let dl = net.devices[0].read_downlink(&resp.phy_payload(), 0);
+    let dl = net.devices[0].read_downlink(&resp.phy_payload(), f_cnt_down);
     assert_eq!((dl.f_port, dl.payload.as_slice()), (Some(5), &b"moved"[..]));
     net.gateways[0].tx_ack(resp.token, "NONE").await;
 
@@ -325,8 +339,8 @@ async fn without_redis_copies_reaching_three_instances_are_still_published_once(
     // Every uplink heard by all six gateways, i.e. by every instance; the first copy at a
     // different instance each time.
     let mut sent = Vec::new();
-    for r in 0..10 {
-        for d in 0..DEVICES {
+    for r in 0..16 {
+        for d in senders(r) {
             let f_cnt = u64::from(net.devices[d].f_cnt_up);
             let phy = net.devices[d].uplink(false, 1, &[r as u8, d as u8]);
             for k in 0..GATEWAYS {
