@@ -116,6 +116,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let known = KnownGateways::new(config.network.allow_unknown_gateways);
     let network = NetworkHandle::new(storage.clone(), known.clone());
     network.load_gateways().await?;
+    let cluster = loraflow_network_server::cluster::Cluster::connect(&config.cluster, &registry)
+        .await
+        .context("connecting to the cluster's Redis (cluster.redis_url)")?;
 
     let (forwarder, gateway_events) =
         PacketForwarder::bind(&config.gateway, &registry, known.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -141,6 +144,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         network.clone(),
         app_events_tx,
         &registry,
+        cluster,
     )
     .await?;
     let codecs = Codecs::new(config.codec.clone());

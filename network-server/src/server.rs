@@ -72,6 +72,8 @@ pub struct Context {
     pub duty_cycle: SharedDutyCycleLedger,
     /// Class C devices heard since the start and the scheduler's timers (in memory).
     pub class_c: ClassC,
+    /// Cluster mode: the Redis shared with the other instances. `None` for one instance alone.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Storage failures while handling uplinks are logged at most once per interval: in a
     /// database outage every frame would otherwise write its own ERROR line.
     storage_errors: LogLimiter,
@@ -144,6 +146,7 @@ impl NetworkServer {
         handle: NetworkHandle,
         events: mpsc::Sender<AppEvent>,
         registry: &prometheus::Registry,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> Result<NetworkServer, StartError> {
         config.validate()?;
         let net_id = config.net_id_bytes()?;
@@ -152,7 +155,10 @@ impl NetworkServer {
         let cache = SessionCache::load(storage.clone(), handle.clone()).await?;
         tracing::info!(sessions = cache.len(), "device sessions loaded");
         let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone(), metrics.fcnt_unpersisted.clone());
-        let dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
+        let mut dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
+        if let Some(cluster) = &cluster {
+            dedup = dedup.with_cluster(cluster.clone(), registry);
+        }
         let duty_cycle = SharedDutyCycleLedger::with_budget_percent(config.duty_cycle_budget_percent);
         let join_rate = crate::join_rate::JoinRateLimit::new(config.join_requests_per_dev_eui_per_minute);
         let ctx = Context {
@@ -169,6 +175,7 @@ impl NetworkServer {
             device_seen: Default::default(),
             duty_cycle,
             class_c: ClassC::default(),
+            cluster,
             storage_errors: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),
             join_rate,
             join_rate_log: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),

@@ -8,6 +8,7 @@
 //! local gateways) and says so in `/health/ready` and `loraflow_cluster_redis_up`.
 
 pub mod config;
+pub mod dedup;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

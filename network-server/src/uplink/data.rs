@@ -157,6 +157,15 @@ async fn process(
             .ok_or(Dropped::UnknownModulation)?;
         match check_and_store_f_cnt(ctx, up, &matched, &device).await {
             Err(Dropped::FCntRace) if !second_try => second_try = true,
+            // The counter moved after this very transmission was first heard: not the device
+            // repeating it (it waits for its receive windows first) but another instance
+            // that processed the same uplink (Redis unreachable, each deduplicated alone).
+            // That instance answered and published it; this one stays silent.
+            Err(Dropped::Retransmission | Dropped::NbTransRepeat)
+                if second_try && ctx.cluster.is_some() && matched.session.updated_at > up.first_seen =>
+            {
+                break (matched, device, dr, Err(Dropped::FCntRace))
+            }
             checked => break (matched, device, dr, checked),
         }
     };
@@ -276,7 +285,12 @@ async fn device_context(ctx: &Context, matched: &Matched) -> Result<Arc<DeviceCo
 }
 
 async fn find_session(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<Matched, Dropped> {
-    let sessions = ctx.cache.by_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(ctx, &e))?;
+    let mut sessions = ctx.cache.by_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(ctx, &e))?;
+    if sessions.is_empty() && ctx.cluster.is_some() && crate::dev_addr::in_net_id(frame.dev_addr, ctx.net_id) {
+        // A device that joined (or was activated) through another instance a moment ago,
+        // whose announcement has not arrived yet: the database knows it already.
+        sessions = ctx.cache.load_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(ctx, &e))?;
+    }
     if sessions.is_empty() {
         return Err(Dropped::UnknownDevAddr);
     }
