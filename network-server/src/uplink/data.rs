@@ -33,6 +33,9 @@ pub enum Dropped {
     /// The last accepted frame again from a device with NbTrans > 1: expected, not processed.
     NbTransRepeat,
     FCntRace,
+    /// Cluster mode: another instance processed this very transmission (each deduplicated
+    /// alone while Redis did not answer) and answered it; counted as `fcnt_race`.
+    ProcessedElsewhere,
     DeviceDisabled,
     Storage,
     UnknownModulation,
@@ -61,7 +64,7 @@ impl Dropped {
             Dropped::Replay => "replay",
             Dropped::Retransmission => "retransmission",
             Dropped::NbTransRepeat => "nb_trans_repeat",
-            Dropped::FCntRace => "fcnt_race",
+            Dropped::FCntRace | Dropped::ProcessedElsewhere => "fcnt_race",
             Dropped::DeviceDisabled => "device_disabled",
             Dropped::Storage => "storage_error",
             Dropped::UnknownModulation => "unknown_data_rate",
@@ -157,15 +160,6 @@ async fn process(
             .ok_or(Dropped::UnknownModulation)?;
         match check_and_store_f_cnt(ctx, up, &matched, &device).await {
             Err(Dropped::FCntRace) if !second_try => second_try = true,
-            // The counter moved after this very transmission was first heard: not the device
-            // repeating it (it waits for its receive windows first) but another instance
-            // that processed the same uplink (Redis unreachable, each deduplicated alone).
-            // That instance answered and published it; this one stays silent.
-            Err(Dropped::Retransmission | Dropped::NbTransRepeat)
-                if second_try && ctx.cluster.is_some() && matched.session.updated_at > up.first_seen =>
-            {
-                break (matched, device, dr, Err(Dropped::FCntRace))
-            }
             checked => break (matched, device, dr, checked),
         }
     };
@@ -357,6 +351,13 @@ async fn check_and_store_f_cnt(
         }
     } else if m.f_cnt < s.f_cnt_up && !skip {
         if m.f_cnt + 1 == s.f_cnt_up {
+            // The counter moved after this transmission was first heard: not the device
+            // repeating it (it waits for its receive windows first) but another instance
+            // that processed the same uplink. That one answered and published it. (A cached
+            // session's `updated_at` only ever lags, which leaves a real repeat alone.)
+            if ctx.cluster.is_some() && s.updated_at > up.first_seen {
+                return Err(Dropped::ProcessedElsewhere);
+            }
             if fcnt::again(s.mac_state.nb_trans) == Again::NbTransRepeat {
                 return Err(Dropped::NbTransRepeat);
             }
