@@ -324,6 +324,7 @@ mod on_redis {
         let mut a = instance(&url, &p, "a").await;
         let mut b = instance(&url, &p, "b").await;
         let mut c = instance(&url, &p, "c").await;
+        let started = tokio::time::Instant::now();
         a.input.send(frame(1, b"one uplink", 1.0)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         b.input.send(frame(2, b"one uplink", 9.0)).await.unwrap();
@@ -332,7 +333,12 @@ mod on_redis {
         // A second copy on a contributor, later in the window, is handed over as well.
         c.input.send(frame(4, b"one uplink", -3.0)).await.unwrap();
 
-        let from_a = drain(&mut a.output, Duration::from_millis(800)).await;
+        let first = tokio::time::timeout(Duration::from_secs(1), a.output.recv()).await.expect("processed by a").unwrap();
+        let waited = started.elapsed();
+        eprintln!("collector: uplink out {waited:?} after its first copy (window {WINDOW:?})");
+        assert!(waited >= WINDOW && waited < WINDOW + Duration::from_millis(100), "{waited:?}");
+        let mut from_a = vec![first];
+        from_a.extend(drain(&mut a.output, Duration::from_millis(300)).await);
         assert_eq!(from_a.len(), 1);
         assert_eq!(gateways(&from_a[0]), [2, 3, 1, 4], "every instance's copies, best SNR first");
         assert_eq!(from_a[0].frames[0].rx_info.context, [1, 2, 3, 4]);
