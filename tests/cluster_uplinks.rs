@@ -399,4 +399,26 @@ async fn without_redis_an_uplink_heard_through_two_instances_is_still_published_
     for i in 0..2 {
         assert_eq!(metric(&w.api(i).metrics().await, "loraflow_cluster_redis_up", &[]), 0.0, "instance {i} reports Redis down");
     }
+
+    // A join-request heard through both: the DevNonce lets one instance answer; the other
+    // refuses it without telling the application (no `OTAA` log event).
+    let otaa = "00000000000c4002";
+    w.create_device(otaa).await;
+    let (s, b) = w.api(1).put(&format!("/api/devices/{otaa}/keys"), json!({"appKey": APP_KEY})).await;
+    assert_eq!(s, 200, "{b}");
+    let mut dev = Device::otaa(otaa, APP_KEY);
+    let jr = dev.join_request();
+    let tmst = w.next_tmst();
+    w.hear(0, &jr, tmst, 1.0).await;
+    w.hear(1, &jr, tmst + 5, 2.0).await;
+    let accepts = w.downlinks(Duration::from_secs(2)).await;
+    assert_eq!(accepts.len(), 1, "one join-accept: {accepts:?}");
+    let mut events = Vec::new();
+    while let Ok(Some((topic, _))) = tokio::time::timeout(Duration::from_millis(500), w.sub.messages.recv()).await {
+        events.push(topic);
+    }
+    assert_eq!(events.len(), 1, "only the join event: {events:?}");
+    assert!(events[0].ends_with(&format!("/device/{otaa}/event/join")), "{events:?}");
+    assert_eq!(w.metric_sum("loraflow_joins_accepted_total", &[]).await, 1.0);
+    assert_eq!(w.metric_sum("loraflow_joins_rejected_total", &[("reason", "dev_nonce")]).await, 1.0);
 }
