@@ -62,6 +62,8 @@ pub struct Context {
     pub storage: Storage,
     pub gateways: GatewayHandle,
     pub handle: NetworkHandle,
+    /// The cluster's Redis; `None` when this instance works alone (`cluster.redis_url` empty).
+    pub cluster: Option<crate::cluster::Cluster>,
     pub cache: SessionCache,
     pub fcnt: FCntWriter,
     pub events: mpsc::Sender<AppEvent>,
@@ -72,8 +74,6 @@ pub struct Context {
     pub duty_cycle: SharedDutyCycleLedger,
     /// Class C devices heard since the start and the scheduler's timers (in memory).
     pub class_c: ClassC,
-    /// Cluster mode: the Redis shared with the other instances. `None` for one instance alone.
-    pub cluster: Option<crate::cluster::Cluster>,
     /// Storage failures while handling uplinks are logged at most once per interval: in a
     /// database outage every frame would otherwise write its own ERROR line.
     storage_errors: LogLimiter,
@@ -138,7 +138,7 @@ pub enum StartError {
 }
 
 impl NetworkServer {
-    // The parts the binary wires together; a struct of them would only be built here.
+    // The parts start-up wires together; a struct of them would only move the list.
     #[allow(clippy::too_many_arguments)]
     pub async fn new(
         config: NetworkConfig,
@@ -170,6 +170,7 @@ impl NetworkServer {
             storage,
             gateways,
             handle,
+            cluster,
             cache,
             fcnt,
             events,
@@ -177,7 +178,6 @@ impl NetworkServer {
             device_seen: Default::default(),
             duty_cycle,
             class_c: ClassC::default(),
-            cluster,
             storage_errors: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),
             join_rate,
             join_rate_log: LogLimiter::new(STORAGE_ERROR_LOG_INTERVAL),
