@@ -157,7 +157,10 @@ impl NetworkServer {
         let cache = SessionCache::load(storage.clone(), handle.clone()).await?;
         tracing::info!(sessions = cache.len(), "device sessions loaded");
         let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone(), metrics.fcnt_unpersisted.clone());
-        let dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
+        let mut dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
+        if let Some(cluster) = &cluster {
+            dedup = dedup.with_cluster(cluster.clone(), registry);
+        }
         let duty_cycle = SharedDutyCycleLedger::with_budget_percent(config.duty_cycle_budget_percent);
         let join_rate = crate::join_rate::JoinRateLimit::new(config.join_requests_per_dev_eui_per_minute);
         let ctx = Context {

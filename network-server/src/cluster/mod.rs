@@ -9,6 +9,7 @@
 
 pub mod changes;
 pub mod config;
+pub mod dedup;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
