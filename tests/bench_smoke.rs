@@ -2,6 +2,8 @@
 //! gateways, matches the MQTT events and reports without loss.
 
 mod common;
+#[path = "../app-server/tests/mqtt_support/mod.rs"]
+mod mqtt_support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -97,4 +99,36 @@ async fn an_lpp_bench_run_checks_decoded_objects_and_leaves_two_series_per_devic
         let count: f64 = counts["result"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).sum();
         assert_eq!(count, 6.0, "{counts}");
     }
+}
+
+/// `--instances 3`: three child instances on one PostgreSQL database, the local Redis and a
+/// Mosquitto of the test's own, one gateway on each; every uplink reaches all three and is
+/// published once, and the CPU time is read from each instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bench_run_over_three_instances_publishes_each_uplink_once() {
+    let broker = mqtt_support::Mosquitto::start_new();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = loraflow_network_server::storage::testing::test_postgres_server_url();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loraflow"))
+        .args(["bench", "--instances", "3", "--devices", "12", "--rate", "24", "--seconds", "2", "--json"])
+        .args(["--database", &pg, "--mqtt", &broker.url(), "--redis", common::cluster::REDIS_URL])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .expect("run loraflow bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!((r["instances"].as_u64(), r["gateways"].as_u64(), r["server"].as_str()), (Some(3), Some(3), Some("child")), "{r}");
+    assert!(r["clusterPrefix"].as_str().is_some_and(|p| p.starts_with("lfbench-")), "{r}");
+    assert_eq!((r["sent"].as_u64(), r["received"].as_u64()), (Some(48), Some(48)), "{r}");
+    assert_eq!((r["lost"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!((r["warmup"]["received"].as_u64(), r["warmup"]["duplicates"].as_u64()), (Some(12), Some(0)), "{r}");
+    let per_instance = r["instanceCpuSecondsPer1000Uplinks"].as_array().unwrap_or_else(|| panic!("no per-instance CPU: {r}"));
+    assert_eq!(per_instance.len(), 3, "{r}");
+    let sum: f64 = per_instance.iter().map(|c| c.as_f64().unwrap()).sum();
+    let total = r["serverCpuSecondsPer1000Uplinks"].as_f64().unwrap();
+    assert!((sum - total).abs() < 1e-6 && total > 0.0, "the total is the instances' sum: {r}");
 }
