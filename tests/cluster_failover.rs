@@ -46,6 +46,9 @@ const ROUND: Duration = Duration::from_millis(250);
 const KILL_AT: usize = 14;
 /// …this long after they were sent…
 const KILL_AFTER: Duration = Duration::from_millis(60);
+/// …and in that round its gateways' copies arrive this much before the others', so that it
+/// leads the deduplication of those uplinks (their first copy elsewhere is a race otherwise).
+const LEAD_BY: Duration = Duration::from_millis(15);
 /// …and its gateways PULL from the survivors from this one on (2 s later: a load balancer's
 /// health check).
 const MOVE_AT: usize = 22;
@@ -165,15 +168,47 @@ async fn collect_up_events(net: &mut Net, expected: usize) -> BTreeMap<(String, 
     got
 }
 
+/// Where in its round instance 0 is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// Before the round's uplinks are sent: no deduplication of instance 0 is open.
+    BetweenWindows,
+    /// Inside the window of the round's uplinks, all of which instance 0 leads.
+    InsideItsWindow,
+}
+
+/// SIGKILL of instance 0 between deduplication windows: the survivors publish every uplink
+/// once, the moved gateways' copies are used, and a downlink leaves through the instance that
+/// holds the moved gateway now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_its_gateways_move() {
     let mut net = setup(None).await;
+    stream_through_a_kill(&mut net, Kill::BetweenWindows).await;
+    downlink_leaves_through_the_instance_now_holding_the_gateway(&mut net).await;
+}
+
+/// SIGKILL of instance 0 while it leads the deduplication of uplinks that the survivors
+/// heard too (they handed their copies to it): those must not be lost either (issue 14:
+/// nothing another instance acknowledged is lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_instance_leading_an_uplinks_dedup_does_not_lose_that_uplink() {
+    let mut net = setup(None).await;
+    stream_through_a_kill(&mut net, Kill::InsideItsWindow).await;
+}
+
+/// The stream of [`ROUNDS`], instance 0 killed in round [`KILL_AT`] and its gateways moved in
+/// [`MOVE_AT`]; asserts that every uplink was published exactly once.
+async fn stream_through_a_kill(net: &mut Net, kill: Kill) {
+    let inside = kill == Kill::InsideItsWindow;
 
     // The stream: every uplink heard by all six gateways, each copy sent to the instance the
     // gateway is attached to at that moment (the dead one's address until the move).
     let mut sent: Vec<(String, u64, usize)> = Vec::new();
     let started = Instant::now();
     for r in 0..ROUNDS {
+        if r == KILL_AT && !inside {
+            net.cluster.instances[0].sigkill();
+        }
         if r == MOVE_AT {
             for g in (0..GATEWAYS).filter(|g| g % INSTANCES == 0) {
                 let gw = &mut net.gateways[g];
@@ -185,15 +220,24 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
             let f_cnt = u64::from(net.devices[d].f_cnt_up);
             let phy = net.devices[d].uplink(false, 1, &[r as u8, d as u8]);
             // The first copy to arrive (whose instance leads the deduplication) and the best
-            // one (whose gateway a downlink would take) move round the instances.
-            for k in 0..GATEWAYS {
-                let g = (k + r + d) % GATEWAYS;
+            // one (whose gateway a downlink would take) move round the instances. In the
+            // round of the kill, instance 0 hears every uplink first and leads it.
+            let order: Vec<usize> = if r == KILL_AT && inside {
+                let (first, rest): (Vec<usize>, Vec<usize>) = (0..GATEWAYS).partition(|g| g % INSTANCES == 0);
+                first.into_iter().chain(rest).collect()
+            } else {
+                (0..GATEWAYS).map(|k| (k + r + d) % GATEWAYS).collect()
+            };
+            for (k, g) in order.into_iter().enumerate() {
+                if r == KILL_AT && inside && k == GATEWAYS / INSTANCES {
+                    tokio::time::sleep(LEAD_BY).await;
+                }
                 let rssi = -60 - 5 * ((g + d) % GATEWAYS) as i32;
                 net.gateways[g].push_rxpk(vec![rxpk(&phy, tmst(g, r), rssi, 8.0 - ((g + d) % GATEWAYS) as f64)]).await;
             }
             sent.push((dev_eui(d), f_cnt, r));
         }
-        if r == KILL_AT {
+        if r == KILL_AT && inside {
             tokio::time::sleep(KILL_AFTER).await;
             net.cluster.instances[0].sigkill();
         }
@@ -201,7 +245,7 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
         tokio::time::sleep_until(next.into()).await;
     }
 
-    let got = collect_up_events(&mut net, sent.len()).await;
+    let got = collect_up_events(net, sent.len()).await;
     let expected: BTreeSet<(String, u64)> = sent.iter().map(|(d, f, _)| (d.clone(), *f)).collect();
     let round_of = |d: &str, f: u64| sent.iter().find(|(sd, sf, _)| sd == d && *sf == f).map(|s| s.2);
     let lost: Vec<String> =
@@ -214,9 +258,9 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
     let foreign: Vec<&(String, u64)> = got.keys().filter(|k| !expected.contains(*k)).collect();
     assert!(
         lost.is_empty() && duplicated.is_empty() && foreign.is_empty(),
-        "{} uplinks sent (kill at round {KILL_AT}, move at {MOVE_AT}): lost {lost:?}; published more than once {duplicated:?}; unknown {foreign:?}\n{}",
+        "{} uplinks sent (kill {kill:?} at round {KILL_AT}, move at {MOVE_AT}): lost {lost:?}; published more than once {duplicated:?}; unknown {foreign:?}\n{}",
         sent.len(),
-        verdicts(&net, 1..INSTANCES).await
+        verdicts(net, 1..INSTANCES).await
     );
 
     // After the move (and a round for the new routes), the moved gateways' copies are used
@@ -231,14 +275,12 @@ async fn sigkill_of_one_instance_under_load_loses_and_duplicates_no_uplink_and_i
         let gws = &got[&(d.clone(), *f)][0];
         assert_eq!(gws.len(), GATEWAYS, "uplink {d}/{f} before the kill: rxInfo {gws:?} should list every gateway");
     }
-
-    downlink_leaves_through_the_instance_now_holding_the_gateway(&mut net).await;
 }
 
 /// A downlink queued over REST on instance 2 for device 0, whose next uplink gateway 0 (moved
 /// from the dead instance 0 to instance 1) hears best and gateway 2 (on instance 2) hears
-/// poorly: the PULL_RESP reaches gateway 0 from instance 1's address, and gateway 0's TX_ACK
-/// to instance 1 settles the queue item.
+/// first and poorly: instance 2 processes the uplink, the PULL_RESP reaches gateway 0 from
+/// instance 1's address, and gateway 0's TX_ACK to instance 1 settles the queue item.
 async fn downlink_leaves_through_the_instance_now_holding_the_gateway(net: &mut Net) {
     let holder = net.cluster.instances[instance_after_move(0)].gateway;
     assert_eq!(net.gateways[0].server, holder);
@@ -261,9 +303,12 @@ async fn downlink_leaves_through_the_instance_now_holding_the_gateway(net: &mut 
     let f_cnt_down = act["fCntDown"].as_u64().expect("fCntDown") as u32;
     let f_cnt_up = net.devices[0].f_cnt_up;
     let phy = net.devices[0].uplink(false, 1, b"after-move");
+    // Gateway 2's weak copy first: instance 2 leads the uplink and decides the downlink, which
+    // must then be handed to instance 1 for gateway 0.
     let t = 500_000_000;
-    net.gateways[0].push_rxpk(vec![rxpk(&phy, t, -50, 10.0)]).await;
     net.gateways[2].push_rxpk(vec![rxpk(&phy, t + 31, -115, -6.0)]).await;
+    tokio::time::sleep(LEAD_BY).await;
+    net.gateways[0].push_rxpk(vec![rxpk(&phy, t, -50, 10.0)]).await;
 
     let (resp, from) = next_pull_resp_from(&net.gateways[0], Duration::from_secs(5)).await.expect("the downlink through gateway 0");
     assert_eq!(from, holder, "gateway 0 is held by instance 1 now: the PULL_RESP must come from there");
