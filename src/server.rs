@@ -133,6 +133,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let (mqtt, commands, mqtt_addr) =
         MqttIntegration::start(&config.mqtt, &registry, mqtt_shutdown.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let (app_events_tx, app_events_rx) = mpsc::channel(APP_EVENT_QUEUE);
+    let cluster = loraflow_network_server::cluster::Cluster::connect(&config.cluster, &registry)
+        .await
+        .context("connecting to the cluster's Redis (cluster.redis_url)")?;
+    if let Some(c) = &cluster {
+        tracing::info!(instance_id = c.instance_id(), prefix = %config.cluster.key_prefix, "cluster mode");
+    }
     let network_server = NetworkServer::new(
         config.network.clone(),
         regions.clone(),
@@ -141,6 +147,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         network.clone(),
         app_events_tx,
         &registry,
+        cluster,
     )
     .await?;
     let codecs = Codecs::new(config.codec.clone());

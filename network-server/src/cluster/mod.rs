@@ -7,7 +7,10 @@
 //! When Redis cannot be reached an instance keeps working on its own (local deduplication,
 //! local gateways) and says so in `/health/ready` and `loraflow_cluster_redis_up`.
 
+pub mod claims;
 pub mod config;
+pub mod handover;
+pub mod routes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -141,5 +144,19 @@ impl Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster").field("instance_id", &self.inner.instance_id).field("prefix", &self.inner.prefix).finish()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Cluster, ClusterConfig};
+
+    /// The machine's Redis.
+    pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+    /// A cluster member named `instance_id` on the local Redis under `prefix` (unique per test).
+    pub async fn test_cluster(prefix: &str, instance_id: &str) -> Cluster {
+        let config = ClusterConfig { redis_url: REDIS_URL.into(), key_prefix: prefix.into(), instance_id: instance_id.into() };
+        Cluster::connect(&config, &prometheus::Registry::new()).await.expect("local Redis").expect("cluster mode on")
     }
 }
