@@ -230,8 +230,10 @@ async fn a_class_c_downlink_goes_out_at_once_through_a_gateway_another_instance_
     assert_eq!(metric(&m0, "loraflow_cluster_downlinks_forwarded_total", &[("result", "OK")]), 1.0, "{m0}");
 }
 
-/// Needs the queue change to reach every instance (cache coherence over Redis) so that all
-/// of them look at the device: exactly one PULL_RESP in all, one `txack`, queue empty.
+/// Every instance heard the device at some point, the last uplink through instance 2's
+/// gateway; the item is queued on instance 0 and the queue change reaches every instance (cache
+/// coherence over Redis), so all three look at the device: exactly one PULL_RESP in all,
+/// through the gateway of the last uplink, one `txack`, queue empty.
 #[tokio::test]
 async fn a_rest_queued_class_c_downlink_is_sent_once_with_three_instances() {
     let mut net = setup(3, true).await;
@@ -243,20 +245,22 @@ async fn a_rest_queued_class_c_downlink_is_sent_once_with_three_instances() {
         pulls.push(pull_from(&net, id, i).await);
         pushes.push(FakeGateway::new(id, net.cluster.instances[i].gateway).await);
     }
-    // One uplink heard by the three gateways: handled once, by some instance, which becomes
-    // the device's Class C owner.
-    let phy = net.device.uplink(false, 1, b"c");
+    // Uplinks heard by gateway 0, then 1, then 2: each instance handles one and remembers the
+    // device for Class C; the last one makes instance 2 the device's Class C owner.
     for (i, push) in pushes.iter_mut().enumerate() {
-        let t = push.push_rxpk(vec![rxpk(&phy, 10_000_000, -60 - i as i32, 9.0 - i as f64)]).await;
+        let f_cnt = net.device.f_cnt_up;
+        let phy = net.device.uplink(false, 1, b"c");
+        let t = push.push_rxpk(vec![rxpk(&phy, 10_000_000 * (i as u32 + 1), -60, 9.0)]).await;
         push.expect_ack(PUSH_ACK, t).await;
+        let up = event(&mut net, "up").await;
+        assert_eq!((up["fCnt"].as_u64(), up["rxInfo"][0]["gatewayId"].as_str()), (Some(u64::from(f_cnt)), Some(ids[i])), "{up}");
     }
-    event(&mut net, "up").await;
     let owner_key = format!("{}:classc:{}", net.cluster.prefix, DEV.0);
-    let owner = eventually(Duration::from_secs(3), || async { redis_get(&owner_key).await }).await.expect("a Class C owner");
-    // Queued on an instance that is not the owner, after the uplink's receive windows.
+    let owned = eventually(Duration::from_secs(3), || async { (redis_get(&owner_key).await.as_deref() == Some("node2")).then_some(()) }).await;
+    assert!(owned.is_some(), "owner {:?}", redis_get(&owner_key).await);
+    // Queued after the last uplink's receive windows, on instance 0.
     tokio::time::sleep(Duration::from_millis(3_300)).await;
-    let other = (0..3).find(|i| format!("node{i}") != owner).unwrap();
-    let item = enqueue(&net.cluster.api(other), 4, b"once").await;
+    let item = enqueue(&net.cluster.api(0), 4, b"once").await;
 
     let mut sent = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
@@ -273,7 +277,7 @@ async fn a_rest_queued_class_c_downlink_is_sent_once_with_three_instances() {
             sent.push(i);
         }
     }
-    assert_eq!(sent.len(), 1, "sent through gateways {sent:?}");
+    assert_eq!(sent, vec![2], "sent through gateways {sent:?}");
     let txack = event(&mut net, "txack").await;
     assert_eq!(txack["queueItemId"].as_str(), Some(item.as_str()), "{txack}");
     assert_eq!(queue_len(&net.cluster.api(0)).await, 0);
