@@ -256,7 +256,8 @@ async fn a_rest_queued_class_c_downlink_is_sent_once_with_three_instances() {
         assert_eq!((up["fCnt"].as_u64(), up["rxInfo"][0]["gatewayId"].as_str()), (Some(u64::from(f_cnt)), Some(ids[i])), "{up}");
     }
     let owner_key = format!("{}:classc:{}", net.cluster.prefix, DEV.0);
-    let owned = eventually(Duration::from_secs(3), || async { (redis_get(&owner_key).await.as_deref() == Some("node2")).then_some(()) }).await;
+    let owned =
+        eventually(Duration::from_secs(3), || async { (redis_get(&owner_key).await.as_deref() == Some("node2")).then_some(()) }).await;
     assert!(owned.is_some(), "owner {:?}", redis_get(&owner_key).await);
     // Queued after the last uplink's receive windows, on instance 0.
     tokio::time::sleep(Duration::from_millis(3_300)).await;

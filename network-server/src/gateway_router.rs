@@ -49,16 +49,14 @@ impl GatewayRouter {
             "loraflow_cluster_downlinks_served_total",
             "Downlinks another instance handed to this one, by the TX_ACK status of the local gateway",
         );
-        let router = GatewayRouter { local, cluster: cluster.map(|c| (c.clone(), HandOver::new(c))), forwarded, served };
-        if router.cluster.is_some() {
-            for s in TxAckStatus::ALL {
-                router.forwarded.with_label_values(&[s.as_str()]);
-                router.served.with_label_values(&[s.as_str()]);
-            }
-            router.forwarded.with_label_values(&[NO_LISTENER]);
-            router.forwarded.with_label_values(&[REDIS_ERROR]);
+        // Every series at 0 from the start (one instance alone too: dashboards are the same).
+        for s in TxAckStatus::ALL {
+            forwarded.with_label_values(&[s.as_str()]);
+            served.with_label_values(&[s.as_str()]);
         }
-        router
+        forwarded.with_label_values(&[NO_LISTENER]);
+        forwarded.with_label_values(&[REDIS_ERROR]);
+        GatewayRouter { local, cluster: cluster.map(|c| (c.clone(), HandOver::new(c))), forwarded, served }
     }
 
     /// The local UDP server (gateway state, pending TX_ACKs).
