@@ -6,6 +6,8 @@
 //!
 //! Writes come from a periodic look at the UDP server's gateways, not from every datagram:
 //! at most one write per gateway every [`REFRESH_EVERY`], all of one round in one pipeline.
+//! Known gap: a gateway that leaves this instance and comes back within [`REFRESH_EVERY`] is
+//! routed to the other instance until its next PULL_DATA after that.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,8 +26,9 @@ pub const ROUTE_TTL: Duration = Duration::from_secs(30);
 /// A route that this instance holds is written again at most this often.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// How often the recorder looks for gateways that pulled: the delay with which a gateway
-/// that moved is followed.
-pub const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// that connected or moved becomes reachable from the other instances. A look is one pass
+/// over the UDP server's gateways under a read lock; the writes are throttled apart.
+pub const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// Where a downlink for a gateway goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
