@@ -291,6 +291,27 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
+    /// What the hand-over adds to a gateway's own TX_ACK time must fit in [`MARGIN`] with room
+    /// to spare, or a verdict that came in time locally would be a `Timeout` remotely.
+    #[tokio::test]
+    async fn the_round_trip_overhead_fits_well_inside_the_margin() {
+        let prefix = format!("lfunit-{}", uuid::Uuid::new_v4().simple());
+        let (a, _) = serving(&prefix, "a", TxAckStatus::Ok, Duration::ZERO).await;
+        let (_b, _) = serving(&prefix, "b", TxAckStatus::Ok, Duration::ZERO).await;
+        until_listening(&a, "a").await;
+        until_listening(&a, "b").await;
+        let mut took = Vec::new();
+        for _ in 0..200 {
+            let started = std::time::Instant::now();
+            assert_eq!(a.send_via("b", frame(1), None, None, Duration::from_secs(1)).await.unwrap(), TxAckStatus::Ok);
+            took.push(started.elapsed());
+        }
+        took.sort();
+        let (p50, p99) = (took[100], took[197]);
+        eprintln!("hand-over round trip over the local Redis: p50 {p50:?}, p99 {p99:?}");
+        assert!(p99 < MARGIN / 2, "p50 {p50:?}, p99 {p99:?}");
+    }
+
     #[test]
     fn messages_keep_every_field_of_the_frame() {
         let r = Request { request_id: Uuid::new_v4(), from: "node0".into(), frame: frame(3), to: None, dr: Some(0) };
