@@ -156,6 +156,13 @@ async fn a_downlink_decided_on_one_instance_goes_out_through_the_gateway_another
     assert_eq!(metric(&m0, "loraflow_cluster_downlinks_forwarded_total", &[("result", "OK")]), 1.0, "{m0}");
     assert_eq!(metric(&m1, "loraflow_cluster_downlinks_served_total", &[("result", "OK")]), 1.0, "{m1}");
     assert_eq!(metric(&m1, "loraflow_cluster_downlinks_forwarded_total", &[("result", "OK")]), 0.0, "{m1}");
+    // The gateway's per-minute downlink count shows the frame on both: the instance that
+    // decided it and the one the gateway is attached to.
+    for i in [0, 1] {
+        let (s, stats) = net.cluster.api(i).get(&format!("/api/gateways/{GW}/stats")).await;
+        assert_eq!(s, 200, "{stats}");
+        assert_eq!(stats["totals"]["downlinks"], 1, "instance {i}: {stats}");
+    }
 }
 
 #[tokio::test]
