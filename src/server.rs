@@ -17,6 +17,7 @@ use loraflow_app_server::codec::Codecs;
 use loraflow_app_server::integration::{Integration, IntegrationDeps};
 use loraflow_app_server::live::{Live, LivePublisher};
 use loraflow_app_server::mqtt::MqttIntegration;
+use loraflow_network_server::cluster::{ChangeBus, Cluster};
 use loraflow_network_server::handle::NetworkHandle;
 use loraflow_network_server::server::NetworkServer;
 use loraflow_network_server::storage::Storage;
@@ -116,6 +117,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let known = KnownGateways::new(config.network.allow_unknown_gateways);
     let network = NetworkHandle::new(storage.clone(), known.clone());
     network.load_gateways().await?;
+    // Stopped after the network server and the integration drained, so that their last
+    // changes still reach the other instances.
+    let cluster_stop = CancellationToken::new();
+    let cluster = start_cluster(&config, &registry, &network, cluster_stop.clone()).await?;
 
     let (forwarder, gateway_events) =
         PacketForwarder::bind(&config.gateway, &registry, known.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -130,15 +135,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     // network server and integration have drained, so that nothing in flight is lost.
     let integration_shutdown = CancellationToken::new();
     let mqtt_shutdown = CancellationToken::new();
+    let mut mqtt_config = config.mqtt.clone();
+    // Every instance subscribes to downlink commands; each command must be queued once.
+    mqtt_config.command_share_group = cluster.as_ref().map(|c| c.prefix().to_string());
     let (mqtt, commands, mqtt_addr) =
-        MqttIntegration::start(&config.mqtt, &registry, mqtt_shutdown.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        MqttIntegration::start(&mqtt_config, &registry, mqtt_shutdown.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let (app_events_tx, app_events_rx) = mpsc::channel(APP_EVENT_QUEUE);
-    let cluster = loraflow_network_server::cluster::Cluster::connect(&config.cluster, &registry)
-        .await
-        .context("connecting to the cluster's Redis (cluster.redis_url)")?;
-    if let Some(c) = &cluster {
-        tracing::info!(instance_id = c.instance_id(), prefix = %config.cluster.key_prefix, "cluster mode");
-    }
     let network_server = NetworkServer::new(
         config.network.clone(),
         regions.clone(),
@@ -147,7 +149,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         network.clone(),
         app_events_tx,
         &registry,
-        cluster,
+        cluster.clone(),
     )
     .await?;
     let codecs = Codecs::new(config.codec.clone());
@@ -163,7 +165,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     // Last of what can fail at start, so that a generated token is not lost to a start that
     // fails after printing it.
-    let auth = Arc::new(bootstrap_auth(&config, &storage).await?);
+    let mut auth = bootstrap_auth(&config, &storage).await?;
+    if cluster.is_some() {
+        // Keys revoked through another instance must stop working here within a second.
+        auth = auth.with_cache_ttl(api::auth::CLUSTER_CACHE_TTL);
+    }
+    let auth = Arc::new(auth);
     mqtt.set_authenticator(auth.clone());
 
     let tracker = TaskTracker::new();
@@ -180,6 +187,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         codecs: codecs.clone(),
         mqtt: Some(mqtt.clone()),
         live: Live::new(live_devices, api::max_streams_for(&config.api, &api_limits), shutdown.clone()),
+        cluster,
     };
     let (uplinks_tx, uplinks_rx) = mpsc::channel(UPLINK_QUEUE);
     tracker.spawn(forwarder.run(shutdown.clone()));
@@ -212,6 +220,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let _ = ns_done.await;
         integration_shutdown.cancel();
         let _ = integration_done.await;
+        cluster_stop.cancel();
         if !mqtt.flush(Duration::from_secs(2)).await {
             tracing::warn!(queued = mqtt.queue_depth(), "MQTT events not delivered before shutdown");
         }
@@ -223,6 +232,24 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     storage.close().await;
     tracing::info!("loraflow stopped");
     Ok(())
+}
+
+/// Cluster mode (`cluster.redis_url`): connects to Redis and starts announcing this
+/// instance's changes and applying the others'. `None` when the instance works alone.
+async fn start_cluster(
+    config: &Config,
+    registry: &prometheus::Registry,
+    network: &NetworkHandle,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<Cluster>> {
+    let no_redis = || format!("connecting to Redis (cluster.redis_url = {})", redact_url(&config.cluster.redis_url));
+    let Some(cluster) = Cluster::connect(&config.cluster, registry).await.with_context(no_redis)? else {
+        return Ok(None);
+    };
+    let bus = ChangeBus::start(&cluster, network, stop).await.with_context(no_redis)?;
+    network.set_change_sink(bus);
+    tracing::info!(instance_id = cluster.instance_id(), key_prefix = cluster.prefix(), "cluster mode on");
+    Ok(Some(cluster))
 }
 
 /// Replaces the generated admin key (`loraflow admin-token rotate`) and returns the new token.

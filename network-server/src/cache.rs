@@ -161,6 +161,21 @@ impl SessionCache {
             .unwrap_or_default())
     }
 
+    /// Reads the sessions of `dev_addr` from the database into the cache (cluster mode, for a
+    /// DevAddr the cache does not know: another instance may have just activated a device).
+    pub async fn load_dev_addr(&self, dev_addr: DevAddr) -> Result<Vec<DeviceSession>, StorageError> {
+        let _refreshing = self.refresh.lock().await;
+        let found = self.storage.sessions.get_by_dev_addr(dev_addr).await?;
+        let mut inner = self.inner.write().expect("cache lock");
+        for s in &found {
+            inner.contexts.remove(&s.dev_eui);
+            remove_session(&mut inner, s.dev_eui);
+            inner.by_addr.entry(s.dev_addr).or_default().push(s.dev_eui);
+            inner.sessions.insert(s.dev_eui, s.clone());
+        }
+        Ok(found)
+    }
+
     pub async fn get(&self, dev_eui: Eui64) -> Result<Option<DeviceSession>, StorageError> {
         self.refresh_before_lookup(|_| vec![dev_eui]).await?;
         Ok(self.inner.read().expect("cache lock").sessions.get(&dev_eui).cloned())

@@ -7,20 +7,27 @@
 //! that end in the same millisecond in any order, and two frames of one device sent back to
 //! back would then reach the frame-counter check out of order).
 //!
-//! The table lives in memory; for several instances it would move to Redis behind the same
-//! input/output channels.
+//! In a cluster each instance still collects its own copies here, and Redis decides which
+//! instance processes the uplink with every instance's copies (`cluster::dedup`). The Redis
+//! round trips run on tasks of their own, never on this loop; a forwarder passes their
+//! results on in the order the windows closed, so the arrival order above still holds.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OnceCell};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use loraflow_packet_forwarder::frame::UplinkFrame;
+
+use crate::cluster::dedup::{uplink_hash, ClusterDedup, Role};
+use crate::cluster::Cluster;
 
 /// One uplink, once, with the copies of every gateway that heard it (best SNR first).
 #[derive(Debug, Clone)]
@@ -38,7 +45,32 @@ struct Collecting {
     frames: Vec<UplinkFrame>,
     first_seen: DateTime<Utc>,
     first_seen_instant: Instant,
+    /// Cluster mode: this instance's role for the uplink, asked of Redis once.
+    claim: Option<Arc<Claim>>,
 }
+
+/// One uplink's role, decided by the first task that needs it; the others wait for it.
+struct Claim {
+    hash: String,
+    role: OnceCell<Role>,
+}
+
+impl Claim {
+    async fn role(&self, cluster: &ClusterDedup) -> Role {
+        *self.role.get_or_init(|| cluster.claim(&self.hash)).await
+    }
+}
+
+/// Where closed windows go.
+enum Output {
+    /// One instance alone: the uplink as its window closes.
+    Direct(mpsc::Sender<DedupedUplink>),
+    /// Cluster mode: a task per closed window (Redis round trips), passed on in order.
+    Ordered(mpsc::Sender<JoinHandle<Option<DedupedUplink>>>),
+}
+
+/// Closed windows waiting for Redis at once, in cluster mode.
+const ORDERED_QUEUE: usize = 4096;
 
 pub struct Deduplicator {
     window: Duration,
@@ -50,6 +82,7 @@ pub struct Deduplicator {
     done: HashMap<Vec<u8>, Instant>,
     done_order: VecDeque<(Instant, Vec<u8>)>,
     late_copies: prometheus::IntCounter,
+    cluster: Option<ClusterDedup>,
 }
 
 impl Deduplicator {
@@ -71,7 +104,15 @@ impl Deduplicator {
             done: HashMap::new(),
             done_order: VecDeque::new(),
             late_copies,
+            cluster: None,
         }
+    }
+
+    /// Cluster mode: copies heard by other instances count, and only one instance processes
+    /// each uplink. Its lock lives as long as a processed payload is remembered here.
+    pub fn with_cluster(mut self, cluster: Cluster, registry: &prometheus::Registry) -> Self {
+        self.cluster = Some(ClusterDedup::new(cluster, self.remember, registry));
+        self
     }
 
     /// Adds one copy. Returns nothing: the uplink comes out of `expired` when its window ends.
@@ -84,33 +125,54 @@ impl Deduplicator {
         match self.collecting.entry(frame.phy_payload.clone()) {
             Entry::Occupied(mut e) => {
                 let c = e.get_mut();
-                // A gateway may report the same frame twice (e.g. two antennas): keep its best copy.
-                match c.frames.iter_mut().find(|f| f.rx_info.gateway_id == frame.rx_info.gateway_id) {
-                    Some(existing) if better(&frame, existing) => *existing = frame,
-                    Some(_) => {}
-                    None => c.frames.push(frame),
+                if let (Some(cluster), Some(claim)) = (&self.cluster, &c.claim) {
+                    share(cluster, claim, &frame);
                 }
+                keep_best(&mut c.frames, frame);
             }
             Entry::Vacant(e) => {
                 self.closing.push_back((now + self.window, e.key().clone()));
-                e.insert(Collecting { id: Uuid::new_v4(), frames: vec![frame], first_seen: Utc::now(), first_seen_instant: now });
+                let claim = self.cluster.as_ref().map(|_| Arc::new(Claim { hash: uplink_hash(e.key()), role: OnceCell::new() }));
+                if let (Some(cluster), Some(claim)) = (&self.cluster, &claim) {
+                    share(cluster, claim, &frame);
+                }
+                e.insert(Collecting { id: Uuid::new_v4(), frames: vec![frame], first_seen: Utc::now(), first_seen_instant: now, claim });
             }
         }
     }
 
-    fn finish(&mut self, key: Vec<u8>, now: Instant) -> Option<DedupedUplink> {
+    fn finish(&mut self, key: Vec<u8>, now: Instant) -> Option<(DedupedUplink, Option<Arc<Claim>>)> {
         let c = self.collecting.remove(&key)?;
         self.done.insert(key.clone(), now + self.remember);
         self.done_order.push_back((now + self.remember, key.clone()));
         let mut frames = c.frames;
-        frames.sort_by(|a, b| b.rx_info.snr.total_cmp(&a.rx_info.snr).then(b.rx_info.rssi.cmp(&a.rx_info.rssi)));
-        Some(DedupedUplink {
+        best_first(&mut frames);
+        let up = DedupedUplink {
             deduplication_id: c.id,
             phy_payload: key,
             frames,
             first_seen: c.first_seen,
             first_seen_instant: c.first_seen_instant,
-        })
+        };
+        Some((up, c.claim))
+    }
+
+    /// Passes a closed window on; in cluster mode once Redis said whether it is processed
+    /// here and with which other copies.
+    async fn deliver(&self, output: &Output, up: DedupedUplink, claim: Option<Arc<Claim>>) -> Result<(), ()> {
+        match output {
+            Output::Direct(tx) => tx.send(up).await.map_err(|_| ()),
+            Output::Ordered(tx) => {
+                let cluster = self.cluster.clone();
+                let task = tokio::spawn(async move {
+                    match (cluster, claim) {
+                        (Some(cluster), Some(claim)) => resolve(&cluster, &claim, up).await,
+                        _ => Some(up),
+                    }
+                });
+                tx.send(task).await.map_err(|_| ())
+            }
+        }
     }
 
     fn forget_old(&mut self, now: Instant) {
@@ -129,6 +191,14 @@ impl Deduplicator {
     /// later copies are passed on without waiting, so nothing a gateway sent is lost on a
     /// clean stop; the input closes when the packet-forwarder has stopped.
     pub async fn run(mut self, mut input: mpsc::Receiver<UplinkFrame>, output: mpsc::Sender<DedupedUplink>, shutdown: CancellationToken) {
+        let output = match self.cluster {
+            None => Output::Direct(output),
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(ORDERED_QUEUE);
+                tokio::spawn(forward_in_order(rx, output));
+                Output::Ordered(tx)
+            }
+        };
         let mut stopping = false;
         loop {
             let next_close = self.closing.front().map(|(at, _)| *at);
@@ -144,8 +214,8 @@ impl Deduplicator {
                     let now = Instant::now();
                     while self.closing.front().is_some_and(|(at, _)| *at <= now) {
                         let (_, key) = self.closing.pop_front().expect("front exists");
-                        if let Some(up) = self.finish(key, now) {
-                            if output.send(up).await.is_err() {
+                        if let Some((up, claim)) = self.finish(key, now) {
+                            if self.deliver(&output, up, claim).await.is_err() {
                                 return;
                             }
                         }
@@ -165,14 +235,76 @@ impl Deduplicator {
         let _ = self.flush_all(&output).await;
     }
 
-    async fn flush_all(&mut self, output: &mpsc::Sender<DedupedUplink>) -> Result<(), ()> {
+    async fn flush_all(&mut self, output: &Output) -> Result<(), ()> {
         while let Some((_, key)) = self.closing.pop_front() {
-            if let Some(up) = self.finish(key, Instant::now()) {
-                output.send(up).await.map_err(|_| ())?;
+            if let Some((up, claim)) = self.finish(key, Instant::now()) {
+                self.deliver(output, up, claim).await?;
             }
         }
         Ok(())
     }
+}
+
+/// Cluster mode: hands the copy to the collector if another instance is it. The first copy's
+/// task asks Redis for the role; later copies' tasks wait for that answer.
+fn share(cluster: &ClusterDedup, claim: &Arc<Claim>, frame: &UplinkFrame) {
+    let (cluster, claim, frame) = (cluster.clone(), claim.clone(), frame.clone());
+    tokio::spawn(async move {
+        if claim.role(&cluster).await == Role::Contributor {
+            cluster.contribute(&claim.hash, &frame).await;
+        }
+    });
+}
+
+/// Cluster mode, at the end of this instance's window: the uplink with every instance's
+/// copies if this instance processes it, nothing if another one does.
+async fn resolve(cluster: &ClusterDedup, claim: &Claim, mut up: DedupedUplink) -> Option<DedupedUplink> {
+    let role = claim.role(cluster).await;
+    cluster.count(role);
+    match role {
+        Role::Contributor => None,
+        Role::Local => Some(up),
+        Role::Collector => {
+            let others = cluster.collect(&claim.hash, &up.phy_payload).await;
+            if !others.is_empty() {
+                for f in others {
+                    keep_best(&mut up.frames, f);
+                }
+                best_first(&mut up.frames);
+            }
+            Some(up)
+        }
+    }
+}
+
+/// Passes closed windows on in the order they closed, each once its Redis round trips are
+/// done (they run side by side; only their results wait for each other).
+async fn forward_in_order(mut windows: mpsc::Receiver<JoinHandle<Option<DedupedUplink>>>, output: mpsc::Sender<DedupedUplink>) {
+    while let Some(window) = windows.recv().await {
+        match window.await {
+            Ok(Some(up)) => {
+                if output.send(up).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "deduplication task failed; uplink dropped"),
+        }
+    }
+}
+
+/// Adds a copy; a gateway may report the same frame twice (e.g. two antennas, or while it
+/// moves between instances): its best copy is kept.
+fn keep_best(frames: &mut Vec<UplinkFrame>, frame: UplinkFrame) {
+    match frames.iter_mut().find(|f| f.rx_info.gateway_id == frame.rx_info.gateway_id) {
+        Some(existing) if better(&frame, existing) => *existing = frame,
+        Some(_) => {}
+        None => frames.push(frame),
+    }
+}
+
+fn best_first(frames: &mut [UplinkFrame]) {
+    frames.sort_by(|a, b| b.rx_info.snr.total_cmp(&a.rx_info.snr).then(b.rx_info.rssi.cmp(&a.rx_info.rssi)));
 }
 
 /// Best copy first: higher SNR, then higher RSSI.

@@ -66,9 +66,9 @@ pub struct Context {
     /// Where downlinks go: the local UDP server, or in a cluster the instance holding the
     /// gateway.
     pub router: GatewayRouter,
-    /// Cluster mode: the shared Redis (`None` for one instance alone).
-    pub cluster: Option<Cluster>,
     pub handle: NetworkHandle,
+    /// The cluster's Redis; `None` when this instance works alone (`cluster.redis_url` empty).
+    pub cluster: Option<Cluster>,
     pub cache: SessionCache,
     pub fcnt: FCntWriter,
     pub events: mpsc::Sender<AppEvent>,
@@ -143,7 +143,7 @@ pub enum StartError {
 }
 
 impl NetworkServer {
-    // Each part is built by the program's wiring and handed over as is.
+    // The parts start-up wires together; a struct of them would only move the list.
     #[allow(clippy::too_many_arguments)]
     pub async fn new(
         config: NetworkConfig,
@@ -162,7 +162,10 @@ impl NetworkServer {
         let cache = SessionCache::load(storage.clone(), handle.clone()).await?;
         tracing::info!(sessions = cache.len(), "device sessions loaded");
         let fcnt = FCntWriter::start(storage.clone(), metrics.fcnt_batch_size.clone(), metrics.fcnt_unpersisted.clone());
-        let dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
+        let mut dedup = Deduplicator::new(Duration::from_millis(config.dedup_window_ms), registry);
+        if let Some(cluster) = &cluster {
+            dedup = dedup.with_cluster(cluster.clone(), registry);
+        }
         let duty_cycle = SharedDutyCycleLedger::with_budget_percent(config.duty_cycle_budget_percent);
         let join_rate = crate::join_rate::JoinRateLimit::new(config.join_requests_per_dev_eui_per_minute);
         let router = GatewayRouter::new(gateways.clone(), cluster.clone(), registry);
@@ -173,8 +176,8 @@ impl NetworkServer {
             storage,
             gateways,
             router,
-            cluster,
             handle,
+            cluster,
             cache,
             fcnt,
             events,

@@ -91,7 +91,9 @@ pub enum Modulation {
 }
 
 /// Radio metadata of one copy of an uplink as heard by one gateway (one antenna).
-#[derive(Debug, Clone, PartialEq)]
+/// Serializable so that instances of a cluster can hand copies to the one that processes
+/// the uplink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RxInfo {
     pub gateway_id: GatewayId,
     /// Random id given to this copy when it was received, for correlating logs and events.
@@ -114,7 +116,7 @@ pub struct RxInfo {
 }
 
 /// Transmission parameters of a received frame.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UplinkTxInfo {
     /// Hz
     pub frequency: u32,

@@ -27,6 +27,12 @@ use super::ApiState;
 /// this time; one revoked through this server stops at once.
 const CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// [`CACHE_TTL`] in a cluster: a key revoked (or an application deleted) through one
+/// instance must be refused by every other within a second. Re-validating against the
+/// shared database rather than announcing revocations over Redis keeps that promise even
+/// while Redis is away, for one indexed lookup per key and instance twice a second.
+pub const CLUSTER_CACHE_TTL: Duration = Duration::from_millis(500);
+
 /// The name of the admin key loraflow generates when it has none.
 pub const GENERATED_KEY_NAME: &str = "admin (generated)";
 
@@ -59,6 +65,8 @@ pub struct Auth {
     /// Keys confirmed by the database, by digest, with when. Looking a digest up is not a
     /// timing oracle for the token: finding which digest matches needs a SHA-256 preimage.
     known: RwLock<HashMap<[u8; 32], (Principal, Instant)>>,
+    /// How long a confirmed key is trusted: [`CACHE_TTL`], or [`CLUSTER_CACHE_TTL`].
+    ttl: Duration,
 }
 
 fn digest(token: &str) -> [u8; 32] {
@@ -90,8 +98,15 @@ impl Auth {
         if admin_digest.is_none() && storage.api_keys.count().await? == 0 {
             generated = Some(rotate_generated(&storage).await?);
         }
-        let auth = Auth { admin_digest, storage, known: RwLock::new(HashMap::new()) };
+        let auth = Auth { admin_digest, storage, known: RwLock::new(HashMap::new()), ttl: CACHE_TTL };
         Ok((auth, generated))
+    }
+
+    /// Trusts a confirmed key for `ttl` instead of [`CACHE_TTL`] (cluster mode:
+    /// [`CLUSTER_CACHE_TTL`]).
+    pub fn with_cache_ttl(mut self, ttl: Duration) -> Auth {
+        self.ttl = ttl;
+        self
     }
 
     /// The caller a token stands for, or `None` for an unknown (or revoked) token.
@@ -107,7 +122,7 @@ impl Auth {
         // SHA-256 gives no way to choose a token for a wanted digest prefix, so that tells
         // nothing about any token.
         if let Some((p, at)) = self.known.read().expect("auth cache poisoned").get(&d) {
-            if at.elapsed() < CACHE_TTL {
+            if at.elapsed() < self.ttl {
                 return Ok(Some(*p));
             }
         }

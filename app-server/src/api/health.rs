@@ -7,6 +7,13 @@
 //! [`DATABASE_CHECK_TIMEOUT`], or events cannot be published (the MQTT broker is
 //! unreachable, or the embedded broker is being restarted). That is what a load balancer or
 //! an orchestrator's readiness check wants.
+//!
+//! In a cluster, `/health/ready` also PINGs Redis. Redis down does *not* make an instance
+//! unready: it keeps working alone (local deduplication and gateways, caches re-validated
+//! against the database), and since every instance shares the one Redis, answering 503 would
+//! take the whole cluster out of its UDP load balancer at once — an outage made of a
+//! degradation. The answer stays 200 with `status: "degraded"` and `checks.redis.status:
+//! "down"`, for people and alerts (as does `loraflow_cluster_redis_up`).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +31,9 @@ use crate::mqtt::MqttHealth;
 /// otherwise wait its whole acquire timeout for a connection to a dead server).
 pub const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long Redis may take to answer `PING` before the cluster counts as degraded.
+pub const REDIS_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthJson {
     /// Always `ok`.
@@ -35,7 +45,8 @@ pub struct HealthJson {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyJson {
-    /// `ready` or `unavailable`.
+    /// `ready`, `degraded` (in a cluster whose Redis does not answer: this instance works
+    /// alone, still 200) or `unavailable` (503).
     status: &'static str,
     checks: ReadyChecks,
 }
@@ -45,6 +56,9 @@ pub struct ReadyChecks {
     database: DatabaseCheck,
     #[serde(skip_serializing_if = "Option::is_none")]
     mqtt: Option<MqttCheck>,
+    /// Only in cluster mode (`cluster.redis_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<RedisCheck>,
 }
 
 #[derive(Debug, PartialEq, Serialize, ToSchema)]
@@ -74,6 +88,20 @@ pub struct MqttCheck {
     reason: Option<String>,
 }
 
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCheck {
+    /// `up`, or `down`: this instance works alone (not a reason to be unready).
+    status: &'static str,
+    /// This instance's `cluster.instance_id`.
+    instance_id: String,
+    /// How long the check took.
+    latency_ms: u64,
+    /// Why Redis is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// Liveness: 200 while the process serves HTTP.
 #[utoipa::path(operation_id = "health", get, path = "/health", tag = "meta", security(()), responses((status = 200, body = HealthJson)))]
 pub async fn health(State(state): State<ApiState>) -> Json<HealthJson> {
@@ -81,7 +109,8 @@ pub async fn health(State(state): State<ApiState>) -> Json<HealthJson> {
     Json(HealthJson { status: "ok", mqtt })
 }
 
-/// Readiness: 503 while the database does not answer or events cannot be published.
+/// Readiness: 503 while the database does not answer or events cannot be published; 200
+/// `degraded` while a cluster's Redis does not answer.
 #[utoipa::path(
     operation_id = "ready",
     get,
@@ -91,11 +120,29 @@ pub async fn health(State(state): State<ApiState>) -> Json<HealthJson> {
     responses((status = 200, body = ReadyJson), (status = 503, description = "The database or the MQTT broker is unreachable", body = ReadyJson))
 )]
 pub async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<ReadyJson>) {
-    let database = database_check(&state).await;
+    let (database, redis) = tokio::join!(database_check(&state), redis_check(&state));
     let mqtt = state.mqtt.as_ref().map(|m| mqtt_check(&m.health()));
     let ok = database.status == "up" && mqtt.as_ref().is_none_or(|m| m.status == "up");
-    let body = ReadyJson { status: if ok { "ready" } else { "unavailable" }, checks: ReadyChecks { database, mqtt } };
+    let alone = redis.as_ref().is_some_and(|r| r.status != "up");
+    let status = match (ok, alone) {
+        (false, _) => "unavailable",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    let body = ReadyJson { status, checks: ReadyChecks { database, mqtt, redis } };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+async fn redis_check(state: &ApiState) -> Option<RedisCheck> {
+    let cluster = state.cluster.as_ref()?;
+    let started = Instant::now();
+    let outcome = cluster.ping(REDIS_CHECK_TIMEOUT).await;
+    Some(RedisCheck {
+        status: if outcome.is_ok() { "up" } else { "down" },
+        instance_id: cluster.instance_id().to_string(),
+        latency_ms: started.elapsed().as_millis() as u64,
+        reason: outcome.err(),
+    })
 }
 
 async fn database_check(state: &ApiState) -> DatabaseCheck {

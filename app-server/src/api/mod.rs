@@ -205,6 +205,8 @@ pub struct ApiState {
     pub mqtt: Option<crate::mqtt::MqttHandle>,
     /// Devices' live event feed, the stream limit and the shutdown that ends streams.
     pub live: crate::live::Live,
+    /// The cluster's Redis, for `/health/ready`; `None` when this instance works alone.
+    pub cluster: Option<loraflow_network_server::cluster::Cluster>,
 }
 
 impl ApiState {

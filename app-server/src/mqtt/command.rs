@@ -4,6 +4,16 @@
 /// Subscription filter for downlink commands of every application and device.
 pub(crate) const COMMAND_FILTER: &str = "application/+/device/+/command/down";
 
+/// The command subscription: [`COMMAND_FILTER`], or in a cluster the shared subscription of
+/// `share_group`, which the broker delivers to one of its subscribers per message — on the
+/// real topic, without the `$share/<group>/` part.
+pub(crate) fn command_subscription(share_group: Option<&str>) -> String {
+    match share_group {
+        Some(group) => format!("$share/{group}/{COMMAND_FILTER}"),
+        None => COMMAND_FILTER.to_string(),
+    }
+}
+
 /// One message received on a command topic. The topic parts are passed on as received:
 /// the consumer validates them (and the JSON payload) and reports what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +40,12 @@ impl DownlinkCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_shares_the_command_subscription() {
+        assert_eq!(command_subscription(None), "application/+/device/+/command/down");
+        assert_eq!(command_subscription(Some("loraflow")), "$share/loraflow/application/+/device/+/command/down");
+    }
 
     #[test]
     fn a_command_topic_yields_application_and_device_as_given() {

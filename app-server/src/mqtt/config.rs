@@ -34,6 +34,11 @@ pub struct MqttConfig {
     pub tls_key_file: String,
     /// Seconds between keep-alive pings.
     pub keep_alive_secs: u64,
+    /// Set by cluster mode, not by users: the group of the shared subscription
+    /// (`$share/<group>/…`, MQTT 5 and Mosquitto 2 / EMQX with 3.1.1) through which the
+    /// instances of a cluster split downlink commands, so that each is handled once.
+    #[serde(skip)]
+    pub command_share_group: Option<String>,
 }
 
 impl Default for MqttConfig {
@@ -51,6 +56,7 @@ impl Default for MqttConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             keep_alive_secs: 30,
+            command_share_group: None,
         }
     }
 }

@@ -27,7 +27,7 @@ use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::command::{DownlinkCommand, COMMAND_FILTER};
+use super::command::{command_subscription, DownlinkCommand};
 use super::connect::{client_options, Broker, MAX_INFLIGHT};
 use super::embedded::EmbeddedBroker;
 use super::gate::{Gate, MqttAuthenticator};
@@ -153,6 +153,7 @@ impl MqttIntegration {
             link_events: link_rx,
             shared: shared.clone(),
             connected: false,
+            command_filter: command_subscription(cfg.command_share_group.as_deref()),
         };
         tokio::spawn(driver.run(stop.clone(), link, link_stop, broker_stop.clone()));
 
@@ -519,6 +520,8 @@ struct Driver {
     link_events: mpsc::UnboundedReceiver<LinkEvent>,
     shared: Arc<Shared>,
     connected: bool,
+    /// Where downlink commands are subscribed (`command::command_subscription`).
+    command_filter: String,
 }
 
 impl Driver {
@@ -618,13 +621,13 @@ impl Driver {
             LinkEvent::Connected => {
                 self.connected = true;
                 // Clean session: the broker forgot our subscription.
-                if let Err(e) = self.client.try_subscribe(COMMAND_FILTER, QoS::AtLeastOnce) {
+                if let Err(e) = self.client.try_subscribe(self.command_filter.clone(), QoS::AtLeastOnce) {
                     warn!(error = %e, "could not subscribe to MQTT downlink commands");
                 }
             }
             LinkEvent::Subscribed { granted } => {
                 if !granted {
-                    warn!(filter = COMMAND_FILTER, "MQTT broker refused the downlink command subscription");
+                    warn!(filter = %self.command_filter, "MQTT broker refused the downlink command subscription");
                 }
                 self.shared.ready.store(self.connected, Ordering::Release);
             }

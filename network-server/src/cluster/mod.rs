@@ -7,14 +7,17 @@
 //! When Redis cannot be reached an instance keeps working on its own (local deduplication,
 //! local gateways) and says so in `/health/ready` and `loraflow_cluster_redis_up`.
 
+pub mod changes;
 pub mod claims;
 pub mod config;
+pub mod dedup;
 pub mod handover;
 pub mod routes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub use changes::ChangeBus;
 pub use config::ClusterConfig;
 
 use crate::types::Eui64;
@@ -125,6 +128,23 @@ impl Cluster {
     /// Whether the last Redis operation succeeded.
     pub fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// PINGs Redis (the readiness check) and records the outcome; the error says why Redis
+    /// counts as unavailable.
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), String> {
+        let mut conn = self.conn();
+        let result = match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut conn)).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer to PING"))),
+        };
+        self.report(&result);
+        result.map_err(|e| e.to_string())
+    }
+
+    /// The key prefix every key and channel of this cluster starts with.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
     }
 
     /// Records the outcome of a Redis operation: the readiness check and the metric follow

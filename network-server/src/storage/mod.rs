@@ -117,6 +117,9 @@ pub trait DeviceRepo: Send + Sync {
     async fn insert_dev_nonce(&self, dev_eui: Eui64, join_eui: Eui64, dev_nonce: u16) -> Result<bool>;
     /// Highest DevNonce used so far (for LoRaWAN 1.0.4's "must increase" rule).
     async fn max_dev_nonce(&self, dev_eui: Eui64) -> Result<Option<u16>>;
+    /// When a DevNonce was recorded as used, if it was (cluster mode: was it this very
+    /// join-request, processed by another instance?).
+    async fn dev_nonce_used_at(&self, dev_eui: Eui64, join_eui: Eui64, dev_nonce: u16) -> Result<Option<DateTime<Utc>>>;
     async fn clear_dev_nonces(&self, dev_eui: Eui64) -> Result<()>;
     /// Batch update of last_seen_at (only moves forward).
     async fn touch_last_seen(&self, seen: &[(Eui64, DateTime<Utc>)]) -> Result<()>;

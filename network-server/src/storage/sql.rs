@@ -1046,6 +1046,16 @@ macro_rules! impl_repos {
                         .transpose()
                 }
 
+                async fn dev_nonce_used_at(&self, dev_eui: Eui64, join_eui: Eui64, dev_nonce: u16) -> Result<Option<DateTime<Utc>>> {
+                    sqlx::query_scalar("SELECT created_at FROM device_nonces WHERE dev_eui = $1 AND join_eui = $2 AND dev_nonce = $3")
+                        .bind(&dev_eui.0[..])
+                        .bind(&join_eui.0[..])
+                        .bind(i32::from(dev_nonce))
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(s::db_err)
+                }
+
                 async fn clear_dev_nonces(&self, dev_eui: Eui64) -> Result<()> {
                     sqlx::query("DELETE FROM device_nonces WHERE dev_eui = $1")
                         .bind(&dev_eui.0[..])

@@ -539,8 +539,14 @@ async fn dev_nonce_reuse_is_refused_until_cleared(db: &mut TestDb) {
     let (d, other) = (devs[0].dev_eui, devs[1].dev_eui);
     let join = eui(0x7000);
     assert_eq!(s.devices.max_dev_nonce(d).await.unwrap(), None);
+    assert_eq!(s.devices.dev_nonce_used_at(d, join, 7).await.unwrap(), None);
+    let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
     assert!(s.devices.insert_dev_nonce(d, join, 7).await.unwrap());
+    let used_at = s.devices.dev_nonce_used_at(d, join, 7).await.unwrap().expect("dated");
+    assert!(used_at >= before && used_at <= chrono::Utc::now(), "{used_at}");
+    assert_eq!(s.devices.dev_nonce_used_at(d, eui(0x7001), 7).await.unwrap(), None, "per JoinEUI");
     assert!(!s.devices.insert_dev_nonce(d, join, 7).await.unwrap(), "reused");
+    assert_eq!(s.devices.dev_nonce_used_at(d, join, 7).await.unwrap(), Some(used_at), "a refused reuse changes nothing");
     assert!(s.devices.insert_dev_nonce(d, join, 65535).await.unwrap());
     assert!(s.devices.insert_dev_nonce(d, join, 3).await.unwrap());
     assert!(s.devices.insert_dev_nonce(other, join, 7).await.unwrap(), "per device");

@@ -33,6 +33,9 @@ pub enum Dropped {
     /// The last accepted frame again from a device with NbTrans > 1: expected, not processed.
     NbTransRepeat,
     FCntRace,
+    /// Cluster mode: another instance processed this very transmission (each deduplicated
+    /// alone while Redis did not answer) and answered it; counted as `fcnt_race`.
+    ProcessedElsewhere,
     DeviceDisabled,
     Storage,
     UnknownModulation,
@@ -61,7 +64,7 @@ impl Dropped {
             Dropped::Replay => "replay",
             Dropped::Retransmission => "retransmission",
             Dropped::NbTransRepeat => "nb_trans_repeat",
-            Dropped::FCntRace => "fcnt_race",
+            Dropped::FCntRace | Dropped::ProcessedElsewhere => "fcnt_race",
             Dropped::DeviceDisabled => "device_disabled",
             Dropped::Storage => "storage_error",
             Dropped::UnknownModulation => "unknown_data_rate",
@@ -276,7 +279,12 @@ async fn device_context(ctx: &Context, matched: &Matched) -> Result<Arc<DeviceCo
 }
 
 async fn find_session(ctx: &Context, up: &DedupedUplink, frame: &DataFrame) -> Result<Matched, Dropped> {
-    let sessions = ctx.cache.by_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(ctx, &e))?;
+    let mut sessions = ctx.cache.by_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(ctx, &e))?;
+    if sessions.is_empty() && ctx.cluster.is_some() && crate::dev_addr::in_net_id(frame.dev_addr, ctx.net_id) {
+        // A device that joined (or was activated) through another instance a moment ago,
+        // whose announcement has not arrived yet: the database knows it already.
+        sessions = ctx.cache.load_dev_addr(frame.dev_addr).await.map_err(|e| storage_error(ctx, &e))?;
+    }
     if sessions.is_empty() {
         return Err(Dropped::UnknownDevAddr);
     }
@@ -343,6 +351,13 @@ async fn check_and_store_f_cnt(
         }
     } else if m.f_cnt < s.f_cnt_up && !skip {
         if m.f_cnt + 1 == s.f_cnt_up {
+            // The counter moved after this transmission was first heard: not the device
+            // repeating it (it waits for its receive windows first) but another instance
+            // that processed the same uplink. That one answered and published it. (A cached
+            // session's `updated_at` only ever lags, which leaves a real repeat alone.)
+            if ctx.cluster.is_some() && s.updated_at > up.first_seen {
+                return Err(Dropped::ProcessedElsewhere);
+            }
             if fcnt::again(s.mac_state.nb_trans) == Again::NbTransRepeat {
                 return Err(Dropped::NbTransRepeat);
             }

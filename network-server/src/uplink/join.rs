@@ -190,10 +190,16 @@ async fn check_dev_nonce(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest, de
     };
     let max_used = ctx.storage.devices.max_dev_nonce(jr.dev_eui).await.map_err(storage_err)?;
     if let Err(e) = lorawan::check_dev_nonce(&device.profile.mac_version, jr.dev_nonce, false, max_used) {
+        if processed_elsewhere(ctx, up, jr).await {
+            return Err("dev_nonce");
+        }
         return Err(reject(ctx, device, "dev_nonce", format!("DevNonce {} rejected: {e}", jr.dev_nonce), up).await);
     }
     let fresh = ctx.storage.devices.insert_dev_nonce(jr.dev_eui, jr.join_eui, jr.dev_nonce).await.map_err(storage_err)?;
     if !fresh {
+        if processed_elsewhere(ctx, up, jr).await {
+            return Err("dev_nonce");
+        }
         let text = format!(
             "DevNonce {} has already been used (a reset device can join again after DELETE /api/devices/{}/dev-nonces)",
             jr.dev_nonce, jr.dev_eui
@@ -201,6 +207,20 @@ async fn check_dev_nonce(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest, de
         return Err(reject(ctx, device, "dev_nonce", text, up).await);
     }
     Ok(())
+}
+
+/// Cluster mode: the DevNonce was used after this join-request was first heard, so not by an
+/// earlier join of the device but by another instance processing this very one (each
+/// deduplicated alone while Redis did not answer). That instance answers it; this one
+/// rejects it without an `OTAA` log event.
+async fn processed_elsewhere(ctx: &Context, up: &DedupedUplink, jr: &JoinRequest) -> bool {
+    if ctx.cluster.is_none() {
+        return false;
+    }
+    match ctx.storage.devices.dev_nonce_used_at(jr.dev_eui, jr.join_eui, jr.dev_nonce).await {
+        Ok(Some(at)) => at > up.first_seen,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
