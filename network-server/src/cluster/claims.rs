@@ -24,6 +24,10 @@ use crate::types::Eui64;
 /// the gateways of its last uplink, however old.
 pub const OWNER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Every claim and owner operation is on the way to a downlink: without an answer by then,
+/// the instance goes on alone.
+const TIMEOUT: Duration = Duration::from_millis(100);
+
 /// The outcome of asking for a device's claim.
 pub enum Claimed {
     /// This instance holds it until [`Claim::release`] (or its expiry, if this instance dies).
@@ -48,14 +52,8 @@ const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return re
 pub async fn claim(cluster: &Cluster, dev_eui: Eui64, hold: Duration) -> Claimed {
     let key = cluster.key(&["claim", &dev_eui.to_string()]);
     let token = format!("{}:{}", cluster.instance_id(), Uuid::new_v4().simple());
-    let result = redis::cmd("SET")
-        .arg(&key)
-        .arg(&token)
-        .arg("NX")
-        .arg("PX")
-        .arg(hold.as_millis().max(1) as u64)
-        .query_async::<Option<String>>(&mut cluster.conn())
-        .await;
+    let set = redis::cmd("SET").arg(&key).arg(&token).arg("NX").arg("PX").arg(hold.as_millis().max(1) as u64).clone();
+    let result = super::bounded(TIMEOUT, async { set.query_async::<Option<String>>(&mut cluster.conn()).await }).await;
     cluster.report(&result);
     match result {
         Ok(Some(_)) => Claimed::Held(Claim { cluster: cluster.clone(), key, token }),
@@ -70,8 +68,8 @@ pub async fn claim(cluster: &Cluster, dev_eui: Eui64, hold: Duration) -> Claimed
 impl Claim {
     /// Gives the claim back (it would expire by itself otherwise).
     pub async fn release(self) {
-        let result =
-            redis::cmd("EVAL").arg(RELEASE).arg(1).arg(&self.key).arg(&self.token).query_async::<i64>(&mut self.cluster.conn()).await;
+        let eval = redis::cmd("EVAL").arg(RELEASE).arg(1).arg(&self.key).arg(&self.token).clone();
+        let result = super::bounded(TIMEOUT, async { eval.query_async::<i64>(&mut self.cluster.conn()).await }).await;
         self.cluster.report(&result);
     }
 }
@@ -82,19 +80,16 @@ fn owner_key(cluster: &Cluster, dev_eui: Eui64) -> String {
 
 /// This instance handled the device's last uplink: it does the device's Class C downlinks.
 pub async fn own_class_c(cluster: &Cluster, dev_eui: Eui64) {
-    let result = redis::cmd("SET")
-        .arg(owner_key(cluster, dev_eui))
-        .arg(cluster.instance_id())
-        .arg("PX")
-        .arg(OWNER_TTL.as_millis() as u64)
-        .query_async::<()>(&mut cluster.conn())
-        .await;
+    let set =
+        redis::cmd("SET").arg(owner_key(cluster, dev_eui)).arg(cluster.instance_id()).arg("PX").arg(OWNER_TTL.as_millis() as u64).clone();
+    let result = super::bounded(TIMEOUT, async { set.query_async::<()>(&mut cluster.conn()).await }).await;
     cluster.report(&result);
 }
 
 /// The instance doing the device's Class C downlinks; `None` when unknown or Redis is unavailable.
 pub async fn class_c_owner(cluster: &Cluster, dev_eui: Eui64) -> Option<String> {
-    let result = redis::cmd("GET").arg(owner_key(cluster, dev_eui)).query_async::<Option<String>>(&mut cluster.conn()).await;
+    let get = redis::cmd("GET").arg(owner_key(cluster, dev_eui)).clone();
+    let result = super::bounded(TIMEOUT, async { get.query_async::<Option<String>>(&mut cluster.conn()).await }).await;
     cluster.report(&result);
     result.ok().flatten()
 }

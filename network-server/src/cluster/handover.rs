@@ -25,6 +25,8 @@ use crate::frame_feed::DownlinkFor;
 
 /// What A waits beyond the gateway's own TX_ACK budget: two pub/sub hops and B's scheduling.
 pub const MARGIN: Duration = Duration::from_millis(250);
+/// A publish is on the way to a receive window.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(100);
 /// Wait between two attempts to subscribe while Redis is unavailable.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
@@ -105,7 +107,8 @@ impl HandOver {
         // Removes the entry however this ends, including when the caller gives up.
         let _waiting = Waiting { inner: &self.inner, id: request.request_id };
         let payload = serde_json::to_vec(&request).expect("serializable");
-        let published = redis::cmd("PUBLISH").arg(self.down_channel(instance)).arg(payload).query_async::<i64>(&mut cluster.conn()).await;
+        let publish = redis::cmd("PUBLISH").arg(self.down_channel(instance)).arg(payload).clone();
+        let published = super::bounded(PUBLISH_TIMEOUT, async { publish.query_async::<i64>(&mut cluster.conn()).await }).await;
         cluster.report(&published);
         if published? == 0 {
             return Err(HandOverError::NoListener(instance.to_string()));
@@ -173,8 +176,8 @@ impl HandOver {
             let status = sending.await;
             let reply = serde_json::to_vec(&Reply { request_id: request.request_id, status }).expect("serializable");
             let cluster = &this.inner.cluster;
-            let published =
-                redis::cmd("PUBLISH").arg(this.txack_channel(&request.from)).arg(reply).query_async::<i64>(&mut cluster.conn()).await;
+            let publish = redis::cmd("PUBLISH").arg(this.txack_channel(&request.from)).arg(reply).clone();
+            let published = super::bounded(PUBLISH_TIMEOUT, async { publish.query_async::<i64>(&mut cluster.conn()).await }).await;
             cluster.report(&published);
             if let Err(e) = published {
                 tracing::warn!(error = %e, gateway_id = %request.frame.gateway_id, "could not return a handed-over downlink's TX_ACK");

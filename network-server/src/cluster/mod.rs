@@ -161,6 +161,16 @@ impl Cluster {
     }
 }
 
+/// Runs a Redis operation for at most `limit`: while Redis is unreachable the connection
+/// manager keeps reconnecting and a command can wait for seconds, longer than a receive
+/// window lasts. No answer in time is an error like any other.
+pub async fn bounded<T>(limit: std::time::Duration, f: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err((redis::ErrorKind::Io, "no answer from Redis in time").into()),
+    }
+}
+
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster").field("instance_id", &self.inner.instance_id).field("prefix", &self.inner.prefix).finish()

@@ -30,6 +30,12 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// over the UDP server's gateways under a read lock; the writes are throttled apart.
 pub const LOOK_EVERY: Duration = Duration::from_millis(100);
 
+/// A route lookup is on the way to a receive window: without an answer by then, the
+/// gateways that pulled here are used.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(100);
+/// Recording runs beside everything else and is tried again at the next PULL_DATA.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Where a downlink for a gateway goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -69,7 +75,7 @@ pub async fn record(cluster: &Cluster, gateways: &[GatewayId]) -> redis::RedisRe
     for g in gateways {
         pipe.cmd("SET").arg(key(cluster, *g)).arg(cluster.instance_id()).arg("PX").arg(ROUTE_TTL.as_millis() as u64).ignore();
     }
-    let result = pipe.query_async::<()>(&mut cluster.conn()).await;
+    let result = super::bounded(RECORD_TIMEOUT, pipe.query_async::<()>(&mut cluster.conn())).await;
     cluster.report(&result);
     result
 }
@@ -80,7 +86,8 @@ pub async fn lookup(cluster: &Cluster, gateways: &[GatewayId]) -> redis::RedisRe
         return Ok(Vec::new());
     }
     let keys: Vec<String> = gateways.iter().map(|g| key(cluster, *g)).collect();
-    let result = redis::cmd("MGET").arg(&keys).query_async::<Vec<Option<String>>>(&mut cluster.conn()).await;
+    let result =
+        super::bounded(LOOKUP_TIMEOUT, redis::cmd("MGET").arg(&keys).query_async::<Vec<Option<String>>>(&mut cluster.conn())).await;
     cluster.report(&result);
     result
 }
