@@ -271,11 +271,9 @@ async fn otaa_join_heard_through_three_instances_is_accepted_once() {
     join_through_three_instances(None).await;
 }
 
-/// Needs downlinks handed between instances (helper `routes`): the instance that processes
-/// the join (the first to hear it) must send the join-accept through the best gateway,
-/// which another instance holds.
+/// Downlinks handed between instances: the instance that processes the join (the first to
+/// hear it) sends the join-accept through the best gateway, which another instance holds.
 #[tokio::test]
-#[ignore = "needs downlink routing between instances (branch routes)"]
 async fn otaa_join_heard_through_three_instances_gets_exactly_one_join_accept_through_the_best_gateway() {
     join_through_three_instances(Some(2)).await;
 }

@@ -151,7 +151,7 @@ impl UpFrame {
 }
 
 /// Who a downlink is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DownlinkFor {
     pub dev_eui: Eui64,
     pub dev_addr: Option<DevAddr>,

@@ -13,6 +13,7 @@ pub mod fcnt;
 pub mod fcnt_writer;
 pub mod feed;
 pub mod frame_feed;
+pub mod gateway_router;
 pub mod handle;
 mod join_rate;
 pub mod lorawan;

@@ -16,11 +16,13 @@ use loraflow_packet_forwarder::Handle as GatewayHandle;
 
 use crate::cache::SessionCache;
 use crate::class_c::ClassC;
+use crate::cluster::Cluster;
 use crate::config::NetworkConfig;
 use crate::dedup::{DedupedUplink, Deduplicator};
 use crate::duty_cycle_ledger::SharedDutyCycleLedger;
 use crate::events::AppEvent;
 use crate::fcnt_writer::FCntWriter;
+use crate::gateway_router::GatewayRouter;
 use crate::handle::NetworkHandle;
 use crate::lorawan::{self, Phy};
 use crate::metrics::Metrics;
@@ -61,9 +63,12 @@ pub struct Context {
     pub regions: Regions,
     pub storage: Storage,
     pub gateways: GatewayHandle,
+    /// Where downlinks go: the local UDP server, or in a cluster the instance holding the
+    /// gateway.
+    pub router: GatewayRouter,
     pub handle: NetworkHandle,
     /// The cluster's Redis; `None` when this instance works alone (`cluster.redis_url` empty).
-    pub cluster: Option<crate::cluster::Cluster>,
+    pub cluster: Option<Cluster>,
     pub cache: SessionCache,
     pub fcnt: FCntWriter,
     pub events: mpsc::Sender<AppEvent>,
@@ -148,7 +153,7 @@ impl NetworkServer {
         handle: NetworkHandle,
         events: mpsc::Sender<AppEvent>,
         registry: &prometheus::Registry,
-        cluster: Option<crate::cluster::Cluster>,
+        cluster: Option<Cluster>,
     ) -> Result<NetworkServer, StartError> {
         config.validate()?;
         let net_id = config.net_id_bytes()?;
@@ -163,12 +168,14 @@ impl NetworkServer {
         }
         let duty_cycle = SharedDutyCycleLedger::with_budget_percent(config.duty_cycle_budget_percent);
         let join_rate = crate::join_rate::JoinRateLimit::new(config.join_requests_per_dev_eui_per_minute);
+        let router = GatewayRouter::new(gateways.clone(), cluster.clone(), registry);
         let ctx = Context {
             config,
             net_id,
             regions,
             storage,
             gateways,
+            router,
             handle,
             cluster,
             cache,
@@ -195,6 +202,13 @@ impl NetworkServer {
         // Class C sends run as jobs of the uplink serializer, in each device's uplink order.
         let class_c_stop = CancellationToken::new();
         let class_c = tokio::spawn(crate::class_c::run(ctx.clone(), uplinks.clone(), class_c_stop.clone()));
+        // Cluster mode: this instance's gateway routes, and the downlink hand-over, which
+        // serves until every uplink in progress is done (they may wait for verdicts).
+        let cluster_stop = CancellationToken::new();
+        if let Some(cluster) = &ctx.cluster {
+            background.spawn(crate::cluster::routes::run_recorder(cluster.clone(), ctx.gateways.clone(), cluster_stop.clone()));
+            background.spawn(ctx.router.clone().serve(ctx.handle.clone(), cluster_stop.clone()));
+        }
         // lastSeenAt is written on its own task: a slow or unreachable database must never
         // hold up the dispatch of uplinks.
         let seen_stop = CancellationToken::new();
@@ -248,6 +262,7 @@ impl NetworkServer {
         class_c_stop.cancel();
         let _ = class_c.await;
         uplinks.drain().await;
+        cluster_stop.cancel();
         refresher.abort();
         seen_stop.cancel();
         background.close();

@@ -132,7 +132,7 @@ pub struct UplinkFrame {
 }
 
 /// When a downlink must leave the antenna.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Timing {
     /// At this concentrator counter value (µs), i.e. Class A relative to an uplink's tmst.
     Tmst(u32),
@@ -140,8 +140,9 @@ pub enum Timing {
     Immediately,
 }
 
-/// One transmission a gateway is asked to make.
-#[derive(Debug, Clone, PartialEq)]
+/// One transmission a gateway is asked to make. Serializable so that an instance of a cluster
+/// can hand it to the instance that holds the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DownlinkFrame {
     pub gateway_id: GatewayId,
     /// Random id to correlate with the TX_ACK; also used as the PULL_RESP token source.

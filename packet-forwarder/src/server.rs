@@ -605,6 +605,18 @@ impl Handle {
         })
     }
 
+    /// Gateways whose last PULL_DATA from their downlink address came after `since`, with its
+    /// time: what this server holds now. Used to record gateway routes in a cluster without
+    /// a write per datagram.
+    pub fn pulled_since(&self, since: Instant) -> Vec<(GatewayId, Instant)> {
+        self.shared.gateways_read().iter().filter_map(|(id, g)| g.last_pull.filter(|t| *t > since).map(|t| (*id, t))).collect()
+    }
+
+    /// How long [`send`](Self::send) waits for a TX_ACK (`gateway.tx_ack_timeout_ms`).
+    pub fn tx_ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.config.tx_ack_timeout_ms)
+    }
+
     /// Gateways with a PULL_DATA within `gateway.offline_after_secs`.
     pub fn online_count(&self) -> usize {
         self.shared.online_count()

@@ -11,6 +11,12 @@
 //! Ordering: a Class C send touches the session (FCntDown, queue), so it runs as a job of the
 //! uplink serializer under the device's DevAddr, never at the same time as one of its uplinks.
 //!
+//! Cluster: the instance that handled a device's last uplink owns its Class C downlinks
+//! (`cluster::claims`); a queue change announced to every instance is acted on by the owner,
+//! under the device's claim so that an item goes out once. The gateways it uses may be held by
+//! other instances (`gateway_router`). If the owner stops, the device's Class C downlinks wait
+//! for its next uplink, as after a restart of one process.
+//!
 //! Cost when idle: none. The scheduler sleeps until a queue changes (`NetworkHandle::
 //! queue_changed`, from REST and MQTT) or a timer set for a device that waits (the end of its
 //! receive windows, of a frame on air, or of a confirmed item's ACK wait) runs out.
@@ -27,10 +33,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::cluster::claims::{self, Claimed};
 use crate::dedup::DedupedUplink;
 use crate::downlink::decide::{session_rx, without_mac, DownlinkDecision, Planned, Why, Window};
 use crate::downlink::send::Delivery;
-use crate::downlink::{queue_items, settle, transmit, Responding, MAX_CONFIRMED_TRANSMISSIONS};
+use crate::downlink::{queue_items, settle, transmit, Responding, CLAIM_HOLD, MAX_CONFIRMED_TRANSMISSIONS};
 use crate::downlink_attempts::RxWindow;
 use crate::region::Modulation as RegionModulation;
 use crate::region_config::RegionConfig;
@@ -187,10 +194,19 @@ pub(crate) fn heard(
         devices
             .insert(dev_eui, Heard { session_created_at: session.created_at, uplink: Arc::new(up.clone()), region, busy_until, ack_wait });
     }
+    if let Some(cluster) = &ctx.cluster {
+        tokio::spawn({
+            let cluster = cluster.clone();
+            async move { claims::own_class_c(&cluster, dev_eui).await }
+        });
+    }
     if ctx.handle.shared.queued.read().expect("lock").contains_key(&dev_eui) {
         wake_at(ctx, dev_eui, busy_until);
     }
 }
+
+/// How soon a device whose claim another instance holds is looked at again.
+const CLAIM_TAKEN_RETRY: Duration = Duration::from_secs(1);
 
 /// The scheduler: sleeps until a queue changes or a timer runs out, then hands each device
 /// concerned to the uplink serializer. Stops at `shutdown`.
@@ -223,9 +239,26 @@ pub(crate) async fn run(ctx: Arc<Context>, uplinks: Arc<KeyedSerializer<UplinkKe
     }
 }
 
-/// One look at a Class C device's queue, in its uplink order: settle, send or wait.
+/// One look at a Class C device's queue, in its uplink order: settle, send or wait. In a
+/// cluster only by the device's owner, holding its claim.
 async fn send_next(ctx: &Context, dev_eui: Eui64) {
     let Some(heard) = ctx.class_c.get(dev_eui) else { return };
+    let Some(cluster) = &ctx.cluster else { return look(ctx, dev_eui, heard).await };
+    if let Some(owner) = claims::class_c_owner(cluster, dev_eui).await.filter(|o| o != cluster.instance_id()) {
+        tracing::debug!(dev_eui = %dev_eui, owner = %owner, "Class C device handled by the instance that heard it last");
+        return ctx.class_c.forget(dev_eui);
+    }
+    match claims::claim(cluster, dev_eui, CLAIM_HOLD).await {
+        Claimed::Held(claim) => {
+            look(ctx, dev_eui, heard).await;
+            claim.release().await;
+        }
+        Claimed::Taken => wake_at(ctx, dev_eui, Utc::now() + chrono::Duration::from_std(CLAIM_TAKEN_RETRY).expect("small")),
+        Claimed::Unavailable => look(ctx, dev_eui, heard).await,
+    }
+}
+
+async fn look(ctx: &Context, dev_eui: Eui64, heard: Heard) {
     let (session, device) = match (ctx.cache.get(dev_eui).await, ctx.cache.context(dev_eui).await) {
         (Ok(Some(s)), Ok(d)) => (s, d),
         (Ok(None), _) | (_, Err(crate::storage::StorageError::NotFound)) => return ctx.class_c.forget(dev_eui),

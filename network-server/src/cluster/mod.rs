@@ -8,8 +8,11 @@
 //! local gateways) and says so in `/health/ready` and `loraflow_cluster_redis_up`.
 
 pub mod changes;
+pub mod claims;
 pub mod config;
 pub mod dedup;
+pub mod handover;
+pub mod routes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -158,8 +161,32 @@ impl Cluster {
     }
 }
 
+/// Runs a Redis operation for at most `limit`: while Redis is unreachable the connection
+/// manager keeps reconnecting and a command can wait for seconds, longer than a receive
+/// window lasts. No answer in time is an error like any other.
+pub async fn bounded<T>(limit: std::time::Duration, f: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err((redis::ErrorKind::Io, "no answer from Redis in time").into()),
+    }
+}
+
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster").field("instance_id", &self.inner.instance_id).field("prefix", &self.inner.prefix).finish()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Cluster, ClusterConfig};
+
+    /// The machine's Redis.
+    pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+    /// A cluster member named `instance_id` on the local Redis under `prefix` (unique per test).
+    pub async fn test_cluster(prefix: &str, instance_id: &str) -> Cluster {
+        let config = ClusterConfig { redis_url: REDIS_URL.into(), key_prefix: prefix.into(), instance_id: instance_id.into() };
+        Cluster::connect(&config, &prometheus::Registry::new()).await.expect("local Redis").expect("cluster mode on")
     }
 }

@@ -42,6 +42,10 @@ pub use decide::{class_a_windows, DownlinkDecision, DownlinkInput, Window};
 
 pub const MAX_CONFIRMED_TRANSMISSIONS: u32 = 3;
 
+/// The longest a device's claim (`cluster::claims`) can outlive an instance that stopped while
+/// reading or sending its queue; released as soon as the send is done otherwise.
+pub const CLAIM_HOLD: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What a data uplink asks of its receive windows.
 pub struct DataDownlinkPlan {
     pub session: DeviceSession,
@@ -119,7 +123,7 @@ async fn plan_or_report<'a>(
     what: &str,
     awaited: Awaited,
 ) -> Option<Vec<send::Planned<'a>>> {
-    let err = match send::plan(ctx, r.region, r.up, windows, delivery, phy_len, payload_len) {
+    let err = match send::plan(ctx, r.region, r.up, windows, delivery, phy_len, payload_len).await {
         Ok(attempts) => return Some(attempts),
         Err(e) => e,
     };
@@ -232,8 +236,28 @@ fn mac_settings(ctx: &Context, region: &RegionConfig, device: &DeviceContext) ->
     }
 }
 
+/// In a cluster, a device's queue is read and sent under its claim, so that a Class C send on
+/// another instance cannot send the same item. Without the claim (another instance is sending
+/// right now) this answer carries no queue item. `None`: read freely.
+async fn claim_queue(ctx: &Context, dev_eui: crate::types::Eui64) -> Option<crate::cluster::claims::Claimed> {
+    let cluster = ctx.cluster.as_ref()?;
+    if !ctx.handle.shared.queued.read().expect("lock").contains_key(&dev_eui) {
+        return None;
+    }
+    Some(crate::cluster::claims::claim(cluster, dev_eui, CLAIM_HOLD).await)
+}
+
 pub async fn after_data_uplink(ctx: &Context, region: &RegionConfig, up: &DedupedUplink, plan: DataDownlinkPlan) {
-    let items = if plan.ack_only { Vec::new() } else { queue_items(ctx, plan.session.dev_eui).await };
+    use crate::cluster::claims::Claimed;
+    let claim = if plan.ack_only { None } else { claim_queue(ctx, plan.session.dev_eui).await };
+    let items = match claim {
+        _ if plan.ack_only => Vec::new(),
+        Some(Claimed::Taken) => {
+            tracing::debug!(dev_eui = %plan.session.dev_eui, "queue being sent by another instance; answering without it");
+            Vec::new()
+        }
+        _ => queue_items(ctx, plan.session.dev_eui).await,
+    };
     let settings = mac_settings(ctx, region, &plan.device);
     let now = Utc::now();
     let d = decide::decide(&DownlinkInput {
@@ -266,6 +290,9 @@ pub async fn after_data_uplink(ctx: &Context, region: &RegionConfig, up: &Dedupe
         None => d.mac.state.clone(),
     };
     store_mac_state(ctx, &plan.session, state, d.mac.rx).await;
+    if let Some(Claimed::Held(claim)) = claim {
+        claim.release().await;
+    }
 }
 
 /// MAC answers and refusals: `log` events, metrics, the `status` event of a DevStatusAns.

@@ -10,6 +10,7 @@ use loraflow_packet_forwarder::frame::{DownlinkFrame, GatewayId, Modulation, Tim
 use rand::Rng;
 
 use super::decide::Window;
+use crate::cluster::routes::Route;
 use crate::dedup::DedupedUplink;
 use crate::downlink_attempts::{plan_attempts, Attempt, NoAttempt, WindowRadio};
 use crate::frame_feed::{DownFrame, DownlinkFor, FrameEvent};
@@ -34,26 +35,28 @@ pub struct Planned<'a> {
     pub via: &'a UplinkFrame,
     pub window: Window,
     pub delivery: Delivery,
+    /// Where the gateway is held: here or, in a cluster, by another instance.
+    pub route: Route,
 }
 
-/// The copies heard by gateways that can be reached (they sent PULL_DATA), best first, one
-/// per gateway.
-pub fn candidates<'a>(ctx: &Context, up: &'a DedupedUplink) -> Vec<&'a UplinkFrame> {
-    let mut out: Vec<&UplinkFrame> = Vec::new();
+/// The copies heard by gateways that can be reached (they sent PULL_DATA here or, in a
+/// cluster, to another instance), best first, one per gateway, with their routes.
+pub async fn candidates<'a>(ctx: &Context, up: &'a DedupedUplink) -> Vec<(&'a UplinkFrame, Route)> {
+    let mut firsts: Vec<&UplinkFrame> = Vec::new();
     for f in &up.frames {
-        let id = f.rx_info.gateway_id;
-        let reachable = ctx.gateways.gateway_state(id).is_some_and(|s| s.pull_addr.is_some());
-        if reachable && !out.iter().any(|o| o.rx_info.gateway_id == id) {
-            out.push(f);
+        if !firsts.iter().any(|o| o.rx_info.gateway_id == f.rx_info.gateway_id) {
+            firsts.push(f);
         }
     }
-    out
+    let ids: Vec<GatewayId> = firsts.iter().map(|f| f.rx_info.gateway_id).collect();
+    let routes = ctx.router.routes(&ids).await;
+    firsts.into_iter().zip(routes).filter(|(_, r)| *r != Route::Unreachable).collect()
 }
 
 /// The attempts for a frame of `phy_len` bytes whose MAC payload (FOpts + FRMPayload, the
 /// part RP002's N limits) is `payload_len` bytes, best first. Windows whose data rate cannot
 /// carry the payload are left out; the ledger is read as it stands now.
-pub fn plan<'a>(
+pub async fn plan<'a>(
     ctx: &Context,
     region: &'a RegionConfig,
     up: &'a DedupedUplink,
@@ -62,19 +65,19 @@ pub fn plan<'a>(
     phy_len: usize,
     payload_len: usize,
 ) -> Result<Vec<Planned<'a>>, NoAttempt> {
-    let via = candidates(ctx, up);
+    let via = candidates(ctx, up).await;
     let fitting: Vec<Window> =
         windows.iter().copied().filter(|w| region.region.max_payload_size(w.dr).is_some_and(|m| payload_len <= m.n)).collect();
     let radios: Vec<WindowRadio> = fitting.iter().map(|w| WindowRadio { window: w.name, frequency: w.frequency, dr: w.dr }).collect();
-    let gateways: Vec<GatewayId> = via.iter().map(|f| f.rx_info.gateway_id).collect();
+    let gateways: Vec<GatewayId> = via.iter().map(|(f, _)| f.rx_info.gateway_id).collect();
     let now = Instant::now();
     let attempts = ctx.duty_cycle.with(|ledger| plan_attempts(&gateways, &radios, phy_len, region.region.as_ref(), ledger, now))?;
     Ok(attempts
         .into_iter()
         .filter_map(|attempt| {
-            let via = via.iter().find(|f| f.rx_info.gateway_id == attempt.gateway)?;
+            let (via, route) = via.iter().find(|(f, _)| f.rx_info.gateway_id == attempt.gateway)?;
             let window = fitting.iter().find(|w| w.name == attempt.radio.window)?;
-            Some(Planned { region, attempt, via, window: *window, delivery })
+            Some(Planned { region, attempt, via, window: *window, delivery, route: route.clone() })
         })
         .collect())
 }
@@ -149,7 +152,7 @@ pub async fn send_attempts(ctx: &Context, attempts: &[Planned<'_>], phy: Vec<u8>
             continue;
         }
         let Some(frame) = frame_for(p, phy.clone(), downlink_id) else { continue };
-        let status = ctx.gateways.send(frame.clone()).await;
+        let status = ctx.router.send(frame.clone(), &p.route, Some(*to), Some(p.window.dr)).await;
         ctx.metrics.downlinks.with_label_values(&[p.window.name.as_str(), status.as_str()]).inc();
         if status != TxAckStatus::GatewayNotConnected {
             ctx.handle.traffic().gateway_downlink(a.gateway, chrono::Utc::now());
