@@ -132,7 +132,12 @@ impl World {
 
     /// The stored uplink frame counter (next expected), as REST reports it.
     async fn f_cnt_up(&self, dev_eui: &str) -> u64 {
-        let (s, b) = self.api(0).get(&format!("/api/devices/{dev_eui}/activation")).await;
+        self.f_cnt_up_via(0, dev_eui).await
+    }
+
+    /// The same, asked of instance `i`.
+    async fn f_cnt_up_via(&self, i: usize, dev_eui: &str) -> u64 {
+        let (s, b) = self.api(i).get(&format!("/api/devices/{dev_eui}/activation")).await;
         assert_eq!(s, 200, "{b}");
         b["fCntUp"].as_u64().expect("fCntUp")
     }
@@ -221,7 +226,105 @@ async fn one_uplink_heard_through_three_instances_is_processed_once_with_every_g
     assert_eq!(w.metric_sum("loraflow_cluster_dedup_total", &[("role", "collector")]).await, UPLINKS as f64);
     assert_eq!(w.metric_sum("loraflow_cluster_dedup_total", &[("role", "contributor")]).await, 2.0 * UPLINKS as f64);
     assert_eq!(w.metric_sum("loraflow_cluster_dedup_total", &[("role", "local")]).await, 0.0);
+    assert_eq!(w.metric_sum("loraflow_cluster_dedup_total", &[("role", "takeover")]).await, 0.0, "no collector died");
     assert_eq!(w.metric_sum("loraflow_uplinks_accepted_total", &[]).await, UPLINKS as f64);
+}
+
+/// A metric summed over the instances `alive`.
+async fn metric_of(w: &World, alive: &[usize], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for &i in alive {
+        sum += metric(&w.api(i).metrics().await, name, labels);
+    }
+    sum
+}
+
+/// The first copy of each uplink reaches instance 0, which becomes its collector; the copies
+/// of gateways 1 and 2 reach instances 1 and 2 20 ms later, and are acknowledged. Instance 0
+/// is killed inside its window: one of the others takes the uplink over, with the copies of
+/// the gateways that survived, and publishes it once.
+#[tokio::test]
+async fn an_uplink_whose_collector_is_killed_inside_its_window_is_published_once_by_a_contributor() {
+    let mut w = world(3).await;
+    let dev_eui = "00000000000c5001";
+    let mut dev = w.abp_device(dev_eui, "01c50001").await;
+    const UPLINKS: u64 = 3;
+    let mut takeovers = 0.0;
+    for f_cnt in 0..UPLINKS {
+        let phy = dev.uplink(false, 1, &[f_cnt as u8]);
+        let tmst = w.next_tmst();
+        w.hear(0, &phy, tmst, 1.0).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        w.hear(1, &phy, tmst + 3, 4.0).await;
+        w.hear(2, &phy, tmst + 5, 7.0).await;
+        // Well inside instance 0's 200 ms window.
+        w.cluster.instances[0].sigkill();
+
+        let ups = w.events("up", Duration::from_secs(2)).await;
+        assert_eq!(ups.len(), 1, "uplink {f_cnt} published once: {ups:?}");
+        assert_eq!(ups[0]["fCnt"], f_cnt);
+        assert_eq!(gateways_of(&ups[0]), [GATEWAYS[2], GATEWAYS[1]], "uplink {f_cnt}: the surviving gateways, best first");
+        assert_eq!(w.f_cnt_up_via(1, dev_eui).await, f_cnt + 1, "the frame counter advanced once");
+        takeovers += 1.0;
+        assert_eq!(metric_of(&w, &[1, 2], "loraflow_cluster_dedup_total", &[("role", "takeover")]).await, takeovers);
+
+        // Instance 0 comes back for the next uplink; its gateway reconnects to it.
+        w.cluster.restart(0);
+        w.gws[0].server = w.cluster.instances[0].gateway;
+        let t = w.gws[0].pull_data().await;
+        w.gws[0].expect_ack(PULL_ACK, t).await;
+    }
+    assert_eq!(metric_of(&w, &[1, 2], "loraflow_uplinks_accepted_total", &[]).await, UPLINKS as f64);
+
+    // And with every instance alive, nothing is taken over.
+    let phy = dev.uplink(false, 1, b"calm");
+    let tmst = w.next_tmst();
+    w.hear(0, &phy, tmst, 1.0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    w.hear(1, &phy, tmst + 3, 4.0).await;
+    w.hear(2, &phy, tmst + 5, 7.0).await;
+    let ups = w.events("up", Duration::from_secs(2)).await;
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert_eq!(gateways_of(&ups[0]).len(), 3);
+    assert_eq!(w.metric_sum("loraflow_cluster_dedup_total", &[("role", "takeover")]).await, takeovers);
+    assert_eq!(w.f_cnt_up(dev_eui).await, UPLINKS + 1);
+}
+
+/// A collector that is only slow (stopped with SIGSTOP inside its window, continued after a
+/// contributor took the uplink over): the uplink is still published once, and its frame
+/// counter advanced once.
+#[tokio::test]
+async fn an_uplink_whose_collector_is_only_slow_is_published_once() {
+    let mut w = world(3).await;
+    let dev_eui = "00000000000c6001";
+    let mut dev = w.abp_device(dev_eui, "01c60001").await;
+    let pid = w.cluster.instances[0].pid().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
+        assert!(status.success());
+    };
+    let phy = dev.uplink(false, 1, b"slow");
+    let tmst = w.next_tmst();
+    w.hear(0, &phy, tmst, 1.0).await;
+    // Once it holds the lock (its first copy's claim is on its way to Redis).
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    w.hear(1, &phy, tmst + 3, 4.0).await;
+    w.hear(2, &phy, tmst + 5, 7.0).await;
+    let mut ups = w.events("up", Duration::from_millis(1500)).await;
+    assert_eq!(metric_of(&w, &[1, 2], "loraflow_cluster_dedup_total", &[("role", "takeover")]).await, 1.0, "taken over");
+    signal("-CONT");
+    ups.extend(w.events("up", Duration::from_secs(2)).await);
+    assert_eq!(ups.len(), 1, "published once: {ups:?}");
+    assert_eq!(w.f_cnt_up(dev_eui).await, 1);
+    assert_eq!(w.metric_sum("loraflow_cluster_dedup_total", &[("role", "collector")]).await, 1.0, "instance 0 went on");
+    assert_eq!(w.metric_sum("loraflow_uplinks_accepted_total", &[]).await, 1.0);
+    assert_eq!(w.metric_sum("loraflow_uplinks_rejected_total", &[("reason", "retransmission")]).await, 0.0);
+    // The taker went first; instance 0, continued, found the counter moved after the uplink
+    // was heard and dropped it silently.
+    assert_eq!(metric_of(&w, &[1, 2], "loraflow_uplinks_accepted_total", &[]).await, 1.0);
+    assert_eq!(metric(&w.api(0).metrics().await, "loraflow_uplinks_rejected_total", &[("reason", "fcnt_race")]), 1.0);
 }
 
 /// A join-request heard by three gateways on three instances, best by the gateway of the

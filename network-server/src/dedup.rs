@@ -11,6 +11,8 @@
 //! instance processes the uplink with every instance's copies (`cluster::dedup`). The Redis
 //! round trips run on tasks of their own, never on this loop; a forwarder passes their
 //! results on in the order the windows closed, so the arrival order above still holds.
+//! The exception is an uplink taken over from a collector that died (`cluster::dedup`): it
+//! leaves late by design, on its own, once the grace has passed.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +28,7 @@ use uuid::Uuid;
 
 use loraflow_packet_forwarder::frame::UplinkFrame;
 
-use crate::cluster::dedup::{uplink_hash, ClusterDedup, Role};
+use crate::cluster::dedup::{uplink_hash, ClusterDedup, Role, TAKEOVER_GRACE};
 use crate::cluster::Cluster;
 
 /// One uplink, once, with the copies of every gateway that heard it (best SNR first).
@@ -38,6 +40,29 @@ pub struct DedupedUplink {
     /// When the first copy arrived.
     pub first_seen: DateTime<Utc>,
     pub first_seen_instant: Instant,
+    /// Cluster mode, on the collector: to be marked done once the uplink is decided, so that
+    /// no contributor takes it over.
+    pub done: Option<DoneMarker>,
+}
+
+/// Marks an uplink done in Redis (`ClusterDedup::mark_done`).
+#[derive(Clone)]
+pub struct DoneMarker {
+    cluster: ClusterDedup,
+    hash: String,
+}
+
+impl DoneMarker {
+    /// On a task of its own: the uplink's answer does not wait for Redis.
+    pub fn mark(self) {
+        tokio::spawn(async move { self.cluster.mark_done(&self.hash).await });
+    }
+}
+
+impl std::fmt::Debug for DoneMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DoneMarker").field("hash", &self.hash).finish()
+    }
 }
 
 struct Collecting {
@@ -65,8 +90,9 @@ impl Claim {
 enum Output {
     /// One instance alone: the uplink as its window closes.
     Direct(mpsc::Sender<DedupedUplink>),
-    /// Cluster mode: a task per closed window (Redis round trips), passed on in order.
-    Ordered(mpsc::Sender<JoinHandle<Option<DedupedUplink>>>),
+    /// Cluster mode: a task per closed window (Redis round trips), passed on in order;
+    /// uplinks taken over from a collector that did not finish them go out directly, late.
+    Ordered { windows: mpsc::Sender<JoinHandle<Option<DedupedUplink>>>, taken_over: mpsc::Sender<DedupedUplink> },
 }
 
 /// Closed windows waiting for Redis at once, in cluster mode.
@@ -111,7 +137,9 @@ impl Deduplicator {
     /// Cluster mode: copies heard by other instances count, and only one instance processes
     /// each uplink. Its lock lives as long as a processed payload is remembered here.
     pub fn with_cluster(mut self, cluster: Cluster, registry: &prometheus::Registry) -> Self {
-        self.cluster = Some(ClusterDedup::new(cluster, self.remember, registry));
+        // The keys must outlive a contributor's takeover check, even for windows above 1 s.
+        let ttl = self.remember.max(self.window * 2 + TAKEOVER_GRACE + Duration::from_secs(1));
+        self.cluster = Some(ClusterDedup::new(cluster, ttl, registry));
         self
     }
 
@@ -153,6 +181,7 @@ impl Deduplicator {
             frames,
             first_seen: c.first_seen,
             first_seen_instant: c.first_seen_instant,
+            done: None,
         };
         Some((up, c.claim))
     }
@@ -162,15 +191,17 @@ impl Deduplicator {
     async fn deliver(&self, output: &Output, up: DedupedUplink, claim: Option<Arc<Claim>>) -> Result<(), ()> {
         match output {
             Output::Direct(tx) => tx.send(up).await.map_err(|_| ()),
-            Output::Ordered(tx) => {
+            Output::Ordered { windows, taken_over } => {
                 let cluster = self.cluster.clone();
+                let check_at = up.first_seen_instant + self.window + TAKEOVER_GRACE;
+                let taken_over = taken_over.clone();
                 let task = tokio::spawn(async move {
                     match (cluster, claim) {
-                        (Some(cluster), Some(claim)) => resolve(&cluster, &claim, up).await,
+                        (Some(cluster), Some(claim)) => resolve(cluster, claim, up, check_at, taken_over).await,
                         _ => Some(up),
                     }
                 });
-                tx.send(task).await.map_err(|_| ())
+                windows.send(task).await.map_err(|_| ())
             }
         }
     }
@@ -195,8 +226,9 @@ impl Deduplicator {
             None => Output::Direct(output),
             Some(_) => {
                 let (tx, rx) = mpsc::channel(ORDERED_QUEUE);
+                let taken_over = output.clone();
                 tokio::spawn(forward_in_order(rx, output));
-                Output::Ordered(tx)
+                Output::Ordered { windows: tx, taken_over }
             }
         };
         let mut stopping = false;
@@ -257,23 +289,47 @@ fn share(cluster: &ClusterDedup, claim: &Arc<Claim>, frame: &UplinkFrame) {
 }
 
 /// Cluster mode, at the end of this instance's window: the uplink with every instance's
-/// copies if this instance processes it, nothing if another one does.
-async fn resolve(cluster: &ClusterDedup, claim: &Claim, mut up: DedupedUplink) -> Option<DedupedUplink> {
-    let role = claim.role(cluster).await;
+/// copies if this instance processes it, nothing if another one does. A contributor keeps
+/// its copies and, at `check_at`, takes the uplink over if the collector did not finish it.
+async fn resolve(
+    cluster: ClusterDedup,
+    claim: Arc<Claim>,
+    mut up: DedupedUplink,
+    check_at: Instant,
+    taken_over: mpsc::Sender<DedupedUplink>,
+) -> Option<DedupedUplink> {
+    let role = claim.role(&cluster).await;
     cluster.count(role);
     match role {
-        Role::Contributor => None,
-        Role::Local => Some(up),
-        Role::Collector => {
-            let others = cluster.collect(&claim.hash, &up.phy_payload).await;
-            if !others.is_empty() {
-                for f in others {
-                    keep_best(&mut up.frames, f);
+        Role::Contributor => {
+            // Off the ordered path: the uplinks behind this one do not wait for the grace.
+            tokio::spawn(async move {
+                tokio::time::sleep_until(check_at).await;
+                if cluster.take_over(&claim.hash).await {
+                    cluster.count(Role::Takeover);
+                    tracing::info!(dedup_id = %up.deduplication_id, "collector did not finish the uplink; processing it here");
+                    with_copies_of_others(&cluster, &claim, &mut up).await;
+                    let _ = taken_over.send(up).await;
                 }
-                best_first(&mut up.frames);
-            }
+            });
+            None
+        }
+        Role::Local | Role::Takeover => Some(up),
+        Role::Collector => {
+            with_copies_of_others(&cluster, &claim, &mut up).await;
+            up.done = Some(DoneMarker { cluster, hash: claim.hash.clone() });
             Some(up)
         }
+    }
+}
+
+async fn with_copies_of_others(cluster: &ClusterDedup, claim: &Claim, up: &mut DedupedUplink) {
+    let others = cluster.collect(&claim.hash, &up.phy_payload).await;
+    if !others.is_empty() {
+        for f in others {
+            keep_best(&mut up.frames, f);
+        }
+        best_first(&mut up.frames);
     }
 }
 

@@ -354,6 +354,7 @@ mod tests {
             frames: Vec::new(),
             first_seen: at,
             first_seen_instant: Instant::now(),
+            done: None,
         };
         let region = crate::region_config::Regions::single("EU868").first().clone();
         Heard { session_created_at: at, uplink: Arc::new(uplink), region, busy_until: at, ack_wait: None }

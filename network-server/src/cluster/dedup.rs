@@ -11,6 +11,15 @@
 //!   (as one instance alone would); the frame-counter compare-and-set in the database then
 //!   still lets only one instance accept it.
 //!
+//! - A collector can die (SIGKILL, crash) after taking the lock, while the contributors have
+//!   already acknowledged their copies to their gateways. So the collector marks the uplink
+//!   done (`{p}:dedup:{hash}:done`) once its frame-counter compare-and-set (or DevNonce check)
+//!   is decided and the uplink published; every contributor keeps its own copies and checks
+//!   the marker 500 ms after its window closed (`TAKEOVER_GRACE`). Without it, the one
+//!   contributor that sets `{p}:dedup:{hash}:takeover` NX processes the uplink with the
+//!   handed-over copies and its own. A collector that was only slow loses the frame-counter
+//!   compare-and-set to it, or wins it and the taker drops the uplink as processed elsewhere.
+//!
 //! The lock lives as long as a processed payload is remembered locally: long enough for late
 //! copies, shorter than the wait before a device repeats a confirmed uplink, which must be
 //! processed (answered) again.
@@ -23,6 +32,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Cluster;
+
+/// How long after its own window closed a contributor waits for the collector's done marker.
+/// The collector's window closes no later than the contributor's (plus one Redis round trip:
+/// the contributor's claim went out with its first copy), and its processing up to the
+/// frame-counter compare-and-set takes milliseconds (`loraflow_uplink_processing_seconds`);
+/// 500 ms leaves room for a slow database, while a taken-over uplink (at about the window +
+/// 500 ms) is still processed before RX2 (2 s), so a confirmed uplink is still answered.
+pub const TAKEOVER_GRACE: Duration = Duration::from_millis(500);
 
 /// How long one Redis round trip may take before the instance decides alone. Redis answers
 /// in well under a millisecond on a LAN; waiting longer would eat into the receive windows.
@@ -37,10 +54,12 @@ pub enum Role {
     Contributor,
     /// Redis did not answer: processes it with its own copies.
     Local,
+    /// A contributor whose collector did not mark the uplink done in time: processes it.
+    Takeover,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Collector, Role::Contributor, Role::Local];
+    pub const ALL: [Role; 4] = [Role::Collector, Role::Contributor, Role::Local, Role::Takeover];
 
     /// The `role` label of `loraflow_cluster_dedup_total`.
     pub fn as_str(&self) -> &'static str {
@@ -48,6 +67,7 @@ impl Role {
             Role::Collector => "collector",
             Role::Contributor => "contributor",
             Role::Local => "local",
+            Role::Takeover => "takeover",
         }
     }
 }
@@ -95,7 +115,8 @@ impl ClusterDedup {
             prometheus::Opts::new(
                 "loraflow_cluster_dedup_total",
                 "Uplinks by this instance's role: collector (processed here with every instance's copies), \
-                 contributor (copies handed to the instance that processed it), local (Redis did not answer)",
+                 contributor (copies handed to the instance that processed it), local (Redis did not answer), \
+                 takeover (a contributor processed it because its collector did not finish it)",
             ),
             &["role"],
         )
@@ -166,6 +187,52 @@ impl ClusterDedup {
             Err(e) => {
                 tracing::debug!(error = %e, "copies of other instances not read; processing with this instance's own");
                 Vec::new()
+            }
+        }
+    }
+
+    /// The collector has decided the uplink (its frame counter or DevNonce is settled in the
+    /// database): no contributor needs to take it over.
+    pub async fn mark_done(&self, hash: &str) {
+        let mut conn = self.cluster.conn();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(hash, "done")).arg(self.cluster.instance_id()).arg("PX").arg(self.ttl_ms);
+        let result: redis::RedisResult<()> = bounded(cmd.query_async(&mut conn)).await;
+        self.cluster.report(&result);
+        if let Err(e) = result {
+            // The contributors take the uplink over; the frame-counter compare-and-set (or the
+            // DevNonce check) drops it there as processed elsewhere.
+            tracing::debug!(error = %e, "uplink not marked done in Redis");
+        }
+    }
+
+    /// A contributor, after the grace: whether it processes the uplink because the collector
+    /// did not mark it done. Of several contributors only one does. When Redis does not answer
+    /// nothing is taken over: the collector most likely lives (it is Redis that is away), and
+    /// every contributor would process the uplink.
+    pub async fn take_over(&self, hash: &str) -> bool {
+        let mut conn = self.cluster.conn();
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(self.key(hash, "done"));
+        let done: redis::RedisResult<bool> = bounded(exists.query_async(&mut conn)).await;
+        self.cluster.report(&done);
+        match done {
+            Ok(true) => return false,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "collector's done marker not read; uplink left to it");
+                return false;
+            }
+        }
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(hash, "takeover")).arg(self.cluster.instance_id()).arg("NX").arg("PX").arg(self.ttl_ms);
+        let won: redis::RedisResult<Option<String>> = bounded(cmd.query_async(&mut conn)).await;
+        self.cluster.report(&won);
+        match won {
+            Ok(w) => w.is_some(),
+            Err(e) => {
+                tracing::debug!(error = %e, "no takeover key from Redis; uplink left to the collector");
+                false
             }
         }
     }
@@ -303,14 +370,113 @@ mod on_redis {
             .sum()
     }
 
-    /// Everything that comes out within `within`.
+    /// Everything that comes out within `within`, processed (marked done) as the uplink
+    /// steps do.
     async fn drain(out: &mut mpsc::Receiver<DedupedUplink>, within: Duration) -> Vec<DedupedUplink> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut got = Vec::new();
+        while let Ok(Some(up)) = tokio::time::timeout_at(deadline, out.recv()).await {
+            got.push(processed(up));
+        }
+        got
+    }
+
+    fn processed(mut up: DedupedUplink) -> DedupedUplink {
+        if let Some(done) = up.done.take() {
+            done.mark();
+        }
+        up
+    }
+
+    /// Everything that comes out within `within`, left unprocessed, as by an instance that
+    /// dies before deciding it.
+    async fn drain_and_die(out: &mut mpsc::Receiver<DedupedUplink>, within: Duration) -> Vec<DedupedUplink> {
         let deadline = tokio::time::Instant::now() + within;
         let mut got = Vec::new();
         while let Ok(Some(up)) = tokio::time::timeout_at(deadline, out.recv()).await {
             got.push(up);
         }
         got
+    }
+
+    /// One uplink: its first copy (gateway 1) on `a`, 30 ms later gateway 2's on `b` and
+    /// gateway 3's on `c`.
+    async fn heard_by_three(a: &Instance, b: &Instance, c: &Instance, phy: &[u8]) {
+        a.input.send(frame(1, phy, 1.0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        b.input.send(frame(2, phy, 9.0)).await.unwrap();
+        c.input.send(frame(3, phy, 5.0)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_never_finishes_is_taken_over_by_exactly_one_contributor_with_every_copy_it_handed_over() {
+        let p = prefix();
+        let url = redis_url();
+        let mut a = instance(&url, &p, "a").await;
+        let mut b = instance(&url, &p, "b").await;
+        let mut c = instance(&url, &p, "c").await;
+        heard_by_three(&a, &b, &c, b"dies with its collector").await;
+        // `a` collects the uplink and dies before deciding it: never marked done.
+        let from_a = drain_and_die(&mut a.output, WINDOW + Duration::from_millis(150)).await;
+        assert_eq!(from_a.len(), 1);
+        assert!(from_a[0].done.is_some(), "the collector's uplink is to be marked done");
+
+        let (from_b, from_c) = tokio::join!(
+            drain(&mut b.output, WINDOW + crate::cluster::dedup::TAKEOVER_GRACE + Duration::from_millis(400)),
+            drain(&mut c.output, WINDOW + crate::cluster::dedup::TAKEOVER_GRACE + Duration::from_millis(400))
+        );
+        let taken: Vec<_> = from_b.iter().chain(&from_c).collect();
+        assert_eq!(taken.len(), 1, "exactly one contributor takes over: b {} c {}", from_b.len(), from_c.len());
+        let up = taken[0];
+        assert_eq!(gateways(up), [2, 3], "the contributors' copies, best first");
+        assert_eq!(up.phy_payload, b"dies with its collector");
+        assert!(up.done.is_none(), "nobody waits for a taker");
+        assert_eq!(role_count(&b.registry, "takeover") + role_count(&c.registry, "takeover"), 1);
+        assert_eq!(role_count(&b.registry, "contributor") + role_count(&c.registry, "contributor"), 2);
+        assert!(drain(&mut b.output, Duration::from_millis(300)).await.is_empty());
+        assert!(drain(&mut c.output, Duration::from_millis(10)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_taker_waits_for_the_grace_after_its_window() {
+        let p = prefix();
+        let url = redis_url();
+        let a = instance(&url, &p, "a").await;
+        let mut b = instance(&url, &p, "b").await;
+        // `a` takes the lock and dies at once (its deduplicator never even closes the window).
+        a.input.send(frame(1, b"lock only", 1.0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(a);
+        let started = tokio::time::Instant::now();
+        b.input.send(frame(2, b"lock only", 3.0)).await.unwrap();
+        let up = tokio::time::timeout(Duration::from_secs(2), b.output.recv()).await.expect("taken over").unwrap();
+        let waited = started.elapsed();
+        let due = WINDOW + crate::cluster::dedup::TAKEOVER_GRACE;
+        eprintln!("takeover: uplink out {waited:?} after the taker's first copy (due {due:?})");
+        assert!(waited >= due && waited < due + Duration::from_millis(100), "{waited:?}");
+        assert_eq!(gateways(&up), [2]);
+        assert_eq!(role_count(&b.registry, "takeover"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_marks_the_uplink_done_is_not_taken_over() {
+        let p = prefix();
+        let url = redis_url();
+        let mut a = instance(&url, &p, "a").await;
+        let mut b = instance(&url, &p, "b").await;
+        let mut c = instance(&url, &p, "c").await;
+        for i in 0..5u8 {
+            heard_by_three(&a, &b, &c, &[0x40, i, 0xdd]).await;
+        }
+        let from_a = drain(&mut a.output, WINDOW + Duration::from_millis(300)).await;
+        assert_eq!(from_a.len(), 5);
+        let (from_b, from_c) = tokio::join!(
+            drain(&mut b.output, WINDOW + crate::cluster::dedup::TAKEOVER_GRACE + Duration::from_millis(400)),
+            drain(&mut c.output, WINDOW + crate::cluster::dedup::TAKEOVER_GRACE + Duration::from_millis(400))
+        );
+        assert!(from_b.is_empty() && from_c.is_empty(), "no takeover: b {} c {}", from_b.len(), from_c.len());
+        assert_eq!(role_count(&b.registry, "takeover") + role_count(&c.registry, "takeover"), 0);
+        assert_eq!(role_count(&a.registry, "collector"), 5);
     }
 
     fn gateways(up: &DedupedUplink) -> Vec<u64> {
@@ -333,7 +499,7 @@ mod on_redis {
         // A second copy on a contributor, later in the window, is handed over as well.
         c.input.send(frame(4, b"one uplink", -3.0)).await.unwrap();
 
-        let first = tokio::time::timeout(Duration::from_secs(1), a.output.recv()).await.expect("processed by a").unwrap();
+        let first = processed(tokio::time::timeout(Duration::from_secs(1), a.output.recv()).await.expect("processed by a").unwrap());
         let waited = started.elapsed();
         eprintln!("collector: uplink out {waited:?} after its first copy (window {WINDOW:?})");
         assert!(waited >= WINDOW && waited < WINDOW + Duration::from_millis(100), "{waited:?}");
@@ -368,8 +534,9 @@ mod on_redis {
             }
             second.input.send(frame(20, &phy, 4.0)).await.unwrap();
         }
-        let from_a = drain(&mut a.output, Duration::from_millis(1200)).await;
-        let from_b = drain(&mut b.output, Duration::from_millis(100)).await;
+        // Both at once: each processes (marks done) what it collects as it comes out.
+        let (from_a, from_b) =
+            tokio::join!(drain(&mut a.output, Duration::from_millis(1500)), drain(&mut b.output, Duration::from_millis(1500)));
         let mut seen: HashMap<u8, usize> = HashMap::new();
         for up in from_a.iter().chain(&from_b) {
             *seen.entry(up.phy_payload[1]).or_default() += 1;
@@ -383,6 +550,7 @@ mod on_redis {
         }
         assert_eq!(role_count(&a.registry, "collector") + role_count(&b.registry, "collector"), n as u64);
         assert_eq!(role_count(&a.registry, "contributor") + role_count(&b.registry, "contributor"), n as u64);
+        assert_eq!(role_count(&a.registry, "takeover") + role_count(&b.registry, "takeover"), 0);
     }
 
     /// A TCP relay to the real Redis that can be cut, as a network failure would.

@@ -56,6 +56,12 @@ pub async fn handle(ctx: &Context, mut up: DedupedUplink, phy: Result<Phy, PhyEr
         let mut decided = dispatch(ctx, &mut up, &phy).await;
         // Reported before the answer goes out: a console shows the uplink, then its downlink.
         report(ctx, &up, phy.as_ref().ok(), &decided);
+        // Decided: the frame counter (or DevNonce) is settled in the database and the uplink
+        // published, so a takeover by a contributor could only be dropped as processed
+        // elsewhere. Marked before the downlink, which may wait for RX1, beyond the grace.
+        if let Some(done) = up.done.take() {
+            done.mark();
+        }
         if let (Some(answer), Some(region)) = (decided.answer.take(), decided.region.as_ref()) {
             match answer {
                 Answer::Data(plan) => crate::downlink::after_data_uplink(ctx, region, &up, *plan).await,
@@ -204,6 +210,7 @@ mod tests {
             frames: gateways.iter().map(|g| frame(*g)).collect(),
             first_seen: chrono::Utc::now(),
             first_seen_instant: tokio::time::Instant::now(),
+            done: None,
         }
     }
 
