@@ -9,16 +9,15 @@ mod common;
 #[path = "../app-server/tests/mqtt_support/mod.rs"]
 mod mqtt_support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::cluster::TestCluster;
+use common::cluster::{PrivateRedis, TestCluster};
 use common::device::Device;
 use common::gateway::{rxpk, FakeGateway, PULL_ACK, PUSH_ACK};
 use common::provision;
 use common::{eventually, metric, Api};
-use mqtt_support::{free_port, Mosquitto, Subscriber};
+use mqtt_support::{Mosquitto, Subscriber};
 use serde_json::{json, Value};
 
 const NWK_S_KEY: &str = "44024241ed4ce9a68c6a8bc055233fd3";
@@ -247,51 +246,6 @@ async fn a_downlink_command_is_queued_once_by_one_of_the_instances() {
         let mut want: Vec<String> = (0..COMMANDS).map(|i| b64(&[i as u8])).collect();
         want.sort();
         assert_eq!(data, want, "{queued}");
-    }
-}
-
-/// A `redis-server` of the test's own, so that it can be killed and started again.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let mut r = PrivateRedis { port: free_port(), child: None };
-        r.restart();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

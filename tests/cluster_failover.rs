@@ -22,14 +22,13 @@ mod mqtt_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::TestCluster;
+use common::cluster::{PrivateRedis, TestCluster};
 use common::device::Device;
 use common::gateway::{b64, rxpk, FakeGateway, PullResp, PULL_ACK, PULL_RESP};
 use common::{eventually, provision};
-use mqtt_support::{free_port, Mosquitto, Subscriber};
+use mqtt_support::{Mosquitto, Subscriber};
 use serde_json::{json, Value};
 
 const INSTANCES: usize = 3;
@@ -410,46 +409,6 @@ async fn without_redis_copies_reaching_three_instances_are_still_published_once(
     for d in 0..DEVICES {
         let (s, act) = net.cluster.api(1).get(&format!("/api/devices/{}/activation", dev_eui(d))).await;
         assert_eq!((s, act["fCntUp"].as_u64()), (200, Some(u64::from(net.devices[d].f_cnt_up))), "{act}");
-    }
-}
-
-/// A `redis-server` of the test's own, so that it can be killed.
-struct PrivateRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        PrivateRedis { port, child: Some(child) }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -2,6 +2,9 @@
 //! Redis under a key prefix of the test's own (so tests never see each other's keys or
 //! channels), and one Mosquitto the test starts.
 
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
 use super::{Api, TestServer};
 
 /// The machine's Redis (scripts/test starts it).
@@ -60,5 +63,53 @@ impl TestCluster {
     pub fn restart(&mut self, i: usize) {
         let server = self.spawn(i);
         self.instances[i] = server;
+    }
+}
+
+/// A `redis-server` of the test's own, so that it can be killed and started again (Redis
+/// outages); the machine's Redis is shared by every test.
+pub struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let mut r = PrivateRedis { port, child: None };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again) on the same port.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
