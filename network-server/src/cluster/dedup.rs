@@ -24,7 +24,6 @@
 //! copies, shorter than the wait before a device repeats a confirmed uplink, which must be
 //! processed (answered) again.
 
-use std::future::Future;
 use std::time::Duration;
 
 use loraflow_packet_forwarder::frame::{RxInfo, UplinkFrame, UplinkTxInfo};
@@ -141,7 +140,7 @@ impl ClusterDedup {
         let mut conn = self.cluster.conn();
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(hash, "lock")).arg(self.cluster.instance_id()).arg("NX").arg("PX").arg(self.ttl_ms);
-        let result: redis::RedisResult<Option<String>> = bounded(cmd.query_async(&mut conn)).await;
+        let result: redis::RedisResult<Option<String>> = super::bounded(REDIS_TIMEOUT, cmd.query_async(&mut conn)).await;
         self.cluster.report(&result);
         match result {
             Ok(Some(_)) => Role::Collector,
@@ -159,7 +158,7 @@ impl ClusterDedup {
         let mut conn = self.cluster.conn();
         let mut pipe = redis::pipe();
         pipe.atomic().rpush(&copies, encode(frame)).ignore().pexpire(&copies, self.ttl_ms as i64).ignore();
-        let result: redis::RedisResult<()> = bounded(pipe.query_async(&mut conn)).await;
+        let result: redis::RedisResult<()> = super::bounded(REDIS_TIMEOUT, pipe.query_async(&mut conn)).await;
         self.cluster.report(&result);
         if let Err(e) = result {
             tracing::debug!(error = %e, gateway_id = %frame.rx_info.gateway_id, "uplink copy not handed over; the collector goes without it");
@@ -171,7 +170,7 @@ impl ClusterDedup {
         let mut conn = self.cluster.conn();
         let mut cmd = redis::cmd("LRANGE");
         cmd.arg(self.key(hash, "copies")).arg(0).arg(-1);
-        let result: redis::RedisResult<Vec<Vec<u8>>> = bounded(cmd.query_async(&mut conn)).await;
+        let result: redis::RedisResult<Vec<Vec<u8>>> = super::bounded(REDIS_TIMEOUT, cmd.query_async(&mut conn)).await;
         self.cluster.report(&result);
         match result {
             Ok(raw) => raw
@@ -197,7 +196,7 @@ impl ClusterDedup {
         let mut conn = self.cluster.conn();
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(hash, "done")).arg(self.cluster.instance_id()).arg("PX").arg(self.ttl_ms);
-        let result: redis::RedisResult<()> = bounded(cmd.query_async(&mut conn)).await;
+        let result: redis::RedisResult<()> = super::bounded(REDIS_TIMEOUT, cmd.query_async(&mut conn)).await;
         self.cluster.report(&result);
         if let Err(e) = result {
             // The contributors take the uplink over; the frame-counter compare-and-set (or the
@@ -214,7 +213,7 @@ impl ClusterDedup {
         let mut conn = self.cluster.conn();
         let mut exists = redis::cmd("EXISTS");
         exists.arg(self.key(hash, "done"));
-        let done: redis::RedisResult<bool> = bounded(exists.query_async(&mut conn)).await;
+        let done: redis::RedisResult<bool> = super::bounded(REDIS_TIMEOUT, exists.query_async(&mut conn)).await;
         self.cluster.report(&done);
         match done {
             Ok(true) => return false,
@@ -226,7 +225,7 @@ impl ClusterDedup {
         }
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(hash, "takeover")).arg(self.cluster.instance_id()).arg("NX").arg("PX").arg(self.ttl_ms);
-        let won: redis::RedisResult<Option<String>> = bounded(cmd.query_async(&mut conn)).await;
+        let won: redis::RedisResult<Option<String>> = super::bounded(REDIS_TIMEOUT, cmd.query_async(&mut conn)).await;
         self.cluster.report(&won);
         match won {
             Ok(w) => w.is_some(),
@@ -239,13 +238,6 @@ impl ClusterDedup {
 
     pub fn count(&self, role: Role) {
         self.total.with_label_values(&[role.as_str()]).inc();
-    }
-}
-
-async fn bounded<T>(f: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
-    match tokio::time::timeout(REDIS_TIMEOUT, f).await {
-        Ok(r) => r,
-        Err(_) => Err((redis::ErrorKind::Io, "no answer from Redis in time").into()),
     }
 }
 
